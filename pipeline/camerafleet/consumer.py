@@ -1,0 +1,271 @@
+"""Consumer actors: one Kafka consumer group over all camera topics, micro-batches to the inference
+service, results out, offsets committed only after the results of those frames are written.
+
+Every message ends in exactly one outcome, counted by camera and reason: `processed`, `dropped`
+(stale: older than maxFrameAgeMs, a real-time system prefers fresh frames to a backlog) or `failed`
+(malformed message, unknown camera, frame missing or corrupt, model error, inference unreachable).
+Failed messages also go to the dead-letter topic. If results cannot be written, the batch's offsets are
+rewound and the batch is retried: delivery is at-least-once, never at-most-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter, defaultdict, deque
+from typing import Any
+
+import orjson
+import ray
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from camerafleet import metrics
+from camerafleet.manifest import FleetSpec
+from camerafleet.messages import FrameMessage, MessageError, parse_frame_message, result_record
+from camerafleet.transport import InferenceUnavailable, Transport, make_transport
+
+log = logging.getLogger("camerafleet.consumer")
+
+INFER_RETRIES = 3
+
+
+class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):
+    """Lets the batch in hand be written and committed before its partitions move to another member."""
+
+    def __init__(self, lock: asyncio.Lock):
+        self.lock = lock
+
+    async def on_partitions_revoked(self, revoked):
+        async with self.lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned):
+        pass
+
+
+class ResultsLog:
+    """Appends JSON lines to the run's results log; one write per batch, O_APPEND, so several consumer
+    processes can share one file without interleaving lines."""
+
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if records:
+            os.write(self.fd, b"".join(orjson.dumps(r) + b"\n" for r in records))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class ConsumerActor:
+    def __init__(self, spec_json: str, bootstrap: str, results_log: str):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        self.spec = FleetSpec.model_validate_json(spec_json)
+        self.bootstrap = bootstrap
+        self.log = ResultsLog(results_log)
+        self.lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.transport: Transport | None = None
+        self.task: asyncio.Task | None = None
+        self.stopping = False
+        self.counts: dict[str, Counter] = defaultdict(Counter)
+        self.latencies_ms: deque[int] = deque(maxlen=5000)
+        self.lag: dict[str, int] = {}
+        self.batches = 0
+        self.last_error: str | None = None
+
+    async def start(self) -> None:
+        """Join the consumer group and start consuming (idempotent; called again after an actor restart)."""
+        if self.task is not None:
+            return
+        self.transport = make_transport(self.spec)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+        await self.producer.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.spec.kafka.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+        )
+        await self.consumer.start()
+        self._subscribe()
+        self.task = asyncio.create_task(self._loop())
+
+    def _subscribe(self) -> None:
+        topics = sorted(self.spec.topic(c.id) for c in self.spec.cameras)
+        self.consumer.subscribe(topics, listener=_FinishBatchBeforeRevoke(self.lock))
+
+    async def update_spec(self, spec_json: str) -> None:
+        """Apply a changed manifest: new cameras are subscribed, limits take effect on the next batch."""
+        old_topics = {self.spec.topic(c.id) for c in self.spec.cameras}
+        self.spec = FleetSpec.model_validate_json(spec_json)
+        if self.consumer is not None and {self.spec.topic(c.id) for c in self.spec.cameras} != old_topics:
+            self._subscribe()
+
+    async def _loop(self) -> None:
+        c = self.spec.consumer
+        while not self.stopping:
+            try:
+                batch = await self.consumer.getmany(timeout_ms=max(c.batch_wait_ms, 1), max_records=c.max_batch_frames)
+            except KafkaError as err:
+                self._note_error(f"fetch failed: {err}")
+                await asyncio.sleep(1)
+                continue
+            if not batch:
+                continue
+            async with self.lock:
+                try:
+                    await self._handle(batch)
+                except (KafkaError, OSError) as err:
+                    self._note_error(f"writing results failed, batch will be retried: {err}")
+                    for tp, records in batch.items():
+                        self.consumer.seek(tp, records[0].offset)
+                    await asyncio.sleep(1)
+
+    def _note_error(self, text: str) -> None:
+        self.last_error = text
+        log.error(text)
+
+    async def _handle(self, batch: dict[TopicPartition, list]) -> None:
+        spec = self.spec
+        cameras = {c.id for c in spec.cameras}
+        now_ms = int(time.time() * 1000)
+        records: list[dict[str, Any]] = []
+        dead: list[dict[str, Any]] = []
+        live: list[tuple[FrameMessage, Any]] = []
+        for tp, msgs in batch.items():
+            for rec in msgs:
+                try:
+                    msg = parse_frame_message(rec.value)
+                except MessageError as err:
+                    camera = tp.topic.removeprefix(spec.kafka.topic_prefix)
+                    records.append(_unparsed_record(camera, rec, str(err)))
+                    dead.append({**records[-1], "value": rec.value.decode("utf-8", "replace") if rec.value else None})
+                    continue
+                if msg.camera_id not in cameras or spec.topic(msg.camera_id) != tp.topic:
+                    reason, text = "unknown_camera", f"camera {msg.camera_id!r} is not a camera of this fleet on topic {tp.topic}"
+                    records.append(result_record(msg, "failed", models=None, reason=reason, done_ms=now_ms) | {"message": text})
+                    dead.append(records[-1])
+                elif now_ms - msg.capture_ts_ms > spec.consumer.max_frame_age_ms:
+                    records.append(result_record(msg, "dropped", models=None, reason="stale", done_ms=now_ms))
+                else:
+                    live.append((msg, rec))
+        if live:
+            responses = await self._infer([m for m, _ in live])
+            done_ms = int(time.time() * 1000)
+            for (msg, _), resp in zip(live, responses):
+                if resp.get("status") == "ok":
+                    records.append(result_record(msg, "processed", models=resp["models"], reason=None, done_ms=done_ms))
+                else:
+                    rec = result_record(msg, "failed", models=None, reason=str(resp.get("reason", "unknown")), done_ms=done_ms)
+                    rec["message"] = str(resp.get("message", ""))[:500]
+                    records.append(rec)
+                    dead.append(rec)
+        await self._write(records, dead)
+        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as err:
+            # The partitions moved to another member mid-batch: it re-reads them, results may repeat (at-least-once).
+            self._note_error(f"commit failed after a rebalance, frames may be processed twice: {err}")
+        self._count(records)
+        await self._update_lag()
+
+    async def _infer(self, frames: list[FrameMessage]) -> list[dict[str, Any]]:
+        payload = [m.model_dump(by_alias=True) for m in frames]
+        delay = 0.5
+        for attempt in range(INFER_RETRIES + 1):
+            try:
+                return await self.transport.infer(payload)
+            except asyncio.TimeoutError:
+                return [{"status": "failed", "reason": "inference_timeout", "message": "no answer within inferenceTimeoutSeconds"}] * len(frames)
+            except InferenceUnavailable as err:
+                if attempt == INFER_RETRIES:
+                    return [{"status": "failed", "reason": "inference_unavailable", "message": str(err)}] * len(frames)
+                log.warning("inference unavailable (%s), retrying in %.1f s", err, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _write(self, records: list[dict[str, Any]], dead: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self.log.write, records)
+        k = self.spec.kafka
+        futures = [
+            await self.producer.send(k.results_topic, orjson.dumps(r), key=r["cameraId"].encode())
+            for r in records
+            if r["outcome"] == "processed"
+        ]
+        futures += [await self.producer.send(k.dead_letter_topic, orjson.dumps(r), key=str(r.get("cameraId", "")).encode()) for r in dead]
+        if futures:
+            await asyncio.gather(*futures)
+
+    def _count(self, records: list[dict[str, Any]]) -> None:
+        self.batches += 1
+        for r in records:
+            camera, outcome = r["cameraId"], r["outcome"]
+            counts = self.counts[camera]
+            if outcome == "processed":
+                counts["processed"] += 1
+                self.latencies_ms.append(r["latencyMs"])
+                metrics.frames_processed().inc(tags={"camera": camera})
+                metrics.e2e_latency_ms().observe(r["latencyMs"], tags={"camera": camera})
+            elif outcome == "dropped":
+                counts[f"dropped:{r['reason']}"] += 1
+                metrics.frames_dropped().inc(tags={"camera": camera, "reason": r["reason"]})
+            else:
+                counts[f"failed:{r['reason']}"] += 1
+                metrics.frames_failed().inc(tags={"camera": camera, "reason": r["reason"]})
+
+    async def _update_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            lag = max(0, high - await self.consumer.position(tp))
+            self.lag[f"{tp.topic}/{tp.partition}"] = lag
+            metrics.consumer_lag().set(lag, tags={"topic": tp.topic, "partition": str(tp.partition)})
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "counts": {cam: dict(c) for cam, c in self.counts.items()},
+            "latenciesMs": list(self.latencies_ms),
+            "lag": dict(self.lag),
+            "batches": self.batches,
+            "lastError": self.last_error,
+        }
+
+    async def stop(self) -> dict[str, Any]:
+        """Finish the batch in hand, commit, leave the group."""
+        self.stopping = True
+        if self.task is not None:
+            await asyncio.wait([self.task], timeout=60)
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.transport is not None:
+            await self.transport.close()
+        self.log.close()
+        return self.stats()
+
+
+def _unparsed_record(camera: str, rec: Any, error: str) -> dict[str, Any]:
+    return {
+        "cameraId": camera,
+        "topic": rec.topic,
+        "partition": rec.partition,
+        "offset": rec.offset,
+        "outcome": "failed",
+        "reason": "malformed_message",
+        "message": error[:500],
+    }

@@ -1,0 +1,62 @@
+"""Safe JPEG decoding: frames come from a shared bucket, so their bytes are untrusted input.
+
+The header is read before decoding so an image claiming huge dimensions (a decompression bomb) is
+refused without allocating it, and a corrupt or truncated file becomes a failure with a reason.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MAX_PIXELS = 8192 * 8192
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+class ImageError(ValueError):
+    """A frame that cannot be decoded; `reason` is the short code counted in the ledger."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def jpeg_dimensions(data: bytes) -> tuple[int, int]:
+    """(width, height) from the JPEG's frame header, without decoding the image."""
+    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        raise ImageError("decode_error", "not a JPEG (no start-of-image marker)")
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise ImageError("decode_error", f"corrupt JPEG: expected a marker at byte {i}")
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _SOF_MARKERS:
+            if i + 9 > len(data):
+                break
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            return width, height
+        if length < 2:
+            raise ImageError("decode_error", "corrupt JPEG: bad segment length")
+        i += 2 + length
+    raise ImageError("decode_error", "truncated JPEG: no frame header")
+
+
+def decode_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """BGR uint8 image; ImageError(decode_error | image_too_large) otherwise."""
+    width, height = jpeg_dimensions(data)
+    if width == 0 or height == 0:
+        raise ImageError("decode_error", f"JPEG header declares an empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError("image_too_large", f"JPEG declares {width}x{height} pixels, more than the limit of {max_pixels}")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError("decode_error", f"JPEG of {width}x{height} could not be decoded (corrupt or truncated)")
+    return image

@@ -1,0 +1,76 @@
+"""Idempotent creation of the fleet's Kafka topics: one per camera, plus results and dead-letter.
+
+The pipeline never relies on broker auto-creation: topics are created with the partitions, replication
+factor and retention of the manifest before anything is produced.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from camerafleet.manifest import FleetSpec
+
+log = logging.getLogger("camerafleet.kafka")
+
+
+class KafkaUnavailable(RuntimeError):
+    """Kafka cannot be reached; the message names the address and what to check."""
+
+
+def fleet_topics(spec: FleetSpec) -> dict[str, int]:
+    """Every topic the fleet needs, with its partition count."""
+    topics = {spec.topic(c.id): spec.kafka.partitions_per_topic for c in spec.cameras}
+    topics[spec.kafka.results_topic] = max(1, spec.kafka.partitions_per_topic)
+    topics[spec.kafka.dead_letter_topic] = 1
+    return topics
+
+
+async def connect_admin(bootstrap: str, timeout_s: float = 15.0) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await admin.start()
+    except (KafkaConnectionError, KafkaError, OSError) as err:
+        await admin.close()
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {bootstrap} ({type(err).__name__}): start a broker (`make kafka`) or set "
+            "KAFKA_BOOTSTRAP / spec.kafka.bootstrapServers to a reachable address"
+        ) from None
+    return admin
+
+
+async def ensure_topics(spec: FleetSpec, bootstrap: str) -> list[str]:
+    """Create the fleet's missing topics; returns the names created. Existing topics are left as they are."""
+    admin = await connect_admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = fleet_topics(spec)
+        missing = [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=spec.kafka.replication_factor,
+                topic_configs={"retention.ms": str(spec.kafka.retention_ms)},
+            )
+            for name, partitions in wanted.items()
+            if name not in existing
+        ]
+        created: list[str] = []
+        for start in range(0, len(missing), 100):
+            chunk = missing[start : start + 100]
+            try:
+                resp = await admin.create_topics(chunk)
+            except TopicAlreadyExistsError:
+                continue
+            for name, code, *_ in resp.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != TopicAlreadyExistsError.errno:
+                    raise KafkaUnavailable(f"Kafka refused to create topic {name!r} (error code {code}): check broker permissions and limits")
+        if created:
+            log.info("created %d Kafka topic(s): %s", len(created), ", ".join(sorted(created)[:10]) + (" ..." if len(created) > 10 else ""))
+        return created
+    finally:
+        await admin.close()

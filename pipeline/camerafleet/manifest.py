@@ -1,0 +1,407 @@
+"""The `CameraFleet` manifest: the one description of a fleet that every runtime reads.
+
+The same YAML runs on one machine (`camerafleet run fleet.yaml`) and is the spec of the Kubernetes
+`CameraFleet` resource, whose CRD schema is generated from these models. So the models are strict
+(unknown keys are refused), every field has a description, names carry their units, and whatever a
+JSON schema cannot say (unique ids, consistent batch limits) is checked by validators whose messages
+name the field and the values.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "camerafleet.io/v1alpha1"
+KIND = "CameraFleet"
+
+_ID_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
+_TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,200}$"
+
+
+class Strict(BaseModel):
+    """Base of every manifest model: camelCase keys in YAML, unknown keys refused."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        validate_default=True,
+        frozen=True,
+    )
+
+
+class CameraSpec(Strict):
+    id: str = Field(
+        pattern=_ID_PATTERN,
+        description="Camera id, unique in the fleet: lower-case letters, digits, '-' and '_'. "
+        "The camera's Kafka topic is `<topicPrefix><id>`.",
+    )
+    source: str = Field(
+        min_length=1,
+        description="Where frames come from: a video file path (played at its own frame rate, looping), "
+        "an rtsp://, http:// or https:// stream URL opened with OpenCV, or `synthetic:` "
+        "(optionally `synthetic:WIDTHxHEIGHT@FPS`) for a built-in generated scene.",
+    )
+    source_secret_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Name of an environment variable (set from a Kubernetes Secret) that holds the full "
+        "source URL with credentials; when set it replaces `source`, which then only names the camera in "
+        "logs. Keeps passwords out of manifests, logs and status.",
+    )
+    inference_fps: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="Frames per second sampled from the source and sent to inference. The capture rate "
+        "itself is the source's.",
+    )
+    producer_shards: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="How many producer actors share this camera's sampled frames (each takes every n-th "
+        "frame), for cameras whose encoding does not fit one actor.",
+    )
+    enabled: bool = Field(default=True, description="A disabled camera keeps its topic but produces nothing.")
+
+
+class KafkaSpec(Strict):
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        min_length=1,
+        description="Kafka bootstrap servers, comma-separated host:port. The environment variable "
+        "KAFKA_BOOTSTRAP overrides it.",
+    )
+    topic_prefix: str = Field(
+        default="camera_",
+        pattern=r"^[a-zA-Z0-9._-]{0,100}$",
+        description="Prefix of the per-camera topics: camera `1` publishes to `camera_1` by default.",
+    )
+    partitions_per_topic: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Partitions of each camera topic; several consumers can share one camera when > 1.",
+    )
+    replication_factor: int = Field(default=1, ge=1, le=16, description="Replication factor of every topic the fleet creates.")
+    retention_ms: int = Field(
+        default=600_000,
+        ge=60_000,
+        description="Retention of camera topics in milliseconds; frame messages are only useful while the "
+        "frame is in the bucket.",
+    )
+    results_topic: str = Field(
+        default="camerafleet_results", pattern=_TOPIC_PATTERN, description="Topic that receives one JSON result record per frame."
+    )
+    dead_letter_topic: str = Field(
+        default="camerafleet_deadletter",
+        pattern=_TOPIC_PATTERN,
+        description="Topic that receives every frame message that failed, with the reason.",
+    )
+    consumer_group: str = Field(
+        default="camerafleet", min_length=1, description="Consumer group shared by all consumer actors of the fleet."
+    )
+
+
+class BucketSpec(Strict):
+    uri: str = Field(
+        default="file:///dev/shm/camerafleet/frames",
+        description="Where frames are stored: `file:///path` for a shared local directory (a tmpfs such as "
+        "/dev/shm is the in-memory bucket of one node) or `s3://bucket/prefix` for S3-compatible storage. "
+        "The environment variable CAMERAFLEET_BUCKET_URI overrides it.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="S3 endpoint URL such as http://minio:9000 (s3:// buckets only; default the AWS endpoint "
+        "of `region`). Credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment. "
+        "The environment variable CAMERAFLEET_S3_ENDPOINT overrides it.",
+    )
+    region: str | None = Field(default=None, description="S3 region, when the store needs one.")
+    ttl_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=7 * 86400,
+        description="Frames are deleted this many seconds after they were written, so storage stays bounded.",
+    )
+    sweep_interval_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="How often producers delete expired frames of their cameras."
+    )
+    jpeg_quality: int = Field(default=85, ge=10, le=100, description="JPEG quality of stored frames (OpenCV scale 0-100).")
+    max_frame_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Largest frame object the inference service will fetch; larger ones fail with a reason.",
+    )
+
+
+class ProducerSpec(Strict):
+    actors: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="Producer actors in the pool; camera shards are spread over them round-robin. Changing it "
+        "while running moves shards without losing sampled frames.",
+    )
+    cpus_per_actor: float = Field(default=0.5, ge=0, le=64, description="Ray CPUs reserved by each producer actor.")
+    reconnect_initial_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="First wait before reopening a failed source; doubles up to the maximum."
+    )
+    reconnect_max_seconds: float = Field(default=30.0, gt=0, le=3600, description="Longest wait between reopening attempts.")
+
+
+class ConsumerSpec(Strict):
+    actors: int = Field(default=1, ge=0, le=1024, description="Consumer actors in the fleet's consumer group.")
+    cpus_per_actor: float = Field(default=0.25, ge=0, le=64, description="Ray CPUs reserved by each consumer actor.")
+    max_batch_frames: int = Field(
+        default=16, ge=1, le=1024, description="Most frames one consumer sends to the inference service in one call."
+    )
+    batch_wait_ms: int = Field(
+        default=50, ge=0, le=10_000, description="How long a consumer waits to fill a micro-batch before sending it."
+    )
+    max_frame_age_ms: int = Field(
+        default=5_000,
+        ge=1,
+        description="Frames older than this (capture to consume) are dropped with reason `stale`: a real-time "
+        "system prefers fresh frames to a growing backlog.",
+    )
+    inference_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="Longest wait for one inference call before its frames fail with reason `inference_timeout`."
+    )
+
+
+class BatchingSpec(Strict):
+    max_batch_size: int = Field(default=8, ge=1, le=1024, description="Largest batch one model call runs (Ray Serve `@serve.batch`).")
+    batch_wait_timeout_ms: int = Field(
+        default=20, ge=0, le=10_000, description="How long a replica waits for a batch to fill before running it."
+    )
+    max_ongoing_requests: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Requests one replica accepts at once; must be at least `maxBatchSize` or batches never "
+        "fill. Default: 2 x maxBatchSize + 2.",
+    )
+
+    @model_validator(mode="after")
+    def _batches_can_fill(self) -> BatchingSpec:
+        if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"maxOngoingRequests ({self.max_ongoing_requests}) is smaller than maxBatchSize "
+                f"({self.max_batch_size}): batches could never fill; raise maxOngoingRequests or lower maxBatchSize"
+            )
+        return self
+
+    @property
+    def effective_max_ongoing_requests(self) -> int:
+        return self.max_ongoing_requests or 2 * self.max_batch_size + 2
+
+
+class AutoscalingSpec(Strict):
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest replicas of the model deployment.")
+    max_replicas: int = Field(default=1, ge=1, le=1000, description="Most replicas of the model deployment.")
+    initial_replicas: int | None = Field(default=None, ge=0, le=1000, description="Replicas at start (default minReplicas).")
+    target_ongoing_requests: float = Field(
+        default=2.0, gt=0, le=100_000, description="Ongoing requests per replica the autoscaler aims for."
+    )
+    upscale_delay_seconds: float = Field(default=30.0, ge=0, le=3600, description="Sustained demand needed before adding replicas.")
+    downscale_delay_seconds: float = Field(default=600.0, ge=0, le=86400, description="Sustained low demand needed before removing replicas.")
+    metrics_interval_seconds: float = Field(default=10.0, gt=0, le=600, description="How often replicas report load to the autoscaler.")
+    look_back_period_seconds: float = Field(default=30.0, gt=0, le=3600, description="Window over which load is averaged.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas ({self.min_replicas}) is larger than maxReplicas ({self.max_replicas})")
+        if self.initial_replicas is not None and not self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError(
+                f"initialReplicas ({self.initial_replicas}) must lie between minReplicas ({self.min_replicas}) "
+                f"and maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class ResourcesSpec(Strict):
+    cpus: float = Field(default=1.0, ge=0, le=256, description="Ray CPUs per replica (also onnxruntime's intra-op threads, rounded up).")
+    gpus: float = Field(default=0.0, ge=0, le=16, description="Ray GPUs per replica; with > 0 the CUDA execution provider is used.")
+    memory_bytes: int | None = Field(default=None, ge=0, description="Ray memory reserved per replica, in bytes.")
+
+
+class FaceParams(Strict):
+    input_width: int = Field(default=640, ge=32, le=4096, multiple_of=32, description="Network input width in pixels (multiple of 32).")
+    input_height: int = Field(default=384, ge=32, le=4096, multiple_of=32, description="Network input height in pixels (multiple of 32).")
+    score_threshold: float = Field(default=0.5, gt=0, lt=1, description="Faces scoring below this are discarded.")
+    nms_iou_threshold: float = Field(default=0.3, gt=0, le=1, description="Overlapping faces above this IoU are merged by NMS.")
+
+
+class YoloParams(Strict):
+    input_size: int = Field(default=640, ge=32, le=4096, multiple_of=32, description="Square letterbox input side in pixels.")
+    score_threshold: float = Field(default=0.25, gt=0, lt=1, description="Boxes scoring below this are discarded.")
+    nms_iou_threshold: float = Field(default=0.45, gt=0, le=1, description="Same-class boxes overlapping above this IoU are suppressed.")
+    max_detections: int = Field(default=300, ge=1, le=10_000, description="Most boxes kept per frame after NMS.")
+    class_names: list[str] = Field(
+        default_factory=list, description="Label of each class index; class indices are used as labels when empty."
+    )
+
+
+class CameraHealthParams(Strict):
+    input_width: int = Field(default=320, ge=16, le=4096, description="Frames are resized to this width before measuring.")
+    input_height: int = Field(default=180, ge=16, le=4096, description="Frames are resized to this height before measuring.")
+    dark_brightness_max: float = Field(default=40.0, ge=0, le=255, description="Mean grey level (0-255) below which a camera is `dark`.")
+    covered_contrast_max: float = Field(
+        default=8.0, ge=0, le=255, description="Grey-level standard deviation below which a camera is `covered` (uniform view)."
+    )
+    blurred_sharpness_max: float = Field(
+        default=20.0, ge=0, description="Variance of the Laplacian below which a camera is `blurred`."
+    )
+
+
+ModelType = Literal["face", "yolo", "camera-health"]
+
+
+class ModelSpec(Strict):
+    name: str = Field(pattern=_ID_PATTERN, description="Model name, unique in the fleet; names its Serve deployment and its results.")
+    type: ModelType = Field(description="What the model is: `face` (CenterFace), `yolo` (YOLOv8/YOLO11 export) or `camera-health` (tamper checks).")
+    model_uri: str | None = Field(
+        default=None,
+        description="The ONNX file: a local path or `s3://bucket/key`. Required for `face` and `yolo`; "
+        "`camera-health` builds its own graph when it is not given.",
+    )
+    face: FaceParams | None = Field(default=None, description="Parameters of a `face` model.")
+    yolo: YoloParams | None = Field(default=None, description="Parameters of a `yolo` model.")
+    camera_health: CameraHealthParams | None = Field(default=None, description="Parameters of a `camera-health` model.")
+    batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Dynamic batching of this model.")
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description="Replica autoscaling of this model.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources of each replica.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_params(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("type"), str):
+            field = PARAMS_FIELD.get(data["type"])
+            if field and data.get(field) is None and data.get(to_snake(field)) is None:
+                data = {**data, field: {}}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        own = PARAMS_FIELD[self.type]
+        for model_type, field in PARAMS_FIELD.items():
+            if field != own and getattr(self, to_snake(field)) is not None:
+                raise ValueError(f"model {self.name!r} is of type {self.type!r} but sets `{field}`, which belongs to type {model_type!r}")
+        if self.type != "camera-health" and not self.model_uri:
+            raise ValueError(f"model {self.name!r} of type {self.type!r} needs `modelUri` (a local path or s3://bucket/key)")
+        return self
+
+    @property
+    def params(self) -> FaceParams | YoloParams | CameraHealthParams:
+        return getattr(self, to_snake(PARAMS_FIELD[self.type]))
+
+
+PARAMS_FIELD: dict[str, str] = {"face": "face", "yolo": "yolo", "camera-health": "cameraHealth"}
+
+
+def to_snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class ServingSpec(Strict):
+    app_name: str = Field(default="camerafleet", pattern=_ID_PATTERN, description="Ray Serve application name.")
+    route_prefix: str = Field(default="/infer", pattern=r"^/[a-zA-Z0-9/_-]*$", description="HTTP route of the inference application.")
+    url: str | None = Field(
+        default=None,
+        description="HTTP URL of an inference service that runs elsewhere (e.g. a KubeRay RayService's serve "
+        "Service). When set, consumers send batches there over HTTP and no local Serve app is started; when "
+        "empty, `camerafleet run` deploys the app on its own Ray cluster and consumers use a DeploymentHandle. "
+        "The environment variable CAMERAFLEET_SERVE_URL overrides it.",
+    )
+    ingress_replicas: int = Field(default=1, ge=1, le=1000, description="Replicas of the ingress deployment that fetches, decodes and fans out frames.")
+    ingress_cpus: float = Field(default=0.25, ge=0, le=64, description="Ray CPUs per ingress replica.")
+    ingress_max_ongoing_requests: int = Field(default=32, ge=1, le=100_000, description="Batches one ingress replica handles at once.")
+
+
+class ResultsSpec(Strict):
+    log_dir: str = Field(
+        default="out/runs",
+        description="Directory where each run writes `<runId>/results.jsonl` (one JSON record per frame) and its summary.",
+    )
+
+
+class FleetSpec(Strict):
+    cameras: list[CameraSpec] = Field(min_length=1, description="The cameras of the fleet.")
+    models: list[ModelSpec] = Field(min_length=1, description="The models every frame is sent to, concurrently.")
+    kafka: KafkaSpec = Field(default_factory=KafkaSpec, description="Kafka connection and topics.")
+    bucket: BucketSpec = Field(default_factory=BucketSpec, description="Frame storage between producers and the inference service.")
+    producer: ProducerSpec = Field(default_factory=ProducerSpec, description="The producer actor pool.")
+    consumer: ConsumerSpec = Field(default_factory=ConsumerSpec, description="The consumer actor pool.")
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="The Ray Serve inference application.")
+    results: ResultsSpec = Field(default_factory=ResultsSpec, description="Where results are logged.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> FleetSpec:
+        for what, ids in (("camera id", [c.id for c in self.cameras]), ("model name", [m.name for m in self.models])):
+            seen: set[str] = set()
+            dupes = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+            if dupes:
+                raise ValueError(f"duplicate {what}s: {', '.join(dupes)}; each must appear once")
+        return self
+
+    def topic(self, camera_id: str) -> str:
+        return f"{self.kafka.topic_prefix}{camera_id}"
+
+
+class Metadata(Strict):
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True)
+    name: str = Field(pattern=_ID_PATTERN, description="Fleet name.")
+    namespace: str | None = Field(default=None, description="Kubernetes namespace (ignored by `camerafleet run`).")
+
+
+class CameraFleet(Strict):
+    api_version: Literal["camerafleet.io/v1alpha1"] = Field(description="Always camerafleet.io/v1alpha1.")
+    kind: Literal["CameraFleet"] = Field(description="Always CameraFleet.")
+    metadata: Metadata = Field(description="Name of the fleet (Kubernetes object metadata).")
+    spec: FleetSpec = Field(description="What the fleet runs.")
+    status: dict[str, Any] | None = Field(default=None, description="Written by the operator; ignored when running locally.")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be run; the message lists every problem with its field path."""
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} problem(s) in the CameraFleet manifest:"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check its spelling; see `camerafleet validate --help` for the schema)"
+        lines.append(f"  - {path}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_manifest(data: Any, source: str = "manifest") -> CameraFleet:
+    try:
+        return CameraFleet.model_validate(data)
+    except ValidationError as err:
+        raise ManifestError(format_validation_error(err, source)) from None
+
+
+def load_manifest(path: str | Path) -> CameraFleet:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read the manifest: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a CameraFleet mapping with apiVersion, kind, metadata and spec")
+    return parse_manifest(data, str(path))

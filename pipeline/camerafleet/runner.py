@@ -1,0 +1,296 @@
+"""`camerafleet run`: brings a fleet up on a Ray cluster, keeps it in line with its manifest, and
+drains it into a summary.
+
+It starts a local Ray instance unless RAY_ADDRESS names a cluster, so the same command is the
+entrypoint of a KubeRay RayJob. Roles split the pipeline for Kubernetes: `all` (one machine: Serve app,
+consumers and producers), `producer`, `consumer` (reaches the Serve app over HTTP via serving.url).
+While running it watches the manifest file and applies changes to cameras and actor counts in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import ray
+
+from camerafleet.bucket import BucketError, open_bucket
+from camerafleet.consumer import ConsumerActor
+from camerafleet.kafka_topics import KafkaUnavailable, ensure_topics
+from camerafleet.manifest import CameraFleet, FleetSpec, ManifestError, load_manifest
+from camerafleet.producer import ProducerActor, plan_shards
+from camerafleet.summary import build_summary, merge_producer_stats, percentiles
+from camerafleet.transport import serve_url
+
+log = logging.getLogger("camerafleet.run")
+
+Role = Literal["all", "producer", "consumer"]
+
+
+class RunError(RuntimeError):
+    """A run that cannot start; the message says what to fix."""
+
+
+@dataclass
+class RunOptions:
+    manifest: Path
+    duration_s: float = 0.0
+    role: Role = "all"
+    progress_interval_s: float = 5.0
+    drain_timeout_s: float = 60.0
+    watch_interval_s: float = 2.0
+    serve_port: int = int(os.environ.get("CAMERAFLEET_SERVE_PORT", "8000"))
+    summary_path: Path | None = None
+    stream: Any = field(default_factory=lambda: sys.stderr)
+
+
+def kafka_bootstrap(spec: FleetSpec) -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP") or spec.kafka.bootstrap_servers
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class FleetRunner:
+    def __init__(self, fleet: CameraFleet, opts: RunOptions):
+        self.fleet = fleet
+        self.opts = opts
+        self.spec = fleet.spec
+        self.bootstrap = kafka_bootstrap(self.spec)
+        self.epoch_ms = int(time.time() * 1000)
+        self.run_id = f"{fleet.metadata.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(self.epoch_ms / 1000))}"
+        self.run_dir = Path(self.spec.results.log_dir) / self.run_id
+        self.results_log = self.run_dir / "results.jsonl"
+        self.producers: list[Any] = []
+        self.producer_plan: list[set[tuple[str, int, int]]] = []
+        self.retired_producer_stats: list[dict] = []
+        self.consumers: list[Any] = []
+        self.stop_event = asyncio.Event()
+        self.manifest_digest = _digest(opts.manifest)
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        print(text, file=self.opts.stream, flush=True)
+
+    # -- start ---------------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Everything outside Ray: topics and bucket. Fails fast with a message naming the problem."""
+        try:
+            created = await ensure_topics(self.spec, self.bootstrap)
+        except KafkaUnavailable as err:
+            raise RunError(str(err)) from None
+        self.say(f"kafka {self.bootstrap}: {len(self.spec.cameras)} camera topics ready ({len(created)} created)")
+        try:
+            bucket = open_bucket(self.spec.bucket)
+            bucket.prepare(self.spec.bucket.ttl_seconds)
+        except BucketError as err:
+            raise RunError(f"frame bucket: {err}") from None
+        self.say(f"bucket {bucket.root_uri}: ready (frames expire after {self.spec.bucket.ttl_seconds} s)")
+
+    def connect_ray(self) -> None:
+        address = os.environ.get("RAY_ADDRESS")
+        if not ray.is_initialized():
+            ray.init(address=address, namespace="camerafleet", logging_level=logging.WARNING, include_dashboard=False if not address else None)
+        self.say(f"ray: {'cluster ' + address if address else 'local instance'} with {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
+
+    def deploy_serving(self) -> None:
+        from ray import serve
+
+        from camerafleet.serving.app import fleet_app
+
+        url = serve_url(self.spec)
+        if url:
+            self.say(f"serve: using the inference service at {url}")
+            return
+        t0 = time.monotonic()
+        serve.start(http_options={"host": "127.0.0.1", "port": self.opts.serve_port})
+        serve.run(fleet_app(self.spec), name=self.spec.serving.app_name, route_prefix=self.spec.serving.route_prefix)
+        models = ", ".join(f"{m.name} ({m.type})" for m in self.spec.models)
+        self.say(f"serve: app {self.spec.serving.app_name!r} running with {models} in {time.monotonic() - t0:.1f} s")
+
+    async def start(self) -> None:
+        await self.prepare()
+        self.connect_ray()
+        if self.opts.role in ("all", "consumer"):
+            if self.opts.role == "all":
+                self.deploy_serving()
+            elif not serve_url(self.spec):
+                raise RunError("role consumer needs the inference service's URL: set spec.serving.url or CAMERAFLEET_SERVE_URL")
+            await self.scale_consumers(self.spec.consumer.actors)
+        if self.opts.role in ("all", "producer"):
+            await self.rebalance_producers(self.spec.producer.actors)
+        self.say(f"run {self.run_id}: results in {self.results_log}")
+
+    # -- pools ---------------------------------------------------------------------------------------
+
+    async def scale_consumers(self, n: int) -> None:
+        spec_json = self.spec.model_dump_json(by_alias=True)
+        while len(self.consumers) < n:
+            actor = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor).remote(spec_json, self.bootstrap, str(self.results_log))
+            await actor.start.remote()
+            self.consumers.append(actor)
+        while len(self.consumers) > n:
+            actor = self.consumers.pop()
+            await actor.stop.remote()
+            ray.kill(actor)
+
+    async def rebalance_producers(self, n: int) -> None:
+        """Resize the producer pool and move camera shards in two phases (stop, then start), so no
+        frame slot is produced twice and every stopped worker drains first."""
+        spec_json = self.spec.model_dump_json(by_alias=True)
+        while len(self.producers) < n:
+            self.producers.append(ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor).remote(spec_json, self.epoch_ms, self.bootstrap))
+            self.producer_plan.append(set())
+        plan = [{(s.camera.id, s.index, s.shards) for s in shards} for shards in plan_shards(self.spec, n)]
+        plan += [set()] * (len(self.producers) - n)
+        await asyncio.gather(*(a.assign.remote(spec_json, sorted(cur & new)) for a, cur, new in zip(self.producers, self.producer_plan, plan)))
+        await asyncio.gather(*(a.assign.remote(spec_json, sorted(new)) for a, new in zip(self.producers, plan)))
+        self.producer_plan = plan
+        while len(self.producers) > n:
+            actor = self.producers.pop()
+            self.producer_plan.pop()
+            self.retired_producer_stats.append(await actor.stop.remote())
+            ray.kill(actor)
+
+    # -- while running ---------------------------------------------------------------------------------
+
+    async def apply_manifest_change(self) -> None:
+        digest = _digest(self.opts.manifest)
+        if digest is None or digest == self.manifest_digest:
+            return
+        self.manifest_digest = digest
+        try:
+            new = load_manifest(self.opts.manifest)
+        except ManifestError as err:
+            self.say(f"manifest changed but is invalid; still running the previous one:\n{err}")
+            return
+        old, self.spec = self.spec, new.spec
+        ignored = [k for k in ("kafka", "bucket", "serving", "results") if getattr(old, k) != getattr(new.spec, k)]
+        if ignored:
+            self.say(f"manifest change to {', '.join(ignored)} needs a restart; not applied")
+            self.spec = new.spec.model_copy(update={k: getattr(old, k) for k in ignored})
+        await ensure_topics(self.spec, self.bootstrap)
+        if self.opts.role == "all" and old.models != self.spec.models and not serve_url(self.spec):
+            self.deploy_serving()
+        if self.opts.role in ("all", "consumer"):
+            await asyncio.gather(*(c.update_spec.remote(self.spec.model_dump_json(by_alias=True)) for c in self.consumers))
+            await self.scale_consumers(self.spec.consumer.actors)
+        if self.opts.role in ("all", "producer"):
+            await self.rebalance_producers(self.spec.producer.actors)
+        self.say(f"manifest change applied: {len(self.spec.cameras)} cameras, {len(self.producers)} producers, {len(self.consumers)} consumers")
+
+    async def gather_stats(self) -> tuple[dict[str, dict], list[dict]]:
+        producer = merge_producer_stats([*self.retired_producer_stats, *await asyncio.gather(*(a.stats.remote() for a in self.producers))])
+        consumer = list(await asyncio.gather(*(c.stats.remote() for c in self.consumers)))
+        return producer, consumer
+
+    async def progress(self) -> None:
+        producer, consumers = await self.gather_stats()
+        elapsed = time.monotonic() - self.started
+        produced = sum(p["produced"] for p in producer.values())
+        outcome: dict[str, int] = {"processed": 0, "dropped": 0, "failed": 0}
+        for c in consumers:
+            for counts in c["counts"].values():
+                for k, v in counts.items():
+                    outcome[k.split(":")[0]] += v
+        lat = percentiles([x for c in consumers for x in c["latenciesMs"][-500:]])
+        lag = sum(v for c in consumers for v in c["lag"].values())
+        down = sorted(cam for cam, p in producer.items() if not p["sourceUp"])
+        self.say(
+            f"[{elapsed:6.0f}s] produced {produced} ({produced / max(elapsed, 1e-9):.1f}/s)  processed {outcome['processed']}  "
+            f"dropped {outcome['dropped']}  failed {outcome['failed']}  lag {lag}  p50 {lat['p50']} ms"
+            + (f"  cameras down: {', '.join(down)}" if down else "")
+        )
+
+    async def run_until_stopped(self) -> None:
+        deadline = self.started + self.opts.duration_s if self.opts.duration_s > 0 else None
+        next_progress = time.monotonic() + self.opts.progress_interval_s
+        while not self.stop_event.is_set():
+            timeout = self.opts.watch_interval_s if deadline is None else min(self.opts.watch_interval_s, max(0.0, deadline - time.monotonic()))
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), timeout=timeout)
+            except asyncio.TimeoutError:
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            await self.apply_manifest_change()
+            if time.monotonic() >= next_progress:
+                await self.progress()
+                next_progress += self.opts.progress_interval_s
+
+    # -- stop ----------------------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Wait until consumers have caught up with everything produced, or the drain timeout."""
+        if not self.consumers:
+            return
+        deadline = time.monotonic() + self.opts.drain_timeout_s
+        quiet_since, last_batches = time.monotonic(), -1
+        while time.monotonic() < deadline:
+            stats = await asyncio.gather(*(c.stats.remote() for c in self.consumers))
+            batches = sum(s["batches"] for s in stats)
+            lag = sum(v for s in stats for v in s["lag"].values())
+            if batches != last_batches:
+                quiet_since, last_batches = time.monotonic(), batches
+            if lag == 0 and time.monotonic() - quiet_since > 2.0:
+                return
+            await asyncio.sleep(0.5)
+        self.say(f"drain: consumers did not catch up within {self.opts.drain_timeout_s:.0f} s; the rest is reported in flight")
+
+    async def stop(self) -> dict[str, Any]:
+        self.say("stopping producers, draining consumers ...")
+        produce_seconds = time.monotonic() - self.started
+        final_producers = await asyncio.gather(*(a.stop.remote() for a in self.producers))
+        await self.drain()
+        await asyncio.gather(*(c.stop.remote() for c in self.consumers))
+        summary = build_summary(
+            fleet=self.fleet.metadata.name,
+            run_id=self.run_id,
+            epoch_ms=self.epoch_ms,
+            duration_s=produce_seconds,
+            producer=merge_producer_stats([*self.retired_producer_stats, *final_producers]),
+            log_path=self.results_log,
+            cameras=[c.id for c in self.spec.cameras],
+        )
+        for actor in [*self.producers, *self.consumers]:
+            ray.kill(actor)
+        self.producers, self.consumers = [], []
+        return summary
+
+
+async def run_fleet(fleet: CameraFleet, opts: RunOptions) -> dict[str, Any]:
+    runner = FleetRunner(fleet, opts)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, runner.stop_event.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await runner.start()
+    runner.started = time.monotonic()
+    try:
+        await runner.run_until_stopped()
+    finally:
+        summary = await runner.stop()
+    runner.run_dir.mkdir(parents=True, exist_ok=True)
+    import orjson
+
+    payload = orjson.dumps(summary, option=orjson.OPT_INDENT_2)
+    (runner.run_dir / "summary.json").write_bytes(payload)
+    if opts.summary_path:
+        opts.summary_path.parent.mkdir(parents=True, exist_ok=True)
+        opts.summary_path.write_bytes(payload)
+    return summary

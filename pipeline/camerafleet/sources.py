@@ -1,0 +1,191 @@
+"""Camera sources and the sampler that turns a capture stream into frames for inference.
+
+A source is a video file (played at its own frame rate, looping, like a camera that never stops), a
+stream URL opened with OpenCV (RTSP/HTTP), or a synthetic scene. Frames are sampled down to the
+camera's `inferenceFps` on a grid anchored at the run's epoch: a frame's sequence number is its slot
+on that grid, so several producer actors sharing a camera (each taking every n-th slot) and an actor
+that takes over a camera mid-run agree on sequence numbers without talking to each other.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_SYNTHETIC = re.compile(r"^synthetic:(?:(\d{2,5})x(\d{2,5}))?(?:@(\d{1,3}(?:\.\d+)?))?$")
+_STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+
+
+class SourceError(Exception):
+    """The source cannot be opened or stopped delivering frames; the producer reconnects with backoff."""
+
+
+@dataclass
+class Sampler:
+    """Picks the frames of one shard of a camera on the inference-fps grid that starts at `epoch_s`."""
+
+    epoch_s: float
+    fps: float
+    shard: int = 0
+    shards: int = 1
+    last_slot: int = -1
+    skipped_slots: int = 0
+
+    def slot_of(self, t: float) -> int:
+        return math.floor((t - self.epoch_s) * self.fps + 1e-9)
+
+    def next_due(self) -> float:
+        """Wall-clock time of the next slot this shard owns."""
+        slot = self.last_slot + 1
+        slot += (self.shard - slot) % self.shards
+        return self.epoch_s + slot / self.fps
+
+    def accept(self, t: float) -> int | None:
+        """The frame's sequence number if a frame captured at `t` is this shard's next sample, else None."""
+        slot = self.slot_of(t)
+        if slot <= self.last_slot or slot % self.shards != self.shard:
+            return None
+        if self.last_slot >= 0:
+            self.skipped_slots += max(0, (slot - self.last_slot) // self.shards - 1)
+        self.last_slot = slot
+        return slot
+
+
+class FrameSource(ABC):
+    """A camera. `read_due(t)` blocks until the first frame captured at or after wall-clock time `t`."""
+
+    name: str
+
+    @abstractmethod
+    def read_due(self, due: float) -> tuple[float, np.ndarray]:
+        """(capture time in seconds since the Unix epoch, BGR frame); SourceError when the source fails."""
+
+    def close(self) -> None:
+        """Release the source."""
+
+
+class VideoFileSource(FrameSource):
+    """A video file played at its own frame rate, looping, on the wall clock from `epoch_s`."""
+
+    def __init__(self, path: str, epoch_s: float):
+        self.name = path
+        self.cap = cv2.VideoCapture(path)
+        if not self.cap.isOpened():
+            raise SourceError(f"cannot open video file {path!r} (missing, unreadable or not a video)")
+        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0
+        self.frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 0
+        if self.frames <= 0:
+            raise SourceError(f"video file {path!r} has no frames")
+        self.epoch_s = epoch_s
+        self.index = -1  # absolute frame index since epoch (counts across loops)
+        self._seek(max(0, math.floor((time.time() - epoch_s) * self.fps)))
+
+    def _seek(self, index: int) -> None:
+        self.cap.set(cv2.CAP_PROP_POS_FRAMES, index % self.frames)
+        self.index = index - 1
+
+    def _frame_time(self, index: int) -> float:
+        return self.epoch_s + index / self.fps
+
+    def read_due(self, due: float) -> tuple[float, np.ndarray]:
+        target = max(math.ceil((due - self.epoch_s) * self.fps - 1e-9), self.index + 1)
+        if target - self.index > 2 * self.fps:  # far behind or ahead: jump instead of decoding every frame
+            self._seek(target)
+        while True:
+            self.index += 1
+            if self.index % self.frames == 0 and self.index > 0:
+                self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            if not self.cap.grab():
+                raise SourceError(f"video file {self.name!r} stopped decoding at frame {self.index % self.frames}")
+            if self.index >= target:
+                break
+        wait = self._frame_time(self.index) - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        ok, frame = self.cap.retrieve()
+        if not ok or frame is None:
+            raise SourceError(f"video file {self.name!r}: frame {self.index % self.frames} cannot be decoded")
+        return time.time(), frame
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class StreamSource(FrameSource):
+    """A live stream (RTSP, HTTP MJPEG, ...): frames are grabbed continuously, decoded only when due."""
+
+    def __init__(self, url: str, display_name: str, open_timeout_s: float = 10.0):
+        self.name = display_name
+        self.cap = cv2.VideoCapture()
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000)]
+        if not self.cap.open(url, cv2.CAP_ANY, params) or not self.cap.isOpened():
+            raise SourceError(f"cannot open stream {display_name!r} (unreachable, wrong URL or credentials)")
+
+    def read_due(self, due: float) -> tuple[float, np.ndarray]:
+        while True:
+            if not self.cap.grab():
+                raise SourceError(f"stream {self.name!r} ended or stopped delivering frames")
+            now = time.time()
+            if now >= due:
+                ok, frame = self.cap.retrieve()
+                if not ok or frame is None:
+                    raise SourceError(f"stream {self.name!r}: a frame could not be decoded")
+                return now, frame
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class SyntheticSource(FrameSource):
+    """A generated scene (textured background panning, a moving block, a clock): no camera needed."""
+
+    def __init__(self, spec: str, seed: int, epoch_s: float):
+        m = _SYNTHETIC.match(spec)
+        if not m:
+            raise SourceError(f"synthetic source {spec!r} must look like synthetic: or synthetic:1280x720@30")
+        self.name = spec
+        self.width, self.height = int(m.group(1) or 1280), int(m.group(2) or 720)
+        self.fps = float(m.group(3) or 30)
+        if not 0 < self.fps <= 240:
+            raise SourceError(f"synthetic source {spec!r}: fps must be in (0, 240]")
+        self.epoch_s = epoch_s
+        rng = np.random.default_rng(seed)
+        tile = rng.integers(0, 256, size=(self.height // 8 + 1, self.width // 8 + 1, 3), dtype=np.uint8)
+        self.background = cv2.resize(tile, (self.width * 2, self.height), interpolation=cv2.INTER_LINEAR)
+
+    def read_due(self, due: float) -> tuple[float, np.ndarray]:
+        index = math.ceil((due - self.epoch_s) * self.fps - 1e-9)
+        t = self.epoch_s + index / self.fps
+        wait = t - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        shift = int(index * 4) % self.width
+        frame = np.ascontiguousarray(self.background[:, shift : shift + self.width])
+        x = int((index * 7) % max(1, self.width - 120))
+        cv2.rectangle(frame, (x, self.height // 3), (x + 120, self.height // 3 + 120), (255, 255, 255), -1)
+        cv2.putText(frame, f"{index}", (20, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 255, 255), 2)
+        return time.time(), frame
+
+
+def is_stream_url(source: str) -> bool:
+    return source.lower().startswith(_STREAM_SCHEMES)
+
+
+def redact(url: str) -> str:
+    """A source URL safe for logs: credentials replaced by ***."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
+
+
+def open_source(source: str, *, epoch_s: float, seed: int = 0, display_name: str | None = None) -> FrameSource:
+    """Open a camera source; SourceError with a message naming the camera otherwise."""
+    if source.startswith("synthetic:"):
+        return SyntheticSource(source, seed, epoch_s)
+    if is_stream_url(source):
+        return StreamSource(source, display_name or redact(source))
+    return VideoFileSource(source, epoch_s)

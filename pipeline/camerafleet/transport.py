@@ -1,0 +1,76 @@
+"""How consumers reach the inference service: a Serve DeploymentHandle when both live in one Ray
+cluster, or HTTP to the Serve endpoint (one request per batch of frames) when they do not."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from abc import ABC, abstractmethod
+from typing import Any
+
+import httpx
+import orjson
+
+from camerafleet.manifest import FleetSpec
+
+
+class InferenceUnavailable(Exception):
+    """The inference service could not be reached or answered with an error; the call may be retried."""
+
+
+class Transport(ABC):
+    @abstractmethod
+    async def infer(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One result per frame, in order."""
+
+    async def close(self) -> None:
+        pass
+
+
+class HandleTransport(Transport):
+    def __init__(self, app_name: str, timeout_s: float):
+        from ray import serve
+
+        self.handle = serve.get_app_handle(app_name)
+        self.timeout_s = timeout_s
+
+    async def infer(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            return await asyncio.wait_for(self.handle.infer.remote(frames), timeout=self.timeout_s)
+        except asyncio.TimeoutError:
+            raise
+        except Exception as err:  # noqa: BLE001 - Ray raises many types when a replica or actor dies
+            raise InferenceUnavailable(f"{type(err).__name__}: {str(err)[:300]}") from err
+
+
+class HttpTransport(Transport):
+    def __init__(self, url: str, timeout_s: float):
+        self.url = url
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0), limits=httpx.Limits(max_connections=8))
+
+    async def infer(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            resp = await self.client.post(self.url, content=orjson.dumps({"frames": frames}), headers={"content-type": "application/json"})
+        except httpx.TimeoutException:
+            raise asyncio.TimeoutError() from None
+        except httpx.HTTPError as err:
+            raise InferenceUnavailable(f"cannot reach {self.url}: {type(err).__name__}") from err
+        if resp.status_code != 200:
+            raise InferenceUnavailable(f"{self.url} answered HTTP {resp.status_code}: {resp.text[:200]}")
+        results = orjson.loads(resp.content)["results"]
+        if len(results) != len(frames):
+            raise InferenceUnavailable(f"{self.url} returned {len(results)} results for {len(frames)} frames")
+        return results
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def serve_url(spec: FleetSpec) -> str | None:
+    return os.environ.get("CAMERAFLEET_SERVE_URL") or spec.serving.url
+
+
+def make_transport(spec: FleetSpec) -> Transport:
+    url = serve_url(spec)
+    timeout = spec.consumer.inference_timeout_seconds
+    return HttpTransport(url, timeout) if url else HandleTransport(spec.serving.app_name, timeout)
