@@ -15,14 +15,16 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict, deque
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from camerafleet import metrics
+from camerafleet.logs import configure_logging
 from camerafleet.manifest import FleetSpec
 from camerafleet.messages import FrameMessage, MessageError, parse_frame_message, result_record
 from camerafleet.transport import InferenceUnavailable, Transport, make_transport
@@ -32,15 +34,23 @@ log = logging.getLogger("camerafleet.consumer")
 INFER_RETRIES = 3
 
 
-class _FinishBatchBeforeRevoke(ConsumerRebalanceListener):
-    """Lets the batch in hand be written and committed before its partitions move to another member."""
+@dataclass
+class _Batch:
+    """A micro-batch being processed; its offsets are committed once it and every earlier batch are done."""
 
-    def __init__(self, lock: asyncio.Lock):
-        self.lock = lock
+    first: dict[TopicPartition, int]
+    next: dict[TopicPartition, int]
+    task: asyncio.Task
+
+
+class _FinishBatchesBeforeRevoke(ConsumerRebalanceListener):
+    """Lets the batches in hand be written and committed before their partitions move to another member."""
+
+    def __init__(self, actor: "ConsumerActor"):
+        self.actor = actor
 
     async def on_partitions_revoked(self, revoked):
-        async with self.lock:
-            pass
+        await self.actor.settle(wait_all=True)
 
     async def on_partitions_assigned(self, assigned):
         pass
@@ -65,11 +75,12 @@ class ResultsLog:
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class ConsumerActor:
     def __init__(self, spec_json: str, bootstrap: str, results_log: str):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        configure_logging()
         self.spec = FleetSpec.model_validate_json(spec_json)
         self.bootstrap = bootstrap
         self.log = ResultsLog(results_log)
-        self.lock = asyncio.Lock()
+        self.settle_lock = asyncio.Lock()
+        self.inflight: deque[_Batch] = deque()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.transport: Transport | None = None
@@ -103,7 +114,7 @@ class ConsumerActor:
 
     def _subscribe(self) -> None:
         topics = sorted(self.spec.topic(c.id) for c in self.spec.cameras)
-        self.consumer.subscribe(topics, listener=_FinishBatchBeforeRevoke(self.lock))
+        self.consumer.subscribe(topics, listener=_FinishBatchesBeforeRevoke(self))
 
     async def update_spec(self, spec_json: str) -> None:
         """Apply a changed manifest: new cameras are subscribed, limits take effect on the next batch."""
@@ -115,22 +126,57 @@ class ConsumerActor:
     async def _loop(self) -> None:
         c = self.spec.consumer
         while not self.stopping:
+            await self.settle(wait_all=False)
+            if len(self.inflight) >= c.max_in_flight_batches:
+                await asyncio.wait([self.inflight[0].task])
+                continue
             try:
                 batch = await self.consumer.getmany(timeout_ms=max(c.batch_wait_ms, 1), max_records=c.max_batch_frames)
             except KafkaError as err:
                 self._note_error(f"fetch failed: {err}")
                 await asyncio.sleep(1)
                 continue
-            if not batch:
-                continue
-            async with self.lock:
+            if batch:
+                self.inflight.append(
+                    _Batch(
+                        first={tp: recs[0].offset for tp, recs in batch.items()},
+                        next={tp: recs[-1].offset + 1 for tp, recs in batch.items()},
+                        task=asyncio.create_task(self._handle(batch)),
+                    )
+                )
+        await self.settle(wait_all=True)
+
+    async def settle(self, wait_all: bool) -> None:
+        """Commit the offsets of finished batches, in order. If a batch could not write its results,
+        rewind its partitions so it is read again (at-least-once), after the later batches finish."""
+        async with self.settle_lock:
+            while self.inflight and (wait_all or self.inflight[0].task.done()):
+                head = self.inflight[0]
+                await asyncio.wait([head.task])
+                if head.task.exception() is not None:
+                    await self._rewind(head.task.exception())
+                    return
+                self.inflight.popleft()
                 try:
-                    await self._handle(batch)
-                except (KafkaError, OSError) as err:
-                    self._note_error(f"writing results failed, batch will be retried: {err}")
-                    for tp, records in batch.items():
-                        self.consumer.seek(tp, records[0].offset)
-                    await asyncio.sleep(1)
+                    await self.consumer.commit(head.next)
+                except (CommitFailedError, IllegalStateError) as err:
+                    # The partitions moved to another member: it re-reads them, results may repeat (at-least-once).
+                    self._note_error(f"commit failed after a rebalance, frames may be processed twice: {err}")
+            await self._update_lag()
+
+    async def _rewind(self, err: BaseException) -> None:
+        self._note_error(f"writing results failed, re-reading the batch: {type(err).__name__}: {err}")
+        await asyncio.wait([b.task for b in self.inflight])
+        first: dict[TopicPartition, int] = {}
+        for b in self.inflight:
+            for tp, off in b.first.items():
+                first[tp] = min(off, first.get(tp, off))
+        self.inflight.clear()
+        assigned = self.consumer.assignment()
+        for tp, off in first.items():
+            if tp in assigned:
+                self.consumer.seek(tp, off)
+        await asyncio.sleep(1)
 
     def _note_error(self, text: str) -> None:
         self.last_error = text
@@ -172,14 +218,7 @@ class ConsumerActor:
                     records.append(rec)
                     dead.append(rec)
         await self._write(records, dead)
-        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
-        try:
-            await self.consumer.commit(offsets)
-        except CommitFailedError as err:
-            # The partitions moved to another member mid-batch: it re-reads them, results may repeat (at-least-once).
-            self._note_error(f"commit failed after a rebalance, frames may be processed twice: {err}")
         self._count(records)
-        await self._update_lag()
 
     async def _infer(self, frames: list[FrameMessage]) -> list[dict[str, Any]]:
         payload = [m.model_dump(by_alias=True) for m in frames]

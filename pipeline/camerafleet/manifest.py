@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -164,6 +164,12 @@ class ConsumerSpec(Strict):
     )
     batch_wait_ms: int = Field(
         default=50, ge=0, le=10_000, description="How long a consumer waits to fill a micro-batch before sending it."
+    )
+    max_in_flight_batches: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Micro-batches one consumer has at the inference service at once; offsets are still committed in order.",
     )
     max_frame_age_ms: int = Field(
         default=5_000,
@@ -354,6 +360,33 @@ class FleetSpec(Strict):
 
     def topic(self, camera_id: str) -> str:
         return f"{self.kafka.topic_prefix}{camera_id}"
+
+    def with_absolute_paths(self, base: Path) -> FleetSpec:
+        """The spec with relative file paths (video sources, model files, log dir) made absolute, so Ray
+        workers, whatever their working directory, open the files the user meant."""
+
+        def local(path: str | None) -> str | None:
+            if path is None or "://" in path or path.startswith("synthetic:") or Path(path).is_absolute():
+                return path
+            return str((base / path).resolve())
+
+        return self.model_copy(
+            update={
+                "cameras": [c.model_copy(update={"source": local(c.source)}) for c in self.cameras],
+                "models": [m.model_copy(update={"model_uri": local(m.model_uri)}) for m in self.models],
+                "results": self.results.model_copy(update={"log_dir": local(self.results.log_dir)}),
+            }
+        )
+
+    def requested_cpus(self) -> float:
+        """Ray CPUs the fleet reserves at start (initial replicas and actors)."""
+        models = sum((m.autoscaling.initial_replicas or m.autoscaling.min_replicas) * m.resources.cpus for m in self.models)
+        return (
+            models
+            + self.serving.ingress_replicas * self.serving.ingress_cpus
+            + self.producer.actors * self.producer.cpus_per_actor
+            + self.consumer.actors * self.consumer.cpus_per_actor
+        )
 
 
 class Metadata(Strict):

@@ -20,6 +20,7 @@ import ray
 from aiokafka import AIOKafkaProducer
 
 from camerafleet import metrics
+from camerafleet.logs import configure_logging
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
 from camerafleet.manifest import CameraSpec, FleetSpec
 from camerafleet.messages import FrameMessage
@@ -77,7 +78,7 @@ class ProducerActor:
     """A pool member. Methods are called by the runner; stats are polled."""
 
     def __init__(self, spec_json: str, epoch_ms: int, bootstrap: str):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        configure_logging()
         self.spec = FleetSpec.model_validate_json(spec_json)
         self.epoch_ms = epoch_ms
         self.bootstrap = bootstrap

@@ -67,7 +67,7 @@ class FleetRunner:
     def __init__(self, fleet: CameraFleet, opts: RunOptions):
         self.fleet = fleet
         self.opts = opts
-        self.spec = fleet.spec
+        self.spec = fleet.spec.with_absolute_paths(Path.cwd())
         self.bootstrap = kafka_bootstrap(self.spec)
         self.epoch_ms = int(time.time() * 1000)
         self.run_id = f"{fleet.metadata.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(self.epoch_ms / 1000))}"
@@ -104,7 +104,14 @@ class FleetRunner:
         address = os.environ.get("RAY_ADDRESS")
         if not ray.is_initialized():
             ray.init(address=address, namespace="camerafleet", logging_level=logging.WARNING, include_dashboard=False if not address else None)
-        self.say(f"ray: {'cluster ' + address if address else 'local instance'} with {ray.cluster_resources().get('CPU', 0):.0f} CPUs")
+        cpus = ray.cluster_resources().get("CPU", 0)
+        self.say(f"ray: {'cluster ' + address if address else 'local instance'} with {cpus:.0f} CPUs")
+        wanted = self.spec.requested_cpus()
+        if not address and wanted > cpus:
+            raise RunError(
+                f"the fleet reserves {wanted:g} Ray CPUs at start but this machine's Ray instance has {cpus:g}: lower "
+                "resources.cpus of the models, cpusPerActor or actor counts in the manifest (fractions such as 0.25 are fine)"
+            )
 
     def deploy_serving(self) -> None:
         from ray import serve
@@ -116,8 +123,9 @@ class FleetRunner:
             self.say(f"serve: using the inference service at {url}")
             return
         t0 = time.monotonic()
-        serve.start(http_options={"host": "127.0.0.1", "port": self.opts.serve_port})
-        serve.run(fleet_app(self.spec), name=self.spec.serving.app_name, route_prefix=self.spec.serving.route_prefix)
+        quiet = {"enable_access_log": False, "log_level": "WARNING"}
+        serve.start(http_options={"host": "127.0.0.1", "port": self.opts.serve_port}, logging_config=quiet)
+        serve.run(fleet_app(self.spec), name=self.spec.serving.app_name, route_prefix=self.spec.serving.route_prefix, logging_config=quiet)
         models = ", ".join(f"{m.name} ({m.type})" for m in self.spec.models)
         self.say(f"serve: app {self.spec.serving.app_name!r} running with {models} in {time.monotonic() - t0:.1f} s")
 
@@ -173,15 +181,15 @@ class FleetRunner:
             return
         self.manifest_digest = digest
         try:
-            new = load_manifest(self.opts.manifest)
+            new = load_manifest(self.opts.manifest).spec.with_absolute_paths(Path.cwd())
         except ManifestError as err:
             self.say(f"manifest changed but is invalid; still running the previous one:\n{err}")
             return
-        old, self.spec = self.spec, new.spec
-        ignored = [k for k in ("kafka", "bucket", "serving", "results") if getattr(old, k) != getattr(new.spec, k)]
+        old, self.spec = self.spec, new
+        ignored = [k for k in ("kafka", "bucket", "serving", "results") if getattr(old, k) != getattr(new, k)]
         if ignored:
             self.say(f"manifest change to {', '.join(ignored)} needs a restart; not applied")
-            self.spec = new.spec.model_copy(update={k: getattr(old, k) for k in ignored})
+            self.spec = new.model_copy(update={k: getattr(old, k) for k in ignored})
         await ensure_topics(self.spec, self.bootstrap)
         if self.opts.role == "all" and old.models != self.spec.models and not serve_url(self.spec):
             self.deploy_serving()
@@ -192,10 +200,16 @@ class FleetRunner:
             await self.rebalance_producers(self.spec.producer.actors)
         self.say(f"manifest change applied: {len(self.spec.cameras)} cameras, {len(self.producers)} producers, {len(self.consumers)} consumers")
 
+    async def restart_lost_members(self) -> None:
+        """Ray restarts a crashed actor with a fresh state: give it its work again (both calls are idempotent)."""
+        spec_json = self.spec.model_dump_json(by_alias=True)
+        calls = [c.start.remote() for c in self.consumers]
+        calls += [a.assign.remote(spec_json, sorted(plan)) for a, plan in zip(self.producers, self.producer_plan)]
+        await _answers(calls)
+
     async def gather_stats(self) -> tuple[dict[str, dict], list[dict]]:
-        producer = merge_producer_stats([*self.retired_producer_stats, *await asyncio.gather(*(a.stats.remote() for a in self.producers))])
-        consumer = list(await asyncio.gather(*(c.stats.remote() for c in self.consumers)))
-        return producer, consumer
+        producer = merge_producer_stats([*self.retired_producer_stats, *await _answers(a.stats.remote() for a in self.producers)])
+        return producer, await _answers(c.stats.remote() for c in self.consumers)
 
     async def progress(self) -> None:
         producer, consumers = await self.gather_stats()
@@ -227,6 +241,7 @@ class FleetRunner:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             await self.apply_manifest_change()
+            await self.restart_lost_members()
             if time.monotonic() >= next_progress:
                 await self.progress()
                 next_progress += self.opts.progress_interval_s
@@ -240,7 +255,7 @@ class FleetRunner:
         deadline = time.monotonic() + self.opts.drain_timeout_s
         quiet_since, last_batches = time.monotonic(), -1
         while time.monotonic() < deadline:
-            stats = await asyncio.gather(*(c.stats.remote() for c in self.consumers))
+            stats = await _answers(c.stats.remote() for c in self.consumers)
             batches = sum(s["batches"] for s in stats)
             lag = sum(v for s in stats for v in s["lag"].values())
             if batches != last_batches:
@@ -253,9 +268,9 @@ class FleetRunner:
     async def stop(self) -> dict[str, Any]:
         self.say("stopping producers, draining consumers ...")
         produce_seconds = time.monotonic() - self.started
-        final_producers = await asyncio.gather(*(a.stop.remote() for a in self.producers))
+        final_producers = await _answers(a.stop.remote() for a in self.producers)
         await self.drain()
-        await asyncio.gather(*(c.stop.remote() for c in self.consumers))
+        await _answers(c.stop.remote() for c in self.consumers)
         summary = build_summary(
             fleet=self.fleet.metadata.name,
             run_id=self.run_id,
@@ -269,6 +284,14 @@ class FleetRunner:
             ray.kill(actor)
         self.producers, self.consumers = [], []
         return summary
+
+
+async def _answers(calls) -> list[Any]:
+    """Results of actor calls, leaving out members that are dead or restarting (logged)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for err in (r for r in results if isinstance(r, BaseException)):
+        log.warning("a pool member did not answer: %s", type(err).__name__)
+    return [r for r in results if not isinstance(r, BaseException)]
 
 
 async def run_fleet(fleet: CameraFleet, opts: RunOptions) -> dict[str, Any]:

@@ -299,6 +299,8 @@ def test_missing_or_unsupported_model_files(tmp_path: Path) -> None:
         fetch.resolve_model_uri("gs://bucket/model.onnx")
     with pytest.raises(fetch.ModelFileError, match="s3://bucket/key"):
         fetch.resolve_model_uri("s3://bucket-only")
+    with pytest.raises(fetch.ModelFileError, match="must not leave the model cache"):
+        fetch.resolve_model_uri("s3://bucket/../../etc/model.onnx")
 
 
 class FakeMinio:

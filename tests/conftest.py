@@ -1,0 +1,8 @@
+"""Test-suite configuration shared by all tests.
+
+Fixtures live in ``tests/fixtures/`` modules, one per concern, registered here as plugins.
+"""
+
+pytest_plugins = [
+    "tests.fixtures.servers",
+]
