@@ -1,0 +1,88 @@
+"""The directory bucket, and the checks that keep every frame URI inside the bucket."""
+
+import os
+import time
+
+import pytest
+
+from camerafleet.bucket import BucketError, frame_key, open_bucket
+from camerafleet.manifest import BucketSpec
+
+
+@pytest.fixture
+def bucket(tmp_path):
+    b = open_bucket(BucketSpec(uri=f"file://{tmp_path}/frames", max_frame_bytes=2048))
+    b.prepare(ttl_seconds=300)
+    return b
+
+
+def test_put_get_round_trip(bucket):
+    uri = bucket.put(frame_key("1", 1000, 7), b"jpeg-bytes")
+    assert uri.endswith("/frames/1/1000-000000007.jpg")
+    assert bucket.get(uri) == b"jpeg-bytes"
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    ["/../secret.jpg", "/1/../../etc/passwd", "/./1/x.jpg", "//etc/passwd", "/1//x.jpg", "/.hidden", "/1/x\x00.jpg"],
+)
+def test_uris_escaping_the_bucket_are_refused(bucket, suffix):
+    with pytest.raises(BucketError) as info:
+        bucket.get(bucket.root_uri + suffix)
+    assert info.value.reason == "uri_outside_bucket"
+
+
+@pytest.mark.parametrize("uri", ["file:///etc/passwd", "s3://other-bucket/1/x.jpg", "/etc/passwd", "", None, 42])
+def test_other_locations_are_refused(bucket, uri):
+    with pytest.raises(BucketError) as info:
+        bucket.get(uri)
+    assert info.value.reason == "uri_outside_bucket"
+
+
+def test_prefix_lookalike_bucket_is_refused(bucket):
+    with pytest.raises(BucketError) as info:
+        bucket.get(bucket.root_uri + "-evil/1/x.jpg")
+    assert info.value.reason == "uri_outside_bucket"
+
+
+def test_symlink_out_of_the_bucket_is_refused(bucket, tmp_path):
+    (tmp_path / "outside.jpg").write_bytes(b"secret")
+    (bucket.root / "1").mkdir()
+    os.symlink(tmp_path / "outside.jpg", bucket.root / "1" / "link.jpg")
+    with pytest.raises(BucketError) as info:
+        bucket.get(bucket.root_uri + "/1/link.jpg")
+    assert info.value.reason == "uri_outside_bucket"
+
+
+def test_missing_and_too_large(bucket):
+    with pytest.raises(BucketError) as info:
+        bucket.get(bucket.root_uri + "/1/nope.jpg")
+    assert info.value.reason == "frame_missing"
+    uri = bucket.put("1/big.jpg", b"x" * 4096)
+    with pytest.raises(BucketError) as info:
+        bucket.get(uri)
+    assert info.value.reason == "frame_too_large"
+
+
+def test_sweep_deletes_only_expired_frames(bucket):
+    old, new = bucket.put("1/old.jpg", b"a"), bucket.put("1/new.jpg", b"b")
+    past = time.time() - 1000
+    os.utime(bucket.root / "1" / "old.jpg", (past, past))
+    assert bucket.sweep("1", ttl_seconds=300) == 1
+    assert bucket.get(new) == b"b"
+    with pytest.raises(BucketError):
+        bucket.get(old)
+    assert bucket.sweep("never-written", ttl_seconds=1) == 0
+
+
+def test_bad_bucket_uris():
+    for uri in ("ftp://x/y", "file://host/path", "file:relative"):
+        with pytest.raises(BucketError, match="must"):
+            open_bucket(BucketSpec(uri=uri))
+
+
+def test_s3_needs_credentials(monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(BucketError, match="AWS_ACCESS_KEY_ID"):
+        open_bucket(BucketSpec(uri="s3://frames/x", endpoint="http://127.0.0.1:9"))

@@ -1,0 +1,59 @@
+"""Frame messages off Kafka: anything malformed becomes a MessageError, never another exception."""
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from camerafleet.messages import FrameMessage, MessageError, parse_frame_message
+
+GOOD = {"cameraId": "1", "seq": 3, "epochMs": 1, "captureTsMs": 2, "uri": "file:///b/1/x.jpg", "width": 640, "height": 480}
+
+
+def test_round_trip():
+    msg = parse_frame_message(orjson.dumps(GOOD))
+    assert parse_frame_message(msg.to_json()) == msg
+
+
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        (b"", "empty"),
+        (None, "empty"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (orjson.dumps({**GOOD, "seq": "3"}), "seq"),
+        (orjson.dumps({**GOOD, "width": -5}), "width"),
+        (orjson.dumps({k: v for k, v in GOOD.items() if k != "uri"}), "uri"),
+        (orjson.dumps({**GOOD, "v": 2}), "v"),
+    ],
+)
+def test_malformed(raw, fragment):
+    with pytest.raises(MessageError, match=fragment):
+        parse_frame_message(raw)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from([*GOOD, "extra"]), json_values, max_size=9) | json_values)
+def test_any_json_parses_or_fails_cleanly(value):
+    try:
+        msg = parse_frame_message(orjson.dumps(value))
+    except MessageError:
+        return
+    assert isinstance(msg, FrameMessage)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=256))
+def test_any_bytes_parse_or_fail_cleanly(raw):
+    try:
+        parse_frame_message(raw)
+    except MessageError:
+        pass

@@ -1,0 +1,84 @@
+"""Sampling on the epoch grid: shards of one camera split its frames without overlap or gaps, and a
+worker that takes over mid-run continues the same sequence numbers."""
+
+import time
+
+import numpy as np
+import pytest
+
+from camerafleet.manifest import parse_manifest
+from camerafleet.producer import plan_shards
+from camerafleet.sources import Sampler, SourceError, SyntheticSource, open_source, redact
+
+
+def sample_all(sampler: Sampler, capture_fps: float, seconds: float) -> list[int]:
+    seqs = []
+    for i in range(int(seconds * capture_fps)):
+        seq = sampler.accept(sampler.epoch_s + i / capture_fps)
+        if seq is not None:
+            seqs.append(seq)
+    return seqs
+
+
+def test_downsamples_to_inference_fps():
+    assert sample_all(Sampler(epoch_s=100.0, fps=5), capture_fps=30, seconds=2) == list(range(10))
+
+
+def test_shards_partition_the_slots():
+    shards = [sample_all(Sampler(epoch_s=0.0, fps=5, shard=k, shards=3), capture_fps=30, seconds=4) for k in range(3)]
+    together = sorted(s for shard in shards for s in shard)
+    assert together == list(range(20))
+    assert all(s % 3 == k for k, shard in enumerate(shards) for s in shard)
+
+
+def test_next_due_is_the_next_owned_slot():
+    s = Sampler(epoch_s=10.0, fps=4, shard=1, shards=2)
+    assert s.next_due() == pytest.approx(10.25)
+    s.accept(10.25)
+    assert s.next_due() == pytest.approx(10.75)
+
+
+def test_slow_source_skips_slots_and_counts_them():
+    s = Sampler(epoch_s=0.0, fps=10)
+    assert [s.accept(t) for t in (0.0, 0.5, 0.55, 1.0)] == [0, 5, None, 10]
+    assert s.skipped_slots == 8
+
+
+def test_takeover_continues_sequence():
+    first = Sampler(epoch_s=0.0, fps=5)
+    assert sample_all(first, 30, 1)[-1] == 4
+    second = Sampler(epoch_s=0.0, fps=5)
+    assert second.accept(1.0) == 5
+
+
+def test_synthetic_source_paces_and_renders():
+    epoch = time.time()
+    src = SyntheticSource("synthetic:320x180@20", seed=1, epoch_s=epoch)
+    t, frame = src.read_due(epoch + 0.1)
+    assert frame.shape == (180, 320, 3) and frame.dtype == np.uint8
+    assert t >= epoch + 0.1 - 1e-3
+
+
+def test_unopenable_sources_name_the_problem(tmp_path):
+    with pytest.raises(SourceError, match="cannot open video file"):
+        open_source(str(tmp_path / "missing.mp4"), epoch_s=0)
+    with pytest.raises(SourceError, match="synthetic"):
+        open_source("synthetic:huge", epoch_s=0)
+
+
+def test_credentials_are_redacted():
+    assert redact("rtsp://admin:hunter2@10.0.0.5:554/live") == "rtsp://***@10.0.0.5:554/live"
+    assert redact("rtsp://cam/live") == "rtsp://cam/live"
+
+
+def test_plan_spreads_shards_round_robin():
+    cams = [{"id": str(i), "source": "synthetic:", "producerShards": 2 if i == 1 else 1} for i in range(1, 5)]
+    cams.append({"id": "off", "source": "synthetic:", "enabled": False})
+    fleet = parse_manifest(
+        {"apiVersion": "camerafleet.io/v1alpha1", "kind": "CameraFleet", "metadata": {"name": "p"},
+         "spec": {"cameras": cams, "models": [{"name": "h", "type": "camera-health"}]}}
+    )
+    plan = plan_shards(fleet.spec, 2)
+    keys = [[s.key for s in actor] for actor in plan]
+    assert keys == [["1#0/2", "2#0/1", "4#0/1"], ["1#1/2", "3#0/1"]]
+    assert plan_shards(fleet.spec, 0) == []
