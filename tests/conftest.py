@@ -5,4 +5,5 @@ Fixtures live in ``tests/fixtures/`` modules, one per concern, registered here a
 
 pytest_plugins = [
     "tests.fixtures.servers",
+    "tests.fixtures.pipeline",
 ]

@@ -47,7 +47,7 @@ class RunOptions:
     progress_interval_s: float = 5.0
     drain_timeout_s: float = 60.0
     watch_interval_s: float = 2.0
-    serve_port: int = int(os.environ.get("CAMERAFLEET_SERVE_PORT", "8000"))
+    serve_port: int = field(default_factory=lambda: int(os.environ.get("CAMERAFLEET_SERVE_PORT", "8000")))
     summary_path: Path | None = None
     stream: Any = field(default_factory=lambda: sys.stderr)
 

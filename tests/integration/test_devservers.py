@@ -146,6 +146,18 @@ def test_kafka_stop_start_and_restart_keep_address_and_data(kafka_server: KafkaS
     assert asyncio.run(consume(bootstrap, topic, 2)) == [b"before-stop", b"before-restart"]
 
 
+def test_kafka_survives_a_crash(kafka_server: KafkaServer) -> None:
+    topic = unique("crash")
+    asyncio.run(create_topic(kafka_server.bootstrap, topic))
+    asyncio.run(produce(kafka_server.bootstrap, topic, [b"acked-before-crash"]))
+
+    kafka_server.kill()  # SIGKILL: no clean shutdown, the broker recovers its log on start
+    assert not kafka_server.is_running()
+    kafka_server.start()
+
+    assert asyncio.run(consume(kafka_server.bootstrap, topic, 1)) == [b"acked-before-crash"]
+
+
 def test_kafka_broker_logs_go_to_its_data_dir(kafka_server: KafkaServer) -> None:
     assert kafka_server.log_path.is_relative_to(kafka_server.data_dir)
     assert "Kafka Server started" in kafka_server.log_path.read_text()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import atexit
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ from typing import ClassVar, TextIO
 from typing_extensions import Self
 
 DEFAULT_STOP_TIMEOUT_S = 30.0
+_LOWEST_PORT = 20000  # below: Ray's default worker ports (10002-19999) and well-known services
 
 
 class ServerStartError(RuntimeError):
@@ -47,9 +49,36 @@ def require_executable(name: str, hint: str) -> str:
     return found
 
 
+def _ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux default
+
+
 def free_port(exclude: Iterable[int] = ()) -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (and not in ``exclude``)."""
+    """A TCP port on 127.0.0.1 that nothing uses right now (and not in ``exclude``).
+
+    It is taken outside the kernel's ephemeral range: a server that is stopped for a while (fault
+    injection) must get its port back on restart, and a port in that range may meanwhile become the
+    local end of some outgoing connection, or even of a client that, retrying to connect to the
+    stopped server, connects to itself (TCP simultaneous open on loopback). Ports below 20000 are
+    avoided too: Ray gives its workers ports 10002-19999.
+    """
     excluded = set(exclude)
+    low, high = _ephemeral_port_range()
+    if low - _LOWEST_PORT >= 2000:
+        candidates = range(_LOWEST_PORT, low)
+    elif 65535 - high >= 2000:
+        candidates = range(high + 1, 65536)
+    else:
+        candidates = range(0)  # no room outside the ephemeral range: let the kernel choose
+    rng = random.SystemRandom()
+    for _ in range(200 if len(candidates) else 0):
+        port = rng.choice(candidates)
+        if port not in excluded and _can_bind(port):
+            return port
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
@@ -57,6 +86,15 @@ def free_port(exclude: Iterable[int] = ()) -> int:
         if port not in excluded:
             return port
     raise OSError("could not find a free TCP port on 127.0.0.1")
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_accepts(port: int, timeout_s: float = 0.5) -> bool:

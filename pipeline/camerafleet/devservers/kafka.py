@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
@@ -93,8 +93,12 @@ log4j.logger.org.apache.kafka.common.utils.AppInfoParser=WARN
 log4j.logger.org.apache.kafka.clients=WARN
 """
 
+# The dev machines have 2 cores shared with Ray and the pipeline, so the broker is kept frugal. C1-only
+# JIT measured on such a machine: restart 2.5 s instead of 3.5 s, and about 35 % less broker CPU while
+# producing 150k 2 KB messages at the same throughput (C2 compilation never pays off in short runs).
 _JVM_OPTIONS = (
-    "-XX:+UseSerialGC",  # the dev machines have 2 cores: no parallel GC threads competing with us
+    "-XX:+UseSerialGC",  # no parallel GC threads competing with the pipeline
+    "-XX:TieredStopAtLevel=1",
     "-XX:+ExitOnOutOfMemoryError",  # die visibly rather than limp along
     "-XX:-UsePerfData",  # no /tmp/hsperfdata_* files
     "-Djava.awt.headless=true",
@@ -160,7 +164,8 @@ class KafkaServer(LocalServer):
     ``bootstrap`` ("127.0.0.1:<port>") is known from construction on and never changes, also across
     ``restart()`` and ``stop()`` / ``start()`` (what fault-injection tests do). ``data_dir`` holds the
     configuration, the topic data (``kraft-logs/``) and the broker log (``log_path``).
-    ``extra_config`` adds or overrides ``server.properties`` entries.
+    ``extra_config`` adds or overrides ``server.properties`` entries; ``jvm_options`` are appended to
+    the JVM flags (``heap`` sets ``-Xmx``).
     """
 
     kind = "kafka"
@@ -168,6 +173,7 @@ class KafkaServer(LocalServer):
     def __init__(self, data_dir: str | os.PathLike[str] | None = None, *,
                  broker_port: int | None = None, controller_port: int | None = None,
                  heap: str = "512m", extra_config: Mapping[str, str | int | bool] | None = None,
+                 jvm_options: Sequence[str] = (),
                  startup_timeout_s: float = 90.0, detached: bool = False,
                  out: TextIO | None = None) -> None:
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, detached=detached, out=out)
@@ -177,6 +183,7 @@ class KafkaServer(LocalServer):
             raise ValueError("broker_port and controller_port must differ")
         self.heap = heap
         self.extra_config = dict(extra_config or {})
+        self.jvm_options = tuple(jvm_options)
         self._java: str | None = None
         self._classpath = ""
         self._log4j = self.data_dir / "log4j.properties"
@@ -226,6 +233,10 @@ class KafkaServer(LocalServer):
             "transaction.state.log.min.isr": "1",
             "transaction.state.log.num.partitions": "4",
             "group.initial.rebalance.delay.ms": "0",
+            # After a crash (kill()), the restarted broker cannot register until the controller has
+            # expired its previous session: 9 s by default, 3 s here.
+            "broker.heartbeat.interval.ms": "500",
+            "broker.session.timeout.ms": "3000",
             "num.network.threads": "2",
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
@@ -251,7 +262,7 @@ class KafkaServer(LocalServer):
 
     def _java_argv(self, main_class: str, *args: str, heap: str) -> list[str]:
         assert self._java is not None
-        return [self._java, f"-Xmx{heap}", *_JVM_OPTIONS,
+        return [self._java, f"-Xmx{heap}", *_JVM_OPTIONS, *self.jvm_options,
                 f"-Dlog4j.configuration=file:{self._log4j}", "-cp", self._classpath, main_class, *args]
 
     def _format_storage(self) -> None:

@@ -1,0 +1,82 @@
+"""End to end on the real Kafka broker, MinIO and Ray Serve: frames flow from synthetic cameras to
+results with exact boxes, batches form, the ledger balances, a broken camera does not stop the others."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from tests.fixtures.pipeline import health_model, read_results, run_fleet_for, write_fleet, yolo_model
+
+pytestmark = pytest.mark.integration
+
+# yolo_test.onnx reports two boxes (prepare.YOLO_TEST_BOXES) in 640x640 letterbox pixels; on a 1280x720
+# frame the letterbox scale is 0.5 with 140 px of padding above, so in frame pixels they are:
+EXPECTED_BOXES = [
+    {"box": [440.0, 260.0, 840.0, 460.0], "label": "person", "score": 0.9},
+    {"box": [256.0, 72.0, 384.0, 328.0], "label": "bicycle", "score": 0.6},
+]
+
+
+async def topic_values(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list[dict]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    values: list[dict] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(values) < expected and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                values += [orjson.loads(r.value) for r in records]
+    finally:
+        await consumer.stop()
+    return values
+
+
+def test_frames_flow_end_to_end_over_s3(tmp_path, kafka_server, minio_server, ray_cluster):
+    cameras = [{"id": str(i), "source": "synthetic:1280x720@30", "inferenceFps": 8} for i in (1, 2, 3)]
+    cameras.append({"id": "broken", "source": str(tmp_path / "no-such-clip.mp4")})
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "e2e",
+        kafka_server.bootstrap,
+        cameras=cameras,
+        models=[yolo_model(), health_model()],
+        bucket={"uri": "s3://e2e-frames/run", "endpoint": minio_server.endpoint},
+        producer={"actors": 2, "cpusPerActor": 0.25, "reconnectInitialSeconds": 0.5},
+        consumer={"actors": 1, "maxBatchFrames": 16, "batchWaitMs": 100, "maxFrameAgeMs": 60000},
+    )
+    runner, s = asyncio.run(run_fleet_for(manifest, seconds=12))
+
+    assert s["ledger_balanced"], s
+    assert s["failed"] == 0 and s["dropped"] == 0, s
+    for cam in ("1", "2", "3"):
+        assert s["per_camera"][cam]["processed"] >= 20, s["per_camera"][cam]
+    broken = s["per_camera"]["broken"]
+    assert broken["produced"] == 0 and not broken["source_up"] and broken["reconnects"] >= 2
+    assert "no-such-clip.mp4" in broken["last_error"]
+
+    processed = [r for r in read_results(runner) if r["outcome"] == "processed"]
+    assert len(processed) == s["processed"]
+    for r in processed:
+        dets = r["models"]["objects"]["detections"]
+        assert [{k: d[k] for k in ("box", "label", "score")} for d in dets] == EXPECTED_BOXES
+        assert r["models"]["health"]["flags"] == []
+        assert r["latencyMs"] >= 0 and r["uri"].startswith("s3://e2e-frames/run/")
+    assert s["batch_size"]["objects"]["max"] > 1, "no batch of more than one frame formed under load"
+
+    on_topic = asyncio.run(topic_values(kafka_server.bootstrap, "e2e_results", s["processed"]))
+    assert sorted((v["cameraId"], v["seq"]) for v in on_topic) == sorted((r["cameraId"], r["seq"]) for r in processed)
+
+
+def test_kafka_unreachable_at_start_is_a_clear_message(tmp_path):
+    import subprocess
+    import sys
+
+    manifest = write_fleet(tmp_path / "fleet.yaml", "nokafka", "127.0.0.1:1", cameras=[{"id": "1", "source": "synthetic:"}], models=[health_model()])
+    proc = subprocess.run([sys.executable, "-m", "camerafleet.cli", "run", str(manifest), "--duration", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "cannot reach Kafka at 127.0.0.1:1" in proc.stderr
+    assert "Traceback" not in proc.stderr
