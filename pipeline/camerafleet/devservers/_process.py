@@ -188,6 +188,21 @@ def stop_process_group(pid: int, timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
     raise RuntimeError(f"process {pid} survived SIGKILL; is it stuck in the kernel (D state)?")
 
 
+def _die_with_parent() -> None:
+    """In a forked child: ask Linux to SIGKILL us when the thread that forked us dies.
+
+    Used for fetch/build commands, which only live while the calling thread waits for them, so that
+    a fetch killed with SIGKILL does not leave mvn or go running on, writing into the cache.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: an interrupted fetch may leave its command running
+
+
 def run_with_heartbeat(argv: list[str], log: Path, *, cwd: Path, what: str, out: TextIO,
                        env: Mapping[str, str] | None = None, every_s: float = 15.0,
                        detail: Callable[[], str] | None = None) -> int:
@@ -199,7 +214,8 @@ def run_with_heartbeat(argv: list[str], log: Path, *, cwd: Path, what: str, out:
     started = time.monotonic()
     with open(log, "wb") as sink:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
-                                stderr=subprocess.STDOUT, env=None if env is None else dict(env))
+                                stderr=subprocess.STDOUT, env=None if env is None else dict(env),
+                                preexec_fn=_die_with_parent)
         try:
             while True:
                 try:
@@ -352,6 +368,7 @@ class LocalServer(abc.ABC):
         if self.stdout_path != self.log_path:
             parts += [f"--- last lines of {self.stdout_path} (stdout/stderr) ---",
                       tail(self.stdout_path, 20, redact=self._secrets())]
+        parts.append(f"--- full log: {self.log_path}; data directory: {self.data_dir} ---")
         return "\n".join(parts)
 
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:

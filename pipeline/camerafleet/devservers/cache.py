@@ -107,6 +107,7 @@ def ensure_tool(
             (staging / COMPLETE_MARKER).write_text(
                 f"{name} {version} fetched at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
             )
+            os.chmod(staging, 0o755)  # mkdtemp made it private; the tools are not secret
             os.rename(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
