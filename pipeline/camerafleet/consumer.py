@@ -161,7 +161,7 @@ class ConsumerActor:
                     await self.consumer.commit(head.next)
                 except (CommitFailedError, IllegalStateError) as err:
                     # The partitions moved to another member: it re-reads them, results may repeat (at-least-once).
-                    self._note_error(f"commit failed after a rebalance, frames may be processed twice: {err}")
+                    log.warning("commit failed during a rebalance; the new owner re-reads those frames (at-least-once): %s", err)
             await self._update_lag()
 
     async def _rewind(self, err: BaseException) -> None:

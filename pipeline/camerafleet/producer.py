@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -73,6 +74,16 @@ def source_url(camera: CameraSpec) -> str:
     return camera.source
 
 
+@dataclass
+class _Worker:
+    """A running shard: produces slots from `first_slot` (None: from now) until `end_slot` or `stop`."""
+
+    first_slot: int | None = None
+    end_slot: int | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class ProducerActor:
     """A pool member. Methods are called by the runner; stats are polled."""
@@ -84,7 +95,7 @@ class ProducerActor:
         self.bootstrap = bootstrap
         self.bucket: FrameBucket = open_bucket(self.spec.bucket)
         self.kafka: AIOKafkaProducer | None = None
-        self.workers: dict[str, tuple[asyncio.Event, asyncio.Task]] = {}
+        self.workers: dict[str, _Worker] = {}
         self.counts: dict[str, CameraCounts] = {}
         self.pending: set[asyncio.Future] = set()
         self.last_sweep: dict[str, float] = {}
@@ -95,32 +106,45 @@ class ProducerActor:
             await self.kafka.start()
         return self.kafka
 
-    async def assign(self, spec_json: str, shards: list[tuple[str, int, int]]) -> None:
-        """Run exactly these (camera id, shard index, shards) workers: stop the others (draining), start new ones."""
+    async def assign(self, spec_json: str, shards: list[tuple[str, int, int]], handover_s: float | None = None) -> None:
+        """Run exactly these (camera id, shard index, shards) workers. With a handover time, new workers
+        take the slots from that time on and workers leaving this actor produce the slots before it, so a
+        shard moving between actors is neither interrupted nor doubled."""
         self.spec = FleetSpec.model_validate_json(spec_json)
         cameras = {c.id: c for c in self.spec.cameras}
         wanted = {f"{cid}#{i}/{n}": Shard(cameras[cid], i, n) for cid, i, n in shards}
-        for key in [k for k in self.workers if k not in wanted]:
-            await self._stop_worker(key)
         await self._producer()
         for key, shard in wanted.items():
             if key not in self.workers:
-                stop = asyncio.Event()
-                self.workers[key] = (stop, asyncio.create_task(self._run_worker(shard, stop)))
+                worker = _Worker(first_slot=self._slot_at(shard.camera, handover_s))
+                worker.task = asyncio.create_task(self._run_worker(shard, worker))
+                self.workers[key] = worker
+        await asyncio.gather(*(self._stop_worker(k, handover_s) for k in list(self.workers) if k not in wanted))
 
-    async def _stop_worker(self, key: str) -> None:
-        stop, task = self.workers.pop(key)
-        stop.set()
+    def _slot_at(self, camera: CameraSpec, t: float | None) -> int | None:
+        return None if t is None else math.ceil((t - self.epoch_ms / 1000) * camera.inference_fps - 1e-9)
+
+    async def _stop_worker(self, key: str, handover_s: float | None = None) -> None:
+        worker = self.workers[key]
+        if handover_s is not None:
+            cam_id = key.split("#")[0]
+            camera = next((c for c in self.spec.cameras if c.id == cam_id), None)
+            worker.end_slot = self._slot_at(camera, handover_s) if camera else None
+            await asyncio.sleep(max(0.0, handover_s - time.time()))
+        worker.stop.set()
         try:
-            await asyncio.wait_for(task, timeout=30)
+            await asyncio.wait_for(asyncio.shield(worker.task), timeout=30)
         except asyncio.TimeoutError:
-            task.cancel()
+            worker.task.cancel()
             log.warning("worker %s did not stop within 30 s; cancelled", key)
+        self.workers.pop(key, None)
 
-    async def _run_worker(self, shard: Shard, stop: asyncio.Event) -> None:
-        cam = shard.camera
+    async def _run_worker(self, shard: Shard, worker: _Worker) -> None:
+        cam, stop = shard.camera, worker.stop
         counts = self.counts.setdefault(cam.id, CameraCounts())
         sampler = Sampler(self.epoch_ms / 1000, cam.inference_fps, shard.index, shard.shards)
+        if worker.first_slot is not None:
+            sampler.last_slot = worker.first_slot - 1
         backoff = self.spec.producer.reconnect_initial_seconds
         seed = sum(cam.id.encode())
         while not stop.is_set():
@@ -135,9 +159,11 @@ class ProducerActor:
             metrics.source_up().set(1, tags={"camera": cam.id})
             log.info("camera %s: source %s open", cam.id, source.name)
             try:
-                while not stop.is_set():
+                while not stop.is_set() and (worker.end_slot is None or sampler.next_slot() < worker.end_slot):
                     await self._one_frame(shard, source, sampler, counts)
                     backoff = self.spec.producer.reconnect_initial_seconds
+                if worker.end_slot is not None:
+                    await stop.wait()
             except SourceError as err:
                 self._source_down(cam, counts, str(err), backoff)
                 await _wait(stop, backoff)

@@ -33,6 +33,7 @@ from camerafleet.transport import serve_url
 log = logging.getLogger("camerafleet.run")
 
 Role = Literal["all", "producer", "consumer"]
+HANDOVER_S = 3.0  # lead time for a camera shard moving between producer actors to open its source
 
 
 class RunError(RuntimeError):
@@ -156,17 +157,17 @@ class FleetRunner:
             ray.kill(actor)
 
     async def rebalance_producers(self, n: int) -> None:
-        """Resize the producer pool and move camera shards in two phases (stop, then start), so no
-        frame slot is produced twice and every stopped worker drains first."""
+        """Resize the producer pool and move camera shards. Moves happen at a handover time a few seconds
+        ahead: the old owner produces the slots before it, the new owner (already started) those after."""
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.producers) < n:
             self.producers.append(ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor).remote(spec_json, self.epoch_ms, self.bootstrap))
             self.producer_plan.append(set())
         plan = [{(s.camera.id, s.index, s.shards) for s in shards} for shards in plan_shards(self.spec, n)]
-        plan += [set()] * (len(self.producers) - n)
-        await asyncio.gather(*(a.assign.remote(spec_json, sorted(cur & new)) for a, cur, new in zip(self.producers, self.producer_plan, plan)))
-        await asyncio.gather(*(a.assign.remote(spec_json, sorted(new)) for a, new in zip(self.producers, plan)))
+        plan += [set() for _ in range(len(self.producers) - n)]
+        handover = time.time() + HANDOVER_S if any(self.producer_plan) else None
         self.producer_plan = plan
+        await asyncio.gather(*(a.assign.remote(spec_json, sorted(p), handover) for a, p in zip(self.producers, plan)))
         while len(self.producers) > n:
             actor = self.producers.pop()
             self.producer_plan.pop()

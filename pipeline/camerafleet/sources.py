@@ -40,11 +40,14 @@ class Sampler:
     def slot_of(self, t: float) -> int:
         return math.floor((t - self.epoch_s) * self.fps + 1e-9)
 
+    def next_slot(self) -> int:
+        """The next slot this shard owns."""
+        slot = self.last_slot + 1
+        return slot + (self.shard - slot) % self.shards
+
     def next_due(self) -> float:
         """Wall-clock time of the next slot this shard owns."""
-        slot = self.last_slot + 1
-        slot += (self.shard - slot) % self.shards
-        return self.epoch_s + slot / self.fps
+        return self.epoch_s + self.next_slot() / self.fps
 
     def accept(self, t: float) -> int | None:
         """The frame's sequence number if a frame captured at `t` is this shard's next sample, else None."""

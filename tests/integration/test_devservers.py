@@ -224,7 +224,7 @@ def test_minio_start_failure_is_explained(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "camerafleet.devservers", *args],
-                          capture_output=True, text=True, timeout=300)
+                          check=False, capture_output=True, text=True, timeout=300)
 
 
 def read_env_file(path: Path) -> dict[str, str]:

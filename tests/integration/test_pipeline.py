@@ -8,6 +8,7 @@ import asyncio
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
+from ray import serve
 
 from tests.fixtures.pipeline import health_model, read_results, run_fleet_for, write_fleet, yolo_model
 
@@ -15,6 +16,15 @@ pytestmark = pytest.mark.integration
 
 # yolo_test.onnx reports two boxes (prepare.YOLO_TEST_BOXES) in 640x640 letterbox pixels; on a 1280x720
 # frame the letterbox scale is 0.5 with 140 px of padding above, so in frame pixels they are:
+FAST_AUTOSCALING = {
+    "minReplicas": 1,
+    "maxReplicas": 2,
+    "targetOngoingRequests": 1,
+    "upscaleDelaySeconds": 1,
+    "downscaleDelaySeconds": 60,
+    "metricsIntervalSeconds": 0.5,
+    "lookBackPeriodSeconds": 2,
+}
 EXPECTED_BOXES = [
     {"box": [440.0, 260.0, 840.0, 460.0], "label": "person", "score": 0.9},
     {"box": [256.0, 72.0, 384.0, 328.0], "label": "bicycle", "score": 0.6},
@@ -35,7 +45,7 @@ async def topic_values(bootstrap: str, topic: str, expected: int, timeout_s: flo
     return values
 
 
-def test_frames_flow_end_to_end_over_s3(tmp_path, kafka_server, minio_server, ray_cluster):
+def test_frames_flow_end_to_end_over_s3_and_models_scale_up(tmp_path, kafka_server, minio_server, ray_cluster):
     cameras = [{"id": str(i), "source": "synthetic:1280x720@30", "inferenceFps": 8} for i in (1, 2, 3)]
     cameras.append({"id": "broken", "source": str(tmp_path / "no-such-clip.mp4")})
     manifest = write_fleet(
@@ -43,12 +53,21 @@ def test_frames_flow_end_to_end_over_s3(tmp_path, kafka_server, minio_server, ra
         "e2e",
         kafka_server.bootstrap,
         cameras=cameras,
-        models=[yolo_model(), health_model()],
+        models=[yolo_model(autoscaling=FAST_AUTOSCALING), health_model()],
         bucket={"uri": "s3://e2e-frames/run", "endpoint": minio_server.endpoint},
         producer={"actors": 2, "cpusPerActor": 0.25, "reconnectInitialSeconds": 0.5},
         consumer={"actors": 1, "maxBatchFrames": 16, "batchWaitMs": 100, "maxFrameAgeMs": 60000},
     )
-    runner, s = asyncio.run(run_fleet_for(manifest, seconds=12))
+    replicas: list[int] = []
+
+    async def watch_replicas(runner):
+        for _ in range(40):
+            status = serve.status().applications["e2e"].deployments["model-objects"]
+            replicas.append(status.replica_states.get("RUNNING", 0))
+            await asyncio.sleep(0.5)
+
+    runner, s = asyncio.run(run_fleet_for(manifest, seconds=20, during=watch_replicas))
+    assert replicas[0] == 1 and max(replicas) == 2, f"model-objects replicas over time: {replicas}"
 
     assert s["ledger_balanced"], s
     assert s["failed"] == 0 and s["dropped"] == 0, s

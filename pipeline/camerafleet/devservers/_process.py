@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import atexit
+import contextlib
 import os
 import random
 import shutil
@@ -75,7 +76,7 @@ def free_port(exclude: Iterable[int] = ()) -> int:
     else:
         candidates = range(0)  # no room outside the ephemeral range: let the kernel choose
     rng = random.SystemRandom()
-    for _ in range(200 if len(candidates) else 0):
+    for _ in range(200 if candidates else 0):
         port = rng.choice(candidates)
         if port not in excluded and _can_bind(port):
             return port
@@ -174,16 +175,12 @@ def stop_process_group(pid: int, timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
 
     steps = [(signal.SIGTERM, timeout_s)] if timeout_s > 0 else []
     for sig, wait_s in [*steps, (signal.SIGKILL, 10.0)]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
         if exited(wait_s):
             # Also reap/kill whatever else is left in the group (the leader is gone).
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
             return
     raise RuntimeError(f"process {pid} survived SIGKILL; is it stuck in the kernel (D state)?")
 
@@ -215,7 +212,7 @@ def run_with_heartbeat(argv: list[str], log: Path, *, cwd: Path, what: str, out:
     with open(log, "wb") as sink:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
                                 stderr=subprocess.STDOUT, env=None if env is None else dict(env),
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509 - just prctl
         try:
             while True:
                 try:
@@ -236,10 +233,8 @@ _live_servers: weakref.WeakSet[LocalServer] = weakref.WeakSet()
 @atexit.register
 def _stop_attached_servers() -> None:
     for server in list(_live_servers):
-        try:
+        with contextlib.suppress(Exception):  # best effort at interpreter exit
             server.stop(timeout_s=10.0)
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
-            pass
 
 
 class LocalServer(abc.ABC):

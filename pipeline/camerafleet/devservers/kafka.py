@@ -17,14 +17,12 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
-from .cache import ToolFetchError, ensure_tool, is_complete, tool_dir
 from ._process import (
     LocalServer,
     ServerStartError,
@@ -34,6 +32,7 @@ from ._process import (
     run_with_heartbeat,
     tail,
 )
+from .cache import ToolFetchError, ensure_tool, is_complete, tool_dir
 
 KAFKA_VERSION = "3.9.1"
 SCALA_BINARY_VERSION = "2.13"
@@ -75,7 +74,7 @@ _POM = """<?xml version="1.0" encoding="UTF-8"?>
 </project>
 """
 
-_LOG4J = """# Written by camerafleet.devservers: the broker logs to a file in its data directory, never to stdout.
+_LOG4J = """# Written by camerafleet.devservers: the broker logs to a file in its data directory.
 log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.RollingFileAppender
 log4j.appender.file.File={log_path}
@@ -250,6 +249,12 @@ class KafkaServer(LocalServer):
     def _prepare(self) -> None:
         self._java = require_executable("java", _JAVA_HINT)
         home = fetch_kafka(out=self._out)
+        main_jar = home / "libs" / f"kafka_{SCALA_BINARY_VERSION}-{KAFKA_VERSION}.jar"
+        if not main_jar.is_file():
+            raise ServerStartError(
+                f"the Kafka tool cache {home} is damaged ({main_jar.name} is missing): delete that "
+                f"directory and run 'python -m camerafleet.devservers fetch kafka'"
+            )
         self._classpath = str(home / "libs" / "*")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -270,7 +275,7 @@ class KafkaServer(LocalServer):
         cluster_id = _random_cluster_id()
         argv = self._java_argv("kafka.tools.StorageTool", "format", "-t", cluster_id,
                                "-c", str(self.config_path), heap="256m")
-        result = subprocess.run(argv, cwd=self.data_dir, stdin=subprocess.DEVNULL,
+        result = subprocess.run(argv, check=False, cwd=self.data_dir, stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise ServerStartError(

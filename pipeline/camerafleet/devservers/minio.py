@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from ._process import (
     LocalServer,
+    ServerStartError,
     free_port,
     port_accepts,
     require_executable,
@@ -102,7 +103,8 @@ def _build(staging: Path, out: TextIO) -> None:
             f"lines of its output:\n{tail(log, 30)}"
         )
     binary = bin_dir / "minio"
-    check = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
+    check = subprocess.run([str(binary), "--version"], check=False, capture_output=True, text=True,
+                           timeout=60)
     if check.returncode != 0:
         raise ToolFetchError(f"the freshly built {binary} does not run:\n{check.stdout}{check.stderr}")
     print(f"[camerafleet] built the minio binary ({binary.stat().st_size / 2**20:.0f} MiB)",
@@ -179,6 +181,12 @@ class MinioServer(LocalServer):
 
     def _prepare(self) -> None:
         self._binary = fetch_minio(out=self._out)
+        if not os.access(self._binary, os.X_OK):
+            raise ServerStartError(
+                f"the MinIO tool cache {minio_home()} is damaged ({self._binary} is missing or not "
+                f"executable): delete that directory and run "
+                f"'python -m camerafleet.devservers fetch minio'"
+            )
         self.storage_dir.mkdir(parents=True, exist_ok=True)
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
@@ -201,7 +209,7 @@ class MinioServer(LocalServer):
     def _health(self, check: str) -> bool:
         try:
             with _NO_PROXY.open(f"{self.endpoint}/minio/health/{check}", timeout=5) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
