@@ -1,0 +1,61 @@
+"""The S3 frame bucket against a real MinIO server: round trip, containment, expiry."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from camerafleet.bucket import BucketError, open_bucket
+from camerafleet.manifest import BucketSpec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def s3_bucket(minio_server, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", minio_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", minio_server.secret_key)
+    bucket = open_bucket(BucketSpec(uri="s3://bucket-tests/frames", endpoint=minio_server.endpoint, max_frame_bytes=4096))
+    bucket.prepare(ttl_seconds=300)
+    return bucket
+
+
+def test_round_trip_and_limits(s3_bucket):
+    uri = s3_bucket.put("1/0-000000001.jpg", b"jpeg")
+    assert uri == "s3://bucket-tests/frames/1/0-000000001.jpg"
+    assert s3_bucket.get(uri) == b"jpeg"
+    for bad, reason in (
+        ("s3://bucket-tests/frames/1/missing.jpg", "frame_missing"),
+        ("s3://bucket-tests/frames/../secrets/x.jpg", "uri_outside_bucket"),
+        ("s3://bucket-tests/other/1/x.jpg", "uri_outside_bucket"),
+        ("s3://another/frames/1/x.jpg", "uri_outside_bucket"),
+    ):
+        with pytest.raises(BucketError) as info:
+            s3_bucket.get(bad)
+        assert info.value.reason == reason, bad
+    big = s3_bucket.put("1/big.jpg", b"x" * 5000)
+    with pytest.raises(BucketError) as info:
+        s3_bucket.get(big)
+    assert info.value.reason == "frame_too_large"
+
+
+def test_lifecycle_rule_and_sweep(s3_bucket):
+    rules = s3_bucket.client.get_bucket_lifecycle("bucket-tests").rules
+    assert [(r.rule_id, r.expiration.days, r.rule_filter.prefix) for r in rules] == [("camerafleet-frame-ttl", 1, "frames/")]
+    old = s3_bucket.put("2/old.jpg", b"a")
+    time.sleep(1.5)
+    new = s3_bucket.put("2/new.jpg", b"b")
+    assert s3_bucket.sweep("2", ttl_seconds=1) == 1
+    assert s3_bucket.get(new) == b"b"
+    with pytest.raises(BucketError):
+        s3_bucket.get(old)
+
+
+def test_unreachable_store_is_a_reason_not_a_crash(minio_server, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", minio_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", minio_server.secret_key)
+    bucket = open_bucket(BucketSpec(uri="s3://nowhere/frames", endpoint="http://127.0.0.1:1"))
+    with pytest.raises(BucketError) as info:
+        bucket.put("1/x.jpg", b"a")
+    assert info.value.reason == "bucket_unavailable"
