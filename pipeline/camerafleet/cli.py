@@ -34,6 +34,7 @@ def _run(args: argparse.Namespace) -> int:
         progress_interval_s=args.progress_interval,
         drain_timeout_s=args.drain_timeout,
         summary_path=Path(args.summary) if args.summary else None,
+        metrics_port=args.metrics_port,
     )
     try:
         summary = asyncio.run(run_fleet(fleet, opts))
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--progress-interval", type=float, default=5.0, metavar="SECONDS", help="how often a progress line is printed")
     r.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS", help="how long to wait for consumers to catch up at the end")
     r.add_argument("--summary", metavar="PATH", help="also write the run summary JSON here")
+    r.add_argument("--metrics-port", type=int, metavar="PORT", help="serve this run's ledger for Prometheus on this port")
     r.set_defaults(func=_run)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

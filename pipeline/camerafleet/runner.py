@@ -50,6 +50,7 @@ class RunOptions:
     watch_interval_s: float = 2.0
     serve_port: int = field(default_factory=lambda: int(os.environ.get("CAMERAFLEET_SERVE_PORT", "8000")))
     summary_path: Path | None = None
+    metrics_port: int | None = None
     stream: Any = field(default_factory=lambda: sys.stderr)
 
 
@@ -81,6 +82,11 @@ class FleetRunner:
         self.stop_event = asyncio.Event()
         self.manifest_digest = _digest(opts.manifest)
         self.started = time.monotonic()
+        self.metrics = None
+        if opts.metrics_port:
+            from camerafleet.run_metrics import RunMetrics
+
+            self.metrics = RunMetrics(opts.metrics_port, fleet.metadata.name)
 
     def say(self, text: str) -> None:
         print(text, file=self.opts.stream, flush=True)
@@ -214,6 +220,8 @@ class FleetRunner:
 
     async def progress(self) -> None:
         producer, consumers = await self.gather_stats()
+        if self.metrics is not None:
+            self.metrics.update(producer, consumers)
         elapsed = time.monotonic() - self.started
         produced = sum(p["produced"] for p in producer.values())
         outcome: dict[str, int] = {"processed": 0, "dropped": 0, "failed": 0}

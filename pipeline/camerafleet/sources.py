@@ -61,7 +61,11 @@ class Sampler:
 
 
 class FrameSource(ABC):
-    """A camera. `read_due(t)` blocks until the first frame captured at or after wall-clock time `t`."""
+    """A camera. `read_due(t)` blocks until the first frame captured at or after wall-clock time `t`.
+
+    A file or synthetic frame's capture time is its presentation time on the wall clock (so a briefly
+    delayed producer still takes every slot, and the delay shows as latency); a live stream's is the
+    moment it was grabbed."""
 
     name: str
 
@@ -114,7 +118,7 @@ class VideoFileSource(FrameSource):
         ok, frame = self.cap.retrieve()
         if not ok or frame is None:
             raise SourceError(f"video file {self.name!r}: frame {self.index % self.frames} cannot be decoded")
-        return time.time(), frame
+        return self._frame_time(self.index), frame
 
     def close(self) -> None:
         self.cap.release()
@@ -173,7 +177,7 @@ class SyntheticSource(FrameSource):
         x = int((index * 7) % max(1, self.width - 120))
         cv2.rectangle(frame, (x, self.height // 3), (x + 120, self.height // 3 + 120), (255, 255, 255), -1)
         cv2.putText(frame, f"{index}", (20, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 255, 255), 2)
-        return time.time(), frame
+        return t, frame
 
 
 def is_stream_url(source: str) -> bool:

@@ -1,0 +1,24 @@
+"""The run's own Prometheus endpoint serves the ledger it is given."""
+
+import socket
+import urllib.request
+
+from camerafleet.run_metrics import RunMetrics
+
+
+def test_ledger_is_scrapable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    m = RunMetrics(port, "demo")
+    m.update(
+        {"1": {"produced": 10, "sourceUp": True}, "2": {"produced": 3, "sourceUp": False}},
+        [{"counts": {"1": {"processed": 8, "dropped:stale": 1}}, "lag": {"camera_1/0": 2}},
+         {"counts": {"1": {"failed:decode_error": 1}}, "lag": {}}],
+    )
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'camerafleet_run_frames{camera="1",fleet="demo",outcome="produced"} 10.0' in text
+    assert 'camerafleet_run_frames{camera="1",fleet="demo",outcome="processed"} 8.0' in text
+    assert 'camerafleet_run_frames{camera="1",fleet="demo",outcome="failed"} 1.0' in text
+    assert 'camerafleet_run_source_up{camera="2",fleet="demo"} 0.0' in text
+    assert 'camerafleet_run_consumer_lag{fleet="demo"} 2.0' in text
