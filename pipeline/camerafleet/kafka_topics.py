@@ -6,6 +6,7 @@ factor and retention of the manifest before anything is produced.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -41,6 +42,21 @@ async def connect_admin(bootstrap: str, timeout_s: float = 15.0) -> AIOKafkaAdmi
     return admin
 
 
+async def _wait_for_group_coordinator(admin: AIOKafkaAdminClient, group: str, timeout_s: float = 30.0) -> None:
+    """A fresh broker creates its offsets topic on the first group lookup; waiting for it here keeps
+    consumers from starting against a coordinator that is not there yet."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            await admin.find_coordinator(group)
+            return
+        except KafkaError as err:
+            if loop.time() > deadline:
+                raise KafkaUnavailable(f"Kafka has no coordinator for consumer group {group!r} after {timeout_s:.0f} s: {err}") from None
+            await asyncio.sleep(0.5)
+
+
 async def ensure_topics(spec: FleetSpec, bootstrap: str) -> list[str]:
     """Create the fleet's missing topics; returns the names created. Existing topics are left as they are."""
     admin = await connect_admin(bootstrap)
@@ -69,6 +85,7 @@ async def ensure_topics(spec: FleetSpec, bootstrap: str) -> list[str]:
                     created.append(name)
                 elif code != TopicAlreadyExistsError.errno:
                     raise KafkaUnavailable(f"Kafka refused to create topic {name!r} (error code {code}): check broker permissions and limits")
+        await _wait_for_group_coordinator(admin, spec.kafka.consumer_group)
         if created:
             log.info("created %d Kafka topic(s): %s", len(created), ", ".join(sorted(created)[:10]) + (" ..." if len(created) > 10 else ""))
         return created
