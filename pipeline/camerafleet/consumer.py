@@ -124,8 +124,8 @@ class ConsumerActor:
             self._subscribe()
 
     async def _loop(self) -> None:
-        c = self.spec.consumer
         while not self.stopping:
+            c = self.spec.consumer
             await self.settle(wait_all=False)
             if len(self.inflight) >= c.max_in_flight_batches:
                 await asyncio.wait([self.inflight[0].task])

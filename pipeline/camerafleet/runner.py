@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 import ray
 
 from camerafleet.bucket import BucketError, open_bucket
@@ -318,8 +319,6 @@ async def run_fleet(fleet: CameraFleet, opts: RunOptions) -> dict[str, Any]:
     finally:
         summary = await runner.stop()
     runner.run_dir.mkdir(parents=True, exist_ok=True)
-    import orjson
-
     payload = orjson.dumps(summary, option=orjson.OPT_INDENT_2)
     (runner.run_dir / "summary.json").write_bytes(payload)
     if opts.summary_path:
