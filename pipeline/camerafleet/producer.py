@@ -25,7 +25,7 @@ from camerafleet.logs import configure_logging
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
 from camerafleet.manifest import CameraSpec, FleetSpec
 from camerafleet.messages import FrameMessage
-from camerafleet.sources import FrameSource, Sampler, SourceError, open_source, redact
+from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, open_source, redact
 
 log = logging.getLogger("camerafleet.producer")
 
@@ -80,6 +80,7 @@ class _Worker:
 
     first_slot: int | None = None
     end_slot: int | None = None
+    leaving: bool = False
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
 
@@ -119,13 +120,15 @@ class ProducerActor:
                 worker = _Worker(first_slot=self._slot_at(shard.camera, handover_s))
                 worker.task = asyncio.create_task(self._run_worker(shard, worker))
                 self.workers[key] = worker
-        await asyncio.gather(*(self._stop_worker(k, handover_s) for k in list(self.workers) if k not in wanted))
+        leaving = [k for k, w in self.workers.items() if k not in wanted and not w.leaving]
+        await asyncio.gather(*(self._stop_worker(k, handover_s) for k in leaving))
 
     def _slot_at(self, camera: CameraSpec, t: float | None) -> int | None:
-        return None if t is None else math.ceil((t - self.epoch_ms / 1000) * camera.inference_fps - 1e-9)
+        return None if t is None else math.ceil((t - self.epoch_ms / 1000) * camera.inference_fps - SLOT_EPSILON)
 
     async def _stop_worker(self, key: str, handover_s: float | None = None) -> None:
         worker = self.workers[key]
+        worker.leaving = True
         if handover_s is not None:
             cam_id = key.split("#")[0]
             camera = next((c for c in self.spec.cameras if c.id == cam_id), None)
@@ -143,8 +146,8 @@ class ProducerActor:
         cam, stop = shard.camera, worker.stop
         counts = self.counts.setdefault(cam.id, CameraCounts())
         sampler = Sampler(self.epoch_ms / 1000, cam.inference_fps, shard.index, shard.shards)
-        if worker.first_slot is not None:
-            sampler.last_slot = worker.first_slot - 1
+        # Start at the handover slot, or now: a worker that starts late never replays the past.
+        sampler.last_slot = (worker.first_slot if worker.first_slot is not None else sampler.slot_of(time.time())) - 1
         backoff = self.spec.producer.reconnect_initial_seconds
         seed = sum(cam.id.encode())
         while not stop.is_set():

@@ -19,6 +19,9 @@ import cv2
 import numpy as np
 
 _SYNTHETIC = re.compile(r"^synthetic:(?:(\d{2,5})x(\d{2,5}))?(?:@(\d{1,3}(?:\.\d+)?))?$")
+# Slack when rounding times to frame indices and slots: absolute times near 1.8e9 s carry ~2.4e-7 s of
+# float error, so 1e-4 of a frame (about a microsecond at 120 fps) keeps round trips exact.
+SLOT_EPSILON = 1e-4
 _STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 
 
@@ -38,7 +41,7 @@ class Sampler:
     skipped_slots: int = 0
 
     def slot_of(self, t: float) -> int:
-        return math.floor((t - self.epoch_s) * self.fps + 1e-9)
+        return math.floor((t - self.epoch_s) * self.fps + SLOT_EPSILON)
 
     def next_slot(self) -> int:
         """The next slot this shard owns."""
@@ -101,7 +104,7 @@ class VideoFileSource(FrameSource):
         return self.epoch_s + index / self.fps
 
     def read_due(self, due: float) -> tuple[float, np.ndarray]:
-        target = max(math.ceil((due - self.epoch_s) * self.fps - 1e-9), self.index + 1)
+        target = max(math.ceil((due - self.epoch_s) * self.fps - SLOT_EPSILON), self.index + 1)
         if target - self.index > 2 * self.fps:  # far behind or ahead: jump instead of decoding every frame
             self._seek(target)
         while True:
@@ -167,7 +170,7 @@ class SyntheticSource(FrameSource):
         self.background = cv2.resize(tile, (self.width * 2, self.height), interpolation=cv2.INTER_LINEAR)
 
     def read_due(self, due: float) -> tuple[float, np.ndarray]:
-        index = math.ceil((due - self.epoch_s) * self.fps - 1e-9)
+        index = math.ceil((due - self.epoch_s) * self.fps - SLOT_EPSILON)
         t = self.epoch_s + index / self.fps
         wait = t - time.time()
         if wait > 0:

@@ -82,3 +82,21 @@ def test_plan_spreads_shards_round_robin():
     keys = [[s.key for s in actor] for actor in plan]
     assert keys == [["1#0/2", "2#0/1", "4#0/1"], ["1#1/2", "3#0/1"]]
     assert plan_shards(fleet.spec, 0) == []
+
+
+@pytest.mark.parametrize("source_fps", [20, 25, 29.97, 30])
+@pytest.mark.parametrize("inference_fps", [3.3, 5, 7, 30])
+def test_due_frames_are_always_accepted_at_real_epochs(source_fps, inference_fps):
+    """Regression: with epochs near 1.8e9 s, float error once made a due frame round to the previous
+    slot, so the producer spun forever on the same slot."""
+    epoch = time.time() - 3600 + 0.597  # far enough in the past that nothing sleeps
+    src = SyntheticSource(f"synthetic:64x36@{source_fps}", seed=0, epoch_s=epoch)
+    sampler = Sampler(epoch_s=epoch, fps=inference_fps)
+    accepted = []
+    for _ in range(300):
+        t, _frame = src.read_due(sampler.next_due())
+        seq = sampler.accept(t)
+        if seq is not None:
+            accepted.append(seq)
+    assert len(accepted) >= 300 * min(1.0, source_fps / inference_fps) - 1
+    assert accepted == sorted(set(accepted))
