@@ -57,6 +57,16 @@ demo: models clips ## Run the two-camera demo fleet for DEMO_SECONDS (default 60
 	fi; \
 	$(VENV)/bin/camerafleet run examples/demo-fleet.yaml --duration $(DEMO_SECONDS) --summary $(DEMO_DIR)/summary.json
 
+.PHONY: generate
+generate: $(STAMP) ## Regenerate the CRD (from the pydantic models) and rayservice.yaml / rayjob.yaml (from examples/cluster-fleet.yaml)
+	$(PY) -m camerafleet_operator.crd --write
+	$(PY) -m camerafleet_operator.render --write
+
+.PHONY: operator
+operator: $(STAMP) ## Run the CameraFleet operator against KUBECONFIG (e.g. out/controlplane/kubeconfig)
+	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG (after 'make controlplane-up': export KUBECONFIG=$$PWD/out/controlplane/kubeconfig)"; exit 1; }
+	$(VENV)/bin/camerafleet-operator --all-namespaces
+
 .PHONY: validate
 validate: $(STAMP) ## Validate every example manifest
 	@for f in examples/*.yaml; do $(VENV)/bin/camerafleet validate $$f || exit 1; done

@@ -108,6 +108,11 @@ class KafkaSpec(Strict):
     consumer_group: str = Field(
         default="camerafleet", min_length=1, description="Consumer group shared by all consumer actors of the fleet."
     )
+    topic_deletion_policy: Literal["Retain", "Delete"] = Field(
+        default="Retain",
+        description="What the Kubernetes operator does with the fleet's topics when the CameraFleet is deleted: "
+        "`Retain` keeps them, `Delete` deletes them (through a finalizer).",
+    )
 
 
 class BucketSpec(Strict):
@@ -339,6 +344,63 @@ class ResultsSpec(Strict):
     )
 
 
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+
+class Toleration(Strict):
+    key: str | None = Field(default=None, description="Taint key the toleration applies to; empty with operator Exists matches all.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
+    value: str | None = Field(default=None, description="Taint value for operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description="Taint effect to tolerate; empty matches all.")
+    toleration_seconds: int | None = Field(default=None, ge=0, description="How long a NoExecute taint is tolerated.")
+
+
+class PodResources(Strict):
+    cpu: str = Field(default="2", pattern=_QUANTITY, description="CPU request and limit of the pod (Kubernetes quantity, e.g. 4 or 500m).")
+    memory: str = Field(default="8Gi", pattern=_QUANTITY, description="Memory request and limit of the pod (Kubernetes quantity, e.g. 16Gi).")
+    gpus: int = Field(default=0, ge=0, le=16, description="nvidia.com/gpu limit of the pod.")
+
+
+class WorkerGroupSpec(Strict):
+    replicas: int = Field(default=1, ge=0, le=1000, description="Ray worker pods at start.")
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest worker pods the Ray autoscaler keeps.")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Most worker pods the Ray autoscaler creates.")
+    resources: PodResources = Field(default_factory=lambda: PodResources(cpu="8", memory="32Gi", gpus=1), description="Resources of each worker pod.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the worker pods must run on (e.g. a GPU node pool).")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the worker pods tolerate (e.g. nvidia.com/gpu).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorkerGroupSpec:
+        if not self.min_replicas <= self.replicas <= self.max_replicas:
+            raise ValueError(
+                f"replicas ({self.replicas}) must lie between minReplicas ({self.min_replicas}) and maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class KubernetesSpec(Strict):
+    image: str = Field(
+        default="ghcr.io/camerafleet/camerafleet-ray:0.1.0",
+        min_length=1,
+        description="Container image with Ray and CameraFleet installed, used by the RayService and the RayJobs.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(default="IfNotPresent", description="Image pull policy of every pod.")
+    service_account_name: str | None = Field(default=None, description="ServiceAccount of the Ray pods (default: the namespace's default).")
+    env_from_secrets: list[str] = Field(
+        default_factory=list,
+        description="Secrets whose keys become environment variables of every Ray pod: S3 credentials "
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and camera URLs named by cameras[].sourceSecretEnv.",
+    )
+    head: PodResources = Field(default_factory=lambda: PodResources(cpu="2", memory="8Gi"), description="Resources of the Ray head pods.")
+    gpu_workers: WorkerGroupSpec = Field(default_factory=WorkerGroupSpec, description="The RayService's worker group that runs the models.")
+    job_workers: WorkerGroupSpec = Field(
+        default_factory=lambda: WorkerGroupSpec(replicas=1, min_replicas=1, max_replicas=4, resources=PodResources(cpu="4", memory="8Gi")),
+        description="The worker group of each producer and consumer RayJob.",
+    )
+    job_retry_initial_seconds: int = Field(default=10, ge=1, le=3600, description="First wait before a failed RayJob is resubmitted; doubles per failure.")
+    job_retry_max_seconds: int = Field(default=600, ge=1, le=86400, description="Longest wait before a failed RayJob is resubmitted.")
+
+
 class FleetSpec(Strict):
     cameras: list[CameraSpec] = Field(min_length=1, description="The cameras of the fleet.")
     models: list[ModelSpec] = Field(min_length=1, description="The models every frame is sent to, concurrently.")
@@ -348,6 +410,9 @@ class FleetSpec(Strict):
     consumer: ConsumerSpec = Field(default_factory=ConsumerSpec, description="The consumer actor pool.")
     serving: ServingSpec = Field(default_factory=ServingSpec, description="The Ray Serve inference application.")
     results: ResultsSpec = Field(default_factory=ResultsSpec, description="Where results are logged.")
+    kubernetes: KubernetesSpec = Field(
+        default_factory=KubernetesSpec, description="How the operator runs the fleet on Kubernetes; ignored by `camerafleet run`."
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> FleetSpec:

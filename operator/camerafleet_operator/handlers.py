@@ -1,0 +1,86 @@
+"""kopf handlers: thin wrappers that call the reconciler and write its status, events and retries.
+
+Create, update (of the spec), resume (after an operator restart) and a periodic timer (drift: a deleted
+RayJob or a topic deleted behind the operator's back comes back) all run the same idempotent reconcile.
+A finalizer exists only for fleets whose topics must be deleted with them (topicDeletionPolicy Delete).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+from kubernetes import config as kube_config
+from kubernetes.client import ApiClient
+
+from camerafleet.kafka_topics import KafkaUnavailable
+from camerafleet.manifest import API_VERSION, FleetSpec
+from camerafleet_operator.crd import PLURAL
+from camerafleet_operator.kube import Kube
+from camerafleet_operator.reconcile import Outcome, reconcile_fleet, topic_claims
+from camerafleet_operator.topics import TopicReconciler
+
+GROUP, VERSION = API_VERSION.split("/")
+RESYNC_SECONDS = float(os.environ.get("CAMERAFLEET_RESYNC_SECONDS", "30"))
+log = logging.getLogger("camerafleet.operator")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    prefix = "camerafleet.io"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=prefix, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{prefix}/topics"
+    settings.posting.level = logging.WARNING  # our own events say what matters; kopf's per-handler chatter does not
+    settings.posting.reporting_component = "camerafleet-operator"
+    try:
+        kube_config.load_incluster_config()
+    except kube_config.ConfigException:
+        kube_config.load_kube_config()
+    memo.kube = Kube(ApiClient())
+
+
+def _publish(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
+    patch.status.update(outcome.status.model_dump(by_alias=True, mode="json"))
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if outcome.retry_after_s is not None:
+        raise kopf.TemporaryError(outcome.retry_reason or "waiting", delay=outcome.retry_after_s)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    _publish(body, patch, await reconcile_fleet(dict(body), memo.kube))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    outcome = await reconcile_fleet(dict(body), memo.kube)
+    outcome.retry_after_s = None  # the timer comes back on its own
+    _publish(body, patch, outcome)
+
+
+def _deletes_topics(spec: kopf.Spec, **_: Any) -> bool:
+    return (spec.get("kafka") or {}).get("topicDeletionPolicy") == "Delete"
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletes_topics)
+async def delete_topics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Owned Kubernetes objects go by garbage collection; only the topics need the operator."""
+    try:
+        spec = FleetSpec.model_validate(dict(body.spec))
+    except ValueError:
+        return  # never reconciled: nothing was created
+    meta = body.metadata
+    claims = topic_claims(meta["name"], meta["namespace"], meta.get("creationTimestamp", ""), spec, memo.kube.list(API_VERSION, "CameraFleet"))
+    owned = [t for t in (body.status or {}).get("topics", []) if t not in claims]
+    try:
+        async with TopicReconciler(spec.kafka.bootstrap_servers) as topics:
+            deleted = await topics.delete(owned)
+    except KafkaUnavailable as err:
+        raise kopf.TemporaryError(f"cannot delete topics yet: {err}", delay=15) from None
+    kopf.event(body, type="Normal", reason="TopicsDeleted", message=f"deleted {len(deleted)} topics (topicDeletionPolicy Delete)")

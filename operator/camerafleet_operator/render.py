@@ -1,0 +1,262 @@
+"""What a CameraFleet becomes in Kubernetes, as pure functions from the fleet to object dicts: a
+ConfigMap holding the manifest, a KubeRay RayService serving the models, and producer and consumer
+RayJobs whose entrypoint is the same `camerafleet run` as on one machine.
+
+The operator applies these objects; the top-level `rayservice.yaml` and `rayjob.yaml` are rendered from
+the example fleet by the same functions (`python -m camerafleet_operator.render --write`), so they can be
+applied with plain kubectl and a test keeps them in sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from camerafleet.manifest import API_VERSION, KIND, CameraFleet, FleetSpec, PodResources, WorkerGroupSpec, load_manifest
+from camerafleet.serving.options import APP_IMPORT_PATH, ingress_options, model_deployment_options
+from camerafleet.versions import RAY_VERSION
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_FLEET = ROOT / "examples" / "cluster-fleet.yaml"
+CONFIG_DIR = "/etc/camerafleet"
+CONFIG_KEY = "fleet.yaml"
+SERVE_PORT = 8000
+LABEL_FLEET = "camerafleet.io/fleet"
+LABEL_COMPONENT = "camerafleet.io/component"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "camerafleet-operator", "app.kubernetes.io/part-of": "camerafleet"}
+
+Role = Literal["producer", "consumer", "all"]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (embedded manifests, serveConfigV2) as readable literal blocks."""
+
+
+_Dumper.add_representer(
+    str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
+)
+
+
+def to_yaml(obj: Any) -> str:
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=120)
+
+
+def to_yaml_all(objs: list[Any]) -> str:
+    return yaml.dump_all(objs, Dumper=_Dumper, sort_keys=False, width=120)
+
+
+def names(fleet_name: str) -> dict[str, str]:
+    return {
+        "config": f"{fleet_name}-config",
+        "service": f"{fleet_name}-serving",
+        "producer": f"{fleet_name}-producer",
+        "consumer": f"{fleet_name}-consumer",
+        "all": f"{fleet_name}-pipeline",
+    }
+
+
+def serve_url(fleet_name: str, namespace: str, spec: FleetSpec) -> str:
+    """Where consumers reach the Serve app: KubeRay's `<rayservice>-serve-svc` Service."""
+    return f"http://{names(fleet_name)['service']}-serve-svc.{namespace}.svc:{SERVE_PORT}{spec.serving.route_prefix}"
+
+
+def _meta(name: str, namespace: str, fleet_name: str, component: str, owner: dict[str, Any] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**MANAGED_BY, LABEL_FLEET: fleet_name, LABEL_COMPONENT: component},
+    }
+    if owner:
+        meta["ownerReferences"] = [owner]
+    return meta
+
+
+def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def fleet_document(fleet_name: str, spec: FleetSpec, *, serving_url: str | None) -> dict[str, Any]:
+    """The manifest the pods run: the fleet's spec, with consumers pointed at the RayService over HTTP."""
+    data = spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, exclude={"kubernetes"})
+    if serving_url:
+        data.setdefault("serving", {})["url"] = serving_url
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": fleet_name}, "spec": data}
+
+
+def config_map(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = fleet_document(fleet_name, spec, serving_url=serve_url(fleet_name, namespace, spec))
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(names(fleet_name)["config"], namespace, fleet_name, "config", owner),
+        "data": {CONFIG_KEY: to_yaml(doc)},
+    }
+
+
+def serve_config(fleet_name: str, spec: FleetSpec) -> dict[str, Any]:
+    """serveConfigV2: one application, deployment options from the same builders as a local run."""
+    deployments = [ingress_options(spec), *(model_deployment_options(m) for m in spec.models)]
+    return {
+        "applications": [
+            {
+                "name": spec.serving.app_name,
+                "route_prefix": spec.serving.route_prefix,
+                "import_path": APP_IMPORT_PATH,
+                "args": {"fleet": fleet_document(fleet_name, spec, serving_url=None)},
+                "deployments": deployments,
+            }
+        ]
+    }
+
+
+def _env_from(spec: FleetSpec) -> list[dict[str, Any]]:
+    return [{"secretRef": {"name": s}} for s in spec.kubernetes.env_from_secrets]
+
+
+def _resources(r: PodResources) -> dict[str, Any]:
+    limits: dict[str, Any] = {"cpu": r.cpu, "memory": r.memory}
+    if r.gpus:
+        limits["nvidia.com/gpu"] = r.gpus
+    return {"requests": {"cpu": r.cpu, "memory": r.memory}, "limits": limits}
+
+
+def _container(spec: FleetSpec, name: str, resources: PodResources, *, mount_config: str | None) -> dict[str, Any]:
+    k = spec.kubernetes
+    container: dict[str, Any] = {
+        "name": name,
+        "image": k.image,
+        "imagePullPolicy": k.image_pull_policy,
+        "resources": _resources(resources),
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 1000, "capabilities": {"drop": ["ALL"]}},
+    }
+    if spec.kubernetes.env_from_secrets:
+        container["envFrom"] = _env_from(spec)
+    if mount_config:
+        container["volumeMounts"] = [{"name": "fleet-config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    return container
+
+
+def _pod_spec(spec: FleetSpec, container: dict[str, Any], *, config_map_name: str | None, group: WorkerGroupSpec | None) -> dict[str, Any]:
+    pod: dict[str, Any] = {"containers": [container]}
+    if spec.kubernetes.service_account_name:
+        pod["serviceAccountName"] = spec.kubernetes.service_account_name
+    if config_map_name:
+        pod["volumes"] = [{"name": "fleet-config", "configMap": {"name": config_map_name}}]
+    if group is not None:
+        if group.node_selector:
+            pod["nodeSelector"] = dict(group.node_selector)
+        if group.tolerations:
+            pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in group.tolerations]
+    return pod
+
+
+def ray_cluster_spec(spec: FleetSpec, workers: WorkerGroupSpec, group_name: str, config_map_name: str | None) -> dict[str, Any]:
+    head = _container(spec, "ray-head", spec.kubernetes.head, mount_config=config_map_name)
+    head["ports"] = [
+        {"containerPort": 6379, "name": "gcs-server"},
+        {"containerPort": 8265, "name": "dashboard"},
+        {"containerPort": 10001, "name": "client"},
+        {"containerPort": SERVE_PORT, "name": "serve"},
+    ]
+    worker = _container(spec, "ray-worker", workers.resources, mount_config=config_map_name)
+    return {
+        "rayVersion": RAY_VERSION,
+        "enableInTreeAutoscaling": True,
+        "headGroupSpec": {
+            "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+            "template": {"spec": _pod_spec(spec, head, config_map_name=config_map_name, group=None)},
+        },
+        "workerGroupSpecs": [
+            {
+                "groupName": group_name,
+                "replicas": workers.replicas,
+                "minReplicas": workers.min_replicas,
+                "maxReplicas": workers.max_replicas,
+                "rayStartParams": {},
+                "template": {"spec": _pod_spec(spec, worker, config_map_name=config_map_name, group=workers)},
+            }
+        ],
+    }
+
+
+def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": _meta(names(fleet_name)["service"], namespace, fleet_name, "serving", owner),
+        "spec": {
+            "serveConfigV2": to_yaml(serve_config(fleet_name, spec)),
+            "rayClusterConfig": ray_cluster_spec(spec, spec.kubernetes.gpu_workers, "gpu-workers", None),
+        },
+    }
+
+
+def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A RayJob running `camerafleet run` on the mounted manifest; role `all` is the whole pipeline in one job."""
+    entrypoint = f"camerafleet run {CONFIG_DIR}/{CONFIG_KEY}" + ("" if role == "all" else f" --role {role}")
+    workers = spec.kubernetes.gpu_workers if role == "all" else spec.kubernetes.job_workers
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": _meta(names(fleet_name)[role], namespace, fleet_name, role, owner),
+        "spec": {
+            "entrypoint": entrypoint,
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": 300,
+            "submissionMode": "K8sJobMode",
+            "rayClusterSpec": ray_cluster_spec(spec, workers, f"{role}-workers", names(fleet_name)["config"]),
+        },
+    }
+
+
+def fleet_objects(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Everything the operator keeps in Kubernetes for a fleet, in apply order."""
+    return [
+        config_map(fleet_name, namespace, spec, owner),
+        ray_service(fleet_name, namespace, spec, owner),
+        ray_job(fleet_name, namespace, spec, "producer", owner),
+        ray_job(fleet_name, namespace, spec, "consumer", owner),
+    ]
+
+
+def standalone_files(fleet: CameraFleet, namespace: str = "default") -> dict[str, str]:
+    """The top-level rayservice.yaml and rayjob.yaml, applicable without the operator."""
+    name, spec = fleet.metadata.name, fleet.spec
+    header = "# Generated from examples/cluster-fleet.yaml by `python -m camerafleet_operator.render --write`. Do not edit.\n"
+    pipeline_config = config_map(name, namespace, spec)
+    pipeline_config["data"][CONFIG_KEY] = to_yaml(fleet_document(name, spec, serving_url=None))
+    return {
+        "rayservice.yaml": header + to_yaml(ray_service(name, namespace, spec)),
+        "rayjob.yaml": header
+        + "# The whole pipeline (Serve app, consumers, producers) as one RayJob, with its manifest in a ConfigMap.\n"
+        + to_yaml_all([pipeline_config, ray_job(name, namespace, spec, "all")]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Render rayservice.yaml and rayjob.yaml from the example cluster fleet.")
+    parser.add_argument("--write", action="store_true", help="write the files at the repository root")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the committed files are stale")
+    args = parser.parse_args(argv)
+    files = standalone_files(load_manifest(EXAMPLE_FLEET))
+    stale = [n for n, text in files.items() if not (ROOT / n).exists() or (ROOT / n).read_text() != text]
+    if args.check:
+        for n in stale:
+            print(f"{n} is stale: run `make generate`", file=sys.stderr)
+        return 1 if stale else 0
+    for n, text in files.items():
+        if args.write:
+            (ROOT / n).write_text(text)
+            print(f"wrote {ROOT / n}")
+        else:
+            sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

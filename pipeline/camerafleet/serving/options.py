@@ -1,0 +1,43 @@
+"""Serve deployment options of a fleet, as plain dicts and without importing Ray: the local runner
+passes them to `.options()`, and the Kubernetes operator writes the same values into the RayService's
+`serveConfigV2`, so both runtimes deploy identical settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from camerafleet.manifest import FleetSpec, ModelSpec
+
+APP_IMPORT_PATH = "camerafleet.serving.app:build_app"
+
+
+def model_deployment_options(model: ModelSpec) -> dict[str, Any]:
+    a, r = model.autoscaling, model.resources
+    actor_options: dict[str, Any] = {"num_cpus": r.cpus, "num_gpus": r.gpus}
+    if r.memory_bytes:
+        actor_options["memory"] = r.memory_bytes
+    return {
+        "name": f"model-{model.name}",
+        "max_ongoing_requests": model.batching.effective_max_ongoing_requests,
+        "ray_actor_options": actor_options,
+        "autoscaling_config": {
+            "min_replicas": a.min_replicas,
+            "max_replicas": a.max_replicas,
+            "initial_replicas": a.initial_replicas if a.initial_replicas is not None else a.min_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_seconds,
+            "downscale_delay_s": a.downscale_delay_seconds,
+            "metrics_interval_s": a.metrics_interval_seconds,
+            "look_back_period_s": a.look_back_period_seconds,
+        },
+    }
+
+
+def ingress_options(spec: FleetSpec) -> dict[str, Any]:
+    s = spec.serving
+    return {
+        "name": "ingress",
+        "num_replicas": s.ingress_replicas,
+        "max_ongoing_requests": s.ingress_max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": s.ingress_cpus},
+    }

@@ -1,0 +1,58 @@
+"""Generated files match their source of truth: the CRD (pydantic models), rayservice.yaml and
+rayjob.yaml (the example cluster fleet), and the Ray version everywhere it is written."""
+
+import re
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+
+from camerafleet.versions import RAY_VERSION
+from camerafleet_operator import crd, render
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def walk(node, path="$"):
+    if isinstance(node, dict):
+        yield path, node
+        for k, v in node.items():
+            yield from walk(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk(v, f"{path}[{i}]")
+
+
+def test_committed_crd_is_generated_from_the_models():
+    assert crd.main(["--check"]) == 0, "run `make generate`"
+
+
+def test_crd_is_structural_and_documented():
+    schema = crd.camerafleet_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = schema["properties"]["spec"]
+    for path, node in walk(spec):
+        assert "$ref" not in node and "anyOf" not in node and "allOf" not in node, path
+        assert not ("additionalProperties" in node and "properties" in node), path
+        if path != "$" and not path.endswith((".properties", ".items")) and "type" in node and not path.endswith("additionalProperties"):
+            assert node.get("description"), f"{path} has no description"
+    camera = spec["properties"]["cameras"]["items"]
+    assert camera["required"] == ["id", "source"]
+    assert camera["properties"]["inferenceFps"]["exclusiveMinimum"] is True
+    assert spec["properties"]["models"]["items"]["properties"]["type"]["enum"] == ["face", "yolo", "camera-health"]
+    assert spec["properties"]["kafka"]["properties"]["topicDeletionPolicy"]["enum"] == ["Retain", "Delete"]
+
+
+def test_standalone_manifests_are_in_sync():
+    assert render.main(["--check"]) == 0, "run `make generate`"
+    docs = list(yaml.safe_load_all((ROOT / "rayjob.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "RayJob"]
+    assert docs[1]["spec"]["entrypoint"] == "camerafleet run /etc/camerafleet/fleet.yaml"
+
+
+def test_ray_version_agrees_everywhere():
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = next(re.match(r"ray\[serve\]==(.+)", p).group(1) for p in pins if p.startswith("ray["))
+    assert RAY_VERSION == pinned == version("ray")
+    service = yaml.safe_load((ROOT / "rayservice.yaml").read_text())
+    assert service["spec"]["rayClusterConfig"]["rayVersion"] == RAY_VERSION

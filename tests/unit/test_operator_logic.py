@@ -1,0 +1,105 @@
+"""The operator's decisions, without a cluster: topic plans (Strimzi semantics), ownership, job
+backoff, conditions and phase, rendered objects."""
+
+from datetime import datetime, timezone
+
+import yaml
+
+from camerafleet.manifest import parse_manifest
+from camerafleet_operator import render
+from camerafleet_operator.reconcile import job_condition, next_retry, phase_of, topic_claims
+from camerafleet_operator.status import FleetStatus, JobState, set_condition
+from camerafleet_operator.topics import TopicState, plan_topics
+
+
+def spec(cameras=2, partitions=2, **kafka):
+    return parse_manifest(
+        {
+            "apiVersion": "camerafleet.io/v1alpha1",
+            "kind": "CameraFleet",
+            "metadata": {"name": "f"},
+            "spec": {
+                "cameras": [{"id": str(i), "source": "synthetic:"} for i in range(1, cameras + 1)],
+                "models": [{"name": "h", "type": "camera-health", "batching": {"maxBatchSize": 4}}],
+                "kafka": {"partitionsPerTopic": partitions, **kafka},
+            },
+        }
+    ).spec
+
+
+def state(p, rf=1, retention="600000"):
+    return TopicState(partitions=p, replication_factor=rf, configs={"retention.ms": retention})
+
+
+def test_plan_creates_missing_and_grows_partitions():
+    existing = {"camera_1": state(1), "camerafleet_results": state(2), "camerafleet_deadletter": state(1)}
+    plan = plan_topics(spec(), existing, {})
+    assert plan.create == {"camera_2": 2}
+    assert plan.add_partitions == {"camera_1": 2}
+    assert not plan.not_supported and not plan.conflicts and not plan.alter_configs
+
+
+def test_partition_decrease_and_rf_change_are_not_supported():
+    existing = {"camera_1": state(4), "camera_2": state(2, rf=3), "camerafleet_results": state(2), "camerafleet_deadletter": state(1)}
+    plan = plan_topics(spec(), existing, {})
+    assert plan.add_partitions == {} and plan.create == {}
+    assert any("camera_1 has 4 partitions" in m for m in plan.not_supported)
+    assert any("camera_2 has replication factor 3" in m for m in plan.not_supported)
+
+
+def test_retention_drift_is_corrected_and_conflicts_left_alone():
+    existing = {"camera_1": state(2, retention="1000"), "camera_2": state(2)}
+    plan = plan_topics(spec(), existing, {"camera_2": "other/fleet"})
+    assert plan.alter_configs == {"camera_1": {"retention.ms": "600000"}}
+    assert plan.conflicts == ["topic camera_2 belongs to fleet other/fleet; left untouched"]
+    assert "camera_2" not in plan.owned and "camera_1" in plan.owned
+
+
+def fleet_obj(name, created, **kafka):
+    return {"metadata": {"name": name, "namespace": "ns", "creationTimestamp": created}, "spec": spec(**kafka).model_dump(by_alias=True)}
+
+
+def test_older_fleet_owns_shared_topics():
+    fleets = [fleet_obj("old", "2026-01-01T00:00:00Z"), fleet_obj("new", "2026-02-01T00:00:00Z"), fleet_obj("elsewhere", "2025-01-01T00:00:00Z", bootstrapServers="other:9092")]
+    claims = topic_claims("new", "ns", "2026-02-01T00:00:00Z", spec(), fleets)
+    assert claims["camera_1"] == "ns/old"
+    assert topic_claims("old", "ns", "2026-01-01T00:00:00Z", spec(), fleets) == {}
+
+
+def test_job_conditions_and_backoff():
+    assert job_condition(None)[0] is False
+    assert job_condition({"status": {}})[1] == "WaitingForKubeRay"
+    assert job_condition({"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}})[0] is True
+    failed = job_condition({"status": {"jobDeploymentStatus": "Failed", "message": "boom"}})
+    assert failed[3] and failed[2] == "boom"
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    s = next_retry(JobState(), 10, 600, now, "boom")
+    assert (s.failures, s.next_retry_at) == (1, "2026-01-01T00:00:10Z")
+    s = next_retry(JobState(failures=7), 10, 600, now, "boom")
+    assert (s.failures, s.next_retry_at) == (8, "2026-01-01T00:10:00Z")
+
+
+def test_conditions_keep_transition_time_and_phase():
+    conds = set_condition([], "TopicsReady", True, "Reconciled", "ok", 1)
+    again = set_condition(conds, "TopicsReady", True, "Reconciled", "still ok", 2)
+    assert again[0].last_transition_time == conds[0].last_transition_time and again[0].observed_generation == 2
+    status = FleetStatus(conditions=[*again, *set_condition([], "ServingReady", None, "WaitingForKubeRay", "", 2)])
+    assert phase_of(status) == "Reconciling"
+    status = FleetStatus(conditions=set_condition(status.conditions, "TopicsReady", False, "NotSupported", "no", 2))
+    assert phase_of(status) == "Degraded"
+
+
+def test_rendered_objects():
+    s = spec()
+    owner = render.owner_reference({"metadata": {"name": "f", "uid": "u-1"}})
+    cm, svc, producer, consumer = render.fleet_objects("f", "ns", s, owner)
+    assert all(o["metadata"]["ownerReferences"] == [owner] for o in (cm, svc, producer, consumer))
+    doc = yaml.safe_load(cm["data"]["fleet.yaml"])
+    assert doc["spec"]["serving"]["url"] == "http://f-serving-serve-svc.ns.svc:8000/infer"
+    serve = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]
+    assert serve["import_path"] == "camerafleet.serving.app:build_app"
+    model = next(d for d in serve["deployments"] if d["name"] == "model-h")
+    assert model["max_ongoing_requests"] == 10 and model["autoscaling_config"]["min_replicas"] == 1
+    assert svc["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
+    assert producer["spec"]["entrypoint"].endswith("--role producer")
+    assert consumer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == "f-config"
