@@ -29,6 +29,7 @@ the API server back on the same address over the same etcd data.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import http.client
 import ipaddress
@@ -144,16 +145,13 @@ def fetch_controlplane(out: TextIO | None = None) -> Path:
     return home / "bin"
 
 
-def _go_env(go_bin_dir: Path | None = None) -> dict[str, str]:
+def _go_env() -> dict[str, str]:
     """The environment for the go commands: static binaries, no workspace, module graph may change.
 
     GOPATH/GOMODCACHE/GOCACHE keep their defaults (``~/go``, ``~/.cache/go-build``) so that downloads
     and compiled packages are reused by the next build.
     """
-    env = dict(os.environ, CGO_ENABLED="0", GOWORK="off", GOFLAGS="-mod=mod -buildvcs=false")
-    if go_bin_dir is not None:
-        env["PATH"] = f"{go_bin_dir}{os.pathsep}{env.get('PATH', '')}"
-    return env
+    return dict(os.environ, CGO_ENABLED="0", GOWORK="off", GOFLAGS="-mod=mod -buildvcs=false")
 
 
 def _go_mod_download(go: str, module: str, version: str, work: Path, out: TextIO) -> dict[str, str]:
@@ -210,9 +208,12 @@ def _godebug_lines(go_mod: Path) -> list[str]:
     return [line for line in lines if line.startswith("godebug ")]
 
 
-def _go_build(go: str, work: Path, packages: Sequence[str], bin_dir: Path, ldflags: Sequence[str],
+def _go_build(go: str, work: Path, packages: Sequence[str], output: str, ldflags: Sequence[str],
               what: str, out: TextIO) -> float:
-    """Resolve and download ``packages``'s modules, then build them into ``bin_dir``; the seconds."""
+    """Resolve and download ``packages``'s modules, then build them (``go build -o output``).
+
+    Returns the seconds it took.
+    """
     started = time.monotonic()
     env = _go_env()
     deps_log = work / "deps.log"
@@ -236,7 +237,7 @@ def _go_build(go: str, work: Path, packages: Sequence[str], bin_dir: Path, ldfla
         return f"{compiled} of at most {total} packages compiled"
 
     argv = [go, "build", "-v", "-p", "2", "-trimpath", "-ldflags", " ".join(ldflags),
-            "-o", f"{bin_dir}{os.sep}", *packages]
+            "-o", output, *packages]
     code = run_with_heartbeat(argv, log, cwd=work, what=f"go build ({what})", out=out, env=env,
                               every_s=30.0, detail=progress)
     if code != 0:
@@ -262,9 +263,8 @@ def _build_binaries(staging: Path, out: TextIO) -> None:
     )
     print(f"[camerafleet] building etcd {ETCD_VERSION} (a few minutes on 2 cores) ...",
           file=out, flush=True)
-    seconds = _go_build(go, etcd_work, [ETCD_MODULE], bin_dir, ["-s", "-w"], "etcd", out)
-    built = bin_dir / "v3"  # go build names the binary after the package path's last element
-    built.rename(bin_dir / "etcd")
+    seconds = _go_build(go, etcd_work, [ETCD_MODULE], str(bin_dir / "etcd"), ["-s", "-w"], "etcd",
+                        out)
     print(f"[camerafleet] built etcd in {seconds:.0f} s", file=out, flush=True)
 
     k8s_work = build_root / "kubernetes"
@@ -288,8 +288,8 @@ def _build_binaries(staging: Path, out: TextIO) -> None:
     print(f"[camerafleet] building kube-apiserver, kube-controller-manager and kubectl {K8S_VERSION} "
           f"(one shared compile; 20-30 minutes on 2 cores; full output in "
           f"{controlplane_home() / 'build' / 'kubernetes' / 'build.log'}) ...", file=out, flush=True)
-    seconds = _go_build(go, k8s_work, [f"{K8S_MODULE}/cmd/{name}" for name in _K8S_COMMANDS], bin_dir,
-                        ["-s", "-w", *version_flags], "Kubernetes", out)
+    seconds = _go_build(go, k8s_work, [f"{K8S_MODULE}/cmd/{name}" for name in _K8S_COMMANDS],
+                        f"{bin_dir}{os.sep}", ["-s", "-w", *version_flags], "Kubernetes", out)
     print(f"[camerafleet] built kube-apiserver, kube-controller-manager and kubectl in {seconds:.0f} s",
           file=out, flush=True)
     _check_versions(bin_dir)
@@ -326,15 +326,14 @@ class _Pki:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-
-    ca_cert = property(lambda self: self.directory / "ca.crt")
-    ca_key = property(lambda self: self.directory / "ca.key")
-    serving_cert = property(lambda self: self.directory / "apiserver.crt")
-    serving_key = property(lambda self: self.directory / "apiserver.key")
-    admin_cert = property(lambda self: self.directory / "admin.crt")
-    admin_key = property(lambda self: self.directory / "admin.key")
-    sa_key = property(lambda self: self.directory / "sa.key")
-    sa_pub = property(lambda self: self.directory / "sa.pub")
+        self.ca_cert = directory / "ca.crt"
+        self.ca_key = directory / "ca.key"
+        self.serving_cert = directory / "apiserver.crt"
+        self.serving_key = directory / "apiserver.key"
+        self.admin_cert = directory / "admin.crt"
+        self.admin_key = directory / "admin.key"
+        self.sa_key = directory / "sa.key"  # signs ServiceAccount tokens
+        self.sa_pub = directory / "sa.pub"  # verifies them
 
     def ensure(self) -> None:
         """Create all certificates unless they exist and stay valid for at least another day."""
@@ -429,19 +428,18 @@ class _Pki:
             handle.write(data)
 
 
+def _b64_file(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
 def _write_kubeconfig(path: Path, *, server: str, ca_cert: Path, user: str,
                       credentials: Mapping[str, str], namespace: str = "default") -> Path:
     """Write a self-contained kubeconfig (certificates inline, mode 0600) atomically."""
-    import base64
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "camerafleet", "cluster": {
-            "server": server, "certificate-authority-data": b64(ca_cert.read_bytes())}}],
+            "server": server, "certificate-authority-data": _b64_file(ca_cert)}}],
         "users": [{"name": user, "user": dict(credentials)}],
         "contexts": [{"name": user, "context": {"cluster": "camerafleet", "user": user,
                                                 "namespace": namespace}}],
@@ -857,12 +855,6 @@ class ControlPlane:
                                  ca_cert=self._pki.ca_cert,
                                  user=f"system:serviceaccount:{namespace}:{name}",
                                  credentials={"token": token}, namespace=namespace)
-
-
-def _b64_file(path: Path) -> str:
-    import base64
-
-    return base64.b64encode(path.read_bytes()).decode()
 
 
 __all__ = ["ADMIN_GROUP", "ADMIN_USER", "CONTROLLERS", "ETCD_VERSION", "K8S_STAGING_VERSION",

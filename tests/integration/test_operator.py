@@ -1,0 +1,259 @@
+"""The operator against a real kube-apiserver (with KubeRay's real CRDs, garbage collection by
+kube-controller-manager) and a real Kafka broker, running with exactly the RBAC the project ships."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+from aiokafka.admin import AIOKafkaAdminClient
+
+from camerafleet_operator.crd import CRD_PATH
+from camerafleet_operator.topics import TopicReconciler
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+NS = "cf-test"
+OPERATOR_NS = "camerafleet-system"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60, interval_s: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except subprocess.CalledProcessError as err:
+            last = err.stderr
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {last!r}")
+
+
+class Cluster:
+    def __init__(self, cp):
+        self.cp = cp
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = self.cp.kubectl(*args, input=stdin) if stdin is not None else self.cp.kubectl(*args)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+        return proc
+
+    def get(self, kind: str, name: str, ns: str = NS) -> dict | None:
+        proc = self.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    def apply(self, obj: dict) -> subprocess.CompletedProcess:
+        return self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj), check=False)
+
+    def condition(self, name: str, type_: str) -> dict | None:
+        fleet = self.get("camerafleet", name)
+        conds = ((fleet or {}).get("status") or {}).get("conditions", [])
+        return next((c for c in conds if c["type"] == type_), None)
+
+
+@pytest.fixture(scope="module")
+def cluster(controlplane, kafka_server, tmp_path_factory):
+    """CRDs installed, the operator running as its own ServiceAccount with the shipped ClusterRole."""
+    c = Cluster(controlplane)
+    controlplane.apply_crd(CRD_PATH)
+    for ns in (NS, OPERATOR_NS):
+        c.kubectl("create", "namespace", ns, check=False)
+    c.kubectl("apply", "-f", str(ROOT / "operator" / "config" / "rbac" / "role.yaml"))
+    c.kubectl("create", "clusterrolebinding", "camerafleet-operator", "--clusterrole=camerafleet-operator",
+              f"--serviceaccount={OPERATOR_NS}:camerafleet-operator", check=False)
+    tmp = tmp_path_factory.mktemp("operator")
+    sa_kubeconfig = controlplane.service_account_kubeconfig(OPERATOR_NS, "camerafleet-operator", tmp / "kubeconfig")
+    c.operator_log = tmp / "operator.log"
+    env = {**os.environ, "KUBECONFIG": str(sa_kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3"}
+
+    def start():
+        c.proc = subprocess.Popen(
+            [sys.executable, "-m", "camerafleet_operator", "--all-namespaces", "--liveness", ""],
+            env=env, stdout=open(c.operator_log, "ab"), stderr=subprocess.STDOUT,
+        )
+
+    c.start_operator = start
+    start()
+    yield c
+    c.proc.terminate()
+    c.proc.wait(timeout=30)
+    text = c.operator_log.read_text()
+    assert "Traceback" not in text, f"the operator logged a traceback:\n{text[-4000:]}"
+
+
+def fleet(name: str, kafka: str, cameras: int = 2, partitions: int = 2, **extra_spec) -> dict:
+    spec = {
+        "cameras": [{"id": str(i), "source": "synthetic:"} for i in range(1, cameras + 1)],
+        "models": [{"name": "faces", "type": "face", "modelUri": "/opt/camerafleet/models/centerface.onnx",
+                    "batching": {"maxBatchSize": 8}}],
+        "kafka": {"bootstrapServers": kafka, "topicPrefix": f"{name}_cam_", "resultsTopic": f"{name}_results",
+                  "deadLetterTopic": f"{name}_dead", "partitionsPerTopic": partitions},
+        "kubernetes": {"jobRetryInitialSeconds": 1, "jobRetryMaxSeconds": 2},
+    }
+    for key, value in extra_spec.items():
+        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    return {"apiVersion": "camerafleet.io/v1alpha1", "kind": "CameraFleet", "metadata": {"name": name, "namespace": NS}, "spec": spec}
+
+
+def kafka_topics(bootstrap: str, names: list[str]):
+    async def go():
+        async with TopicReconciler(bootstrap) as t:
+            return await t.describe(names)
+
+    return asyncio.run(go())
+
+
+def test_create_update_and_explain(cluster, kafka_server):
+    k = kafka_server.bootstrap
+    assert cluster.apply(fleet("alpha", k)).returncode == 0
+    wait_for("TopicsReady", lambda: (cluster.condition("alpha", "TopicsReady") or {}).get("status") == "True")
+
+    topics = kafka_topics(k, ["alpha_cam_1", "alpha_cam_2", "alpha_results", "alpha_dead"])
+    assert {n: t.partitions for n, t in topics.items()} == {"alpha_cam_1": 2, "alpha_cam_2": 2, "alpha_results": 2, "alpha_dead": 1}
+    assert topics["alpha_cam_1"].configs["retention.ms"] == "600000"
+
+    cm = cluster.get("configmap", "alpha-config")
+    assert yaml.safe_load(cm["data"]["fleet.yaml"])["spec"]["serving"]["url"] == f"http://alpha-serving-serve-svc.{NS}.svc:8000/infer"
+    svc = cluster.get("rayservice", "alpha-serving")
+    serve = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]
+    assert next(d for d in serve["deployments"] if d["name"] == "model-faces")["max_ongoing_requests"] == 18
+    for role in ("producer", "consumer"):
+        job = cluster.get("rayjob", f"alpha-{role}")
+        assert job["spec"]["entrypoint"] == f"camerafleet run /etc/camerafleet/fleet.yaml --role {role}"
+        assert job["metadata"]["ownerReferences"][0]["kind"] == "CameraFleet"
+
+    status = cluster.get("camerafleet", "alpha")["status"]
+    assert status["observedGeneration"] == 1 and status["cameras"] == 2
+    assert status["phase"] == "Reconciling", "without a KubeRay operator, serving and jobs wait"
+    assert cluster.condition("alpha", "ServingReady")["reason"] == "WaitingForKubeRay"
+    table = cluster.kubectl("get", "camerafleets", "-n", NS).stdout
+    assert "CAMERAS" in table and "PHASE" in table and "READY" in table and "alpha" in table
+    described = cluster.kubectl("describe", "camerafleet", "alpha", "-n", NS).stdout
+    assert "TopicsReady" in described and "Events:" in described
+    explained = cluster.kubectl("explain", "camerafleet.spec.models").stdout
+    assert "The models every frame is sent to" in explained and "batching" in explained
+
+    # scale 2 -> 5 cameras and change a model's batch size: both converge
+    grown = fleet("alpha", k, cameras=5)
+    grown["spec"]["models"][0]["batching"]["maxBatchSize"] = 16
+    assert cluster.apply(grown).returncode == 0
+    wait_for("5 cameras reconciled", lambda: (cluster.get("camerafleet", "alpha")["status"]).get("cameras") == 5)
+    assert set(kafka_topics(k, [f"alpha_cam_{i}" for i in range(1, 6)])) == {f"alpha_cam_{i}" for i in range(1, 6)}
+    serve = yaml.safe_load(cluster.get("rayservice", "alpha-serving")["spec"]["serveConfigV2"])["applications"][0]
+    assert next(d for d in serve["deployments"] if d["name"] == "model-faces")["max_ongoing_requests"] == 34
+    assert len(yaml.safe_load(cluster.get("configmap", "alpha-config")["data"]["fleet.yaml"])["spec"]["cameras"]) == 5
+
+    # partition decrease: refused, Kafka unchanged
+    assert cluster.apply(fleet("alpha", k, cameras=5, partitions=1)).returncode == 0
+    cond = wait_for("NotSupported", lambda: (c := cluster.condition("alpha", "TopicsReady")) and c["reason"] == "NotSupported" and c)
+    assert "decreasing to 1 is not supported" in cond["message"]
+    assert kafka_topics(k, ["alpha_cam_1"])["alpha_cam_1"].partitions == 2
+    events = cluster.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=alpha", "-o", "json").stdout
+    assert any(e["reason"] == "NotSupported" for e in json.loads(events)["items"])
+
+
+def test_invalid_resources_are_refused_or_reported(cluster, kafka_server):
+    k = kafka_server.bootstrap
+    bad = fleet("bad", k)
+    bad["spec"]["cameras"][0]["inferenceFps"] = -1
+    proc = cluster.apply(bad)
+    assert proc.returncode != 0 and "inferenceFps" in proc.stderr
+
+    bad = fleet("bad", k)
+    bad["spec"]["cameras"][0]["fps"] = 3
+    proc = cluster.apply(bad)
+    assert proc.returncode != 0 and 'unknown field "spec.cameras[0].fps"' in proc.stderr
+
+    bad = fleet("bad", k)
+    bad["spec"]["models"] = []
+    proc = cluster.apply(bad)
+    assert proc.returncode != 0 and "spec.models" in proc.stderr
+
+    dup = fleet("dup", k)
+    dup["spec"]["cameras"][1]["id"] = "1"
+    assert cluster.apply(dup).returncode == 0, "the schema cannot express uniqueness; the operator reports it"
+    ready = wait_for("InvalidSpec", lambda: (c := cluster.condition("dup", "Ready")) and c["reason"] == "InvalidSpec" and c)
+    assert "duplicate camera ids: 1" in ready["message"]
+    assert cluster.get("camerafleet", "dup")["status"]["phase"] == "Failed"
+    assert cluster.get("rayservice", "dup-serving") is None, "nothing is created for an invalid spec"
+
+
+def test_drift_failed_jobs_restart_and_delete(cluster, kafka_server):
+    k = kafka_server.bootstrap
+    assert cluster.apply(fleet("gamma", k, kafka={"topicDeletionPolicy": "Delete"})).returncode == 0
+    assert cluster.apply(fleet("keep", k)).returncode == 0
+    wait_for("gamma topics", lambda: (cluster.condition("gamma", "TopicsReady") or {}).get("status") == "True")
+    wait_for("keep topics", lambda: (cluster.condition("keep", "TopicsReady") or {}).get("status") == "True")
+
+    # drift: a deleted RayJob and a topic deleted behind the operator's back come back
+    uid = cluster.get("rayjob", "gamma-producer")["metadata"]["uid"]
+    cluster.kubectl("delete", "rayjob", "gamma-producer", "-n", NS)
+
+    async def delete_topic():
+        admin = AIOKafkaAdminClient(bootstrap_servers=k)
+        await admin.start()
+        try:
+            await admin.delete_topics(["gamma_cam_2"])
+        finally:
+            await admin.close()
+
+    asyncio.run(delete_topic())
+    wait_for("RayJob recreated", lambda: (j := cluster.get("rayjob", "gamma-producer")) and j["metadata"]["uid"] != uid)
+    wait_for("topic recreated", lambda: "gamma_cam_2" in kafka_topics(k, ["gamma_cam_2"]))
+
+    # a failed RayJob is resubmitted with backoff and reported
+    uid = cluster.get("rayjob", "gamma-consumer")["metadata"]["uid"]
+    patch = json.dumps({"status": {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "message": "entrypoint exited with 1"}})
+    cluster.kubectl("patch", "rayjob", "gamma-consumer", "-n", NS, "--subresource=status", "--type=merge", "-p", patch)
+    wait_for("resubmitted", lambda: (j := cluster.get("rayjob", "gamma-consumer")) and j["metadata"]["uid"] != uid, timeout_s=30)
+    status = wait_for("failure counted", lambda: (s := cluster.get("camerafleet", "gamma")["status"])["consumerJob"]["failures"] == 1 and s)
+    assert "entrypoint exited with 1" in status["consumerJob"]["lastFailure"]
+    events = json.loads(cluster.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=gamma", "-o", "json").stdout)
+    assert {"JobFailed", "JobResubmitted"} <= {e["reason"] for e in events["items"]}
+
+    # the operator killed and restarted: converges, no duplicates
+    cluster.proc.kill()
+    cluster.proc.wait()
+    grown = fleet("gamma", k, cameras=3, kafka={"topicDeletionPolicy": "Delete"})
+    assert cluster.apply(grown).returncode == 0
+    cluster.start_operator()
+    wait_for("restart converged", lambda: cluster.get("camerafleet", "gamma")["status"].get("cameras") == 3)
+    for kind, count in (("configmaps", 1), ("rayservices", 1), ("rayjobs", 2)):
+        items = json.loads(cluster.kubectl("get", kind, "-n", NS, "-l", "camerafleet.io/fleet=gamma", "-o", "json").stdout)["items"]
+        assert len(items) == count, f"{kind}: {[i['metadata']['name'] for i in items]}"
+
+    # delete: owned objects are garbage-collected, topics follow the policy
+    cluster.kubectl("delete", "camerafleet", "gamma", "keep", "-n", NS, "--wait=true", "--timeout=60s")
+    for kind, name in (("configmap", "gamma-config"), ("rayservice", "gamma-serving"), ("rayjob", "gamma-producer"), ("rayjob", "keep-consumer")):
+        wait_for(f"{kind} {name} garbage-collected", lambda kind=kind, name=name: cluster.get(kind, name) is None)
+    assert kafka_topics(k, ["gamma_cam_1", "gamma_results"]) == {}
+    assert set(kafka_topics(k, ["keep_cam_1", "keep_results"])) == {"keep_cam_1", "keep_results"}
+
+
+def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_path):
+    sa = controlplane.service_account_kubeconfig(OPERATOR_NS, "camerafleet-operator", tmp_path / "kubeconfig")
+    env = {**os.environ, "KUBECONFIG": str(sa)}
+    for args, allowed in (
+        (["get", "camerafleets", "-A"], True),
+        (["get", "rayjobs", "-A"], True),
+        (["get", "secrets", "-A"], False),
+        (["get", "pods", "-n", NS], False),
+        (["create", "namespace", "evil"], False),
+        (["delete", "crd", "camerafleets.camerafleet.io"], False),
+    ):
+        proc = controlplane.kubectl(*args, env=env)
+        assert (proc.returncode == 0) == allowed, f"kubectl {' '.join(args)}: {proc.stderr}"
+        if not allowed:
+            assert "Forbidden" in proc.stderr or "forbidden" in proc.stderr
