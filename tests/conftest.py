@@ -6,4 +6,5 @@ Fixtures live in ``tests/fixtures/`` modules, one per concern, registered here a
 pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.pipeline",
+    "tests.fixtures.controlplane",
 ]

@@ -151,17 +151,12 @@ class ProducerActor:
         backoff = self.spec.producer.reconnect_initial_seconds
         seed = sum(cam.id.encode())
         while not stop.is_set():
+            source = None
             try:
                 source = await asyncio.to_thread(open_source, source_url(cam), epoch_s=self.epoch_ms / 1000, seed=seed, display_name=redact(cam.source))
-            except SourceError as err:
-                self._source_down(cam, counts, str(err), backoff)
-                await _wait(stop, backoff)
-                backoff = min(backoff * 2, self.spec.producer.reconnect_max_seconds)
-                continue
-            counts.source_up = True
-            metrics.source_up().set(1, tags={"camera": cam.id})
-            log.info("camera %s: source %s open", cam.id, source.name)
-            try:
+                counts.source_up = True
+                metrics.source_up().set(1, tags={"camera": cam.id})
+                log.info("camera %s: source %s open", cam.id, source.name)
                 while not stop.is_set() and (worker.end_slot is None or sampler.next_slot() < worker.end_slot):
                     await self._one_frame(shard, source, sampler, counts)
                     backoff = self.spec.producer.reconnect_initial_seconds
@@ -172,7 +167,8 @@ class ProducerActor:
                 await _wait(stop, backoff)
                 backoff = min(backoff * 2, self.spec.producer.reconnect_max_seconds)
             finally:
-                await asyncio.to_thread(source.close)
+                if source is not None:
+                    await asyncio.to_thread(source.close)
         counts.skipped_slots += sampler.skipped_slots
         if self.pending:
             await asyncio.wait(list(self.pending))

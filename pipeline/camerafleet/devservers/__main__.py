@@ -1,17 +1,23 @@
 """Command line for the dev servers, used by the Makefile (cache warm-up, ``make demo``).
 
-    python -m camerafleet.devservers fetch {kafka,minio,all}
+    python -m camerafleet.devservers fetch {kafka,minio,controlplane,all}
     python -m camerafleet.devservers kafka --data-dir DIR --pid-file F [--env-file F]
     python -m camerafleet.devservers kafka --stop --pid-file F [--env-file F]
     python -m camerafleet.devservers kafka --status --pid-file F
     python -m camerafleet.devservers minio --data-dir DIR --pid-file F --env-file F
     python -m camerafleet.devservers minio --stop --pid-file F [--env-file F]
+    python -m camerafleet.devservers controlplane --data-dir DIR --pid-file F [--env-file F]
+    python -m camerafleet.devservers controlplane --stop --pid-file F [--env-file F]
 
 Starting runs the server in the background, detached from this process (it outlives it), waits until it
 answers, records its pid in the pid file and prints its address as ``KEY=value`` lines on stdout (and
 writes them to the env file, created with mode 0600, in a form both ``make`` and ``sh`` can read). The
 MinIO secret key goes only to the env file, never to the terminal. Starting is idempotent: if the pid
 file names a live server, its settings are printed again. Progress and errors go to stderr.
+
+The Kubernetes control plane is three processes (etcd, kube-apiserver, kube-controller-manager); its
+pid file has one ``<component> <pid>`` line each, and it prints ``KUBECONFIG=<data-dir>/kubeconfig``
+(an admin kubeconfig).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from ._process import (
     stop_process_group,
 )
 from .cache import ToolFetchError, cache_root
+from .controlplane import ETCD_VERSION, K8S_VERSION, KUBERAY_VERSION, ControlPlane, fetch_controlplane
 from .kafka import KAFKA_VERSION, KafkaServer, fetch_kafka
 from .minio import MINIO_VERSION, MinioServer, fetch_minio
 
@@ -191,6 +198,96 @@ def _minio_settings(server: LocalServer) -> dict[str, str]:
             "AWS_SECRET_ACCESS_KEY": server.secret_key}
 
 
+def _controlplane_pids(pid_file: Path) -> dict[str, int]:
+    """The live control-plane processes named in ``pid_file``, by component.
+
+    A line naming a dead process or one that is not that component (pid reused) is dropped; a pid
+    file with no live process left is removed.
+    """
+    live: dict[str, int] = {}
+    try:
+        lines = pid_file.read_text().splitlines()
+    except FileNotFoundError:
+        return live
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            component, pid = parts[0], int(parts[1])
+            cmdline = pid_cmdline(pid)
+            if pid_alive(pid) and cmdline and Path(cmdline[0]).name == component:
+                live[component] = pid
+    if not live:
+        _say(f"removing stale pid file {pid_file} (no control-plane process of it is running)")
+        pid_file.unlink(missing_ok=True)
+    return live
+
+
+def _controlplane_start(args: argparse.Namespace) -> int:
+    pid_file: Path = args.pid_file
+    env_file: Path | None = args.env_file
+    running = _controlplane_pids(pid_file)
+    if len(running) == len(ControlPlane.COMPONENT_KINDS):
+        _say(f"the control plane is already running (pids {running}); stop it with: "
+             f"python -m camerafleet.devservers controlplane --stop --pid-file {pid_file}")
+        settings = _env_file_settings(env_file)
+        if not settings:
+            _say(f"its settings are unknown ({env_file or 'no --env-file given'}); stop and start it "
+                 f"again to get them")
+            return 1
+        _print_settings(settings)
+        return 0
+    if running:
+        _say(f"only part of the control plane is running ({running}); stop it first with: "
+             f"python -m camerafleet.devservers controlplane --stop --pid-file {pid_file}")
+        return 1
+    if args.data_dir is None:
+        _say("starting the control plane needs --data-dir DIR (where its data and logs go)")
+        return 2
+    cluster = ControlPlane(args.data_dir, detached=True, startup_timeout_s=args.startup_timeout)
+    _say(f"starting the Kubernetes control plane in {cluster.data_dir} (logs: "
+         f"{cluster.data_dir}/*.out) ...")
+    try:
+        cluster.start()
+    except (ServerStartError, MissingToolError, ToolFetchError) as exc:
+        _say(f"could not start the control plane: {exc}")
+        return 1
+    _write_private(pid_file, "".join(f"{kind} {pid}\n" for kind, pid in cluster.pids.items()))
+    settings = {"KUBECONFIG": str(cluster.kubeconfig)}
+    if env_file is not None:
+        _write_private(env_file, "".join(f"{key}={value}\n" for key, value in settings.items()))
+    _say(f"the control plane is running at {cluster.server} (pids {cluster.pids}, ready in "
+         f"{cluster.startup_seconds:.1f} s)" + (f"; settings in {env_file}" if env_file else ""))
+    _print_settings(settings)
+    return 0
+
+
+def _controlplane_stop(args: argparse.Namespace) -> int:
+    pid_file: Path = args.pid_file
+    running = _controlplane_pids(pid_file)
+    if not running:
+        _say(f"the control plane is not running (pid file {pid_file}); nothing to stop")
+    else:
+        # The controller manager first, etcd last: each only depends on the ones started before it.
+        for kind in reversed(ControlPlane.COMPONENT_KINDS):
+            if kind in running:
+                _say(f"stopping {kind} (pid {running[kind]}) ...")
+                stop_process_group(running[kind], args.stop_timeout)
+        pid_file.unlink(missing_ok=True)
+        _say("the control plane is stopped")
+    if args.env_file is not None:
+        args.env_file.unlink(missing_ok=True)
+    return 0
+
+
+def _controlplane_status(args: argparse.Namespace) -> int:
+    running = _controlplane_pids(args.pid_file)
+    if len(running) == len(ControlPlane.COMPONENT_KINDS):
+        print(f"controlplane: running (pids {running})")
+        return 0
+    print("controlplane: not running" + (f" (only {running})" if running else ""))
+    return 3
+
+
 def _fetch(what: str) -> int:
     _say(f"tool cache: {cache_root()} (set CAMERAFLEET_CACHE to move it)")
     try:
@@ -200,6 +297,10 @@ def _fetch(what: str) -> int:
         if what in ("minio", "all"):
             binary = fetch_minio()
             _say(f"minio {MINIO_VERSION}: {binary}")
+        if what in ("controlplane", "all"):
+            bin_dir = fetch_controlplane()
+            _say(f"kubernetes {K8S_VERSION}, etcd {ETCD_VERSION}, KubeRay {KUBERAY_VERSION} CRDs: "
+                 f"{bin_dir}")
     except (MissingToolError, ToolFetchError) as exc:
         _say(f"fetch failed: {exc}")
         return 1
@@ -207,7 +308,7 @@ def _fetch(what: str) -> int:
 
 
 def _add_server_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind: str,
-                       description: str) -> None:
+                       description: str, *, port: bool = True) -> None:
     parser = sub.add_parser(kind, help=description, description=description)
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--stop", action="store_true", help="stop the server named by --pid-file")
@@ -218,7 +319,8 @@ def _add_server_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     parser.add_argument("--data-dir", type=Path, help="directory for its data and logs (to start)")
     parser.add_argument("--env-file", type=Path,
                         help="file (mode 0600) to write the KEY=value settings to; removed by --stop")
-    parser.add_argument("--port", type=int, help="port to listen on (default: a free one)")
+    if port:
+        parser.add_argument("--port", type=int, help="port to listen on (default: a free one)")
     parser.add_argument("--startup-timeout", type=float, default=120.0, metavar="SECONDS",
                         help="how long to wait for the server to answer (default: %(default)s)")
     parser.add_argument("--stop-timeout", type=float, default=DEFAULT_STOP_TIMEOUT_S,
@@ -235,12 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download/build the servers into the tool cache")
-    fetch.add_argument("what", choices=("kafka", "minio", "all"))
+    fetch.add_argument("what", choices=("kafka", "minio", "controlplane", "all"))
     _add_server_parser(sub, "kafka", f"a Kafka {KAFKA_VERSION} broker (KRaft, single node) "
                                      "in the background; prints KAFKA_BOOTSTRAP=host:port")
     _add_server_parser(sub, "minio", "a MinIO server in the background; prints "
                                      "CAMERAFLEET_S3_ENDPOINT and AWS_ACCESS_KEY_ID (the secret key "
                                      "only goes to --env-file, which is required to start it)")
+    _add_server_parser(sub, "controlplane",
+                       f"a Kubernetes {K8S_VERSION} control plane (etcd, kube-apiserver, "
+                       f"kube-controller-manager) with the KubeRay {KUBERAY_VERSION} CRDs in the "
+                       f"background; prints KUBECONFIG=<data-dir>/kubeconfig (admin)", port=False)
     return parser
 
 
@@ -249,6 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fetch":
         return _fetch(args.what)
     kind: str = args.command
+    if kind == "controlplane":
+        if args.stop:
+            return _controlplane_stop(args)
+        if args.status:
+            return _controlplane_status(args)
+        return _controlplane_start(args)
     matches = _is_kafka if kind == "kafka" else _is_minio
     if args.stop:
         return _stop(args, kind, matches)

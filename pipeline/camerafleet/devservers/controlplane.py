@@ -46,7 +46,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 import yaml
 from cryptography import x509
@@ -645,6 +645,9 @@ class ControlPlane:
     Unless ``detached``, the processes are stopped when the interpreter exits. A temporary data
     directory (``data_dir=None``) is deleted by ``close()`` / leaving the ``with`` block.
     """
+
+    #: The ``kind`` of each component, in start order (they are also the executables' names).
+    COMPONENT_KINDS: ClassVar[tuple[str, ...]] = ("etcd", "kube-apiserver", "kube-controller-manager")
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None, *,
                  startup_timeout_s: float = 120.0, install_kuberay_crds: bool = True,
