@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 60
 DEMO_DIR := out/demo
 KAFKA_DIR := out/kafka
+CONTROLPLANE_DIR := out/controlplane
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -36,7 +37,7 @@ clips: $(STAMP) ## Generate the two HD demo camera clips from scikit-image photo
 	$(PY) -m camerafleet.demo.clips --out $(DEMO_DIR)/clips
 
 .PHONY: tools
-tools: $(STAMP) ## Fetch Kafka (Maven Central) and build MinIO (Go module proxy) into ~/.cache/camerafleet
+tools: $(STAMP) ## Fetch Kafka (Maven Central), build MinIO and Kubernetes (Go module proxy) into ~/.cache/camerafleet
 	$(PY) -m camerafleet.devservers fetch all
 
 .PHONY: kafka
@@ -46,6 +47,21 @@ kafka: $(STAMP) ## Start a local Kafka broker in the background (prints KAFKA_BO
 .PHONY: kafka-stop
 kafka-stop: $(STAMP) ## Stop the broker `make kafka` started
 	$(PY) -m camerafleet.devservers kafka --stop --pid-file $(KAFKA_DIR)/kafka.pid
+
+.PHONY: controlplane-up
+controlplane-up: $(STAMP) ## Start a local Kubernetes control plane (KubeRay CRDs) and a Kafka broker; writes KUBECONFIG/KAFKA_BOOTSTRAP to out/controlplane/env
+	@set -e; \
+	$(PY) -m camerafleet.devservers controlplane --data-dir $(CONTROLPLANE_DIR) --pid-file $(CONTROLPLANE_DIR)/controlplane.pid --env-file $(CONTROLPLANE_DIR)/controlplane.env >/dev/null; \
+	$(PY) -m camerafleet.devservers kafka --data-dir $(CONTROLPLANE_DIR)/kafka --pid-file $(CONTROLPLANE_DIR)/kafka/kafka.pid --env-file $(CONTROLPLANE_DIR)/kafka/kafka.env >/dev/null; \
+	cat $(CONTROLPLANE_DIR)/controlplane.env $(CONTROLPLANE_DIR)/kafka/kafka.env > $(CONTROLPLANE_DIR)/env; \
+	cat $(CONTROLPLANE_DIR)/env; \
+	echo "# to use them: set -a; source $(CONTROLPLANE_DIR)/env; set +a"
+
+.PHONY: controlplane-down
+controlplane-down: $(STAMP) ## Stop what `make controlplane-up` started (its data and logs stay in out/controlplane)
+	$(PY) -m camerafleet.devservers kafka --stop --pid-file $(CONTROLPLANE_DIR)/kafka/kafka.pid --env-file $(CONTROLPLANE_DIR)/kafka/kafka.env
+	$(PY) -m camerafleet.devservers controlplane --stop --pid-file $(CONTROLPLANE_DIR)/controlplane.pid --env-file $(CONTROLPLANE_DIR)/controlplane.env
+	rm -f $(CONTROLPLANE_DIR)/env
 
 .PHONY: demo
 demo: models clips ## Run the two-camera demo fleet for DEMO_SECONDS (default 60) and write out/demo/summary.json

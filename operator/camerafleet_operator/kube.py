@@ -27,16 +27,17 @@ class Kube:
         self.api = api
 
     def _call(self, method: str, path: str, *, body: Any = None, query: list | None = None, content_type: str = "application/json") -> Any:
-        return self.api.call_api(
-            path,
+        request = self.api.param_serialize(
             method,
+            path,
             query_params=query or [],
             header_params={"Accept": "application/json", "Content-Type": content_type},
             body=body,
-            response_type="object",
             auth_settings=["BearerToken"],
-            _return_http_data_only=True,
         )
+        response = self.api.call_api(*request)
+        response.read()
+        return self.api.response_deserialize(response, {"2XX": "object"}).data
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]

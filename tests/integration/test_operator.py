@@ -93,12 +93,12 @@ def cluster(controlplane, kafka_server, tmp_path_factory):
     assert "Traceback" not in text, f"the operator logged a traceback:\n{text[-4000:]}"
 
 
-def fleet(name: str, kafka: str, cameras: int = 2, partitions: int = 2, **extra_spec) -> dict:
+def fleet(name: str, bootstrap: str, cameras: int = 2, partitions: int = 2, **extra_spec) -> dict:
     spec = {
         "cameras": [{"id": str(i), "source": "synthetic:"} for i in range(1, cameras + 1)],
         "models": [{"name": "faces", "type": "face", "modelUri": "/opt/camerafleet/models/centerface.onnx",
                     "batching": {"maxBatchSize": 8}}],
-        "kafka": {"bootstrapServers": kafka, "topicPrefix": f"{name}_cam_", "resultsTopic": f"{name}_results",
+        "kafka": {"bootstrapServers": bootstrap, "topicPrefix": f"{name}_cam_", "resultsTopic": f"{name}_results",
                   "deadLetterTopic": f"{name}_dead", "partitionsPerTopic": partitions},
         "kubernetes": {"jobRetryInitialSeconds": 1, "jobRetryMaxSeconds": 2},
     }

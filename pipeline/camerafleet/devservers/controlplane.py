@@ -134,9 +134,10 @@ def is_fetched() -> bool:
 def fetch_controlplane(out: TextIO | None = None) -> Path:
     """Make sure the pinned control plane and KubeRay CRDs are in the tool cache; return its ``bin/``.
 
-    The first call builds etcd and Kubernetes from source (about half an hour on 2 cores, with
-    progress on ``out``; the Go module and build caches in ``~/go`` and ``~/.cache/go-build`` make
-    later builds of other versions faster). Safe to call from several processes at once.
+    The first call builds etcd and Kubernetes from source (about 10 minutes of compiling on 2 cores,
+    plus the module downloads, with progress on ``out``; the Go module and build caches in ``~/go``
+    and ``~/.cache/go-build`` are kept, so later builds of other versions are faster). Safe to call
+    from several processes at once.
     """
     out = sys.stderr if out is None else out
     ensure_tool("kuberay", KUBERAY_VERSION, lambda staging: _copy_kuberay_crds(staging, out), out=out)
@@ -155,20 +156,22 @@ def _go_env() -> dict[str, str]:
 
 
 def _go_mod_download(go: str, module: str, version: str, work: Path, out: TextIO) -> dict[str, str]:
-    """``go mod download -json module@version``; its JSON answer (``Dir`` is the unpacked module)."""
+    """``go mod download -json module@version``: where the module (``Dir``) and its go.mod
+    (``GoMod``) are now."""
     log = work / f"download-{module.rsplit('/', 1)[-1]}.log"
     argv = [go, "mod", "download", "-json", f"{module}@{version}"]
     code = run_with_heartbeat(argv, log, cwd=work, what="go mod download", out=out, env=_go_env())
     text = log.read_text(errors="replace")
     try:
-        info: dict[str, str] = json.loads(text[text.index("{"):])
-    except ValueError:
-        info = {}
-    if code != 0 or info.get("Error") or not info.get("Dir"):
+        answer, _ = json.JSONDecoder().raw_decode(text, text.index("{"))
+    except ValueError:  # no JSON object in the output at all
+        answer = {}
+    info = {key: str(answer.get(key) or "") for key in ("Dir", "GoMod", "Error")}
+    if code != 0 or info["Error"] or not info["Dir"]:
         raise ToolFetchError(
             f"'go mod download {module}@{version}' failed (status {code}): "
-            f"{info.get('Error') or tail(log, 20)}\nCheck that the Go module proxy is reachable "
-            f"(GOPROXY, now {os.environ.get('GOPROXY', 'the default')}) and serves that version."
+            f"{info['Error'] or tail(log, 20)}\nCheck that the Go module proxy ('go env GOPROXY') "
+            f"is reachable and serves that version."
         )
     return info
 
@@ -195,6 +198,8 @@ def _staging_modules(kubernetes_go_mod: Path) -> list[str]:
     modules = []
     for line in kubernetes_go_mod.read_text().splitlines():
         parts = line.split()
+        if parts[:1] == ["replace"]:  # a single-line replace directive rather than a block entry
+            parts = parts[1:]
         if "=>" in parts and parts[-1].startswith("./staging/"):
             modules.append(parts[0])
     if not modules:
@@ -242,8 +247,8 @@ def _go_build(go: str, work: Path, packages: Sequence[str], output: str, ldflags
                               every_s=30.0, detail=progress)
     if code != 0:
         raise ToolFetchError(
-            f"'go build' of {what} failed with status {code}. Last lines of its output "
-            f"(full log: {log}):\n{tail(log, 30)}"
+            f"'go build' of {what} failed with status {code}. Last lines of its output:\n"
+            f"{tail(log, 30)}"
         )
     return time.monotonic() - started
 
@@ -261,7 +266,7 @@ def _build_binaries(staging: Path, out: TextIO) -> None:
         "module camerafleet.local/etcd-build\n\ngo 1.24.0\n\n"
         f"require {ETCD_MODULE} {ETCD_VERSION}\n"
     )
-    print(f"[camerafleet] building etcd {ETCD_VERSION} (a few minutes on 2 cores) ...",
+    print(f"[camerafleet] building etcd {ETCD_VERSION} (1-2 minutes on 2 cores) ...",
           file=out, flush=True)
     seconds = _go_build(go, etcd_work, [ETCD_MODULE], str(bin_dir / "etcd"), ["-s", "-w"], "etcd",
                         out)
@@ -286,8 +291,8 @@ def _build_binaries(staging: Path, out: TextIO) -> None:
                      for name, value in (("gitVersion", K8S_VERSION), ("gitMajor", "1"),
                                          ("gitMinor", minor), ("gitTreeState", "clean"))]
     print(f"[camerafleet] building kube-apiserver, kube-controller-manager and kubectl {K8S_VERSION} "
-          f"(one shared compile; 20-30 minutes on 2 cores; full output in "
-          f"{controlplane_home() / 'build' / 'kubernetes' / 'build.log'}) ...", file=out, flush=True)
+          f"(one shared compile; about 8 minutes on 2 cores; the wrapper module and build logs are "
+          f"kept in {controlplane_home() / 'build'}) ...", file=out, flush=True)
     seconds = _go_build(go, k8s_work, [f"{K8S_MODULE}/cmd/{name}" for name in _K8S_COMMANDS],
                         f"{bin_dir}{os.sep}", ["-s", "-w", *version_flags], "Kubernetes", out)
     print(f"[camerafleet] built kube-apiserver, kube-controller-manager and kubectl in {seconds:.0f} s",
@@ -358,7 +363,7 @@ class _Pki:
         self._write_key(self.ca_key, ca_key)
         self.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
 
-        service_ip = next(iter(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts()))
+        service_ip = ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE)[1]  # the "kubernetes" Service
         names: list[x509.GeneralName] = [
             x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
             x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local"),
@@ -549,6 +554,10 @@ class KubeAPIServer(LocalServer):
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
+            # Without a grace period, open watches (the controller manager's) keep a SIGTERMed
+            # server alive until its 60 s shutdown timeout; with one, they are ended and it exits
+            # in about a second, so restart_apiserver() is quick.
+            "--shutdown-watch-termination-grace-period=2s",
             "--profiling=false",
         ], dict(os.environ)
 
@@ -667,12 +676,14 @@ class ControlPlane:
         for _ in range(4):
             ports.append(free_port(exclude=ports))
         etcd_client, etcd_peer, apiserver_port, kcm_port = ports
-        common = {"startup_timeout_s": startup_timeout_s, "detached": detached, "out": out}
-        self.etcd = EtcdServer(self.data_dir, client_port=etcd_client, peer_port=etcd_peer, **common)
+        self.etcd = EtcdServer(self.data_dir, client_port=etcd_client, peer_port=etcd_peer,
+                               startup_timeout_s=startup_timeout_s, detached=detached, out=out)
         self.apiserver = KubeAPIServer(self.data_dir, port=apiserver_port, etcd_url=self.etcd.url,
-                                       pki=self._pki, **common)
+                                       pki=self._pki, startup_timeout_s=startup_timeout_s,
+                                       detached=detached, out=out)
         self.controller_manager = KubeControllerManager(
-            self.data_dir, port=kcm_port, kubeconfig=self.kubeconfig, pki=self._pki, **common)
+            self.data_dir, port=kcm_port, kubeconfig=self.kubeconfig, pki=self._pki,
+            startup_timeout_s=startup_timeout_s, detached=detached, out=out)
 
     def __repr__(self) -> str:
         return (f"ControlPlane(server={self.server!r}, data_dir={str(self.data_dir)!r}, "
@@ -796,21 +807,28 @@ class ControlPlane:
 
     # -- using the cluster -----------------------------------------------------------------------
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,  # noqa: A002
+    def kubectl(self, *args: str, input: str | None = None, check: bool = False,  # noqa: A002
                 kubeconfig: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None,
                 timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
-        """Run the pinned kubectl against this cluster (as admin unless ``kubeconfig`` is given).
+        """Run the pinned kubectl against this cluster; its output is captured as text.
 
-        Output is captured as text. With ``check`` (the default) a non-zero exit raises
-        ``KubectlError`` carrying kubectl's error output. kubectl's discovery cache goes to the data
-        directory and the user's ``~/.kube/kuberc`` preferences are ignored, so the results do not
-        depend on the developer's home directory.
+        It acts as admin unless ``kubeconfig`` is given or ``env`` (variables added to this process's
+        environment) sets ``KUBECONFIG``; a ``KUBECONFIG`` of the caller's own environment is ignored,
+        so a developer's real cluster is never the target. Like ``subprocess.run``, a non-zero exit
+        is returned, unless ``check`` is set: then it raises ``KubectlError`` with kubectl's error
+        output. kubectl's discovery cache goes to the data directory and ``~/.kube/kuberc``
+        preferences are ignored, so results do not depend on the developer's home directory.
         """
-        env = dict(os.environ, KUBECACHEDIR=str(self.data_dir / "kube-cache"), KUBERC="off")
-        env.pop("KUBECONFIG", None)
-        argv = [str(self.kubectl_path), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
-        result = subprocess.run(argv, input=input, capture_output=True, text=True, env=env,
-                                timeout=timeout_s, check=False)
+        full_env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+        full_env.update(env or {})
+        full_env.update(KUBECACHEDIR=str(self.data_dir / "kube-cache"), KUBERC="off")
+        if kubeconfig is None and "KUBECONFIG" not in full_env:
+            kubeconfig = self.kubeconfig
+        flags = [f"--kubeconfig={kubeconfig}"] if kubeconfig is not None else []
+        result = subprocess.run([str(self.kubectl_path), *flags, *args], input=input,
+                                capture_output=True, text=True, env=full_env, timeout=timeout_s,
+                                check=False)
         if check and result.returncode != 0:
             raise KubectlError(result.returncode, ["kubectl", *args], result.stdout, result.stderr)
         return result
@@ -830,10 +848,10 @@ class ControlPlane:
             raise ValueError(f"no CustomResourceDefinition in {', '.join(map(str, paths))}")
         files = [arg for path in paths for arg in ("-f", str(path))]
         self.kubectl("apply", "--server-side", "--force-conflicts",
-                     "--field-manager=camerafleet-devservers", *files)
+                     "--field-manager=camerafleet-devservers", *files, check=True)
         self.kubectl("wait", "--for=condition=Established", f"--timeout={timeout_s:.0f}s",
                      *(f"customresourcedefinition/{name}" for name in names),
-                     timeout_s=timeout_s + 30)
+                     check=True, timeout_s=timeout_s + 30)
         return names
 
     def service_account_kubeconfig(self, namespace: str, name: str,
@@ -849,11 +867,11 @@ class ControlPlane:
         if token_ttl_s < 600:
             raise ValueError("the TokenRequest API issues tokens valid for at least 600 s")
         found = self.kubectl("get", "serviceaccount", name, "-n", namespace, "--ignore-not-found",
-                             "-o", "name")
+                             "-o", "name", check=True)
         if not found.stdout.strip():
-            self.kubectl("create", "serviceaccount", name, "-n", namespace)
+            self.kubectl("create", "serviceaccount", name, "-n", namespace, check=True)
         token = self.kubectl("create", "token", name, "-n", namespace,
-                             f"--duration={token_ttl_s}s").stdout.strip()
+                             f"--duration={token_ttl_s}s", check=True).stdout.strip()
         return _write_kubeconfig(Path(path).absolute(), server=self.server,
                                  ca_cert=self._pki.ca_cert,
                                  user=f"system:serviceaccount:{namespace}:{name}",
