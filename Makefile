@@ -49,9 +49,11 @@ kafka-stop: $(STAMP) ## Stop the broker `make kafka` started
 	$(PY) -m camerafleet.devservers kafka --stop --pid-file $(KAFKA_DIR)/kafka.pid
 
 .PHONY: controlplane-up
-controlplane-up: $(STAMP) ## Start a local Kubernetes control plane (KubeRay CRDs) and a Kafka broker; writes KUBECONFIG/KAFKA_BOOTSTRAP to out/controlplane/env
+controlplane-up: $(STAMP) ## Start a local Kubernetes control plane (KubeRay and CameraFleet CRDs) and a Kafka broker; writes KUBECONFIG/KAFKA_BOOTSTRAP to out/controlplane/env
 	@set -e; \
 	$(PY) -m camerafleet.devservers controlplane --data-dir $(CONTROLPLANE_DIR) --pid-file $(CONTROLPLANE_DIR)/controlplane.pid --env-file $(CONTROLPLANE_DIR)/controlplane.env >/dev/null; \
+	$(PY) -c 'from camerafleet.devservers.controlplane import binary; print(binary("kubectl"))' > $(CONTROLPLANE_DIR)/kubectl-path; \
+	$$(cat $(CONTROLPLANE_DIR)/kubectl-path) --kubeconfig $(CONTROLPLANE_DIR)/kubeconfig apply --server-side -f operator/config/crd/ >/dev/null; \
 	$(PY) -m camerafleet.devservers kafka --data-dir $(CONTROLPLANE_DIR)/kafka --pid-file $(CONTROLPLANE_DIR)/kafka/kafka.pid --env-file $(CONTROLPLANE_DIR)/kafka/kafka.env >/dev/null; \
 	cat $(CONTROLPLANE_DIR)/controlplane.env $(CONTROLPLANE_DIR)/kafka/kafka.env > $(CONTROLPLANE_DIR)/env; \
 	cat $(CONTROLPLANE_DIR)/env; \
@@ -88,7 +90,7 @@ validate: $(STAMP) ## Validate every example manifest
 	@for f in examples/*.yaml; do $(VENV)/bin/camerafleet validate $$f || exit 1; done
 
 .PHONY: test
-test: models ## Run the whole test suite: unit and integration (real Kafka, MinIO, Ray Serve)
+test: models tools ## Run the whole test suite: unit and integration (real Kafka, MinIO, Ray Serve)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-unit

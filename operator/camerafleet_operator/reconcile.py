@@ -25,6 +25,8 @@ from camerafleet_operator.topics import TopicReconciler, plan_topics
 log = logging.getLogger("camerafleet.operator")
 
 SPEC_HASH = "camerafleet.io/spec-hash"
+# Reasons that need a person's attention become Warning events; waiting for KubeRay is not one of them.
+WARNING_REASONS = {"InvalidSpec", "NotSupported", "Conflict", "KafkaUnavailable", "JobFailed"}
 KAFKA_RETRY_S = 15.0
 
 
@@ -132,10 +134,8 @@ async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None
         conds = set_condition(conds, type_, ok, reason, message, generation)
         after = next(c for c in conds if c.type == type_)
         if before is None or before.status != after.status or before.reason != after.reason:
-            if ok is False:
-                events.append(Event("Warning", reason, f"{type_}: {message}"))
-            elif ok is True:
-                events.append(Event("Normal", reason, f"{type_}: {message}"))
+            if ok is True or reason in WARNING_REASONS:
+                events.append(Event("Warning" if reason in WARNING_REASONS else "Normal", reason, f"{type_}: {message}"))
 
     try:
         spec = FleetSpec.model_validate(body.get("spec") or {})
