@@ -257,3 +257,10 @@ def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_pa
         assert (proc.returncode == 0) == allowed, f"kubectl {' '.join(args)}: {proc.stderr}"
         if not allowed:
             assert "Forbidden" in proc.stderr or "forbidden" in proc.stderr
+
+
+def test_shipped_manifests_are_accepted_by_the_api_server(cluster):
+    """rayservice.yaml and rayjob.yaml (no operator needed) and the example fleets, under the real CRD schemas."""
+    for path in ("rayservice.yaml", "rayjob.yaml", "examples/cluster-fleet.yaml", "examples/demo-fleet.yaml"):
+        proc = cluster.kubectl("apply", "--dry-run=server", "-f", str(ROOT / path), check=False)
+        assert proc.returncode == 0, f"{path}: {proc.stderr}"

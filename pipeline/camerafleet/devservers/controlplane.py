@@ -849,10 +849,22 @@ class ControlPlane:
         files = [arg for path in paths for arg in ("-f", str(path))]
         self.kubectl("apply", "--server-side", "--force-conflicts",
                      "--field-manager=camerafleet-devservers", *files, check=True)
-        self.kubectl("wait", "--for=condition=Established", f"--timeout={timeout_s:.0f}s",
-                     *(f"customresourcedefinition/{name}" for name in names),
-                     check=True, timeout_s=timeout_s + 30)
-        return names
+        # Polled rather than `kubectl wait` or a jsonpath filter: right after the apply a CRD has no
+        # conditions yet, and both then fail at once ("<nil> is not array or slice") instead of waiting.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            listed = json.loads(self.kubectl("get", "customresourcedefinitions", "-o", "json", check=True).stdout)
+            established = {
+                crd["metadata"]["name"]
+                for crd in listed["items"]
+                if any(c.get("type") == "Established" and c.get("status") == "True" for c in (crd.get("status") or {}).get("conditions") or [])
+            }
+            waiting = [name for name in names if name not in established]
+            if not waiting:
+                return names
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"CRDs not Established after {timeout_s:.0f} s: {', '.join(waiting)}")
+            time.sleep(0.25)
 
     def service_account_kubeconfig(self, namespace: str, name: str,
                                    path: str | os.PathLike[str], *,
