@@ -11,6 +11,13 @@ DEMO_DIR := out/demo
 KAFKA_DIR := out/kafka
 CONTROLPLANE_DIR := out/controlplane
 PYTEST_ARGS ?=
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml | head -n 1)
+RAY_VERSION := $(shell sed -n 's/^RAY_VERSION = "\(.*\)"$$/\1/p' pipeline/camerafleet/versions.py)
+OPERATOR_IMAGE ?= ghcr.io/camerafleet/camerafleet-operator:$(VERSION)
+RAY_IMAGE ?= ghcr.io/camerafleet/camerafleet-ray:$(VERSION)
+DOCKER ?= docker
+KIND ?= kind
+KIND_CLUSTER ?= camerafleet
 
 .PHONY: help
 help: ## List the targets
@@ -96,6 +103,28 @@ test: models tools ## Run the whole test suite: unit and integration (real Kafka
 .PHONY: test-unit
 test-unit: models ## Run only the unit tests (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: images
+images: ## Build the operator and Ray images (OPERATOR_IMAGE, RAY_IMAGE); needs a Docker engine and PyPI
+	@$(DOCKER) info >/dev/null 2>&1 || { echo 'no Docker engine: `make images` needs one (our CI has none)' >&2; exit 1; }
+	$(DOCKER) build -f images/operator/Dockerfile --build-arg VERSION=$(VERSION) -t $(OPERATOR_IMAGE) .
+	$(DOCKER) build -f images/ray/Dockerfile --build-arg VERSION=$(VERSION) --build-arg RAY_VERSION=$(RAY_VERSION) -t $(RAY_IMAGE) .
+
+.PHONY: kind-up
+kind-up: ## Create the kind cluster KIND_CLUSTER (default camerafleet) from kind-config.yaml; needs kind and Docker
+	@command -v $(KIND) >/dev/null 2>&1 || { echo 'no kind: `make kind-up` needs kind (https://kind.sigs.k8s.io) and a Docker engine' >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo 'no Docker engine: `make kind-up` needs one (our CI has none)' >&2; exit 1; }
+	$(KIND) create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
+
+.PHONY: kind-load
+kind-load: ## Load OPERATOR_IMAGE and RAY_IMAGE (built by `make images`) into the kind cluster
+	@command -v $(KIND) >/dev/null 2>&1 || { echo 'no kind: `make kind-load` needs kind (https://kind.sigs.k8s.io)' >&2; exit 1; }
+	$(KIND) load docker-image $(OPERATOR_IMAGE) $(RAY_IMAGE) --name $(KIND_CLUSTER)
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster KIND_CLUSTER
+	@command -v $(KIND) >/dev/null 2>&1 || { echo 'no kind: `make kind-down` needs kind (https://kind.sigs.k8s.io)' >&2; exit 1; }
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
 .PHONY: clean
 clean: ## Remove build outputs, runs and generated models (keeps ~/.cache/camerafleet)

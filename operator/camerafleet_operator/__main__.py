@@ -15,12 +15,16 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
     where.add_argument("--all-namespaces", action="store_true", help="watch every namespace (the default)")
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' to disable)")
+    parser.add_argument("--metrics-port", type=int, default=9090, help="port of the Prometheus /metrics endpoint (0 disables it)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("aiokafka", "kubernetes", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import camerafleet_operator.handlers  # noqa: F401 - registers the handlers
+    from camerafleet_operator import metrics
+
+    metrics.serve(args.metrics_port)
 
     kopf.run(
         standalone=True,

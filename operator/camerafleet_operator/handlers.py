@@ -18,6 +18,7 @@ from kubernetes.client import ApiClient
 from camerafleet.kafka_topics import KafkaUnavailable
 from camerafleet.manifest import API_VERSION, FleetSpec
 from camerafleet_operator.crd import PLURAL
+from camerafleet_operator import metrics
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.reconcile import Outcome, reconcile_fleet, topic_claims
 from camerafleet_operator.topics import TopicReconciler
@@ -44,6 +45,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 def _publish(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
     patch.status.update(outcome.status.model_dump(by_alias=True, mode="json"))
+    metrics.record_reconcile(f"{body.metadata.namespace}/{body.metadata.name}", outcome.status.phase,
+                             retry=outcome.retry_after_s is not None)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     if outcome.retry_after_s is not None:

@@ -264,3 +264,17 @@ def test_shipped_manifests_are_accepted_by_the_api_server(cluster):
     for path in ("rayservice.yaml", "rayjob.yaml", "examples/cluster-fleet.yaml", "examples/demo-fleet.yaml"):
         proc = cluster.kubectl("apply", "--dry-run=server", "-f", str(ROOT / path), check=False)
         assert proc.returncode == 0, f"{path}: {proc.stderr}"
+
+
+def test_a_topic_owned_by_another_fleet_is_left_alone(cluster, kafka_server):
+    k = kafka_server.bootstrap
+    first = fleet("first", k)
+    assert cluster.apply(first).returncode == 0
+    wait_for("first owns its topics", lambda: (cluster.condition("first", "TopicsReady") or {}).get("status") == "True")
+    second = fleet("second", k, partitions=3)
+    second["spec"]["kafka"]["topicPrefix"] = "first_cam_"  # same camera topics as the older fleet
+    assert cluster.apply(second).returncode == 0
+    cond = wait_for("Conflict", lambda: (c := cluster.condition("second", "TopicsReady")) and c["reason"] == "Conflict" and c)
+    assert f"belongs to fleet {NS}/first" in cond["message"]
+    assert kafka_topics(k, ["first_cam_1"])["first_cam_1"].partitions == 2, "the conflicting fleet changed nothing"
+    cluster.kubectl("delete", "camerafleet", "first", "second", "-n", NS)

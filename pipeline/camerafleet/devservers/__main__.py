@@ -1,6 +1,6 @@
 """Command line for the dev servers, used by the Makefile (cache warm-up, ``make demo``).
 
-    python -m camerafleet.devservers fetch {kafka,minio,controlplane,all}
+    python -m camerafleet.devservers fetch {kafka,minio,controlplane,helm,all}
     python -m camerafleet.devservers kafka --data-dir DIR --pid-file F [--env-file F]
     python -m camerafleet.devservers kafka --stop --pid-file F [--env-file F]
     python -m camerafleet.devservers kafka --status --pid-file F
@@ -40,6 +40,7 @@ from ._process import (
 )
 from .cache import ToolFetchError, cache_root
 from .controlplane import ETCD_VERSION, K8S_VERSION, KUBERAY_VERSION, ControlPlane, fetch_controlplane
+from .helm import HELM_VERSION, fetch_helm
 from .kafka import KAFKA_VERSION, KafkaServer, fetch_kafka
 from .minio import MINIO_VERSION, MinioServer, fetch_minio
 
@@ -301,6 +302,9 @@ def _fetch(what: str) -> int:
             bin_dir = fetch_controlplane()
             _say(f"kubernetes {K8S_VERSION}, etcd {ETCD_VERSION}, KubeRay {KUBERAY_VERSION} CRDs: "
                  f"{bin_dir}")
+        if what in ("helm", "all"):
+            helm = fetch_helm()
+            _say(f"helm {HELM_VERSION}: {helm}")
     except (MissingToolError, ToolFetchError) as exc:
         _say(f"fetch failed: {exc}")
         return 1
@@ -337,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download/build the servers into the tool cache")
-    fetch.add_argument("what", choices=("kafka", "minio", "controlplane", "all"))
+    fetch.add_argument("what", choices=("kafka", "minio", "controlplane", "helm", "all"))
     _add_server_parser(sub, "kafka", f"a Kafka {KAFKA_VERSION} broker (KRaft, single node) "
                                      "in the background; prints KAFKA_BOOTSTRAP=host:port")
     _add_server_parser(sub, "minio", "a MinIO server in the background; prints "
