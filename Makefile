@@ -44,7 +44,7 @@ clips: $(STAMP) ## Generate the two HD demo camera clips from scikit-image photo
 	$(PY) -m camerafleet.demo.clips --out $(DEMO_DIR)/clips
 
 .PHONY: tools
-tools: $(STAMP) ## Fetch Kafka (Maven Central), build MinIO and Kubernetes (Go module proxy) into ~/.cache/camerafleet
+tools: $(STAMP) ## Fetch Kafka (Maven Central), build MinIO, Kubernetes and helm (Go module proxy) into ~/.cache/camerafleet
 	$(PY) -m camerafleet.devservers fetch all
 
 .PHONY: kafka
@@ -83,9 +83,35 @@ demo: models clips ## Run the two-camera demo fleet for DEMO_SECONDS (default 60
 	$(VENV)/bin/camerafleet run examples/demo-fleet.yaml --duration $(DEMO_SECONDS) --summary $(DEMO_DIR)/summary.json
 
 .PHONY: generate
-generate: $(STAMP) ## Regenerate the CRD (from the pydantic models) and rayservice.yaml / rayjob.yaml (from examples/cluster-fleet.yaml)
+generate: $(STAMP) ## Regenerate the CRD (from the pydantic models), rayservice.yaml / rayjob.yaml (from examples/cluster-fleet.yaml) and the chart's CRD/RBAC copies
 	$(PY) -m camerafleet_operator.crd --write
 	$(PY) -m camerafleet_operator.render --write
+	$(PY) -m camerafleet_operator.chart_files --write
+
+HELM ?= $(shell command -v helm 2>/dev/null || $(PY) -c 'from camerafleet.devservers.helm import binary; print(binary() if binary().exists() else "")' 2>/dev/null)
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null)
+OPERATOR_NAMESPACE ?= camerafleet-system
+STACK_NAMESPACE ?= default
+
+.PHONY: charts-lint
+charts-lint: $(STAMP) ## helm lint --strict both charts with every ci/*-values.yaml (helm from PATH or `make tools`)
+	@test -n "$(HELM)" || { echo "helm not found: install it (https://helm.sh/docs/intro/install/) or run 'make tools'"; exit 1; }
+	$(PY) -m camerafleet_operator.chart_files --check
+	@set -e; for chart in charts/camerafleet-operator charts/camerafleet-stack; do \
+	  for values in $$chart/ci/*-values.yaml; do \
+	    echo "helm lint --strict $$chart -f $$values"; $(HELM) lint --strict --quiet $$chart -f $$values; \
+	  done; \
+	done
+
+.PHONY: deploy
+deploy: ## Install/upgrade both charts into KUBECONFIG's cluster, then apply examples/cluster-fleet.yaml (KubeRay must run)
+	@test -n "$(HELM)" || { echo "helm not found: install it (https://helm.sh/docs/intro/install/) or run 'make tools'"; exit 1; }
+	@test -n "$(KUBECTL)" || { echo "kubectl not found: install it (https://kubernetes.io/docs/tasks/tools/)"; exit 1; }
+	@$(KUBECTL) get crd rayservices.ray.io >/dev/null 2>&1 || echo "warning: KubeRay is not installed; run: helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && helm install kuberay-operator kuberay/kuberay-operator --version 1.6.0"
+	$(HELM) upgrade --install camerafleet-operator charts/camerafleet-operator -n $(OPERATOR_NAMESPACE) --create-namespace
+	$(HELM) upgrade --install camerafleet-stack charts/camerafleet-stack -n $(STACK_NAMESPACE)
+	$(KUBECTL) apply -n $(STACK_NAMESPACE) -f examples/cluster-fleet.yaml
+	$(KUBECTL) get camerafleets -n $(STACK_NAMESPACE)
 
 .PHONY: operator
 operator: $(STAMP) ## Run the CameraFleet operator against KUBECONFIG (e.g. out/controlplane/kubeconfig)

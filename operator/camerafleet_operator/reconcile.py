@@ -19,7 +19,7 @@ from camerafleet.kafka_topics import KafkaUnavailable, fleet_topics
 from camerafleet.manifest import API_VERSION, KIND, FleetSpec, format_validation_error
 from camerafleet_operator import render
 from camerafleet_operator.kube import Kube
-from camerafleet_operator.status import FleetStatus, JobState, now_rfc3339, set_condition
+from camerafleet_operator.status import FleetStatus, JobState, set_condition
 from camerafleet_operator.topics import TopicReconciler, plan_topics
 
 log = logging.getLogger("camerafleet.operator")

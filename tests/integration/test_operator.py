@@ -80,7 +80,7 @@ def cluster(controlplane, kafka_server, tmp_path_factory):
 
     def start():
         c.proc = subprocess.Popen(
-            [sys.executable, "-m", "camerafleet_operator", "--all-namespaces", "--liveness", ""],
+            [sys.executable, "-m", "camerafleet_operator", "--all-namespaces", "--liveness", "", "--metrics-port", "0"],
             env=env, stdout=open(c.operator_log, "ab"), stderr=subprocess.STDOUT,
         )
 

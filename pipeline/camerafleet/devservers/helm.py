@@ -10,14 +10,12 @@ in a staging directory that is renamed into place only once the binary runs.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TextIO
 
-from ._process import require_executable, run_with_heartbeat, tail
 from .cache import ToolFetchError, ensure_tool, is_complete, tool_dir
+from .gobuild import go_install
 
 HELM_PACKAGE = "helm.sh/helm/v3/cmd/helm"
 #: The newest Helm 3.21 patch release the Go module proxy serves.
@@ -68,36 +66,7 @@ def fetch_helm(out: TextIO | None = None) -> Path:
 
 
 def _build(staging: Path, out: TextIO) -> None:
-    go = require_executable("go", _GO_HINT)
-    bin_dir = staging / "bin"
-    log = staging / "build.log"
-    env = dict(os.environ, GOBIN=str(bin_dir), CGO_ENABLED="0", GOWORK="off")
-    argv = [go, "install", f"-ldflags={_LDFLAGS}", f"{HELM_PACKAGE}@{HELM_VERSION}"]
-    print(f"[camerafleet] building helm {HELM_VERSION} with 'go install' (downloads its modules "
-          f"through the Go module proxy; takes a few minutes on a 2-core machine; full output in "
-          f"{helm_home() / log.name}) ...", file=out, flush=True)
-
-    def progress() -> str:
-        try:
-            lines = log.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        downloads = sum(1 for line in lines if line.startswith("go: downloading"))
-        return f"{downloads} modules downloaded" if downloads else "compiling"
-
-    code = run_with_heartbeat(argv, log, cwd=staging, what="go install", out=out, env=env,
-                              detail=progress)
-    if code != 0:
-        raise ToolFetchError(
-            f"'go install {HELM_PACKAGE}@{HELM_VERSION}' failed with status {code}. Check that the Go "
-            f"module proxy is reachable (GOPROXY) and that Go is 1.24 or newer ('go version'). Last "
-            f"lines of its output:\n{tail(log, 30)}"
-        )
-    helm = bin_dir / "helm"
-    check = subprocess.run([str(helm), "version", "--short"], check=False, capture_output=True,
-                           text=True, timeout=60)
-    if check.returncode != 0 or HELM_VERSION not in check.stdout:
-        raise ToolFetchError(f"the freshly built {helm} does not run or reports another version:\n"
-                             f"{check.stdout}{check.stderr}")
-    print(f"[camerafleet] built helm {check.stdout.strip()} ({helm.stat().st_size / 2**20:.0f} MiB)",
-          file=out, flush=True)
+    reported = go_install(staging, HELM_PACKAGE, HELM_VERSION, name="helm", go_hint=_GO_HINT, out=out,
+                          ldflags=_LDFLAGS, version_args=("version", "--short"))
+    if HELM_VERSION not in reported:
+        raise ToolFetchError(f"the freshly built helm reports another version: {reported.strip()}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import secrets
 import string
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -26,11 +25,9 @@ from ._process import (
     ServerStartError,
     free_port,
     port_accepts,
-    require_executable,
-    run_with_heartbeat,
-    tail,
 )
-from .cache import ToolFetchError, ensure_tool, is_complete, tool_dir
+from .cache import ensure_tool, is_complete, tool_dir
+from .gobuild import go_install
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -77,38 +74,7 @@ def fetch_minio(out: TextIO | None = None) -> Path:
 
 
 def _build(staging: Path, out: TextIO) -> None:
-    go = require_executable("go", _GO_HINT)
-    bin_dir = staging / "bin"
-    log = staging / "build.log"
-    env = dict(os.environ, GOBIN=str(bin_dir), CGO_ENABLED="0")
-    argv = [go, "install", f"{MINIO_MODULE}@{MINIO_VERSION}"]
-    print(f"[camerafleet] building MinIO {MINIO_VERSION} with 'go install' (downloads its modules "
-          f"through the Go module proxy; takes several minutes on a 2-core machine; full output in "
-          f"{minio_home() / log.name}) ...", file=out, flush=True)
-
-    def progress() -> str:
-        try:
-            lines = log.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        downloads = sum(1 for line in lines if line.startswith("go: downloading"))
-        return f"{downloads} modules downloaded" if downloads else "compiling"
-
-    code = run_with_heartbeat(argv, log, cwd=staging, what="go install", out=out, env=env,
-                              detail=progress)
-    if code != 0:
-        raise ToolFetchError(
-            f"'go install {MINIO_MODULE}@{MINIO_VERSION}' failed with status {code}. Check that the Go "
-            f"module proxy is reachable (GOPROXY) and that Go is 1.24 or newer ('go version'). Last "
-            f"lines of its output:\n{tail(log, 30)}"
-        )
-    binary = bin_dir / "minio"
-    check = subprocess.run([str(binary), "--version"], check=False, capture_output=True, text=True,
-                           timeout=60)
-    if check.returncode != 0:
-        raise ToolFetchError(f"the freshly built {binary} does not run:\n{check.stdout}{check.stderr}")
-    print(f"[camerafleet] built the minio binary ({binary.stat().st_size / 2**20:.0f} MiB)",
-          file=out, flush=True)
+    go_install(staging, MINIO_MODULE, MINIO_VERSION, name="minio", go_hint=_GO_HINT, out=out)
 
 
 def _random_token(length: int) -> str:

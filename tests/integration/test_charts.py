@@ -1,0 +1,213 @@
+"""The Helm charts against the real control plane with the pinned helm: lint, server-side dry-run of
+everything they render, an install of the operator chart whose ServiceAccount then runs the operator
+(locally: nothing runs pods here) against a real Kafka, and values that helm must refuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from camerafleet.devservers import helm as helm_mod
+from camerafleet_operator.crd import CRD_PATH
+from tests.fixtures.servers import _ensure_fetched
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHARTS = ROOT / "charts"
+OPERATOR_CHART = CHARTS / "camerafleet-operator"
+STACK_CHART = CHARTS / "camerafleet-stack"
+INSTALL_NS = "cf-chart"
+RELEASE = "cf-chart"
+FULLNAME = f"{RELEASE}-camerafleet-operator"
+
+
+class Helm:
+    def __init__(self, binary: Path, kubeconfig: Path, home: Path):
+        self.binary = binary
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HELM_CACHE_HOME": str(home / "cache"),
+                    "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(self.binary), *args], env=self.env, capture_output=True, text=True, timeout=180)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="module")
+def helm(request, controlplane, tmp_path_factory) -> Helm:
+    _ensure_fetched(request.config, "helm", helm_mod.is_fetched, helm_mod.fetch_helm)
+    controlplane.apply_crd(CRD_PATH)
+    return Helm(helm_mod.binary(), controlplane.kubeconfig, tmp_path_factory.mktemp("helm"))
+
+
+def _ci_values(chart: Path) -> list[Path]:
+    found = sorted((chart / "ci").glob("*-values.yaml"))
+    assert found, f"{chart} has no ci/*-values.yaml"
+    return found
+
+
+def _docs(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def test_lint_strict_every_scenario(helm) -> None:
+    for chart in (OPERATOR_CHART, STACK_CHART):
+        for values in _ci_values(chart):
+            proc = helm("lint", "--strict", str(chart), "-f", str(values))
+            assert "0 chart(s) failed" in proc.stdout, proc.stdout
+
+
+def test_rendered_manifests_pass_server_side_dry_run(helm, controlplane) -> None:
+    ns = "cf-chart-dry"
+    controlplane.kubectl("create", "namespace", ns)
+    scenarios = [(chart, values) for chart in (OPERATOR_CHART, STACK_CHART) for values in _ci_values(chart)]
+    for chart, values in scenarios:
+        # Prometheus' ServiceMonitor CRD is not installed here: the dry-run leaves it out.
+        rendered = helm("template", "dry", str(chart), "-n", ns, "-f", str(values),
+                        "--set", "metrics.serviceMonitor.enabled=false" if chart == OPERATOR_CHART else "fleet.name=dry").stdout
+        kinds = {d["kind"] for d in _docs(rendered)}
+        assert "ServiceMonitor" not in kinds
+        proc = controlplane.kubectl("apply", "--dry-run=server", "-n", ns, "-f", "-", input=rendered)
+        assert proc.returncode == 0, f"{chart.name} with {values.name} refused by the API server:\n{proc.stderr}"
+        if chart == OPERATOR_CHART:
+            assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Pod"} <= kinds
+
+    with_monitor = _docs(helm("template", "mon", str(OPERATOR_CHART), "--set", "metrics.serviceMonitor.enabled=true").stdout)
+    monitor = next(d for d in with_monitor if d["kind"] == "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert not any(d["kind"] == "ServiceMonitor" for d in _docs(helm("template", "mon", str(OPERATOR_CHART)).stdout))
+
+    namespaced = _docs(helm("template", "ns", str(OPERATOR_CHART), "--set", "watchNamespaces={a,b}").stdout)
+    deployment = next(d for d in namespaced if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:4] == ["--namespace", "a", "--namespace", "b"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "CAMERAFLEET_RESYNC_SECONDS", "value": "30"} in container["env"]
+
+
+@pytest.mark.parametrize(("setting", "names"), [
+    ("replicaCount=-1", "replicaCount"),
+    ("replicaCount=abc", "replicaCount"),
+    ("unknownKey=1", "unknownKey"),
+    ("image.pullPolicy=Sometimes", "pullPolicy"),
+])
+def test_wrong_values_are_refused(helm, setting, names) -> None:
+    proc = helm("template", "bad", str(OPERATOR_CHART), "--set", setting, check=False)
+    assert proc.returncode != 0, f"helm accepted --set {setting}"
+    assert names in proc.stderr and "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+
+
+def test_stack_refuses_unknown_keys(helm) -> None:
+    proc = helm("template", "bad", str(STACK_CHART), "--set", "kafka.replicas=3", check=False)
+    assert proc.returncode != 0 and "replicas" in proc.stderr, proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except OSError:
+        return 0, ""
+
+
+@pytest.fixture(scope="module")
+def installed(helm, controlplane, tmp_path_factory) -> Iterator[None]:
+    proc = helm("install", RELEASE, str(OPERATOR_CHART), "-n", INSTALL_NS, "--create-namespace",
+                "--set", f"watchNamespaces={{{INSTALL_NS}}}", "--set", "resyncSeconds=3")
+    assert "kubectl apply -f examples/cluster-fleet.yaml" in proc.stdout, "NOTES say what to do next"
+    assert "helm install kuberay-operator kuberay/kuberay-operator --version 1.6.0" in proc.stdout
+    yield
+    helm("uninstall", "stack", "-n", INSTALL_NS, check=False)
+    helm("uninstall", RELEASE, "-n", INSTALL_NS, check=False)
+    controlplane.kubectl("delete", "namespace", INSTALL_NS, "--wait=false")
+
+
+def test_install_creates_the_operator_objects(installed, controlplane) -> None:
+    def get(kind: str, name: str, *ns: str) -> dict:
+        proc = controlplane.kubectl("get", kind, name, *ns, "-o", "json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    deployment = get("deployment", FULLNAME, "-n", INSTALL_NS)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/camerafleet/camerafleet-operator:0.1.0"
+    assert container["args"][:2] == ["--namespace", INSTALL_NS]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME
+    get("serviceaccount", FULLNAME, "-n", INSTALL_NS)
+    service = get("service", f"{FULLNAME}-metrics", "-n", INSTALL_NS)
+    assert {p["port"] for p in service["spec"]["ports"]} == {9090, 8080}
+    role = get("clusterrole", FULLNAME)
+    shipped = yaml.safe_load((ROOT / "operator" / "config" / "rbac" / "role.yaml").read_text())["rules"]
+    normalized = [{k: v for k, v in r.items() if k in ("apiGroups", "resources", "verbs")} for r in role["rules"]]
+    assert normalized == shipped
+    binding = get("clusterrolebinding", FULLNAME)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": INSTALL_NS}]
+
+
+def test_chart_service_account_runs_the_operator(installed, helm, controlplane, kafka_server, tmp_path) -> None:
+    """The operator, with exactly the RBAC the chart grants, reconciles the stack chart's example fleet."""
+    kubeconfig = controlplane.service_account_kubeconfig(INSTALL_NS, FULLNAME, tmp_path / "kubeconfig")
+    health_port, metrics_port = _free_port(), _free_port()
+    log = tmp_path / "operator.log"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3"}
+    with open(log, "ab") as sink:
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "camerafleet_operator", "--namespace", INSTALL_NS,
+             "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--metrics-port", str(metrics_port)],
+            env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        helm("install", "stack", str(STACK_CHART), "-n", INSTALL_NS,
+             "--set", f"kafka.external.bootstrapServers={kafka_server.bootstrap}",
+             "--set", "s3.external.endpoint=http://s3.invalid:9000",
+             "--set", "fleet.enabled=true", "--set", "fleet.name=charted",
+             "--set", "fleet.kafka.topicPrefix=charted_cam_", "--set", "fleet.kafka.resultsTopic=charted_results",
+             "--set", "fleet.kafka.deadLetterTopic=charted_dead", "--set", "grafanaDashboard.enabled=false")
+        deadline = time.monotonic() + 90
+        condition: dict = {}
+        while time.monotonic() < deadline:
+            proc = controlplane.kubectl("get", "camerafleet", "charted", "-n", INSTALL_NS, "-o", "json")
+            if proc.returncode == 0:
+                conditions = (json.loads(proc.stdout).get("status") or {}).get("conditions") or []
+                condition = next((c for c in conditions if c["type"] == "TopicsReady"), {})
+                if condition.get("status") == "True":
+                    break
+            assert operator.poll() is None, f"the operator exited:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        assert condition.get("status") == "True", f"TopicsReady never True: {condition}\n{log.read_text()[-3000:]}"
+        rayservice = controlplane.kubectl("get", "rayservice", "charted-serving", "-n", INSTALL_NS, "-o", "json")
+        assert rayservice.returncode == 0, rayservice.stderr
+        assert _get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200
+        status, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200 and 'camerafleet_operator_reconciles_total{result=' in text
+        assert "camerafleet_operator_fleets{" in text
+        # uninstalled while the operator runs, so that it can release the fleet (finalizer)
+        helm("uninstall", "stack", "-n", INSTALL_NS, "--wait", "--timeout", "60s")
+        gone = controlplane.kubectl("get", "camerafleet", "charted", "-n", INSTALL_NS, "--ignore-not-found", "-o", "name")
+        assert gone.stdout.strip() == ""
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+    text = log.read_text()
+    assert "Traceback" not in text, f"the operator logged a traceback:\n{text[-4000:]}"
+    # Any refusal means the chart's RBAC lacks a permission the operator needs.
+    refused = [line for line in text.splitlines() if "Forbidden" in line]
+    assert not refused, "the chart's RBAC is missing a permission:\n" + "\n".join(refused[-5:])

@@ -1,0 +1,107 @@
+"""The Helm charts stay in step with the code: the CRD and RBAC rules they ship are the generated ones,
+and every metric the Grafana dashboard queries is one that some part of CameraFleet (or Ray Serve)
+exports, under the name Prometheus sees."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from camerafleet_operator import chart_files
+from camerafleet_operator import metrics as operator_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+CHARTS = ROOT / "charts"
+DASHBOARD = CHARTS / "camerafleet-stack" / "dashboards" / "camerafleet.json"
+RAY = Path(pytest.importorskip("ray").__file__).parent
+#: Ray Serve's own metrics the dashboard shows (Ray adds the ``ray_`` prefix on export).
+RAY_SERVE_METRICS = ("serve_deployment_replica_healthy", "serve_autoscaling_target_replicas")
+_METRIC = re.compile(r"\b((?:ray_|camerafleet_)[a-zA-Z0-9_]+)\b")
+
+
+def test_chart_copies_of_the_crd_and_rbac_rules_are_current() -> None:
+    assert chart_files.main(["--check"]) == 0, "run `make generate`"
+    assert chart_files.CHART_CRD_PATH.read_text() == chart_files.CRD_PATH.read_text()
+    role = yaml.safe_load(chart_files.ROLE_PATH.read_text())
+    assert yaml.safe_load(chart_files.CHART_RULES_PATH.read_text()) == role["rules"]
+
+
+def _ray_exported(kind: str, name: str) -> set[str]:
+    """Names Ray's metrics agent gives a metric: ``ray_`` prefix; counters as ``_total`` (and a
+    deprecated gauge without it), histograms as ``_bucket``/``_sum``/``_count``."""
+    full = f"ray_{name}"
+    if kind == "Counter":
+        return {full, f"{full}_total"}
+    if kind == "Histogram":
+        return {f"{full}_bucket", f"{full}_sum", f"{full}_count"}
+    return {full}
+
+
+def exported_metric_names() -> set[str]:
+    names: set[str] = set()
+    pipeline = (ROOT / "pipeline" / "camerafleet" / "metrics.py").read_text()
+    found = re.findall(r'ray_metrics\.(Counter|Gauge|Histogram)\(\s*"([a-z0-9_]+)"', pipeline)
+    assert len(found) >= 8, "the pipeline's metric definitions were not found"
+    for kind, name in found:
+        names |= _ray_exported(kind, name)
+    run_metrics = (ROOT / "pipeline" / "camerafleet" / "run_metrics.py").read_text()
+    names |= set(re.findall(r'Gauge\(\s*"([a-z0-9_]+)"', run_metrics))
+    names |= set(operator_metrics.EXPORTED_NAMES)
+    serve_source = "\n".join(p.read_text(errors="replace") for p in (RAY / "serve" / "_private").glob("*.py"))
+    for name in RAY_SERVE_METRICS:
+        match = re.search(rf'metrics\.(Counter|Gauge|Histogram)\(\s*"{name}"', serve_source)
+        assert match, f"Ray Serve {RAY.parent.name} no longer exports {name}"
+        names |= _ray_exported(match.group(1), name)
+    return names
+
+
+def test_operator_metric_names_match_its_registry() -> None:
+    families = {(m.name, m.type) for m in operator_metrics.REGISTRY.collect()}
+    exported = {f"{n}_total" if t == "counter" else n for n, t in families}
+    assert exported == set(operator_metrics.EXPORTED_NAMES)
+
+
+def test_every_dashboard_query_uses_exported_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(dashboard["panels"]) >= 6 and exprs
+    exported = exported_metric_names()
+    queried: set[str] = set()
+    for expr in exprs:
+        used = set(_METRIC.findall(expr))
+        assert used, f"no CameraFleet or Ray metric in {expr!r}"
+        queried |= used
+    unknown = sorted(queried - exported)
+    assert not unknown, f"the dashboard queries metrics nothing exports: {unknown}"
+    for needed in ("ray_camerafleet_frames_processed_total", "ray_camerafleet_frames_dropped_total",
+                   "ray_camerafleet_frames_failed_total", "ray_camerafleet_e2e_latency_ms_bucket",
+                   "ray_camerafleet_model_batch_size_sum", "ray_camerafleet_consumer_lag",
+                   "ray_serve_deployment_replica_healthy"):
+        assert needed in queried, f"the dashboard lacks {needed}"
+
+
+def test_chart_metadata_and_secure_defaults() -> None:
+    for name in ("camerafleet-operator", "camerafleet-stack"):
+        chart = yaml.safe_load((CHARTS / name / "Chart.yaml").read_text())
+        assert chart["apiVersion"] == "v2" and chart["name"] == name
+        assert chart["version"] == "0.1.0" and chart["kubeVersion"].startswith(">=1.27")
+        schema = json.loads((CHARTS / name / "values.schema.json").read_text())
+        assert schema["additionalProperties"] is False
+        assert list((CHARTS / name / "ci").glob("*-values.yaml"))
+    values = yaml.safe_load((CHARTS / "camerafleet-operator" / "values.yaml").read_text())
+    assert values["image"] == {"repository": "ghcr.io/camerafleet/camerafleet-operator", "tag": "0.1.0",
+                               "pullPolicy": "IfNotPresent"}
+    sc = values["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert values["podSecurityContext"]["runAsNonRoot"] and values["podSecurityContext"]["runAsUser"] == 10001
+    assert values["metrics"]["port"] == 9090 and values["metrics"]["serviceMonitor"]["enabled"] is False
+    dashboard_cm = (CHARTS / "camerafleet-stack" / "templates" / "dashboard-configmap.yaml").read_text()
+    assert 'dashboards/camerafleet.json' in dashboard_cm
+    stack = yaml.safe_load((CHARTS / "camerafleet-stack" / "values.yaml").read_text())
+    assert stack["grafanaDashboard"]["labels"] == {"grafana_dashboard": "1"}
+    assert stack["kafka"]["image"]["repository"] == "apache/kafka" and stack["kafka"]["image"]["tag"] == "3.9.1"
