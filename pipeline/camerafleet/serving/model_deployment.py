@@ -23,6 +23,9 @@ class ModelDeployment:
         self.spec = ModelSpec.model_validate_json(model_spec_json)
         self.model = create_model(self.spec)
         self.model.load()
+        # One inference before taking traffic: onnxruntime allocates and tunes on its first run, which
+        # would otherwise land on the first real frames as latency.
+        self.model.infer([np.zeros((720, 1280, 3), dtype=np.uint8)])
         self.infer.set_max_batch_size(self.spec.batching.max_batch_size)
         self.infer.set_batch_wait_timeout_s(self.spec.batching.batch_wait_timeout_ms / 1000)
         log.info("model %s (%s) ready, batch <= %d", self.spec.name, self.spec.type, self.spec.batching.max_batch_size)
