@@ -117,6 +117,17 @@ def _env_file_settings(env_file: Path | None) -> dict[str, str]:
     return settings
 
 
+def _report_running(what: str, kind: str, pid_file: Path, env_file: Path | None) -> int:
+    """Starting what already runs: say so and print its stored settings again."""
+    _say(f"{what}; stop it with: python -m camerafleet.devservers {kind} --stop --pid-file {pid_file}")
+    settings = _env_file_settings(env_file)
+    if not settings:
+        _say(f"its settings are unknown ({env_file or 'no --env-file given'}); stop and start it again to get them")
+        return 1
+    _print_settings(settings)
+    return 0
+
+
 def _start(args: argparse.Namespace, kind: str, matches: Callable[[Sequence[str]], bool],
            make: Callable[[argparse.Namespace], LocalServer],
            settings_of: Callable[[LocalServer], dict[str, str]]) -> int:
@@ -124,15 +135,7 @@ def _start(args: argparse.Namespace, kind: str, matches: Callable[[Sequence[str]
     env_file: Path | None = args.env_file
     running = _live_pid(pid_file, matches, kind)
     if running is not None:
-        _say(f"{kind} is already running (pid {running}, pid file {pid_file}); "
-             f"stop it with: python -m camerafleet.devservers {kind} --stop --pid-file {pid_file}")
-        settings = _env_file_settings(env_file)
-        if not settings:
-            _say(f"its settings are unknown ({env_file or 'no --env-file given'}); stop and start it "
-                 f"again to get them")
-            return 1
-        _print_settings(settings)
-        return 0
+        return _report_running(f"{kind} is already running (pid {running}, pid file {pid_file})", kind, pid_file, env_file)
     if args.data_dir is None:
         _say(f"starting {kind} needs --data-dir DIR (where its data and logs go)")
         return 2
@@ -228,15 +231,7 @@ def _controlplane_start(args: argparse.Namespace) -> int:
     env_file: Path | None = args.env_file
     running = _controlplane_pids(pid_file)
     if len(running) == len(ControlPlane.COMPONENT_KINDS):
-        _say(f"the control plane is already running (pids {running}); stop it with: "
-             f"python -m camerafleet.devservers controlplane --stop --pid-file {pid_file}")
-        settings = _env_file_settings(env_file)
-        if not settings:
-            _say(f"its settings are unknown ({env_file or 'no --env-file given'}); stop and start it "
-                 f"again to get them")
-            return 1
-        _print_settings(settings)
-        return 0
+        return _report_running(f"the control plane is already running (pids {running})", "controlplane", pid_file, env_file)
     if running:
         _say(f"only part of the control plane is running ({running}); stop it first with: "
              f"python -m camerafleet.devservers controlplane --stop --pid-file {pid_file}")

@@ -237,7 +237,39 @@ def _stop_attached_servers() -> None:
             server.stop(timeout_s=10.0)
 
 
-class LocalServer(abc.ABC):
+class ManagedProcesses:
+    """Context-manager behaviour shared by one server and a group of them: entering starts what is
+    not running; leaving stops it and deletes the data directory if it was a temporary one."""
+
+    data_dir: Path
+    _owns_data_dir: bool
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def is_running(self) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop and delete the data directory if it was a temporary one."""
+        self.stop()
+        if self._owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        if not self.is_running():
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class LocalServer(ManagedProcesses, abc.ABC):
     """A server run as a child process on loopback ports with its state in ``data_dir``.
 
     Subclasses fetch their tool and choose ports in ``_prepare`` (ports are chosen once and kept, so
@@ -386,21 +418,6 @@ class LocalServer(abc.ABC):
         """Stop (cleanly) and start again on the same ports with the same data."""
         self.stop(timeout_s)
         return self.start()
-
-    def close(self) -> None:
-        """Stop the server and delete its data directory if it was a temporary one."""
-        self.stop()
-        if self._owns_data_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        if not self.is_running():
-            self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     def _say(self, message: str) -> None:
         print(f"[camerafleet] {message}", file=self._out or sys.stderr, flush=True)

@@ -45,7 +45,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import ClassVar, TextIO
 
 import yaml
@@ -58,6 +57,7 @@ from typing_extensions import Self
 from ._process import (
     DEFAULT_STOP_TIMEOUT_S,
     LocalServer,
+    ManagedProcesses,
     ServerStartError,
     free_port,
     port_accepts,
@@ -641,7 +641,7 @@ class KubectlError(subprocess.CalledProcessError):
         return f"{super().__str__()}\n{(self.stderr or '').strip()}"
 
 
-class ControlPlane:
+class ControlPlane(ManagedProcesses):
     """etcd + kube-apiserver + kube-controller-manager on free loopback ports, with KubeRay CRDs.
 
     >>> with ControlPlane() as cluster:                                   # doctest: +SKIP
@@ -789,21 +789,6 @@ class ControlPlane:
         """
         self.apiserver.restart(timeout_s)
         return self
-
-    def close(self) -> None:
-        """Stop everything and delete the data directory if it was a temporary one."""
-        self.stop()
-        if self._owns_data_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        if not self.is_running():
-            self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # -- using the cluster -----------------------------------------------------------------------
 
