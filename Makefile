@@ -123,8 +123,13 @@ validate: $(STAMP) ## Validate every example manifest
 	@for f in examples/*.yaml; do $(VENV)/bin/camerafleet validate $$f || exit 1; done
 
 .PHONY: test
-test: models tools ## Run the whole test suite: unit and integration (real Kafka, MinIO, Ray Serve)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: models tools ## Run the test suite: unit and integration (real Kafka, MinIO, Ray Serve, kube-apiserver), all but the tests marked slow
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+.PHONY: test-faults
+test-faults: models tools ## Run the whole fault-injection suite (slow part included); writes out/faults/report.md
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+	@echo "report: out/faults/report.md"
 
 .PHONY: test-unit
 test-unit: models ## Run only the unit tests (no servers)

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.pipeline",
     "tests.fixtures.controlplane",
+    "tests.fixtures.faults",
 ]
