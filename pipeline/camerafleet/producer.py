@@ -21,6 +21,7 @@ import ray
 from aiokafka import AIOKafkaProducer
 
 from camerafleet import metrics
+from camerafleet.profiling import stage
 from camerafleet.logs import configure_logging
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
 from camerafleet.manifest import CameraSpec, FleetSpec
@@ -195,7 +196,8 @@ class ProducerActor:
         kafka = await self._producer()
         partition = msg.seq % self.spec.kafka.partitions_per_topic
         try:
-            fut = await kafka.send(self.spec.topic(cam.id), msg.to_json(), key=cam.id.encode(), partition=partition)
+            with stage("produce"):  # send() only appends to the client's batch unless it must wait for metadata
+                fut = await kafka.send(self.spec.topic(cam.id), msg.to_json(), key=cam.id.encode(), partition=partition)
         except Exception as err:  # noqa: BLE001 - any send failure is counted with its type
             self._announce_failed(cam.id, counts, err)
             return
@@ -203,18 +205,21 @@ class ProducerActor:
         fut.add_done_callback(lambda f: self._announced(cam.id, counts, f))
 
     def _capture_and_store(self, shard: Shard, source: FrameSource, sampler: Sampler) -> tuple[FrameMessage, str | None] | None:
-        t, frame = source.read_due(sampler.next_due())
+        with stage("capture"):
+            t, frame = source.read_due(sampler.next_due())
         seq = sampler.accept(t)
         if seq is None:
             return None
         h, w = frame.shape[:2]
         msg_fields = dict(cameraId=shard.camera.id, seq=seq, epochMs=self.epoch_ms, captureTsMs=int(t * 1000), width=w, height=h)
-        ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.spec.bucket.jpeg_quality])
+        with stage("encode"):
+            ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.spec.bucket.jpeg_quality])
         key = frame_key(shard.camera.id, self.epoch_ms, seq)
         if not ok:
             return FrameMessage(uri=self.bucket.uri_of(key), **msg_fields), "encode_error"
         try:
-            uri = self.bucket.put(key, jpeg.tobytes())
+            with stage("bucket put"):
+                uri = self.bucket.put(key, jpeg.tobytes())
         except BucketError as err:
             log.warning("camera %s frame %d: %s", shard.camera.id, seq, err)
             return FrameMessage(uri=self.bucket.uri_of(key), **msg_fields), err.reason
