@@ -27,6 +27,7 @@ from camerafleet import metrics
 from camerafleet.logs import configure_logging
 from camerafleet.manifest import FleetSpec
 from camerafleet.messages import FrameMessage, MessageError, parse_frame_message, result_record
+from camerafleet.profiling import stage
 from camerafleet.transport import InferenceUnavailable, Transport, make_transport
 
 log = logging.getLogger("camerafleet.consumer")
@@ -189,6 +190,24 @@ class ConsumerActor:
         records: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
         live: list[tuple[FrameMessage, Any]] = []
+        with stage("consume", frames=sum(len(m) for m in batch.values())):
+            self._sort(batch, spec, cameras, now_ms, records, dead, live)
+        if live:
+            responses = await self._infer([m for m, _ in live])
+            done_ms = int(time.time() * 1000)
+            for (msg, _), resp in zip(live, responses):
+                if resp.get("status") == "ok":
+                    records.append(result_record(msg, "processed", models=resp["models"], reason=None, done_ms=done_ms))
+                else:
+                    rec = result_record(msg, "failed", models=None, reason=str(resp.get("reason", "unknown")), done_ms=done_ms)
+                    rec["message"] = str(resp.get("message", ""))[:500]
+                    records.append(rec)
+                    dead.append(rec)
+        await self._write(records, dead)
+        self._count(records)
+
+    def _sort(self, batch, spec: FleetSpec, cameras: set[str], now_ms: int, records: list, dead: list, live: list) -> None:
+        """Parse a fetched batch: malformed, foreign and stale messages get their outcome now, the rest go to `live`."""
         for tp, msgs in batch.items():
             for rec in msgs:
                 try:
@@ -206,19 +225,6 @@ class ConsumerActor:
                     records.append(result_record(msg, "dropped", models=None, reason="stale", done_ms=now_ms))
                 else:
                     live.append((msg, rec))
-        if live:
-            responses = await self._infer([m for m, _ in live])
-            done_ms = int(time.time() * 1000)
-            for (msg, _), resp in zip(live, responses):
-                if resp.get("status") == "ok":
-                    records.append(result_record(msg, "processed", models=resp["models"], reason=None, done_ms=done_ms))
-                else:
-                    rec = result_record(msg, "failed", models=None, reason=str(resp.get("reason", "unknown")), done_ms=done_ms)
-                    rec["message"] = str(resp.get("message", ""))[:500]
-                    records.append(rec)
-                    dead.append(rec)
-        await self._write(records, dead)
-        self._count(records)
 
     async def _infer(self, frames: list[FrameMessage]) -> list[dict[str, Any]]:
         payload = [m.model_dump(by_alias=True) for m in frames]
@@ -237,16 +243,21 @@ class ConsumerActor:
         raise AssertionError("unreachable")
 
     async def _write(self, records: list[dict[str, Any]], dead: list[dict[str, Any]]) -> None:
-        await asyncio.to_thread(self.log.write, records)
+        await asyncio.to_thread(self._write_log, records)
         k = self.spec.kafka
-        futures = [
-            await self.producer.send(k.results_topic, orjson.dumps(r), key=r["cameraId"].encode())
-            for r in records
-            if r["outcome"] == "processed"
-        ]
-        futures += [await self.producer.send(k.dead_letter_topic, orjson.dumps(r), key=str(r.get("cameraId", "")).encode()) for r in dead]
+        with stage("results", frames=0):  # send() only appends to the client's batches
+            futures = [
+                await self.producer.send(k.results_topic, orjson.dumps(r), key=r["cameraId"].encode())
+                for r in records
+                if r["outcome"] == "processed"
+            ]
+            futures += [await self.producer.send(k.dead_letter_topic, orjson.dumps(r), key=str(r.get("cameraId", "")).encode()) for r in dead]
         if futures:
             await asyncio.gather(*futures)
+
+    def _write_log(self, records: list[dict[str, Any]]) -> None:
+        with stage("results", frames=len(records)):
+            self.log.write(records)
 
     def _count(self, records: list[dict[str, Any]]) -> None:
         self.batches += 1

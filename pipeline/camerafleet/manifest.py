@@ -335,6 +335,13 @@ class ServingSpec(Strict):
     ingress_replicas: int = Field(default=1, ge=1, le=1000, description="Replicas of the ingress deployment that fetches, decodes and fans out frames.")
     ingress_cpus: float = Field(default=0.25, ge=0, le=64, description="Ray CPUs per ingress replica.")
     ingress_max_ongoing_requests: int = Field(default=32, ge=1, le=100_000, description="Batches one ingress replica handles at once.")
+    design: Literal["batched-fanout", "per-frame-sequential"] = Field(
+        default="batched-fanout",
+        description="How frames reach the models. `batched-fanout` (use this): one request per consumer micro-batch, the "
+        "ingress fetches and decodes each frame once and sends it to all models at the same time. "
+        "`per-frame-sequential`: the original design, kept as the benchmark's baseline (`make bench`): one HTTP request "
+        "per frame, models called one after another, each model fetching and decoding the frame itself.",
+    )
 
 
 class ResultsSpec(Strict):

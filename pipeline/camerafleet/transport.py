@@ -1,5 +1,8 @@
 """How consumers reach the inference service: a Serve DeploymentHandle when both live in one Ray
-cluster, or HTTP to the Serve endpoint (one request per batch of frames) when they do not."""
+cluster, or HTTP to the Serve endpoint (one request per batch of frames) when they do not.
+
+The baseline design (`serving.design: per-frame-sequential`) always uses HTTP with one request per
+frame, to the local Serve proxy unless `serving.url` names another."""
 
 from __future__ import annotations
 
@@ -62,6 +65,14 @@ class HttpTransport(Transport):
             raise InferenceUnavailable(f"{self.url} returned {len(results)} results for {len(frames)} frames")
         return results
 
+
+class PerFrameHttpTransport(HttpTransport):
+    """The baseline design: one HTTP request per frame (the frames of a batch are sent concurrently)."""
+
+    async def infer(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        answers = await asyncio.gather(*(super(PerFrameHttpTransport, self).infer([f]) for f in frames))
+        return [a[0] for a in answers]
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -70,7 +81,14 @@ def serve_url(spec: FleetSpec) -> str | None:
     return os.environ.get("CAMERAFLEET_SERVE_URL") or spec.serving.url
 
 
+def local_serve_url(spec: FleetSpec) -> str:
+    """The app's route on this node's Serve HTTP proxy (`camerafleet run` starts it on CAMERAFLEET_SERVE_PORT)."""
+    return f"http://127.0.0.1:{os.environ.get('CAMERAFLEET_SERVE_PORT', '8000')}{spec.serving.route_prefix}"
+
+
 def make_transport(spec: FleetSpec) -> Transport:
     url = serve_url(spec)
     timeout = spec.consumer.inference_timeout_seconds
+    if spec.serving.design == "per-frame-sequential":
+        return PerFrameHttpTransport(url or local_serve_url(spec), timeout)
     return HttpTransport(url, timeout) if url else HandleTransport(spec.serving.app_name, timeout)

@@ -19,6 +19,7 @@ import numpy as np
 
 from camerafleet.manifest import ModelSpec, ResourcesSpec
 from camerafleet.models.fetch import resolve_model_uri
+from camerafleet.profiling import stage
 
 if TYPE_CHECKING:
     import onnx
@@ -137,9 +138,14 @@ class OnnxModel(ABC, Generic[MetaT]):
                 raise ValueError(f"model {self.name!r}: image {i} of the batch is a {described}; expected a BGR uint8 HxWx3 array")
             if image.shape[0] == 0 or image.shape[1] == 0:
                 raise ValueError(f"model {self.name!r}: image {i} of the batch is empty (shape {image.shape})")
-        batch, meta = self.preprocess(images)
-        outputs = session.run(None, {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)})
-        return self.postprocess(outputs, meta)
+        n = len(images)
+        with stage(f"preprocess:{self.name}", frames=n):
+            batch, meta = self.preprocess(images)
+            feed = {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+        with stage(f"inference:{self.name}", frames=n, process_wide=True):  # onnxruntime may use its own threads
+            outputs = session.run(None, feed)
+        with stage(f"postprocess:{self.name}", frames=n):
+            return self.postprocess(outputs, meta)
 
     def _loaded_session(self) -> onnxruntime.InferenceSession:
         if self._session is None:

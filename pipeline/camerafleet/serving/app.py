@@ -15,7 +15,7 @@ from camerafleet.serving.options import ingress_options, model_deployment_option
 
 
 def fleet_app(spec: FleetSpec) -> Application:
-    models = {m.name: ModelDeployment.options(**model_deployment_options(m)).bind(m.model_dump_json(by_alias=True)) for m in spec.models}
+    models = {m.name: ModelDeployment.options(**model_deployment_options(m)).bind(m.model_dump_json(by_alias=True), spec.bucket.model_dump_json(by_alias=True)) for m in spec.models}
     return FleetIngress.options(**ingress_options(spec)).bind(spec.model_dump_json(by_alias=True), models)
 
 

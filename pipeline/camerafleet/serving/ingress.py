@@ -1,6 +1,10 @@
 """The ingress deployment: takes a batch of frame references, fetches each frame from the bucket and
 decodes it once, sends it to every model at the same time, and returns one result per frame.
 
+A model call whose replica died mid-request (killed, node lost) is sent once more: Serve routes it to a
+live or restarted replica, so a replica crash does not fail the frames it held. The manifest's
+`serving.design: per-frame-sequential` keeps the original design alive as the benchmark's baseline.
+
 It serves both transports: `infer` for a DeploymentHandle inside one Ray cluster, and HTTP POST of
 `{"frames": [...]}` (one request per batch) for consumers outside it. Every frame comes back either
 `ok` with the results of all models, or `failed` with a reason.
@@ -15,6 +19,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,10 +28,12 @@ from camerafleet.bucket import BucketError, open_bucket
 from camerafleet.imaging import ImageError, decode_jpeg
 from camerafleet.manifest import FleetSpec
 from camerafleet.messages import FrameMessage
+from camerafleet.profiling import stage
 
 log = logging.getLogger("camerafleet.serving")
 
 MAX_FRAMES_PER_REQUEST = 1024
+REPLICA_LOST = (RayActorError, ActorUnavailableError)
 
 
 def failed(reason: str, message: str) -> dict[str, Any]:
@@ -40,42 +47,64 @@ class FleetIngress:
         self.bucket = open_bucket(self.spec.bucket)
         self.models = models
 
-    def _load(self, frame: Any):
+    def _reference(self, frame: Any) -> FrameMessage | dict[str, Any]:
         try:
-            msg = FrameMessage.model_validate(frame)
+            return FrameMessage.model_validate(frame)
         except ValidationError as err:
             return failed("malformed_request", f"invalid frame reference: {err.errors()[0]['msg']}")
+
+    def _load(self, frame: Any):
+        msg = self._reference(frame)
+        if isinstance(msg, dict):
+            return msg
         try:
-            return decode_jpeg(self.bucket.get(msg.uri))
+            with stage("bucket get"):
+                data = self.bucket.get(msg.uri)
+            with stage("decode"):
+                return decode_jpeg(data)
         except (BucketError, ImageError) as err:
             return failed(err.reason, str(err))
+
+    async def _call_model(self, name: str, payload: Any) -> dict[str, Any]:
+        try:
+            return await self.models[name].infer.remote(payload)
+        except REPLICA_LOST as err:
+            log.warning("model %s: replica lost mid-request (%s); sending the frame again", name, type(err).__name__)
+            return await self.models[name].infer.remote(payload)
+
+    def _merge(self, per_model: dict[str, Any]) -> dict[str, Any]:
+        errors = {n: r for n, r in per_model.items() if isinstance(r, BaseException)}
+        if not errors:
+            return {"status": "ok", "models": per_model}
+        name, err = next(iter(errors.items()))
+        log.warning("model %s failed on a frame: %s", name, err)
+        return failed("model_error", f"model {name} failed: {type(err).__name__}: {str(err)[:200]}")
 
     async def infer(self, frames: list[Any]) -> list[dict[str, Any]]:
         if not isinstance(frames, list):
             raise ValueError("expected a list of frame references")
         if len(frames) > MAX_FRAMES_PER_REQUEST:
             return [failed("batch_too_large", f"{len(frames)} frames in one request; at most {MAX_FRAMES_PER_REQUEST}")] * len(frames)
+        if self.spec.serving.design == "per-frame-sequential":
+            return [await self._infer_sequentially(f) for f in frames]
         images = await asyncio.gather(*(asyncio.to_thread(self._load, f) for f in frames))
         names = list(self.models)
-        calls = [
-            [self.models[name].infer.remote(img) for name in names] if not isinstance(img, dict) else None for img in images
-        ]
-        flat = [c for per_frame in calls if per_frame for c in per_frame]
-        outcomes = iter(await asyncio.gather(*flat, return_exceptions=True))
-        results: list[dict[str, Any]] = []
-        for img, per_frame in zip(images, calls):
-            if per_frame is None:
-                results.append(img)
-                continue
-            per_model = dict(zip(names, (next(outcomes) for _ in names)))
-            errors = {n: r for n, r in per_model.items() if isinstance(r, BaseException)}
-            if errors:
-                name, err = next(iter(errors.items()))
-                log.warning("model %s failed on a frame: %s", name, err)
-                results.append(failed("model_error", f"model {name} failed: {type(err).__name__}: {str(err)[:200]}"))
-            else:
-                results.append({"status": "ok", "models": per_model})
-        return results
+        calls = [[self._call_model(name, img) for name in names] if not isinstance(img, dict) else None for img in images]
+        outcomes = iter(await asyncio.gather(*(c for per_frame in calls if per_frame for c in per_frame), return_exceptions=True))
+        return [img if per_frame is None else self._merge({n: next(outcomes) for n in names}) for img, per_frame in zip(images, calls)]
+
+    async def _infer_sequentially(self, frame: Any) -> dict[str, Any]:
+        """The baseline design: each model in turn, each fetching and decoding the frame itself."""
+        msg = self._reference(frame)
+        if isinstance(msg, dict):
+            return msg
+        per_model: dict[str, Any] = {}
+        for name in self.models:
+            try:
+                per_model[name] = await self._call_model(name, msg.model_dump(by_alias=True))
+            except Exception as err:  # noqa: BLE001 - reported per frame like the fan-out path
+                per_model[name] = err
+        return self._merge(per_model)
 
     async def __call__(self, request: Request) -> Response:
         if request.method != "POST":
