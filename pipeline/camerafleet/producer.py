@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -100,6 +101,8 @@ class ProducerActor:
         self.workers: dict[str, _Worker] = {}
         self.counts: dict[str, CameraCounts] = {}
         self.pending: set[asyncio.Future] = set()
+        # Live streams block a thread each while they grab frames; threads are created only as needed.
+        self.capture_pool = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="capture")
         self.last_sweep: dict[str, float] = {}
 
     async def _producer(self) -> AIOKafkaProducer:
@@ -183,7 +186,9 @@ class ProducerActor:
 
     async def _one_frame(self, shard: Shard, source: FrameSource, sampler: Sampler, counts: CameraCounts) -> None:
         cam = shard.camera
-        captured = await asyncio.to_thread(self._capture_and_store, shard, source, sampler)
+        if not source.live:  # wait here, not in a thread: 150 cameras must not hold 150 pool threads asleep
+            await asyncio.sleep(max(0.0, sampler.next_due() - time.time()))
+        captured = await asyncio.get_running_loop().run_in_executor(self.capture_pool, self._capture_and_store, shard, source, sampler)
         if captured is None:
             return
         msg, error = captured

@@ -71,6 +71,8 @@ class FrameSource(ABC):
     moment it was grabbed."""
 
     name: str
+    live: bool = False
+    """True for a live stream, which must keep grabbing while it waits; others are read when due."""
 
     @abstractmethod
     def read_due(self, due: float) -> tuple[float, np.ndarray]:
@@ -129,6 +131,8 @@ class VideoFileSource(FrameSource):
 
 class StreamSource(FrameSource):
     """A live stream (RTSP, HTTP MJPEG, ...): frames are grabbed continuously, decoded only when due."""
+
+    live = True
 
     def __init__(self, url: str, display_name: str, open_timeout_s: float = 10.0):
         self.name = display_name
