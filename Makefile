@@ -135,6 +135,12 @@ test-faults: models tools ## Run the whole fault-injection suite (slow part incl
 test-unit: models ## Run only the unit tests (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+BENCH_PROFILE ?= quick
+
+.PHONY: bench
+bench: models clips ## Benchmark the pipeline against its limit (BENCH_PROFILE=quick|full); writes out/bench/report.md, report.json and plots
+	$(PY) -m camerafleet.bench --profile $(BENCH_PROFILE) --out out/bench
+
 .PHONY: images
 images: ## Build the operator and Ray images (OPERATOR_IMAGE, RAY_IMAGE); needs a Docker engine and PyPI
 	@$(DOCKER) info >/dev/null 2>&1 || { echo 'no Docker engine: `make images` needs one (our CI has none)' >&2; exit 1; }

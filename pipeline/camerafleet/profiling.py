@@ -22,13 +22,16 @@ import orjson
 ENV = "CAMERAFLEET_PROFILE_DIR"
 
 _dir = os.environ.get(ENV)
+_on = _dir is not None
 _lock = threading.Lock()
 _totals: dict[str, list[int]] = {}  # stage -> [cpu ns, frames, calls]
 _flusher: threading.Thread | None = None
 
 
-def enabled() -> bool:
-    return _dir is not None
+def enable_in_memory() -> None:
+    """Profile this process without writing files (read the table with `snapshot()`)."""
+    global _on
+    _on = True
 
 
 @contextlib.contextmanager
@@ -43,7 +46,7 @@ def _timed(name: str, frames: int, process_wide: bool) -> Iterator[None]:
 
 def stage(name: str, frames: int = 1, process_wide: bool = False) -> contextlib.AbstractContextManager:
     """Time a block as stage `name` covering `frames` frames (a no-op unless profiling is on)."""
-    if _dir is None:
+    if not _on:
         return contextlib.nullcontext()
     return _timed(name, frames, process_wide)
 
@@ -55,7 +58,7 @@ def record(name: str, cpu_ns: int, frames: int = 1) -> None:
         t[0] += cpu_ns
         t[1] += frames
         t[2] += 1
-        if _flusher is None:
+        if _flusher is None and _dir is not None:
             _flusher = threading.Thread(target=_flush_forever, name="camerafleet-profile", daemon=True)
             _flusher.start()
 

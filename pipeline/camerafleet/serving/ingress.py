@@ -1,7 +1,8 @@
 """The ingress deployment: takes a batch of frame references, fetches each frame from the bucket and
 decodes it once, sends it to every model at the same time, and returns one result per frame.
 
-A model call whose replica died mid-request (killed, node lost) is sent once more: Serve routes it to a
+Frames older than the fleet's maxFrameAgeMs are dropped (`stale`) here and by the models, so latency
+stays bounded under overload. A model call whose replica died mid-request (killed, node lost) is sent once more: Serve routes it to a
 live or restarted replica, so a replica crash does not fail the frames it held. The manifest's
 `serving.design: per-frame-sequential` keeps the original design alive as the benchmark's baseline.
 
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
+import ray
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
@@ -29,6 +32,7 @@ from camerafleet.imaging import ImageError, decode_jpeg
 from camerafleet.manifest import FleetSpec
 from camerafleet.messages import FrameMessage
 from camerafleet.profiling import stage
+from camerafleet.serving.model_deployment import STALE, SharedFrame
 
 log = logging.getLogger("camerafleet.serving")
 
@@ -38,6 +42,10 @@ REPLICA_LOST = (RayActorError, ActorUnavailableError)
 
 def failed(reason: str, message: str) -> dict[str, Any]:
     return {"status": "failed", "reason": reason, "message": message}
+
+
+def stale(max_age_ms: int) -> dict[str, Any]:
+    return {"status": "dropped", "reason": STALE, "message": f"older than maxFrameAgeMs ({max_age_ms} ms) before inference"}
 
 
 @serve.deployment
@@ -53,17 +61,22 @@ class FleetIngress:
         except ValidationError as err:
             return failed("malformed_request", f"invalid frame reference: {err.errors()[0]['msg']}")
 
-    def _load(self, frame: Any):
+    def _load(self, frame: Any) -> SharedFrame | dict[str, Any]:
+        """Fetch, decode and share one frame, or its outcome when that is not possible or too late."""
         msg = self._reference(frame)
         if isinstance(msg, dict):
             return msg
+        max_age = self.spec.consumer.max_frame_age_ms
+        if time.time() * 1000 - msg.capture_ts_ms > max_age:
+            return stale(max_age)
         try:
             with stage("bucket get"):
                 data = self.bucket.get(msg.uri)
             with stage("decode"):
-                return decode_jpeg(data)
+                image = decode_jpeg(data)
         except (BucketError, ImageError) as err:
             return failed(err.reason, str(err))
+        return SharedFrame(ref=ray.put(image), deadline_ms=msg.capture_ts_ms + max_age)
 
     async def _call_model(self, name: str, payload: Any) -> dict[str, Any]:
         try:
@@ -75,6 +88,8 @@ class FleetIngress:
     def _merge(self, per_model: dict[str, Any]) -> dict[str, Any]:
         errors = {n: r for n, r in per_model.items() if isinstance(r, BaseException)}
         if not errors:
+            if any(r.get(STALE) for r in per_model.values()):
+                return stale(self.spec.consumer.max_frame_age_ms)
             return {"status": "ok", "models": per_model}
         name, err = next(iter(errors.items()))
         log.warning("model %s failed on a frame: %s", name, err)

@@ -1,15 +1,22 @@
 """One Serve deployment per model: dynamic batching with `@serve.batch`, inference in a worker thread
 so the replica keeps gathering the next batch while one runs.
 
-Frames arrive decoded from the ingress; in the baseline design (`serving.design: per-frame-sequential`)
-they arrive as frame references and each model fetches and decodes them itself."""
+Frames arrive from the ingress as `SharedFrame`s: decoded once into Ray's object store and read here
+without a copy, with a deadline (capture time + maxFrameAgeMs) after which the model skips the frame
+and answers `stale`, so an overloaded fleet drops old frames instead of queueing them. In the baseline
+design (`serving.design: per-frame-sequential`) they arrive as frame references and each model fetches
+and decodes them itself."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 
 from camerafleet import metrics
@@ -20,6 +27,17 @@ from camerafleet.messages import FrameMessage
 from camerafleet.profiling import stage
 
 log = logging.getLogger("camerafleet.serving")
+
+
+STALE = "stale"
+
+
+@dataclass(frozen=True)
+class SharedFrame:
+    """A decoded frame put in the object store once and sent to every model by reference."""
+
+    ref: ray.ObjectRef  # inside a dataclass, so Ray passes the reference instead of resolving it in transit
+    deadline_ms: int
 
 
 @serve.deployment
@@ -39,7 +57,7 @@ class ModelDeployment:
         log.info("model %s (%s) ready, batch <= %d", self.spec.name, self.spec.type, self.spec.batching.max_batch_size)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def infer(self, images: list[np.ndarray | dict]) -> list[dict]:
+    async def infer(self, images: list[SharedFrame | np.ndarray | dict]) -> list[dict]:
         size = len(images)
         metrics.model_batch_size().observe(size, tags={"model": self.spec.name})
         results = await asyncio.to_thread(self._infer, images)
@@ -47,8 +65,18 @@ class ModelDeployment:
             r["batchSize"] = size
         return results
 
-    def _infer(self, images: list[np.ndarray | dict]) -> list[dict]:
-        return self.model.infer([self._fetch(x) if isinstance(x, dict) else x for x in images])
+    def _infer(self, items: list[SharedFrame | np.ndarray | dict]) -> list[dict[str, Any]]:
+        now_ms = time.time() * 1000
+        live = [i for i, x in enumerate(items) if not (isinstance(x, SharedFrame) and x.deadline_ms < now_ms)]
+        results: list[dict[str, Any]] = [{STALE: True} for _ in items]
+        for i, result in zip(live, self.model.infer([self._image(items[i]) for i in live])):
+            results[i] = result
+        return results
+
+    def _image(self, item: SharedFrame | np.ndarray | dict) -> np.ndarray:
+        if isinstance(item, SharedFrame):
+            return ray.get(item.ref)
+        return self._fetch(item) if isinstance(item, dict) else item
 
     def _fetch(self, frame: dict) -> np.ndarray:
         with stage("bucket get"):

@@ -1,0 +1,207 @@
+"""`python -m camerafleet.bench --profile quick|full|tiny --out out/bench` (what `make bench` runs).
+
+Phases, all in one run on the same frames (the demo clips) and models (CenterFace + camera health):
+ 1. limit        the per-frame work in tight loops on every core, nothing distributed (`limit.py`)
+ 2. saturation   the pipeline offered 1.1x the limit: processed frames/s = saturation; efficiency
+ 3. old design   the same load with `serving.design: per-frame-sequential`
+ 4. load 50/80%  latency at half and four fifths of saturation; the old design at 50% too
+ 5. 150 cameras  fairness and lag with many cameras at a low inferenceFps
+ 6. overload     2x saturation with maxFrameAgeMs 2000: bounded latency, drops with reasons
+ 7. autoscaling  a load step with fast autoscaling settings: seconds to scale up and back down
+Memory and CPU are sampled all along (`probe.py`); stage CPU comes from CAMERAFLEET_PROFILE_DIR.
+Kafka is started for the run unless KAFKA_BOOTSTRAP names a broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from camerafleet import profiling
+from camerafleet.bench.limit import measure_limit
+from camerafleet.bench.phases import APP, FAST_AUTOSCALING, Bench, PhaseResult
+from camerafleet.bench.profiles import PROFILES, BenchProfile
+from camerafleet.bench.report import write_report
+from camerafleet.manifest import FleetSpec
+
+ROOT = Path.cwd()
+OVERLOAD_MAX_FRAME_AGE_MS = 2000
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def detect_gpus() -> float:
+    """GPUs Ray sees, if onnxruntime can use CUDA; 0 on CPU-only machines."""
+    import onnxruntime as ort
+    import ray
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return 0.0
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+async def autoscaling_step(bench: Bench, p: BenchProfile, sat: float) -> PhaseResult:
+    """Light load, then a step to 1.5x saturation, then none: when do replicas follow?"""
+    base_fps = max(0.2, 0.1 * sat)
+    step_cams = p.load_cameras
+    step_fps = 1.5 * sat / step_cams
+    total = 1 + step_cams
+
+    def manifest(step: bool, idle: bool = False) -> dict[str, Any]:
+        return bench.manifest(
+            "autoscaling", total, 0, autoscaling=FAST_AUTOSCALING,
+            enabled=lambda i: (i == 1 and not idle) or (i > 1 and step),
+            camera_fps=lambda i: base_fps if i == 1 else step_fps,
+        )
+
+    async def during(runner, path: Path) -> dict[str, Any]:
+        await asyncio.sleep(p.step_idle_seconds)
+        path.write_text(__import__("yaml").safe_dump(manifest(True), sort_keys=False))
+        t_step = time.time()
+        await asyncio.sleep(p.step_load_seconds)
+        path.write_text(__import__("yaml").safe_dump(manifest(False, idle=True), sort_keys=False))
+        t_unload = time.time()
+        return {"step_written_at": t_step, "unload_written_at": t_unload}
+
+    seconds = p.step_idle_seconds + p.step_load_seconds + p.step_after_seconds
+    return await bench.run("autoscaling", manifest(False), seconds, p.warmup_seconds, during, sample_interval_s=p.step_sample_interval_seconds)
+
+
+def scaling_times(phase: PhaseResult) -> dict[str, Any]:
+    """Seconds from the first frame of the step to the second replica, and from the last frame of the
+    step to the return to one replica, read from the sampled replica counts."""
+    step_caps = [r["captureTsMs"] / 1000 for r in phase.records if r["cameraId"] != "1"]
+    out: dict[str, Any] = {"settings": FAST_AUTOSCALING, "scale_up_s": None, "scale_down_s": None}
+    if not step_caps:
+        return out
+    load_start, load_end = min(step_caps), max(step_caps)
+    running = [(r["wall"], r["replicas"].get("model-faces", 0)) for r in phase.series]
+    started = [(r["wall"], r["replicas"].get("model-faces (incl. starting)", 0)) for r in phase.series]
+    added = next((t for t, n in started if t >= load_start and n >= 2), None)
+    up = next((t for t, n in running if t >= load_start and n >= 2), None)
+    down = next((t for t, n in started if up is not None and t >= max(load_end, up) and n <= 1), None)
+    out.update(
+        load_start_s=round(load_start - phase.t_start, 2),
+        load_end_s=round(load_end - phase.t_start, 2),
+        scale_up_s=round(added - load_start, 2) if added else None,
+        scale_up_serving_s=round(up - load_start, 2) if up else None,
+        scale_down_s=round(down - load_end, 2) if down else None,
+        max_replicas_seen=max((n for _, n in running), default=0),
+    )
+    return out
+
+
+def fleet_fairness(phase: PhaseResult) -> dict[str, Any]:
+    lo, hi = phase.window
+    per_cam = {str(i): 0 for i in range(1, phase.cameras + 1)}
+    for r in phase.records:
+        if r["outcome"] == "processed" and lo <= r["captureTsMs"] / 1000 <= hi:
+            per_cam[r["cameraId"]] += 1
+    counts = sorted(per_cam.values())
+    lags = [r["lag"] for r in phase.series if lo <= r["wall"] <= hi]
+    half = len(lags) // 2
+    return {
+        "cameras_served": sum(c > 0 for c in counts),
+        "fewest_frames": counts[0],
+        "most_frames": counts[-1],
+        "fairness": round(counts[0] / counts[-1], 3) if counts[-1] else 0.0,
+        "lag_max": max(lags, default=0),
+        "lag_mean_first_half": round(sum(lags[:half]) / max(half, 1), 1),
+        "lag_mean_second_half": round(sum(lags[half:]) / max(len(lags) - half, 1), 1),
+        "per_camera_processed": per_cam,
+    }
+
+
+async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path, clips: list[Path]) -> dict[str, Any]:
+    import ray
+    from ray import serve
+
+    bench = Bench(out=out, bootstrap=bootstrap, clips=clips, models=ROOT / "models", profile_dir=profile_dir,
+                  sample_interval_s=p.sample_interval_seconds, gpus=0.0)
+    ray.init(address="local", namespace="camerafleet-bench", include_dashboard=False, logging_level=logging.WARNING)
+    bench.gpus = 0.5 if detect_gpus() else 0.0
+    port = int(os.environ.get("CAMERAFLEET_SERVE_PORT", "8000"))
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    cams = p.load_cameras
+    phases: dict[str, PhaseResult] = {}
+    try:
+        say(f"== limit: the per-frame work on {os.cpu_count()} cores, no distribution, {p.limit_seconds:.0f} s ==")
+        limit_spec = FleetSpec.model_validate(bench.manifest("limit", cams, 5)["spec"])
+        limit = measure_limit(limit_spec, grabs_per_frame=1, seconds=p.limit_seconds)
+        say(f"limit: {limit['fps']} frames/s")
+        offered = 1.1 * limit["fps"]
+        phases["saturation"] = await bench.run("saturation", bench.manifest("saturation", cams, offered / cams), p.saturation_seconds, p.warmup_seconds)
+        sat = phases["saturation"].processed_fps()
+        phases["old_design"] = await bench.run(
+            "old_design", bench.manifest("old_design", cams, offered / cams, design="per-frame-sequential"), p.saturation_seconds, p.warmup_seconds
+        )
+        for frac in (0.5, 0.8):
+            name = f"load_{int(frac * 100)}"
+            phases[name] = await bench.run(name, bench.manifest(name, cams, frac * sat / cams), p.load_seconds, p.warmup_seconds)
+        phases["old_design_load_50"] = await bench.run(
+            "old_design_load_50", bench.manifest("old_design_load_50", cams, 0.5 * sat / cams, design="per-frame-sequential"), p.load_seconds, p.warmup_seconds
+        )
+        n = p.fleet_cameras
+        fleet_fps = p.fleet_load_fraction * sat / n
+        phases["many_cameras"] = await bench.run("many_cameras", bench.manifest("many_cameras", n, fleet_fps), p.fleet_seconds, max(p.warmup_seconds, 2 / fleet_fps))
+        phases["many_cameras"].notes["fairness"] = fleet_fairness(phases["many_cameras"])
+        phases["overload"] = await bench.run(
+            "overload", bench.manifest("overload", cams, 2 * sat / cams, max_frame_age_ms=OVERLOAD_MAX_FRAME_AGE_MS), p.overload_seconds, p.warmup_seconds
+        )
+        phases["overload"].notes["max_frame_age_ms"] = OVERLOAD_MAX_FRAME_AGE_MS
+        phases["autoscaling"] = await autoscaling_step(bench, p, sat)
+        phases["autoscaling"].notes["autoscaling"] = scaling_times(phases["autoscaling"])
+    finally:
+        with contextlib.suppress(Exception):
+            serve.delete(APP)
+        serve.shutdown()
+        ray.shutdown()
+    return {"profile": p, "limit": limit, "phases": phases, "series": bench.all_series, "gpus": bench.gpus}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m camerafleet.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    ap.add_argument("--out", type=Path, default=Path("out/bench"))
+    ap.add_argument("--clips", type=Path, default=Path("out/demo/clips"), help="directory with camera_1.mp4 and camera_2.mp4 (`make clips`)")
+    args = ap.parse_args(argv)
+    profile = PROFILES[args.profile]
+    out = args.out.resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    profile_dir = out / "profile"
+    profile_dir.mkdir(parents=True)
+    clips = [next(iter(sorted(args.clips.glob(f"camera_{i}.*"))), args.clips / f"camera_{i}.mp4").resolve() for i in (1, 2)]
+    missing = [str(p) for p in (*clips, ROOT / "models/centerface.onnx") if not p.exists()]
+    if missing:
+        say(f"missing {', '.join(missing)}: run `make models clips` (or `make bench`, which does)")
+        return 2
+    # Actors and replicas inherit the environment of the Ray instance this process starts.
+    os.environ[profiling.ENV] = str(profile_dir)
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+        if not bootstrap:
+            from camerafleet.devservers.kafka import KafkaServer
+
+            kafka = stack.enter_context(KafkaServer(out / "kafka"))
+            bootstrap = kafka.bootstrap
+            say(f"kafka: started a broker at {bootstrap} for the benchmark")
+        results = asyncio.run(run_all(profile, out, bootstrap, profile_dir, clips))
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    print(write_report(results, out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""One benchmark phase = one real fleet run (producers, bucket, Kafka, consumers, Serve) on the shared
+Ray instance, with the load, design and settings of that phase, sampled while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from camerafleet.bench.probe import ProcessProbe, TimeSeries, cpu_by_component
+from camerafleet.manifest import load_manifest
+from camerafleet.runner import FleetRunner, RunOptions
+from camerafleet.summary import percentiles
+
+APP = "bench"
+
+# Fast autoscaling settings of the load-step phase (named in the report).
+FAST_AUTOSCALING = {
+    "minReplicas": 1,
+    "maxReplicas": 2,
+    "targetOngoingRequests": 2,
+    "upscaleDelaySeconds": 1,
+    "downscaleDelaySeconds": 5,
+    "metricsIntervalSeconds": 0.5,
+    "lookBackPeriodSeconds": 2,
+}
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    cameras: int
+    offered_fps: float
+    design: str
+    t_start: float
+    t_end: float
+    warmup_s: float
+    summary: dict[str, Any]
+    records: list[dict[str, Any]]
+    series: list[dict[str, Any]]
+    cpu_s: dict[str, float]
+    stages: dict[str, dict[str, float]]
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def window(self) -> tuple[float, float]:
+        return self.t_start + self.warmup_s, self.t_end
+
+    def processed_fps(self) -> float:
+        """Frames whose results were written per second, over the phase after its warm-up."""
+        lo, hi = self.window
+        done = [r for r in self.records if r["outcome"] == "processed" and lo <= (r["captureTsMs"] + r["latencyMs"]) / 1000 <= hi]
+        return round(len(done) / max(hi - lo, 1e-9), 2)
+
+    def latency(self) -> dict[str, float | None]:
+        """Capture-to-result latency of the frames captured after the warm-up."""
+        lo, hi = self.window
+        return percentiles([r["latencyMs"] for r in self.records if r["outcome"] == "processed" and lo <= r["captureTsMs"] / 1000 <= hi])
+
+    def brief(self) -> dict[str, Any]:
+        s = self.summary
+        return {
+            "cameras": self.cameras,
+            "design": self.design,
+            "offered_fps": round(self.offered_fps, 2),
+            "processed_fps": self.processed_fps(),
+            "latency_ms": self.latency(),
+            "ledger": {k: s[k] for k in ("produced", "processed", "dropped", "failed", "in_flight", "duplicates", "ledger_balanced")},
+            "dropped_by_reason": s["dropped_by_reason"],
+            "failed_by_reason": s["failed_by_reason"],
+            "batch_size": s["batch_size"],
+            "cpu_s_by_component": self.cpu_s,
+            "peak_rss_bytes": peak_rss(self.series),
+            "max_lag": max((r["lag"] for r in self.series), default=0),
+            **self.notes,
+        }
+
+
+def peak_rss(series: list[dict[str, Any]]) -> dict[str, int]:
+    """Peak resident memory of the whole run (`total`) and of each component over a series."""
+    peaks: dict[str, int] = {"total": max((sum(r["rss"].values()) for r in series), default=0)}
+    for row in series:
+        for name, value in row["rss"].items():
+            peaks[name] = max(peaks.get(name, 0), value)
+    return peaks
+
+
+def read_profiles(directory: Path) -> dict[int, dict[str, dict[str, int]]]:
+    out = {}
+    for f in directory.glob("*.json"):
+        try:
+            data = orjson.loads(f.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        out[data["pid"]] = data["stages"]
+    return out
+
+
+def stage_cpu(before: dict, after: dict) -> dict[str, dict[str, float]]:
+    """CPU seconds and calls per stage between two profile snapshots (all processes summed)."""
+    total: dict[str, dict[str, float]] = {}
+    for pid, stages in after.items():
+        for name, s in stages.items():
+            prev = before.get(pid, {}).get(name, {"cpuNs": 0, "frames": 0, "calls": 0})
+            t = total.setdefault(name, {"cpu_s": 0.0, "frames": 0, "calls": 0})
+            t["cpu_s"] += (s["cpuNs"] - prev["cpuNs"]) / 1e9
+            t["frames"] += s["frames"] - prev["frames"]
+            t["calls"] += s["calls"] - prev["calls"]
+    return total
+
+
+class Bench:
+    """Builds each phase's manifest from the bench fleet and runs it."""
+
+    def __init__(self, *, out: Path, bootstrap: str, clips: list[Path], models: Path, profile_dir: Path, sample_interval_s: float, gpus: float):
+        self.out, self.bootstrap, self.clips, self.models = out, bootstrap, clips, models
+        self.profile_dir, self.sample_interval_s, self.gpus = profile_dir, sample_interval_s, gpus
+        self.probe = ProcessProbe()
+        self.all_series: list[dict[str, Any]] = []
+
+    def manifest(self, phase: str, cameras: int, fps: float, *, design: str = "batched-fanout", max_frame_age_ms: int = 10_000,
+                 autoscaling: dict | None = None, enabled: Callable[[int], bool] = lambda i: True, camera_fps: Callable[[int], float] | None = None) -> dict[str, Any]:
+        gpu = {"gpus": self.gpus} if self.gpus else {}
+        fixed_two = {"minReplicas": 2, "maxReplicas": 2}
+        return {
+            "apiVersion": "camerafleet.io/v1alpha1",
+            "kind": "CameraFleet",
+            "metadata": {"name": f"bench-{phase}"},
+            "spec": {
+                "cameras": [
+                    {"id": str(i), "source": str(self.clips[(i - 1) % len(self.clips)]), "inferenceFps": round(camera_fps(i) if camera_fps else fps, 4), "enabled": enabled(i)}
+                    for i in range(1, cameras + 1)
+                ],
+                "models": [
+                    {
+                        "name": "faces",
+                        "type": "face",
+                        "modelUri": str(self.models / "centerface.onnx"),
+                        "face": {"inputWidth": 640, "inputHeight": 384},
+                        "batching": {"maxBatchSize": 8, "batchWaitTimeoutMs": 20},
+                        "autoscaling": autoscaling or fixed_two,
+                        "resources": {"cpus": 0.5, **gpu},
+                    },
+                    {"name": "health", "type": "camera-health", "batching": {"maxBatchSize": 16, "batchWaitTimeoutMs": 10}, "resources": {"cpus": 0.2}},
+                ],
+                "kafka": {
+                    "bootstrapServers": self.bootstrap,
+                    "topicPrefix": f"bench_{phase}_camera_",
+                    "resultsTopic": "bench_results",
+                    "deadLetterTopic": "bench_deadletter",
+                    "consumerGroup": f"bench-{phase}",
+                    "topicDeletionPolicy": "Delete",
+                },
+                "bucket": {"uri": "file:///dev/shm/camerafleet/bench-frames", "ttlSeconds": 120},
+                "producer": {"actors": 2, "cpusPerActor": 0.2},
+                "consumer": {"actors": 1, "cpusPerActor": 0.2, "maxBatchFrames": 16, "batchWaitMs": 20, "maxInFlightBatches": 4, "maxFrameAgeMs": max_frame_age_ms},
+                "serving": {"appName": APP, "routePrefix": "/bench", "ingressCpus": 0.2, "design": design},
+                "results": {"logDir": str(self.out / "runs" / phase)},
+            },
+        }
+
+    def write(self, phase: str, manifest: dict[str, Any]) -> Path:
+        path = self.out / "phases" / phase / "fleet.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+        return path
+
+    async def run(self, phase: str, manifest: dict[str, Any], seconds: float, warmup_s: float,
+                  during: Callable[[FleetRunner, Path], Awaitable[dict[str, Any]]] | None = None, sample_interval_s: float | None = None) -> PhaseResult:
+        path = self.write(phase, manifest)
+        cams = manifest["spec"]["cameras"]
+        offered = sum(c["inferenceFps"] for c in cams if c["enabled"])
+        print(f"\n== {phase}: {len(cams)} cameras, {offered:.1f} frames/s offered, {manifest['spec']['serving']['design']}, {seconds:.0f} s ==", file=sys.stderr, flush=True)
+        runner = FleetRunner(load_manifest(path), RunOptions(manifest=path, duration_s=seconds, progress_interval_s=5, watch_interval_s=1.0, drain_timeout_s=90))
+        await runner.start()
+        cpu0, prof0 = self.probe.cpu_totals(), read_profiles(self.profile_dir)
+        series = TimeSeries(self.probe, runner, APP, sample_interval_s or self.sample_interval_s)
+        series.start()
+        runner.started = time.monotonic()
+        t_start = time.time()
+        loop = asyncio.create_task(runner.run_until_stopped())
+        notes = await during(runner, path) if during else {}
+        await loop
+        t_end = time.time()
+        summary = await runner.stop()
+        await asyncio.sleep(1.5)  # let the last profile flush land
+        rows = await series.stop()
+        cpu1, prof1 = self.probe.cpu_totals(), read_profiles(self.profile_dir)
+        self.all_series.extend({**r, "phase": phase} for r in rows)
+        records = [orjson.loads(line) for line in runner.results_log.read_bytes().splitlines()] if runner.results_log.exists() else []
+        records = [r for r in records if r.get("epochMs") == runner.epoch_ms]
+        return PhaseResult(
+            name=phase, cameras=len(cams), offered_fps=offered, design=manifest["spec"]["serving"]["design"], t_start=t_start, t_end=t_end,
+            warmup_s=warmup_s, summary=summary, records=records, series=rows, cpu_s=cpu_by_component(cpu0, cpu1), stages=stage_cpu(prof0, prof1), notes=notes,
+        )

@@ -1,0 +1,48 @@
+"""Benchmark profiles: how long each phase runs and how big it is. `quick` is a few minutes, `full`
+gives the numbers we publish, `tiny` only checks that every phase and the report work (used by a test)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BenchProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Profile name.")
+    limit_seconds: float = Field(gt=0, description="How long the no-distribution limit loop runs.")
+    warmup_seconds: float = Field(ge=0, description="Start of each pipeline phase left out of its rates and latencies.")
+    saturation_seconds: float = Field(gt=0, description="Length of the saturation phase and of the old-design phase.")
+    load_seconds: float = Field(gt=0, description="Length of each partial-load phase (50% and 80% of saturation).")
+    load_cameras: int = Field(ge=1, description="Cameras of the saturation, partial-load and overload phases.")
+    fleet_cameras: int = Field(ge=1, description="Cameras of the many-cameras phase (150 in quick and full).")
+    fleet_seconds: float = Field(gt=0, description="Length of the many-cameras phase.")
+    fleet_load_fraction: float = Field(gt=0, le=1, description="Share of saturation the many-cameras phase offers.")
+    overload_seconds: float = Field(gt=0, description="Length of the overload phase (2x saturation).")
+    step_idle_seconds: float = Field(gt=0, description="Autoscaling phase: light load before the step.")
+    step_load_seconds: float = Field(gt=0, description="Autoscaling phase: overload after the step.")
+    step_after_seconds: float = Field(gt=0, description="Autoscaling phase: no load after the step, waiting for scale-down.")
+    sample_interval_seconds: float = Field(gt=0, description="How often replicas, lag, memory and CPU are sampled (the sampling costs CPU too).")
+    step_sample_interval_seconds: float = Field(gt=0, description="The same during the autoscaling phase, which times replica changes.")
+
+
+PROFILES: dict[str, BenchProfile] = {
+    p.name: p
+    for p in (
+        BenchProfile(
+            name="tiny", limit_seconds=4, warmup_seconds=2, saturation_seconds=10, load_seconds=6, load_cameras=2,
+            fleet_cameras=12, fleet_seconds=10, fleet_load_fraction=0.5, overload_seconds=8,
+            step_idle_seconds=4, step_load_seconds=8, step_after_seconds=8, sample_interval_seconds=1.0, step_sample_interval_seconds=0.5,
+        ),
+        BenchProfile(
+            name="quick", limit_seconds=15, warmup_seconds=8, saturation_seconds=40, load_seconds=30, load_cameras=4,
+            fleet_cameras=150, fleet_seconds=60, fleet_load_fraction=0.5, overload_seconds=30,
+            step_idle_seconds=10, step_load_seconds=25, step_after_seconds=25, sample_interval_seconds=1.0, step_sample_interval_seconds=0.5,
+        ),
+        BenchProfile(
+            name="full", limit_seconds=40, warmup_seconds=15, saturation_seconds=120, load_seconds=90, load_cameras=8,
+            fleet_cameras=150, fleet_seconds=240, fleet_load_fraction=0.5, overload_seconds=90,
+            step_idle_seconds=20, step_load_seconds=40, step_after_seconds=40, sample_interval_seconds=1.0, step_sample_interval_seconds=0.5,
+        ),
+    )
+}

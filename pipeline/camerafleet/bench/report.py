@@ -1,0 +1,297 @@
+"""Turns the measurements into `report.json` (everything), `report.md` (headline, goals, tables) and
+PNG plots, and returns the headline table that `make bench` prints."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+STAGES = ("capture", "encode", "bucket put", "produce", "consume", "bucket get", "decode", "preprocess", "inference", "postprocess", "results")
+GB = 1024**3
+
+
+def stage_table(stages: dict[str, dict[str, float]], frames: int) -> dict[str, float]:
+    """CPU ms per processed frame by stage; per-model stages (`inference:faces`) summed into their stage."""
+    grouped: dict[str, float] = defaultdict(float)
+    for name, s in stages.items():
+        grouped[name.split(":")[0]] += s["cpu_s"]
+    return {k: round(grouped.get(k, 0.0) * 1000 / max(frames, 1), 2) for k in STAGES}
+
+
+def limit_stage_table(limit: dict[str, Any]) -> dict[str, float]:
+    t = {k: 0.0 for k in STAGES}
+    for name, ms in limit["cpu_ms_per_frame"].items():
+        key = name.split(":")[0]
+        t[key] = round(t[key] + ms, 2)
+    return t
+
+
+def machine() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"cores": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem / GB, 1), "onnxruntime_providers": ort.get_available_providers()}
+
+
+def goal(met: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: "n/a"}[met]
+
+
+def build(results: dict[str, Any]) -> dict[str, Any]:
+    ph = {k: v.brief() for k, v in results["phases"].items()}
+    phases = results["phases"]
+    limit = results["limit"]
+    sat = ph["saturation"]["processed_fps"]
+    old = ph["old_design"]["processed_fps"]
+    sat_frames = phases["saturation"].summary["processed"]
+    pipeline_stages = stage_table(phases["saturation"].stages, sat_frames)
+    component_ms = {k: round(v * 1000 / max(sat_frames, 1), 2) for k, v in phases["saturation"].cpu_s.items()}
+    total_ms = round(sum(component_ms.values()), 2)
+    scaling = ph["autoscaling"].get("autoscaling", {})
+    fair = ph["many_cameras"].get("fairness", {})
+    p99_50 = ph["load_50"]["latency_ms"]["p99"]
+    batch_ms = limit["batch_ms"]["p50"]
+    over = ph["overload"]
+    whole_peak: dict[str, int] = {}
+    for row in results["series"]:
+        whole_peak["total"] = max(whole_peak.get("total", 0), sum(row["rss"].values()))
+        for k, v in row["rss"].items():
+            whole_peak[k] = max(whole_peak.get(k, 0), v)
+    headline = {
+        "limit_fps": limit["fps"],
+        "saturation_fps": sat,
+        "efficiency": round(sat / limit["fps"], 3) if limit["fps"] else None,
+        "old_design_fps": old,
+        "speedup_over_old_design": round(sat / old, 2) if old else None,
+        "p99_ms_at_saturation_load": {"default": ph["saturation"]["latency_ms"]["p99"], "old_design": ph["old_design"]["latency_ms"]["p99"]},
+        "p99_ms_at_50pct_load": {"default": p99_50, "old_design": ph["old_design_load_50"]["latency_ms"]["p99"]},
+        "latency_ms_at_50pct": ph["load_50"]["latency_ms"],
+        "latency_ms_at_80pct": ph["load_80"]["latency_ms"],
+        "model_batch_ms": batch_ms,
+        "many_cameras": {"cameras": ph["many_cameras"]["cameras"], **{k: v for k, v in fair.items() if k != "per_camera_processed"}},
+        "overload": {
+            "offered_fps": over["offered_fps"], "processed_fps": over["processed_fps"], "max_latency_ms": over["latency_ms"]["max"],
+            "max_frame_age_ms": over.get("max_frame_age_ms"), "dropped_by_reason": over["dropped_by_reason"], "ledger_balanced": over["ledger"]["ledger_balanced"],
+        },
+        "scale_up_s": scaling.get("scale_up_s"),
+        "scale_up_serving_s": scaling.get("scale_up_serving_s"),
+        "scale_down_s": scaling.get("scale_down_s"),
+        "peak_rss_gb": {"whole_run": round(whole_peak.get("total", 0) / GB, 2), "many_cameras": round(ph["many_cameras"]["peak_rss_bytes"]["total"] / GB, 2)},
+    }
+    goals = [
+        ("efficiency = pipeline / limit", f"{headline['efficiency']}", ">= 0.85", headline["efficiency"] is not None and headline["efficiency"] >= 0.85),
+        ("throughput vs old design", f"{headline['speedup_over_old_design']}x", ">= 2x", headline["speedup_over_old_design"] is not None and headline["speedup_over_old_design"] >= 2),
+        ("p99 vs old design, same load (saturation / 50%)",
+         f"{ph['saturation']['latency_ms']['p99']} vs {ph['old_design']['latency_ms']['p99']} ms; {p99_50} vs {ph['old_design_load_50']['latency_ms']['p99']} ms", "lower",
+         _lower(ph["saturation"]["latency_ms"]["p99"], ph["old_design"]["latency_ms"]["p99"]) and _lower(p99_50, ph["old_design_load_50"]["latency_ms"]["p99"])),
+        ("p99 at 50% load", f"{p99_50} ms", f"<= batch time {batch_ms} + 100 = {batch_ms + 100:.0f} ms", p99_50 is not None and p99_50 <= batch_ms + 100),
+        (f"{ph['many_cameras']['cameras']} cameras: fewest / most frames", f"{fair.get('fewest_frames')} / {fair.get('most_frames')} = {fair.get('fairness')}", ">= 0.8", (fair.get("fairness") or 0) >= 0.8),
+        ("scale-up after the load step (replica added; serving)", f"{headline['scale_up_s']} s; {headline['scale_up_serving_s']} s", "<= 10 s", headline["scale_up_s"] is not None and headline["scale_up_s"] <= 10),
+        ("many-camera run peak memory", f"{headline['peak_rss_gb']['many_cameras']} GB", "<= 16 GB", headline["peak_rss_gb"]["many_cameras"] <= 16),
+        ("overload: ledger balances", f"{over['ledger']}", "balanced", over["ledger"]["ledger_balanced"]),
+    ]
+    return {
+        "profile": results["profile"].model_dump(),
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "wall_s": results.get("wall_s"),
+        "machine": machine(),
+        "device": "CUDA" if results["gpus"] else "CPU",
+        "headline": headline,
+        "goals": [{"goal": g, "measured": m, "target": t, "met": met} for g, m, t, met in goals],
+        "limit": limit,
+        "stages_cpu_ms_per_frame": {"pipeline": pipeline_stages, "limit": limit_stage_table(limit)},
+        "components_cpu_ms_per_frame": {**component_ms, "total": total_ms},
+        "peak_rss_bytes": whole_peak,
+        "phases": ph,
+    }
+
+
+def _lower(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and a < b
+
+
+def _fmt_lat(lat: dict[str, Any]) -> str:
+    return f"{lat['p50']} / {lat['p95']} / {lat['p99']}"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    h, m = r["headline"], r["machine"]
+    lines = [
+        f"# CameraFleet benchmark — profile `{r['profile']['name']}`",
+        "",
+        f"{r['generated']}; `make bench BENCH_PROFILE={r['profile']['name']}` took {r['wall_s']} s. Machine: {m['cores']} cores ({m['cpu']}), "
+        f"{m['memory_gb']} GB; models on **{r['device']}** (onnxruntime providers: {', '.join(m['onnxruntime_providers'])}). "
+        "All numbers come from this one run, on the same frames (the demo clips) and models (CenterFace 640x384 + camera health).",
+        "",
+        "## Goals",
+        "",
+        "| Goal | Measured | Target | Met |",
+        "|---|---|---|---|",
+        *[f"| {g['goal']} | {g['measured']} | {g['target']} | {goal(g['met'])} |" for g in r["goals"]],
+        "",
+        "## Headline",
+        "",
+        "| Measure | Value |",
+        "|---|---|",
+        f"| Limit (per-frame work on all cores, nothing distributed) | {h['limit_fps']} frames/s |",
+        f"| Pipeline at saturation | {h['saturation_fps']} frames/s |",
+        f"| Efficiency (pipeline / limit) | {h['efficiency']} |",
+        f"| Old design at saturation | {h['old_design_fps']} frames/s ({h['speedup_over_old_design']}x slower) |",
+        f"| Latency p50 / p95 / p99 at 50% load | {_fmt_lat(h['latency_ms_at_50pct'])} ms |",
+        f"| Latency p50 / p95 / p99 at 80% load | {_fmt_lat(h['latency_ms_at_80pct'])} ms |",
+        f"| One batch of every model ({r['limit']['batch_size']} frames, all cores busy) | {h['model_batch_ms']} ms (p50) |",
+        f"| {h['many_cameras']['cameras']} cameras: served, fewest / most frames | {h['many_cameras'].get('cameras_served')} served, "
+        f"{h['many_cameras'].get('fewest_frames')} / {h['many_cameras'].get('most_frames')}; lag max {h['many_cameras'].get('lag_max')} |",
+        f"| Overload (2x): processed, longest latency, drops | {h['overload']['processed_fps']} frames/s, {h['overload']['max_latency_ms']} ms "
+        f"(max frame age {h['overload']['max_frame_age_ms']} ms), {h['overload']['dropped_by_reason']} |",
+        f"| Autoscaling: replica added / serving / removed after the load | {h['scale_up_s']} s / {h['scale_up_serving_s']} s / {h['scale_down_s']} s |",
+        f"| Peak memory: whole run / many-camera phase | {h['peak_rss_gb']['whole_run']} GB / {h['peak_rss_gb']['many_cameras']} GB |",
+        "",
+        "## Phases",
+        "",
+        "| Phase | Cameras | Design | Offered f/s | Processed f/s | Latency p50 / p95 / p99 ms | Produced | Processed | Dropped | Failed | In flight | Duplicates | Balanced |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, p in r["phases"].items():
+        l = p["ledger"]
+        lines.append(
+            f"| {name} | {p['cameras']} | {p['design']} | {p['offered_fps']} | {p['processed_fps']} | {_fmt_lat(p['latency_ms'])} | {l['produced']} | "
+            f"{l['processed']} | {l['dropped']} | {l['failed']} | {l['in_flight']} | {l['duplicates']} | {'yes' if l['ledger_balanced'] else '**no**'} |"
+        )
+    st = r["stages_cpu_ms_per_frame"]
+    lines += [
+        "",
+        "## Where the time goes (CPU ms per processed frame, saturation phase)",
+        "",
+        "Stages are the instrumented blocks (thread CPU time; inference counts onnxruntime's threads). "
+        "Components are whole processes (psutil), so they also hold what no stage covers: event loops, Ray and Kafka client threads, serialization.",
+        "",
+        "| Stage | Pipeline | Limit |",
+        "|---|---|---|",
+        *[f"| {k} | {st['pipeline'][k]} | {st['limit'][k]} |" for k in STAGES],
+        f"| **sum of stages** | {round(sum(st['pipeline'].values()), 2)} | {round(sum(st['limit'].values()), 2)} |",
+        "",
+        "| Component (process) | CPU ms per frame |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in r["components_cpu_ms_per_frame"].items()],
+        "",
+        "## Memory (peak resident set, whole run)",
+        "",
+        "| Component | Peak RSS MB |",
+        "|---|---|",
+        *[f"| {k} | {v / 2**20:.0f} |" for k, v in sorted(r["peak_rss_bytes"].items(), key=lambda kv: -kv[1])],
+        "",
+        "RSS counts shared pages (Ray's object store, libraries) in every process that maps them, so the total overstates.",
+        "",
+        "## Autoscaling settings of the load step",
+        "",
+        f"`{r['phases']['autoscaling'].get('autoscaling', {}).get('settings')}`",
+        "",
+        "## Plots",
+        "",
+        *[f"![{p}]({p})" for p in PLOTS],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+PLOTS = ("throughput.png", "latency.png", "batch_sizes.png", "replicas_lag.png", "stages.png")
+
+
+def plots(r: dict[str, Any], results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ph = r["phases"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    names = list(ph)
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [ph[n]["offered_fps"] for n in names], width=0.4, label="offered")
+    ax.bar([x + 0.2 for x in xs], [ph[n]["processed_fps"] for n in names], width=0.4, label="processed")
+    ax.axhline(r["headline"]["limit_fps"], color="k", linestyle="--", label="limit")
+    ax.set_xticks(list(xs), [f"{n}\n{ph[n]['cameras']} cams" for n in names], rotation=30, fontsize=7)
+    ax.set_ylabel("frames/s")
+    ax.set_title("Throughput by phase and number of cameras")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name in ("load_50", "load_80", "old_design_load_50", "saturation", "overload"):
+        lat = sorted(rec["latencyMs"] for rec in results["phases"][name].records if rec["outcome"] == "processed")
+        if lat:
+            ax.plot(lat, [i / len(lat) for i in range(len(lat))], label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("capture-to-result latency, ms")
+    ax.set_ylabel("fraction of frames")
+    ax.set_title("Latency distribution")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sizes: dict[str, list[int]] = defaultdict(list)
+    for rec in results["phases"]["saturation"].records:
+        for model, res in rec.get("models", {}).items():
+            sizes[model].append(res.get("batchSize", 0))
+    for model, values in sizes.items():
+        ax.hist(values, bins=range(1, max(values) + 2), alpha=0.6, label=model, align="left")
+    ax.set_xlabel("batch size (frames per model call)")
+    ax.set_ylabel("frames")
+    ax.set_title("Batch sizes at saturation")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "batch_sizes.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(2, 1, figsize=(8, 6))
+    for ax, name in zip(axes, ("autoscaling", "many_cameras")):
+        rows = results["phases"][name].series
+        t = [row["t"] for row in rows]
+        ax.plot(t, [row["lag"] for row in rows], label="consumer lag (messages)")
+        ax.set_ylabel("lag")
+        ax2 = ax.twinx()
+        for dep in sorted({d for row in rows for d in row["replicas"]}):
+            ax2.step(t, [row["replicas"].get(dep, 0) for row in rows], where="post", linestyle="--", label=f"{dep} replicas")
+        ax2.set_ylabel("replicas")
+        ax.set_title(f"{name}: lag and replicas over time")
+        ax.set_xlabel("s")
+        ax.legend(loc="upper left", fontsize=7)
+        ax2.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "replicas_lag.png", dpi=110)
+    plt.close(fig)
+
+    st = r["stages_cpu_ms_per_frame"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ys = range(len(STAGES))
+    ax.barh([y - 0.2 for y in ys], [st["pipeline"][k] for k in STAGES], height=0.4, label="pipeline")
+    ax.barh([y + 0.2 for y in ys], [st["limit"][k] for k in STAGES], height=0.4, label="limit")
+    ax.set_yticks(list(ys), STAGES)
+    ax.invert_yaxis()
+    ax.set_xlabel("CPU ms per frame")
+    ax.set_title("Where the time goes")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "stages.png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, Any], out: Path) -> str:
+    r = build(results)
+    (out / "report.json").write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    (out / "report.md").write_text(markdown(r))
+    plots(r, results, out)
+    table = markdown(r).split("## Phases")[0]
+    return table + f"\nreport: {out / 'report.md'} (plots and report.json beside it)"
