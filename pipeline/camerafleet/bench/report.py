@@ -95,6 +95,9 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         (f"{ph['many_cameras']['cameras']} cameras: fewest / most frames", f"{fair.get('fewest_frames')} / {fair.get('most_frames')} = {fair.get('fairness')}", ">= 0.8", (fair.get("fairness") or 0) >= 0.8),
         ("scale-up after the load step (replica added; serving)", f"{headline['scale_up_s']} s; {headline['scale_up_serving_s']} s", "<= 10 s", headline["scale_up_s"] is not None and headline["scale_up_s"] <= 10),
         ("many-camera run peak memory", f"{headline['peak_rss_gb']['many_cameras']} GB", "<= 16 GB", headline["peak_rss_gb"]["many_cameras"] <= 16),
+        ("overload (2x): longest latency of a processed frame", f"{over['latency_ms']['max']} ms",
+         f"<= max frame age {over.get('max_frame_age_ms')} + batch time {batch_ms} + 100 ms",
+         over["latency_ms"]["max"] is not None and over["latency_ms"]["max"] <= (over.get("max_frame_age_ms") or 0) + batch_ms + 100),
         ("overload: ledger balances", f"{over['ledger']}", "balanced", over["ledger"]["ledger_balanced"]),
     ]
     return {
