@@ -54,6 +54,7 @@ class FleetIngress:
         self.spec = FleetSpec.model_validate_json(spec_json)
         self.bucket = open_bucket(self.spec.bucket)
         self.models = models
+        self.batch_sizes = {m.name: m.batching.max_batch_size for m in self.spec.models}
 
     def _reference(self, frame: Any) -> FrameMessage | dict[str, Any]:
         try:
@@ -78,12 +79,26 @@ class FleetIngress:
             return failed(err.reason, str(err))
         return SharedFrame(ref=ray.put(image), deadline_ms=msg.capture_ts_ms + max_age)
 
-    async def _call_model(self, name: str, payload: Any) -> dict[str, Any]:
+    async def _call_model(self, name: str, chunk: list[Any]) -> list[dict[str, Any]]:
         try:
-            return await self.models[name].infer.remote(payload)
+            return await self.models[name].infer.remote(chunk)
         except REPLICA_LOST as err:
-            log.warning("model %s: replica lost mid-request (%s); sending the frame again", name, type(err).__name__)
-            return await self.models[name].infer.remote(payload)
+            log.warning("model %s: replica lost mid-request (%s); sending the frames again", name, type(err).__name__)
+            return await self.models[name].infer.remote(chunk)
+
+    async def _fan_out(self, frames: list[SharedFrame]) -> list[dict[str, Any]]:
+        """Every model gets every frame, in chunks of its maxBatchSize, all calls at once."""
+        calls, where = [], []
+        for name in self.models:
+            size = self.batch_sizes[name]
+            for start in range(0, len(frames), size):
+                calls.append(self._call_model(name, frames[start : start + size]))
+                where.append((name, start, min(start + size, len(frames))))
+        per_frame: list[dict[str, Any]] = [{} for _ in frames]
+        for (name, start, end), answer in zip(where, await asyncio.gather(*calls, return_exceptions=True)):
+            for i in range(start, end):
+                per_frame[i][name] = answer if isinstance(answer, BaseException) else answer[i - start]
+        return [self._merge(models) for models in per_frame]
 
     def _merge(self, per_model: dict[str, Any]) -> dict[str, Any]:
         errors = {n: r for n, r in per_model.items() if isinstance(r, BaseException)}
@@ -102,11 +117,10 @@ class FleetIngress:
             return [failed("batch_too_large", f"{len(frames)} frames in one request; at most {MAX_FRAMES_PER_REQUEST}")] * len(frames)
         if self.spec.serving.design == "per-frame-sequential":
             return [await self._infer_sequentially(f) for f in frames]
-        images = await asyncio.gather(*(asyncio.to_thread(self._load, f) for f in frames))
-        names = list(self.models)
-        calls = [[self._call_model(name, img) for name in names] if not isinstance(img, dict) else None for img in images]
-        outcomes = iter(await asyncio.gather(*(c for per_frame in calls if per_frame for c in per_frame), return_exceptions=True))
-        return [img if per_frame is None else self._merge({n: next(outcomes) for n in names}) for img, per_frame in zip(images, calls)]
+        loaded = await asyncio.gather(*(asyncio.to_thread(self._load, f) for f in frames))
+        shared = [x for x in loaded if isinstance(x, SharedFrame)]
+        answers = iter(await self._fan_out(shared) if shared else [])
+        return [next(answers) if isinstance(x, SharedFrame) else x for x in loaded]
 
     async def _infer_sequentially(self, frame: Any) -> dict[str, Any]:
         """The baseline design: each model in turn, each fetching and decoding the frame itself."""
@@ -116,7 +130,7 @@ class FleetIngress:
         per_model: dict[str, Any] = {}
         for name in self.models:
             try:
-                per_model[name] = await self._call_model(name, msg.model_dump(by_alias=True))
+                per_model[name] = (await self._call_model(name, [msg.model_dump(by_alias=True)]))[0]
             except Exception as err:  # noqa: BLE001 - reported per frame like the fan-out path
                 per_model[name] = err
         return self._merge(per_model)

@@ -57,12 +57,26 @@ class ModelDeployment:
         log.info("model %s (%s) ready, batch <= %d", self.spec.name, self.spec.type, self.spec.batching.max_batch_size)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def infer(self, images: list[SharedFrame | np.ndarray | dict]) -> list[dict]:
-        size = len(images)
-        metrics.model_batch_size().observe(size, tags={"model": self.spec.name})
-        results = await asyncio.to_thread(self._infer, images)
-        for r in results:
-            r["batchSize"] = size
+    async def infer(self, requests: list[list[SharedFrame | np.ndarray | dict]]) -> list[list[dict]]:
+        """Each request is a chunk of up to maxBatchSize frames (one call per chunk, not per frame, keeps
+        Serve's per-call cost off every frame); chunks gathered together run in batches of maxBatchSize."""
+        frames = [item for chunk in requests for item in chunk]
+        results = await asyncio.to_thread(self._infer_all, frames)
+        out, start = [], 0
+        for chunk in requests:
+            out.append(results[start : start + len(chunk)])
+            start += len(chunk)
+        return out
+
+    def _infer_all(self, frames: list[SharedFrame | np.ndarray | dict]) -> list[dict[str, Any]]:
+        size = self.spec.batching.max_batch_size
+        results: list[dict[str, Any]] = []
+        for i in range(0, len(frames), size):
+            batch = frames[i : i + size]
+            metrics.model_batch_size().observe(len(batch), tags={"model": self.spec.name})
+            for r in self._infer(batch):
+                r["batchSize"] = len(batch)
+                results.append(r)
         return results
 
     def _infer(self, items: list[SharedFrame | np.ndarray | dict]) -> list[dict[str, Any]]:
