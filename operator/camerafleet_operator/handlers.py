@@ -3,10 +3,18 @@
 Create, update (of the spec), resume (after an operator restart) and a periodic timer (drift: a deleted
 RayJob or a topic deleted behind the operator's back comes back) all run the same idempotent reconcile.
 A finalizer exists only for fleets whose topics must be deleted with them (topicDeletionPolicy Delete).
+An API server that is restarting, unreachable or refusing a call is a temporary error: retried after
+KUBE_RETRY_S with a one-line reason, never a traceback and kopf's 60 s default backoff.
+
+kopf runs the timer and the change handlers of one object concurrently; a lock per fleet keeps them one
+at a time, each starting from the newest body kopf knows, so a pass begun on an older spec can never
+overwrite what a newer one just applied.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 from typing import Any
@@ -14,6 +22,8 @@ from typing import Any
 import kopf
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as TransportError
 
 from camerafleet.kafka_topics import KafkaUnavailable
 from camerafleet.manifest import API_VERSION, FleetSpec
@@ -25,6 +35,7 @@ from camerafleet_operator.topics import TopicReconciler
 
 GROUP, VERSION = API_VERSION.split("/")
 RESYNC_SECONDS = float(os.environ.get("CAMERAFLEET_RESYNC_SECONDS", "30"))
+KUBE_RETRY_S = 10.0
 log = logging.getLogger("camerafleet.operator")
 
 
@@ -41,6 +52,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     except kube_config.ConfigException:
         kube_config.load_kube_config()
     memo.kube = Kube(ApiClient())
+    memo.locks = {}  # fleet uid -> asyncio.Lock; shared by the per-object memos (kopf copies memo shallowly)
 
 
 def _publish(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
@@ -53,18 +65,45 @@ def _publish(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
         raise kopf.TemporaryError(outcome.retry_reason or "waiting", delay=outcome.retry_after_s)
 
 
+def api_problem(err: ApiException | TransportError) -> str:
+    """One line on a failed Kubernetes API call (an ApiException's text is headers and a JSON body)."""
+    if isinstance(err, ApiException):
+        try:
+            message = json.loads(err.body or "{}").get("message") or ""
+        except (ValueError, AttributeError):
+            message = str(err.body or "")[:300]
+        return f"the Kubernetes API answered {err.status} {err.reason}: {message}".rstrip(": ")
+    return f"the Kubernetes API cannot be reached ({type(err).__name__}: {str(err)[:300]})"
+
+
+async def _reconcile(snapshot: dict[str, Any], kube: Kube) -> Outcome:
+    try:
+        return await reconcile_fleet(snapshot, kube)
+    except (ApiException, TransportError) as err:
+        raise kopf.TemporaryError(f"{api_problem(err)}; retrying in {KUBE_RETRY_S:.0f} s", delay=KUBE_RETRY_S) from None
+
+
+def _lock(memo: kopf.Memo, body: kopf.Body) -> asyncio.Lock:
+    return memo.locks.setdefault(body.metadata.uid, asyncio.Lock())
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    _publish(body, patch, await reconcile_fleet(dict(body), memo.kube))
+    async with _lock(memo, body):
+        _publish(body, patch, await _reconcile(dict(body), memo.kube))
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    outcome = await reconcile_fleet(dict(body), memo.kube)
-    outcome.retry_after_s = None  # the timer comes back on its own
-    _publish(body, patch, outcome)
+    async with _lock(memo, body):
+        snapshot = dict(body)  # the body is live: taken under the lock, it is the newest kopf has seen
+        outcome = await _reconcile(snapshot, memo.kube)
+        if body.metadata.get("generation") != snapshot["metadata"].get("generation"):
+            return  # the spec changed meanwhile: the change handler publishes the newer state
+        outcome.retry_after_s = None  # the timer comes back on its own
+        _publish(body, patch, outcome)
 
 
 def _deletes_topics(spec: kopf.Spec, **_: Any) -> bool:
@@ -79,7 +118,11 @@ async def delete_topics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     except ValueError:
         return  # never reconciled: nothing was created
     meta = body.metadata
-    claims = topic_claims(meta["name"], meta["namespace"], meta.get("creationTimestamp", ""), spec, memo.kube.list(API_VERSION, "CameraFleet"))
+    try:
+        fleets = await memo.kube.list(API_VERSION, "CameraFleet")
+    except (ApiException, TransportError) as err:
+        raise kopf.TemporaryError(f"{api_problem(err)}; retrying in {KUBE_RETRY_S:.0f} s", delay=KUBE_RETRY_S) from None
+    claims = topic_claims(meta["name"], meta["namespace"], meta.get("creationTimestamp", ""), spec, fleets)
     owned = [t for t in (body.status or {}).get("topics", []) if t not in claims]
     try:
         async with TopicReconciler(spec.kafka.bootstrap_servers) as topics:

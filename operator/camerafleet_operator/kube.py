@@ -3,16 +3,21 @@
 Server-side apply with one field manager makes every reconcile idempotent and restart-safe: applying
 the same object twice changes nothing, and an operator killed mid-reconcile converges on its next pass
 without duplicates (object names are derived from the fleet's name).
+
+The methods are coroutines: each HTTP call runs in a worker thread with a timeout, so a slow or hung API
+server never blocks the operator's event loop (its watches, timers and liveness endpoint go on).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 FIELD_MANAGER = "camerafleet-operator"
+REQUEST_TIMEOUT_S = (10.0, 30.0)  # (connect, read): a call to an API server that hangs fails instead of waiting forever
 _PLURALS = {"ConfigMap": "configmaps", "RayService": "rayservices", "RayJob": "rayjobs", "CameraFleet": "camerafleets"}
 
 
@@ -26,7 +31,10 @@ class Kube:
     def __init__(self, api: ApiClient):
         self.api = api
 
-    def _call(self, method: str, path: str, *, body: Any = None, query: list | None = None, content_type: str = "application/json") -> Any:
+    async def _call(self, method: str, path: str, *, body: Any = None, query: list | None = None, content_type: str = "application/json") -> Any:
+        return await asyncio.to_thread(self._call_blocking, method, path, body, query, content_type)
+
+    def _call_blocking(self, method: str, path: str, body: Any, query: list | None, content_type: str) -> Any:
         request = self.api.param_serialize(
             method,
             path,
@@ -35,31 +43,31 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(*request)
+        response = self.api.call_api(*request, _request_timeout=REQUEST_TIMEOUT_S)
         response.read()
         return self.api.response_deserialize(response, {"2XX": "object"}).data
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-        return self._call("PATCH", path, body=obj, query=[("fieldManager", FIELD_MANAGER), ("force", "true")], content_type="application/apply-patch+yaml")
+        return await self._call("PATCH", path, body=obj, query=[("fieldManager", FIELD_MANAGER), ("force", "true")], content_type="application/apply-patch+yaml")
 
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._call("GET", object_path(api_version, kind, namespace, name))
+            return await self._call("GET", object_path(api_version, kind, namespace, name))
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         try:
-            self._call("DELETE", object_path(api_version, kind, namespace, name), body={"propagationPolicy": "Background"})
+            await self._call("DELETE", object_path(api_version, kind, namespace, name), body={"propagationPolicy": "Background"})
             return True
         except ApiException as err:
             if err.status == 404:
                 return False
             raise
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return self._call("GET", object_path(api_version, kind, namespace))["items"]
+    async def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        return (await self._call("GET", object_path(api_version, kind, namespace)))["items"]

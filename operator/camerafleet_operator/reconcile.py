@@ -149,7 +149,7 @@ async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None
 
     retry_after, retry_reason = None, ""
     # 1. Kafka topics
-    claims = topic_claims(name, namespace, meta.get("creationTimestamp", ""), spec, kube.list(API_VERSION, KIND))
+    claims = topic_claims(name, namespace, meta.get("creationTimestamp", ""), spec, await kube.list(API_VERSION, KIND))
     owned: list[str] = status.topics
     try:
         async with TopicReconciler(spec.kafka.bootstrap_servers) as topics:
@@ -169,12 +169,12 @@ async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None
     # 2. Kubernetes objects (owned, so garbage collection removes them with the fleet)
     owner = render.owner_reference(body)
     config, service, producer, consumer = render.fleet_objects(name, namespace, spec, owner)
-    kube.apply(config)
-    kube.apply(service)
+    await kube.apply(config)
+    await kube.apply(service)
     jobs: dict[str, JobState] = {}
     for role, job_obj, state in (("producer", producer, status.producer_job), ("consumer", consumer, status.consumer_job)):
-        jobs[role] = _reconcile_job(kube, job_obj, state, spec, now, events)
-        live = kube.get("ray.io/v1", "RayJob", namespace, job_obj["metadata"]["name"])
+        jobs[role] = await _reconcile_job(kube, job_obj, state, spec, now, events)
+        live = await kube.get("ray.io/v1", "RayJob", namespace, job_obj["metadata"]["name"])
         ok, reason, message, failed = job_condition(live)
         if failed or (live is None and jobs[role].next_retry_at):
             retry = jobs[role].next_retry_at
@@ -185,7 +185,7 @@ async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None
         cond("ProducersRunning" if role == "producer" else "ConsumersRunning", ok, reason, message)
 
     # 3. Serving
-    ok, reason, message = service_condition(kube.get("ray.io/v1", "RayService", namespace, service["metadata"]["name"]))
+    ok, reason, message = service_condition(await kube.get("ray.io/v1", "RayService", namespace, service["metadata"]["name"]))
     cond("ServingReady", ok, reason, message)
 
     by_type = {c.type: c for c in conds}
@@ -211,13 +211,13 @@ async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None
 _ALIASES = {f.alias for f in FleetStatus.model_fields.values() if f.alias}
 
 
-def _reconcile_job(kube: Kube, job: dict[str, Any], state: JobState, spec: FleetSpec, now: datetime, events: list[Event]) -> JobState:
+async def _reconcile_job(kube: Kube, job: dict[str, Any], state: JobState, spec: FleetSpec, now: datetime, events: list[Event]) -> JobState:
     """Apply a RayJob; a failed one is deleted once its backoff expires so the next pass resubmits it.
     RayJob specs are not updated in place: a changed spec replaces the job (manifest changes reach running
     jobs through the mounted ConfigMap without that)."""
     meta = job["metadata"]
     job["metadata"].setdefault("annotations", {})[SPEC_HASH] = spec_hash(job)
-    live = kube.get("ray.io/v1", "RayJob", meta["namespace"], meta["name"])
+    live = await kube.get("ray.io/v1", "RayJob", meta["namespace"], meta["name"])
     k = spec.kubernetes
     if live is not None:
         ok, reason, message, failed = job_condition(live)
@@ -226,11 +226,11 @@ def _reconcile_job(kube: Kube, job: dict[str, Any], state: JobState, spec: Fleet
                 state = next_retry(state, k.job_retry_initial_seconds, k.job_retry_max_seconds, now, message)
                 events.append(Event("Warning", "JobFailed", f"RayJob {meta['name']} failed ({message}); resubmitting at {state.next_retry_at}"))
             if now >= _parse_time(state.next_retry_at):
-                kube.delete("ray.io/v1", "RayJob", meta["namespace"], meta["name"])
+                await kube.delete("ray.io/v1", "RayJob", meta["namespace"], meta["name"])
                 events.append(Event("Normal", "JobResubmitted", f"RayJob {meta['name']} resubmitted after failure {state.failures}"))
             return state
         if (live["metadata"].get("annotations") or {}).get(SPEC_HASH) != job["metadata"]["annotations"][SPEC_HASH]:
-            kube.delete("ray.io/v1", "RayJob", meta["namespace"], meta["name"])
+            await kube.delete("ray.io/v1", "RayJob", meta["namespace"], meta["name"])
             events.append(Event("Normal", "JobReplaced", f"RayJob {meta['name']} replaced: its spec changed"))
             return state
         if ok:
@@ -238,5 +238,5 @@ def _reconcile_job(kube: Kube, job: dict[str, Any], state: JobState, spec: Fleet
         return state
     if state.next_retry_at and now < _parse_time(state.next_retry_at):
         return state
-    kube.apply(job)
+    await kube.apply(job)
     return state.model_copy(update={"next_retry_at": None})

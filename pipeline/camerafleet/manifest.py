@@ -22,10 +22,14 @@ KIND = "CameraFleet"
 
 _ID_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
 _TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,200}$"
+# Upper bound of otherwise unbounded integers: Kafka configs are Java longs and Kubernetes stores int64,
+# but CRD schema bounds are float64, exact only up to 2**53 (2**63 - 1 rounds up and overflows there).
+MAX_INT = 2**53
 
 
 class Strict(BaseModel):
-    """Base of every manifest model: camelCase keys in YAML, unknown keys refused."""
+    """Base of every manifest model: camelCase keys in YAML, unknown keys refused, numbers finite (YAML has
+    .inf and .nan; JSON, Kubernetes and every limit below do not)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -33,6 +37,7 @@ class Strict(BaseModel):
         populate_by_name=True,
         validate_default=True,
         frozen=True,
+        allow_inf_nan=False,
     )
 
 
@@ -94,6 +99,7 @@ class KafkaSpec(Strict):
     retention_ms: int = Field(
         default=600_000,
         ge=60_000,
+        le=MAX_INT,
         description="Retention of camera topics in milliseconds; frame messages are only useful while the "
         "frame is in the bucket.",
     )
@@ -142,6 +148,7 @@ class BucketSpec(Strict):
     max_frame_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1024,
+        le=MAX_INT,
         description="Largest frame object the inference service will fetch; larger ones fail with a reason.",
     )
 
@@ -159,6 +166,14 @@ class ProducerSpec(Strict):
         default=1.0, gt=0, le=60, description="First wait before reopening a failed source; doubles up to the maximum."
     )
     reconnect_max_seconds: float = Field(default=30.0, gt=0, le=3600, description="Longest wait between reopening attempts.")
+    max_buffered_frames: int = Field(
+        default=300,
+        ge=1,
+        le=100_000,
+        description="Frames (per camera, per producer actor) announced to Kafka but not yet acknowledged, e.g. "
+        "while the broker is down: they are retried with backoff. A frame sampled while this many are waiting is "
+        "dropped and counted with reason `kafka_unavailable`. 300 holds one minute of a 5 fps camera.",
+    )
 
 
 class ConsumerSpec(Strict):
@@ -179,6 +194,7 @@ class ConsumerSpec(Strict):
     max_frame_age_ms: int = Field(
         default=5_000,
         ge=1,
+        le=MAX_INT,
         description="Frames older than this (capture to consume) are dropped with reason `stale`: a real-time "
         "system prefers fresh frames to a growing backlog.",
     )
@@ -241,7 +257,7 @@ class AutoscalingSpec(Strict):
 class ResourcesSpec(Strict):
     cpus: float = Field(default=1.0, ge=0, le=256, description="Ray CPUs per replica (also onnxruntime's intra-op threads, rounded up).")
     gpus: float = Field(default=0.0, ge=0, le=16, description="Ray GPUs per replica; with > 0 the CUDA execution provider is used.")
-    memory_bytes: int | None = Field(default=None, ge=0, description="Ray memory reserved per replica, in bytes.")
+    memory_bytes: int | None = Field(default=None, ge=0, le=MAX_INT, description="Ray memory reserved per replica, in bytes.")
 
 
 class FaceParams(Strict):
@@ -359,7 +375,7 @@ class Toleration(Strict):
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
     value: str | None = Field(default=None, description="Taint value for operator Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description="Taint effect to tolerate; empty matches all.")
-    toleration_seconds: int | None = Field(default=None, ge=0, description="How long a NoExecute taint is tolerated.")
+    toleration_seconds: int | None = Field(default=None, ge=0, le=MAX_INT, description="How long a NoExecute taint is tolerated.")
 
 
 class PodResources(Strict):
@@ -444,7 +460,8 @@ class FleetSpec(Strict):
 
         return self.model_copy(
             update={
-                "cameras": [c.model_copy(update={"source": local(c.source)}) for c in self.cameras],
+                # With sourceSecretEnv, `source` is only the camera's name in logs, not a path.
+                "cameras": [c if c.source_secret_env else c.model_copy(update={"source": local(c.source)}) for c in self.cameras],
                 "models": [m.model_copy(update={"model_uri": local(m.model_uri)}) for m in self.models],
                 "results": self.results.model_copy(update={"log_dir": local(self.results.log_dir)}),
             }
@@ -486,6 +503,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check its spelling; see `camerafleet validate --help` for the schema)"
+        elif e["type"] in ("literal_error", "enum") and isinstance(e.get("input"), (str, int, float)):
+            msg += f" (got {str(e['input'])[:60]!r})"
         lines.append(f"  - {path}: {msg}")
     return "\n".join(lines)
 

@@ -83,17 +83,20 @@ class FrameSource(ABC):
 
 
 class VideoFileSource(FrameSource):
-    """A video file played at its own frame rate, looping, on the wall clock from `epoch_s`."""
+    """A video file played at its own frame rate, looping, on the wall clock from `epoch_s`.
 
-    def __init__(self, path: str, epoch_s: float):
-        self.name = path
+    Also what any other URL OpenCV can open (srt://, ...) ends up as, so messages use `display_name`:
+    the path may be a secret URL from `sourceSecretEnv`."""
+
+    def __init__(self, path: str, epoch_s: float, display_name: str | None = None):
+        self.name = display_name or redact(path)
         self.cap = cv2.VideoCapture(path)
         if not self.cap.isOpened():
-            raise SourceError(f"cannot open video file {path!r} (missing, unreadable or not a video)")
+            raise SourceError(f"cannot open video file {self.name!r} (missing, unreadable or not a video)")
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0
         self.frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 0
         if self.frames <= 0:
-            raise SourceError(f"video file {path!r} has no frames")
+            raise SourceError(f"video file {self.name!r} has no frames")
         self.epoch_s = epoch_s
         self.index = -1  # absolute frame index since epoch (counts across loops)
         self._seek(max(0, math.floor((time.time() - epoch_s) * self.fps)))
@@ -191,9 +194,18 @@ def is_stream_url(source: str) -> bool:
     return source.lower().startswith(_STREAM_SCHEMES)
 
 
+_USERINFO = re.compile(r"(?<=://)[^?#]*@")  # up to the last '@' before the query: passwords may hold '@' or '/'
+_SECRET_PARAM = re.compile(r"(?i)([?&;][^=&;#]*(?:pass|pwd|token|key|secret|auth|sig|cred|user|usr|login)[^=&;#]*=)[^&;#]*")
+
+
 def redact(url: str) -> str:
-    """A source URL safe for logs: credentials replaced by ***."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
+    """A source URL safe for logs: user info and credential-like query values replaced by ***.
+
+    Errs on the side of hiding: with an unencoded '@' or '/' in a password, everything before the last
+    '@' (ahead of the query) goes."""
+    if "://" not in url:
+        return url
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub("***@", url, count=1))
 
 
 def open_source(source: str, *, epoch_s: float, seed: int = 0, display_name: str | None = None) -> FrameSource:
@@ -202,4 +214,4 @@ def open_source(source: str, *, epoch_s: float, seed: int = 0, display_name: str
         return SyntheticSource(source, seed, epoch_s)
     if is_stream_url(source):
         return StreamSource(source, display_name or redact(source))
-    return VideoFileSource(source, epoch_s)
+    return VideoFileSource(source, epoch_s, display_name)

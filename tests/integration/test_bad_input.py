@@ -1,10 +1,14 @@
 """Bad input over the HTTP transport: every bad frame message ends `failed` with its reason, goes to the
-dead-letter topic, and the committed offset moves past it; the good frame next to them is processed."""
+dead-letter topic, and the committed offset moves past it; the good frame next to them is processed.
+The inference endpoint itself also gets a batch over its limit and bodies that are not batches. One
+fault-report row per input."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
+import urllib.request
 
 import cv2
 import numpy as np
@@ -17,6 +21,7 @@ from ray import serve
 from camerafleet.bucket import open_bucket
 from camerafleet.manifest import load_manifest
 from camerafleet.serving.app import fleet_app
+from camerafleet.serving.ingress import MAX_FRAMES_PER_REQUEST
 from tests.fixtures.pipeline import read_results, run_fleet_for, write_fleet, yolo_model
 from tests.integration.test_pipeline import topic_values
 
@@ -28,7 +33,17 @@ def frame(cam: str, seq: int, uri: str, **extra) -> bytes:
     return orjson.dumps({"cameraId": cam, "seq": seq, "epochMs": 7, "captureTsMs": now, "uri": uri, "width": 320, "height": 240, **extra})
 
 
-def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server, ray_cluster):
+def post(url: str, body: bytes) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+@pytest.mark.faults
+def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server, ray_cluster, fault_report):
     import os
 
     port = int(os.environ["CAMERAFLEET_SERVE_PORT"])
@@ -61,6 +76,17 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
         8: (frame("1", 8, "file:///etc/passwd"), "uri_outside_bucket"),
         9: (frame("1", 9, "s3://another-bucket/1/x.jpg"), "uri_outside_bucket"),
     }
+    inputs = {
+        0: "a good frame among the bad ones", 1: "frame whose object is 5000 random bytes", 2: "frame whose JPEG is truncated to a third",
+        3: "frame whose object was never written", 4: "message that is not JSON", 5: "JSON message with a string seq and fields missing",
+        6: "frame of a camera the fleet does not have", 7: "frame URI <bucket>/../../etc/passwd", 8: "frame URI file:///etc/passwd",
+        9: "frame URI in another S3 bucket",
+    }
+    rows = {
+        seq: fault_report.row(f"HTTP transport: {inputs[seq]}",
+                              "processed" if expected == "processed" else f"failed ({expected}), on the dead-letter topic, offset committed past it")
+        for seq, (_, expected) in cases.items()
+    }
 
     async def inject(runner):
         producer = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap)
@@ -77,17 +103,43 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
         runner.stop_event.set()
 
     runner, summary = asyncio.run(run_fleet_for(manifest, seconds=30, during=inject))
+
+    # The endpoint itself: a batch over the limit, bodies that are not batches.
+    url = f"http://127.0.0.1:{port}/badinput-service"
+    too_many = orjson.loads(frame("1", 0, f"{root}/1/good.jpg"))
+    endpoint_rows = {
+        "batch": fault_report.row(f"HTTP inference request with {MAX_FRAMES_PER_REQUEST + 1} frames (limit {MAX_FRAMES_PER_REQUEST})",
+                                  "every frame failed with reason batch_too_large"),
+        "not json": fault_report.row("HTTP inference request whose body is not JSON", "400 with a message saying what the body must be"),
+        "no frames": fault_report.row('HTTP inference request {"frames": "all"}', "400 with a message saying what the body must be"),
+    }
+    status, body = post(url, orjson.dumps({"frames": [too_many] * (MAX_FRAMES_PER_REQUEST + 1)}))
+    batch = orjson.loads(body)["results"] if status == 200 else []
+    endpoint_rows["batch"].happened = f"HTTP {status}, {len(batch)} results, reasons {sorted({r.get('reason') for r in batch})}"
+    refusals = {"not json": post(url, b"\x00garbage"), "no frames": post(url, b'{"frames": "all"}')}
+    for key, (code, text) in refusals.items():
+        endpoint_rows[key].happened = f"HTTP {code}: {text.decode(errors='replace')[:100]}"
     serve.delete("badinput-service")
 
     results = read_results(runner)
+    by_seq = {r.get("seq"): r for r in results if r.get("reason") != "malformed_message"}
+    malformed = [r for r in results if r.get("reason") == "malformed_message"]
+    for seq, row in rows.items():
+        if cases[seq][1] == "malformed_message":
+            row.happened = f"{len(malformed)} malformed_message result(s) at offsets {sorted(r.get('offset') for r in malformed)}"
+        elif seq in by_seq:
+            r = by_seq[seq]
+            row.happened = r["outcome"] + (f" ({r['reason']})" if r.get("reason") else "")
+        else:
+            row.happened = "no result"
+    assert len(batch) == MAX_FRAMES_PER_REQUEST + 1 and {r["reason"] for r in batch} == {"batch_too_large"}
+    assert all(code == 400 and b"frames" in text for code, text in refusals.values()), refusals
     assert len(results) == len(cases), results
-    by_seq = {r.get("seq"): r for r in results}
     for seq, (_, expected) in cases.items():
         if expected == "malformed_message":
             continue
         r = by_seq[seq]
         assert (r["outcome"] if expected == "processed" else r["reason"]) == expected, r
-    malformed = [r for r in results if r.get("reason") == "malformed_message"]
     assert len(malformed) == 2 and all(r["cameraId"] == "1" and "offset" in r for r in malformed)
     assert by_seq[0]["models"]["objects"]["detections"], "the good frame went through the HTTP transport"
 
@@ -103,4 +155,8 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
             await admin.close()
         return offsets[TopicPartition("badinput_camera_1", 0)].offset
 
-    assert asyncio.run(committed()) == len(cases)
+    offset = asyncio.run(committed())
+    for seq, row in rows.items():
+        if cases[seq][1] != "processed":
+            row.happened += f"; dead-letter topic has {len(dead)} messages, committed offset {offset} of {len(cases)}"
+    assert offset == len(cases)

@@ -41,8 +41,9 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 60, interva
 
 
 class Cluster:
-    def __init__(self, cp):
+    def __init__(self, cp, ns: str = NS):
         self.cp = cp
+        self.ns = ns
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         proc = self.cp.kubectl(*args, input=stdin) if stdin is not None else self.cp.kubectl(*args)
@@ -50,8 +51,8 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
         return proc
 
-    def get(self, kind: str, name: str, ns: str = NS) -> dict | None:
-        proc = self.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+    def get(self, kind: str, name: str, ns: str | None = None) -> dict | None:
+        proc = self.kubectl("get", kind, name, "-n", ns or self.ns, "-o", "json", check=False)
         return json.loads(proc.stdout) if proc.returncode == 0 else None
 
     def apply(self, obj: dict) -> subprocess.CompletedProcess:
@@ -242,9 +243,44 @@ def test_drift_failed_jobs_restart_and_delete(cluster, kafka_server):
     assert set(kafka_topics(k, ["keep_cam_1", "keep_results"])) == {"keep_cam_1", "keep_results"}
 
 
-def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_path):
+# (verb, resource, namespace or None for cluster scope): what the operator does, then what it must never do.
+NEEDED = [
+    ("watch", "camerafleets.camerafleet.io", None), ("patch", "camerafleets.camerafleet.io/status", NS),
+    ("update", "camerafleets.camerafleet.io/finalizers", NS), ("patch", "configmaps", NS),
+    ("create", "rayjobs.ray.io", NS), ("delete", "rayjobs.ray.io", NS), ("patch", "rayservices.ray.io", NS),
+    ("create", "events", NS), ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
+]
+REFUSED = [
+    ("get", "secrets", NS), ("list", "secrets", OPERATOR_NS), ("create", "secrets", NS), ("get", "pods", NS),
+    ("create", "pods", NS), ("create", "pods/exec", NS), ("delete", "camerafleets.camerafleet.io", NS),
+    ("patch", "customresourcedefinitions.apiextensions.k8s.io", None), ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
+    ("bind", "clusterroles.rbac.authorization.k8s.io", None), ("escalate", "clusterroles.rbac.authorization.k8s.io", None),
+    ("impersonate", "serviceaccounts", NS), ("create", "serviceaccounts/token", OPERATOR_NS), ("delete", "namespaces", None),
+    ("patch", "rayclusters.ray.io", NS), ("delete", "events", NS), ("update", "deployments.apps", OPERATOR_NS),
+]
+
+
+@pytest.mark.faults
+def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_path, fault_report):
+    row = fault_report.row(
+        f"the operator's ServiceAccount (exactly the chart's ClusterRole) asks for {len(REFUSED)} things it does not need "
+        "(Secrets, Pods, exec, RBAC escalation, impersonation, CRD changes, ...)",
+        f"every one refused by the real API server; the {len(NEEDED)} rights it needs granted",
+    )
+    chart_rules = yaml.safe_load((ROOT / "charts" / "camerafleet-operator" / "files" / "rbac-rules.yaml").read_text())
+    assert chart_rules == yaml.safe_load((ROOT / "operator" / "config" / "rbac" / "role.yaml").read_text())["rules"], \
+        "the tests bind role.yaml; the chart must ship the same rules"
     sa = controlplane.service_account_kubeconfig(OPERATOR_NS, "camerafleet-operator", tmp_path / "kubeconfig")
     env = {**os.environ, "KUBECONFIG": str(sa)}
+
+    def can(verb: str, resource: str, ns: str | None) -> bool:
+        proc = controlplane.kubectl("auth", "can-i", verb, resource, *(["-n", ns] if ns else []), env=env)
+        assert proc.stdout.strip() in ("yes", "no"), proc.stderr
+        return proc.stdout.strip() == "yes"
+
+    missing = [f"{v} {r}" for v, r, ns in NEEDED if not can(v, r, ns)]
+    granted = [f"{v} {r}" for v, r, ns in REFUSED if can(v, r, ns)]
+    refused_calls = []
     for args, allowed in (
         (["get", "camerafleets", "-A"], True),
         (["get", "rayjobs", "-A"], True),
@@ -252,11 +288,20 @@ def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_pa
         (["get", "pods", "-n", NS], False),
         (["create", "namespace", "evil"], False),
         (["delete", "crd", "camerafleets.camerafleet.io"], False),
+        (["create", "clusterrolebinding", "evil", "--clusterrole=cluster-admin", f"--serviceaccount={OPERATOR_NS}:camerafleet-operator"], False),
     ):
         proc = controlplane.kubectl(*args, env=env)
         assert (proc.returncode == 0) == allowed, f"kubectl {' '.join(args)}: {proc.stderr}"
         if not allowed:
             assert "Forbidden" in proc.stderr or "forbidden" in proc.stderr
+            refused_calls.append(args[0] + " " + args[1])
+    row.happened = (
+        f"can-i: {len(REFUSED) - len(granted)}/{len(REFUSED)} refused (granted: {granted or 'none'}), "
+        f"{len(NEEDED) - len(missing)}/{len(NEEDED)} needed rights granted (missing: {missing or 'none'}); "
+        f"real calls refused with Forbidden: {', '.join(refused_calls)}"
+    )
+    assert not granted, f"the operator may do more than it needs: {granted}"
+    assert not missing, f"the operator lacks rights it needs: {missing}"
 
 
 def test_shipped_manifests_are_accepted_by_the_api_server(cluster):

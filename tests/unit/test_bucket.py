@@ -22,36 +22,68 @@ def test_put_get_round_trip(bucket):
     assert bucket.get(uri) == b"jpeg-bytes"
 
 
-@pytest.mark.parametrize(
-    "suffix",
-    ["/../secret.jpg", "/1/../../etc/passwd", "/./1/x.jpg", "//etc/passwd", "/1//x.jpg", "/.hidden", "/1/x\x00.jpg"],
-)
-def test_uris_escaping_the_bucket_are_refused(bucket, suffix):
+ESCAPING_SUFFIXES = [
+    "/../secret.jpg", "/1/../../etc/passwd", "/./1/x.jpg", "//etc/passwd", "/1//x.jpg", "/.hidden", "/1/x\x00.jpg",
+    "/1/%2e%2e/%2e%2e/etc/passwd", "/1/..\\..\\secret.jpg", "/1/\uff0e\uff0e/secret.jpg", "/1/" + "a" * 2000 + ".jpg",
+]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("suffix", ESCAPING_SUFFIXES, ids=lambda s: s[:40])
+def test_uris_escaping_the_bucket_are_refused(bucket, suffix, fault_report):
+    row = fault_report.row(f"frame URI <bucket>{suffix[:60]!r} in a frame message", "refused with reason uri_outside_bucket, nothing read")
     with pytest.raises(BucketError) as info:
         bucket.get(bucket.root_uri + suffix)
+    row.happened = f"BucketError {info.value.reason}"
     assert info.value.reason == "uri_outside_bucket"
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("uri", ["file:///etc/passwd", "s3://other-bucket/1/x.jpg", "/etc/passwd", "", None, 42])
-def test_other_locations_are_refused(bucket, uri):
+def test_other_locations_are_refused(bucket, uri, fault_report):
+    row = fault_report.row(f"frame URI {uri!r} (another bucket, an absolute path, not a string)", "refused with reason uri_outside_bucket")
     with pytest.raises(BucketError) as info:
         bucket.get(uri)
+    row.happened = f"BucketError {info.value.reason}"
     assert info.value.reason == "uri_outside_bucket"
 
 
-def test_prefix_lookalike_bucket_is_refused(bucket):
+@pytest.mark.faults
+def test_prefix_lookalike_bucket_is_refused(bucket, fault_report):
+    row = fault_report.row("frame URI in a sibling bucket whose name extends ours (<bucket>-evil/1/x.jpg)", "refused with reason uri_outside_bucket")
     with pytest.raises(BucketError) as info:
         bucket.get(bucket.root_uri + "-evil/1/x.jpg")
+    row.happened = f"BucketError {info.value.reason}"
     assert info.value.reason == "uri_outside_bucket"
 
 
-def test_symlink_out_of_the_bucket_is_refused(bucket, tmp_path):
+@pytest.mark.faults
+def test_symlink_out_of_the_bucket_is_refused(bucket, tmp_path, fault_report):
+    row = fault_report.row("frame key that is a symlink inside the bucket pointing outside it", "refused with reason uri_outside_bucket, the target not read")
     (tmp_path / "outside.jpg").write_bytes(b"secret")
     (bucket.root / "1").mkdir()
     os.symlink(tmp_path / "outside.jpg", bucket.root / "1" / "link.jpg")
     with pytest.raises(BucketError) as info:
         bucket.get(bucket.root_uri + "/1/link.jpg")
+    row.happened = f"BucketError {info.value.reason}"
     assert info.value.reason == "uri_outside_bucket"
+
+
+@pytest.mark.faults
+def test_s3_bucket_refuses_the_same_uris(monkeypatch, fault_report):
+    row = fault_report.row(f"the {len(ESCAPING_SUFFIXES)} escaping URIs, another bucket and a lookalike prefix against an s3:// bucket",
+                           "every one refused with uri_outside_bucket before any request is made")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    bucket = open_bucket(BucketSpec(uri="s3://frames/fleet-a", endpoint="http://127.0.0.1:9"))  # nothing listens: a request would fail differently
+    uris = [bucket.root_uri + s for s in ESCAPING_SUFFIXES] + ["s3://frames/fleet-b/1/x.jpg", "s3://frames/fleet-a-evil/1/x.jpg", "s3://other/fleet-a/1/x.jpg"]
+    reasons = []
+    for uri in uris:
+        with pytest.raises(BucketError) as info:
+            bucket.get(uri)
+        reasons.append(info.value.reason)
+    row.happened = f"{reasons.count('uri_outside_bucket')}/{len(uris)} refused with uri_outside_bucket; other reasons: {sorted(set(reasons) - {'uri_outside_bucket'}) or 'none'}"
+    assert reasons == ["uri_outside_bucket"] * len(uris)
 
 
 def test_missing_and_too_large(bucket):

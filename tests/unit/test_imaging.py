@@ -48,3 +48,31 @@ def test_any_bytes_fail_cleanly(data):
         decode_jpeg(data)
     except ImageError as err:
         assert err.reason in {"decode_error", "image_too_large"}
+
+
+# -- hostile frames, for the fault-injection report ----------------------------------------------------------
+
+
+def _with_header(jpeg: bytes, width: int, height: int, marker: bytes = b"\xff\xc0") -> bytes:
+    i = jpeg.index(b"\xff\xc0")
+    return jpeg[:i] + marker + jpeg[i + 2 : i + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[i + 9 :]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(
+    "what, width, height, marker, reason",
+    [
+        ("baseline JPEG header claiming 65535x65535 (4.3 G pixels, 12.9 GB decoded)", 65535, 65535, b"\xff\xc0", "image_too_large"),
+        ("progressive JPEG (SOF2) header claiming 60000x60000", 60000, 60000, b"\xff\xc2", "image_too_large"),
+        ("JPEG header one row over the limit (8192x8193)", 8192, 8193, b"\xff\xc0", "image_too_large"),
+        ("JPEG header claiming a 0x480 image", 0, 480, b"\xff\xc0", "decode_error"),
+    ],
+)
+def test_hostile_jpeg_headers_are_refused_before_decoding(fault_report, monkeypatch, jpeg, what, width, height, marker, reason):
+    row = fault_report.row(what, f"refused from its header with reason {reason}, the decoder never called")
+    decoder_calls = []
+    monkeypatch.setattr("camerafleet.imaging.cv2.imdecode", lambda *a: decoder_calls.append(a))
+    with pytest.raises(ImageError) as info:
+        decode_jpeg(_with_header(jpeg, width, height, marker))
+    row.happened = f"ImageError {info.value.reason}: {info.value}; decoder called {len(decoder_calls)} time(s)"
+    assert info.value.reason == reason and not decoder_calls

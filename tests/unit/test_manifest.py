@@ -102,3 +102,22 @@ def test_relative_paths_become_absolute(tmp_path):
     assert spec.cameras[1].source == "rtsp://cam/stream"
     assert spec.models[0].model_uri == str(tmp_path / "models/c.onnx")
     assert spec.models[1].model_uri == "s3://b/y.onnx"
+
+
+def test_a_secret_cameras_source_stays_a_name(tmp_path):
+    """With sourceSecretEnv, `source` only names the camera in logs: it is not made into a path."""
+    data = fleet(cameras=[{"id": "1", "source": "lobby-entrance", "sourceSecretEnv": "LOBBY_URL"}, {"id": "2", "source": "clips/a.mp4"}])
+    spec = parse_manifest(data).spec.with_absolute_paths(tmp_path)
+    assert spec.cameras[0].source == "lobby-entrance"
+    assert spec.cameras[1].source == str(tmp_path / "clips/a.mp4")
+
+
+def test_numbers_must_be_finite_and_64_bit():
+    assert "spec.kafka.retentionMs" in problems(fleet(kafka={"retentionMs": 2**63}))
+    model = {"name": "h", "type": "camera-health", "cameraHealth": {"blurredSharpnessMax": float("inf")}}
+    assert "spec.models.0.cameraHealth.blurredSharpnessMax: Input should be a finite number" in problems(fleet(models=[model]))
+
+
+def test_an_unknown_literal_shows_the_value_given():
+    text = problems(fleet(models=[{"name": "r", "type": "resnet", "modelUri": "r.onnx"}]))
+    assert "spec.models.0.type: Input should be 'face', 'yolo' or 'camera-health' (got 'resnet')" in text

@@ -1,5 +1,7 @@
 """Frame messages off Kafka: anything malformed becomes a MessageError, never another exception."""
 
+import time
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -57,3 +59,39 @@ def test_any_bytes_parse_or_fail_cleanly(raw):
         parse_frame_message(raw)
     except MessageError:
         pass
+
+
+# -- hostile messages, for the fault-injection report --------------------------------------------------------
+
+int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+field_values = st.none() | st.booleans() | int64 | st.floats(allow_nan=False) | st.text(max_size=3000) | st.lists(int64, max_size=3) | st.dictionaries(st.text(max_size=5), int64, max_size=2)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([k for k in GOOD if k != "v"]), st.sampled_from(["replace", "delete"]), field_values)
+def check_one_field_mutated(name, how, value):
+    data = dict(GOOD)
+    if how == "delete":
+        del data[name]
+    else:
+        data[name] = value
+    try:
+        msg = parse_frame_message(orjson.dumps(data))
+    except MessageError as err:
+        assert name in str(err), f"{how} {name}={value!r}: the error does not name the field: {err}"
+        return
+    assert isinstance(msg, FrameMessage) and getattr(msg, {"cameraId": "camera_id", "epochMs": "epoch_ms", "captureTsMs": "capture_ts_ms"}.get(name, name)) == data[name]
+
+
+@pytest.mark.faults
+def test_hostile_frame_messages_fail_cleanly(fault_report):
+    row = fault_report.row(
+        "hostile frame messages on a camera topic: 300 arbitrary JSON values, 200 arbitrary byte strings, "
+        "400 valid messages with one field replaced (any type, 3000-char strings, 64-bit extremes) or deleted",
+        "parsed, or MessageError (counted as malformed_message) that names the broken field; never another exception",
+    )
+    started = time.monotonic()
+    test_any_json_parses_or_fails_cleanly()
+    test_any_bytes_parse_or_fail_cleanly()
+    check_one_field_mutated()
+    row.happened = f"900 messages: only FrameMessage or MessageError, every field error named its field ({time.monotonic() - started:.1f} s)"
