@@ -49,9 +49,13 @@ def jpeg_dimensions(data: bytes) -> tuple[int, int]:
     raise ImageError("decode_error", "truncated JPEG: no frame header")
 
 
-def decode_jpeg(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """BGR uint8 image; ImageError(decode_error | image_too_large) otherwise."""
+def decode_jpeg(data: bytes, max_pixels: int = MAX_PIXELS, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """BGR uint8 image; ImageError(decode_error | image_too_large | size_mismatch) otherwise. With
+    `expected_size` (width, height announced for the frame), a JPEG of another size is refused before
+    decoding: a tiny uniform JPEG can otherwise declare, and decode to, hundreds of megabytes."""
     width, height = jpeg_dimensions(data)
+    if expected_size is not None and (width, height) != tuple(expected_size):
+        raise ImageError("size_mismatch", f"JPEG is {width}x{height} but its frame message announces {expected_size[0]}x{expected_size[1]}")
     if width == 0 or height == 0:
         raise ImageError("decode_error", f"JPEG header declares an empty image ({width}x{height})")
     if width * height > max_pixels:

@@ -76,3 +76,11 @@ def test_hostile_jpeg_headers_are_refused_before_decoding(fault_report, monkeypa
         decode_jpeg(_with_header(jpeg, width, height, marker))
     row.happened = f"ImageError {info.value.reason}: {info.value}; decoder called {len(decoder_calls)} time(s)"
     assert info.value.reason == reason and not decoder_calls
+
+
+def test_a_jpeg_of_another_size_than_announced_is_refused_before_decoding():
+    jpeg = cv2.imencode(".jpg", np.zeros((24, 32, 3), np.uint8))[1].tobytes()
+    assert decode_jpeg(jpeg, expected_size=(32, 24)).shape == (24, 32, 3)
+    with pytest.raises(ImageError) as err:
+        decode_jpeg(jpeg, expected_size=(1280, 720))
+    assert err.value.reason == "size_mismatch" and "32x24" in str(err.value) and "1280x720" in str(err.value)

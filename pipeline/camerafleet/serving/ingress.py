@@ -74,7 +74,7 @@ class FleetIngress:
             with stage("bucket get"):
                 data = self.bucket.get(msg.uri)
             with stage("decode"):
-                image = decode_jpeg(data)
+                image = decode_jpeg(data, expected_size=(msg.width, msg.height))
         except (BucketError, ImageError) as err:
             return failed(err.reason, str(err))
         return SharedFrame(ref=ray.put(image), deadline_ms=msg.capture_ts_ms + max_age)
