@@ -3,7 +3,9 @@ service, results out, offsets committed only after the results of those frames a
 
 Every message ends in exactly one outcome, counted by camera and reason: `processed`, `dropped`
 (stale: older than maxFrameAgeMs, a real-time system prefers fresh frames to a backlog) or `failed`
-(malformed message, unknown camera, frame missing or corrupt, model error, inference unreachable).
+(malformed message, unknown camera, frame missing or corrupt, model error, inference unreachable, or
+the producer's own reason when it could not store the frame). Each result carries the message's Kafka
+position (topic, partition, offset), by which the run's ledger tells a redelivery from a new frame.
 Failed messages also go to the dead-letter topic. If results cannot be written, the batch's offsets are
 rewound and the batch is retried: delivery is at-least-once, never at-most-once.
 """
@@ -195,11 +197,13 @@ class ConsumerActor:
         if live:
             responses = await self._infer([m for m, _ in live])
             done_ms = int(time.time() * 1000)
-            for (msg, _), resp in zip(live, responses):
+            for (msg, kafka_rec), resp in zip(live, responses):
                 if resp.get("status") == "ok":
-                    records.append(result_record(msg, "processed", models=resp["models"], reason=None, done_ms=done_ms))
+                    records.append(result_record(msg, "processed", models=resp["models"], reason=None, done_ms=done_ms) | _at(kafka_rec))
+                elif resp.get("status") == "dropped":  # too old by the time the models could take it
+                    records.append(result_record(msg, "dropped", models=None, reason=str(resp.get("reason", "stale")), done_ms=done_ms) | _at(kafka_rec))
                 else:
-                    rec = result_record(msg, "failed", models=None, reason=str(resp.get("reason", "unknown")), done_ms=done_ms)
+                    rec = result_record(msg, "failed", models=None, reason=str(resp.get("reason", "unknown")), done_ms=done_ms) | _at(kafka_rec)
                     rec["message"] = str(resp.get("message", ""))[:500]
                     records.append(rec)
                     dead.append(rec)
@@ -219,10 +223,14 @@ class ConsumerActor:
                     continue
                 if msg.camera_id not in cameras or spec.topic(msg.camera_id) != tp.topic:
                     reason, text = "unknown_camera", f"camera {msg.camera_id!r} is not a camera of this fleet on topic {tp.topic}"
-                    records.append(result_record(msg, "failed", models=None, reason=reason, done_ms=now_ms) | {"message": text})
+                    records.append(result_record(msg, "failed", models=None, reason=reason, done_ms=now_ms) | {"message": text} | _at(rec))
+                    dead.append(records[-1])
+                elif msg.producer_error is not None:  # sampled but never stored: announced so it is not lost silently
+                    text = "the producer could not store this frame"
+                    records.append(result_record(msg, "failed", models=None, reason=msg.producer_error, done_ms=now_ms) | {"message": text} | _at(rec))
                     dead.append(records[-1])
                 elif now_ms - msg.capture_ts_ms > spec.consumer.max_frame_age_ms:
-                    records.append(result_record(msg, "dropped", models=None, reason="stale", done_ms=now_ms))
+                    records.append(result_record(msg, "dropped", models=None, reason="stale", done_ms=now_ms) | _at(rec))
                 else:
                     live.append((msg, rec))
 
@@ -307,6 +315,11 @@ class ConsumerActor:
             await self.transport.close()
         self.log.close()
         return self.stats()
+
+
+def _at(rec: Any) -> dict[str, Any]:
+    """Where a frame's announcement sits in Kafka: the run's ledger identifies messages by it."""
+    return {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset}
 
 
 def _unparsed_record(camera: str, rec: Any, error: str) -> dict[str, Any]:

@@ -91,3 +91,70 @@ async def ensure_topics(spec: FleetSpec, bootstrap: str) -> list[str]:
         return created
     finally:
         await admin.close()
+
+
+async def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 15.0) -> dict[str, dict[int, int]]:
+    """Each topic's partitions and their end offsets (the offset the next message will get). The run's
+    ledger counts what was announced during the run from these, taken at its start and at its end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    admin = await connect_admin(bootstrap, timeout_s)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        while True:  # a topic created a moment ago may not be in the metadata yet
+            described = {t["topic"]: t for t in await admin.describe_topics(topics)}
+            partitions = {t: sorted(p["partition"] for p in described[t]["partitions"]) for t in topics if t in described and described[t]["partitions"]}
+            missing = [t for t in topics if t not in partitions]
+            if not missing:
+                break
+            if loop.time() > deadline:
+                raise KafkaUnavailable(f"Kafka at {bootstrap} does not describe topic(s) {', '.join(missing[:5])}")
+            await asyncio.sleep(0.5)
+        await asyncio.wait_for(consumer.start(), timeout=timeout_s)
+        tps = [TopicPartition(t, p) for t in topics for p in partitions[t]]
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout=timeout_s) if tps else {}
+    except (KafkaError, OSError, asyncio.TimeoutError) as err:
+        raise KafkaUnavailable(f"cannot read the end offsets of {len(topics)} topic(s) at {bootstrap}: {type(err).__name__}: {err}") from None
+    finally:
+        await admin.close()
+        try:
+            await asyncio.wait_for(consumer.stop(), timeout=5)
+        except (KafkaError, OSError, asyncio.TimeoutError):
+            pass
+    out: dict[str, dict[int, int]] = {t: {} for t in topics}
+    for tp, offset in ends.items():
+        out[tp.topic][tp.partition] = offset
+    return out
+
+
+async def wait_committed(bootstrap: str, group: str, want: dict[tuple[str, int], int], timeout_s: float) -> dict[tuple[str, int], int]:
+    """Wait until the consumer group has committed at least `want[(topic, partition)]` on every partition
+    (consumers commit only after the results of those messages are written). Returns how many messages
+    each partition still lacks when the time is up; empty when the group caught up."""
+    from aiokafka import TopicPartition
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    behind = dict(want)
+    admin = None
+    try:
+        while True:
+            try:
+                if admin is None:
+                    admin = await connect_admin(bootstrap, timeout_s=10)
+                done = await admin.list_consumer_group_offsets(group, partitions=[TopicPartition(t, p) for t, p in want])
+                behind = {(t, p): end - max(0, done[TopicPartition(t, p)].offset) if TopicPartition(t, p) in done else end for (t, p), end in want.items()}
+                behind = {tp: n for tp, n in behind.items() if n > 0}
+            except (KafkaUnavailable, KafkaError, OSError) as err:
+                log.warning("reading the committed offsets of group %s: %s", group, err)
+                if admin is not None:
+                    await admin.close()
+                    admin = None
+            if not behind or loop.time() > deadline:
+                return behind
+            await asyncio.sleep(0.5)
+    finally:
+        if admin is not None:
+            await admin.close()

@@ -28,9 +28,16 @@ class FrameMessage(BaseModel):
     uri: str = Field(min_length=1, max_length=2048, description="The frame's JPEG in the bucket.")
     width: int = Field(gt=0, le=16384, description="Frame width in pixels.")
     height: int = Field(gt=0, le=16384, description="Frame height in pixels.")
+    producer_error: str | None = Field(
+        default=None,
+        alias="producerError",
+        pattern=r"^[a-z][a-z0-9_]{0,39}$",
+        description="Set when the producer sampled the frame but could not store it (e.g. `bucket_unavailable`, "
+        "`encode_error`): the frame is still announced, so it ends `failed` with this reason instead of going missing.",
+    )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(by_alias=True))
+        return orjson.dumps(self.model_dump(by_alias=True, exclude_none=True))
 
 
 class MessageError(ValueError):

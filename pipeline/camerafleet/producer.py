@@ -4,6 +4,12 @@ Each actor runs one worker per camera shard it is assigned. Blocking work (decod
 runs in a thread, one hop per frame; Kafka sends are batched by the async client. A worker that is
 unassigned finishes the frame in hand and waits for its announcements, so resizing the pool loses no
 sampled frame. A failing source is reopened with exponential backoff and reported, never abandoned.
+
+Every sampled frame is announced on Kafka, also one that could not be stored (it carries the reason and
+ends `failed`), so the run's ledger can count frames from what reached Kafka, which survives a producer
+crash. While Kafka does not acknowledge (broker down), announcements are retried with backoff, up to
+`producer.maxBufferedFrames` per camera; a frame sampled beyond that is dropped and counted
+(`kafka_unavailable`), never lost silently. The client is idempotent, so its own retries add no duplicates.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import logging
 import math
 import os
 import time
+import uuid
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import ray
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import BrokerResponseError, KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumber, ProducerClosed, ProducerFenced
 
 from camerafleet import metrics
 from camerafleet.profiling import stage
@@ -56,11 +65,26 @@ def plan_shards(spec: FleetSpec, actors: int) -> list[list[Shard]]:
     return plan
 
 
+KAFKA_RETRY_INITIAL_S = 0.25  # first wait before re-sending an announcement Kafka did not take; doubles
+KAFKA_RETRY_MAX_S = 5.0
+KAFKA_WARNING_INTERVAL_S = 10.0  # while Kafka is down, one warning per this many seconds, not one per frame
+STALL_WARNING_S = 10.0  # a frame's capture and store taking this long is logged (and again each time as long)
+STOP_FLUSH_TIMEOUT_S = 30.0  # at stop, how long announcements Kafka has not taken yet may still take
+
+
 @dataclass
 class CameraCounts:
-    produced: int = 0
-    announced: int = 0
-    failed: Counter = field(default_factory=Counter)
+    """One camera's counters in one producer actor. Frames that never reach Kafka are counted here by
+    reason (`dropped`, `failed`); all others reach the consumers and are counted from the results log."""
+
+    produced: int = 0  # frames sampled
+    announced: int = 0  # announcements Kafka acknowledged (stored frames and frames announced as failed)
+    announced_failed: Counter = field(default_factory=Counter)  # announced with producerError, by reason
+    dropped: Counter = field(default_factory=Counter)  # never announced on purpose: kafka_unavailable
+    failed: Counter = field(default_factory=Counter)  # never announced, Kafka refused: kafka_send_failed
+    pending: set = field(default_factory=set)  # announcement tasks Kafka has not acknowledged yet
+    max_pending: int = 0
+    kafka_retries: int = 0
     skipped_slots: int = 0
     reconnects: int = 0
     source_up: bool = False
@@ -98,18 +122,46 @@ class ProducerActor:
         self.bootstrap = bootstrap
         self.bucket: FrameBucket = open_bucket(self.spec.bucket)
         self.kafka: AIOKafkaProducer | None = None
+        self.kafka_lock = asyncio.Lock()
+        self.kafka_start_error: tuple[float, Exception] | None = None
+        self.last_kafka_warning = 0.0
         self.workers: dict[str, _Worker] = {}
         self.counts: dict[str, CameraCounts] = {}
-        self.pending: set[asyncio.Future] = set()
+        self.pending: set[asyncio.Task] = set()
+        # Ray restarts a crashed actor with a fresh state; what the lost one had not announced yet shows as
+        # missed slots of its cameras, and the summary names this restart as their reason.
+        with warnings.catch_warnings():  # Ray's property uses its own deprecated actor_id inside
+            warnings.simplefilter("ignore")
+            self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        self.incarnation = uuid.uuid4().hex[:12]
         # Live streams block a thread each while they grab frames; threads are created only as needed.
         self.capture_pool = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="capture")
         self.last_sweep: dict[str, float] = {}
 
     async def _producer(self) -> AIOKafkaProducer:
-        if self.kafka is None:
-            self.kafka = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", request_timeout_ms=30_000)
-            await self.kafka.start()
-        return self.kafka
+        """The actor's Kafka client, started on first use (and again after a reset); raises while Kafka is unreachable."""
+        async with self.kafka_lock:
+            if self.kafka is None:
+                if self.kafka_start_error is not None and time.monotonic() - self.kafka_start_error[0] < KAFKA_RETRY_INITIAL_S * 4:
+                    raise self.kafka_start_error[1]  # tried a moment ago: the frames waiting need not each try again
+                client = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", enable_idempotence=True, request_timeout_ms=30_000, retry_backoff_ms=250
+                )
+                try:
+                    await client.start()
+                except Exception as err:
+                    self.kafka_start_error = (time.monotonic(), err)
+                    await _close_quietly(client)
+                    raise
+                self.kafka, self.kafka_start_error = client, None
+            return self.kafka
+
+    async def _reset_producer(self, client: AIOKafkaProducer) -> None:
+        """Drop a client that cannot send any more (fenced, out of sequence, sender stopped); the next send makes a new one."""
+        async with self.kafka_lock:
+            if self.kafka is client:
+                self.kafka = None
+                asyncio.create_task(_close_quietly(client))
 
     async def assign(self, spec_json: str, shards: list[tuple[str, int, int]], handover_s: float | None = None) -> None:
         """Run exactly these (camera id, shard index, shards) workers. With a handover time, new workers
@@ -118,7 +170,10 @@ class ProducerActor:
         self.spec = FleetSpec.model_validate_json(spec_json)
         cameras = {c.id: c for c in self.spec.cameras}
         wanted = {f"{cid}#{i}/{n}": Shard(cameras[cid], i, n) for cid, i, n in shards}
-        await self._producer()
+        try:
+            await asyncio.wait_for(self._producer(), timeout=10)
+        except Exception as err:  # noqa: BLE001 - workers start anyway: they buffer until Kafka answers
+            log.warning("Kafka at %s is not reachable yet (%s); sampling anyway, announcements wait", self.bootstrap, type(err).__name__)
         for key, shard in wanted.items():
             if key not in self.workers:
                 worker = _Worker(first_slot=self._slot_at(shard.camera, handover_s))
@@ -154,6 +209,7 @@ class ProducerActor:
         sampler.last_slot = (worker.first_slot if worker.first_slot is not None else sampler.slot_of(time.time())) - 1
         backoff = self.spec.producer.reconnect_initial_seconds
         seed = sum(cam.id.encode())
+        skipped_seen = 0
         while not stop.is_set():
             source = None
             try:
@@ -163,6 +219,8 @@ class ProducerActor:
                 log.info("camera %s: source %s open", cam.id, source.name)
                 while not stop.is_set() and (worker.end_slot is None or sampler.next_slot() < worker.end_slot):
                     await self._one_frame(shard, source, sampler, counts)
+                    counts.skipped_slots += sampler.skipped_slots - skipped_seen
+                    skipped_seen = sampler.skipped_slots
                     backoff = self.spec.producer.reconnect_initial_seconds
                 if worker.end_slot is not None:
                     await stop.wait()
@@ -173,9 +231,9 @@ class ProducerActor:
             finally:
                 if source is not None:
                     await asyncio.to_thread(source.close)
-        counts.skipped_slots += sampler.skipped_slots
-        if self.pending:
-            await asyncio.wait(list(self.pending))
+        counts.skipped_slots += sampler.skipped_slots - skipped_seen
+        if counts.pending:
+            await asyncio.wait(list(counts.pending))
 
     def _source_down(self, cam: CameraSpec, counts: CameraCounts, error: str, backoff: float) -> None:
         counts.source_up = False
@@ -188,28 +246,79 @@ class ProducerActor:
         cam = shard.camera
         if not source.live:  # wait here, not in a thread: 150 cameras must not hold 150 pool threads asleep
             await asyncio.sleep(max(0.0, sampler.next_due() - time.time()))
-        captured = await asyncio.get_running_loop().run_in_executor(self.capture_pool, self._capture_and_store, shard, source, sampler)
+        # Decided before the frame is stored: a frame Kafka cannot take is not written to the bucket either.
+        store = len(counts.pending) < self.spec.producer.max_buffered_frames
+        work = asyncio.get_running_loop().run_in_executor(self.capture_pool, self._capture_and_store, shard, source, sampler, store)
+        waited = 0.0
+        while not (await asyncio.wait([work], timeout=STALL_WARNING_S))[0]:  # a stalled camera is reported, not silent
+            waited += STALL_WARNING_S
+            counts.last_error = f"capturing and storing a frame has not returned for {waited:.0f} s"
+            log.warning("camera %s: %s (bucket %s)", cam.id, counts.last_error, self.bucket.root_uri)
+        captured = work.result()
         if captured is None:
             return
         msg, error = captured
         counts.produced += 1
         metrics.frames_produced().inc(tags={"camera": cam.id})
+        if error == "kafka_unavailable":
+            counts.dropped[error] += 1
+            metrics.frames_dropped().inc(tags={"camera": cam.id, "reason": error})
+            self._kafka_warning(f"camera {cam.id}: {len(counts.pending)} frames wait for Kafka (producer.maxBufferedFrames); "
+                                f"dropping new frames, {counts.dropped[error]} so far")
+            return
         if error is not None:
-            counts.failed[error] += 1
-            metrics.frames_failed().inc(tags={"camera": cam.id, "reason": error})
-            return
-        kafka = await self._producer()
-        partition = msg.seq % self.spec.kafka.partitions_per_topic
-        try:
-            with stage("produce"):  # send() only appends to the client's batch unless it must wait for metadata
-                fut = await kafka.send(self.spec.topic(cam.id), msg.to_json(), key=cam.id.encode(), partition=partition)
-        except Exception as err:  # noqa: BLE001 - any send failure is counted with its type
-            self._announce_failed(cam.id, counts, err)
-            return
-        self.pending.add(fut)
-        fut.add_done_callback(lambda f: self._announced(cam.id, counts, f))
+            counts.announced_failed[error] += 1
+            msg = msg.model_copy(update={"producer_error": error})
+        task = asyncio.create_task(self._announce(cam.id, counts, msg))
+        counts.pending.add(task)
+        counts.max_pending = max(counts.max_pending, len(counts.pending))
+        self.pending.add(task)
+        task.add_done_callback(lambda t: (counts.pending.discard(t), self.pending.discard(t)))
 
-    def _capture_and_store(self, shard: Shard, source: FrameSource, sampler: Sampler) -> tuple[FrameMessage, str | None] | None:
+    async def _announce(self, camera_id: str, counts: CameraCounts, msg: FrameMessage) -> None:
+        """Put one frame's announcement on Kafka, retrying with backoff while Kafka does not take it."""
+        topic, value, key = self.spec.topic(camera_id), msg.to_json(), camera_id.encode()
+        partition = msg.seq % self.spec.kafka.partitions_per_topic
+        delay = KAFKA_RETRY_INITIAL_S
+        try:
+            while True:
+                client = None
+                try:
+                    client = await self._producer()
+                    with stage("produce"):  # send() only appends to the client's batch unless it must wait for metadata
+                        fut = await client.send(topic, value, key=key, partition=partition)
+                    await fut
+                    counts.announced += 1
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - sorted below: retry, new client, or a counted failure
+                    action = _on_send_error(err)
+                    if action == "fail":
+                        counts.failed["kafka_send_failed"] += 1
+                        metrics.frames_failed().inc(tags={"camera": camera_id, "reason": "kafka_send_failed"})
+                        log.error("camera %s frame %d: Kafka refused the announcement: %s: %s", camera_id, msg.seq, type(err).__name__, err)
+                        return
+                    counts.kafka_retries += 1
+                    if action == "reset" and client is not None:
+                        await self._reset_producer(client)
+                    self._kafka_warning(f"camera {camera_id}: Kafka did not take an announcement ({type(err).__name__}: {err}); "
+                                        f"retrying with backoff, {len(counts.pending)} frames waiting")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, KAFKA_RETRY_MAX_S)
+        except asyncio.CancelledError:
+            # Stopping while Kafka still has not taken the frame: it is dropped, and counted.
+            counts.dropped["kafka_unavailable"] += 1
+            metrics.frames_dropped().inc(tags={"camera": camera_id, "reason": "kafka_unavailable"})
+            raise
+
+    def _kafka_warning(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self.last_kafka_warning >= KAFKA_WARNING_INTERVAL_S:
+            self.last_kafka_warning = now
+            log.warning(text)
+
+    def _capture_and_store(self, shard: Shard, source: FrameSource, sampler: Sampler, store: bool = True) -> tuple[FrameMessage, str | None] | None:
         with stage("capture"):
             t, frame = source.read_due(sampler.next_due())
         seq = sampler.accept(t)
@@ -217,9 +326,11 @@ class ProducerActor:
             return None
         h, w = frame.shape[:2]
         msg_fields = dict(cameraId=shard.camera.id, seq=seq, epochMs=self.epoch_ms, captureTsMs=int(t * 1000), width=w, height=h)
+        key = frame_key(shard.camera.id, self.epoch_ms, seq)
+        if not store:
+            return FrameMessage(uri=self.bucket.uri_of(key), **msg_fields), "kafka_unavailable"
         with stage("encode"):
             ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.spec.bucket.jpeg_quality])
-        key = frame_key(shard.camera.id, self.epoch_ms, seq)
         if not ok:
             return FrameMessage(uri=self.bucket.uri_of(key), **msg_fields), "encode_error"
         try:
@@ -243,42 +354,69 @@ class ProducerActor:
         except BucketError as err:
             log.warning("camera %s: frame sweep failed: %s", shard.camera.id, err)
 
-    def _announced(self, camera_id: str, counts: CameraCounts, fut: asyncio.Future) -> None:
-        self.pending.discard(fut)
-        if fut.cancelled() or fut.exception() is not None:
-            self._announce_failed(camera_id, counts, fut.exception() if not fut.cancelled() else asyncio.CancelledError())
-        else:
-            counts.announced += 1
-
-    def _announce_failed(self, camera_id: str, counts: CameraCounts, err: BaseException | None) -> None:
-        counts.failed["kafka_send_failed"] += 1
-        metrics.frames_failed().inc(tags={"camera": camera_id, "reason": "kafka_send_failed"})
-        log.error("camera %s: announcing a frame failed: %s", camera_id, type(err).__name__)
-
     def stats(self) -> dict[str, dict]:
+        """Per camera: `produced` (sampled), `dropped`/`failed` by reason for frames that never reached Kafka,
+        `announcedFailed` for frames announced with a producer error, and this incarnation's identity."""
         return {
             cid: {
                 "produced": c.produced,
                 "announced": c.announced,
+                "dropped": dict(c.dropped),
                 "failed": dict(c.failed),
+                "announcedFailed": dict(c.announced_failed),
+                "buffered": len(c.pending),
+                "maxBuffered": c.max_pending,
+                "kafkaRetries": c.kafka_retries,
                 "skippedSlots": c.skipped_slots,
                 "reconnects": c.reconnects,
                 "sourceUp": c.source_up,
                 "lastError": c.last_error,
+                "incarnation": self.incarnation,
+                "restarted": self.restarted,
             }
             for cid, c in self.counts.items()
         }
 
     async def stop(self) -> dict[str, dict]:
-        """Stop every worker, wait for all announcements, close Kafka; returns the final stats."""
+        """Stop every worker, wait for the announcements Kafka has not taken yet (a while), close Kafka;
+        returns the final stats. Announcements still waiting after that are dropped and counted."""
         for key in list(self.workers):
             await self._stop_worker(key)
         if self.pending:
-            await asyncio.wait(list(self.pending), timeout=60)
+            await asyncio.wait(list(self.pending), timeout=STOP_FLUSH_TIMEOUT_S)
+        left = list(self.pending)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left)
+            log.error("stopping: Kafka did not take %d announcements within %.0f s; counted as dropped (kafka_unavailable)", len(left), STOP_FLUSH_TIMEOUT_S)
         if self.kafka is not None:
-            await self.kafka.stop()
-            self.kafka = None
+            client, self.kafka = self.kafka, None
+            try:
+                await asyncio.wait_for(client.stop(), timeout=10)
+            except (asyncio.TimeoutError, KafkaError) as err:
+                log.warning("closing the Kafka client: %s", type(err).__name__)
         return self.stats()
+
+
+def _on_send_error(err: BaseException) -> str:
+    """What to do after Kafka did not take an announcement: `retry` it (Kafka unreachable, slow, or moving a
+    partition), `reset` the client first (the client itself cannot send any more), or `fail` the frame
+    (Kafka refused this message, e.g. too large; retrying would not help)."""
+    if isinstance(err, (ProducerClosed, ProducerFenced, OutOfOrderSequenceNumber)):
+        return "reset"
+    if isinstance(err, KafkaTimeoutError) or getattr(err, "retriable", False):
+        return "retry"
+    if isinstance(err, BrokerResponseError):
+        return "fail"
+    return "reset" if isinstance(err, KafkaError) else "fail"
+
+
+async def _close_quietly(client: AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(client.stop(), timeout=10)
+    except Exception as err:  # noqa: BLE001 - a client being thrown away
+        log.debug("closing a Kafka client: %s", type(err).__name__)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

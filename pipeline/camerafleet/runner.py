@@ -25,7 +25,7 @@ import ray
 
 from camerafleet.bucket import BucketError, open_bucket
 from camerafleet.consumer import ConsumerActor
-from camerafleet.kafka_topics import KafkaUnavailable, ensure_topics
+from camerafleet.kafka_topics import KafkaUnavailable, end_offsets, ensure_topics, wait_committed
 from camerafleet.manifest import CameraFleet, FleetSpec, ManifestError, load_manifest
 from camerafleet.producer import ProducerActor, plan_shards
 from camerafleet.summary import build_summary, merge_producer_stats, percentiles
@@ -78,7 +78,12 @@ class FleetRunner:
         self.results_log = self.run_dir / "results.jsonl"
         self.producers: list[Any] = []
         self.producer_plan: list[set[tuple[str, int, int]]] = []
-        self.retired_producer_stats: list[dict] = []
+        # The last stats seen of every producer actor incarnation, retired or crashed ones included: an
+        # actor Ray restarts comes back with zeroed counters, so its predecessor's stay counted here.
+        self.producer_stats: dict[str, dict] = {}
+        # Per camera topic, each partition's end offset when the run (or the camera) started: the ledger
+        # counts what was announced during the run from Kafka itself, which outlives any actor.
+        self.start_offsets: dict[str, dict[int, int]] = {}
         self.consumers: list[Any] = []
         self.stop_event = asyncio.Event()
         self.manifest_digest = _digest(opts.manifest)
@@ -101,6 +106,7 @@ class FleetRunner:
         except KafkaUnavailable as err:
             raise RunError(str(err)) from None
         self.say(f"kafka {self.bootstrap}: {len(self.spec.cameras)} camera topics ready ({len(created)} created)")
+        await self.note_start_offsets()
         try:
             bucket = open_bucket(self.spec.bucket)
             bucket.prepare(self.spec.bucket.ttl_seconds)
@@ -178,7 +184,7 @@ class FleetRunner:
         while len(self.producers) > n:
             actor = self.producers.pop()
             self.producer_plan.pop()
-            self.retired_producer_stats.append(await actor.stop.remote())
+            self.note_producer_stats([await actor.stop.remote()])
             ray.kill(actor)
 
     # -- while running ---------------------------------------------------------------------------------
@@ -199,6 +205,7 @@ class FleetRunner:
             self.say(f"manifest change to {', '.join(ignored)} needs a restart; not applied")
             self.spec = new.model_copy(update={k: getattr(old, k) for k in ignored})
         await ensure_topics(self.spec, self.bootstrap)
+        await self.note_start_offsets()
         if self.opts.role == "all" and old.models != self.spec.models and not serve_url(self.spec):
             self.deploy_serving()
         if self.opts.role in ("all", "consumer"):
@@ -215,8 +222,45 @@ class FleetRunner:
         calls += [a.assign.remote(spec_json, sorted(plan)) for a, plan in zip(self.producers, self.producer_plan)]
         await _answers(calls)
 
+    # -- the ledger's sources ---------------------------------------------------------------------------
+
+    async def note_start_offsets(self) -> None:
+        """Remember the end offsets of camera topics not seen yet, before any producer announces on them."""
+        topics = [self.spec.topic(c.id) for c in self.spec.cameras if self.spec.topic(c.id) not in self.start_offsets]
+        if topics:
+            try:
+                self.start_offsets.update(await end_offsets(self.bootstrap, topics))
+            except KafkaUnavailable as err:
+                raise RunError(str(err)) from None
+
+    async def kafka_ledger(self) -> dict[str, dict] | None:
+        """Per camera, its topic and each partition's [start, end) offsets of this run; None (the summary then
+        counts what producers report) when Kafka cannot tell within a while."""
+        cameras = {self.spec.topic(c.id): c.id for c in self.spec.cameras}
+        cameras.update({t: t.removeprefix(self.spec.kafka.topic_prefix) for t in self.start_offsets if t not in cameras})
+        for attempt in range(4):
+            try:
+                ends = await end_offsets(self.bootstrap, list(self.start_offsets))
+                break
+            except KafkaUnavailable as err:
+                if attempt == 3:
+                    self.say(f"ledger: {err}; counting produced frames from the producers' own counts instead")
+                    return None
+                await asyncio.sleep(5)
+        return {
+            cameras[topic]: {"topic": topic, "offsets": {str(p): [start.get(p, 0), end] for p, end in ends[topic].items()}}
+            for topic, start in self.start_offsets.items()
+        }
+
+    def note_producer_stats(self, answers: list[dict[str, dict]]) -> None:
+        for stats in answers:
+            incarnation = next((s.get("incarnation") for s in stats.values()), None)
+            if incarnation is not None:
+                self.producer_stats[incarnation] = stats
+
     async def gather_stats(self) -> tuple[dict[str, dict], list[dict]]:
-        producer = merge_producer_stats([*self.retired_producer_stats, *await _answers(a.stats.remote() for a in self.producers)])
+        self.note_producer_stats(await _answers(a.stats.remote() for a in self.producers))
+        producer = merge_producer_stats(self.producer_stats.values())
         return producer, await _answers(c.stats.remote() for c in self.consumers)
 
     async def progress(self) -> None:
@@ -252,15 +296,25 @@ class FleetRunner:
                 break
             await self.apply_manifest_change()
             await self.restart_lost_members()
+            self.note_producer_stats(await _answers(a.stats.remote() for a in self.producers))
             if time.monotonic() >= next_progress:
                 await self.progress()
                 next_progress += self.opts.progress_interval_s
 
     # -- stop ----------------------------------------------------------------------------------------
 
-    async def drain(self) -> None:
-        """Wait until consumers have caught up with everything produced, or the drain timeout."""
+    async def drain(self, kafka: dict[str, dict] | None = None) -> None:
+        """Wait until consumers have caught up with everything produced, or the drain timeout. With the run's
+        Kafka offsets: until the group has committed every camera topic up to its end offset (it commits only
+        after writing those frames' results). Without: until no consumer lags and no batch finished for 2 s."""
         if not self.consumers:
+            return
+        if kafka is not None:
+            want = {(i["topic"], int(p)): end for i in kafka.values() for p, (start, end) in i["offsets"].items() if end > start}
+            behind = await wait_committed(self.bootstrap, self.spec.kafka.consumer_group, want, self.opts.drain_timeout_s)
+            if behind:
+                self.say(f"drain: consumers did not catch up within {self.opts.drain_timeout_s:.0f} s ({sum(behind.values())} messages "
+                         "without results); the rest is reported in flight")
             return
         deadline = time.monotonic() + self.opts.drain_timeout_s
         quiet_since, last_batches = time.monotonic(), -1
@@ -278,17 +332,20 @@ class FleetRunner:
     async def stop(self) -> dict[str, Any]:
         self.say("stopping producers, draining consumers ...")
         produce_seconds = time.monotonic() - self.started
-        final_producers = await _answers(a.stop.remote() for a in self.producers)
-        await self.drain()
+        self.note_producer_stats(await _answers(a.stop.remote() for a in self.producers))
+        kafka = await self.kafka_ledger() if self.start_offsets else None
+        await self.drain(kafka)
         await _answers(c.stop.remote() for c in self.consumers)
         summary = build_summary(
             fleet=self.fleet.metadata.name,
             run_id=self.run_id,
             epoch_ms=self.epoch_ms,
             duration_s=produce_seconds,
-            producer=merge_producer_stats([*self.retired_producer_stats, *final_producers]),
+            producer=merge_producer_stats(self.producer_stats.values()),
             log_path=self.results_log,
             cameras=[c.id for c in self.spec.cameras],
+            kafka=kafka,
+            shards={c.id: c.producer_shards for c in self.spec.cameras},
         )
         for actor in [*self.producers, *self.consumers]:
             ray.kill(actor)

@@ -1,10 +1,24 @@
 """The run summary and its ledger: every sampled frame ends processed, dropped or failed, or is still
-in flight, per camera.
+in flight, per camera: `produced = processed + dropped + failed + in_flight`.
 
-The consumer side is read from the run's results log (one line per outcome), keeping the first outcome
-of each frame, so redeliveries (at-least-once) are counted as duplicates instead of inflating the
-ledger. The producer side (frames sampled, frames that failed before reaching Kafka) comes from the
-producer actors. Pure functions: unit-tested without Kafka or Ray.
+Frames are counted where they are durable, so a crashed actor cannot take its counts with it:
+
+- **produced** = the frames announced on the camera's topic during the run (its end offsets at the start
+  and the end of the run, less announcements of a frame that repeat one already there), plus the frames
+  a producer sampled but could not put on Kafka at all (`dropped: kafka_unavailable`, `failed:
+  kafka_send_failed`; polled from the producer actors). A frame the producer could not store is still
+  announced, with its reason, and ends `failed` in the results log.
+- **processed / dropped / failed** come from the run's results log (one line per outcome): each message
+  is identified by its Kafka position and keeps its first outcome, so a redelivery (at-least-once) or a
+  repeated announcement is counted under `duplicates` instead of inflating the ledger.
+- **missed slots** are not frames: slots of a camera's sampling grid (between its first and last frame)
+  that no frame came from. `skipped`: the producer skipped them (the source was late or down, the actor
+  behind); `producer_restart`: a producer actor crashed, losing what it had not announced, and its
+  restart starts from the present; `unaccounted`: neither (a bug).
+
+Without a view of Kafka's offsets (a producer-only or consumer-only role, or Kafka down at the end),
+`produced` falls back to the producers' own count of sampled frames and frames are identified by
+(camera, seq) of the run's epoch. Pure functions: unit-tested without Kafka or Ray.
 """
 
 from __future__ import annotations
@@ -16,44 +30,101 @@ from typing import Any, Iterable
 import numpy as np
 import orjson
 
+_SUMMED = ("produced", "announced", "skippedSlots", "reconnects", "kafkaRetries")
+_COUNTERS = ("dropped", "failed", "announcedFailed")
+
 
 def merge_producer_stats(stats: Iterable[dict[str, dict]]) -> dict[str, dict[str, Any]]:
-    """Sum the per-camera stats of several producer actors (live and retired)."""
+    """Sum the per-camera stats of several producer actors, or of successive incarnations of one (the last
+    stats seen of each), into one entry per camera; `restarts` counts incarnations that Ray restarted."""
     merged: dict[str, dict[str, Any]] = {}
     for actor in stats:
         for cam, s in actor.items():
-            m = merged.setdefault(cam, {"produced": 0, "announced": 0, "failed": Counter(), "reconnects": 0, "sourceUp": False, "lastError": None})
-            m["produced"] += s["produced"]
-            m["announced"] += s["announced"]
-            m["failed"].update(s["failed"])
-            m["reconnects"] += s["reconnects"]
+            m = merged.setdefault(cam, _empty_producer())
+            for k in _SUMMED:
+                m[k] += s.get(k, 0)
+            for k in _COUNTERS:
+                m[k].update(s.get(k, {}))
+            m["maxBuffered"] = max(m["maxBuffered"], s.get("maxBuffered", 0))
+            m["restarts"] += bool(s.get("restarted"))
             m["sourceUp"] = m["sourceUp"] or s["sourceUp"]
             m["lastError"] = s["lastError"] or m["lastError"]
     return merged
 
 
-def read_outcomes(log_path: Path, epoch_ms: int | None) -> tuple[dict[tuple[str, int], dict], int, list[dict]]:
-    """First outcome of each frame of this run's epoch, how many repeats were seen, and the records of
-    messages that could not be parsed (they have no frame identity)."""
-    first: dict[tuple[str, int], dict] = {}
-    duplicates = 0
-    unparsed: list[dict] = []
+def _empty_producer() -> dict[str, Any]:
+    return {**{k: 0 for k in _SUMMED}, **{k: Counter() for k in _COUNTERS}, "maxBuffered": 0, "restarts": 0, "sourceUp": False, "lastError": None}
+
+
+def read_records(log_path: Path) -> list[dict]:
     if not log_path.exists():
-        return first, 0, unparsed
+        return []
     with log_path.open("rb") as f:
-        for line in f:
-            rec = orjson.loads(line)
-            if "seq" not in rec:
-                unparsed.append(rec)
-                continue
-            if epoch_ms is not None and rec.get("epochMs") != epoch_ms:
-                continue
-            key = (rec["cameraId"], rec["seq"])
-            if key in first:
-                duplicates += 1
-            else:
-                first[key] = rec
-    return first, duplicates, unparsed
+        return [orjson.loads(line) for line in f if line.strip()]
+
+
+class _Ledger:
+    """The outcomes of one run, per camera, from its results log (see the module docstring)."""
+
+    def __init__(self, records: list[dict], epoch_ms: int, kafka: dict[str, dict] | None):
+        self.frames: dict[tuple, tuple[str, dict]] = {}  # frame identity -> (camera, first outcome)
+        self.messages: Counter = Counter()  # camera -> announcements in the run's span of its topic
+        self.repeated_announcements: Counter = Counter()
+        self.redeliveries = 0
+        self.unparsed = 0
+        span: dict[tuple[str, int], tuple[int, int, str]] = {}
+        for cam, info in (kafka or {}).items():
+            for part, (lo, hi) in info["offsets"].items():
+                span[(info["topic"], int(part))] = (lo, hi, cam)
+                self.messages[cam] += max(0, hi - lo)
+        seen: set[tuple[str, int, int]] = set()
+        for rec in records:
+            where = (rec.get("topic"), rec.get("partition"))
+            if kafka is not None and "offset" in rec and where in span:
+                lo, hi, cam = span[where]
+                if not lo <= rec["offset"] < hi:
+                    continue  # announced before this run (or after its end): not this run's frame
+                position = (*where, rec["offset"])
+                if position in seen:
+                    self.redeliveries += 1
+                    continue
+                seen.add(position)
+                if "seq" not in rec:
+                    self.unparsed += 1
+                    self.frames[position] = (cam, rec)
+                    continue
+                frame = (cam, rec.get("epochMs"), rec["seq"])
+                if frame in self.frames:
+                    self.repeated_announcements[cam] += 1
+                else:
+                    self.frames[frame] = (cam, rec)
+            elif "seq" not in rec:
+                self.unparsed += 1
+            elif rec.get("epochMs") == epoch_ms and (kafka is None or "offset" not in rec):
+                frame = (rec["cameraId"], epoch_ms, rec["seq"])
+                if frame in self.frames:
+                    self.redeliveries += 1
+                else:
+                    self.frames[frame] = (rec["cameraId"], rec)
+
+    @property
+    def duplicates(self) -> int:
+        return self.redeliveries + sum(self.repeated_announcements.values())
+
+    def by_camera(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = defaultdict(list)
+        for cam, rec in self.frames.values():
+            out[cam].append(rec)
+        return out
+
+
+def grid_gaps(seqs: Iterable[int], shards: int) -> int:
+    """Slots between a camera's first and last frame that have no frame, shard by shard (each shard owns
+    every `shards`-th slot and starts on its own)."""
+    by_shard: dict[int, list[int]] = defaultdict(list)
+    for seq in set(seqs):
+        by_shard[seq % shards].append(seq)
+    return sum((max(v) - min(v)) // shards + 1 - len(v) for v in by_shard.values())
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -97,50 +168,78 @@ def build_summary(
     producer: dict[str, dict[str, Any]],
     log_path: Path,
     cameras: list[str],
+    kafka: dict[str, dict] | None = None,
+    shards: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    outcomes, duplicates, unparsed = read_outcomes(log_path, epoch_ms)
+    """`producer`: merged producer stats per camera. `kafka`: per camera, its topic and each partition's
+    end offsets at the start and the end of the run (`{"topic": t, "offsets": {partition: [start, end]}}`);
+    None when unknown. `shards`: producer shards per camera (for missed slots)."""
+    ledger = _Ledger(read_records(log_path), epoch_ms, kafka)
+    outcomes = ledger.by_camera()
     per_camera: dict[str, dict[str, Any]] = {}
     dropped_by_reason: Counter = Counter()
     failed_by_reason: Counter = Counter()
-    for cam in sorted(set(cameras) | set(producer) | {c for c, _ in outcomes}):
-        p = producer.get(cam, {"produced": 0, "failed": Counter(), "reconnects": 0, "sourceUp": False, "lastError": None})
-        recs = [r for (c, _), r in outcomes.items() if c == cam]
-        dropped = Counter(r["reason"] for r in recs if r["outcome"] == "dropped")
+    missed_by_reason: Counter = Counter()
+    for cam in sorted(set(cameras) | set(producer) | set(outcomes) | set(kafka or {})):
+        p = producer.get(cam) or _empty_producer()
+        recs = outcomes.get(cam, [])
+        dropped = Counter(r["reason"] for r in recs if r["outcome"] == "dropped") + Counter(p["dropped"])
         failed = Counter(r["reason"] for r in recs if r["outcome"] == "failed") + Counter(p["failed"])
         processed = sum(r["outcome"] == "processed" for r in recs)
+        unannounced = sum(p["dropped"].values()) + sum(p["failed"].values())
+        if kafka is not None:
+            produced = ledger.messages[cam] - ledger.repeated_announcements[cam] + unannounced
+        else:
+            produced = p["produced"]
+        in_flight = produced - processed - sum(dropped.values()) - sum(failed.values())
+        gaps = grid_gaps((r["seq"] for r in recs if r.get("epochMs") == epoch_ms and "seq" in r), (shards or {}).get(cam, 1))
+        missed = Counter({"skipped": p["skippedSlots"]})
+        rest = gaps - p["skippedSlots"] - unannounced - max(0, in_flight)
+        if rest > 0:
+            missed["producer_restart" if p["restarts"] else "unaccounted"] += rest
+        missed = +missed
         dropped_by_reason += dropped
         failed_by_reason += failed
+        missed_by_reason += missed
         per_camera[cam] = {
-            "produced": p["produced"],
+            "produced": produced,
             "processed": processed,
             "dropped": sum(dropped.values()),
             "failed": sum(failed.values()),
-            "in_flight": p["produced"] - processed - sum(dropped.values()) - sum(failed.values()),
+            "in_flight": in_flight,
             "failed_by_reason": dict(failed),
             "dropped_by_reason": dict(dropped),
+            "missed_slots": sum(missed.values()),
+            "missed_by_reason": dict(missed),
+            "sampled": p["produced"],
+            "producer_restarts": p["restarts"],
+            "max_buffered": p["maxBuffered"],
             "source_up": p["sourceUp"],
             "reconnects": p["reconnects"],
             "last_error": p["lastError"],
         }
-    processed_recs = [r for r in outcomes.values() if r["outcome"] == "processed"]
+    processed_recs = [r for recs in outcomes.values() for r in recs if r["outcome"] == "processed"]
     detections, batches = _model_stats(processed_recs)
-    total = {k: sum(c[k] for c in per_camera.values()) for k in ("produced", "processed", "dropped", "failed", "in_flight")}
+    total = {k: sum(c[k] for c in per_camera.values()) for k in ("produced", "processed", "dropped", "failed", "in_flight", "missed_slots")}
     return {
         "fleet": fleet,
         "run_id": run_id,
         "epoch_ms": epoch_ms,
         "duration_s": round(duration_s, 2),
         **total,
-        "ledger_balanced": total["in_flight"] == 0 and all(c["in_flight"] == 0 for c in per_camera.values()),
-        "duplicates": duplicates,
-        "unparsed_messages": len(unparsed),
+        "ledger_balanced": all(c["in_flight"] == 0 for c in per_camera.values()),
+        "produced_from": "kafka_offsets" if kafka is not None else "producer_counts",
+        "duplicates": ledger.duplicates,
+        "unparsed_messages": ledger.unparsed,
         "dropped_by_reason": dict(dropped_by_reason),
         "failed_by_reason": dict(failed_by_reason),
+        "missed_by_reason": dict(missed_by_reason),
         "throughput_fps": round(total["processed"] / duration_s, 2) if duration_s > 0 else 0.0,
         "latency_ms": percentiles([r["latencyMs"] for r in processed_recs]),
         "detections": detections,
         "batch_size": batches,
         "per_camera": per_camera,
+        "kafka_offsets": kafka,
         "results_log": str(log_path),
     }
 
@@ -159,13 +258,17 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"  failed by reason: {s['failed_by_reason']}")
     if s["duplicates"]:
         lines.append(f"  duplicate deliveries (at-least-once): {s['duplicates']}")
+    if s.get("missed_by_reason"):
+        lines.append(f"  missed slots (no frame taken): {s['missed_by_reason']}")
     for name, d in s["detections"].items():
         what = f"{d['objects']} objects in {d['framesWithDetections']} of {d['frames']} frames" if d["labels"] or d["objects"] else ""
         flags = f"flags {d['flags']}" if d["flags"] else ""
         b = s["batch_size"].get(name, {})
         lines.append(f"  model {name}: {what or flags or 'no findings'}; batch mean {b.get('mean')}, max {b.get('max')}")
-    lines.append("  camera        produced processed dropped failed in-flight source")
+    lines.append("  camera        produced processed dropped failed in-flight missed source")
     for cam, c in s["per_camera"].items():
         src = "up" if c["source_up"] else f"DOWN ({c['last_error']})"
-        lines.append(f"  {cam:<13} {c['produced']:>8} {c['processed']:>9} {c['dropped']:>7} {c['failed']:>6} {c['in_flight']:>9} {src}")
+        lines.append(
+            f"  {cam:<13} {c['produced']:>8} {c['processed']:>9} {c['dropped']:>7} {c['failed']:>6} {c['in_flight']:>9} {c.get('missed_slots', 0):>6} {src}"
+        )
     return "\n".join(lines)

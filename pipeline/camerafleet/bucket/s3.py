@@ -45,8 +45,10 @@ class S3Bucket(FrameBucket):
         http = urllib3.PoolManager(
             num_pools=8,
             maxsize=32,
-            timeout=urllib3.Timeout(connect=3, read=15),
-            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+            # Frames are real-time: a store that has not answered in seconds fails the frame (counted with a
+            # reason) rather than stalling its camera. A restarting store may ask for long Retry-After waits.
+            timeout=urllib3.Timeout(connect=2, read=5),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504], respect_retry_after_header=False),
         )
         self.client = Minio(ep.netloc, access_key=access, secret_key=secret, secure=ep.scheme == "https", region=region, http_client=http)
 
