@@ -114,6 +114,8 @@ async def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 15.0
             await asyncio.sleep(0.5)
         await asyncio.wait_for(consumer.start(), timeout=timeout_s)
         tps = [TopicPartition(t, p) for t in topics for p in partitions[t]]
+        if tps:
+            consumer.assign(tps)  # fetches these topics' metadata now; unassigned, the first call waits ~15 s for it
         ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout=timeout_s) if tps else {}
     except (KafkaError, OSError, asyncio.TimeoutError) as err:
         raise KafkaUnavailable(f"cannot read the end offsets of {len(topics)} topic(s) at {bootstrap}: {type(err).__name__}: {err}") from None
