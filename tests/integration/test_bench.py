@@ -76,6 +76,9 @@ def test_many_cameras_memory_stages_and_autoscaling_are_reported(report):
     assert set(pipeline) == set(limit) == set(STAGES)
     for stage in ("capture", "encode", "bucket put", "decode", "preprocess", "inference"):
         assert pipeline[stage] > 0, f"stage {stage} was not measured"
+    why = r["why"]
+    assert why["pipeline_cpu_ms_per_frame"] == r["components_cpu_ms_per_frame"]["total"] > why["platform_cpu_ms_per_frame"] > 0
+    assert why["old_design_cpu_ms_per_frame"] > 0 and why["limit_cpu_ms_per_frame"] > 0
     assert r["phases"]["autoscaling"]["autoscaling"]["settings"] == FAST_AUTOSCALING
     assert r["phases"]["overload"]["max_frame_age_ms"] > 0
 
@@ -83,7 +86,7 @@ def test_many_cameras_memory_stages_and_autoscaling_are_reported(report):
 def test_markdown_and_plots_are_written(report):
     out, r = report
     md = (out / "report.md").read_text()
-    for section in ("## Goals", "## Headline", "## Phases", "## Where the time goes", "## Memory"):
+    for section in ("## Goals", "## Headline", "## Phases", "## Why the goals are met or not", "## Where the time goes", "## Memory"):
         assert section in md
     for name in r["phases"]:
         assert f"| {name} |" in md
