@@ -36,7 +36,7 @@ from camerafleet.logs import configure_logging
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
 from camerafleet.manifest import CameraSpec, FleetSpec
 from camerafleet.messages import FrameMessage
-from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, open_source, redact
+from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, open_source, redact, slot_phase_s
 
 log = logging.getLogger("camerafleet.producer")
 
@@ -183,7 +183,11 @@ class ProducerActor:
         await asyncio.gather(*(self._stop_worker(k, handover_s) for k in leaving))
 
     def _slot_at(self, camera: CameraSpec, t: float | None) -> int | None:
-        return None if t is None else math.ceil((t - self.epoch_ms / 1000) * camera.inference_fps - SLOT_EPSILON)
+        return None if t is None else math.ceil((t - self._grid_start(camera)) * camera.inference_fps - SLOT_EPSILON)
+
+    def _grid_start(self, camera: CameraSpec) -> float:
+        """Time of slot 0 of the camera's sampling grid: the run's epoch plus the camera's phase."""
+        return self.epoch_ms / 1000 + slot_phase_s(camera.id, camera.inference_fps)
 
     async def _stop_worker(self, key: str, handover_s: float | None = None) -> None:
         worker = self.workers[key]
@@ -204,7 +208,7 @@ class ProducerActor:
     async def _run_worker(self, shard: Shard, worker: _Worker) -> None:
         cam, stop = shard.camera, worker.stop
         counts = self.counts.setdefault(cam.id, CameraCounts())
-        sampler = Sampler(self.epoch_ms / 1000, cam.inference_fps, shard.index, shard.shards)
+        sampler = Sampler(self._grid_start(cam), cam.inference_fps, shard.index, shard.shards)
         # Start at the handover slot, or now: a worker that starts late never replays the past.
         sampler.last_slot = (worker.first_slot if worker.first_slot is not None else sampler.slot_of(time.time())) - 1
         backoff = self.spec.producer.reconnect_initial_seconds

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -27,6 +28,13 @@ _STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp
 
 class SourceError(Exception):
     """The source cannot be opened or stopped delivering frames; the producer reconnects with backoff."""
+
+
+def slot_phase_s(camera_id: str, fps: float) -> float:
+    """Where in its sampling period a camera's slots fall: a stable fraction of the period derived from
+    its id. Cameras of one fleet share the run's epoch; without this, 150 cameras at the same fps would
+    all capture at the same instant and hit the pipeline as one burst per period."""
+    return (zlib.crc32(camera_id.encode()) % 1000) / 1000 / fps
 
 
 @dataclass

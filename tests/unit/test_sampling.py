@@ -8,7 +8,7 @@ import pytest
 
 from camerafleet.manifest import parse_manifest
 from camerafleet.producer import plan_shards
-from camerafleet.sources import Sampler, SourceError, SyntheticSource, open_source, redact
+from camerafleet.sources import Sampler, SourceError, SyntheticSource, open_source, redact, slot_phase_s
 
 
 def sample_all(sampler: Sampler, capture_fps: float, seconds: float) -> list[int]:
@@ -100,3 +100,12 @@ def test_due_frames_are_always_accepted_at_real_epochs(source_fps, inference_fps
             accepted.append(seq)
     assert len(accepted) >= 300 * min(1.0, source_fps / inference_fps) - 1
     assert accepted == sorted(set(accepted))
+
+
+def test_cameras_sample_at_stable_phases_spread_over_the_period():
+    phases = [slot_phase_s(str(i), 0.05) for i in range(1, 151)]
+    assert all(0 <= p < 20 for p in phases), "a phase is a fraction of one 20 s period"
+    assert slot_phase_s("7", 0.05) == phases[6], "the phase of a camera never changes"
+    # 150 cameras at one fps do not capture at one instant: no 2-second bin of the period holds more than a fifth.
+    bins = [sum(1 for p in phases if lo <= p < lo + 2) for lo in range(0, 20, 2)]
+    assert max(bins) <= 30, bins
