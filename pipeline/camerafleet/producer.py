@@ -222,7 +222,7 @@ class ProducerActor:
                 metrics.source_up().set(1, tags={"camera": cam.id})
                 log.info("camera %s: source %s open", cam.id, source.name)
                 while not stop.is_set() and (worker.end_slot is None or sampler.next_slot() < worker.end_slot):
-                    await self._one_frame(shard, source, sampler, counts)
+                    await self._one_frame(shard, source, sampler, counts, stop)
                     counts.skipped_slots += sampler.skipped_slots - skipped_seen
                     skipped_seen = sampler.skipped_slots
                     backoff = self.spec.producer.reconnect_initial_seconds
@@ -246,10 +246,12 @@ class ProducerActor:
         metrics.source_up().set(0, tags={"camera": cam.id})
         log.error("camera %s: %s; retrying in %.1f s", cam.id, error, backoff)
 
-    async def _one_frame(self, shard: Shard, source: FrameSource, sampler: Sampler, counts: CameraCounts) -> None:
+    async def _one_frame(self, shard: Shard, source: FrameSource, sampler: Sampler, counts: CameraCounts, stop: asyncio.Event) -> None:
         cam = shard.camera
         if not source.live:  # wait here, not in a thread: 150 cameras must not hold 150 pool threads asleep
-            await asyncio.sleep(max(0.0, sampler.next_due() - time.time()))
+            await _wait(stop, max(0.0, sampler.next_due() - time.time()))
+            if stop.is_set():  # a slow camera's next slot may be many seconds away: stopping does not wait for it
+                return
         # Decided before the frame is stored: a frame Kafka cannot take is not written to the bucket either.
         store = len(counts.pending) < self.spec.producer.max_buffered_frames
         work = asyncio.get_running_loop().run_in_executor(self.capture_pool, self._capture_and_store, shard, source, sampler, store)
@@ -384,8 +386,7 @@ class ProducerActor:
     async def stop(self) -> dict[str, dict]:
         """Stop every worker, wait for the announcements Kafka has not taken yet (a while), close Kafka;
         returns the final stats. Announcements still waiting after that are dropped and counted."""
-        for key in list(self.workers):
-            await self._stop_worker(key)
+        await asyncio.gather(*(self._stop_worker(key) for key in list(self.workers)))
         if self.pending:
             await asyncio.wait(list(self.pending), timeout=STOP_FLUSH_TIMEOUT_S)
         left = list(self.pending)

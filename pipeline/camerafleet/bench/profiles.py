@@ -40,8 +40,8 @@ PROFILES: dict[str, BenchProfile] = {
             step_idle_seconds=10, step_load_seconds=25, step_after_seconds=25, sample_interval_seconds=1.0, step_sample_interval_seconds=0.5,
         ),
         BenchProfile(
-            name="full", limit_seconds=40, warmup_seconds=15, saturation_seconds=120, load_seconds=90, load_cameras=8,
-            fleet_cameras=150, fleet_seconds=240, fleet_load_fraction=0.5, overload_seconds=90,
+            name="full", limit_seconds=30, warmup_seconds=15, saturation_seconds=90, load_seconds=60, load_cameras=8,
+            fleet_cameras=150, fleet_seconds=180, fleet_load_fraction=0.5, overload_seconds=60,
             step_idle_seconds=20, step_load_seconds=40, step_after_seconds=40, sample_interval_seconds=1.0, step_sample_interval_seconds=0.5,
         ),
     )
