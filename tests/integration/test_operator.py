@@ -64,18 +64,23 @@ class Cluster:
         return next((c for c in conds if c["type"] == type_), None)
 
 
-@pytest.fixture(scope="module")
-def cluster(controlplane, kafka_server, tmp_path_factory):
-    """CRDs installed, the operator running as its own ServiceAccount with the shipped ClusterRole."""
-    c = Cluster(controlplane)
+def operator_kubeconfig(controlplane, c: "Cluster", tmp: Path) -> Path:
+    """CRD, namespaces and the shipped ClusterRole bound to the operator's ServiceAccount; its kubeconfig."""
     controlplane.apply_crd(CRD_PATH)
-    for ns in (NS, OPERATOR_NS):
+    for ns in (c.ns, OPERATOR_NS):
         c.kubectl("create", "namespace", ns, check=False)
     c.kubectl("apply", "-f", str(ROOT / "operator" / "config" / "rbac" / "role.yaml"))
     c.kubectl("create", "clusterrolebinding", "camerafleet-operator", "--clusterrole=camerafleet-operator",
               f"--serviceaccount={OPERATOR_NS}:camerafleet-operator", check=False)
+    return controlplane.service_account_kubeconfig(OPERATOR_NS, "camerafleet-operator", tmp / "kubeconfig")
+
+
+@pytest.fixture(scope="module")
+def cluster(controlplane, kafka_server, tmp_path_factory):
+    """CRDs installed, the operator running as its own ServiceAccount with the shipped ClusterRole."""
+    c = Cluster(controlplane)
     tmp = tmp_path_factory.mktemp("operator")
-    sa_kubeconfig = controlplane.service_account_kubeconfig(OPERATOR_NS, "camerafleet-operator", tmp / "kubeconfig")
+    sa_kubeconfig = operator_kubeconfig(controlplane, c, tmp)
     c.operator_log = tmp / "operator.log"
     env = {**os.environ, "KUBECONFIG": str(sa_kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3"}
 

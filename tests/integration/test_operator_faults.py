@@ -31,9 +31,8 @@ import yaml
 
 from camerafleet.devservers import kafka as kafka_mod
 from camerafleet.devservers.kafka import KafkaServer
-from camerafleet_operator.crd import CRD_PATH
 from tests.fixtures.servers import _ensure_fetched
-from tests.integration.test_operator import OPERATOR_NS, ROOT, Cluster, fleet, kafka_topics, wait_for
+from tests.integration.test_operator import Cluster, fleet, kafka_topics, operator_kubeconfig, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -129,14 +128,8 @@ def own_kafka(request, tmp_path_factory) -> Iterator[KafkaServer]:
 @pytest.fixture(scope="module")
 def op_cluster(controlplane, own_kafka, tmp_path_factory) -> Iterator[tuple[Cluster, Operator]]:
     c = Cluster(controlplane, ns=NS)
-    controlplane.apply_crd(CRD_PATH)
-    for ns in (NS, OPERATOR_NS):
-        c.kubectl("create", "namespace", ns, check=False)
-    c.kubectl("apply", "-f", str(ROOT / "operator" / "config" / "rbac" / "role.yaml"))
-    c.kubectl("create", "clusterrolebinding", "camerafleet-operator", "--clusterrole=camerafleet-operator",
-              f"--serviceaccount={OPERATOR_NS}:camerafleet-operator", check=False)
     tmp = tmp_path_factory.mktemp("operator-faults")
-    kubeconfig = controlplane.service_account_kubeconfig(OPERATOR_NS, "camerafleet-operator", tmp / "kubeconfig")
+    kubeconfig = operator_kubeconfig(controlplane, c, tmp)
     op = Operator({**os.environ, "KUBECONFIG": str(kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3"}, tmp / "operator.log")
     op.start()
     yield c, op

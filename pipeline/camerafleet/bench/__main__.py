@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from camerafleet import profiling
 from camerafleet.bench.limit import measure_limit
 from camerafleet.bench.phases import APP, FAST_AUTOSCALING, Bench, PhaseResult
@@ -66,10 +68,10 @@ async def autoscaling_step(bench: Bench, p: BenchProfile, sat: float) -> PhaseRe
 
     async def during(runner, path: Path) -> dict[str, Any]:
         await asyncio.sleep(p.step_idle_seconds)
-        path.write_text(__import__("yaml").safe_dump(manifest(True), sort_keys=False))
+        path.write_text(yaml.safe_dump(manifest(True), sort_keys=False))
         t_step = time.time()
         await asyncio.sleep(p.step_load_seconds)
-        path.write_text(__import__("yaml").safe_dump(manifest(False, idle=True), sort_keys=False))
+        path.write_text(yaml.safe_dump(manifest(False, idle=True), sort_keys=False))
         t_unload = time.time()
         return {"step_written_at": t_step, "unload_written_at": t_unload}
 
