@@ -98,7 +98,9 @@ class VideoFileSource(FrameSource):
 
     def __init__(self, path: str, epoch_s: float, display_name: str | None = None):
         self.name = display_name or redact(path)
-        self.cap = cv2.VideoCapture(path)
+        # One decoding thread per camera: parallelism comes from the cameras, and FFmpeg's own thread pool
+        # per capture would multiply threads by cameras and hide the decode cost from the capture stage.
+        self.cap = cv2.VideoCapture(path, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
         if not self.cap.isOpened():
             raise SourceError(f"cannot open video file {self.name!r} (missing, unreadable or not a video)")
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0

@@ -35,7 +35,7 @@ def _run_worker(spec_json: str, grabs_per_frame: int, seconds: float, barrier, r
         model.infer([np.zeros((720, 1280, 3), np.uint8)])  # first-run cost, as the Serve replicas pay it before traffic
         models.append(model)
     batch_size = min(m.batching.max_batch_size for m in spec.models)
-    caps = [cv2.VideoCapture(c.source) for c in spec.cameras if c.enabled]
+    caps = [cv2.VideoCapture(c.source, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1]) for c in spec.cameras if c.enabled]
     cpu: dict[str, float] = defaultdict(float)
     batch_ms: list[float] = []
     frames = 0
