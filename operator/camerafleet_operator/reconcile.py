@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from camerafleet.kafka_topics import KafkaUnavailable, fleet_topics
-from camerafleet.manifest import API_VERSION, KIND, FleetSpec, format_validation_error
+from camerafleet.api.manifest import API_VERSION, KIND, FleetSpec, format_validation_error
 from camerafleet_operator import render
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.status import FleetStatus, JobState, set_condition

@@ -3,25 +3,20 @@ ConfigMap holding the manifest, a KubeRay RayService serving the models, and pro
 RayJobs whose entrypoint is the same `camerafleet run` as on one machine.
 
 The operator applies these objects; the top-level `rayservice.yaml` and `rayjob.yaml` are rendered from
-the example fleet by the same functions (`python -m camerafleet_operator.render --write`), so they can be
-applied with plain kubectl and a test keeps them in sync.
+the example fleet by the same functions (`make generate`), so they can be applied with plain kubectl and
+a test keeps them in sync.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from camerafleet.manifest import API_VERSION, KIND, CameraFleet, FleetSpec, PodResources, WorkerGroupSpec, load_manifest
-from camerafleet.serving.options import APP_IMPORT_PATH, ingress_options, model_deployment_options
-from camerafleet.versions import RAY_VERSION
+from camerafleet.api.manifest import API_VERSION, KIND, FleetSpec, PodResources, WorkerGroupSpec
+from camerafleet.api.serve_options import APP_IMPORT_PATH, ingress_options, model_deployment_options
+from camerafleet.api.versions import RAY_VERSION
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_FLEET = ROOT / "examples" / "cluster-fleet.yaml"
 CONFIG_DIR = "/etc/camerafleet"
 CONFIG_KEY = "fleet.yaml"
 SERVE_PORT = 8000
@@ -222,41 +217,3 @@ def fleet_objects(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[
         ray_job(fleet_name, namespace, spec, "producer", owner),
         ray_job(fleet_name, namespace, spec, "consumer", owner),
     ]
-
-
-def standalone_files(fleet: CameraFleet, namespace: str = "default") -> dict[str, str]:
-    """The top-level rayservice.yaml and rayjob.yaml, applicable without the operator."""
-    name, spec = fleet.metadata.name, fleet.spec
-    header = "# Generated from examples/cluster-fleet.yaml by `python -m camerafleet_operator.render --write`. Do not edit.\n"
-    pipeline_config = config_map(name, namespace, spec)
-    pipeline_config["data"][CONFIG_KEY] = to_yaml(fleet_document(name, spec, serving_url=None))
-    return {
-        "rayservice.yaml": header + to_yaml(ray_service(name, namespace, spec)),
-        "rayjob.yaml": header
-        + "# The whole pipeline (Serve app, consumers, producers) as one RayJob, with its manifest in a ConfigMap.\n"
-        + to_yaml_all([pipeline_config, ray_job(name, namespace, spec, "all")]),
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Render rayservice.yaml and rayjob.yaml from the example cluster fleet.")
-    parser.add_argument("--write", action="store_true", help="write the files at the repository root")
-    parser.add_argument("--check", action="store_true", help="exit 1 when the committed files are stale")
-    args = parser.parse_args(argv)
-    files = standalone_files(load_manifest(EXAMPLE_FLEET))
-    stale = [n for n, text in files.items() if not (ROOT / n).exists() or (ROOT / n).read_text() != text]
-    if args.check:
-        for n in stale:
-            print(f"{n} is stale: run `make generate`", file=sys.stderr)
-        return 1 if stale else 0
-    for n, text in files.items():
-        if args.write:
-            (ROOT / n).write_text(text)
-            print(f"wrote {ROOT / n}")
-        else:
-            sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

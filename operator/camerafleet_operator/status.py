@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from camerafleet.manifest import Strict
+from camerafleet.api.manifest import Strict
 
 CONDITION_TYPES = ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning", "Ready")
 Phase = Literal["Pending", "Reconciling", "Running", "Degraded", "Failed"]

@@ -15,7 +15,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from camerafleet.kafka_topics import KafkaUnavailable, connect_admin, fleet_topics
-from camerafleet.manifest import FleetSpec
+from camerafleet.api.manifest import FleetSpec
 
 UNKNOWN_TOPIC = 3
 

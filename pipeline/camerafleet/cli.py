@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from camerafleet.manifest import ManifestError, load_manifest
+from camerafleet.api.manifest import ManifestError, load_manifest
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -27,8 +27,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from camerafleet import metrics
 from camerafleet.logs import configure_logging
-from camerafleet.manifest import FleetSpec
-from camerafleet.messages import FrameMessage, MessageError, parse_frame_message, result_record
+from camerafleet.api.manifest import FleetSpec
+from camerafleet.api.messages import FrameMessage, MessageError, parse_frame_message, result_record
 from camerafleet.profiling import stage
 from camerafleet.transport import InferenceUnavailable, Transport, make_transport
 

@@ -12,7 +12,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from camerafleet.manifest import FleetSpec
+from camerafleet.api.manifest import FleetSpec
 
 log = logging.getLogger("camerafleet.kafka")
 

@@ -34,8 +34,8 @@ from camerafleet import metrics
 from camerafleet.profiling import stage
 from camerafleet.logs import configure_logging
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
-from camerafleet.manifest import CameraSpec, FleetSpec
-from camerafleet.messages import FrameMessage
+from camerafleet.api.manifest import CameraSpec, FleetSpec
+from camerafleet.api.messages import FrameMessage
 from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, open_source, redact, slot_phase_s
 
 log = logging.getLogger("camerafleet.producer")

@@ -26,7 +26,7 @@ import ray
 from camerafleet.bucket import BucketError, open_bucket
 from camerafleet.consumer import ConsumerActor
 from camerafleet.kafka_topics import KafkaUnavailable, end_offsets, ensure_topics, wait_committed
-from camerafleet.manifest import CameraFleet, FleetSpec, ManifestError, load_manifest
+from camerafleet.api.manifest import CameraFleet, FleetSpec, ManifestError, load_manifest
 from camerafleet.producer import ProducerActor, plan_shards
 from camerafleet.summary import build_summary, merge_producer_stats, percentiles
 from camerafleet.transport import serve_url

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from camerafleet.manifest import FleetSpec
+from camerafleet.api.manifest import FleetSpec
 
 
 class InferenceUnavailable(Exception):

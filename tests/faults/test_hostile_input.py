@@ -23,7 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from camerafleet.manifest import FleetSpec, ManifestError, load_manifest, parse_manifest
+from camerafleet.api.manifest import FleetSpec, ManifestError, load_manifest, parse_manifest
 
 pytestmark = pytest.mark.faults
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import ray
 
-from camerafleet.devservers.kafka import KafkaServer
-from camerafleet.devservers.minio import MinioServer
+from camerafleet_dev.devservers.kafka import KafkaServer
+from camerafleet_dev.devservers.minio import MinioServer
 from tests.fixtures.pipeline import read_results, run_fleet_for, write_fleet, yolo_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

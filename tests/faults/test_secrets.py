@@ -8,7 +8,7 @@ instance, the secret URLs in its environment), with cameras whose secret URLs ca
 their errors are logged again and again, and then searches every byte the run left behind: its
 output, every file of the Ray session (raylet, GCS, worker and Serve logs), the results log and the
 summary. (The operator side — status, Events, ConfigMap, RayJob, RayService — is checked in
-tests/integration/test_operator_faults.py.)
+tests/controlplane/test_operator_faults.py.)
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from ray import serve
 
 from camerafleet.bucket import open_bucket
-from camerafleet.manifest import load_manifest
+from camerafleet.api.manifest import load_manifest
 from camerafleet.serving.app import fleet_app
 from camerafleet.serving.ingress import MAX_FRAMES_PER_REQUEST
 from tests.fixtures.pipeline import read_results, run_fleet_for, write_fleet, yolo_model

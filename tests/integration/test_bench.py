@@ -12,8 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from camerafleet.bench.phases import FAST_AUTOSCALING
-from camerafleet.bench.report import PLOTS, STAGES
+from camerafleet_dev.bench.phases import FAST_AUTOSCALING
+from camerafleet_dev.bench.report import PLOTS, STAGES
 from tests.fixtures.pipeline import free_port
 
 pytestmark = pytest.mark.integration
@@ -25,12 +25,12 @@ PHASES = {"saturation", "old_design", "load_50", "load_80", "old_design_load_50"
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, kafka_server) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("bench")
-    subprocess.run([sys.executable, "-m", "camerafleet.demo.clips", "--out", str(tmp / "clips"), "--seconds", "3"], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "camerafleet_dev.clips", "--out", str(tmp / "clips"), "--seconds", "3"], check=True, cwd=ROOT)
     env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_server.bootstrap, "CAMERAFLEET_SERVE_PORT": str(free_port())}
     env.pop("RAY_ADDRESS", None)
     out = tmp / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "camerafleet.bench", "--profile", "tiny", "--out", str(out), "--clips", str(tmp / "clips")],
+        [sys.executable, "-m", "camerafleet_dev.bench", "--profile", "tiny", "--out", str(out), "--clips", str(tmp / "clips")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

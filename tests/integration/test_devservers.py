@@ -24,9 +24,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from minio import Minio
 
-from camerafleet.devservers._process import ServerStartError, pid_alive
-from camerafleet.devservers.kafka import KafkaServer, broker_answers
-from camerafleet.devservers.minio import MinioServer
+from camerafleet_dev.devservers._process import ServerStartError, pid_alive
+from camerafleet_dev.devservers.kafka import KafkaServer, broker_answers
+from camerafleet_dev.devservers.minio import MinioServer
 
 pytestmark = pytest.mark.integration
 
@@ -223,7 +223,7 @@ def test_minio_start_failure_is_explained(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "camerafleet.devservers", *args],
+    return subprocess.run([sys.executable, "-m", "camerafleet_dev.devservers", *args],
                           check=False, capture_output=True, text=True, timeout=300)
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from camerafleet.bucket import BucketError, open_bucket
-from camerafleet.manifest import BucketSpec
+from camerafleet.api.manifest import BucketSpec
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from camerafleet.bucket import BucketError, frame_key, open_bucket
-from camerafleet.manifest import BucketSpec
+from camerafleet.api.manifest import BucketSpec
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from camerafleet.demo import clips as clips_module
-from camerafleet.demo.clips import Container, main, write_demo_clips
+from camerafleet_dev import clips as clips_module
+from camerafleet_dev.clips import Container, main, write_demo_clips
 
 WIDTH, HEIGHT, FPS, SECONDS = 320, 180, 15, 1.0
 

@@ -22,8 +22,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from camerafleet.devservers.controlplane import K8S_VERSION
-from camerafleet.versions import RAY_VERSION
+from camerafleet_dev.devservers.controlplane import K8S_VERSION
+from camerafleet.api.versions import RAY_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_DOCKERFILE = ROOT / "images" / "operator" / "Dockerfile"
@@ -260,7 +260,7 @@ def test_ray_image_version_matches_project() -> None:
     dockerfile = parse_dockerfile(RAY_DOCKERFILE)
     assert dockerfile.global_args["RAY_VERSION"] == RAY_VERSION
     assert installed_version("ray") == RAY_VERSION
-    ray_requirements = [Requirement(r) for r in PYPROJECT["dependencies"] if Requirement(r).name == "ray"]
+    ray_requirements = [Requirement(r) for r in PYPROJECT["optional-dependencies"]["pipeline"] if Requirement(r).name == "ray"]
     assert [str(r.specifier) for r in ray_requirements] == [f"=={RAY_VERSION}"]
     for base in _external_bases(dockerfile):
         repository, tag, _ = _split_image(base)
@@ -277,7 +277,7 @@ def test_ray_image_uses_onnxruntime_gpu_and_prepares_models() -> None:
     text = " ".join(runs)
     assert re.search(r"pip uninstall --yes onnxruntime\b", text)
     assert "onnxruntime-gpu==" in text
-    onnxruntime = [Requirement(r) for r in PYPROJECT["dependencies"] if Requirement(r).name == "onnxruntime"]
+    onnxruntime = [Requirement(r) for r in PYPROJECT["optional-dependencies"]["pipeline"] if Requirement(r).name == "onnxruntime"]
     assert onnxruntime and onnxruntime[0].specifier, "pyproject.toml must bound onnxruntime (the GPU build follows it)"
     assert f"python -m camerafleet.models.prepare --out {MODELS_DIR}" in text
     cluster = yaml.safe_load((ROOT / "examples" / "cluster-fleet.yaml").read_text())

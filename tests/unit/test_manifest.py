@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from camerafleet.manifest import ManifestError, load_manifest, parse_manifest
+from camerafleet.api.manifest import ManifestError, load_manifest, parse_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 

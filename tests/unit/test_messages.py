@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from camerafleet.messages import FrameMessage, MessageError, parse_frame_message
+from camerafleet.api.messages import FrameMessage, MessageError, parse_frame_message
 
 GOOD = {"cameraId": "1", "seq": 3, "epochMs": 1, "captureTsMs": 2, "uri": "file:///b/1/x.jpg", "width": 640, "height": 480}
 

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import yaml
 
-from camerafleet.manifest import parse_manifest
+from camerafleet.api.manifest import parse_manifest
 from camerafleet_operator import render
 from camerafleet_operator.reconcile import job_condition, next_retry, phase_of, topic_claims
 from camerafleet_operator.status import FleetStatus, JobState, set_condition

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from camerafleet.manifest import parse_manifest
+from camerafleet.api.manifest import parse_manifest
 from camerafleet.producer import plan_shards
 from camerafleet.sources import Sampler, SourceError, SyntheticSource, open_source, redact, slot_phase_s
 

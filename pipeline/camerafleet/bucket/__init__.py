@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from camerafleet.bucket.base import BucketError, FrameBucket, frame_key
-from camerafleet.manifest import BucketSpec
+from camerafleet.api.manifest import BucketSpec
 
 __all__ = ["BucketError", "FrameBucket", "frame_key", "open_bucket"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from camerafleet.manifest import ModelSpec, ResourcesSpec
+from camerafleet.api.manifest import ModelSpec, ResourcesSpec
 from camerafleet.models.fetch import resolve_model_uri
 from camerafleet.profiling import stage
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import onnx
 
-from camerafleet.manifest import CameraHealthParams
+from camerafleet.api.manifest import CameraHealthParams
 from camerafleet.models.base import OnnxModel
 from camerafleet.models.graphs import camera_health_graph
 

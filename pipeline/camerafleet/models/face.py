@@ -15,7 +15,7 @@ from typing import Any, ClassVar, cast
 import cv2
 import numpy as np
 
-from camerafleet.manifest import FaceParams
+from camerafleet.api.manifest import FaceParams
 from camerafleet.models.base import OnnxModel
 from camerafleet.models.boxes import detections, nms
 

@@ -1,14 +1,11 @@
 """ONNX graphs the project builds itself instead of downloading.
 
 `camera_health_graph` is the production tamper-check model (brightness, contrast and sharpness of
-each frame, computed by onnxruntime like any other model). `yolo_test_graph` is a stand-in for a YOLO
-export whose output is a known constant, so decoding, NMS and box mapping can be checked exactly
-without real weights. Both are pure functions of their arguments, so saved files are reproducible.
+each frame, computed by onnxruntime like any other model). It is a pure function, so saved files are
+reproducible. (The YOLO stand-in graph of the tests lives with the development tools, `hack/`.)
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -23,14 +20,8 @@ LAPLACIAN_3X3 = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 HEALTH_INPUT = "frames"
 HEALTH_OUTPUT = "health"
-YOLO_INPUT = "images"
-YOLO_OUTPUT = "output0"
 
-YoloTestBox = tuple[float, float, float, float, int, float]
-"""(cx, cy, w, h, class_id, score) of one anchor, in input pixels."""
-
-
-def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
+def onnx_model(graph: onnx.GraphProto) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="camerafleet")
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model, full_check=True)
@@ -64,7 +55,7 @@ def camera_health_graph() -> onnx.ModelProto:
         [helper.make_tensor_value_info(HEALTH_OUTPUT, TensorProto.FLOAT, ["N", 3])],
         initializer=weights,
     )
-    return _model(graph)
+    return onnx_model(graph)
 
 
 def _mean_and_variance(x: str, mean: str, variance: str) -> list[onnx.NodeProto]:
@@ -75,39 +66,3 @@ def _mean_and_variance(x: str, mean: str, variance: str) -> list[onnx.NodeProto]
         helper.make_node("Mul", [f"{x}_centred", f"{x}_centred"], [f"{x}_squared"]),
         helper.make_node("ReduceMean", [f"{x}_squared"], [variance], axes=[2, 3], keepdims=1),
     ]
-
-
-def yolo_test_graph(
-    boxes: Sequence[YoloTestBox], num_classes: int, input_size: int = 640, num_anchors: int = 8400
-) -> onnx.ModelProto:
-    """A graph in YOLOv8/YOLO11 export format whose output is the same known tensor for every image.
-
-    Input `images` [N, 3, input_size, input_size]; output `output0` [N, 4 + num_classes, num_anchors]
-    where anchor i holds boxes[i] (cx, cy, w, h, then `score` in row 4 + class_id) and every other
-    anchor and class score is zero. The batch size is taken from the input's shape.
-    """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    if len(boxes) > num_anchors:
-        raise ValueError(f"{len(boxes)} boxes do not fit in {num_anchors} anchors")
-    table = np.zeros((1, 4 + num_classes, num_anchors), dtype=np.float32)
-    for anchor, (cx, cy, w, h, class_id, score) in enumerate(boxes):
-        if not 0 <= class_id < num_classes:
-            raise ValueError(f"box {anchor} has class_id {class_id}, outside 0..{num_classes - 1}")
-        if not 0.0 <= score <= 1.0:
-            raise ValueError(f"box {anchor} has score {score}, outside 0..1")
-        table[0, :4, anchor] = (cx, cy, w, h)
-        table[0, 4 + class_id, anchor] = score
-    nodes = [
-        helper.make_node("Shape", [YOLO_INPUT], ["input_shape"], start=0, end=1),
-        helper.make_node("Concat", ["input_shape", "ones"], ["repeats"], axis=0),
-        helper.make_node("Tile", ["table", "repeats"], [YOLO_OUTPUT]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "camerafleet_yolo_test",
-        [helper.make_tensor_value_info(YOLO_INPUT, TensorProto.FLOAT, ["N", 3, input_size, input_size])],
-        [helper.make_tensor_value_info(YOLO_OUTPUT, TensorProto.FLOAT, ["N", 4 + num_classes, num_anchors])],
-        initializer=[numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.ones(2, dtype=np.int64), "ones")],
-    )
-    return _model(graph)

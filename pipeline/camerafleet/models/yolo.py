@@ -14,7 +14,7 @@ from typing import Any, ClassVar, cast
 import cv2
 import numpy as np
 
-from camerafleet.manifest import YoloParams
+from camerafleet.api.manifest import YoloParams
 from camerafleet.models.base import OnnxModel
 from camerafleet.models.boxes import detections, nms
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from ray.serve import Application
 
-from camerafleet.manifest import FleetSpec, parse_manifest
+from camerafleet.api.manifest import FleetSpec, parse_manifest
 from camerafleet.serving.ingress import FleetIngress
 from camerafleet.serving.model_deployment import ModelDeployment
-from camerafleet.serving.options import ingress_options, model_deployment_options
+from camerafleet.api.serve_options import ingress_options, model_deployment_options
 
 
 def fleet_app(spec: FleetSpec) -> Application:

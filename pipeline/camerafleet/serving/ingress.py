@@ -29,8 +29,8 @@ from starlette.responses import Response
 
 from camerafleet.bucket import BucketError, open_bucket
 from camerafleet.imaging import ImageError, decode_jpeg
-from camerafleet.manifest import FleetSpec
-from camerafleet.messages import FrameMessage
+from camerafleet.api.manifest import FleetSpec
+from camerafleet.api.messages import FrameMessage
 from camerafleet.profiling import stage
 from camerafleet.serving.model_deployment import STALE, SharedFrame
 

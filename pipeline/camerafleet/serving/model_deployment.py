@@ -22,8 +22,8 @@ from ray import serve
 from camerafleet import metrics
 from camerafleet.bucket import open_bucket
 from camerafleet.imaging import decode_jpeg
-from camerafleet.manifest import BucketSpec, ModelSpec
-from camerafleet.messages import FrameMessage
+from camerafleet.api.manifest import BucketSpec, ModelSpec
+from camerafleet.api.messages import FrameMessage
 from camerafleet.profiling import stage
 
 log = logging.getLogger("camerafleet.serving")

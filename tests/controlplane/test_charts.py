@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from camerafleet.devservers import helm as helm_mod
-from camerafleet_operator.crd import CRD_PATH
+from camerafleet_dev.devservers import helm as helm_mod
+from camerafleet_dev.generators.crd import CRD_PATH
 from tests.fixtures.servers import _ensure_fetched
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARTS = ROOT / "charts"

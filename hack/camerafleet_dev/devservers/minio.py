@@ -151,7 +151,7 @@ class MinioServer(LocalServer):
             raise ServerStartError(
                 f"the MinIO tool cache {minio_home()} is damaged ({self._binary} is missing or not "
                 f"executable): delete that directory and run "
-                f"'python -m camerafleet.devservers fetch minio'"
+                f"'python -m camerafleet_dev.devservers fetch minio'"
             )
         self.storage_dir.mkdir(parents=True, exist_ok=True)
 

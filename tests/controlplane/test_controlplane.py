@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from camerafleet.devservers.controlplane import (
+from camerafleet_dev.devservers.controlplane import (
     ADMIN_GROUP,
     ADMIN_USER,
     K8S_VERSION,
@@ -28,7 +28,7 @@ from camerafleet.devservers.controlplane import (
     KubectlError,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.controlplane
 
 RAY_IMAGE = "rayproject/ray:2.60.0"
 
@@ -209,7 +209,7 @@ def test_apiserver_restart_keeps_address_and_data(controlplane: ControlPlane,
 
 def test_cli_runs_a_detached_control_plane(controlplane: ControlPlane, tmp_path: Path) -> None:
     """What ``make controlplane-up`` / ``controlplane-down`` do (the fixture ensures the build)."""
-    cli = [sys.executable, "-m", "camerafleet.devservers", "controlplane"]
+    cli = [sys.executable, "-m", "camerafleet_dev.devservers", "controlplane"]
     files = ["--pid-file", str(tmp_path / "cp.pid"), "--env-file", str(tmp_path / "cp.env")]
     started = subprocess.run([*cli, "--data-dir", str(tmp_path / "data"), *files],
                              capture_output=True, text=True, timeout=300, check=False)

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import yaml
 
-from camerafleet.bench.probe import ProcessProbe, TimeSeries, cpu_by_component
-from camerafleet.manifest import load_manifest
+from camerafleet_dev.bench.probe import ProcessProbe, TimeSeries, cpu_by_component
+from camerafleet.api.manifest import load_manifest
 from camerafleet.runner import FleetRunner, RunOptions
 from camerafleet.summary import percentiles
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
-from camerafleet_operator.crd import CRD_PATH
+from camerafleet_dev.generators.crd import CRD_PATH
 from camerafleet_operator.topics import TopicReconciler
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "cf-test"

@@ -40,7 +40,7 @@ SCALA_BINARY_VERSION = "2.13"
 _JAVA_HINT = ("The Kafka dev server needs a Java 11+ runtime: install one, e.g. "
               "'apt-get install openjdk-17-jre-headless', or put its bin/ directory on PATH.")
 _MVN_HINT = ("Fetching Kafka needs Maven: install it, e.g. 'apt-get install maven', "
-             "or pre-fill the cache with 'python -m camerafleet.devservers fetch kafka' on a machine "
+             "or pre-fill the cache with 'python -m camerafleet_dev.devservers fetch kafka' on a machine "
              "that has it and copy the cache directory over.")
 
 _POM = """<?xml version="1.0" encoding="UTF-8"?>
@@ -49,7 +49,7 @@ _POM = """<?xml version="1.0" encoding="UTF-8"?>
          xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
          xsi:schemaLocation="http://maven.apache.org/POM/4.0.0 http://maven.apache.org/xsd/maven-4.0.0.xsd">
   <modelVersion>4.0.0</modelVersion>
-  <groupId>io.camerafleet.devservers</groupId>
+  <groupId>io.camerafleet_dev.devservers</groupId>
   <artifactId>kafka-broker-libs</artifactId>
   <version>{kafka}</version>
   <packaging>pom</packaging>
@@ -74,7 +74,7 @@ _POM = """<?xml version="1.0" encoding="UTF-8"?>
 </project>
 """
 
-_LOG4J = """# Written by camerafleet.devservers: the broker logs to a file in its data directory.
+_LOG4J = """# Written by camerafleet_dev.devservers: the broker logs to a file in its data directory.
 log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.RollingFileAppender
 log4j.appender.file.File={log_path}
@@ -253,13 +253,13 @@ class KafkaServer(LocalServer):
         if not main_jar.is_file():
             raise ServerStartError(
                 f"the Kafka tool cache {home} is damaged ({main_jar.name} is missing): delete that "
-                f"directory and run 'python -m camerafleet.devservers fetch kafka'"
+                f"directory and run 'python -m camerafleet_dev.devservers fetch kafka'"
             )
         self._classpath = str(home / "libs" / "*")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._log4j.write_text(_LOG4J.format(log_path=_escape_property(str(self.log_path))))
-        lines = ["# Written by camerafleet.devservers.kafka on each start; edits are overwritten."]
+        lines = ["# Written by camerafleet_dev.devservers.kafka on each start; edits are overwritten."]
         lines += [f"{key}={_escape_property(value)}" for key, value in self.server_properties().items()]
         self.config_path.write_text("\n".join(lines) + "\n")
         if not (self.log_dir / "meta.properties").exists():

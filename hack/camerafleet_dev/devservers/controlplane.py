@@ -739,7 +739,7 @@ class ControlPlane(ManagedProcesses):
                 raise ServerStartError(
                     f"the control-plane tool cache {controlplane_home()} is damaged ({name} is "
                     f"missing or not executable): delete that directory and run "
-                    f"'python -m camerafleet.devservers fetch controlplane'")
+                    f"'python -m camerafleet_dev.devservers fetch controlplane'")
         started = time.monotonic()
         self._pki.ensure()
         _write_kubeconfig(self.kubeconfig, server=self.server, ca_cert=self._pki.ca_cert,

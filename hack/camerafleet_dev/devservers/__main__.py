@@ -1,13 +1,13 @@
 """Command line for the dev servers, used by the Makefile (cache warm-up, ``make demo``).
 
-    python -m camerafleet.devservers fetch {kafka,minio,controlplane,helm,all}
-    python -m camerafleet.devservers kafka --data-dir DIR --pid-file F [--env-file F]
-    python -m camerafleet.devservers kafka --stop --pid-file F [--env-file F]
-    python -m camerafleet.devservers kafka --status --pid-file F
-    python -m camerafleet.devservers minio --data-dir DIR --pid-file F --env-file F
-    python -m camerafleet.devservers minio --stop --pid-file F [--env-file F]
-    python -m camerafleet.devservers controlplane --data-dir DIR --pid-file F [--env-file F]
-    python -m camerafleet.devservers controlplane --stop --pid-file F [--env-file F]
+    python -m camerafleet_dev.devservers fetch {kafka,minio,controlplane,helm,all}
+    python -m camerafleet_dev.devservers kafka --data-dir DIR --pid-file F [--env-file F]
+    python -m camerafleet_dev.devservers kafka --stop --pid-file F [--env-file F]
+    python -m camerafleet_dev.devservers kafka --status --pid-file F
+    python -m camerafleet_dev.devservers minio --data-dir DIR --pid-file F --env-file F
+    python -m camerafleet_dev.devservers minio --stop --pid-file F [--env-file F]
+    python -m camerafleet_dev.devservers controlplane --data-dir DIR --pid-file F [--env-file F]
+    python -m camerafleet_dev.devservers controlplane --stop --pid-file F [--env-file F]
 
 Starting runs the server in the background, detached from this process (it outlives it), waits until it
 answers, records its pid in the pid file and prints its address as ``KEY=value`` lines on stdout (and
@@ -119,7 +119,7 @@ def _env_file_settings(env_file: Path | None) -> dict[str, str]:
 
 def _report_running(what: str, kind: str, pid_file: Path, env_file: Path | None) -> int:
     """Starting what already runs: say so and print its stored settings again."""
-    _say(f"{what}; stop it with: python -m camerafleet.devservers {kind} --stop --pid-file {pid_file}")
+    _say(f"{what}; stop it with: python -m camerafleet_dev.devservers {kind} --stop --pid-file {pid_file}")
     settings = _env_file_settings(env_file)
     if not settings:
         _say(f"its settings are unknown ({env_file or 'no --env-file given'}); stop and start it again to get them")
@@ -234,7 +234,7 @@ def _controlplane_start(args: argparse.Namespace) -> int:
         return _report_running(f"the control plane is already running (pids {running})", "controlplane", pid_file, env_file)
     if running:
         _say(f"only part of the control plane is running ({running}); stop it first with: "
-             f"python -m camerafleet.devservers controlplane --stop --pid-file {pid_file}")
+             f"python -m camerafleet_dev.devservers controlplane --stop --pid-file {pid_file}")
         return 1
     if args.data_dir is None:
         _say("starting the control plane needs --data-dir DIR (where its data and logs go)")
@@ -330,7 +330,7 @@ def _add_server_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m camerafleet.devservers",
+        prog="python -m camerafleet_dev.devservers",
         description="Fetch, start and stop the real Kafka broker and MinIO server used by the "
                     "demo, the tests and the benchmarks.",
     )

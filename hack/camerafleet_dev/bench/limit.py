@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from camerafleet.manifest import FleetSpec
+from camerafleet.api.manifest import FleetSpec
 
 
 def _run_worker(spec_json: str, grabs_per_frame: int, seconds: float, barrier, results) -> None:

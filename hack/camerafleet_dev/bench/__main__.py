@@ -1,4 +1,4 @@
-"""`python -m camerafleet.bench --profile quick|full|tiny --out out/bench` (what `make bench` runs).
+"""`python -m camerafleet_dev.bench --profile quick|full|tiny --out out/bench` (what `make bench` runs).
 
 Phases, all in one run on the same frames (the demo clips) and models (CenterFace + camera health):
  1. limit        the per-frame work in tight loops on every core, nothing distributed (`limit.py`)
@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 
 from camerafleet import profiling
-from camerafleet.bench.limit import measure_limit
-from camerafleet.bench.phases import APP, FAST_AUTOSCALING, Bench, PhaseResult
-from camerafleet.bench.profiles import PROFILES, BenchProfile
-from camerafleet.bench.report import write_report
-from camerafleet.manifest import FleetSpec
+from camerafleet_dev.bench.limit import measure_limit
+from camerafleet_dev.bench.phases import APP, FAST_AUTOSCALING, Bench, PhaseResult
+from camerafleet_dev.bench.profiles import PROFILES, BenchProfile
+from camerafleet_dev.bench.report import write_report
+from camerafleet.api.manifest import FleetSpec
 
 ROOT = Path.cwd()
 OVERLOAD_MAX_FRAME_AGE_MS = 2000
@@ -175,7 +175,7 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m camerafleet.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m camerafleet_dev.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
     ap.add_argument("--clips", type=Path, default=Path("out/demo/clips"), help="directory with camera_1.mp4 and camera_2.mp4 (`make clips`)")
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
         if not bootstrap:
-            from camerafleet.devservers.kafka import KafkaServer
+            from camerafleet_dev.devservers.kafka import KafkaServer
 
             kafka = stack.enter_context(KafkaServer(out / "kafka"))
             bootstrap = kafka.bootstrap

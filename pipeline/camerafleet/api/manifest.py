@@ -17,8 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-API_VERSION = "camerafleet.io/v1alpha1"
+# The Kubernetes resource a manifest is (its CRD is generated from the models below).
+GROUP, VERSION = "camerafleet.io", "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "CameraFleet"
+PLURAL, SINGULAR, SHORT_NAMES = "camerafleets", "camerafleet", ["cfleet"]
 
 _ID_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
 _TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,200}$"

@@ -16,7 +16,7 @@ so both default clips (12 s, 1280x720, 30 fps) are written in a few seconds. The
 therefore the same on every run; existing clips whose metadata match the request are kept unless
 `force` is given.
 
-    python -m camerafleet.demo.clips --out DIR [--seconds 12] [--width 1280 --height 720 --fps 30]
+    python -m camerafleet_dev.clips --out DIR [--seconds 12] [--width 1280 --height 720 --fps 30]
 """
 
 from __future__ import annotations
@@ -385,7 +385,7 @@ def _noise_pair(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: write the demo clips and print where they are."""
     parser = argparse.ArgumentParser(
-        prog="python -m camerafleet.demo.clips", description="Generate the CameraFleet demo camera clips."
+        prog="python -m camerafleet_dev.clips", description="Generate the CameraFleet demo camera clips."
     )
     parser.add_argument("--out", type=Path, required=True, help="Directory that receives camera_1 and camera_2.")
     parser.add_argument("--seconds", type=float, default=12.0, help="Length of each clip in seconds (default 12).")

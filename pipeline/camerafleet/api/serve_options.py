@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from camerafleet.manifest import FleetSpec, ModelSpec
+from camerafleet.api.manifest import FleetSpec, ModelSpec
 
 APP_IMPORT_PATH = "camerafleet.serving.app:build_app"
 

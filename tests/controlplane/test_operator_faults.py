@@ -29,12 +29,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from camerafleet.devservers import kafka as kafka_mod
-from camerafleet.devservers.kafka import KafkaServer
+from camerafleet_dev.devservers import kafka as kafka_mod
+from camerafleet_dev.devservers.kafka import KafkaServer
 from tests.fixtures.servers import _ensure_fetched
-from tests.integration.test_operator import Cluster, fleet, kafka_topics, operator_kubeconfig, wait_for
+from tests.controlplane.test_operator import Cluster, fleet, kafka_topics, operator_kubeconfig, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = [pytest.mark.controlplane, pytest.mark.faults]
 
 NS = "cf-faults"
 PASSWORD = "S3cr3tPa55"

@@ -1,0 +1,30 @@
+"""The top-level `rayservice.yaml` and `rayjob.yaml`: the example cluster fleet rendered by the operator's
+own functions, so they can be applied with plain kubectl where KubeRay runs, without the operator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from camerafleet.api.manifest import CameraFleet, load_manifest
+from camerafleet_dev.generators import ROOT
+from camerafleet_operator.render import CONFIG_KEY, config_map, fleet_document, ray_job, ray_service, to_yaml, to_yaml_all
+
+EXAMPLE_FLEET = ROOT / "examples" / "cluster-fleet.yaml"
+
+
+def standalone_files(fleet: CameraFleet, namespace: str = "default") -> dict[str, str]:
+    """The top-level rayservice.yaml and rayjob.yaml, applicable without the operator."""
+    name, spec = fleet.metadata.name, fleet.spec
+    header = "# Generated from examples/cluster-fleet.yaml by `make generate`. Do not edit.\n"
+    pipeline_config = config_map(name, namespace, spec)
+    pipeline_config["data"][CONFIG_KEY] = to_yaml(fleet_document(name, spec, serving_url=None))
+    return {
+        "rayservice.yaml": header + to_yaml(ray_service(name, namespace, spec)),
+        "rayjob.yaml": header
+        + "# The whole pipeline (Serve app, consumers, producers) as one RayJob, with its manifest in a ConfigMap.\n"
+        + to_yaml_all([pipeline_config, ray_job(name, namespace, spec, "all")]),
+    }
+
+
+def files() -> dict[Path, str]:
+    return {ROOT / name: text for name, text in standalone_files(load_manifest(EXAMPLE_FLEET)).items()}
