@@ -246,9 +246,7 @@ def _open_writer(out_dir: Path, camera_id: str, spec: ClipSpec) -> tuple[cv2.Vid
     """Open a writer on a temporary file; returns it with that file and the clip's final path."""
     for container in CONTAINERS:
         partial = out_dir / f".{camera_id}.partial{container.extension}"
-        writer = cv2.VideoWriter(
-            str(partial), cv2.VideoWriter_fourcc(*container.fourcc), spec.fps, (spec.width, spec.height)
-        )
+        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*container.fourcc), spec.fps, (spec.width, spec.height))
         if writer.isOpened():
             if container is not CONTAINERS[0]:
                 _log.warning(
@@ -350,12 +348,8 @@ class _Renderer:
         spec = self._spec
         left, top, view_width = self.view(index)
         zoom = spec.width / (view_width * self._scale)
-        to_frame = np.array(
-            [[zoom, 0.0, -left * self._scale * zoom], [0.0, zoom, -top * self._scale * zoom]], np.float64
-        )
-        frame = cv2.warpAffine(
-            self._canvas, to_frame, (spec.width, spec.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-        )
+        to_frame = np.array([[zoom, 0.0, -left * self._scale * zoom], [0.0, zoom, -top * self._scale * zoom]], np.float64)
+        frame = cv2.warpAffine(self._canvas, to_frame, (spec.width, spec.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         brighter, darker = self._noise[self._noise_order[index]]
         cv2.add(frame, brighter, dst=frame)
         cv2.subtract(frame, darker, dst=frame)
@@ -384,9 +378,7 @@ def _noise_pair(rng: np.random.Generator, height: int, width: int) -> tuple[np.n
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: write the demo clips and print where they are."""
-    parser = argparse.ArgumentParser(
-        prog="python -m camerafleet_dev.clips", description="Generate the CameraFleet demo camera clips."
-    )
+    parser = argparse.ArgumentParser(prog="python -m camerafleet_dev.clips", description="Generate the CameraFleet demo camera clips.")
     parser.add_argument("--out", type=Path, required=True, help="Directory that receives camera_1 and camera_2.")
     parser.add_argument("--seconds", type=float, default=12.0, help="Length of each clip in seconds (default 12).")
     parser.add_argument("--width", type=int, default=1280, help="Frame width in pixels (default 1280).")

@@ -34,9 +34,7 @@ YOLO_TEST_BOXES: list[YoloTestBox] = [
 """The boxes `yolo_test.onnx` reports for every image."""
 
 
-def yolo_test_graph(
-    boxes: Sequence[YoloTestBox], num_classes: int, input_size: int = 640, num_anchors: int = 8400
-) -> onnx.ModelProto:
+def yolo_test_graph(boxes: Sequence[YoloTestBox], num_classes: int, input_size: int = 640, num_anchors: int = 8400) -> onnx.ModelProto:
     """A graph in YOLOv8/YOLO11 export format whose output is the same known tensor for every image.
 
     Input `images` [N, 3, input_size, input_size]; output `output0` [N, 4 + num_classes, num_anchors]
@@ -71,7 +69,9 @@ def yolo_test_graph(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m camerafleet_dev.test_graphs", description="Write yolo_test.onnx, the tests' YOLO stand-in.")
+    parser = argparse.ArgumentParser(
+        prog="python -m camerafleet_dev.test_graphs", description="Write yolo_test.onnx, the tests' YOLO stand-in."
+    )
     parser.add_argument("--out", type=Path, default=Path("models"), help="directory to write into (default: ./models)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

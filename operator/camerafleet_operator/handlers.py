@@ -25,8 +25,8 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as TransportError
 
-from camerafleet.kafka_topics import KafkaUnavailable
 from camerafleet.api.manifest import API_VERSION, GROUP, PLURAL, VERSION, FleetSpec
+from camerafleet.kafka_topics import KafkaUnavailable
 from camerafleet_operator import metrics
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.reconcile import Outcome, reconcile_fleet, topic_claims
@@ -55,8 +55,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 def _publish(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
     patch.status.update(outcome.status.model_dump(by_alias=True, mode="json"))
-    metrics.record_reconcile(f"{body.metadata.namespace}/{body.metadata.name}", outcome.status.phase,
-                             retry=outcome.retry_after_s is not None)
+    metrics.record_reconcile(
+        f"{body.metadata.namespace}/{body.metadata.name}", outcome.status.phase, retry=outcome.retry_after_s is not None
+    )
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     if outcome.retry_after_s is not None:

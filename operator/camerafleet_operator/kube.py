@@ -31,7 +31,9 @@ class Kube:
     def __init__(self, api: ApiClient):
         self.api = api
 
-    async def _call(self, method: str, path: str, *, body: Any = None, query: list | None = None, content_type: str = "application/json") -> Any:
+    async def _call(
+        self, method: str, path: str, *, body: Any = None, query: list | None = None, content_type: str = "application/json"
+    ) -> Any:
         return await asyncio.to_thread(self._call_blocking, method, path, body, query, content_type)
 
     def _call_blocking(self, method: str, path: str, body: Any, query: list | None, content_type: str) -> Any:
@@ -50,7 +52,9 @@ class Kube:
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-        return await self._call("PATCH", path, body=obj, query=[("fieldManager", FIELD_MANAGER), ("force", "true")], content_type="application/apply-patch+yaml")
+        return await self._call(
+            "PATCH", path, body=obj, query=[("fieldManager", FIELD_MANAGER), ("force", "true")], content_type="application/apply-patch+yaml"
+        )
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -14,8 +14,7 @@ log = logging.getLogger("camerafleet.operator")
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 #: Reconciles by result: ``ok`` (status published) or ``retry`` (waiting, the operator comes back).
-RECONCILES = Counter("camerafleet_operator_reconciles", "Reconciles of CameraFleet resources, by result.",
-                     ("result",), registry=REGISTRY)
+RECONCILES = Counter("camerafleet_operator_reconciles", "Reconciles of CameraFleet resources, by result.", ("result",), registry=REGISTRY)
 #: Fleets by their last published phase (set per fleet, summed by phase).
 FLEETS = Gauge("camerafleet_operator_fleets", "CameraFleet resources by phase.", ("phase",), registry=REGISTRY)
 

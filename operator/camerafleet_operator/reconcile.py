@@ -10,13 +10,13 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from camerafleet.kafka_topics import KafkaUnavailable, fleet_topics
 from camerafleet.api.manifest import API_VERSION, KIND, FleetSpec, format_validation_error
+from camerafleet.kafka_topics import KafkaUnavailable, fleet_topics
 from camerafleet_operator import render
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.status import FleetStatus, JobState, set_condition
@@ -105,14 +105,21 @@ def service_condition(svc: dict[str, Any] | None) -> tuple[bool | None, str, str
 def next_retry(state: JobState, initial_s: int, max_s: int, now: datetime, reason: str) -> JobState:
     failures = state.failures + 1
     delay = min(initial_s * 2 ** (failures - 1), max_s)
-    return JobState(failures=failures, next_retry_at=(now + timedelta(seconds=delay)).replace(microsecond=0).isoformat().replace("+00:00", "Z"), last_failure=reason[:500])
+    return JobState(
+        failures=failures,
+        next_retry_at=(now + timedelta(seconds=delay)).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        last_failure=reason[:500],
+    )
 
 
 def phase_of(status: FleetStatus) -> str:
     by_type = {c.type: c for c in status.conditions}
     if any(c.reason == "InvalidSpec" for c in status.conditions):
         return "Failed"
-    if all(by_type.get(t) is not None and by_type[t].status == "True" for t in ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning")):
+    if all(
+        by_type.get(t) is not None and by_type[t].status == "True"
+        for t in ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning")
+    ):
         return "Running"
     if any(c.status == "False" and c.reason not in ("Missing",) for c in status.conditions if c.type != "Ready"):
         return "Degraded"
@@ -120,7 +127,7 @@ def phase_of(status: FleetStatus) -> str:
 
 
 async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None = None) -> Outcome:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
     old = body.get("status") or {}
@@ -224,7 +231,9 @@ async def _reconcile_job(kube: Kube, job: dict[str, Any], state: JobState, spec:
         if failed:
             if state.next_retry_at is None:
                 state = next_retry(state, k.job_retry_initial_seconds, k.job_retry_max_seconds, now, message)
-                events.append(Event("Warning", "JobFailed", f"RayJob {meta['name']} failed ({message}); resubmitting at {state.next_retry_at}"))
+                events.append(
+                    Event("Warning", "JobFailed", f"RayJob {meta['name']} failed ({message}); resubmitting at {state.next_retry_at}")
+                )
             if now >= _parse_time(state.next_retry_at):
                 await kube.delete("ray.io/v1", "RayJob", meta["namespace"], meta["name"])
                 events.append(Event("Normal", "JobResubmitted", f"RayJob {meta['name']} resubmitted after failure {state.failures}"))

@@ -31,9 +31,7 @@ class _Dumper(yaml.SafeDumper):
     """Multi-line strings (embedded manifests, serveConfigV2) as readable literal blocks."""
 
 
-_Dumper.add_representer(
-    str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
-)
+_Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None))
 
 
 def to_yaml(obj: Any) -> str:
@@ -72,7 +70,14 @@ def _meta(name: str, namespace: str, fleet_name: str, component: str, owner: dic
 
 def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
     meta = body["metadata"]
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def fleet_document(fleet_name: str, spec: FleetSpec, *, serving_url: str | None) -> dict[str, Any]:

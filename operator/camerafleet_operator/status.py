@@ -6,7 +6,7 @@ observedGeneration); `lastTransitionTime` only moves when a condition's status c
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import Field
@@ -44,7 +44,7 @@ class FleetStatus(Strict):
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def set_condition(
@@ -54,5 +54,7 @@ def set_condition(
     status = "Unknown" if ok is None else ("True" if ok else "False")
     old = next((c for c in conditions if c.type == type_), None)
     when = old.last_transition_time if old is not None and old.status == status else now_rfc3339()
-    new = Condition(type=type_, status=status, reason=reason, message=message[:1000], last_transition_time=when, observed_generation=generation)
+    new = Condition(
+        type=type_, status=status, reason=reason, message=message[:1000], last_transition_time=when, observed_generation=generation
+    )
     return [c for c in conditions if c.type != type_] + [new]

@@ -14,8 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from camerafleet.kafka_topics import KafkaUnavailable, connect_admin, fleet_topics
 from camerafleet.api.manifest import FleetSpec
+from camerafleet.kafka_topics import KafkaUnavailable, connect_admin, fleet_topics
 
 UNKNOWN_TOPIC = 3
 

@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--duration", type=float, default=0.0, metavar="SECONDS", help="stop after this long (default: until Ctrl-C / SIGTERM)")
     r.add_argument("--role", choices=["all", "producer", "consumer"], default="all", help="which part of the pipeline this process runs")
     r.add_argument("--progress-interval", type=float, default=5.0, metavar="SECONDS", help="how often a progress line is printed")
-    r.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS", help="how long to wait for consumers to catch up at the end")
+    r.add_argument(
+        "--drain-timeout", type=float, default=60.0, metavar="SECONDS", help="how long to wait for consumers to catch up at the end"
+    )
     r.add_argument("--summary", metavar="PATH", help="also write the run summary JSON here")
     r.add_argument("--metrics-port", type=int, metavar="PORT", help="serve this run's ledger for Prometheus on this port")
     r.set_defaults(func=_run)

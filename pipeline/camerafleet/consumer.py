@@ -26,9 +26,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from camerafleet import metrics
-from camerafleet.logs import configure_logging
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.api.messages import FrameMessage, MessageError, parse_frame_message, result_record
+from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
 from camerafleet.transport import InferenceUnavailable, Transport, make_transport
 
@@ -49,7 +49,7 @@ class _Batch:
 class _FinishBatchesBeforeRevoke(ConsumerRebalanceListener):
     """Lets the batches in hand be written and committed before their partitions move to another member."""
 
-    def __init__(self, actor: "ConsumerActor"):
+    def __init__(self, actor: ConsumerActor):
         self.actor = actor
 
     async def on_partitions_revoked(self, revoked):
@@ -201,9 +201,14 @@ class ConsumerActor:
                 if resp.get("status") == "ok":
                     records.append(result_record(msg, "processed", models=resp["models"], reason=None, done_ms=done_ms) | _at(kafka_rec))
                 elif resp.get("status") == "dropped":  # too old by the time the models could take it
-                    records.append(result_record(msg, "dropped", models=None, reason=str(resp.get("reason", "stale")), done_ms=done_ms) | _at(kafka_rec))
+                    records.append(
+                        result_record(msg, "dropped", models=None, reason=str(resp.get("reason", "stale")), done_ms=done_ms)
+                        | _at(kafka_rec)
+                    )
                 else:
-                    rec = result_record(msg, "failed", models=None, reason=str(resp.get("reason", "unknown")), done_ms=done_ms) | _at(kafka_rec)
+                    rec = result_record(msg, "failed", models=None, reason=str(resp.get("reason", "unknown")), done_ms=done_ms) | _at(
+                        kafka_rec
+                    )
                     rec["message"] = str(resp.get("message", ""))[:500]
                     records.append(rec)
                     dead.append(rec)
@@ -227,7 +232,9 @@ class ConsumerActor:
                     dead.append(records[-1])
                 elif msg.producer_error is not None:  # sampled but never stored: announced so it is not lost silently
                     text = "the producer could not store this frame"
-                    records.append(result_record(msg, "failed", models=None, reason=msg.producer_error, done_ms=now_ms) | {"message": text} | _at(rec))
+                    records.append(
+                        result_record(msg, "failed", models=None, reason=msg.producer_error, done_ms=now_ms) | {"message": text} | _at(rec)
+                    )
                     dead.append(records[-1])
                 elif now_ms - msg.capture_ts_ms > spec.consumer.max_frame_age_ms:
                     records.append(result_record(msg, "dropped", models=None, reason="stale", done_ms=now_ms) | _at(rec))
@@ -240,8 +247,10 @@ class ConsumerActor:
         for attempt in range(INFER_RETRIES + 1):
             try:
                 return await self.transport.infer(payload)
-            except asyncio.TimeoutError:
-                return [{"status": "failed", "reason": "inference_timeout", "message": "no answer within inferenceTimeoutSeconds"}] * len(frames)
+            except TimeoutError:
+                return [{"status": "failed", "reason": "inference_timeout", "message": "no answer within inferenceTimeoutSeconds"}] * len(
+                    frames
+                )
             except InferenceUnavailable as err:
                 if attempt == INFER_RETRIES:
                     return [{"status": "failed", "reason": "inference_unavailable", "message": str(err)}] * len(frames)
@@ -259,7 +268,9 @@ class ConsumerActor:
                 for r in records
                 if r["outcome"] == "processed"
             ]
-            futures += [await self.producer.send(k.dead_letter_topic, orjson.dumps(r), key=str(r.get("cameraId", "")).encode()) for r in dead]
+            futures += [
+                await self.producer.send(k.dead_letter_topic, orjson.dumps(r), key=str(r.get("cameraId", "")).encode()) for r in dead
+            ]
         if futures:
             await asyncio.gather(*futures)
 

@@ -84,7 +84,9 @@ async def ensure_topics(spec: FleetSpec, bootstrap: str) -> list[str]:
                 if code == 0:
                     created.append(name)
                 elif code != TopicAlreadyExistsError.errno:
-                    raise KafkaUnavailable(f"Kafka refused to create topic {name!r} (error code {code}): check broker permissions and limits")
+                    raise KafkaUnavailable(
+                        f"Kafka refused to create topic {name!r} (error code {code}): check broker permissions and limits"
+                    )
         await _wait_for_group_coordinator(admin, spec.kafka.consumer_group)
         if created:
             log.info("created %d Kafka topic(s): %s", len(created), ", ".join(sorted(created)[:10]) + (" ..." if len(created) > 10 else ""))
@@ -105,7 +107,11 @@ async def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 15.0
     try:
         while True:  # a topic created a moment ago may not be in the metadata yet
             described = {t["topic"]: t for t in await admin.describe_topics(topics)}
-            partitions = {t: sorted(p["partition"] for p in described[t]["partitions"]) for t in topics if t in described and described[t]["partitions"]}
+            partitions = {
+                t: sorted(p["partition"] for p in described[t]["partitions"])
+                for t in topics
+                if t in described and described[t]["partitions"]
+            }
             missing = [t for t in topics if t not in partitions]
             if not missing:
                 break
@@ -117,13 +123,15 @@ async def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 15.0
         if tps:
             consumer.assign(tps)  # fetches these topics' metadata now; unassigned, the first call waits ~15 s for it
         ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout=timeout_s) if tps else {}
-    except (KafkaError, OSError, asyncio.TimeoutError) as err:
-        raise KafkaUnavailable(f"cannot read the end offsets of {len(topics)} topic(s) at {bootstrap}: {type(err).__name__}: {err}") from None
+    except (TimeoutError, KafkaError, OSError) as err:
+        raise KafkaUnavailable(
+            f"cannot read the end offsets of {len(topics)} topic(s) at {bootstrap}: {type(err).__name__}: {err}"
+        ) from None
     finally:
         await admin.close()
         try:
             await asyncio.wait_for(consumer.stop(), timeout=5)
-        except (KafkaError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, KafkaError, OSError):
             pass
     out: dict[str, dict[int, int]] = {t: {} for t in topics}
     for tp, offset in ends.items():
@@ -147,7 +155,10 @@ async def wait_committed(bootstrap: str, group: str, want: dict[tuple[str, int],
                 if admin is None:
                     admin = await connect_admin(bootstrap, timeout_s=10)
                 done = await admin.list_consumer_group_offsets(group, partitions=[TopicPartition(t, p) for t, p in want])
-                behind = {(t, p): end - max(0, done[TopicPartition(t, p)].offset) if TopicPartition(t, p) in done else end for (t, p), end in want.items()}
+                behind = {
+                    (t, p): end - max(0, done[TopicPartition(t, p)].offset) if TopicPartition(t, p) in done else end
+                    for (t, p), end in want.items()
+                }
                 behind = {tp: n for tp, n in behind.items() if n > 0}
             except (KafkaUnavailable, KafkaError, OSError) as err:
                 log.warning("reading the committed offsets of group %s: %s", group, err)

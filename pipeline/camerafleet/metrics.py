@@ -43,7 +43,9 @@ def e2e_latency_ms() -> ray_metrics.Histogram:
 
 @cache
 def model_batch_size() -> ray_metrics.Histogram:
-    return ray_metrics.Histogram("camerafleet_model_batch_size", "Frames per model batch.", boundaries=BATCH_BOUNDARIES, tag_keys=("model",))
+    return ray_metrics.Histogram(
+        "camerafleet_model_batch_size", "Frames per model batch.", boundaries=BATCH_BOUNDARIES, tag_keys=("model",)
+    )
 
 
 @cache
@@ -53,4 +55,6 @@ def consumer_lag() -> ray_metrics.Gauge:
 
 @cache
 def source_up() -> ray_metrics.Gauge:
-    return ray_metrics.Gauge("camerafleet_source_up", "1 while the camera source delivers frames, 0 while it is reconnecting.", tag_keys=("camera",))
+    return ray_metrics.Gauge(
+        "camerafleet_source_up", "1 while the camera source delivers frames, 0 while it is reconnecting.", tag_keys=("camera",)
+    )

@@ -31,11 +31,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import BrokerResponseError, KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumber, ProducerClosed, ProducerFenced
 
 from camerafleet import metrics
-from camerafleet.profiling import stage
-from camerafleet.logs import configure_logging
-from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
 from camerafleet.api.manifest import CameraSpec, FleetSpec
 from camerafleet.api.messages import FrameMessage
+from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
+from camerafleet.logs import configure_logging
+from camerafleet.profiling import stage
 from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, open_source, redact, slot_phase_s
 
 log = logging.getLogger("camerafleet.producer")
@@ -145,7 +145,12 @@ class ProducerActor:
                 if self.kafka_start_error is not None and time.monotonic() - self.kafka_start_error[0] < KAFKA_RETRY_INITIAL_S * 4:
                     raise self.kafka_start_error[1]  # tried a moment ago: the frames waiting need not each try again
                 client = AIOKafkaProducer(
-                    bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", enable_idempotence=True, request_timeout_ms=30_000, retry_backoff_ms=250
+                    bootstrap_servers=self.bootstrap,
+                    linger_ms=5,
+                    acks="all",
+                    enable_idempotence=True,
+                    request_timeout_ms=30_000,
+                    retry_backoff_ms=250,
                 )
                 try:
                     await client.start()
@@ -200,7 +205,7 @@ class ProducerActor:
         worker.stop.set()
         try:
             await asyncio.wait_for(asyncio.shield(worker.task), timeout=30)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             worker.task.cancel()
             log.warning("worker %s did not stop within 30 s; cancelled", key)
         self.workers.pop(key, None)
@@ -217,7 +222,9 @@ class ProducerActor:
         while not stop.is_set():
             source = None
             try:
-                source = await asyncio.to_thread(open_source, source_url(cam), epoch_s=self.epoch_ms / 1000, seed=seed, display_name=redact(cam.source))
+                source = await asyncio.to_thread(
+                    open_source, source_url(cam), epoch_s=self.epoch_ms / 1000, seed=seed, display_name=redact(cam.source)
+                )
                 counts.source_up = True
                 metrics.source_up().set(1, tags={"camera": cam.id})
                 log.info("camera %s: source %s open", cam.id, source.name)
@@ -269,8 +276,10 @@ class ProducerActor:
         if error == "kafka_unavailable":
             counts.dropped[error] += 1
             metrics.frames_dropped().inc(tags={"camera": cam.id, "reason": error})
-            self._kafka_warning(f"camera {cam.id}: {len(counts.pending)} frames wait for Kafka (producer.maxBufferedFrames); "
-                                f"dropping new frames, {counts.dropped[error]} so far")
+            self._kafka_warning(
+                f"camera {cam.id}: {len(counts.pending)} frames wait for Kafka (producer.maxBufferedFrames); "
+                f"dropping new frames, {counts.dropped[error]} so far"
+            )
             return
         if error is not None:
             counts.announced_failed[error] += 1
@@ -308,8 +317,10 @@ class ProducerActor:
                     counts.kafka_retries += 1
                     if action == "reset" and client is not None:
                         await self._reset_producer(client)
-                    self._kafka_warning(f"camera {camera_id}: Kafka did not take an announcement ({type(err).__name__}: {err}); "
-                                        f"retrying with backoff, {len(counts.pending)} frames waiting")
+                    self._kafka_warning(
+                        f"camera {camera_id}: Kafka did not take an announcement ({type(err).__name__}: {err}); "
+                        f"retrying with backoff, {len(counts.pending)} frames waiting"
+                    )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, KAFKA_RETRY_MAX_S)
         except asyncio.CancelledError:
@@ -324,7 +335,9 @@ class ProducerActor:
             self.last_kafka_warning = now
             log.warning(text)
 
-    def _capture_and_store(self, shard: Shard, source: FrameSource, sampler: Sampler, store: bool = True) -> tuple[FrameMessage, str | None] | None:
+    def _capture_and_store(
+        self, shard: Shard, source: FrameSource, sampler: Sampler, store: bool = True
+    ) -> tuple[FrameMessage, str | None] | None:
         with stage("capture"):
             t, frame = source.read_due(sampler.next_due())
         seq = sampler.accept(t)
@@ -394,12 +407,16 @@ class ProducerActor:
             task.cancel()
         if left:
             await asyncio.wait(left)
-            log.error("stopping: Kafka did not take %d announcements within %.0f s; counted as dropped (kafka_unavailable)", len(left), STOP_FLUSH_TIMEOUT_S)
+            log.error(
+                "stopping: Kafka did not take %d announcements within %.0f s; counted as dropped (kafka_unavailable)",
+                len(left),
+                STOP_FLUSH_TIMEOUT_S,
+            )
         if self.kafka is not None:
             client, self.kafka = self.kafka, None
             try:
                 await asyncio.wait_for(client.stop(), timeout=10)
-            except (asyncio.TimeoutError, KafkaError) as err:
+            except (TimeoutError, KafkaError) as err:
                 log.warning("closing the Kafka client: %s", type(err).__name__)
         return self.stats()
 
@@ -427,5 +444,5 @@ async def _close_quietly(client: AIOKafkaProducer) -> None:
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

@@ -13,9 +13,15 @@ class RunMetrics:
     def __init__(self, port: int, fleet: str):
         self.registry = CollectorRegistry()
         self.fleet = fleet
-        self.frames = Gauge("camerafleet_run_frames", "Frames of this run by camera and outcome.", ("fleet", "camera", "outcome"), registry=self.registry)
-        self.source_up = Gauge("camerafleet_run_source_up", "1 while a camera's source delivers frames.", ("fleet", "camera"), registry=self.registry)
-        self.lag = Gauge("camerafleet_run_consumer_lag", "Messages not yet consumed, all camera topics.", ("fleet",), registry=self.registry)
+        self.frames = Gauge(
+            "camerafleet_run_frames", "Frames of this run by camera and outcome.", ("fleet", "camera", "outcome"), registry=self.registry
+        )
+        self.source_up = Gauge(
+            "camerafleet_run_source_up", "1 while a camera's source delivers frames.", ("fleet", "camera"), registry=self.registry
+        )
+        self.lag = Gauge(
+            "camerafleet_run_consumer_lag", "Messages not yet consumed, all camera topics.", ("fleet",), registry=self.registry
+        )
         start_http_server(port, addr="0.0.0.0", registry=self.registry)
 
     def update(self, producer: dict[str, dict[str, Any]], consumers: list[dict[str, Any]]) -> None:

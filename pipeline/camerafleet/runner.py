@@ -23,10 +23,10 @@ from typing import Any, Literal
 import orjson
 import ray
 
+from camerafleet.api.manifest import CameraFleet, FleetSpec, ManifestError, load_manifest
 from camerafleet.bucket import BucketError, open_bucket
 from camerafleet.consumer import ConsumerActor
 from camerafleet.kafka_topics import KafkaUnavailable, end_offsets, ensure_topics, wait_committed
-from camerafleet.api.manifest import CameraFleet, FleetSpec, ManifestError, load_manifest
 from camerafleet.producer import ProducerActor, plan_shards
 from camerafleet.summary import build_summary, merge_producer_stats, percentiles
 from camerafleet.transport import serve_url
@@ -117,7 +117,9 @@ class FleetRunner:
     def connect_ray(self) -> None:
         address = os.environ.get("RAY_ADDRESS")
         if not ray.is_initialized():
-            ray.init(address=address, namespace="camerafleet", logging_level=logging.WARNING, include_dashboard=False if not address else None)
+            ray.init(
+                address=address, namespace="camerafleet", logging_level=logging.WARNING, include_dashboard=False if not address else None
+            )
         cpus = ray.cluster_resources().get("CPU", 0)
         self.say(f"ray: {'cluster ' + address if address else 'local instance'} with {cpus:.0f} CPUs")
         wanted = self.spec.requested_cpus()
@@ -161,7 +163,9 @@ class FleetRunner:
     async def scale_consumers(self, n: int) -> None:
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.consumers) < n:
-            actor = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor).remote(spec_json, self.bootstrap, str(self.results_log))
+            actor = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor).remote(
+                spec_json, self.bootstrap, str(self.results_log)
+            )
             await actor.start.remote()
             self.consumers.append(actor)
         while len(self.consumers) > n:
@@ -174,7 +178,9 @@ class FleetRunner:
         ahead: the old owner produces the slots before it, the new owner (already started) those after."""
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.producers) < n:
-            self.producers.append(ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor).remote(spec_json, self.epoch_ms, self.bootstrap))
+            self.producers.append(
+                ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor).remote(spec_json, self.epoch_ms, self.bootstrap)
+            )
             self.producer_plan.append(set())
         plan = [{(s.camera.id, s.index, s.shards) for s in shards} for shards in plan_shards(self.spec, n)]
         plan += [set() for _ in range(len(self.producers) - n)]
@@ -213,7 +219,9 @@ class FleetRunner:
             await self.scale_consumers(self.spec.consumer.actors)
         if self.opts.role in ("all", "producer"):
             await self.rebalance_producers(self.spec.producer.actors)
-        self.say(f"manifest change applied: {len(self.spec.cameras)} cameras, {len(self.producers)} producers, {len(self.consumers)} consumers")
+        self.say(
+            f"manifest change applied: {len(self.spec.cameras)} cameras, {len(self.producers)} producers, {len(self.consumers)} consumers"
+        )
 
     async def restart_lost_members(self) -> None:
         """Ray restarts a crashed actor with a fresh state: give it its work again (both calls are idempotent)."""
@@ -287,10 +295,12 @@ class FleetRunner:
         deadline = self.started + self.opts.duration_s if self.opts.duration_s > 0 else None
         next_progress = time.monotonic() + self.opts.progress_interval_s
         while not self.stop_event.is_set():
-            timeout = self.opts.watch_interval_s if deadline is None else min(self.opts.watch_interval_s, max(0.0, deadline - time.monotonic()))
+            timeout = (
+                self.opts.watch_interval_s if deadline is None else min(self.opts.watch_interval_s, max(0.0, deadline - time.monotonic()))
+            )
             try:
                 await asyncio.wait_for(self.stop_event.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -313,8 +323,10 @@ class FleetRunner:
             want = {(i["topic"], int(p)): end for i in kafka.values() for p, (start, end) in i["offsets"].items() if end > start}
             behind = await wait_committed(self.bootstrap, self.spec.kafka.consumer_group, want, self.opts.drain_timeout_s)
             if behind:
-                self.say(f"drain: consumers did not catch up within {self.opts.drain_timeout_s:.0f} s ({sum(behind.values())} messages "
-                         "without results); the rest is reported in flight")
+                self.say(
+                    f"drain: consumers did not catch up within {self.opts.drain_timeout_s:.0f} s ({sum(behind.values())} messages "
+                    "without results); the rest is reported in flight"
+                )
             return
         deadline = time.monotonic() + self.opts.drain_timeout_s
         quiet_since, last_batches = time.monotonic(), -1

@@ -24,8 +24,9 @@ Without a view of Kafka's offsets (a producer-only or consumer-only role, or Kaf
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -53,7 +54,14 @@ def merge_producer_stats(stats: Iterable[dict[str, dict]]) -> dict[str, dict[str
 
 
 def _empty_producer() -> dict[str, Any]:
-    return {**{k: 0 for k in _SUMMED}, **{k: Counter() for k in _COUNTERS}, "maxBuffered": 0, "restarts": 0, "sourceUp": False, "lastError": None}
+    return {
+        **dict.fromkeys(_SUMMED, 0),
+        **{k: Counter() for k in _COUNTERS},
+        "maxBuffered": 0,
+        "restarts": 0,
+        "sourceUp": False,
+        "lastError": None,
+    }
 
 
 def read_records(log_path: Path) -> list[dict]:

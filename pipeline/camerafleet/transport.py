@@ -40,9 +40,9 @@ class HandleTransport(Transport):
     async def infer(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
             return await asyncio.wait_for(self.handle.infer.remote(frames), timeout=self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise
-        except Exception as err:  # noqa: BLE001 - Ray raises many types when a replica or actor dies
+        except Exception as err:
             raise InferenceUnavailable(f"{type(err).__name__}: {str(err)[:300]}") from err
 
 
@@ -55,7 +55,7 @@ class HttpTransport(Transport):
         try:
             resp = await self.client.post(self.url, content=orjson.dumps({"frames": frames}), headers={"content-type": "application/json"})
         except httpx.TimeoutException:
-            raise asyncio.TimeoutError() from None
+            raise TimeoutError() from None
         except httpx.HTTPError as err:
             raise InferenceUnavailable(f"cannot reach {self.url}: {type(err).__name__}") from err
         if resp.status_code != 200:

@@ -35,8 +35,13 @@ FULLNAME = f"{RELEASE}-camerafleet-operator"
 class Helm:
     def __init__(self, binary: Path, kubeconfig: Path, home: Path):
         self.binary = binary
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HELM_CACHE_HOME": str(home / "cache"),
-                    "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(self.binary), *args], env=self.env, capture_output=True, text=True, timeout=180)
@@ -75,8 +80,17 @@ def test_rendered_manifests_pass_server_side_dry_run(helm, controlplane) -> None
     scenarios = [(chart, values) for chart in (OPERATOR_CHART, STACK_CHART) for values in _ci_values(chart)]
     for chart, values in scenarios:
         # Prometheus' ServiceMonitor CRD is not installed here: the dry-run leaves it out.
-        rendered = helm("template", "dry", str(chart), "-n", ns, "-f", str(values),
-                        "--set", "metrics.serviceMonitor.enabled=false" if chart == OPERATOR_CHART else "fleet.name=dry").stdout
+        rendered = helm(
+            "template",
+            "dry",
+            str(chart),
+            "-n",
+            ns,
+            "-f",
+            str(values),
+            "--set",
+            "metrics.serviceMonitor.enabled=false" if chart == OPERATOR_CHART else "fleet.name=dry",
+        ).stdout
         kinds = {d["kind"] for d in _docs(rendered)}
         assert "ServiceMonitor" not in kinds
         proc = controlplane.kubectl("apply", "--dry-run=server", "-n", ns, "-f", "-", input=rendered)
@@ -98,12 +112,15 @@ def test_rendered_manifests_pass_server_side_dry_run(helm, controlplane) -> None
     assert {"name": "CAMERAFLEET_RESYNC_SECONDS", "value": "30"} in container["env"]
 
 
-@pytest.mark.parametrize(("setting", "names"), [
-    ("replicaCount=-1", "replicaCount"),
-    ("replicaCount=abc", "replicaCount"),
-    ("unknownKey=1", "unknownKey"),
-    ("image.pullPolicy=Sometimes", "pullPolicy"),
-])
+@pytest.mark.parametrize(
+    ("setting", "names"),
+    [
+        ("replicaCount=-1", "replicaCount"),
+        ("replicaCount=abc", "replicaCount"),
+        ("unknownKey=1", "unknownKey"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+    ],
+)
 def test_wrong_values_are_refused(helm, setting, names) -> None:
     proc = helm("template", "bad", str(OPERATOR_CHART), "--set", setting, check=False)
     assert proc.returncode != 0, f"helm accepted --set {setting}"
@@ -131,8 +148,18 @@ def _get(url: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def installed(helm, controlplane, tmp_path_factory) -> Iterator[None]:
-    proc = helm("install", RELEASE, str(OPERATOR_CHART), "-n", INSTALL_NS, "--create-namespace",
-                "--set", f"watchNamespaces={{{INSTALL_NS}}}", "--set", "resyncSeconds=3")
+    proc = helm(
+        "install",
+        RELEASE,
+        str(OPERATOR_CHART),
+        "-n",
+        INSTALL_NS,
+        "--create-namespace",
+        "--set",
+        f"watchNamespaces={{{INSTALL_NS}}}",
+        "--set",
+        "resyncSeconds=3",
+    )
     assert "kubectl apply -f examples/cluster-fleet.yaml" in proc.stdout, "NOTES say what to do next"
     assert "helm install kuberay-operator kuberay/kuberay-operator --version 1.6.0" in proc.stdout
     yield
@@ -171,16 +198,45 @@ def test_chart_service_account_runs_the_operator(installed, helm, controlplane, 
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3"}
     with open(log, "ab") as sink:
         operator = subprocess.Popen(
-            [sys.executable, "-m", "camerafleet_operator", "--namespace", INSTALL_NS,
-             "--liveness", f"http://127.0.0.1:{health_port}/healthz", "--metrics-port", str(metrics_port)],
-            env=env, stdout=sink, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "camerafleet_operator",
+                "--namespace",
+                INSTALL_NS,
+                "--liveness",
+                f"http://127.0.0.1:{health_port}/healthz",
+                "--metrics-port",
+                str(metrics_port),
+            ],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        helm("install", "stack", str(STACK_CHART), "-n", INSTALL_NS,
-             "--set", f"kafka.external.bootstrapServers={kafka_server.bootstrap}",
-             "--set", "s3.external.endpoint=http://s3.invalid:9000",
-             "--set", "fleet.enabled=true", "--set", "fleet.name=charted",
-             "--set", "fleet.kafka.topicPrefix=charted_cam_", "--set", "fleet.kafka.resultsTopic=charted_results",
-             "--set", "fleet.kafka.deadLetterTopic=charted_dead", "--set", "grafanaDashboard.enabled=false")
+        helm(
+            "install",
+            "stack",
+            str(STACK_CHART),
+            "-n",
+            INSTALL_NS,
+            "--set",
+            f"kafka.external.bootstrapServers={kafka_server.bootstrap}",
+            "--set",
+            "s3.external.endpoint=http://s3.invalid:9000",
+            "--set",
+            "fleet.enabled=true",
+            "--set",
+            "fleet.name=charted",
+            "--set",
+            "fleet.kafka.topicPrefix=charted_cam_",
+            "--set",
+            "fleet.kafka.resultsTopic=charted_results",
+            "--set",
+            "fleet.kafka.deadLetterTopic=charted_dead",
+            "--set",
+            "grafanaDashboard.enabled=false",
+        )
         deadline = time.monotonic() + 90
         condition: dict = {}
         while time.monotonic() < deadline:
@@ -197,7 +253,7 @@ def test_chart_service_account_runs_the_operator(installed, helm, controlplane, 
         assert rayservice.returncode == 0, rayservice.stderr
         assert _get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200
         status, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
-        assert status == 200 and 'camerafleet_operator_reconciles_total{result=' in text
+        assert status == 200 and "camerafleet_operator_reconciles_total{result=" in text
         assert "camerafleet_operator_fleets{" in text
         # uninstalled while the operator runs, so that it can release the fleet (finalizer)
         helm("uninstall", "stack", "-n", INSTALL_NS, "--wait", "--timeout", "60s")

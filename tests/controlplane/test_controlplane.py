@@ -62,8 +62,7 @@ def namespace(controlplane: ControlPlane) -> Iterator[str]:
 
 
 def rayservice(name: str, namespace: str) -> dict[str, object]:
-    serve_config = {"applications": [{"name": "fleet", "import_path": "camerafleet.serving.app:app",
-                                      "route_prefix": "/"}]}
+    serve_config = {"applications": [{"name": "fleet", "import_path": "camerafleet.serving.app:app", "route_prefix": "/"}]}
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -87,8 +86,7 @@ def test_server_and_kubectl_report_the_pinned_version(controlplane: ControlPlane
     assert controlplane.server.startswith("https://127.0.0.1:")
 
 
-def test_kubectl_ignores_the_callers_kubeconfig(controlplane: ControlPlane, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kubectl_ignores_the_callers_kubeconfig(controlplane: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "someone-elses-cluster"))
     whoami = json.loads(controlplane.kubectl("auth", "whoami", "-o", "json", check=True).stdout)
     assert whoami["status"]["userInfo"]["username"] == ADMIN_USER
@@ -98,82 +96,80 @@ def test_kubectl_ignores_the_callers_kubeconfig(controlplane: ControlPlane, tmp_
 def test_kuberay_crds_are_established(controlplane: ControlPlane) -> None:
     for file_name in KUBERAY_CRDS:
         crd = file_name.removeprefix("ray.io_").removesuffix(".yaml") + ".ray.io"
-        conditions = json.loads(controlplane.kubectl(
-            "get", "crd", crd, "-o", "jsonpath={.status.conditions}", check=True).stdout)
+        conditions = json.loads(controlplane.kubectl("get", "crd", crd, "-o", "jsonpath={.status.conditions}", check=True).stdout)
         established = {c["type"]: c["status"] for c in conditions}.get("Established")
         assert established == "True", f"{crd}: {conditions}"
 
 
-def test_server_side_dry_run_accepts_a_valid_rayservice(controlplane: ControlPlane,
-                                                        namespace: str) -> None:
+def test_server_side_dry_run_accepts_a_valid_rayservice(controlplane: ControlPlane, namespace: str) -> None:
     manifest = rayservice("fleet", namespace)
-    result = controlplane.kubectl("apply", "--dry-run=server", "-f", "-",
-                                  input=json.dumps(manifest), check=True)
+    result = controlplane.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(manifest), check=True)
     assert "rayservice.ray.io/fleet created (server dry run)" in result.stdout
     assert not exists(controlplane, "rayservice", "fleet", "-n", namespace), "dry run persisted it"
 
 
-def test_server_side_dry_run_rejects_an_invalid_rayservice(controlplane: ControlPlane,
-                                                           namespace: str) -> None:
+def test_server_side_dry_run_rejects_an_invalid_rayservice(controlplane: ControlPlane, namespace: str) -> None:
     manifest = rayservice("broken", namespace)
     manifest["spec"]["serveConfigV2"] = 42  # type: ignore[index]  # the schema says string
     with pytest.raises(KubectlError) as rejected:
-        controlplane.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(manifest),
-                             check=True)
+        controlplane.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(manifest), check=True)
     message = rejected.value.stderr
     assert "spec.serveConfigV2" in message and "string" in message, message
 
 
-def test_owner_references_cascade_through_the_garbage_collector(controlplane: ControlPlane,
-                                                                namespace: str) -> None:
+def test_owner_references_cascade_through_the_garbage_collector(controlplane: ControlPlane, namespace: str) -> None:
     controlplane.kubectl("create", "configmap", "owner", "-n", namespace, check=True)
-    owner_uid = controlplane.kubectl("get", "configmap", "owner", "-n", namespace,
-                                     "-o", "jsonpath={.metadata.uid}", check=True).stdout
+    owner_uid = controlplane.kubectl("get", "configmap", "owner", "-n", namespace, "-o", "jsonpath={.metadata.uid}", check=True).stdout
     dependent = {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "dependent", "namespace": namespace, "ownerReferences": [
-            {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}]},
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "dependent",
+            "namespace": namespace,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}],
+        },
         "data": {"key": "value"},
     }
     controlplane.kubectl("create", "-f", "-", input=json.dumps(dependent), check=True)
     controlplane.kubectl("delete", "configmap", "owner", "-n", namespace, check=True)
-    wait_until(lambda: not exists(controlplane, "configmap", "dependent", "-n", namespace), 30,
-               "garbage collection of the dependent ConfigMap")
+    wait_until(
+        lambda: not exists(controlplane, "configmap", "dependent", "-n", namespace), 30, "garbage collection of the dependent ConfigMap"
+    )
 
 
 def test_a_deleted_namespace_is_finalized(controlplane: ControlPlane) -> None:
     name = unique("cp-doomed")
     controlplane.kubectl("create", "namespace", name, check=True)
     controlplane.kubectl("create", "configmap", "content", "-n", name, check=True)
-    wait_until(lambda: exists(controlplane, "serviceaccount", "default", "-n", name), 30,
-               "the default ServiceAccount of a new namespace")
+    wait_until(lambda: exists(controlplane, "serviceaccount", "default", "-n", name), 30, "the default ServiceAccount of a new namespace")
     controlplane.kubectl("delete", "namespace", name, "--wait=false", check=True)
-    wait_until(lambda: not exists(controlplane, "namespace", name), 60,
-               "the namespace deletion to finish")
+    wait_until(lambda: not exists(controlplane, "namespace", name), 60, "the namespace deletion to finish")
 
 
-def test_a_service_account_gets_only_the_rights_rbac_grants(controlplane: ControlPlane,
-                                                            namespace: str,
-                                                            tmp_path: Path) -> None:
-    kubeconfig = controlplane.service_account_kubeconfig(namespace, "operator",
-                                                         tmp_path / "operator.kubeconfig")
+def test_a_service_account_gets_only_the_rights_rbac_grants(controlplane: ControlPlane, namespace: str, tmp_path: Path) -> None:
+    kubeconfig = controlplane.service_account_kubeconfig(namespace, "operator", tmp_path / "operator.kubeconfig")
     assert kubeconfig.stat().st_mode & 0o077 == 0, "the token must not be readable by others"
 
-    whoami = json.loads(controlplane.kubectl("auth", "whoami", "-o", "json",
-                                             kubeconfig=kubeconfig, check=True).stdout)
+    whoami = json.loads(controlplane.kubectl("auth", "whoami", "-o", "json", kubeconfig=kubeconfig, check=True).stdout)
     assert whoami["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:operator"
-    via_env = json.loads(controlplane.kubectl("auth", "whoami", "-o", "json", check=True,
-                                              env={"KUBECONFIG": str(kubeconfig)}).stdout)
+    via_env = json.loads(controlplane.kubectl("auth", "whoami", "-o", "json", check=True, env={"KUBECONFIG": str(kubeconfig)}).stdout)
     assert via_env["status"]["userInfo"] == whoami["status"]["userInfo"]
 
     denied = controlplane.kubectl("get", "pods", "-n", namespace, kubeconfig=kubeconfig, check=False)
     assert denied.returncode != 0
     assert "Forbidden" in denied.stderr, denied.stderr
 
-    controlplane.kubectl("create", "role", "pod-reader", "-n", namespace, "--verb=list",
-                         "--resource=pods", check=True)
-    controlplane.kubectl("create", "rolebinding", "operator-pod-reader", "-n", namespace,
-                         "--role=pod-reader", f"--serviceaccount={namespace}:operator", check=True)
+    controlplane.kubectl("create", "role", "pod-reader", "-n", namespace, "--verb=list", "--resource=pods", check=True)
+    controlplane.kubectl(
+        "create",
+        "rolebinding",
+        "operator-pod-reader",
+        "-n",
+        namespace,
+        "--role=pod-reader",
+        f"--serviceaccount={namespace}:operator",
+        check=True,
+    )
     controlplane.kubectl("get", "pods", "-n", namespace, kubeconfig=kubeconfig, check=True)
     other = controlplane.kubectl("get", "pods", "-n", "default", kubeconfig=kubeconfig, check=False)
     assert "Forbidden" in other.stderr, "a Role must not grant anything outside its namespace"
@@ -183,10 +179,8 @@ def test_a_service_account_gets_only_the_rights_rbac_grants(controlplane: Contro
     controlplane.kubectl("get", "pods", "-n", namespace, kubeconfig=again, check=True)
 
 
-def test_apiserver_restart_keeps_address_and_data(controlplane: ControlPlane,
-                                                  namespace: str) -> None:
-    controlplane.kubectl("create", "configmap", "survivor", "-n", namespace,
-                         "--from-literal=key=value", check=True)
+def test_apiserver_restart_keeps_address_and_data(controlplane: ControlPlane, namespace: str) -> None:
+    controlplane.kubectl("create", "configmap", "survivor", "-n", namespace, "--from-literal=key=value", check=True)
     server = controlplane.server
     old_pid = controlplane.apiserver.pid
 
@@ -194,15 +188,17 @@ def test_apiserver_restart_keeps_address_and_data(controlplane: ControlPlane,
 
     assert controlplane.is_running()
     assert controlplane.server == server and controlplane.apiserver.pid != old_pid
-    value = controlplane.kubectl("get", "configmap", "survivor", "-n", namespace,
-                                 "-o", "jsonpath={.data.key}", check=True).stdout
+    value = controlplane.kubectl("get", "configmap", "survivor", "-n", namespace, "-o", "jsonpath={.data.key}", check=True).stdout
     assert value == "value"
     # The controller manager has reconnected: it still gives a new namespace its ServiceAccount.
     fresh = unique("cp-after-restart")
     controlplane.kubectl("create", "namespace", fresh, check=True)
     try:
-        wait_until(lambda: exists(controlplane, "serviceaccount", "default", "-n", fresh), 60,
-                   "the controller manager to serve a namespace created after the restart")
+        wait_until(
+            lambda: exists(controlplane, "serviceaccount", "default", "-n", fresh),
+            60,
+            "the controller manager to serve a namespace created after the restart",
+        )
     finally:
         controlplane.kubectl("delete", "namespace", fresh, "--wait=false", check=True)
 
@@ -211,23 +207,21 @@ def test_cli_runs_a_detached_control_plane(controlplane: ControlPlane, tmp_path:
     """What ``make controlplane-up`` / ``controlplane-down`` do (the fixture ensures the build)."""
     cli = [sys.executable, "-m", "camerafleet_dev.devservers", "controlplane"]
     files = ["--pid-file", str(tmp_path / "cp.pid"), "--env-file", str(tmp_path / "cp.env")]
-    started = subprocess.run([*cli, "--data-dir", str(tmp_path / "data"), *files],
-                             capture_output=True, text=True, timeout=300, check=False)
+    started = subprocess.run([*cli, "--data-dir", str(tmp_path / "data"), *files], capture_output=True, text=True, timeout=300, check=False)
     try:
         assert started.returncode == 0, started.stderr
         kubeconfig = tmp_path / "data" / "kubeconfig"
         assert started.stdout.strip() == f"KUBECONFIG={kubeconfig}"
         assert (tmp_path / "cp.env").read_text() == f"KUBECONFIG={kubeconfig}\n"
         assert subprocess.run([*cli, "--status", *files], check=False).returncode == 0
-        namespaces = controlplane.kubectl("get", "namespaces", "-o", "name", check=True,
-                                          kubeconfig=kubeconfig).stdout
+        namespaces = controlplane.kubectl("get", "namespaces", "-o", "name", check=True, kubeconfig=kubeconfig).stdout
         assert "namespace/default" in namespaces
-        again = subprocess.run([*cli, "--data-dir", str(tmp_path / "data"), *files],
-                               capture_output=True, text=True, timeout=60, check=False)
+        again = subprocess.run(
+            [*cli, "--data-dir", str(tmp_path / "data"), *files], capture_output=True, text=True, timeout=60, check=False
+        )
         assert (again.returncode, again.stdout) == (0, started.stdout), "start must be idempotent"
     finally:
-        stopped = subprocess.run([*cli, "--stop", *files], capture_output=True, text=True,
-                                 timeout=120, check=False)
+        stopped = subprocess.run([*cli, "--stop", *files], capture_output=True, text=True, timeout=120, check=False)
     assert stopped.returncode == 0, stopped.stderr
     assert not (tmp_path / "cp.pid").exists() and not (tmp_path / "cp.env").exists()
     assert subprocess.run([*cli, "--status", *files], check=False).returncode == 3

@@ -9,8 +9,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -64,14 +65,20 @@ class Cluster:
         return next((c for c in conds if c["type"] == type_), None)
 
 
-def operator_kubeconfig(controlplane, c: "Cluster", tmp: Path) -> Path:
+def operator_kubeconfig(controlplane, c: Cluster, tmp: Path) -> Path:
     """CRD, namespaces and the shipped ClusterRole bound to the operator's ServiceAccount; its kubeconfig."""
     controlplane.apply_crd(CRD_PATH)
     for ns in (c.ns, OPERATOR_NS):
         c.kubectl("create", "namespace", ns, check=False)
     c.kubectl("apply", "-f", str(ROOT / "operator" / "config" / "rbac" / "role.yaml"))
-    c.kubectl("create", "clusterrolebinding", "camerafleet-operator", "--clusterrole=camerafleet-operator",
-              f"--serviceaccount={OPERATOR_NS}:camerafleet-operator", check=False)
+    c.kubectl(
+        "create",
+        "clusterrolebinding",
+        "camerafleet-operator",
+        "--clusterrole=camerafleet-operator",
+        f"--serviceaccount={OPERATOR_NS}:camerafleet-operator",
+        check=False,
+    )
     return controlplane.service_account_kubeconfig(OPERATOR_NS, "camerafleet-operator", tmp / "kubeconfig")
 
 
@@ -87,7 +94,9 @@ def cluster(controlplane, kafka_server, tmp_path_factory):
     def start():
         c.proc = subprocess.Popen(
             [sys.executable, "-m", "camerafleet_operator", "--all-namespaces", "--liveness", "", "--metrics-port", "0"],
-            env=env, stdout=open(c.operator_log, "ab"), stderr=subprocess.STDOUT,
+            env=env,
+            stdout=open(c.operator_log, "ab"),
+            stderr=subprocess.STDOUT,
         )
 
     c.start_operator = start
@@ -102,10 +111,16 @@ def cluster(controlplane, kafka_server, tmp_path_factory):
 def fleet(name: str, bootstrap: str, cameras: int = 2, partitions: int = 2, **extra_spec) -> dict:
     spec = {
         "cameras": [{"id": str(i), "source": "synthetic:"} for i in range(1, cameras + 1)],
-        "models": [{"name": "faces", "type": "face", "modelUri": "/opt/camerafleet/models/centerface.onnx",
-                    "batching": {"maxBatchSize": 8}}],
-        "kafka": {"bootstrapServers": bootstrap, "topicPrefix": f"{name}_cam_", "resultsTopic": f"{name}_results",
-                  "deadLetterTopic": f"{name}_dead", "partitionsPerTopic": partitions},
+        "models": [
+            {"name": "faces", "type": "face", "modelUri": "/opt/camerafleet/models/centerface.onnx", "batching": {"maxBatchSize": 8}}
+        ],
+        "kafka": {
+            "bootstrapServers": bootstrap,
+            "topicPrefix": f"{name}_cam_",
+            "resultsTopic": f"{name}_results",
+            "deadLetterTopic": f"{name}_dead",
+            "partitionsPerTopic": partitions,
+        },
         "kubernetes": {"jobRetryInitialSeconds": 1, "jobRetryMaxSeconds": 2},
     }
     for key, value in extra_spec.items():
@@ -242,7 +257,12 @@ def test_drift_failed_jobs_restart_and_delete(cluster, kafka_server):
 
     # delete: owned objects are garbage-collected, topics follow the policy
     cluster.kubectl("delete", "camerafleet", "gamma", "keep", "-n", NS, "--wait=true", "--timeout=60s")
-    for kind, name in (("configmap", "gamma-config"), ("rayservice", "gamma-serving"), ("rayjob", "gamma-producer"), ("rayjob", "keep-consumer")):
+    for kind, name in (
+        ("configmap", "gamma-config"),
+        ("rayservice", "gamma-serving"),
+        ("rayjob", "gamma-producer"),
+        ("rayjob", "keep-consumer"),
+    ):
         wait_for(f"{kind} {name} garbage-collected", lambda kind=kind, name=name: cluster.get(kind, name) is None)
     assert kafka_topics(k, ["gamma_cam_1", "gamma_results"]) == {}
     assert set(kafka_topics(k, ["keep_cam_1", "keep_results"])) == {"keep_cam_1", "keep_results"}
@@ -250,18 +270,34 @@ def test_drift_failed_jobs_restart_and_delete(cluster, kafka_server):
 
 # (verb, resource, namespace or None for cluster scope): what the operator does, then what it must never do.
 NEEDED = [
-    ("watch", "camerafleets.camerafleet.io", None), ("patch", "camerafleets.camerafleet.io/status", NS),
-    ("update", "camerafleets.camerafleet.io/finalizers", NS), ("patch", "configmaps", NS),
-    ("create", "rayjobs.ray.io", NS), ("delete", "rayjobs.ray.io", NS), ("patch", "rayservices.ray.io", NS),
-    ("create", "events", NS), ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
+    ("watch", "camerafleets.camerafleet.io", None),
+    ("patch", "camerafleets.camerafleet.io/status", NS),
+    ("update", "camerafleets.camerafleet.io/finalizers", NS),
+    ("patch", "configmaps", NS),
+    ("create", "rayjobs.ray.io", NS),
+    ("delete", "rayjobs.ray.io", NS),
+    ("patch", "rayservices.ray.io", NS),
+    ("create", "events", NS),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
 ]
 REFUSED = [
-    ("get", "secrets", NS), ("list", "secrets", OPERATOR_NS), ("create", "secrets", NS), ("get", "pods", NS),
-    ("create", "pods", NS), ("create", "pods/exec", NS), ("delete", "camerafleets.camerafleet.io", NS),
-    ("patch", "customresourcedefinitions.apiextensions.k8s.io", None), ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
-    ("bind", "clusterroles.rbac.authorization.k8s.io", None), ("escalate", "clusterroles.rbac.authorization.k8s.io", None),
-    ("impersonate", "serviceaccounts", NS), ("create", "serviceaccounts/token", OPERATOR_NS), ("delete", "namespaces", None),
-    ("patch", "rayclusters.ray.io", NS), ("delete", "events", NS), ("update", "deployments.apps", OPERATOR_NS),
+    ("get", "secrets", NS),
+    ("list", "secrets", OPERATOR_NS),
+    ("create", "secrets", NS),
+    ("get", "pods", NS),
+    ("create", "pods", NS),
+    ("create", "pods/exec", NS),
+    ("delete", "camerafleets.camerafleet.io", NS),
+    ("patch", "customresourcedefinitions.apiextensions.k8s.io", None),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
+    ("bind", "clusterroles.rbac.authorization.k8s.io", None),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io", None),
+    ("impersonate", "serviceaccounts", NS),
+    ("create", "serviceaccounts/token", OPERATOR_NS),
+    ("delete", "namespaces", None),
+    ("patch", "rayclusters.ray.io", NS),
+    ("delete", "events", NS),
+    ("update", "deployments.apps", OPERATOR_NS),
 ]
 
 
@@ -273,8 +309,9 @@ def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_pa
         f"every one refused by the real API server; the {len(NEEDED)} rights it needs granted",
     )
     chart_rules = yaml.safe_load((ROOT / "charts" / "camerafleet-operator" / "files" / "rbac-rules.yaml").read_text())
-    assert chart_rules == yaml.safe_load((ROOT / "operator" / "config" / "rbac" / "role.yaml").read_text())["rules"], \
+    assert chart_rules == yaml.safe_load((ROOT / "operator" / "config" / "rbac" / "role.yaml").read_text())["rules"], (
         "the tests bind role.yaml; the chart must ship the same rules"
+    )
     sa = controlplane.service_account_kubeconfig(OPERATOR_NS, "camerafleet-operator", tmp_path / "kubeconfig")
     env = {**os.environ, "KUBECONFIG": str(sa)}
 
@@ -293,7 +330,10 @@ def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_pa
         (["get", "pods", "-n", NS], False),
         (["create", "namespace", "evil"], False),
         (["delete", "crd", "camerafleets.camerafleet.io"], False),
-        (["create", "clusterrolebinding", "evil", "--clusterrole=cluster-admin", f"--serviceaccount={OPERATOR_NS}:camerafleet-operator"], False),
+        (
+            ["create", "clusterrolebinding", "evil", "--clusterrole=cluster-admin", f"--serviceaccount={OPERATOR_NS}:camerafleet-operator"],
+            False,
+        ),
     ):
         proc = controlplane.kubectl(*args, env=env)
         assert (proc.returncode == 0) == allowed, f"kubectl {' '.join(args)}: {proc.stderr}"

@@ -31,8 +31,8 @@ import yaml
 
 from camerafleet_dev.devservers import kafka as kafka_mod
 from camerafleet_dev.devservers.kafka import KafkaServer
-from tests.fixtures.servers import _ensure_fetched
 from tests.controlplane.test_operator import Cluster, fleet, kafka_topics, operator_kubeconfig, wait_for
+from tests.fixtures.servers import _ensure_fetched
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.faults]
 
@@ -56,9 +56,20 @@ class Operator:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "camerafleet_operator", "--namespace", NS,
-             "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz", "--metrics-port", "0"],
-            env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "camerafleet_operator",
+                "--namespace",
+                NS,
+                "--liveness",
+                f"http://127.0.0.1:{self.liveness_port}/healthz",
+                "--metrics-port",
+                "0",
+            ],
+            env=self.env,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
         )
         wait_for("the operator's liveness endpoint", lambda: self.healthz(timeout_s=1) is not None, timeout_s=60)
 
@@ -286,17 +297,31 @@ def test_operator_killed_between_passes_converges_without_duplicates(op_cluster,
     changed = fleet_in_ns("killed", k, cameras=4)
     changed["spec"]["kubernetes"]["image"] = "ghcr.io/camerafleet/camerafleet-ray:0.1.1"  # RayJob specs change: replaced
     assert c.apply(changed).returncode == 0
-    wait_for("the old RayJob deleted", lambda: (j := c.get("rayjob", "killed-producer")) is None or j["metadata"]["uid"] != old_uid,
-             timeout_s=60, interval_s=0.05)
+    wait_for(
+        "the old RayJob deleted",
+        lambda: (j := c.get("rayjob", "killed-producer")) is None or j["metadata"]["uid"] != old_uid,
+        timeout_s=60,
+        interval_s=0.05,
+    )
     op.kill()
-    at_kill = {"rayjobs": [j for j in ("killed-producer", "killed-consumer") if c.get("rayjob", j)],
-               "status_cameras": status_of(c, "killed").get("cameras")}
+    at_kill = {
+        "rayjobs": [j for j in ("killed-producer", "killed-consumer") if c.get("rayjob", j)],
+        "status_cameras": status_of(c, "killed").get("cameras"),
+    }
 
     op.start()
     restarted = time.monotonic()
-    wait_for("converged after the restart", lambda: status_of(c, "killed").get("cameras") == 4
-             and all((j := c.get("rayjob", n)) and j["metadata"]["annotations"]["camerafleet.io/spec-hash"] != old_hash
-                     for n in ("killed-producer", "killed-consumer")), timeout_s=90)
+    wait_for(
+        "converged after the restart",
+        lambda: (
+            status_of(c, "killed").get("cameras") == 4
+            and all(
+                (j := c.get("rayjob", n)) and j["metadata"]["annotations"]["camerafleet.io/spec-hash"] != old_hash
+                for n in ("killed-producer", "killed-consumer")
+            )
+        ),
+        timeout_s=90,
+    )
     images = {image(c.get("rayjob", n)) for n in ("killed-producer", "killed-consumer")} | {image(c.get("rayservice", "killed-serving"))}
     converge_s = time.monotonic() - restarted
     counts = owned_counts(c, "killed")
@@ -318,8 +343,12 @@ def test_camera_secret_never_reaches_status_events_or_objects(op_cluster, own_ka
         "Ray pods get it by reference (envFrom secretRef)",
     )
     secret_url = f"rtsp://admin:{PASSWORD}@10.0.0.7:554/stream1"
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lobby-camera", "namespace": NS},
-              "stringData": {"LOBBY_URL": secret_url}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "lobby-camera", "namespace": NS},
+        "stringData": {"LOBBY_URL": secret_url},
+    }
     assert c.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(secret)).returncode == 0
     obj = fleet_in_ns("secretive", own_kafka.bootstrap, cameras=1, kubernetes={"envFromSecrets": ["lobby-camera"]})
     obj["spec"]["cameras"] = [{"id": "lobby", "source": "lobby-entrance", "sourceSecretEnv": "LOBBY_URL"}]

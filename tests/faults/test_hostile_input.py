@@ -54,8 +54,10 @@ model = st.one_of(
     ),
     st.fixed_dictionaries(
         {"type": st.just("camera-health")},
-        optional={"cameraHealth": st.fixed_dictionaries({"blurredSharpnessMax": st.floats(0, 1e4)}),
-                  "autoscaling": st.fixed_dictionaries({"minReplicas": st.integers(0, 2), "maxReplicas": st.integers(2, 8)})},
+        optional={
+            "cameraHealth": st.fixed_dictionaries({"blurredSharpnessMax": st.floats(0, 1e4)}),
+            "autoscaling": st.fixed_dictionaries({"minReplicas": st.integers(0, 2), "maxReplicas": st.integers(2, 8)}),
+        },
     ),
 )
 manifests = st.builds(
@@ -80,7 +82,11 @@ manifests = st.builds(
 
 # Whatever YAML can produce: unbounded integers, infinities and NaN, non-string keys.
 scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=12)
     | st.sampled_from(["face", "yolo", "camera-health", "synthetic:", "Delete", "", "0", "-1", "1e309"])
 )
 json_ish = st.recursive(
@@ -141,8 +147,10 @@ def check_round_trip(doc):
 
 
 def test_valid_manifests_round_trip(fault_report):
-    row = fault_report.row(f"{ROUND_TRIPS} generated valid manifests (cameras, all model types, Kafka/bucket/consumer limits)",
-                           "each parses, and parses again to the same fleet from its JSON dump, its YAML and the spec JSON Ray actors get")
+    row = fault_report.row(
+        f"{ROUND_TRIPS} generated valid manifests (cameras, all model types, Kafka/bucket/consumer limits)",
+        "each parses, and parses again to the same fleet from its JSON dump, its YAML and the spec JSON Ray actors get",
+    )
     started = time.monotonic()
     check_round_trip()
     row.happened = f"{ROUND_TRIPS} manifests round-tripped unchanged in {time.monotonic() - started:.1f} s"
@@ -160,8 +168,10 @@ def check_any_document(doc):
 
 
 def test_any_document_parses_or_fails_with_manifest_error(fault_report):
-    row = fault_report.row("400 arbitrary JSON/YAML-like documents (any nesting, unbounded ints, inf/NaN, non-string keys)",
-                           "ManifestError listing field paths, never another exception")
+    row = fault_report.row(
+        "400 arbitrary JSON/YAML-like documents (any nesting, unbounded ints, inf/NaN, non-string keys)",
+        "ManifestError listing field paths, never another exception",
+    )
     started = time.monotonic()
     check_any_document()
     row.happened = f"400 documents: only ManifestError with field paths, in {time.monotonic() - started:.1f} s"
@@ -208,7 +218,9 @@ def test_mutated_manifests_fail_naming_the_field(fault_report):
     )
     started = time.monotonic()
     check_mutation()
-    row.happened = f"{MUTATIONS} mutations: every refusal named the field, every acceptance was representable ({time.monotonic() - started:.1f} s)"
+    row.happened = (
+        f"{MUTATIONS} mutations: every refusal named the field, every acceptance was representable ({time.monotonic() - started:.1f} s)"
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -223,15 +235,19 @@ def check_yaml_text(tmp_path_factory, text):
 
 
 def test_any_yaml_text_loads_or_fails_with_manifest_error(fault_report, tmp_path_factory):
-    row = fault_report.row("300 arbitrary texts and YAML documents as the manifest file", "ManifestError naming the file, never another exception")
+    row = fault_report.row(
+        "300 arbitrary texts and YAML documents as the manifest file", "ManifestError naming the file, never another exception"
+    )
     started = time.monotonic()
     check_yaml_text(tmp_path_factory)
     row.happened = f"300 files: only ManifestError, in {time.monotonic() - started:.1f} s"
 
 
 def test_yaml_alias_bomb_is_refused_quickly(fault_report, tmp_path):
-    row = fault_report.row("YAML alias bomb ('billion laughs': 2x10^7 cameras by reference) as the manifest",
-                           "refused within seconds with a ManifestError, memory untouched")
+    row = fault_report.row(
+        "YAML alias bomb ('billion laughs': 2x10^7 cameras by reference) as the manifest",
+        "refused within seconds with a ManifestError, memory untouched",
+    )
     levels = "\n".join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 8))
     path = tmp_path / "bomb.yaml"
     path.write_text(
@@ -243,15 +259,24 @@ def test_yaml_alias_bomb_is_refused_quickly(fault_report, tmp_path):
     with pytest.raises(ManifestError) as info:
         load_manifest(path)
     took = time.monotonic() - started
-    row.happened = f"ManifestError after {took:.2f} s: {str(info.value).splitlines()[1].strip()} (+{len(problem_paths(info.value)) - 1} more)"
+    row.happened = (
+        f"ManifestError after {took:.2f} s: {str(info.value).splitlines()[1].strip()} (+{len(problem_paths(info.value)) - 1} more)"
+    )
     assert took < 5
     assert "spec.cameras.0" in str(info.value)
 
 
 def test_unknown_model_type_is_named(fault_report):
-    row = fault_report.row("model of an unknown type ('resnet') in a manifest", "ManifestError naming spec.models.0.type, the value given and the types there are")
-    doc = {"apiVersion": "camerafleet.io/v1alpha1", "kind": "CameraFleet", "metadata": {"name": "t"},
-           "spec": {"cameras": [{"id": "1", "source": "synthetic:"}], "models": [{"name": "r", "type": "resnet", "modelUri": "r.onnx"}]}}
+    row = fault_report.row(
+        "model of an unknown type ('resnet') in a manifest",
+        "ManifestError naming spec.models.0.type, the value given and the types there are",
+    )
+    doc = {
+        "apiVersion": "camerafleet.io/v1alpha1",
+        "kind": "CameraFleet",
+        "metadata": {"name": "t"},
+        "spec": {"cameras": [{"id": "1", "source": "synthetic:"}], "models": [{"name": "r", "type": "resnet", "modelUri": "r.onnx"}]},
+    }
     with pytest.raises(ManifestError) as info:
         parse_manifest(doc, "fleet.yaml")
     text = str(info.value)
@@ -263,13 +288,28 @@ def test_unknown_model_type_is_named(fault_report):
 def test_oversized_batch_fails_every_frame(fault_report, tmp_path):
     from camerafleet.serving.ingress import MAX_FRAMES_PER_REQUEST, FleetIngress
 
-    row = fault_report.row(f"one inference request with {MAX_FRAMES_PER_REQUEST + 1} frames (limit {MAX_FRAMES_PER_REQUEST})",
-                           "every frame failed with reason batch_too_large, nothing fetched or decoded")
-    spec = FleetSpec.model_validate({"cameras": [{"id": "1", "source": "synthetic:"}], "models": [{"name": "h", "type": "camera-health"}],
-                                     "bucket": {"uri": f"file://{tmp_path}/frames"}})
+    row = fault_report.row(
+        f"one inference request with {MAX_FRAMES_PER_REQUEST + 1} frames (limit {MAX_FRAMES_PER_REQUEST})",
+        "every frame failed with reason batch_too_large, nothing fetched or decoded",
+    )
+    spec = FleetSpec.model_validate(
+        {
+            "cameras": [{"id": "1", "source": "synthetic:"}],
+            "models": [{"name": "h", "type": "camera-health"}],
+            "bucket": {"uri": f"file://{tmp_path}/frames"},
+        }
+    )
     ingress = FleetIngress.func_or_class(spec.model_dump_json(by_alias=True), {})
     now_ms = int(time.time() * 1000)
-    frame = {"cameraId": "1", "seq": 0, "epochMs": now_ms, "captureTsMs": now_ms, "uri": f"file://{tmp_path}/frames/1/x.jpg", "width": 8, "height": 8}
+    frame = {
+        "cameraId": "1",
+        "seq": 0,
+        "epochMs": now_ms,
+        "captureTsMs": now_ms,
+        "uri": f"file://{tmp_path}/frames/1/x.jpg",
+        "width": 8,
+        "height": 8,
+    }
     results = asyncio.run(ingress.infer([frame] * (MAX_FRAMES_PER_REQUEST + 1)))
     reasons = {r.get("reason") for r in results}
     row.happened = f"{len(results)} results, reasons {reasons}"

@@ -59,7 +59,7 @@ async def back_with_new_pid(actor, old_pid: int, timeout_s: float = 60) -> tuple
             pid = await asyncio.wait_for(pid_of(actor), timeout=5)
             if pid != old_pid:
                 return pid, time.monotonic() - t0
-        except Exception:  # noqa: BLE001 - dead or restarting: ask again
+        except Exception:
             pass
         await asyncio.sleep(0.25)
     raise AssertionError(f"the actor (pid {old_pid}) did not come back within {timeout_s} s")
@@ -103,7 +103,9 @@ def no_outcome(s: dict[str, Any]) -> dict[str, list[tuple[int, int]]]:
                 answered.add((r["topic"], r["partition"], r["offset"]))
     out = {}
     for cam, info in (s.get("kafka_offsets") or {}).items():
-        missing = [(int(p), o) for p, (lo, hi) in info["offsets"].items() for o in range(lo, hi) if (info["topic"], int(p), o) not in answered]
+        missing = [
+            (int(p), o) for p, (lo, hi) in info["offsets"].items() for o in range(lo, hi) if (info["topic"], int(p), o) not in answered
+        ]
         if missing:
             out[cam] = missing[:20]
     return out
@@ -118,7 +120,10 @@ def seqs_by_camera(runner) -> dict[str, list[int]]:
 
 
 def reasons(s: dict[str, Any]) -> str:
-    parts = [f"failed {s['failed_by_reason']}" if s["failed_by_reason"] else "", f"dropped {s['dropped_by_reason']}" if s["dropped_by_reason"] else ""]
+    parts = [
+        f"failed {s['failed_by_reason']}" if s["failed_by_reason"] else "",
+        f"dropped {s['dropped_by_reason']}" if s["dropped_by_reason"] else "",
+    ]
     return ", ".join(p for p in parts if p) or "no failed or dropped frames"
 
 
@@ -131,8 +136,15 @@ def test_consumer_killed_mid_batch_loses_nothing(tmp_path, kafka_server, ray_clu
         "Ray restarts the actor, it rejoins the group and resumes from committed offsets; no frame lost; "
         f"duplicates at most the frames it had not committed (<= {CONSUMER_IN_FLIGHT_BOUND}), counted",
     )
-    manifest = write_fleet(tmp_path / "fleet.yaml", "fault-consumer", kafka_server.bootstrap, cameras=CAMERAS,
-                           models=[yolo_model()], producer=ONE_PRODUCER, consumer=PATIENT_CONSUMERS)
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "fault-consumer",
+        kafka_server.bootstrap,
+        cameras=CAMERAS,
+        models=[yolo_model()],
+        producer=ONE_PRODUCER,
+        consumer=PATIENT_CONSUMERS,
+    )
     seen: dict[str, Any] = {}
 
     async def kill_consumer(runner):
@@ -164,8 +176,15 @@ def test_model_replica_killed_loses_nothing(tmp_path, kafka_server, ray_cluster,
         "Serve model replica's worker process SIGKILLed while frames are being inferred (1 replica)",
         "Serve replaces the replica; the ingress re-sends the frames the dead replica held; no frame lost, none failed",
     )
-    manifest = write_fleet(tmp_path / "fleet.yaml", "fault-replica", kafka_server.bootstrap, cameras=CAMERAS,
-                           models=[yolo_model()], producer=ONE_PRODUCER, consumer=PATIENT_CONSUMERS)
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "fault-replica",
+        kafka_server.bootstrap,
+        cameras=CAMERAS,
+        models=[yolo_model()],
+        producer=ONE_PRODUCER,
+        consumer=PATIENT_CONSUMERS,
+    )
     seen: dict[str, Any] = {}
 
     async def kill_replica(runner):
@@ -205,8 +224,15 @@ def test_producer_killed_loses_nothing_and_reports_the_missed_slots(tmp_path, ka
         "outcome (ledger from Kafka offsets, not the dead actor's counters); the slots no frame came from while it "
         "was down are reported as missed with reason producer_restart",
     )
-    manifest = write_fleet(tmp_path / "fleet.yaml", "fault-producer", kafka_server.bootstrap, cameras=CAMERAS,
-                           models=[yolo_model()], producer=ONE_PRODUCER, consumer=PATIENT_CONSUMERS)
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "fault-producer",
+        kafka_server.bootstrap,
+        cameras=CAMERAS,
+        models=[yolo_model()],
+        producer=ONE_PRODUCER,
+        consumer=PATIENT_CONSUMERS,
+    )
     seen: dict[str, Any] = {}
 
     async def kill_producer(runner):
@@ -266,8 +292,15 @@ def test_kafka_down_20s_producers_buffer_within_bound_and_count_drops(tmp_path, 
         "producers retry with backoff and hold up to the bound per camera, count frames beyond it as dropped "
         "(kafka_unavailable); consumers resume from committed offsets; ledger balances, nothing silently lost",
     )
-    manifest = write_fleet(tmp_path / "fleet.yaml", "fault-kafka", own_kafka.bootstrap, cameras=CAMERAS, models=[yolo_model()],
-                           producer={**ONE_PRODUCER, "maxBufferedFrames": bound}, consumer=PATIENT_CONSUMERS)
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "fault-kafka",
+        own_kafka.bootstrap,
+        cameras=CAMERAS,
+        models=[yolo_model()],
+        producer={**ONE_PRODUCER, "maxBufferedFrames": bound},
+        consumer=PATIENT_CONSUMERS,
+    )
     seen: dict[str, Any] = {}
 
     async def broker_outage(runner):
@@ -293,7 +326,9 @@ def test_kafka_down_20s_producers_buffer_within_bound_and_count_drops(tmp_path, 
     assert s["ledger_balanced"], s
     for cam, c in s["per_camera"].items():
         assert c["max_buffered"] <= bound, c
-        assert c["dropped_by_reason"].get("kafka_unavailable", 0) > 0, f"camera {cam}: an outage longer than the buffer dropped nothing? {c}"
+        assert c["dropped_by_reason"].get("kafka_unavailable", 0) > 0, (
+            f"camera {cam}: an outage longer than the buffer dropped nothing? {c}"
+        )
         assert set(c["dropped_by_reason"]) <= {"kafka_unavailable"}, c
         assert c["failed"] == 0, c
         assert not c["missed_by_reason"].get("unaccounted"), c
@@ -320,9 +355,16 @@ def test_object_store_down_fails_frames_with_a_reason_and_recovers(tmp_path, kaf
         "frames that cannot be stored or fetched end failed with reason bucket_unavailable; nothing crashes; "
         "after the restart frames are processed again; ledger balances",
     )
-    manifest = write_fleet(tmp_path / "fleet.yaml", "fault-store", kafka_server.bootstrap, cameras=CAMERAS, models=[yolo_model()],
-                           bucket={"uri": "s3://fault-store/frames", "endpoint": own_minio.endpoint},
-                           producer=ONE_PRODUCER, consumer=PATIENT_CONSUMERS)
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "fault-store",
+        kafka_server.bootstrap,
+        cameras=CAMERAS,
+        models=[yolo_model()],
+        bucket={"uri": "s3://fault-store/frames", "endpoint": own_minio.endpoint},
+        producer=ONE_PRODUCER,
+        consumer=PATIENT_CONSUMERS,
+    )
     seen: dict[str, Any] = {}
 
     async def store_outage(runner):

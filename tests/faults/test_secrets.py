@@ -47,8 +47,9 @@ PASSWORD = "S3cr3tPa55"  # in every secret below: if these bytes show up anywher
     ],
 )
 def test_redact_hides_every_credential_shape(fault_report, url, keeps):
-    row = fault_report.row(f"camera URL {url.replace(PASSWORD, '<password>')} in a log line",
-                           f"redacted: password gone, still recognisable ({keeps!r})")
+    row = fault_report.row(
+        f"camera URL {url.replace(PASSWORD, '<password>')} in a log line", f"redacted: password gone, still recognisable ({keeps!r})"
+    )
     shown = redact(url)
     row.happened = f"shown as {shown!r}"
     assert PASSWORD not in shown and keeps in shown
@@ -63,8 +64,10 @@ def test_redact_leaves_urls_without_credentials_alone(fault_report, url):
 
 @pytest.mark.parametrize("url", [f"srt://admin:{PASSWORD}@127.0.0.1:1/feed", f"rtsp://admin:{PASSWORD}@127.0.0.1:1/stream"])
 def test_a_secret_source_that_fails_is_named_by_its_display_name(fault_report, url):
-    row = fault_report.row(f"secret source {url.split(':')[0]}://admin:<password>@… that cannot be opened",
-                           "SourceError names the camera's display name, never the secret URL")
+    row = fault_report.row(
+        f"secret source {url.split(':')[0]}://admin:<password>@… that cannot be opened",
+        "SourceError names the camera's display name, never the secret URL",
+    )
     with pytest.raises(SourceError) as info:
         open_source(url, epoch_s=time.time(), display_name="dock-camera")
     row.happened = f"SourceError: {info.value}"
@@ -99,7 +102,9 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
     )
     inline_password = "Inl1nePa55"
     manifest = write_fleet(
-        tmp_path / "fleet.yaml", "secrets", kafka_server.bootstrap,
+        tmp_path / "fleet.yaml",
+        "secrets",
+        kafka_server.bootstrap,
         cameras=[
             {"id": "lobby", "source": "lobby-entrance", "sourceSecretEnv": "LOBBY_URL", "inferenceFps": 2},
             {"id": "dock", "source": "loading-dock", "sourceSecretEnv": "DOCK_URL", "inferenceFps": 2},
@@ -122,9 +127,26 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
     try:
         started = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "camerafleet.cli", "run", str(manifest), "--duration", "8", "--progress-interval", "2",
-             "--drain-timeout", "20", "--summary", str(summary_path)],
-            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "camerafleet.cli",
+                "run",
+                str(manifest),
+                "--duration",
+                "8",
+                "--progress-interval",
+                "2",
+                "--drain-timeout",
+                "20",
+                "--summary",
+                str(summary_path),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             output, _ = proc.communicate(timeout=300)
@@ -151,8 +173,12 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
             f"run took {took:.0f} s (exit {proc.returncode}); searched the output ({len(output)} bytes), {ray_files} files "
             f"of {len(sessions)} Ray session(s), the run directory and the summary: secret found in {leaks['secret'] or 'nothing'}, "
             f"inline password in {leaks['inline'] or 'nothing'}; "
-            + ("; ".join(f"{c}: up={cams[c].get('source_up')} error={e!r}" for c, e in down.items())
-               + f"; yard processed {cams['yard'].get('processed')}" if summary else "no summary was written")
+            + (
+                "; ".join(f"{c}: up={cams[c].get('source_up')} error={e!r}" for c, e in down.items())
+                + f"; yard processed {cams['yard'].get('processed')}"
+                if summary
+                else "no summary was written"
+            )
         )
         if summary:
             fault_report.ledger(row, summary)

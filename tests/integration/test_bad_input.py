@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from ray import serve
 
-from camerafleet.bucket import open_bucket
 from camerafleet.api.manifest import load_manifest
+from camerafleet.bucket import open_bucket
 from camerafleet.serving.app import fleet_app
 from camerafleet.serving.ingress import MAX_FRAMES_PER_REQUEST
 from tests.fixtures.pipeline import read_results, run_fleet_for, write_fleet, yolo_model
@@ -77,14 +77,22 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
         9: (frame("1", 9, "s3://another-bucket/1/x.jpg"), "uri_outside_bucket"),
     }
     inputs = {
-        0: "a good frame among the bad ones", 1: "frame whose object is 5000 random bytes", 2: "frame whose JPEG is truncated to a third",
-        3: "frame whose object was never written", 4: "message that is not JSON", 5: "JSON message with a string seq and fields missing",
-        6: "frame of a camera the fleet does not have", 7: "frame URI <bucket>/../../etc/passwd", 8: "frame URI file:///etc/passwd",
+        0: "a good frame among the bad ones",
+        1: "frame whose object is 5000 random bytes",
+        2: "frame whose JPEG is truncated to a third",
+        3: "frame whose object was never written",
+        4: "message that is not JSON",
+        5: "JSON message with a string seq and fields missing",
+        6: "frame of a camera the fleet does not have",
+        7: "frame URI <bucket>/../../etc/passwd",
+        8: "frame URI file:///etc/passwd",
         9: "frame URI in another S3 bucket",
     }
     rows = {
-        seq: fault_report.row(f"HTTP transport: {inputs[seq]}",
-                              "processed" if expected == "processed" else f"failed ({expected}), on the dead-letter topic, offset committed past it")
+        seq: fault_report.row(
+            f"HTTP transport: {inputs[seq]}",
+            "processed" if expected == "processed" else f"failed ({expected}), on the dead-letter topic, offset committed past it",
+        )
         for seq, (_, expected) in cases.items()
     }
 
@@ -108,8 +116,10 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
     url = f"http://127.0.0.1:{port}/badinput-service"
     too_many = orjson.loads(frame("1", 0, f"{root}/1/good.jpg"))
     endpoint_rows = {
-        "batch": fault_report.row(f"HTTP inference request with {MAX_FRAMES_PER_REQUEST + 1} frames (limit {MAX_FRAMES_PER_REQUEST})",
-                                  "every frame failed with reason batch_too_large"),
+        "batch": fault_report.row(
+            f"HTTP inference request with {MAX_FRAMES_PER_REQUEST + 1} frames (limit {MAX_FRAMES_PER_REQUEST})",
+            "every frame failed with reason batch_too_large",
+        ),
         "not json": fault_report.row("HTTP inference request whose body is not JSON", "400 with a message saying what the body must be"),
         "no frames": fault_report.row('HTTP inference request {"frames": "all"}', "400 with a message saying what the body must be"),
     }

@@ -31,7 +31,11 @@ def report(tmp_path_factory, kafka_server) -> tuple[Path, dict]:
     out = tmp / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "camerafleet_dev.bench", "--profile", "tiny", "--out", str(out), "--clips", str(tmp / "clips")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "## Goals" in proc.stdout and "Efficiency (pipeline / limit)" in proc.stdout, "the headline table was not printed"

@@ -63,10 +63,10 @@ async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def consume(bootstrap: str, topic: str, count: int, group_id: str | None = None,
-                  timeout_s: float = 30.0) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group_id,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+async def consume(bootstrap: str, topic: str, count: int, group_id: str | None = None, timeout_s: float = 30.0) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group_id, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     received: list[bytes] = []
     deadline = time.monotonic() + timeout_s
@@ -112,8 +112,7 @@ def test_kafka_does_not_auto_create_topics(kafka_server: KafkaServer) -> None:
     missing = unique("never-created")
 
     async def scenario() -> list[str]:
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap,
-                                    request_timeout_ms=3000)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap, request_timeout_ms=3000)
         await producer.start()
         try:
             with pytest.raises(KafkaError):
@@ -168,13 +167,11 @@ def test_kafka_broker_logs_go_to_its_data_dir(kafka_server: KafkaServer) -> None
 
 def test_minio_put_and_get(minio_server: MinioServer) -> None:
     assert minio_server.endpoint == f"http://127.0.0.1:{minio_server.port}"
-    client = Minio(minio_server.host, access_key=minio_server.access_key,
-                   secret_key=minio_server.secret_key, secure=False)
+    client = Minio(minio_server.host, access_key=minio_server.access_key, secret_key=minio_server.secret_key, secure=False)
     bucket = unique("frames")
     client.make_bucket(bucket)
     payload = os.urandom(256 * 1024)
-    client.put_object(bucket, "cam-1/000001.jpg", io.BytesIO(payload), len(payload),
-                      content_type="image/jpeg")
+    client.put_object(bucket, "cam-1/000001.jpg", io.BytesIO(payload), len(payload), content_type="image/jpeg")
     response = client.get_object(bucket, "cam-1/000001.jpg")
     try:
         assert response.read() == payload
@@ -223,8 +220,9 @@ def test_minio_start_failure_is_explained(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "camerafleet_dev.devservers", *args],
-                          check=False, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "camerafleet_dev.devservers", *args], check=False, capture_output=True, text=True, timeout=300
+    )
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -233,8 +231,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def test_cli_starts_detached_kafka_and_stops_it(tmp_path: Path) -> None:
     pid_file, env_file = tmp_path / "kafka.pid", tmp_path / "kafka.env"
-    started = run_cli("kafka", "--data-dir", str(tmp_path / "kafka"), "--pid-file", str(pid_file),
-                      "--env-file", str(env_file))
+    started = run_cli("kafka", "--data-dir", str(tmp_path / "kafka"), "--pid-file", str(pid_file), "--env-file", str(env_file))
     pid = int(pid_file.read_text()) if pid_file.exists() else None
     try:
         assert started.returncode == 0, started.stderr
@@ -243,8 +240,7 @@ def test_cli_starts_detached_kafka_and_stops_it(tmp_path: Path) -> None:
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
         assert pid is not None and pid_alive(pid)  # it outlived the CLI process
         assert broker_answers(bootstrap)
-        again = run_cli("kafka", "--data-dir", str(tmp_path / "kafka"), "--pid-file", str(pid_file),
-                        "--env-file", str(env_file))
+        again = run_cli("kafka", "--data-dir", str(tmp_path / "kafka"), "--pid-file", str(pid_file), "--env-file", str(env_file))
         assert again.returncode == 0 and again.stdout == started.stdout, again.stderr
     finally:
         stopped = run_cli("kafka", "--stop", "--pid-file", str(pid_file))
@@ -255,8 +251,7 @@ def test_cli_starts_detached_kafka_and_stops_it(tmp_path: Path) -> None:
 
 def test_cli_starts_detached_minio_without_printing_the_secret(tmp_path: Path) -> None:
     pid_file, env_file = tmp_path / "minio.pid", tmp_path / "minio.env"
-    started = run_cli("minio", "--data-dir", str(tmp_path / "minio"), "--pid-file", str(pid_file),
-                      "--env-file", str(env_file))
+    started = run_cli("minio", "--data-dir", str(tmp_path / "minio"), "--pid-file", str(pid_file), "--env-file", str(env_file))
     pid = int(pid_file.read_text()) if pid_file.exists() else None
     try:
         assert started.returncode == 0, started.stderr
@@ -265,13 +260,16 @@ def test_cli_starts_detached_minio_without_printing_the_secret(tmp_path: Path) -
         secret = settings["AWS_SECRET_ACCESS_KEY"]
         assert secret not in started.stdout and secret not in started.stderr
         assert f"CAMERAFLEET_S3_ENDPOINT={settings['CAMERAFLEET_S3_ENDPOINT']}" in started.stdout
-        client = Minio(settings["CAMERAFLEET_S3_ENDPOINT"].removeprefix("http://"),
-                       access_key=settings["AWS_ACCESS_KEY_ID"], secret_key=secret, secure=False)
+        client = Minio(
+            settings["CAMERAFLEET_S3_ENDPOINT"].removeprefix("http://"),
+            access_key=settings["AWS_ACCESS_KEY_ID"],
+            secret_key=secret,
+            secure=False,
+        )
         client.make_bucket("cli-bucket")
         assert client.bucket_exists("cli-bucket")
     finally:
-        stopped = run_cli("minio", "--stop", "--pid-file", str(pid_file), "--env-file",
-                          str(env_file))
+        stopped = run_cli("minio", "--stop", "--pid-file", str(pid_file), "--env-file", str(env_file))
     assert stopped.returncode == 0, stopped.stderr
     assert pid is not None and not pid_alive(pid)
     assert not env_file.exists()

@@ -94,8 +94,12 @@ def test_kafka_unreachable_at_start_is_a_clear_message(tmp_path):
     import subprocess
     import sys
 
-    manifest = write_fleet(tmp_path / "fleet.yaml", "nokafka", "127.0.0.1:1", cameras=[{"id": "1", "source": "synthetic:"}], models=[health_model()])
-    proc = subprocess.run([sys.executable, "-m", "camerafleet.cli", "run", str(manifest), "--duration", "1"], capture_output=True, text=True, timeout=120)
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml", "nokafka", "127.0.0.1:1", cameras=[{"id": "1", "source": "synthetic:"}], models=[health_model()]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "camerafleet.cli", "run", str(manifest), "--duration", "1"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "cannot reach Kafka at 127.0.0.1:1" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -14,17 +14,34 @@ pytestmark = pytest.mark.integration
 
 
 def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ray_cluster):
-    cameras = [{"id": "1", "source": "synthetic:640x360@20", "inferenceFps": 5}, {"id": "2", "source": "synthetic:640x360@20", "inferenceFps": 5}]
+    cameras = [
+        {"id": "1", "source": "synthetic:640x360@20", "inferenceFps": 5},
+        {"id": "2", "source": "synthetic:640x360@20", "inferenceFps": 5},
+    ]
     common = dict(
         models=[yolo_model()],
         consumer={"actors": 2, "maxFrameAgeMs": 120000, "cpusPerActor": 0.25},
     )
-    manifest = write_fleet(tmp_path / "fleet.yaml", "resilience", kafka_server.bootstrap, cameras=cameras, producer={"actors": 1, "cpusPerActor": 0.25}, **common)
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "resilience",
+        kafka_server.bootstrap,
+        cameras=cameras,
+        producer={"actors": 1, "cpusPerActor": 0.25},
+        **common,
+    )
 
     async def disturb(runner):
         await asyncio.sleep(4)
         more = [*cameras, {"id": "3", "source": "synthetic:640x360@20", "inferenceFps": 5, "producerShards": 2}]
-        write_fleet(tmp_path / "fleet.yaml", "resilience", kafka_server.bootstrap, cameras=more, producer={"actors": 2, "cpusPerActor": 0.25}, **common)
+        write_fleet(
+            tmp_path / "fleet.yaml",
+            "resilience",
+            kafka_server.bootstrap,
+            cameras=more,
+            producer={"actors": 2, "cpusPerActor": 0.25},
+            **common,
+        )
         for _ in range(40):
             if len(runner.producers) == 2 and len(runner.spec.cameras) == 3:
                 break

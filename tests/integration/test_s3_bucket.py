@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from camerafleet.bucket import BucketError, open_bucket
 from camerafleet.api.manifest import BucketSpec
+from camerafleet.bucket import BucketError, open_bucket
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from camerafleet.bucket import BucketError, frame_key, open_bucket
 from camerafleet.api.manifest import BucketSpec
+from camerafleet.bucket import BucketError, frame_key, open_bucket
 
 
 @pytest.fixture
@@ -23,8 +23,17 @@ def test_put_get_round_trip(bucket):
 
 
 ESCAPING_SUFFIXES = [
-    "/../secret.jpg", "/1/../../etc/passwd", "/./1/x.jpg", "//etc/passwd", "/1//x.jpg", "/.hidden", "/1/x\x00.jpg",
-    "/1/%2e%2e/%2e%2e/etc/passwd", "/1/..\\..\\secret.jpg", "/1/\uff0e\uff0e/secret.jpg", "/1/" + "a" * 2000 + ".jpg",
+    "/../secret.jpg",
+    "/1/../../etc/passwd",
+    "/./1/x.jpg",
+    "//etc/passwd",
+    "/1//x.jpg",
+    "/.hidden",
+    "/1/x\x00.jpg",
+    "/1/%2e%2e/%2e%2e/etc/passwd",
+    "/1/..\\..\\secret.jpg",
+    "/1/\uff0e\uff0e/secret.jpg",
+    "/1/" + "a" * 2000 + ".jpg",
 ]
 
 
@@ -50,7 +59,9 @@ def test_other_locations_are_refused(bucket, uri, fault_report):
 
 @pytest.mark.faults
 def test_prefix_lookalike_bucket_is_refused(bucket, fault_report):
-    row = fault_report.row("frame URI in a sibling bucket whose name extends ours (<bucket>-evil/1/x.jpg)", "refused with reason uri_outside_bucket")
+    row = fault_report.row(
+        "frame URI in a sibling bucket whose name extends ours (<bucket>-evil/1/x.jpg)", "refused with reason uri_outside_bucket"
+    )
     with pytest.raises(BucketError) as info:
         bucket.get(bucket.root_uri + "-evil/1/x.jpg")
     row.happened = f"BucketError {info.value.reason}"
@@ -59,7 +70,9 @@ def test_prefix_lookalike_bucket_is_refused(bucket, fault_report):
 
 @pytest.mark.faults
 def test_symlink_out_of_the_bucket_is_refused(bucket, tmp_path, fault_report):
-    row = fault_report.row("frame key that is a symlink inside the bucket pointing outside it", "refused with reason uri_outside_bucket, the target not read")
+    row = fault_report.row(
+        "frame key that is a symlink inside the bucket pointing outside it", "refused with reason uri_outside_bucket, the target not read"
+    )
     (tmp_path / "outside.jpg").write_bytes(b"secret")
     (bucket.root / "1").mkdir()
     os.symlink(tmp_path / "outside.jpg", bucket.root / "1" / "link.jpg")
@@ -71,12 +84,20 @@ def test_symlink_out_of_the_bucket_is_refused(bucket, tmp_path, fault_report):
 
 @pytest.mark.faults
 def test_s3_bucket_refuses_the_same_uris(monkeypatch, fault_report):
-    row = fault_report.row(f"the {len(ESCAPING_SUFFIXES)} escaping URIs, another bucket and a lookalike prefix against an s3:// bucket",
-                           "every one refused with uri_outside_bucket before any request is made")
+    row = fault_report.row(
+        f"the {len(ESCAPING_SUFFIXES)} escaping URIs, another bucket and a lookalike prefix against an s3:// bucket",
+        "every one refused with uri_outside_bucket before any request is made",
+    )
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    bucket = open_bucket(BucketSpec(uri="s3://frames/fleet-a", endpoint="http://127.0.0.1:9"))  # nothing listens: a request would fail differently
-    uris = [bucket.root_uri + s for s in ESCAPING_SUFFIXES] + ["s3://frames/fleet-b/1/x.jpg", "s3://frames/fleet-a-evil/1/x.jpg", "s3://other/fleet-a/1/x.jpg"]
+    bucket = open_bucket(
+        BucketSpec(uri="s3://frames/fleet-a", endpoint="http://127.0.0.1:9")
+    )  # nothing listens: a request would fail differently
+    uris = [bucket.root_uri + s for s in ESCAPING_SUFFIXES] + [
+        "s3://frames/fleet-b/1/x.jpg",
+        "s3://frames/fleet-a-evil/1/x.jpg",
+        "s3://other/fleet-a/1/x.jpg",
+    ]
     reasons = []
     for uri in uris:
         with pytest.raises(BucketError) as info:

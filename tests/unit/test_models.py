@@ -24,10 +24,10 @@ from camerafleet.models.boxes import nms
 from camerafleet.models.camera_health import CameraHealthModel
 from camerafleet.models.face import FaceModel
 from camerafleet.models.graphs import camera_health_graph
-from camerafleet_dev import test_graphs
-from camerafleet_dev.test_graphs import yolo_test_graph
 from camerafleet.models.registry import MODEL_TYPES, create_model
 from camerafleet.models.yolo import YoloModel
+from camerafleet_dev import test_graphs
+from camerafleet_dev.test_graphs import yolo_test_graph
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -279,7 +279,7 @@ def test_model_with_fixed_batch_is_refused(tmp_path: Path) -> None:
 
 
 def test_registry() -> None:
-    assert MODEL_TYPES == {"face": FaceModel, "yolo": YoloModel, "camera-health": CameraHealthModel}
+    assert {"face": FaceModel, "yolo": YoloModel, "camera-health": CameraHealthModel} == MODEL_TYPES
     for model_type, cls in MODEL_TYPES.items():
         assert type(create_model(ModelSpec(name="m", type=model_type, model_uri="m.onnx"))) is cls
     with pytest.raises(ValueError, match="has type 'yolo'; FaceModel serves 'face'"):

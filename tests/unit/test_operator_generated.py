@@ -4,7 +4,6 @@ rayjob.yaml (the example cluster fleet), and the Ray version everywhere it is wr
 import re
 import tomllib
 from importlib.metadata import version
-from pathlib import Path
 
 import yaml
 

@@ -1,7 +1,7 @@
 """The operator's decisions, without a cluster: topic plans (Strimzi semantics), ownership, job
 backoff, conditions and phase, rendered objects."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import yaml
 
@@ -60,7 +60,11 @@ def fleet_obj(name, created, **kafka):
 
 
 def test_older_fleet_owns_shared_topics():
-    fleets = [fleet_obj("old", "2026-01-01T00:00:00Z"), fleet_obj("new", "2026-02-01T00:00:00Z"), fleet_obj("elsewhere", "2025-01-01T00:00:00Z", bootstrapServers="other:9092")]
+    fleets = [
+        fleet_obj("old", "2026-01-01T00:00:00Z"),
+        fleet_obj("new", "2026-02-01T00:00:00Z"),
+        fleet_obj("elsewhere", "2025-01-01T00:00:00Z", bootstrapServers="other:9092"),
+    ]
     claims = topic_claims("new", "ns", "2026-02-01T00:00:00Z", spec(), fleets)
     assert claims["camera_1"] == "ns/old"
     assert topic_claims("old", "ns", "2026-01-01T00:00:00Z", spec(), fleets) == {}
@@ -72,7 +76,7 @@ def test_job_conditions_and_backoff():
     assert job_condition({"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}})[0] is True
     failed = job_condition({"status": {"jobDeploymentStatus": "Failed", "message": "boom"}})
     assert failed[3] and failed[2] == "boom"
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     s = next_retry(JobState(), 10, 600, now, "boom")
     assert (s.failures, s.next_retry_at) == (1, "2026-01-01T00:00:10Z")
     s = next_retry(JobState(failures=7), 10, 600, now, "boom")

@@ -13,8 +13,10 @@ def test_ledger_is_scrapable():
     m = RunMetrics(port, "demo")
     m.update(
         {"1": {"produced": 10, "sourceUp": True}, "2": {"produced": 3, "sourceUp": False}},
-        [{"counts": {"1": {"processed": 8, "dropped:stale": 1}}, "lag": {"camera_1/0": 2}},
-         {"counts": {"1": {"failed:decode_error": 1}}, "lag": {}}],
+        [
+            {"counts": {"1": {"processed": 8, "dropped:stale": 1}}, "lag": {"camera_1/0": 2}},
+            {"counts": {"1": {"failed:decode_error": 1}}, "lag": {}},
+        ],
     )
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'camerafleet_run_frames{camera="1",fleet="demo",outcome="produced"} 10.0' in text

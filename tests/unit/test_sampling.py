@@ -75,8 +75,12 @@ def test_plan_spreads_shards_round_robin():
     cams = [{"id": str(i), "source": "synthetic:", "producerShards": 2 if i == 1 else 1} for i in range(1, 5)]
     cams.append({"id": "off", "source": "synthetic:", "enabled": False})
     fleet = parse_manifest(
-        {"apiVersion": "camerafleet.io/v1alpha1", "kind": "CameraFleet", "metadata": {"name": "p"},
-         "spec": {"cameras": cams, "models": [{"name": "h", "type": "camera-health"}]}}
+        {
+            "apiVersion": "camerafleet.io/v1alpha1",
+            "kind": "CameraFleet",
+            "metadata": {"name": "p"},
+            "spec": {"cameras": cams, "models": [{"name": "h", "type": "camera-health"}]},
+        }
     )
     plan = plan_shards(fleet.spec, 2)
     keys = [[s.key for s in actor] for actor in plan]

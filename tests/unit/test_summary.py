@@ -21,8 +21,17 @@ def rec(cam, seq, outcome, epoch=1, reason=None, latency=100, models=None, offse
 
 def producer(produced, failed=None, dropped=None, skipped=0, restarted=False, incarnation="a"):
     return {
-        "produced": produced, "announced": produced, "failed": failed or {}, "dropped": dropped or {}, "announcedFailed": {},
-        "skippedSlots": skipped, "reconnects": 0, "sourceUp": True, "lastError": None, "restarted": restarted, "incarnation": incarnation,
+        "produced": produced,
+        "announced": produced,
+        "failed": failed or {},
+        "dropped": dropped or {},
+        "announcedFailed": {},
+        "skippedSlots": skipped,
+        "reconnects": 0,
+        "sourceUp": True,
+        "lastError": None,
+        "restarted": restarted,
+        "incarnation": incarnation,
     }
 
 
@@ -31,8 +40,17 @@ def write(path, records):
 
 
 def summary(log, stats, cameras=("1",), kafka=None, shards=None):
-    return build_summary(fleet="f", run_id="r", epoch_ms=1, duration_s=2.0, producer=merge_producer_stats(stats), log_path=log,
-                         cameras=list(cameras), kafka=kafka, shards=shards)
+    return build_summary(
+        fleet="f",
+        run_id="r",
+        epoch_ms=1,
+        duration_s=2.0,
+        producer=merge_producer_stats(stats),
+        log_path=log,
+        cameras=list(cameras),
+        kafka=kafka,
+        shards=shards,
+    )
 
 
 def span(cam, *parts):
@@ -41,13 +59,18 @@ def span(cam, *parts):
 
 def test_producer_counts_without_kafka_offsets(tmp_path):
     log = tmp_path / "results.jsonl"
-    write(log, [
-        rec("1", 0, "processed"), rec("1", 1, "dropped", reason="stale"), rec("1", 2, "failed", reason="decode_error"),
-        rec("1", 3, "failed", reason="bucket_unavailable"),  # stored nowhere, announced with the producer's reason
-        rec("1", 0, "processed"),  # redelivered
-        rec("1", 9, "processed", epoch=0),  # a previous run
-        {"cameraId": "1", "outcome": "failed", "reason": "malformed_message", "topic": "camera_1", "offset": 4},
-    ])
+    write(
+        log,
+        [
+            rec("1", 0, "processed"),
+            rec("1", 1, "dropped", reason="stale"),
+            rec("1", 2, "failed", reason="decode_error"),
+            rec("1", 3, "failed", reason="bucket_unavailable"),  # stored nowhere, announced with the producer's reason
+            rec("1", 0, "processed"),  # redelivered
+            rec("1", 9, "processed", epoch=0),  # a previous run
+            {"cameraId": "1", "outcome": "failed", "reason": "malformed_message", "topic": "camera_1", "offset": 4},
+        ],
+    )
     s = summary(log, [{"1": producer(3)}, {"1": producer(2, dropped={"kafka_unavailable": 1})}], cameras=["1", "2"])
     assert s["produced_from"] == "producer_counts"
     assert (s["produced"], s["processed"], s["dropped"], s["failed"], s["in_flight"]) == (5, 1, 2, 2, 0)
@@ -71,15 +94,20 @@ def test_frames_without_outcome_are_in_flight(tmp_path):
 def test_kafka_offsets_count_what_reached_kafka_even_if_a_producer_lost_its_counts(tmp_path):
     """A producer incarnation killed before its stats were read: Kafka still knows what it announced."""
     log = tmp_path / "results.jsonl"
-    write(log, [
-        rec("1", 7, "processed", epoch=0, offset=9),  # before this run's span: another run's leftover
-        rec("1", 10, "processed", offset=10), rec("1", 11, "processed", offset=11), rec("1", 20, "processed", offset=3, partition=1),
-        rec("1", 12, "failed", reason="bucket_unavailable", offset=12),
-        rec("1", 10, "processed", offset=10),  # redelivered after a consumer crash
-        rec("1", 11, "processed", offset=13),  # the same frame announced twice
-        {"cameraId": "1", "outcome": "failed", "reason": "malformed_message", "topic": "camera_1", "partition": 0, "offset": 14},
-        rec("99", 5, "failed", reason="unknown_camera", epoch=7, offset=15, topic="camera_1"),  # a foreign message on camera 1's topic
-    ])
+    write(
+        log,
+        [
+            rec("1", 7, "processed", epoch=0, offset=9),  # before this run's span: another run's leftover
+            rec("1", 10, "processed", offset=10),
+            rec("1", 11, "processed", offset=11),
+            rec("1", 20, "processed", offset=3, partition=1),
+            rec("1", 12, "failed", reason="bucket_unavailable", offset=12),
+            rec("1", 10, "processed", offset=10),  # redelivered after a consumer crash
+            rec("1", 11, "processed", offset=13),  # the same frame announced twice
+            {"cameraId": "1", "outcome": "failed", "reason": "malformed_message", "topic": "camera_1", "partition": 0, "offset": 14},
+            rec("99", 5, "failed", reason="unknown_camera", epoch=7, offset=15, topic="camera_1"),  # a foreign message on camera 1's topic
+        ],
+    )
     kafka = span("1", (10, 16), (3, 4))
     s = summary(log, [{"1": producer(0, dropped={"kafka_unavailable": 2})}], kafka=kafka)  # the live incarnation saw none of them
     assert s["produced_from"] == "kafka_offsets"
@@ -106,8 +134,11 @@ def test_grid_gaps_per_shard():
 
 def test_missed_slots_name_their_reason(tmp_path):
     log = tmp_path / "results.jsonl"
-    seqs = [*range(0, 10), *range(20, 30)]  # slots 10-19 have no frame
-    write(log, [rec("1", q, "processed", offset=i) for i, q in enumerate(seqs)] + [rec("2", q, "processed", offset=i) for i, q in enumerate(seqs)])
+    seqs = [*range(10), *range(20, 30)]  # slots 10-19 have no frame
+    write(
+        log,
+        [rec("1", q, "processed", offset=i) for i, q in enumerate(seqs)] + [rec("2", q, "processed", offset=i) for i, q in enumerate(seqs)],
+    )
     kafka = {**span("1", (0, 20)), **span("2", (0, 20))}
     restarted = {"1": producer(5, dropped={"kafka_unavailable": 2}, skipped=3, restarted=True, incarnation="b")}
     s = summary(log, [{"1": producer(15, incarnation="a"), "2": producer(20, skipped=4)}, restarted], cameras=["1", "2"], kafka=kafka)

@@ -28,11 +28,11 @@ from typing import Any
 import yaml
 
 from camerafleet import profiling
+from camerafleet.api.manifest import FleetSpec
 from camerafleet_dev.bench.limit import measure_limit
 from camerafleet_dev.bench.phases import APP, FAST_AUTOSCALING, Bench, PhaseResult
 from camerafleet_dev.bench.profiles import PROFILES, BenchProfile
 from camerafleet_dev.bench.report import write_report
-from camerafleet.api.manifest import FleetSpec
 
 ROOT = Path.cwd()
 OVERLOAD_MAX_FRAME_AGE_MS = 2000
@@ -63,7 +63,10 @@ async def autoscaling_step(bench: Bench, p: BenchProfile, sat: float) -> PhaseRe
 
     def manifest(step: bool, idle: bool = False) -> dict[str, Any]:
         return bench.manifest(
-            "autoscaling", total, 0, autoscaling=FAST_AUTOSCALING,
+            "autoscaling",
+            total,
+            0,
+            autoscaling=FAST_AUTOSCALING,
             enabled=lambda i: (i == 1 and not idle) or (i > 1 and step),
             camera_fps=lambda i: base_fps if i == 1 else step_fps,
         )
@@ -78,7 +81,9 @@ async def autoscaling_step(bench: Bench, p: BenchProfile, sat: float) -> PhaseRe
         return {"step_written_at": t_step, "unload_written_at": t_unload}
 
     seconds = p.step_idle_seconds + p.step_load_seconds + p.step_after_seconds
-    return await bench.run("autoscaling", manifest(False), seconds, p.warmup_seconds, during, sample_interval_s=p.step_sample_interval_seconds)
+    return await bench.run(
+        "autoscaling", manifest(False), seconds, p.warmup_seconds, during, sample_interval_s=p.step_sample_interval_seconds
+    )
 
 
 def scaling_times(phase: PhaseResult) -> dict[str, Any]:
@@ -130,8 +135,15 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
     import ray
     from ray import serve
 
-    bench = Bench(out=out, bootstrap=bootstrap, clips=clips, models=ROOT / "models", profile_dir=profile_dir,
-                  sample_interval_s=p.sample_interval_seconds, gpus=0.0)
+    bench = Bench(
+        out=out,
+        bootstrap=bootstrap,
+        clips=clips,
+        models=ROOT / "models",
+        profile_dir=profile_dir,
+        sample_interval_s=p.sample_interval_seconds,
+        gpus=0.0,
+    )
     ray.init(address="local", namespace="camerafleet-bench", include_dashboard=False, logging_level=logging.WARNING)
     bench.gpus = 0.5 if detect_gpus() else 0.0
     port = int(os.environ.get("CAMERAFLEET_SERVE_PORT", "8000"))
@@ -145,23 +157,36 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
         say(f"limit: {limit['fps']} frames/s")
         # Saturation cameras sample exactly as the limit loop does (every 6th frame of the 30 fps clips).
         sat_cams = max(1, round(1.1 * limit["fps"] / SATURATION_CAMERA_FPS))
-        phases["saturation"] = await bench.run("saturation", bench.manifest("saturation", sat_cams, SATURATION_CAMERA_FPS), p.saturation_seconds, p.warmup_seconds)
+        phases["saturation"] = await bench.run(
+            "saturation", bench.manifest("saturation", sat_cams, SATURATION_CAMERA_FPS), p.saturation_seconds, p.warmup_seconds
+        )
         sat = phases["saturation"].processed_fps()
         phases["old_design"] = await bench.run(
-            "old_design", bench.manifest("old_design", sat_cams, SATURATION_CAMERA_FPS, design="per-frame-sequential"), p.saturation_seconds, p.warmup_seconds
+            "old_design",
+            bench.manifest("old_design", sat_cams, SATURATION_CAMERA_FPS, design="per-frame-sequential"),
+            p.saturation_seconds,
+            p.warmup_seconds,
         )
         for frac in (0.5, 0.8):
             name = f"load_{int(frac * 100)}"
             phases[name] = await bench.run(name, bench.manifest(name, cams, frac * sat / cams), p.load_seconds, p.warmup_seconds)
         phases["old_design_load_50"] = await bench.run(
-            "old_design_load_50", bench.manifest("old_design_load_50", cams, 0.5 * sat / cams, design="per-frame-sequential"), p.load_seconds, p.warmup_seconds
+            "old_design_load_50",
+            bench.manifest("old_design_load_50", cams, 0.5 * sat / cams, design="per-frame-sequential"),
+            p.load_seconds,
+            p.warmup_seconds,
         )
         n = p.fleet_cameras
         fleet_fps = p.fleet_load_fraction * sat / n
-        phases["many_cameras"] = await bench.run("many_cameras", bench.manifest("many_cameras", n, fleet_fps), p.fleet_seconds, max(p.warmup_seconds, 2 / fleet_fps))
+        phases["many_cameras"] = await bench.run(
+            "many_cameras", bench.manifest("many_cameras", n, fleet_fps), p.fleet_seconds, max(p.warmup_seconds, 2 / fleet_fps)
+        )
         phases["many_cameras"].notes["fairness"] = fleet_fairness(phases["many_cameras"])
         phases["overload"] = await bench.run(
-            "overload", bench.manifest("overload", cams, 2 * sat / cams, max_frame_age_ms=OVERLOAD_MAX_FRAME_AGE_MS), p.overload_seconds, p.warmup_seconds
+            "overload",
+            bench.manifest("overload", cams, 2 * sat / cams, max_frame_age_ms=OVERLOAD_MAX_FRAME_AGE_MS),
+            p.overload_seconds,
+            p.warmup_seconds,
         )
         phases["overload"].notes["max_frame_age_ms"] = OVERLOAD_MAX_FRAME_AGE_MS
         phases["autoscaling"] = await autoscaling_step(bench, p, sat)
@@ -175,10 +200,14 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m camerafleet_dev.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m camerafleet_dev.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
-    ap.add_argument("--clips", type=Path, default=Path("out/demo/clips"), help="directory with camera_1.mp4 and camera_2.mp4 (`make clips`)")
+    ap.add_argument(
+        "--clips", type=Path, default=Path("out/demo/clips"), help="directory with camera_1.mp4 and camera_2.mp4 (`make clips`)"
+    )
     args = ap.parse_args(argv)
     profile = PROFILES[args.profile]
     out = args.out.resolve()

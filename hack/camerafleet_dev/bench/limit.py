@@ -79,7 +79,10 @@ def measure_limit(spec: FleetSpec, grabs_per_frame: int, seconds: float, process
     n = processes or os.cpu_count() or 1
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_run_worker, args=(spec.model_dump_json(by_alias=True), grabs_per_frame, seconds, barrier, results)) for _ in range(n)]
+    procs = [
+        ctx.Process(target=_run_worker, args=(spec.model_dump_json(by_alias=True), grabs_per_frame, seconds, barrier, results))
+        for _ in range(n)
+    ]
     for p in procs:
         p.start()
     answers = [results.get(timeout=seconds + 300) for _ in procs]
@@ -97,5 +100,9 @@ def measure_limit(spec: FleetSpec, grabs_per_frame: int, seconds: float, process
         "frames": frames,
         "cpu_ms_per_frame": {k: round(v * 1000 / max(frames, 1), 2) for k, v in sorted(cpu.items())},
         "batch_size": answers[0]["batch_size"],
-        "batch_ms": {"p50": round(float(np.percentile(batch_ms, 50)), 1), "mean": round(float(np.mean(batch_ms)), 1), "p95": round(float(np.percentile(batch_ms, 95)), 1)},
+        "batch_ms": {
+            "p50": round(float(np.percentile(batch_ms, 50)), 1),
+            "mean": round(float(np.mean(batch_ms)), 1),
+            "p95": round(float(np.percentile(batch_ms, 95)), 1),
+        },
     }

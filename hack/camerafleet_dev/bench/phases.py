@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 import yaml
 
-from camerafleet_dev.bench.probe import ProcessProbe, TimeSeries, cpu_by_component
 from camerafleet.api.manifest import load_manifest
 from camerafleet.runner import FleetRunner, RunOptions
 from camerafleet.summary import percentiles
+from camerafleet_dev.bench.probe import ProcessProbe, TimeSeries, cpu_by_component
 
 APP = "bench"
 
@@ -119,14 +119,26 @@ def stage_cpu(before: dict, after: dict) -> dict[str, dict[str, float]]:
 class Bench:
     """Builds each phase's manifest from the bench fleet and runs it."""
 
-    def __init__(self, *, out: Path, bootstrap: str, clips: list[Path], models: Path, profile_dir: Path, sample_interval_s: float, gpus: float):
+    def __init__(
+        self, *, out: Path, bootstrap: str, clips: list[Path], models: Path, profile_dir: Path, sample_interval_s: float, gpus: float
+    ):
         self.out, self.bootstrap, self.clips, self.models = out, bootstrap, clips, models
         self.profile_dir, self.sample_interval_s, self.gpus = profile_dir, sample_interval_s, gpus
         self.probe = ProcessProbe()
         self.all_series: list[dict[str, Any]] = []
 
-    def manifest(self, phase: str, cameras: int, fps: float, *, design: str = "batched-fanout", max_frame_age_ms: int = 10_000,
-                 autoscaling: dict | None = None, enabled: Callable[[int], bool] = lambda i: True, camera_fps: Callable[[int], float] | None = None) -> dict[str, Any]:
+    def manifest(
+        self,
+        phase: str,
+        cameras: int,
+        fps: float,
+        *,
+        design: str = "batched-fanout",
+        max_frame_age_ms: int = 10_000,
+        autoscaling: dict | None = None,
+        enabled: Callable[[int], bool] = lambda i: True,
+        camera_fps: Callable[[int], float] | None = None,
+    ) -> dict[str, Any]:
         gpu = {"gpus": self.gpus} if self.gpus else {}
         fixed_two = {"minReplicas": 2, "maxReplicas": 2}
         return {
@@ -135,7 +147,12 @@ class Bench:
             "metadata": {"name": f"bench-{phase}"},
             "spec": {
                 "cameras": [
-                    {"id": str(i), "source": str(self.clips[(i - 1) % len(self.clips)]), "inferenceFps": round(camera_fps(i) if camera_fps else fps, 4), "enabled": enabled(i)}
+                    {
+                        "id": str(i),
+                        "source": str(self.clips[(i - 1) % len(self.clips)]),
+                        "inferenceFps": round(camera_fps(i) if camera_fps else fps, 4),
+                        "enabled": enabled(i),
+                    }
                     for i in range(1, cameras + 1)
                 ],
                 "models": [
@@ -148,7 +165,12 @@ class Bench:
                         "autoscaling": autoscaling or fixed_two,
                         "resources": {"cpus": 0.5, **gpu},
                     },
-                    {"name": "health", "type": "camera-health", "batching": {"maxBatchSize": 16, "batchWaitTimeoutMs": 10}, "resources": {"cpus": 0.2}},
+                    {
+                        "name": "health",
+                        "type": "camera-health",
+                        "batching": {"maxBatchSize": 16, "batchWaitTimeoutMs": 10},
+                        "resources": {"cpus": 0.2},
+                    },
                 ],
                 "kafka": {
                     "bootstrapServers": self.bootstrap,
@@ -160,7 +182,14 @@ class Bench:
                 },
                 "bucket": {"uri": "file:///dev/shm/camerafleet/bench-frames", "ttlSeconds": 120},
                 "producer": {"actors": 2, "cpusPerActor": 0.2},
-                "consumer": {"actors": 1, "cpusPerActor": 0.2, "maxBatchFrames": 16, "batchWaitMs": 20, "maxInFlightBatches": 4, "maxFrameAgeMs": max_frame_age_ms},
+                "consumer": {
+                    "actors": 1,
+                    "cpusPerActor": 0.2,
+                    "maxBatchFrames": 16,
+                    "batchWaitMs": 20,
+                    "maxInFlightBatches": 4,
+                    "maxFrameAgeMs": max_frame_age_ms,
+                },
                 "serving": {"appName": APP, "routePrefix": "/bench", "ingressCpus": 0.2, "design": design},
                 "results": {"logDir": str(self.out / "runs" / phase)},
             },
@@ -172,13 +201,27 @@ class Bench:
         path.write_text(yaml.safe_dump(manifest, sort_keys=False))
         return path
 
-    async def run(self, phase: str, manifest: dict[str, Any], seconds: float, warmup_s: float,
-                  during: Callable[[FleetRunner, Path], Awaitable[dict[str, Any]]] | None = None, sample_interval_s: float | None = None) -> PhaseResult:
+    async def run(
+        self,
+        phase: str,
+        manifest: dict[str, Any],
+        seconds: float,
+        warmup_s: float,
+        during: Callable[[FleetRunner, Path], Awaitable[dict[str, Any]]] | None = None,
+        sample_interval_s: float | None = None,
+    ) -> PhaseResult:
         path = self.write(phase, manifest)
         cams = manifest["spec"]["cameras"]
         offered = sum(c["inferenceFps"] for c in cams if c["enabled"])
-        print(f"\n== {phase}: {len(cams)} cameras, {offered:.1f} frames/s offered, {manifest['spec']['serving']['design']}, {seconds:.0f} s ==", file=sys.stderr, flush=True)
-        runner = FleetRunner(load_manifest(path), RunOptions(manifest=path, duration_s=seconds, progress_interval_s=5, watch_interval_s=1.0, drain_timeout_s=90))
+        print(
+            f"\n== {phase}: {len(cams)} cameras, {offered:.1f} frames/s offered, {manifest['spec']['serving']['design']}, {seconds:.0f} s ==",
+            file=sys.stderr,
+            flush=True,
+        )
+        runner = FleetRunner(
+            load_manifest(path),
+            RunOptions(manifest=path, duration_s=seconds, progress_interval_s=5, watch_interval_s=1.0, drain_timeout_s=90),
+        )
         await runner.start()
         cpu0, prof0 = self.probe.cpu_totals(), read_profiles(self.profile_dir)
         series = TimeSeries(self.probe, runner, APP, sample_interval_s or self.sample_interval_s)
@@ -197,6 +240,17 @@ class Bench:
         records = [orjson.loads(line) for line in runner.results_log.read_bytes().splitlines()] if runner.results_log.exists() else []
         records = [r for r in records if r.get("epochMs") == runner.epoch_ms]
         return PhaseResult(
-            name=phase, cameras=len(cams), offered_fps=offered, design=manifest["spec"]["serving"]["design"], t_start=t_start, t_end=t_end,
-            warmup_s=warmup_s, summary=summary, records=records, series=rows, cpu_s=cpu_by_component(cpu0, cpu1), stages=stage_cpu(prof0, prof1), notes=notes,
+            name=phase,
+            cameras=len(cams),
+            offered_fps=offered,
+            design=manifest["spec"]["serving"]["design"],
+            t_start=t_start,
+            t_end=t_end,
+            warmup_s=warmup_s,
+            summary=summary,
+            records=records,
+            series=rows,
+            cpu_s=cpu_by_component(cpu0, cpu1),
+            stages=stage_cpu(prof0, prof1),
+            notes=notes,
         )

@@ -22,7 +22,9 @@ class BenchProfile(BaseModel):
     step_idle_seconds: float = Field(gt=0, description="Autoscaling phase: light load before the step.")
     step_load_seconds: float = Field(gt=0, description="Autoscaling phase: overload after the step.")
     step_after_seconds: float = Field(gt=0, description="Autoscaling phase: no load after the step, waiting for scale-down.")
-    sample_interval_seconds: float = Field(gt=0, description="How often replicas, lag, memory and CPU are sampled (the sampling costs CPU too).")
+    sample_interval_seconds: float = Field(
+        gt=0, description="How often replicas, lag, memory and CPU are sampled (the sampling costs CPU too)."
+    )
     step_sample_interval_seconds: float = Field(gt=0, description="The same during the autoscaling phase, which times replica changes.")
 
 
@@ -30,19 +32,55 @@ PROFILES: dict[str, BenchProfile] = {
     p.name: p
     for p in (
         BenchProfile(
-            name="tiny", limit_seconds=4, warmup_seconds=2, saturation_seconds=10, load_seconds=6, load_cameras=2,
-            fleet_cameras=12, fleet_seconds=10, fleet_load_fraction=0.5, overload_seconds=8,
-            step_idle_seconds=4, step_load_seconds=8, step_after_seconds=8, sample_interval_seconds=1.0, step_sample_interval_seconds=0.5,
+            name="tiny",
+            limit_seconds=4,
+            warmup_seconds=2,
+            saturation_seconds=10,
+            load_seconds=6,
+            load_cameras=2,
+            fleet_cameras=12,
+            fleet_seconds=10,
+            fleet_load_fraction=0.5,
+            overload_seconds=8,
+            step_idle_seconds=4,
+            step_load_seconds=8,
+            step_after_seconds=8,
+            sample_interval_seconds=1.0,
+            step_sample_interval_seconds=0.5,
         ),
         BenchProfile(
-            name="quick", limit_seconds=15, warmup_seconds=8, saturation_seconds=40, load_seconds=30, load_cameras=4,
-            fleet_cameras=150, fleet_seconds=60, fleet_load_fraction=0.5, overload_seconds=30,
-            step_idle_seconds=10, step_load_seconds=25, step_after_seconds=25, sample_interval_seconds=1.0, step_sample_interval_seconds=0.5,
+            name="quick",
+            limit_seconds=15,
+            warmup_seconds=8,
+            saturation_seconds=40,
+            load_seconds=30,
+            load_cameras=4,
+            fleet_cameras=150,
+            fleet_seconds=60,
+            fleet_load_fraction=0.5,
+            overload_seconds=30,
+            step_idle_seconds=10,
+            step_load_seconds=25,
+            step_after_seconds=25,
+            sample_interval_seconds=1.0,
+            step_sample_interval_seconds=0.5,
         ),
         BenchProfile(
-            name="full", limit_seconds=30, warmup_seconds=15, saturation_seconds=90, load_seconds=60, load_cameras=8,
-            fleet_cameras=150, fleet_seconds=180, fleet_load_fraction=0.5, overload_seconds=60,
-            step_idle_seconds=20, step_load_seconds=40, step_after_seconds=40, sample_interval_seconds=1.0, step_sample_interval_seconds=0.5,
+            name="full",
+            limit_seconds=30,
+            warmup_seconds=15,
+            saturation_seconds=90,
+            load_seconds=60,
+            load_cameras=8,
+            fleet_cameras=150,
+            fleet_seconds=180,
+            fleet_load_fraction=0.5,
+            overload_seconds=60,
+            step_idle_seconds=20,
+            step_load_seconds=40,
+            step_after_seconds=40,
+            sample_interval_seconds=1.0,
+            step_sample_interval_seconds=0.5,
         ),
     )
 }

@@ -15,7 +15,19 @@ import orjson
 # Processes that cost CPU whatever the load: the broker, Ray's own daemons, Serve's controller and proxy, the
 # benchmark's sampling. They are part of the pipeline's cost, but not per-frame work.
 PLATFORM = ("kafka broker", "ray system", "ray idle workers", "serve system", "bench driver", "other")
-STAGES = ("capture", "encode", "bucket put", "produce", "consume", "bucket get", "decode", "preprocess", "inference", "postprocess", "results")
+STAGES = (
+    "capture",
+    "encode",
+    "bucket put",
+    "produce",
+    "consume",
+    "bucket get",
+    "decode",
+    "preprocess",
+    "inference",
+    "postprocess",
+    "results",
+)
 GB = 1024**3
 
 
@@ -28,7 +40,7 @@ def stage_table(stages: dict[str, dict[str, float]], frames: int) -> dict[str, f
 
 
 def limit_stage_table(limit: dict[str, Any]) -> dict[str, float]:
-    t = {k: 0.0 for k in STAGES}
+    t = dict.fromkeys(STAGES, 0.0)
     for name, ms in limit["cpu_ms_per_frame"].items():
         key = name.split(":")[0]
         t[key] = round(t[key] + ms, 2)
@@ -38,7 +50,10 @@ def limit_stage_table(limit: dict[str, Any]) -> dict[str, float]:
 def machine() -> dict[str, Any]:
     import onnxruntime as ort
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {"cores": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem / GB, 1), "onnxruntime_providers": ort.get_available_providers()}
 
@@ -77,34 +92,81 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         "efficiency": round(sat / limit["fps"], 3) if limit["fps"] else None,
         "old_design_fps": old,
         "speedup_over_old_design": round(sat / old, 2) if old else None,
-        "p99_ms_at_saturation_load": {"default": ph["saturation"]["latency_ms"]["p99"], "old_design": ph["old_design"]["latency_ms"]["p99"]},
+        "p99_ms_at_saturation_load": {
+            "default": ph["saturation"]["latency_ms"]["p99"],
+            "old_design": ph["old_design"]["latency_ms"]["p99"],
+        },
         "p99_ms_at_50pct_load": {"default": p99_50, "old_design": ph["old_design_load_50"]["latency_ms"]["p99"]},
         "latency_ms_at_50pct": ph["load_50"]["latency_ms"],
         "latency_ms_at_80pct": ph["load_80"]["latency_ms"],
         "model_batch_ms": batch_ms,
         "many_cameras": {"cameras": ph["many_cameras"]["cameras"], **{k: v for k, v in fair.items() if k != "per_camera_processed"}},
         "overload": {
-            "offered_fps": over["offered_fps"], "processed_fps": over["processed_fps"], "max_latency_ms": over["latency_ms"]["max"],
-            "max_frame_age_ms": over.get("max_frame_age_ms"), "dropped_by_reason": over["dropped_by_reason"], "ledger_balanced": over["ledger"]["ledger_balanced"],
+            "offered_fps": over["offered_fps"],
+            "processed_fps": over["processed_fps"],
+            "max_latency_ms": over["latency_ms"]["max"],
+            "max_frame_age_ms": over.get("max_frame_age_ms"),
+            "dropped_by_reason": over["dropped_by_reason"],
+            "ledger_balanced": over["ledger"]["ledger_balanced"],
         },
         "scale_up_s": scaling.get("scale_up_s"),
         "scale_up_serving_s": scaling.get("scale_up_serving_s"),
         "scale_down_s": scaling.get("scale_down_s"),
-        "peak_rss_gb": {"whole_run": round(whole_peak.get("total", 0) / GB, 2), "many_cameras": round(ph["many_cameras"]["peak_rss_bytes"]["total"] / GB, 2)},
+        "peak_rss_gb": {
+            "whole_run": round(whole_peak.get("total", 0) / GB, 2),
+            "many_cameras": round(ph["many_cameras"]["peak_rss_bytes"]["total"] / GB, 2),
+        },
     }
     goals = [
-        ("efficiency = pipeline / limit", f"{headline['efficiency']}", ">= 0.85", headline["efficiency"] is not None and headline["efficiency"] >= 0.85),
-        ("throughput vs old design", f"{headline['speedup_over_old_design']}x", ">= 2x", headline["speedup_over_old_design"] is not None and headline["speedup_over_old_design"] >= 2),
-        ("p99 vs old design, same load (saturation / 50%)",
-         f"{ph['saturation']['latency_ms']['p99']} vs {ph['old_design']['latency_ms']['p99']} ms; {p99_50} vs {ph['old_design_load_50']['latency_ms']['p99']} ms", "lower",
-         _lower(ph["saturation"]["latency_ms"]["p99"], ph["old_design"]["latency_ms"]["p99"]) and _lower(p99_50, ph["old_design_load_50"]["latency_ms"]["p99"])),
-        ("p99 at 50% load", f"{p99_50} ms", f"<= batch time {batch_ms} + 100 = {batch_ms + 100:.0f} ms", p99_50 is not None and p99_50 <= batch_ms + 100),
-        (f"{ph['many_cameras']['cameras']} cameras: fewest / most frames", f"{fair.get('fewest_frames')} / {fair.get('most_frames')} = {fair.get('fairness')}", ">= 0.8", (fair.get("fairness") or 0) >= 0.8),
-        ("scale-up after the load step (replica added; serving)", f"{headline['scale_up_s']} s; {headline['scale_up_serving_s']} s", "<= 10 s", headline["scale_up_s"] is not None and headline["scale_up_s"] <= 10),
-        ("many-camera run peak memory", f"{headline['peak_rss_gb']['many_cameras']} GB", "<= 16 GB", headline["peak_rss_gb"]["many_cameras"] <= 16),
-        ("overload (2x): longest latency of a processed frame", f"{over['latency_ms']['max']} ms",
-         f"<= max frame age {over.get('max_frame_age_ms')} + batch time {batch_ms} + 100 ms",
-         over["latency_ms"]["max"] is not None and over["latency_ms"]["max"] <= (over.get("max_frame_age_ms") or 0) + batch_ms + 100),
+        (
+            "efficiency = pipeline / limit",
+            f"{headline['efficiency']}",
+            ">= 0.85",
+            headline["efficiency"] is not None and headline["efficiency"] >= 0.85,
+        ),
+        (
+            "throughput vs old design",
+            f"{headline['speedup_over_old_design']}x",
+            ">= 2x",
+            headline["speedup_over_old_design"] is not None and headline["speedup_over_old_design"] >= 2,
+        ),
+        (
+            "p99 vs old design, same load (saturation / 50%)",
+            f"{ph['saturation']['latency_ms']['p99']} vs {ph['old_design']['latency_ms']['p99']} ms; {p99_50} vs {ph['old_design_load_50']['latency_ms']['p99']} ms",
+            "lower",
+            _lower(ph["saturation"]["latency_ms"]["p99"], ph["old_design"]["latency_ms"]["p99"])
+            and _lower(p99_50, ph["old_design_load_50"]["latency_ms"]["p99"]),
+        ),
+        (
+            "p99 at 50% load",
+            f"{p99_50} ms",
+            f"<= batch time {batch_ms} + 100 = {batch_ms + 100:.0f} ms",
+            p99_50 is not None and p99_50 <= batch_ms + 100,
+        ),
+        (
+            f"{ph['many_cameras']['cameras']} cameras: fewest / most frames",
+            f"{fair.get('fewest_frames')} / {fair.get('most_frames')} = {fair.get('fairness')}",
+            ">= 0.8",
+            (fair.get("fairness") or 0) >= 0.8,
+        ),
+        (
+            "scale-up after the load step (replica added; serving)",
+            f"{headline['scale_up_s']} s; {headline['scale_up_serving_s']} s",
+            "<= 10 s",
+            headline["scale_up_s"] is not None and headline["scale_up_s"] <= 10,
+        ),
+        (
+            "many-camera run peak memory",
+            f"{headline['peak_rss_gb']['many_cameras']} GB",
+            "<= 16 GB",
+            headline["peak_rss_gb"]["many_cameras"] <= 16,
+        ),
+        (
+            "overload (2x): longest latency of a processed frame",
+            f"{over['latency_ms']['max']} ms",
+            f"<= max frame age {over.get('max_frame_age_ms')} + batch time {batch_ms} + 100 ms",
+            over["latency_ms"]["max"] is not None and over["latency_ms"]["max"] <= (over.get("max_frame_age_ms") or 0) + batch_ms + 100,
+        ),
         ("overload: ledger balances", f"{over['ledger']}", "balanced", over["ledger"]["ledger_balanced"]),
     ]
     return {

@@ -128,9 +128,13 @@ def _report_running(what: str, kind: str, pid_file: Path, env_file: Path | None)
     return 0
 
 
-def _start(args: argparse.Namespace, kind: str, matches: Callable[[Sequence[str]], bool],
-           make: Callable[[argparse.Namespace], LocalServer],
-           settings_of: Callable[[LocalServer], dict[str, str]]) -> int:
+def _start(
+    args: argparse.Namespace,
+    kind: str,
+    matches: Callable[[Sequence[str]], bool],
+    make: Callable[[argparse.Namespace], LocalServer],
+    settings_of: Callable[[LocalServer], dict[str, str]],
+) -> int:
     pid_file: Path = args.pid_file
     env_file: Path | None = args.env_file
     running = _live_pid(pid_file, matches, kind)
@@ -151,8 +155,10 @@ def _start(args: argparse.Namespace, kind: str, matches: Callable[[Sequence[str]
     settings = settings_of(server)
     if env_file is not None:
         _write_private(env_file, "".join(f"{key}={value}\n" for key, value in settings.items()))
-    _say(f"{kind} is running (pid {server.pid}, ready in {server.startup_seconds:.1f} s)"
-         + (f"; settings in {env_file}" if env_file is not None else ""))
+    _say(
+        f"{kind} is running (pid {server.pid}, ready in {server.startup_seconds:.1f} s)"
+        + (f"; settings in {env_file}" if env_file is not None else "")
+    )
     _print_settings(settings)
     return 0
 
@@ -182,8 +188,7 @@ def _status(args: argparse.Namespace, kind: str, matches: Callable[[Sequence[str
 
 
 def _kafka_server(args: argparse.Namespace) -> LocalServer:
-    return KafkaServer(args.data_dir, broker_port=args.port, detached=True,
-                       startup_timeout_s=args.startup_timeout)
+    return KafkaServer(args.data_dir, broker_port=args.port, detached=True, startup_timeout_s=args.startup_timeout)
 
 
 def _kafka_settings(server: LocalServer) -> dict[str, str]:
@@ -192,14 +197,12 @@ def _kafka_settings(server: LocalServer) -> dict[str, str]:
 
 
 def _minio_server(args: argparse.Namespace) -> LocalServer:
-    return MinioServer(args.data_dir, port=args.port, detached=True,
-                       startup_timeout_s=args.startup_timeout)
+    return MinioServer(args.data_dir, port=args.port, detached=True, startup_timeout_s=args.startup_timeout)
 
 
 def _minio_settings(server: LocalServer) -> dict[str, str]:
     assert isinstance(server, MinioServer)
-    return {"CAMERAFLEET_S3_ENDPOINT": server.endpoint, "AWS_ACCESS_KEY_ID": server.access_key,
-            "AWS_SECRET_ACCESS_KEY": server.secret_key}
+    return {"CAMERAFLEET_S3_ENDPOINT": server.endpoint, "AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key}
 
 
 def _controlplane_pids(pid_file: Path) -> dict[str, int]:
@@ -233,15 +236,16 @@ def _controlplane_start(args: argparse.Namespace) -> int:
     if len(running) == len(ControlPlane.COMPONENT_KINDS):
         return _report_running(f"the control plane is already running (pids {running})", "controlplane", pid_file, env_file)
     if running:
-        _say(f"only part of the control plane is running ({running}); stop it first with: "
-             f"python -m camerafleet_dev.devservers controlplane --stop --pid-file {pid_file}")
+        _say(
+            f"only part of the control plane is running ({running}); stop it first with: "
+            f"python -m camerafleet_dev.devservers controlplane --stop --pid-file {pid_file}"
+        )
         return 1
     if args.data_dir is None:
         _say("starting the control plane needs --data-dir DIR (where its data and logs go)")
         return 2
     cluster = ControlPlane(args.data_dir, detached=True, startup_timeout_s=args.startup_timeout)
-    _say(f"starting the Kubernetes control plane in {cluster.data_dir} (logs: "
-         f"{cluster.data_dir}/*.out) ...")
+    _say(f"starting the Kubernetes control plane in {cluster.data_dir} (logs: {cluster.data_dir}/*.out) ...")
     try:
         cluster.start()
     except (ServerStartError, MissingToolError, ToolFetchError) as exc:
@@ -251,8 +255,10 @@ def _controlplane_start(args: argparse.Namespace) -> int:
     settings = {"KUBECONFIG": str(cluster.kubeconfig)}
     if env_file is not None:
         _write_private(env_file, "".join(f"{key}={value}\n" for key, value in settings.items()))
-    _say(f"the control plane is running at {cluster.server} (pids {cluster.pids}, ready in "
-         f"{cluster.startup_seconds:.1f} s)" + (f"; settings in {env_file}" if env_file else ""))
+    _say(
+        f"the control plane is running at {cluster.server} (pids {cluster.pids}, ready in "
+        f"{cluster.startup_seconds:.1f} s)" + (f"; settings in {env_file}" if env_file else "")
+    )
     _print_settings(settings)
     return 0
 
@@ -295,8 +301,7 @@ def _fetch(what: str) -> int:
             _say(f"minio {MINIO_VERSION}: {binary}")
         if what in ("controlplane", "all"):
             bin_dir = fetch_controlplane()
-            _say(f"kubernetes {K8S_VERSION}, etcd {ETCD_VERSION}, KubeRay {KUBERAY_VERSION} CRDs: "
-                 f"{bin_dir}")
+            _say(f"kubernetes {K8S_VERSION}, etcd {ETCD_VERSION}, KubeRay {KUBERAY_VERSION} CRDs: {bin_dir}")
         if what in ("helm", "all"):
             helm = fetch_helm()
             _say(f"helm {HELM_VERSION}: {helm}")
@@ -306,46 +311,58 @@ def _fetch(what: str) -> int:
     return 0
 
 
-def _add_server_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind: str,
-                       description: str, *, port: bool = True) -> None:
+def _add_server_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind: str, description: str, *, port: bool = True) -> None:
     parser = sub.add_parser(kind, help=description, description=description)
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--stop", action="store_true", help="stop the server named by --pid-file")
-    action.add_argument("--status", action="store_true",
-                        help="say whether it runs (exit status 0) or not (3)")
-    parser.add_argument("--pid-file", type=Path, required=True,
-                        help="file holding the server's process id")
+    action.add_argument("--status", action="store_true", help="say whether it runs (exit status 0) or not (3)")
+    parser.add_argument("--pid-file", type=Path, required=True, help="file holding the server's process id")
     parser.add_argument("--data-dir", type=Path, help="directory for its data and logs (to start)")
-    parser.add_argument("--env-file", type=Path,
-                        help="file (mode 0600) to write the KEY=value settings to; removed by --stop")
+    parser.add_argument("--env-file", type=Path, help="file (mode 0600) to write the KEY=value settings to; removed by --stop")
     if port:
         parser.add_argument("--port", type=int, help="port to listen on (default: a free one)")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, metavar="SECONDS",
-                        help="how long to wait for the server to answer (default: %(default)s)")
-    parser.add_argument("--stop-timeout", type=float, default=DEFAULT_STOP_TIMEOUT_S,
-                        metavar="SECONDS",
-                        help="how long --stop waits after SIGTERM before SIGKILL "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for the server to answer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=DEFAULT_STOP_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long --stop waits after SIGTERM before SIGKILL (default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m camerafleet_dev.devservers",
-        description="Fetch, start and stop the real Kafka broker and MinIO server used by the "
-                    "demo, the tests and the benchmarks.",
+        description="Fetch, start and stop the real Kafka broker and MinIO server used by the demo, the tests and the benchmarks.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download/build the servers into the tool cache")
     fetch.add_argument("what", choices=("kafka", "minio", "controlplane", "helm", "all"))
-    _add_server_parser(sub, "kafka", f"a Kafka {KAFKA_VERSION} broker (KRaft, single node) "
-                                     "in the background; prints KAFKA_BOOTSTRAP=host:port")
-    _add_server_parser(sub, "minio", "a MinIO server in the background; prints "
-                                     "CAMERAFLEET_S3_ENDPOINT and AWS_ACCESS_KEY_ID (the secret key "
-                                     "only goes to --env-file, which is required to start it)")
-    _add_server_parser(sub, "controlplane",
-                       f"a Kubernetes {K8S_VERSION} control plane (etcd, kube-apiserver, "
-                       f"kube-controller-manager) with the KubeRay {KUBERAY_VERSION} CRDs in the "
-                       f"background; prints KUBECONFIG=<data-dir>/kubeconfig (admin)", port=False)
+    _add_server_parser(
+        sub, "kafka", f"a Kafka {KAFKA_VERSION} broker (KRaft, single node) in the background; prints KAFKA_BOOTSTRAP=host:port"
+    )
+    _add_server_parser(
+        sub,
+        "minio",
+        "a MinIO server in the background; prints "
+        "CAMERAFLEET_S3_ENDPOINT and AWS_ACCESS_KEY_ID (the secret key "
+        "only goes to --env-file, which is required to start it)",
+    )
+    _add_server_parser(
+        sub,
+        "controlplane",
+        f"a Kubernetes {K8S_VERSION} control plane (etcd, kube-apiserver, "
+        f"kube-controller-manager) with the KubeRay {KUBERAY_VERSION} CRDs in the "
+        f"background; prints KUBECONFIG=<data-dir>/kubeconfig (admin)",
+        port=False,
+    )
     return parser
 
 

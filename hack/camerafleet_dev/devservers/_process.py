@@ -26,9 +26,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, TextIO
-
-from typing_extensions import Self
+from typing import ClassVar, Self, TextIO
 
 DEFAULT_STOP_TIMEOUT_S = 30.0
 _LOWEST_PORT = 20000  # below: Ray's default worker ports (10002-19999) and well-known services
@@ -149,8 +147,7 @@ def pid_cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def stop_process_group(pid: int, timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
-                       popen: subprocess.Popen[bytes] | None = None) -> None:
+def stop_process_group(pid: int, timeout_s: float = DEFAULT_STOP_TIMEOUT_S, popen: subprocess.Popen[bytes] | None = None) -> None:
     """Send SIGTERM to process group ``pid``, wait up to ``timeout_s``, then SIGKILL it.
 
     With ``timeout_s <= 0`` it is sent SIGKILL straight away, as in a crash.
@@ -200,9 +197,17 @@ def _die_with_parent() -> None:
         pass  # not Linux: an interrupted fetch may leave its command running
 
 
-def run_with_heartbeat(argv: list[str], log: Path, *, cwd: Path, what: str, out: TextIO,
-                       env: Mapping[str, str] | None = None, every_s: float = 15.0,
-                       detail: Callable[[], str] | None = None) -> int:
+def run_with_heartbeat(
+    argv: list[str],
+    log: Path,
+    *,
+    cwd: Path,
+    what: str,
+    out: TextIO,
+    env: Mapping[str, str] | None = None,
+    every_s: float = 15.0,
+    detail: Callable[[], str] | None = None,
+) -> int:
     """Run ``argv`` with its output in ``log``, saying every ``every_s`` that it is still running.
 
     ``detail()``, if given, adds a word on the progress to each of those lines. Returns the exit
@@ -210,17 +215,22 @@ def run_with_heartbeat(argv: list[str], log: Path, *, cwd: Path, what: str, out:
     """
     started = time.monotonic()
     with open(log, "wb") as sink:
-        proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
-                                stderr=subprocess.STDOUT, env=None if env is None else dict(env),
-                                preexec_fn=_die_with_parent)  # noqa: PLW1509 - just prctl
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=None if env is None else dict(env),
+            preexec_fn=_die_with_parent,
+        )
         try:
             while True:
                 try:
                     return proc.wait(timeout=every_s)
                 except subprocess.TimeoutExpired:
                     extra = f", {detail()}" if detail is not None else ""
-                    print(f"[camerafleet]   {what} still running "
-                          f"({time.monotonic() - started:.0f} s elapsed{extra})", file=out, flush=True)
+                    print(f"[camerafleet]   {what} still running ({time.monotonic() - started:.0f} s elapsed{extra})", file=out, flush=True)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -264,8 +274,7 @@ class ManagedProcesses:
             self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
 
@@ -284,9 +293,14 @@ class LocalServer(ManagedProcesses, abc.ABC):
     #: Short name used in messages, file names and the CLI ("kafka", "minio").
     kind: ClassVar[str]
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *,
-                 startup_timeout_s: float = 90.0, detached: bool = False,
-                 out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        startup_timeout_s: float = 90.0,
+        detached: bool = False,
+        out: TextIO | None = None,
+    ) -> None:
         self._owns_data_dir = data_dir is None
         if data_dir is None:
             data_dir = tempfile.mkdtemp(prefix=f"camerafleet-{self.kind}-")
@@ -355,8 +369,13 @@ class LocalServer(ManagedProcesses, abc.ABC):
             stdout.flush()
             try:
                 self._popen = subprocess.Popen(
-                    argv, cwd=self.data_dir, env=dict(env), stdin=subprocess.DEVNULL,
-                    stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
+                    argv,
+                    cwd=self.data_dir,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 raise ServerStartError(f"could not run {argv[0]}: {exc}") from exc
@@ -376,10 +395,7 @@ class LocalServer(ManagedProcesses, abc.ABC):
         while True:
             code = self._popen.poll()
             if code is not None:
-                raise ServerStartError(
-                    f"the {self.kind} server exited with status {code} during startup.\n"
-                    + self._diagnostics()
-                )
+                raise ServerStartError(f"the {self.kind} server exited with status {code} during startup.\n" + self._diagnostics())
             if self._ready():
                 return
             if time.monotonic() > deadline:
@@ -390,11 +406,9 @@ class LocalServer(ManagedProcesses, abc.ABC):
             time.sleep(0.2)
 
     def _diagnostics(self) -> str:
-        parts = [f"--- last lines of {self.log_path} ---",
-                 tail(self.log_path, redact=self._secrets())]
+        parts = [f"--- last lines of {self.log_path} ---", tail(self.log_path, redact=self._secrets())]
         if self.stdout_path != self.log_path:
-            parts += [f"--- last lines of {self.stdout_path} (stdout/stderr) ---",
-                      tail(self.stdout_path, 20, redact=self._secrets())]
+            parts += [f"--- last lines of {self.stdout_path} (stdout/stderr) ---", tail(self.stdout_path, 20, redact=self._secrets())]
         parts.append(f"--- full log: {self.log_path}; data directory: {self.data_dir} ---")
         return "\n".join(parts)
 

@@ -63,8 +63,7 @@ def file_lock(path: Path, *, what: str, out: TextIO | None = None) -> Iterator[N
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if out is not None:
-                print(f"[camerafleet] waiting for another process fetching {what} (lock {path})",
-                      file=out, flush=True)
+                print(f"[camerafleet] waiting for another process fetching {what} (lock {path})", file=out, flush=True)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -96,24 +95,20 @@ def ensure_tool(
         if is_complete(final):  # another process fetched it while we waited for the lock
             return final
         if final.exists():
-            print(f"[camerafleet] removing incomplete {final} left by an interrupted fetch",
-                  file=out, flush=True)
+            print(f"[camerafleet] removing incomplete {final} left by an interrupted fetch", file=out, flush=True)
             shutil.rmtree(final)
         _remove_stale_staging(root, final.name)
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=root))
         started = time.monotonic()
         try:
             populate(staging)
-            (staging / COMPLETE_MARKER).write_text(
-                f"{name} {version} fetched at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n"
-            )
+            (staging / COMPLETE_MARKER).write_text(f"{name} {version} fetched at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
             os.chmod(staging, 0o755)  # mkdtemp made it private; the tools are not secret
             os.rename(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        print(f"[camerafleet] {name} {version} ready in {final} "
-              f"({time.monotonic() - started:.0f} s)", file=out, flush=True)
+        print(f"[camerafleet] {name} {version} ready in {final} ({time.monotonic() - started:.0f} s)", file=out, flush=True)
         return final
 
 

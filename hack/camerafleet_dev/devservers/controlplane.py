@@ -45,14 +45,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar, TextIO
+from typing import ClassVar, Self, TextIO
 
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from typing_extensions import Self
 
 from ._process import (
     DEFAULT_STOP_TIMEOUT_S,
@@ -91,12 +90,20 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc"
 #: Controllers of kube-controller-manager that are run: owner-reference garbage collection, namespace
 #: deletion, the ``default`` ServiceAccount of each namespace and its token Secrets, aggregated
 #: ClusterRoles (``admin``/``edit``/``view``), and the ``kube-root-ca.crt`` ConfigMap of each namespace.
-CONTROLLERS = ("garbagecollector", "namespace", "serviceaccount", "serviceaccount-token",
-               "clusterrole-aggregation", "root-ca-cert-publisher")
+CONTROLLERS = (
+    "garbagecollector",
+    "namespace",
+    "serviceaccount",
+    "serviceaccount-token",
+    "clusterrole-aggregation",
+    "root-ca-cert-publisher",
+)
 
 _K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
-_GO_HINT = ("Building the Kubernetes control plane needs Go 1.24 or newer: install it from "
-            "https://go.dev/dl/ (or your package manager) and put its bin/ directory on PATH.")
+_GO_HINT = (
+    "Building the Kubernetes control plane needs Go 1.24 or newer: install it from "
+    "https://go.dev/dl/ (or your package manager) and put its bin/ directory on PATH."
+)
 _CERT_DAYS = 365
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -141,8 +148,7 @@ def fetch_controlplane(out: TextIO | None = None) -> Path:
     """
     out = sys.stderr if out is None else out
     ensure_tool("kuberay", KUBERAY_VERSION, lambda staging: _copy_kuberay_crds(staging, out), out=out)
-    home = ensure_tool("k8s", f"{K8S_VERSION}-etcd-{ETCD_VERSION}",
-                       lambda staging: _build_binaries(staging, out), out=out)
+    home = ensure_tool("k8s", f"{K8S_VERSION}-etcd-{ETCD_VERSION}", lambda staging: _build_binaries(staging, out), out=out)
     return home / "bin"
 
 
@@ -178,16 +184,14 @@ def _go_mod_download(go: str, module: str, version: str, work: Path, out: TextIO
 
 def _copy_kuberay_crds(staging: Path, out: TextIO) -> None:
     go = require_executable("go", _GO_HINT)
-    print(f"[camerafleet] fetching the KubeRay {KUBERAY_VERSION} CRDs from the {KUBERAY_MODULE} module "
-          f"...", file=out, flush=True)
+    print(f"[camerafleet] fetching the KubeRay {KUBERAY_VERSION} CRDs from the {KUBERAY_MODULE} module ...", file=out, flush=True)
     info = _go_mod_download(go, KUBERAY_MODULE, KUBERAY_VERSION, staging, out)
     source = Path(info["Dir"]) / "config" / "crd" / "bases"
     target = staging / "crds"
     target.mkdir()
     for name in KUBERAY_CRDS:
         if not (source / name).is_file():
-            raise ToolFetchError(f"{name} is missing from {source}: has the KubeRay module layout "
-                                 f"changed in {KUBERAY_VERSION}?")
+            raise ToolFetchError(f"{name} is missing from {source}: has the KubeRay module layout changed in {KUBERAY_VERSION}?")
         shutil.copyfile(source / name, target / name)  # plain copy: module files are read-only
     for log in staging.glob("*.log"):
         log.unlink()
@@ -213,8 +217,7 @@ def _godebug_lines(go_mod: Path) -> list[str]:
     return [line for line in lines if line.startswith("godebug ")]
 
 
-def _go_build(go: str, work: Path, packages: Sequence[str], output: str, ldflags: Sequence[str],
-              what: str, out: TextIO) -> float:
+def _go_build(go: str, work: Path, packages: Sequence[str], output: str, ldflags: Sequence[str], what: str, out: TextIO) -> float:
     """Resolve and download ``packages``'s modules, then build them (``go build -o output``).
 
     Returns the seconds it took.
@@ -222,8 +225,9 @@ def _go_build(go: str, work: Path, packages: Sequence[str], output: str, ldflags
     started = time.monotonic()
     env = _go_env()
     deps_log = work / "deps.log"
-    code = run_with_heartbeat([go, "list", "-deps", *packages], deps_log, cwd=work,
-                              what="resolving and downloading modules", out=out, env=env)
+    code = run_with_heartbeat(
+        [go, "list", "-deps", *packages], deps_log, cwd=work, what="resolving and downloading modules", out=out, env=env
+    )
     if code != 0:
         raise ToolFetchError(
             f"resolving the modules of {what} failed (status {code}). Check that the Go module proxy "
@@ -241,15 +245,10 @@ def _go_build(go: str, work: Path, packages: Sequence[str], output: str, ldflags
         compiled = sum(1 for line in lines if line and " " not in line)
         return f"{compiled} of at most {total} packages compiled"
 
-    argv = [go, "build", "-v", "-p", "2", "-trimpath", "-ldflags", " ".join(ldflags),
-            "-o", output, *packages]
-    code = run_with_heartbeat(argv, log, cwd=work, what=f"go build ({what})", out=out, env=env,
-                              every_s=30.0, detail=progress)
+    argv = [go, "build", "-v", "-p", "2", "-trimpath", "-ldflags", " ".join(ldflags), "-o", output, *packages]
+    code = run_with_heartbeat(argv, log, cwd=work, what=f"go build ({what})", out=out, env=env, every_s=30.0, detail=progress)
     if code != 0:
-        raise ToolFetchError(
-            f"'go build' of {what} failed with status {code}. Last lines of its output:\n"
-            f"{tail(log, 30)}"
-        )
+        raise ToolFetchError(f"'go build' of {what} failed with status {code}. Last lines of its output:\n{tail(log, 30)}")
     return time.monotonic() - started
 
 
@@ -266,18 +265,15 @@ def _build_binaries(staging: Path, out: TextIO) -> None:
         "module camerafleet.local/etcd-build\n\ngo 1.24.0\n\n"
         f"require {ETCD_MODULE} {ETCD_VERSION}\n"
     )
-    print(f"[camerafleet] building etcd {ETCD_VERSION} (1-2 minutes on 2 cores) ...",
-          file=out, flush=True)
-    seconds = _go_build(go, etcd_work, [ETCD_MODULE], str(bin_dir / "etcd"), ["-s", "-w"], "etcd",
-                        out)
+    print(f"[camerafleet] building etcd {ETCD_VERSION} (1-2 minutes on 2 cores) ...", file=out, flush=True)
+    seconds = _go_build(go, etcd_work, [ETCD_MODULE], str(bin_dir / "etcd"), ["-s", "-w"], "etcd", out)
     print(f"[camerafleet] built etcd in {seconds:.0f} s", file=out, flush=True)
 
     k8s_work = build_root / "kubernetes"
     k8s_work.mkdir(parents=True)
     info = _go_mod_download(go, K8S_MODULE, K8S_VERSION, k8s_work, out)
     kubernetes_go_mod = Path(info["GoMod"])
-    replaces = "".join(f"\t{module} => {module} {K8S_STAGING_VERSION}\n"
-                       for module in _staging_modules(kubernetes_go_mod))
+    replaces = "".join(f"\t{module} => {module} {K8S_STAGING_VERSION}\n" for module in _staging_modules(kubernetes_go_mod))
     godebug = "".join(f"{line}\n" for line in _godebug_lines(kubernetes_go_mod))
     (k8s_work / "go.mod").write_text(
         "// Throwaway wrapper: k8s.io/kubernetes replaces its staging modules with local directories,\n"
@@ -286,20 +282,30 @@ def _build_binaries(staging: Path, out: TextIO) -> None:
         f"require {K8S_MODULE} {K8S_VERSION}\n\nreplace (\n{replaces})\n"
     )
     minor = K8S_VERSION.split(".")[1]
-    version_flags = [f"-X {package}.{name}={value}"
-                     for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
-                     for name, value in (("gitVersion", K8S_VERSION), ("gitMajor", "1"),
-                                         ("gitMinor", minor), ("gitTreeState", "clean"))]
-    print(f"[camerafleet] building kube-apiserver, kube-controller-manager and kubectl {K8S_VERSION} "
-          f"(one shared compile; about 8 minutes on 2 cores; the wrapper module and build logs are "
-          f"kept in {controlplane_home() / 'build'}) ...", file=out, flush=True)
-    seconds = _go_build(go, k8s_work, [f"{K8S_MODULE}/cmd/{name}" for name in _K8S_COMMANDS],
-                        f"{bin_dir}{os.sep}", ["-s", "-w", *version_flags], "Kubernetes", out)
-    print(f"[camerafleet] built kube-apiserver, kube-controller-manager and kubectl in {seconds:.0f} s",
-          file=out, flush=True)
+    version_flags = [
+        f"-X {package}.{name}={value}"
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for name, value in (("gitVersion", K8S_VERSION), ("gitMajor", "1"), ("gitMinor", minor), ("gitTreeState", "clean"))
+    ]
+    print(
+        f"[camerafleet] building kube-apiserver, kube-controller-manager and kubectl {K8S_VERSION} "
+        f"(one shared compile; about 8 minutes on 2 cores; the wrapper module and build logs are "
+        f"kept in {controlplane_home() / 'build'}) ...",
+        file=out,
+        flush=True,
+    )
+    seconds = _go_build(
+        go,
+        k8s_work,
+        [f"{K8S_MODULE}/cmd/{name}" for name in _K8S_COMMANDS],
+        f"{bin_dir}{os.sep}",
+        ["-s", "-w", *version_flags],
+        "Kubernetes",
+        out,
+    )
+    print(f"[camerafleet] built kube-apiserver, kube-controller-manager and kubectl in {seconds:.0f} s", file=out, flush=True)
     _check_versions(bin_dir)
-    sizes = ", ".join(f"{path.name} {path.stat().st_size / 2**20:.0f} MiB"
-                      for path in sorted(bin_dir.iterdir()))
+    sizes = ", ".join(f"{path.name} {path.stat().st_size / 2**20:.0f} MiB" for path in sorted(bin_dir.iterdir()))
     print(f"[camerafleet] control-plane binaries: {sizes}", file=out, flush=True)
 
 
@@ -308,15 +314,15 @@ def _check_versions(bin_dir: Path) -> None:
     expected = {
         "etcd": ([str(bin_dir / "etcd"), "--version"], f"etcd Version: {ETCD_VERSION[1:]}"),
         "kube-apiserver": ([str(bin_dir / "kube-apiserver"), "--version"], f"Kubernetes {K8S_VERSION}"),
-        "kube-controller-manager": ([str(bin_dir / "kube-controller-manager"), "--version"],
-                                    f"Kubernetes {K8S_VERSION}"),
+        "kube-controller-manager": ([str(bin_dir / "kube-controller-manager"), "--version"], f"Kubernetes {K8S_VERSION}"),
         "kubectl": ([str(bin_dir / "kubectl"), "version", "--client"], f"Client Version: {K8S_VERSION}"),
     }
     for name, (argv, wanted) in expected.items():
         result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
         if result.returncode != 0 or wanted not in result.stdout:
-            raise ToolFetchError(f"the freshly built {name} does not report '{wanted}' "
-                                 f"(status {result.returncode}):\n{result.stdout}{result.stderr}")
+            raise ToolFetchError(
+                f"the freshly built {name} does not report '{wanted}' (status {result.returncode}):\n{result.stdout}{result.stderr}"
+            )
 
 
 # -- certificates ------------------------------------------------------------------------------
@@ -346,18 +352,27 @@ class _Pki:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "camerafleet-dev-ca")])
         ca_cert = (
             self._builder(ca_name, ca_name, ca_key.public_key(), now)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                           critical=False)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
         self._write_key(self.ca_key, ca_key)
@@ -365,57 +380,85 @@ class _Pki:
 
         service_ip = ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE)[1]  # the "kubernetes" Service
         names: list[x509.GeneralName] = [
-            x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
-            x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(service_ip),
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes"),
+            x509.DNSName("kubernetes.default"),
+            x509.DNSName("kubernetes.default.svc"),
+            x509.DNSName("kubernetes.default.svc.cluster.local"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(service_ip),
         ]
-        self._issue(self.serving_cert, self.serving_key, "kube-apiserver", [],
-                    ExtendedKeyUsageOID.SERVER_AUTH, names, ca_cert, ca_key, now)
-        self._issue(self.admin_cert, self.admin_key, ADMIN_USER, [ADMIN_GROUP],
-                    ExtendedKeyUsageOID.CLIENT_AUTH, [], ca_cert, ca_key, now)
+        self._issue(self.serving_cert, self.serving_key, "kube-apiserver", [], ExtendedKeyUsageOID.SERVER_AUTH, names, ca_cert, ca_key, now)
+        self._issue(self.admin_cert, self.admin_key, ADMIN_USER, [ADMIN_GROUP], ExtendedKeyUsageOID.CLIENT_AUTH, [], ca_cert, ca_key, now)
 
         sa_key = ec.generate_private_key(ec.SECP256R1())
         self._write_key(self.sa_key, sa_key)
-        self.sa_pub.write_bytes(sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        self.sa_pub.write_bytes(
+            sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
 
     def _valid(self) -> bool:
-        needed = (self.ca_cert, self.ca_key, self.serving_cert, self.serving_key, self.admin_cert,
-                  self.admin_key, self.sa_key, self.sa_pub)
+        needed = (self.ca_cert, self.ca_key, self.serving_cert, self.serving_key, self.admin_cert, self.admin_key, self.sa_key, self.sa_pub)
         if not all(path.is_file() for path in needed):
             return False
-        soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+        soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
         for path in (self.ca_cert, self.serving_cert, self.admin_cert):
             if x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc < soon:
                 return False
         return True
 
     @staticmethod
-    def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
-                 now: datetime.datetime) -> x509.CertificateBuilder:
-        return (x509.CertificateBuilder()
-                .subject_name(subject).issuer_name(issuer).public_key(public_key)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(hours=1))  # tolerate small clock skew
-                .not_valid_after(now + datetime.timedelta(days=_CERT_DAYS)))
+    def _builder(
+        subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, now: datetime.datetime
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))  # tolerate small clock skew
+            .not_valid_after(now + datetime.timedelta(days=_CERT_DAYS))
+        )
 
-    def _issue(self, cert_path: Path, key_path: Path, common_name: str, organizations: list[str],
-               usage: x509.ObjectIdentifier, names: list[x509.GeneralName], ca_cert: x509.Certificate,
-               ca_key: ec.EllipticCurvePrivateKey, now: datetime.datetime) -> None:
+    def _issue(
+        self,
+        cert_path: Path,
+        key_path: Path,
+        common_name: str,
+        organizations: list[str],
+        usage: x509.ObjectIdentifier,
+        names: list[x509.GeneralName],
+        ca_cert: x509.Certificate,
+        ca_key: ec.EllipticCurvePrivateKey,
+        now: datetime.datetime,
+    ) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                             *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)
-                               for org in organizations)])
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations),
+            ]
+        )
         builder = (
             self._builder(subject, ca_cert.subject, key.public_key(), now)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False,
-                                         content_commitment=False, data_encipherment=False,
-                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_encipherment=False,
+                    content_commitment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -425,9 +468,7 @@ class _Pki:
 
     @staticmethod
     def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-        data = key.private_bytes(serialization.Encoding.PEM,
-                                 serialization.PrivateFormat.TraditionalOpenSSL,
-                                 serialization.NoEncryption())
+        data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -437,17 +478,16 @@ def _b64_file(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _write_kubeconfig(path: Path, *, server: str, ca_cert: Path, user: str,
-                      credentials: Mapping[str, str], namespace: str = "default") -> Path:
+def _write_kubeconfig(
+    path: Path, *, server: str, ca_cert: Path, user: str, credentials: Mapping[str, str], namespace: str = "default"
+) -> Path:
     """Write a self-contained kubeconfig (certificates inline, mode 0600) atomically."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "camerafleet", "cluster": {
-            "server": server, "certificate-authority-data": _b64_file(ca_cert)}}],
+        "clusters": [{"name": "camerafleet", "cluster": {"server": server, "certificate-authority-data": _b64_file(ca_cert)}}],
         "users": [{"name": user, "user": dict(credentials)}],
-        "contexts": [{"name": user, "context": {"cluster": "camerafleet", "user": user,
-                                                "namespace": namespace}}],
+        "contexts": [{"name": user, "context": {"cluster": "camerafleet", "user": user, "namespace": namespace}}],
         "current-context": user,
         "preferences": {},
     }
@@ -475,8 +515,9 @@ class EtcdServer(LocalServer):
 
     kind = "etcd"
 
-    def __init__(self, data_dir: Path, *, client_port: int, peer_port: int,
-                 startup_timeout_s: float, detached: bool, out: TextIO | None) -> None:
+    def __init__(
+        self, data_dir: Path, *, client_port: int, peer_port: int, startup_timeout_s: float, detached: bool, out: TextIO | None
+    ) -> None:
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, detached=detached, out=out)
         self.client_port = client_port
         self.peer_port = peer_port
@@ -495,11 +536,18 @@ class EtcdServer(LocalServer):
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
         peer = f"http://127.0.0.1:{self.peer_port}"
-        return [str(binary("etcd")), "--name=camerafleet", f"--data-dir={self.data_dir / 'etcd'}",
-                f"--listen-client-urls={self.url}", f"--advertise-client-urls={self.url}",
-                f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=camerafleet={peer}", "--unsafe-no-fsync",
-                "--log-level=warn"], dict(os.environ)
+        return [
+            str(binary("etcd")),
+            "--name=camerafleet",
+            f"--data-dir={self.data_dir / 'etcd'}",
+            f"--listen-client-urls={self.url}",
+            f"--advertise-client-urls={self.url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=camerafleet={peer}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ], dict(os.environ)
 
     def _ready(self) -> bool:
         if not port_accepts(self.client_port):
@@ -516,8 +564,9 @@ class KubeAPIServer(LocalServer):
 
     kind = "kube-apiserver"
 
-    def __init__(self, data_dir: Path, *, port: int, etcd_url: str, pki: _Pki,
-                 startup_timeout_s: float, detached: bool, out: TextIO | None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int, etcd_url: str, pki: _Pki, startup_timeout_s: float, detached: bool, out: TextIO | None
+    ) -> None:
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, detached=detached, out=out)
         self.port = port
         self.etcd_url = etcd_url
@@ -540,14 +589,18 @@ class KubeAPIServer(LocalServer):
             str(binary("kube-apiserver")),
             f"--etcd-servers={self.etcd_url}",
             f"--cert-dir={self.data_dir / 'apiserver-certs'}",
-            f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
-            f"--secure-port={self.port}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={self.port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
             # The built-in "kubernetes" Service would get the loopback address as its endpoint,
             # which Endpoints validation rejects (an error every few seconds); nothing here uses it.
             "--endpoint-reconciler-type=none",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--allow-privileged=true", "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--authorization-mode=RBAC",
             # No token volumes are injected into Pods: nothing runs them, and the tests create Pods
             # under ServiceAccounts that may not exist yet.
             "--disable-admission-plugins=ServiceAccount",
@@ -573,8 +626,9 @@ class KubeControllerManager(LocalServer):
 
     kind = "kube-controller-manager"
 
-    def __init__(self, data_dir: Path, *, port: int, kubeconfig: Path, pki: _Pki,
-                 startup_timeout_s: float, detached: bool, out: TextIO | None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int, kubeconfig: Path, pki: _Pki, startup_timeout_s: float, detached: bool, out: TextIO | None
+    ) -> None:
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, detached=detached, out=out)
         self.port = port
         self.kubeconfig = kubeconfig
@@ -595,8 +649,10 @@ class KubeControllerManager(LocalServer):
             f"--controllers={','.join(CONTROLLERS)}",
             f"--service-account-private-key-file={pki.sa_key}",
             f"--root-ca-file={pki.ca_cert}",
-            "--use-service-account-credentials=false", "--leader-elect=false",
-            f"--secure-port={self.port}", "--bind-address=127.0.0.1",
+            "--use-service-account-credentials=false",
+            "--leader-elect=false",
+            f"--secure-port={self.port}",
+            "--bind-address=127.0.0.1",
             f"--cert-dir={self.data_dir / 'controller-manager-certs'}",  # its self-signed serving cert
             "--profiling=false",
         ], dict(os.environ)
@@ -658,9 +714,15 @@ class ControlPlane(ManagedProcesses):
     #: The ``kind`` of each component, in start order (they are also the executables' names).
     COMPONENT_KINDS: ClassVar[tuple[str, ...]] = ("etcd", "kube-apiserver", "kube-controller-manager")
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *,
-                 startup_timeout_s: float = 120.0, install_kuberay_crds: bool = True,
-                 detached: bool = False, out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        startup_timeout_s: float = 120.0,
+        install_kuberay_crds: bool = True,
+        detached: bool = False,
+        out: TextIO | None = None,
+    ) -> None:
         self._owns_data_dir = data_dir is None
         if data_dir is None:
             data_dir = tempfile.mkdtemp(prefix="camerafleet-controlplane-")
@@ -676,18 +738,30 @@ class ControlPlane(ManagedProcesses):
         for _ in range(4):
             ports.append(free_port(exclude=ports))
         etcd_client, etcd_peer, apiserver_port, kcm_port = ports
-        self.etcd = EtcdServer(self.data_dir, client_port=etcd_client, peer_port=etcd_peer,
-                               startup_timeout_s=startup_timeout_s, detached=detached, out=out)
-        self.apiserver = KubeAPIServer(self.data_dir, port=apiserver_port, etcd_url=self.etcd.url,
-                                       pki=self._pki, startup_timeout_s=startup_timeout_s,
-                                       detached=detached, out=out)
+        self.etcd = EtcdServer(
+            self.data_dir, client_port=etcd_client, peer_port=etcd_peer, startup_timeout_s=startup_timeout_s, detached=detached, out=out
+        )
+        self.apiserver = KubeAPIServer(
+            self.data_dir,
+            port=apiserver_port,
+            etcd_url=self.etcd.url,
+            pki=self._pki,
+            startup_timeout_s=startup_timeout_s,
+            detached=detached,
+            out=out,
+        )
         self.controller_manager = KubeControllerManager(
-            self.data_dir, port=kcm_port, kubeconfig=self.kubeconfig, pki=self._pki,
-            startup_timeout_s=startup_timeout_s, detached=detached, out=out)
+            self.data_dir,
+            port=kcm_port,
+            kubeconfig=self.kubeconfig,
+            pki=self._pki,
+            startup_timeout_s=startup_timeout_s,
+            detached=detached,
+            out=out,
+        )
 
     def __repr__(self) -> str:
-        return (f"ControlPlane(server={self.server!r}, data_dir={str(self.data_dir)!r}, "
-                f"running={self.is_running()})")
+        return f"ControlPlane(server={self.server!r}, data_dir={str(self.data_dir)!r}, running={self.is_running()})"
 
     @property
     def server(self) -> str:
@@ -739,13 +813,17 @@ class ControlPlane(ManagedProcesses):
                 raise ServerStartError(
                     f"the control-plane tool cache {controlplane_home()} is damaged ({name} is "
                     f"missing or not executable): delete that directory and run "
-                    f"'python -m camerafleet_dev.devservers fetch controlplane'")
+                    f"'python -m camerafleet_dev.devservers fetch controlplane'"
+                )
         started = time.monotonic()
         self._pki.ensure()
-        _write_kubeconfig(self.kubeconfig, server=self.server, ca_cert=self._pki.ca_cert,
-                          user=ADMIN_USER, credentials={
-                              "client-certificate-data": _b64_file(self._pki.admin_cert),
-                              "client-key-data": _b64_file(self._pki.admin_key)})
+        _write_kubeconfig(
+            self.kubeconfig,
+            server=self.server,
+            ca_cert=self._pki.ca_cert,
+            user=ADMIN_USER,
+            credentials={"client-certificate-data": _b64_file(self._pki.admin_cert), "client-key-data": _b64_file(self._pki.admin_key)},
+        )
         try:
             for component in self.components:
                 component.start()
@@ -761,8 +839,10 @@ class ControlPlane(ManagedProcesses):
     def _wait_for_api_objects(self, started: float) -> None:
         """Wait for the ``default`` namespace (API server) and ServiceAccount (controller manager)."""
         deadline = started + self.startup_timeout_s
-        checks = [("/api/v1/namespaces/default", self.apiserver),
-                  ("/api/v1/namespaces/default/serviceaccounts/default", self.controller_manager)]
+        checks = [
+            ("/api/v1/namespaces/default", self.apiserver),
+            ("/api/v1/namespaces/default/serviceaccounts/default", self.controller_manager),
+        ]
         for path, responsible in checks:
             while True:
                 status, body = _api_get(self._pki, self.apiserver.port, path)
@@ -773,7 +853,8 @@ class ControlPlane(ManagedProcesses):
                         f"GET {path} still answers {status or body} after "
                         f"{time.monotonic() - started:.0f} s: {responsible.kind} is not doing its "
                         f"job.\n--- last lines of {responsible.log_path} ---\n"
-                        f"{tail(responsible.log_path)}")
+                        f"{tail(responsible.log_path)}"
+                    )
                 time.sleep(0.2)
 
     def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
@@ -792,10 +873,15 @@ class ControlPlane(ManagedProcesses):
 
     # -- using the cluster -----------------------------------------------------------------------
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = False,  # noqa: A002
-                kubeconfig: str | os.PathLike[str] | None = None,
-                env: Mapping[str, str] | None = None,
-                timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = False,
+        kubeconfig: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
         """Run the pinned kubectl against this cluster; its output is captured as text.
 
         It acts as admin unless ``kubeconfig`` is given or ``env`` (variables added to this process's
@@ -811,9 +897,15 @@ class ControlPlane(ManagedProcesses):
         if kubeconfig is None and "KUBECONFIG" not in full_env:
             kubeconfig = self.kubeconfig
         flags = [f"--kubeconfig={kubeconfig}"] if kubeconfig is not None else []
-        result = subprocess.run([str(self.kubectl_path), *flags, *args], input=input,
-                                capture_output=True, text=True, env=full_env, timeout=timeout_s,
-                                check=False)
+        result = subprocess.run(
+            [str(self.kubectl_path), *flags, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout_s,
+            check=False,
+        )
         if check and result.returncode != 0:
             raise KubectlError(result.returncode, ["kubectl", *args], result.stdout, result.stderr)
         return result
@@ -832,8 +924,7 @@ class ControlPlane(ManagedProcesses):
         if not names:
             raise ValueError(f"no CustomResourceDefinition in {', '.join(map(str, paths))}")
         files = [arg for path in paths for arg in ("-f", str(path))]
-        self.kubectl("apply", "--server-side", "--force-conflicts",
-                     "--field-manager=camerafleet-devservers", *files, check=True)
+        self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=camerafleet-devservers", *files, check=True)
         # Polled rather than `kubectl wait` or a jsonpath filter: right after the apply a CRD has no
         # conditions yet, and both then fail at once ("<nil> is not array or slice") instead of waiting.
         deadline = time.monotonic() + timeout_s
@@ -842,7 +933,9 @@ class ControlPlane(ManagedProcesses):
             established = {
                 crd["metadata"]["name"]
                 for crd in listed["items"]
-                if any(c.get("type") == "Established" and c.get("status") == "True" for c in (crd.get("status") or {}).get("conditions") or [])
+                if any(
+                    c.get("type") == "Established" and c.get("status") == "True" for c in (crd.get("status") or {}).get("conditions") or []
+                )
             }
             waiting = [name for name in names if name not in established]
             if not waiting:
@@ -851,9 +944,7 @@ class ControlPlane(ManagedProcesses):
                 raise ServerStartError(f"CRDs not Established after {timeout_s:.0f} s: {', '.join(waiting)}")
             time.sleep(0.25)
 
-    def service_account_kubeconfig(self, namespace: str, name: str,
-                                   path: str | os.PathLike[str], *,
-                                   token_ttl_s: int = 3600) -> Path:
+    def service_account_kubeconfig(self, namespace: str, name: str, path: str | os.PathLike[str], *, token_ttl_s: int = 3600) -> Path:
         """Write a kubeconfig that acts as ServiceAccount ``namespace/name``; return its path.
 
         The ServiceAccount is created if missing (the namespace must exist). The credential is a
@@ -863,19 +954,38 @@ class ControlPlane(ManagedProcesses):
         """
         if token_ttl_s < 600:
             raise ValueError("the TokenRequest API issues tokens valid for at least 600 s")
-        found = self.kubectl("get", "serviceaccount", name, "-n", namespace, "--ignore-not-found",
-                             "-o", "name", check=True)
+        found = self.kubectl("get", "serviceaccount", name, "-n", namespace, "--ignore-not-found", "-o", "name", check=True)
         if not found.stdout.strip():
             self.kubectl("create", "serviceaccount", name, "-n", namespace, check=True)
-        token = self.kubectl("create", "token", name, "-n", namespace,
-                             f"--duration={token_ttl_s}s", check=True).stdout.strip()
-        return _write_kubeconfig(Path(path).absolute(), server=self.server,
-                                 ca_cert=self._pki.ca_cert,
-                                 user=f"system:serviceaccount:{namespace}:{name}",
-                                 credentials={"token": token}, namespace=namespace)
+        token = self.kubectl("create", "token", name, "-n", namespace, f"--duration={token_ttl_s}s", check=True).stdout.strip()
+        return _write_kubeconfig(
+            Path(path).absolute(),
+            server=self.server,
+            ca_cert=self._pki.ca_cert,
+            user=f"system:serviceaccount:{namespace}:{name}",
+            credentials={"token": token},
+            namespace=namespace,
+        )
 
 
-__all__ = ["ADMIN_GROUP", "ADMIN_USER", "CONTROLLERS", "ETCD_VERSION", "K8S_STAGING_VERSION",
-           "K8S_VERSION", "KUBERAY_CRDS", "KUBERAY_VERSION", "ControlPlane", "EtcdServer",
-           "KubeAPIServer", "KubeControllerManager", "KubectlError", "binary", "controlplane_home",
-           "fetch_controlplane", "is_fetched", "kuberay_crd_paths", "kuberay_home"]
+__all__ = [
+    "ADMIN_GROUP",
+    "ADMIN_USER",
+    "CONTROLLERS",
+    "ETCD_VERSION",
+    "K8S_STAGING_VERSION",
+    "K8S_VERSION",
+    "KUBERAY_CRDS",
+    "KUBERAY_VERSION",
+    "ControlPlane",
+    "EtcdServer",
+    "KubeAPIServer",
+    "KubeControllerManager",
+    "KubectlError",
+    "binary",
+    "controlplane_home",
+    "fetch_controlplane",
+    "is_fetched",
+    "kuberay_crd_paths",
+    "kuberay_home",
+]

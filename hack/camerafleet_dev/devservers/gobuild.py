@@ -12,8 +12,17 @@ from ._process import require_executable, run_with_heartbeat, tail
 from .cache import ToolFetchError
 
 
-def go_install(staging: Path, package: str, version: str, *, name: str, go_hint: str, out: TextIO,
-               ldflags: str | None = None, version_args: tuple[str, ...] = ("--version",)) -> str:
+def go_install(
+    staging: Path,
+    package: str,
+    version: str,
+    *,
+    name: str,
+    go_hint: str,
+    out: TextIO,
+    ldflags: str | None = None,
+    version_args: tuple[str, ...] = ("--version",),
+) -> str:
     """Build ``package@version`` into ``staging/bin`` (CGO off); return what ``name version_args`` prints.
 
     Raises ToolFetchError naming the likely cause and the tail of the build log when it fails.
@@ -22,9 +31,12 @@ def go_install(staging: Path, package: str, version: str, *, name: str, go_hint:
     log = staging / "build.log"
     env = dict(os.environ, GOBIN=str(staging / "bin"), CGO_ENABLED="0", GOWORK="off")
     argv = [go, "install", *([f"-ldflags={ldflags}"] if ldflags else []), f"{package}@{version}"]
-    print(f"[camerafleet] building {name} {version} with 'go install' (downloads its modules through the "
-          f"Go module proxy; takes a few minutes on a 2-core machine; output in {log.name}) ...",
-          file=out, flush=True)
+    print(
+        f"[camerafleet] building {name} {version} with 'go install' (downloads its modules through the "
+        f"Go module proxy; takes a few minutes on a 2-core machine; output in {log.name}) ...",
+        file=out,
+        flush=True,
+    )
 
     def progress() -> str:
         try:

@@ -25,18 +25,23 @@ HELM_VERSION = "v3.21.4"
 #: into the binary; ``go install`` alone would leave "v3.21" and Kubernetes 1.20. v3.21.4 uses client-go
 #: v0.36.2, i.e. Kubernetes 1.36.
 HELM_K8S_VERSION = ("1", "36")
-_LDFLAGS = " ".join([
-    "-s", "-w",
-    f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
-    f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor={HELM_K8S_VERSION[0]}",
-    f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={HELM_K8S_VERSION[1]}",
-    f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor={HELM_K8S_VERSION[0]}",
-    f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={HELM_K8S_VERSION[1]}",
-])
+_LDFLAGS = " ".join(
+    [
+        "-s",
+        "-w",
+        f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+        f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor={HELM_K8S_VERSION[0]}",
+        f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={HELM_K8S_VERSION[1]}",
+        f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor={HELM_K8S_VERSION[0]}",
+        f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={HELM_K8S_VERSION[1]}",
+    ]
+)
 
-_GO_HINT = ("Building helm needs Go 1.24 or newer: install it from https://go.dev/dl/ (or your package "
-            "manager) and put its bin/ directory on PATH -- or install helm yourself "
-            "(https://helm.sh/docs/intro/install/).")
+_GO_HINT = (
+    "Building helm needs Go 1.24 or newer: install it from https://go.dev/dl/ (or your package "
+    "manager) and put its bin/ directory on PATH -- or install helm yourself "
+    "(https://helm.sh/docs/intro/install/)."
+)
 
 
 def helm_home() -> Path:
@@ -66,7 +71,8 @@ def fetch_helm(out: TextIO | None = None) -> Path:
 
 
 def _build(staging: Path, out: TextIO) -> None:
-    reported = go_install(staging, HELM_PACKAGE, HELM_VERSION, name="helm", go_hint=_GO_HINT, out=out,
-                          ldflags=_LDFLAGS, version_args=("version", "--short"))
+    reported = go_install(
+        staging, HELM_PACKAGE, HELM_VERSION, name="helm", go_hint=_GO_HINT, out=out, ldflags=_LDFLAGS, version_args=("version", "--short")
+    )
     if HELM_VERSION not in reported:
         raise ToolFetchError(f"the freshly built helm reports another version: {reported.strip()}")

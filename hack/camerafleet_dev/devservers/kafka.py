@@ -37,11 +37,15 @@ from .cache import ToolFetchError, ensure_tool, is_complete, tool_dir
 KAFKA_VERSION = "3.9.1"
 SCALA_BINARY_VERSION = "2.13"
 
-_JAVA_HINT = ("The Kafka dev server needs a Java 11+ runtime: install one, e.g. "
-              "'apt-get install openjdk-17-jre-headless', or put its bin/ directory on PATH.")
-_MVN_HINT = ("Fetching Kafka needs Maven: install it, e.g. 'apt-get install maven', "
-             "or pre-fill the cache with 'python -m camerafleet_dev.devservers fetch kafka' on a machine "
-             "that has it and copy the cache directory over.")
+_JAVA_HINT = (
+    "The Kafka dev server needs a Java 11+ runtime: install one, e.g. "
+    "'apt-get install openjdk-17-jre-headless', or put its bin/ directory on PATH."
+)
+_MVN_HINT = (
+    "Fetching Kafka needs Maven: install it, e.g. 'apt-get install maven', "
+    "or pre-fill the cache with 'python -m camerafleet_dev.devservers fetch kafka' on a machine "
+    "that has it and copy the cache directory over."
+)
 
 _POM = """<?xml version="1.0" encoding="UTF-8"?>
 <!-- Throwaway project whose only purpose is to make Maven download the Kafka broker's runtime jars. -->
@@ -122,10 +126,17 @@ def _download_jars(staging: Path, out: TextIO) -> None:
     mvn = require_executable("mvn", _MVN_HINT)
     (staging / "pom.xml").write_text(_POM.format(kafka=KAFKA_VERSION, scala=SCALA_BINARY_VERSION))
     libs = staging / "libs"
-    argv = [mvn, "-B", "-q", "-f", str(staging / "pom.xml"), "dependency:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={libs}"]
-    print(f"[camerafleet] fetching Kafka {KAFKA_VERSION} jars from Maven Central "
-          f"(about 20 s on a fresh ~/.m2) ...", file=out, flush=True)
+    argv = [
+        mvn,
+        "-B",
+        "-q",
+        "-f",
+        str(staging / "pom.xml"),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={libs}",
+    ]
+    print(f"[camerafleet] fetching Kafka {KAFKA_VERSION} jars from Maven Central (about 20 s on a fresh ~/.m2) ...", file=out, flush=True)
     log = staging / "mvn.log"
     code = run_with_heartbeat(argv, log, cwd=staging, what="mvn", out=out)
     if code != 0:
@@ -138,8 +149,7 @@ def _download_jars(staging: Path, out: TextIO) -> None:
     if not main_jar.is_file():
         raise ToolFetchError(f"Maven finished but {main_jar.name} is missing from {libs}")
     jars = list(libs.glob("*.jar"))
-    print(f"[camerafleet] fetched {len(jars)} jars "
-          f"({sum(j.stat().st_size for j in jars) / 2**20:.0f} MiB)", file=out, flush=True)
+    print(f"[camerafleet] fetched {len(jars)} jars ({sum(j.stat().st_size for j in jars) / 2**20:.0f} MiB)", file=out, flush=True)
 
 
 def _random_cluster_id() -> str:
@@ -169,12 +179,19 @@ class KafkaServer(LocalServer):
 
     kind = "kafka"
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *,
-                 broker_port: int | None = None, controller_port: int | None = None,
-                 heap: str = "512m", extra_config: Mapping[str, str | int | bool] | None = None,
-                 jvm_options: Sequence[str] = (),
-                 startup_timeout_s: float = 90.0, detached: bool = False,
-                 out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        broker_port: int | None = None,
+        controller_port: int | None = None,
+        heap: str = "512m",
+        extra_config: Mapping[str, str | int | bool] | None = None,
+        jvm_options: Sequence[str] = (),
+        startup_timeout_s: float = 90.0,
+        detached: bool = False,
+        out: TextIO | None = None,
+    ) -> None:
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, detached=detached, out=out)
         self.broker_port = broker_port or free_port()
         self.controller_port = controller_port or free_port(exclude=[self.broker_port])
@@ -188,8 +205,7 @@ class KafkaServer(LocalServer):
         self._log4j = self.data_dir / "log4j.properties"
 
     def __repr__(self) -> str:
-        return (f"KafkaServer(bootstrap={self.bootstrap!r}, data_dir={str(self.data_dir)!r}, "
-                f"running={self.is_running()})")
+        return f"KafkaServer(bootstrap={self.bootstrap!r}, data_dir={str(self.data_dir)!r}, running={self.is_running()})"
 
     @property
     def bootstrap(self) -> str:
@@ -215,8 +231,7 @@ class KafkaServer(LocalServer):
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": (f"PLAINTEXT://127.0.0.1:{self.broker_port},"
-                          f"CONTROLLER://127.0.0.1:{self.controller_port}"),
+            "listeners": (f"PLAINTEXT://127.0.0.1:{self.broker_port},CONTROLLER://127.0.0.1:{self.controller_port}"),
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.broker_port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -242,8 +257,7 @@ class KafkaServer(LocalServer):
             "log.retention.hours": "24",
             "log.segment.bytes": str(64 * 2**20),
         }
-        props.update({key: str(value).lower() if isinstance(value, bool) else str(value)
-                      for key, value in self.extra_config.items()})
+        props.update({key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in self.extra_config.items()})
         return props
 
     def _prepare(self) -> None:
@@ -267,16 +281,23 @@ class KafkaServer(LocalServer):
 
     def _java_argv(self, main_class: str, *args: str, heap: str) -> list[str]:
         assert self._java is not None
-        return [self._java, f"-Xmx{heap}", *_JVM_OPTIONS, *self.jvm_options,
-                f"-Dlog4j.configuration=file:{self._log4j}", "-cp", self._classpath, main_class, *args]
+        return [
+            self._java,
+            f"-Xmx{heap}",
+            *_JVM_OPTIONS,
+            *self.jvm_options,
+            f"-Dlog4j.configuration=file:{self._log4j}",
+            "-cp",
+            self._classpath,
+            main_class,
+            *args,
+        ]
 
     def _format_storage(self) -> None:
         """Format the empty log directory for a new single-node cluster (``kafka-storage format``)."""
         cluster_id = _random_cluster_id()
-        argv = self._java_argv("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                               "-c", str(self.config_path), heap="256m")
-        result = subprocess.run(argv, check=False, cwd=self.data_dir, stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=120)
+        argv = self._java_argv("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_path), heap="256m")
+        result = subprocess.run(argv, check=False, cwd=self.data_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise ServerStartError(
                 f"formatting the Kafka storage in {self.log_dir} failed (status {result.returncode}):\n"
@@ -285,8 +306,7 @@ class KafkaServer(LocalServer):
             )
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
-        return (self._java_argv("kafka.Kafka", str(self.config_path), heap=self.heap),
-                dict(os.environ))
+        return (self._java_argv("kafka.Kafka", str(self.config_path), heap=self.heap), dict(os.environ))
 
     def _ready(self) -> bool:
         # Cheap check first: the broker only opens its client port once it is registered and
@@ -309,9 +329,9 @@ def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def probe() -> bool:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                    request_timeout_ms=int(timeout_s * 1000),
-                                    client_id="camerafleet-devservers-probe")
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), client_id="camerafleet-devservers-probe"
+        )
         try:
             await admin.start()
             cluster = await admin.describe_cluster()
@@ -334,5 +354,4 @@ def is_fetched() -> bool:
     return is_complete(kafka_home())
 
 
-__all__ = ["KAFKA_VERSION", "KafkaServer", "broker_answers", "fetch_kafka", "is_fetched",
-           "kafka_home"]
+__all__ = ["KAFKA_VERSION", "KafkaServer", "broker_answers", "fetch_kafka", "is_fetched", "kafka_home"]

@@ -36,8 +36,10 @@ MINIO_MODULE = "github.com/minio/minio"
 #: Pseudo-version of the pinned MinIO commit (2026-02-12, 7aac2a2c5b7c).
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 
-_GO_HINT = ("Building the MinIO dev server needs Go 1.24 or newer: install it from https://go.dev/dl/ "
-            "(or your package manager) and put its bin/ directory on PATH.")
+_GO_HINT = (
+    "Building the MinIO dev server needs Go 1.24 or newer: install it from https://go.dev/dl/ "
+    "(or your package manager) and put its bin/ directory on PATH."
+)
 
 # Settings of the server process; anything else MINIO_* in our environment is not passed on, so that
 # a developer's own MinIO configuration cannot leak into the tests.
@@ -95,11 +97,18 @@ class MinioServer(LocalServer):
 
     kind = "minio"
 
-    def __init__(self, data_dir: str | os.PathLike[str] | None = None, *,
-                 port: int | None = None, console_port: int | None = None,
-                 access_key: str | None = None, secret_key: str | None = None,
-                 startup_timeout_s: float = 60.0, detached: bool = False,
-                 out: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        port: int | None = None,
+        console_port: int | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        startup_timeout_s: float = 60.0,
+        detached: bool = False,
+        out: TextIO | None = None,
+    ) -> None:
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, detached=detached, out=out)
         self.port = port or free_port()
         self.console_port = console_port or free_port(exclude=[self.port])
@@ -110,8 +119,10 @@ class MinioServer(LocalServer):
         self._binary: Path | None = None
 
     def __repr__(self) -> str:
-        return (f"MinioServer(endpoint={self.endpoint!r}, access_key={self.access_key!r}, "
-                f"data_dir={str(self.data_dir)!r}, running={self.is_running()})")
+        return (
+            f"MinioServer(endpoint={self.endpoint!r}, access_key={self.access_key!r}, "
+            f"data_dir={str(self.data_dir)!r}, running={self.is_running()})"
+        )
 
     @property
     def endpoint(self) -> str:
@@ -161,8 +172,15 @@ class MinioServer(LocalServer):
         env.update(_SERVER_ENV)
         env["MINIO_ROOT_USER"] = self.access_key
         env["MINIO_ROOT_PASSWORD"] = self.secret_key
-        argv = [str(self._binary), "server", "--address", self.host,
-                "--console-address", f"127.0.0.1:{self.console_port}", str(self.storage_dir)]
+        argv = [
+            str(self._binary),
+            "server",
+            "--address",
+            self.host,
+            "--console-address",
+            f"127.0.0.1:{self.console_port}",
+            str(self.storage_dir),
+        ]
         return argv, env
 
     def _ready(self) -> bool:
@@ -180,5 +198,4 @@ class MinioServer(LocalServer):
             return False
 
 
-__all__ = ["MINIO_MODULE", "MINIO_VERSION", "MinioServer", "fetch_minio", "is_fetched",
-           "minio_binary", "minio_home"]
+__all__ = ["MINIO_MODULE", "MINIO_VERSION", "MinioServer", "fetch_minio", "is_fetched", "minio_binary", "minio_home"]

@@ -67,8 +67,7 @@ class CameraSpec(Strict):
         default=5.0,
         gt=0,
         le=120,
-        description="Frames per second sampled from the source and sent to inference. The capture rate "
-        "itself is the source's.",
+        description="Frames per second sampled from the source and sent to inference. The capture rate itself is the source's.",
     )
     producer_shards: int = Field(
         default=1,
@@ -84,8 +83,7 @@ class KafkaSpec(Strict):
     bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
         min_length=1,
-        description="Kafka bootstrap servers, comma-separated host:port. The environment variable "
-        "KAFKA_BOOTSTRAP overrides it.",
+        description="Kafka bootstrap servers, comma-separated host:port. The environment variable KAFKA_BOOTSTRAP overrides it.",
     )
     topic_prefix: str = Field(
         default="camera_",
@@ -103,8 +101,7 @@ class KafkaSpec(Strict):
         default=600_000,
         ge=60_000,
         le=MAX_INT,
-        description="Retention of camera topics in milliseconds; frame messages are only useful while the "
-        "frame is in the bucket.",
+        description="Retention of camera topics in milliseconds; frame messages are only useful while the frame is in the bucket.",
     )
     results_topic: str = Field(
         default="camerafleet_results", pattern=_TOPIC_PATTERN, description="Topic that receives one JSON result record per frame."
@@ -202,7 +199,10 @@ class ConsumerSpec(Strict):
         "system prefers fresh frames to a growing backlog.",
     )
     inference_timeout_seconds: float = Field(
-        default=60.0, gt=0, le=3600, description="Longest wait for one inference call before its frames fail with reason `inference_timeout`."
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Longest wait for one inference call before its frames fail with reason `inference_timeout`.",
     )
 
 
@@ -241,7 +241,9 @@ class AutoscalingSpec(Strict):
         default=2.0, gt=0, le=100_000, description="Ongoing requests per replica the autoscaler aims for."
     )
     upscale_delay_seconds: float = Field(default=30.0, ge=0, le=3600, description="Sustained demand needed before adding replicas.")
-    downscale_delay_seconds: float = Field(default=600.0, ge=0, le=86400, description="Sustained low demand needed before removing replicas.")
+    downscale_delay_seconds: float = Field(
+        default=600.0, ge=0, le=86400, description="Sustained low demand needed before removing replicas."
+    )
     metrics_interval_seconds: float = Field(default=10.0, gt=0, le=600, description="How often replicas report load to the autoscaler.")
     look_back_period_seconds: float = Field(default=30.0, gt=0, le=3600, description="Window over which load is averaged.")
 
@@ -287,9 +289,7 @@ class CameraHealthParams(Strict):
     covered_contrast_max: float = Field(
         default=8.0, ge=0, le=255, description="Grey-level standard deviation below which a camera is `covered` (uniform view)."
     )
-    blurred_sharpness_max: float = Field(
-        default=20.0, ge=0, description="Variance of the Laplacian below which a camera is `blurred`."
-    )
+    blurred_sharpness_max: float = Field(default=20.0, ge=0, description="Variance of the Laplacian below which a camera is `blurred`.")
 
 
 ModelType = Literal["face", "yolo", "camera-health"]
@@ -297,7 +297,9 @@ ModelType = Literal["face", "yolo", "camera-health"]
 
 class ModelSpec(Strict):
     name: str = Field(pattern=_ID_PATTERN, description="Model name, unique in the fleet; names its Serve deployment and its results.")
-    type: ModelType = Field(description="What the model is: `face` (CenterFace), `yolo` (YOLOv8/YOLO11 export) or `camera-health` (tamper checks).")
+    type: ModelType = Field(
+        description="What the model is: `face` (CenterFace), `yolo` (YOLOv8/YOLO11 export) or `camera-health` (tamper checks)."
+    )
     model_uri: str | None = Field(
         default=None,
         description="The ONNX file: a local path or `s3://bucket/key`. Required for `face` and `yolo`; "
@@ -351,7 +353,9 @@ class ServingSpec(Strict):
         "empty, `camerafleet run` deploys the app on its own Ray cluster and consumers use a DeploymentHandle. "
         "The environment variable CAMERAFLEET_SERVE_URL overrides it.",
     )
-    ingress_replicas: int = Field(default=1, ge=1, le=1000, description="Replicas of the ingress deployment that fetches, decodes and fans out frames.")
+    ingress_replicas: int = Field(
+        default=1, ge=1, le=1000, description="Replicas of the ingress deployment that fetches, decodes and fans out frames."
+    )
     ingress_cpus: float = Field(default=0.25, ge=0, le=64, description="Ray CPUs per ingress replica.")
     ingress_max_ongoing_requests: int = Field(default=32, ge=1, le=100_000, description="Batches one ingress replica handles at once.")
     design: Literal["batched-fanout", "per-frame-sequential"] = Field(
@@ -377,13 +381,17 @@ class Toleration(Strict):
     key: str | None = Field(default=None, description="Taint key the toleration applies to; empty with operator Exists matches all.")
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
     value: str | None = Field(default=None, description="Taint value for operator Equal.")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description="Taint effect to tolerate; empty matches all.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; empty matches all."
+    )
     toleration_seconds: int | None = Field(default=None, ge=0, le=MAX_INT, description="How long a NoExecute taint is tolerated.")
 
 
 class PodResources(Strict):
     cpu: str = Field(default="2", pattern=_QUANTITY, description="CPU request and limit of the pod (Kubernetes quantity, e.g. 4 or 500m).")
-    memory: str = Field(default="8Gi", pattern=_QUANTITY, description="Memory request and limit of the pod (Kubernetes quantity, e.g. 16Gi).")
+    memory: str = Field(
+        default="8Gi", pattern=_QUANTITY, description="Memory request and limit of the pod (Kubernetes quantity, e.g. 16Gi)."
+    )
     gpus: int = Field(default=0, ge=0, le=16, description="nvidia.com/gpu limit of the pod.")
 
 
@@ -391,8 +399,12 @@ class WorkerGroupSpec(Strict):
     replicas: int = Field(default=1, ge=0, le=1000, description="Ray worker pods at start.")
     min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest worker pods the Ray autoscaler keeps.")
     max_replicas: int = Field(default=4, ge=1, le=1000, description="Most worker pods the Ray autoscaler creates.")
-    resources: PodResources = Field(default_factory=lambda: PodResources(cpu="8", memory="32Gi", gpus=1), description="Resources of each worker pod.")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the worker pods must run on (e.g. a GPU node pool).")
+    resources: PodResources = Field(
+        default_factory=lambda: PodResources(cpu="8", memory="32Gi", gpus=1), description="Resources of each worker pod."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the worker pods must run on (e.g. a GPU node pool)."
+    )
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints the worker pods tolerate (e.g. nvidia.com/gpu).")
 
     @model_validator(mode="after")
@@ -410,7 +422,9 @@ class KubernetesSpec(Strict):
         min_length=1,
         description="Container image with Ray and CameraFleet installed, used by the RayService and the RayJobs.",
     )
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(default="IfNotPresent", description="Image pull policy of every pod.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Image pull policy of every pod."
+    )
     service_account_name: str | None = Field(default=None, description="ServiceAccount of the Ray pods (default: the namespace's default).")
     env_from_secrets: list[str] = Field(
         default_factory=list,
@@ -423,7 +437,9 @@ class KubernetesSpec(Strict):
         default_factory=lambda: WorkerGroupSpec(replicas=1, min_replicas=1, max_replicas=4, resources=PodResources(cpu="4", memory="8Gi")),
         description="The worker group of each producer and consumer RayJob.",
     )
-    job_retry_initial_seconds: int = Field(default=10, ge=1, le=3600, description="First wait before a failed RayJob is resubmitted; doubles per failure.")
+    job_retry_initial_seconds: int = Field(
+        default=10, ge=1, le=3600, description="First wait before a failed RayJob is resubmitted; doubles per failure."
+    )
     job_retry_max_seconds: int = Field(default=600, ge=1, le=86400, description="Longest wait before a failed RayJob is resubmitted.")
 
 

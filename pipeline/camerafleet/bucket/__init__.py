@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from camerafleet.bucket.base import BucketError, FrameBucket, frame_key
 from camerafleet.api.manifest import BucketSpec
+from camerafleet.bucket.base import BucketError, FrameBucket, frame_key
 
 __all__ = ["BucketError", "FrameBucket", "frame_key", "open_bucket"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
 import urllib3
@@ -102,7 +102,7 @@ class S3Bucket(FrameBucket):
                 resp.release_conn()
 
     def sweep(self, prefix: str, ttl_seconds: float) -> int:
-        cutoff = datetime.now(timezone.utc) - timedelta(seconds=ttl_seconds)
+        cutoff = datetime.now(UTC) - timedelta(seconds=ttl_seconds)
         try:
             old = [
                 DeleteObject(o.object_name)

@@ -9,13 +9,18 @@ from typing import Any
 from ray.serve import Application
 
 from camerafleet.api.manifest import FleetSpec, parse_manifest
+from camerafleet.api.serve_options import ingress_options, model_deployment_options
 from camerafleet.serving.ingress import FleetIngress
 from camerafleet.serving.model_deployment import ModelDeployment
-from camerafleet.api.serve_options import ingress_options, model_deployment_options
 
 
 def fleet_app(spec: FleetSpec) -> Application:
-    models = {m.name: ModelDeployment.options(**model_deployment_options(m)).bind(m.model_dump_json(by_alias=True), spec.bucket.model_dump_json(by_alias=True)) for m in spec.models}
+    models = {
+        m.name: ModelDeployment.options(**model_deployment_options(m)).bind(
+            m.model_dump_json(by_alias=True), spec.bucket.model_dump_json(by_alias=True)
+        )
+        for m in spec.models
+    }
     return FleetIngress.options(**ingress_options(spec)).bind(spec.model_dump_json(by_alias=True), models)
 
 

@@ -19,18 +19,18 @@ import time
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 import ray
+from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
-from camerafleet.bucket import BucketError, open_bucket
-from camerafleet.imaging import ImageError, decode_jpeg
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.api.messages import FrameMessage
+from camerafleet.bucket import BucketError, open_bucket
+from camerafleet.imaging import ImageError, decode_jpeg
 from camerafleet.profiling import stage
 from camerafleet.serving.model_deployment import STALE, SharedFrame
 
@@ -144,6 +144,8 @@ class FleetIngress:
             if not isinstance(frames, list):
                 raise TypeError
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            return Response(b'{"error": "body must be JSON {\\"frames\\": [frame references]}"}', status_code=400, media_type="application/json")
+            return Response(
+                b'{"error": "body must be JSON {\\"frames\\": [frame references]}"}', status_code=400, media_type="application/json"
+            )
         results = await self.infer(frames)
         return Response(orjson.dumps({"results": results}), media_type="application/json")

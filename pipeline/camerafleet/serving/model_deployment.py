@@ -20,10 +20,10 @@ import ray
 from ray import serve
 
 from camerafleet import metrics
-from camerafleet.bucket import open_bucket
-from camerafleet.imaging import decode_jpeg
 from camerafleet.api.manifest import BucketSpec, ModelSpec
 from camerafleet.api.messages import FrameMessage
+from camerafleet.bucket import open_bucket
+from camerafleet.imaging import decode_jpeg
 from camerafleet.profiling import stage
 
 log = logging.getLogger("camerafleet.serving")
