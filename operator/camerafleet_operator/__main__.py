@@ -8,6 +8,8 @@ import sys
 
 import kopf
 
+from camerafleet.logs import configure_logging
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="camerafleet-operator", description="Reconcile CameraFleet resources.")
@@ -18,9 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=9090, help="port of the Prometheus /metrics endpoint (0 disables it)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("aiokafka", "kubernetes", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     import camerafleet_operator.handlers  # noqa: F401 - registers the handlers
     from camerafleet_operator import metrics
 

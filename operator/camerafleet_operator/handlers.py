@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from typing import Any
 
 import kopf
@@ -26,13 +25,13 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as TransportError
 
 from camerafleet.api.manifest import API_VERSION, GROUP, PLURAL, VERSION, FleetSpec
-from camerafleet.kafka_topics import KafkaUnavailable
+from camerafleet.api.settings import Settings
+from camerafleet.topics import KafkaUnavailable, TopicReconciler
 from camerafleet_operator import metrics
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.reconcile import Outcome, reconcile_fleet, topic_claims
-from camerafleet_operator.topics import TopicReconciler
 
-RESYNC_SECONDS = float(os.environ.get("CAMERAFLEET_RESYNC_SECONDS", "30"))
+RESYNC_SECONDS = Settings.from_env().resync_seconds
 KUBE_RETRY_S = 10.0
 log = logging.getLogger("camerafleet.operator")
 

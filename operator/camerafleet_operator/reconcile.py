@@ -16,11 +16,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from camerafleet.api.manifest import API_VERSION, KIND, FleetSpec, format_validation_error
-from camerafleet.kafka_topics import KafkaUnavailable, fleet_topics
+from camerafleet.topics import KafkaUnavailable, TopicReconciler, plan_topics
 from camerafleet_operator import render
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.status import FleetStatus, JobState, set_condition
-from camerafleet_operator.topics import TopicReconciler, plan_topics
 
 log = logging.getLogger("camerafleet.operator")
 
@@ -64,7 +63,7 @@ def topic_claims(fleet_name: str, namespace: str, created: str, spec: FleetSpec,
             continue
         if other_spec.kafka.bootstrap_servers != spec.kafka.bootstrap_servers:
             continue
-        for topic in fleet_topics(other_spec):
+        for topic in other_spec.topics():
             claims.setdefault(topic, f"{meta['namespace']}/{meta['name']}")
     return claims
 
@@ -140,9 +139,9 @@ async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None
         before = next((c for c in conds if c.type == type_), None)
         conds = set_condition(conds, type_, ok, reason, message, generation)
         after = next(c for c in conds if c.type == type_)
-        if before is None or before.status != after.status or before.reason != after.reason:
-            if ok is True or reason in WARNING_REASONS:
-                events.append(Event("Warning" if reason in WARNING_REASONS else "Normal", reason, f"{type_}: {message}"))
+        changed = before is None or before.status != after.status or before.reason != after.reason
+        if changed and (ok is True or reason in WARNING_REASONS):
+            events.append(Event("Warning" if reason in WARNING_REASONS else "Normal", reason, f"{type_}: {message}"))
 
     try:
         spec = FleetSpec.model_validate(body.get("spec") or {})
@@ -160,7 +159,7 @@ async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None
     owned: list[str] = status.topics
     try:
         async with TopicReconciler(spec.kafka.bootstrap_servers) as topics:
-            plan = plan_topics(spec, await topics.describe(sorted(fleet_topics(spec))), claims)
+            plan = plan_topics(spec, await topics.describe(sorted(spec.topics())), claims)
             await topics.apply(spec, plan)
         owned = plan.owned
         if plan.conflicts:
@@ -227,7 +226,7 @@ async def _reconcile_job(kube: Kube, job: dict[str, Any], state: JobState, spec:
     live = await kube.get("ray.io/v1", "RayJob", meta["namespace"], meta["name"])
     k = spec.kubernetes
     if live is not None:
-        ok, reason, message, failed = job_condition(live)
+        ok, _reason, message, failed = job_condition(live)
         if failed:
             if state.next_retry_at is None:
                 state = next_retry(state, k.job_retry_initial_seconds, k.job_retry_max_seconds, now, message)

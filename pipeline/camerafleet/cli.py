@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from camerafleet.api.manifest import ManifestError, load_manifest
+from camerafleet.api.settings import SettingsError
+from camerafleet.logs import configure_logging
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -63,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--metrics-port", type=int, metavar="PORT", help="serve this run's ledger for Prometheus on this port")
     r.set_defaults(func=_run)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.WARNING)  # the progress lines and the summary are the CLI's output
     try:
-        return args.func(args)
-    except ManifestError as err:
+        return int(args.func(args))
+    except (ManifestError, SettingsError) as err:
         print(err, file=sys.stderr)
         return 2
 

@@ -13,23 +13,26 @@ rewound and the batch is retried: delivery is at-least-once, never at-most-once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import time
-from collections import Counter, defaultdict, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import ray
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from camerafleet import metrics
 from camerafleet.api.manifest import FleetSpec
-from camerafleet.api.messages import FrameMessage, MessageError, parse_frame_message, result_record
+from camerafleet.api.messages import FrameMessage, InferenceReply, KafkaPosition, MessageError, ResultRecord, parse_frame_message
+from camerafleet.api.outcomes import Outcome, Reason
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
+from camerafleet.stats import CameraOutcomes, ConsumerStats
 from camerafleet.transport import InferenceUnavailable, Transport, make_transport
 
 log = logging.getLogger("camerafleet.consumer")
@@ -77,10 +80,10 @@ class ResultsLog:
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class ConsumerActor:
-    def __init__(self, spec_json: str, bootstrap: str, results_log: str):
+    def __init__(self, spec_json: str, results_log: str):
         configure_logging()
         self.spec = FleetSpec.model_validate_json(spec_json)
-        self.bootstrap = bootstrap
+        self.bootstrap = self.spec.kafka.bootstrap_servers
         self.log = ResultsLog(results_log)
         self.settle_lock = asyncio.Lock()
         self.inflight: deque[_Batch] = deque()
@@ -89,7 +92,7 @@ class ConsumerActor:
         self.transport: Transport | None = None
         self.task: asyncio.Task | None = None
         self.stopping = False
-        self.counts: dict[str, Counter] = defaultdict(Counter)
+        self.counts: dict[str, CameraOutcomes] = {}
         self.latencies_ms: deque[int] = deque(maxlen=5000)
         self.lag: dict[str, int] = {}
         self.batches = 0
@@ -185,115 +188,106 @@ class ConsumerActor:
         self.last_error = text
         log.error(text)
 
-    async def _handle(self, batch: dict[TopicPartition, list]) -> None:
+    async def _handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         spec = self.spec
         cameras = {c.id for c in spec.cameras}
         now_ms = int(time.time() * 1000)
-        records: list[dict[str, Any]] = []
-        dead: list[dict[str, Any]] = []
-        live: list[tuple[FrameMessage, Any]] = []
+        records: list[ResultRecord] = []
+        live: list[tuple[FrameMessage, KafkaPosition]] = []
         with stage("consume", frames=sum(len(m) for m in batch.values())):
-            self._sort(batch, spec, cameras, now_ms, records, dead, live)
+            for tp, msgs in batch.items():
+                for rec in msgs:
+                    outcome = self._before_inference(spec, cameras, tp.topic, rec, now_ms)
+                    if isinstance(outcome, ResultRecord):
+                        records.append(outcome)
+                    else:
+                        live.append(outcome)
         if live:
-            responses = await self._infer([m for m, _ in live])
+            replies = await self._infer([m for m, _ in live])
             done_ms = int(time.time() * 1000)
-            for (msg, kafka_rec), resp in zip(live, responses):
-                if resp.get("status") == "ok":
-                    records.append(result_record(msg, "processed", models=resp["models"], reason=None, done_ms=done_ms) | _at(kafka_rec))
-                elif resp.get("status") == "dropped":  # too old by the time the models could take it
-                    records.append(
-                        result_record(msg, "dropped", models=None, reason=str(resp.get("reason", "stale")), done_ms=done_ms)
-                        | _at(kafka_rec)
-                    )
-                else:
-                    rec = result_record(msg, "failed", models=None, reason=str(resp.get("reason", "unknown")), done_ms=done_ms) | _at(
-                        kafka_rec
-                    )
-                    rec["message"] = str(resp.get("message", ""))[:500]
-                    records.append(rec)
-                    dead.append(rec)
-        await self._write(records, dead)
+            records += [ResultRecord.of_frame(msg, at, done_ms, reply=reply) for (msg, at), reply in zip(live, replies, strict=True)]
+        await self._write(records)
         self._count(records)
 
-    def _sort(self, batch, spec: FleetSpec, cameras: set[str], now_ms: int, records: list, dead: list, live: list) -> None:
-        """Parse a fetched batch: malformed, foreign and stale messages get their outcome now, the rest go to `live`."""
-        for tp, msgs in batch.items():
-            for rec in msgs:
-                try:
-                    msg = parse_frame_message(rec.value)
-                except MessageError as err:
-                    camera = tp.topic.removeprefix(spec.kafka.topic_prefix)
-                    records.append(_unparsed_record(camera, rec, str(err)))
-                    dead.append({**records[-1], "value": rec.value.decode("utf-8", "replace") if rec.value else None})
-                    continue
-                if msg.camera_id not in cameras or spec.topic(msg.camera_id) != tp.topic:
-                    reason, text = "unknown_camera", f"camera {msg.camera_id!r} is not a camera of this fleet on topic {tp.topic}"
-                    records.append(result_record(msg, "failed", models=None, reason=reason, done_ms=now_ms) | {"message": text} | _at(rec))
-                    dead.append(records[-1])
-                elif msg.producer_error is not None:  # sampled but never stored: announced so it is not lost silently
-                    text = "the producer could not store this frame"
-                    records.append(
-                        result_record(msg, "failed", models=None, reason=msg.producer_error, done_ms=now_ms) | {"message": text} | _at(rec)
-                    )
-                    dead.append(records[-1])
-                elif now_ms - msg.capture_ts_ms > spec.consumer.max_frame_age_ms:
-                    records.append(result_record(msg, "dropped", models=None, reason="stale", done_ms=now_ms) | _at(rec))
-                else:
-                    live.append((msg, rec))
+    def _before_inference(
+        self, spec: FleetSpec, cameras: set[str], topic: str, rec: ConsumerRecord, now_ms: int
+    ) -> ResultRecord | tuple[FrameMessage, KafkaPosition]:
+        """The outcome of a message decided before inference (malformed, foreign, failed at the producer,
+        stale), or the frame and its position when it goes to the models."""
+        at = KafkaPosition(topic=rec.topic, partition=rec.partition, offset=rec.offset)
+        try:
+            msg = parse_frame_message(rec.value)
+        except MessageError as err:
+            record = ResultRecord.unreadable(topic.removeprefix(spec.kafka.topic_prefix), at, str(err))
+            value = rec.value.decode("utf-8", "replace") if rec.value else None
+            return record.model_copy(update={"value": value})
+        if msg.camera_id not in cameras or spec.topic(msg.camera_id) != topic:
+            text = f"camera {msg.camera_id!r} is not a camera of this fleet on topic {topic}"
+            return ResultRecord.of_frame(msg, at, now_ms, reason=Reason.UNKNOWN_CAMERA, message=text)
+        if msg.producer_error is not None:  # sampled but never stored: announced so it is not lost silently
+            return ResultRecord.of_frame(msg, at, now_ms, reason=msg.producer_error, message="the producer could not store this frame")
+        if now_ms - msg.capture_ts_ms > spec.consumer.max_frame_age_ms:
+            return ResultRecord.of_frame(msg, at, now_ms, reason=Reason.STALE, message="older than maxFrameAgeMs when consumed")
+        return msg, at
 
-    async def _infer(self, frames: list[FrameMessage]) -> list[dict[str, Any]]:
-        payload = [m.model_dump(by_alias=True) for m in frames]
+    async def _infer(self, frames: list[FrameMessage]) -> list[InferenceReply]:
+        assert self.transport is not None
+        references = [m.reference() for m in frames]
         delay = 0.5
         for attempt in range(INFER_RETRIES + 1):
             try:
-                return await self.transport.infer(payload)
+                return await self.transport.infer(references)
             except TimeoutError:
-                return [{"status": "failed", "reason": "inference_timeout", "message": "no answer within inferenceTimeoutSeconds"}] * len(
-                    frames
-                )
+                return [InferenceReply.ended(Reason.INFERENCE_TIMEOUT, "no answer within inferenceTimeoutSeconds")] * len(frames)
             except InferenceUnavailable as err:
                 if attempt == INFER_RETRIES:
-                    return [{"status": "failed", "reason": "inference_unavailable", "message": str(err)}] * len(frames)
+                    return [InferenceReply.ended(Reason.INFERENCE_UNAVAILABLE, str(err))] * len(frames)
                 log.warning("inference unavailable (%s), retrying in %.1f s", err, delay)
                 await asyncio.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 
-    async def _write(self, records: list[dict[str, Any]], dead: list[dict[str, Any]]) -> None:
-        await asyncio.to_thread(self._write_log, records)
+    async def _write(self, records: list[ResultRecord]) -> None:
+        """The results log first (the ledger's source), then the results and dead-letter topics."""
+        assert self.producer is not None
+        # The raw value of an unreadable message goes to the dead-letter topic only, not into the log.
+        await asyncio.to_thread(
+            self._write_log, [r.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"value"}) for r in records]
+        )
         k = self.spec.kafka
         with stage("results", frames=0):  # send() only appends to the client's batches
-            futures = [
-                await self.producer.send(k.results_topic, orjson.dumps(r), key=r["cameraId"].encode())
-                for r in records
-                if r["outcome"] == "processed"
-            ]
-            futures += [
-                await self.producer.send(k.dead_letter_topic, orjson.dumps(r), key=str(r.get("cameraId", "")).encode()) for r in dead
-            ]
+            futures = []
+            for record in records:
+                topic = (
+                    k.results_topic
+                    if record.outcome == Outcome.PROCESSED
+                    else k.dead_letter_topic
+                    if record.outcome == Outcome.FAILED
+                    else None
+                )
+                if topic is not None:
+                    futures.append(await self.producer.send(topic, orjson.dumps(record.to_dict()), key=record.camera_id.encode()))
         if futures:
             await asyncio.gather(*futures)
 
-    def _write_log(self, records: list[dict[str, Any]]) -> None:
-        with stage("results", frames=len(records)):
-            self.log.write(records)
+    def _write_log(self, rows: list[dict[str, Any]]) -> None:
+        with stage("results", frames=len(rows)):
+            self.log.write(rows)
 
-    def _count(self, records: list[dict[str, Any]]) -> None:
+    def _count(self, records: list[ResultRecord]) -> None:
         self.batches += 1
         for r in records:
-            camera, outcome = r["cameraId"], r["outcome"]
-            counts = self.counts[camera]
-            if outcome == "processed":
-                counts["processed"] += 1
-                self.latencies_ms.append(r["latencyMs"])
+            camera = r.camera_id
+            self.counts.setdefault(camera, CameraOutcomes()).add(r.outcome, r.reason)
+            if r.outcome == Outcome.PROCESSED:
+                assert r.latency_ms is not None
+                self.latencies_ms.append(r.latency_ms)
                 metrics.frames_processed().inc(tags={"camera": camera})
-                metrics.e2e_latency_ms().observe(r["latencyMs"], tags={"camera": camera})
-            elif outcome == "dropped":
-                counts[f"dropped:{r['reason']}"] += 1
-                metrics.frames_dropped().inc(tags={"camera": camera, "reason": r["reason"]})
+                metrics.e2e_latency_ms().observe(r.latency_ms, tags={"camera": camera})
+            elif r.outcome == Outcome.DROPPED:
+                metrics.frames_dropped().inc(tags={"camera": camera, "reason": str(r.reason)})
             else:
-                counts[f"failed:{r['reason']}"] += 1
-                metrics.frames_failed().inc(tags={"camera": camera, "reason": r["reason"]})
+                metrics.frames_failed().inc(tags={"camera": camera, "reason": str(r.reason)})
 
     async def _update_lag(self) -> None:
         for tp in self.consumer.assignment():
@@ -304,16 +298,16 @@ class ConsumerActor:
             self.lag[f"{tp.topic}/{tp.partition}"] = lag
             metrics.consumer_lag().set(lag, tags={"topic": tp.topic, "partition": str(tp.partition)})
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "counts": {cam: dict(c) for cam, c in self.counts.items()},
-            "latenciesMs": list(self.latencies_ms),
-            "lag": dict(self.lag),
-            "batches": self.batches,
-            "lastError": self.last_error,
-        }
+    def stats(self) -> ConsumerStats:
+        return ConsumerStats(
+            cameras=copy.deepcopy(self.counts),
+            latencies_ms=list(self.latencies_ms),
+            lag=dict(self.lag),
+            batches=self.batches,
+            last_error=self.last_error,
+        )
 
-    async def stop(self) -> dict[str, Any]:
+    async def stop(self) -> ConsumerStats:
         """Finish the batch in hand, commit, leave the group."""
         self.stopping = True
         if self.task is not None:
@@ -326,20 +320,3 @@ class ConsumerActor:
             await self.transport.close()
         self.log.close()
         return self.stats()
-
-
-def _at(rec: Any) -> dict[str, Any]:
-    """Where a frame's announcement sits in Kafka: the run's ledger identifies messages by it."""
-    return {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset}
-
-
-def _unparsed_record(camera: str, rec: Any, error: str) -> dict[str, Any]:
-    return {
-        "cameraId": camera,
-        "topic": rec.topic,
-        "partition": rec.partition,
-        "offset": rec.offset,
-        "outcome": "failed",
-        "reason": "malformed_message",
-        "message": error[:500],
-    }

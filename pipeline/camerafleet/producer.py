@@ -15,6 +15,7 @@ crash. While Kafka does not acknowledge (broker down), announcements are retried
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ import uuid
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import cv2
 import ray
@@ -33,10 +34,12 @@ from aiokafka.errors import BrokerResponseError, KafkaError, KafkaTimeoutError, 
 from camerafleet import metrics
 from camerafleet.api.manifest import CameraSpec, FleetSpec
 from camerafleet.api.messages import FrameMessage
+from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
 from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, open_source, redact, slot_phase_s
+from camerafleet.stats import ProducerCameraStats, ProducerStats
 
 log = logging.getLogger("camerafleet.producer")
 
@@ -73,22 +76,15 @@ STOP_FLUSH_TIMEOUT_S = 30.0  # at stop, how long announcements Kafka has not tak
 
 
 @dataclass
-class CameraCounts:
-    """One camera's counters in one producer actor. Frames that never reach Kafka are counted here by
-    reason (`dropped`, `failed`); all others reach the consumers and are counted from the results log."""
+class CameraCounts(ProducerCameraStats):
+    """One camera's counters in this actor, and its announcements Kafka has not acknowledged yet."""
 
-    produced: int = 0  # frames sampled
-    announced: int = 0  # announcements Kafka acknowledged (stored frames and frames announced as failed)
-    announced_failed: Counter = field(default_factory=Counter)  # announced with producerError, by reason
-    dropped: Counter = field(default_factory=Counter)  # never announced on purpose: kafka_unavailable
-    failed: Counter = field(default_factory=Counter)  # never announced, Kafka refused: kafka_send_failed
-    pending: set = field(default_factory=set)  # announcement tasks Kafka has not acknowledged yet
-    max_pending: int = 0
-    kafka_retries: int = 0
-    skipped_slots: int = 0
-    reconnects: int = 0
-    source_up: bool = False
-    last_error: str | None = None
+    pending: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def snapshot(self) -> ProducerCameraStats:
+        copied = {f.name: getattr(self, f.name) for f in fields(ProducerCameraStats)}
+        counters = {"dropped": Counter(self.dropped), "failed": Counter(self.failed), "announced_failed": Counter(self.announced_failed)}
+        return ProducerCameraStats(**{**copied, **counters, "buffered": len(self.pending)})
 
 
 def source_url(camera: CameraSpec) -> str:
@@ -115,11 +111,11 @@ class _Worker:
 class ProducerActor:
     """A pool member. Methods are called by the runner; stats are polled."""
 
-    def __init__(self, spec_json: str, epoch_ms: int, bootstrap: str):
+    def __init__(self, spec_json: str, epoch_ms: int):
         configure_logging()
         self.spec = FleetSpec.model_validate_json(spec_json)
         self.epoch_ms = epoch_ms
-        self.bootstrap = bootstrap
+        self.bootstrap = self.spec.kafka.bootstrap_servers
         self.bucket: FrameBucket = open_bucket(self.spec.bucket)
         self.kafka: AIOKafkaProducer | None = None
         self.kafka_lock = asyncio.Lock()
@@ -127,7 +123,8 @@ class ProducerActor:
         self.last_kafka_warning = 0.0
         self.workers: dict[str, _Worker] = {}
         self.counts: dict[str, CameraCounts] = {}
-        self.pending: set[asyncio.Task] = set()
+        self.pending: set[asyncio.Task[None]] = set()
+        self.closing: set[asyncio.Task[None]] = set()  # Kafka clients being thrown away (referenced until done)
         # Ray restarts a crashed actor with a fresh state; what the lost one had not announced yet shows as
         # missed slots of its cameras, and the summary names this restart as their reason.
         with warnings.catch_warnings():  # Ray's property uses its own deprecated actor_id inside
@@ -166,7 +163,9 @@ class ProducerActor:
         async with self.kafka_lock:
             if self.kafka is client:
                 self.kafka = None
-                asyncio.create_task(_close_quietly(client))
+                task = asyncio.create_task(_close_quietly(client))
+                self.closing.add(task)
+                task.add_done_callback(self.closing.discard)
 
     async def assign(self, spec_json: str, shards: list[tuple[str, int, int]], handover_s: float | None = None) -> None:
         """Run exactly these (camera id, shard index, shards) workers. With a handover time, new workers
@@ -273,7 +272,7 @@ class ProducerActor:
         msg, error = captured
         counts.produced += 1
         metrics.frames_produced().inc(tags={"camera": cam.id})
-        if error == "kafka_unavailable":
+        if error == Reason.KAFKA_UNAVAILABLE:
             counts.dropped[error] += 1
             metrics.frames_dropped().inc(tags={"camera": cam.id, "reason": error})
             self._kafka_warning(
@@ -286,7 +285,7 @@ class ProducerActor:
             msg = msg.model_copy(update={"producer_error": error})
         task = asyncio.create_task(self._announce(cam.id, counts, msg))
         counts.pending.add(task)
-        counts.max_pending = max(counts.max_pending, len(counts.pending))
+        counts.max_buffered = max(counts.max_buffered, len(counts.pending))
         self.pending.add(task)
         task.add_done_callback(lambda t: (counts.pending.discard(t), self.pending.discard(t)))
 
@@ -310,8 +309,8 @@ class ProducerActor:
                 except Exception as err:  # noqa: BLE001 - sorted below: retry, new client, or a counted failure
                     action = _on_send_error(err)
                     if action == "fail":
-                        counts.failed["kafka_send_failed"] += 1
-                        metrics.frames_failed().inc(tags={"camera": camera_id, "reason": "kafka_send_failed"})
+                        counts.failed[Reason.KAFKA_SEND_FAILED] += 1
+                        metrics.frames_failed().inc(tags={"camera": camera_id, "reason": Reason.KAFKA_SEND_FAILED.value})
                         log.error("camera %s frame %d: Kafka refused the announcement: %s: %s", camera_id, msg.seq, type(err).__name__, err)
                         return
                     counts.kafka_retries += 1
@@ -325,8 +324,8 @@ class ProducerActor:
                     delay = min(delay * 2, KAFKA_RETRY_MAX_S)
         except asyncio.CancelledError:
             # Stopping while Kafka still has not taken the frame: it is dropped, and counted.
-            counts.dropped["kafka_unavailable"] += 1
-            metrics.frames_dropped().inc(tags={"camera": camera_id, "reason": "kafka_unavailable"})
+            counts.dropped[Reason.KAFKA_UNAVAILABLE] += 1
+            metrics.frames_dropped().inc(tags={"camera": camera_id, "reason": Reason.KAFKA_UNAVAILABLE.value})
             raise
 
     def _kafka_warning(self, text: str) -> None:
@@ -337,29 +336,37 @@ class ProducerActor:
 
     def _capture_and_store(
         self, shard: Shard, source: FrameSource, sampler: Sampler, store: bool = True
-    ) -> tuple[FrameMessage, str | None] | None:
+    ) -> tuple[FrameMessage, Reason | None] | None:
         with stage("capture"):
             t, frame = source.read_due(sampler.next_due())
         seq = sampler.accept(t)
         if seq is None:
             return None
         h, w = frame.shape[:2]
-        msg_fields = dict(cameraId=shard.camera.id, seq=seq, epochMs=self.epoch_ms, captureTsMs=int(t * 1000), width=w, height=h)
         key = frame_key(shard.camera.id, self.epoch_ms, seq)
+        msg = FrameMessage(
+            camera_id=shard.camera.id,
+            seq=seq,
+            epoch_ms=self.epoch_ms,
+            capture_ts_ms=int(t * 1000),
+            uri=self.bucket.uri_of(key),
+            width=w,
+            height=h,
+        )
         if not store:
-            return FrameMessage(uri=self.bucket.uri_of(key), **msg_fields), "kafka_unavailable"
+            return msg, Reason.KAFKA_UNAVAILABLE
         with stage("encode"):
             ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.spec.bucket.jpeg_quality])
         if not ok:
-            return FrameMessage(uri=self.bucket.uri_of(key), **msg_fields), "encode_error"
+            return msg, Reason.ENCODE_ERROR
         try:
             with stage("bucket put"):
                 uri = self.bucket.put(key, jpeg.tobytes())
         except BucketError as err:
             log.warning("camera %s frame %d: %s", shard.camera.id, seq, err)
-            return FrameMessage(uri=self.bucket.uri_of(key), **msg_fields), err.reason
+            return msg, err.reason
         self._maybe_sweep(shard)
-        return FrameMessage(uri=uri, **msg_fields), None
+        return msg.model_copy(update={"uri": uri}), None
 
     def _maybe_sweep(self, shard: Shard) -> None:
         if shard.index != 0:
@@ -373,30 +380,14 @@ class ProducerActor:
         except BucketError as err:
             log.warning("camera %s: frame sweep failed: %s", shard.camera.id, err)
 
-    def stats(self) -> dict[str, dict]:
-        """Per camera: `produced` (sampled), `dropped`/`failed` by reason for frames that never reached Kafka,
-        `announcedFailed` for frames announced with a producer error, and this incarnation's identity."""
-        return {
-            cid: {
-                "produced": c.produced,
-                "announced": c.announced,
-                "dropped": dict(c.dropped),
-                "failed": dict(c.failed),
-                "announcedFailed": dict(c.announced_failed),
-                "buffered": len(c.pending),
-                "maxBuffered": c.max_pending,
-                "kafkaRetries": c.kafka_retries,
-                "skippedSlots": c.skipped_slots,
-                "reconnects": c.reconnects,
-                "sourceUp": c.source_up,
-                "lastError": c.last_error,
-                "incarnation": self.incarnation,
-                "restarted": self.restarted,
-            }
-            for cid, c in self.counts.items()
-        }
+    def stats(self) -> ProducerStats:
+        """Per camera: frames sampled, those that never reached Kafka by reason, those announced with a
+        producer error, buffered announcements, source health; and this incarnation's identity."""
+        return ProducerStats(
+            incarnation=self.incarnation, restarted=self.restarted, cameras={cid: c.snapshot() for cid, c in self.counts.items()}
+        )
 
-    async def stop(self) -> dict[str, dict]:
+    async def stop(self) -> ProducerStats:
         """Stop every worker, wait for the announcements Kafka has not taken yet (a while), close Kafka;
         returns the final stats. Announcements still waiting after that are dropped and counted."""
         await asyncio.gather(*(self._stop_worker(key) for key in list(self.workers)))
@@ -442,7 +433,5 @@ async def _close_quietly(client: AIOKafkaProducer) -> None:
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass

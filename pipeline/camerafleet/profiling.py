@@ -19,9 +19,11 @@ from collections.abc import Iterator
 
 import orjson
 
-ENV = "CAMERAFLEET_PROFILE_DIR"
+from camerafleet.api.settings import Settings
 
-_dir = os.environ.get(ENV)
+ENV = Settings.model_fields["profile_dir"].alias  # CAMERAFLEET_PROFILE_DIR
+
+_dir = Settings.from_env().profile_dir
 _on = _dir is not None
 _lock = threading.Lock()
 _totals: dict[str, list[int]] = {}  # stage -> [cpu ns, frames, calls]

@@ -4,9 +4,10 @@ Useful where Ray's own metrics agent is not scraped (one machine, a RayJob drive
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from camerafleet.api.outcomes import Outcome
+from camerafleet.stats import ConsumerStats, ProducerCameraStats, merge_outcomes
 
 
 class RunMetrics:
@@ -24,16 +25,11 @@ class RunMetrics:
         )
         start_http_server(port, addr="0.0.0.0", registry=self.registry)
 
-    def update(self, producer: dict[str, dict[str, Any]], consumers: list[dict[str, Any]]) -> None:
+    def update(self, producer: dict[str, ProducerCameraStats], consumers: list[ConsumerStats]) -> None:
         for cam, p in producer.items():
-            self.frames.labels(self.fleet, cam, "produced").set(p["produced"])
-            self.source_up.labels(self.fleet, cam).set(1 if p["sourceUp"] else 0)
-        totals: dict[tuple[str, str], int] = {}
-        for c in consumers:
-            for cam, counts in c["counts"].items():
-                for key, value in counts.items():
-                    outcome = key.split(":")[0]
-                    totals[(cam, outcome)] = totals.get((cam, outcome), 0) + value
-        for (cam, outcome), value in totals.items():
-            self.frames.labels(self.fleet, cam, outcome).set(value)
-        self.lag.labels(self.fleet).set(sum(v for c in consumers for v in c["lag"].values()))
+            self.frames.labels(self.fleet, cam, "produced").set(p.produced)
+            self.source_up.labels(self.fleet, cam).set(1 if p.source_up else 0)
+        for cam, outcomes in merge_outcomes(consumers).items():
+            for outcome in Outcome:
+                self.frames.labels(self.fleet, cam, outcome.value).set(outcomes.total(outcome))
+        self.lag.labels(self.fleet).set(sum(c.total_lag for c in consumers))

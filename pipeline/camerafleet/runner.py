@@ -5,36 +5,46 @@ It starts a local Ray instance unless RAY_ADDRESS names a cluster, so the same c
 entrypoint of a KubeRay RayJob. Roles split the pipeline for Kubernetes: `all` (one machine: Serve app,
 consumers and producers), `producer`, `consumer` (reaches the Serve app over HTTP via serving.url).
 While running it watches the manifest file and applies changes to cameras and actor counts in place.
+
+One lifecycle for every caller (the CLI, the benchmark, the tests)::
+
+    async with FleetRunner(fleet, opts) as runner:   # topics, bucket, Ray, Serve app, actor pools
+        await runner.run_until_stopped()             # until the duration, a signal or stop_event
+    runner.summary                                   # drained, counted, written to <run dir>/summary.json
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import TracebackType
+from typing import Any, Literal, Self, TextIO
 
 import orjson
 import ray
 
-from camerafleet.api.manifest import CameraFleet, FleetSpec, ManifestError, load_manifest
-from camerafleet.bucket import BucketError, open_bucket
+from camerafleet.api.manifest import CameraFleet, ManifestError, load_manifest
+from camerafleet.api.outcomes import Outcome
+from camerafleet.api.settings import Settings
+from camerafleet.bucket import BucketConfigError, BucketError, open_bucket
 from camerafleet.consumer import ConsumerActor
-from camerafleet.kafka_topics import KafkaUnavailable, end_offsets, ensure_topics, wait_committed
 from camerafleet.producer import ProducerActor, plan_shards
-from camerafleet.summary import build_summary, merge_producer_stats, percentiles
-from camerafleet.transport import serve_url
+from camerafleet.stats import ConsumerStats, ProducerCameraStats, ProducerStats, merge_outcomes, merge_producer_stats
+from camerafleet.summary import build_summary, percentiles
+from camerafleet.topics import KafkaUnavailable, end_offsets, ensure_topics, wait_committed
 
 log = logging.getLogger("camerafleet.run")
 
 Role = Literal["all", "producer", "consumer"]
 HANDOVER_S = 3.0  # lead time for a camera shard moving between producer actors to open its source
+KafkaSpan = dict[str, dict[str, Any]]  # camera -> {"topic": t, "offsets": {partition: [start, end]}}
 
 
 class RunError(RuntimeError):
@@ -49,14 +59,9 @@ class RunOptions:
     progress_interval_s: float = 5.0
     drain_timeout_s: float = 60.0
     watch_interval_s: float = 2.0
-    serve_port: int = field(default_factory=lambda: int(os.environ.get("CAMERAFLEET_SERVE_PORT", "8000")))
     summary_path: Path | None = None
     metrics_port: int | None = None
-    stream: Any = field(default_factory=lambda: sys.stderr)
-
-
-def kafka_bootstrap(spec: FleetSpec) -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP") or spec.kafka.bootstrap_servers
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
 
 
 def _digest(path: Path) -> str | None:
@@ -67,11 +72,16 @@ def _digest(path: Path) -> str | None:
 
 
 class FleetRunner:
-    def __init__(self, fleet: CameraFleet, opts: RunOptions):
+    """One run of a fleet; see the module docstring for its lifecycle."""
+
+    def __init__(self, fleet: CameraFleet, opts: RunOptions, settings: Settings | None = None):
         self.fleet = fleet
         self.opts = opts
-        self.spec = fleet.spec.with_absolute_paths(Path.cwd())
-        self.bootstrap = kafka_bootstrap(self.spec)
+        self.settings = settings or Settings.from_env()
+        # The effective spec: relative paths resolved, the environment's overrides applied. Every actor and
+        # the Serve app get this one, so nothing downstream reads the environment again.
+        self.spec = self.settings.apply(fleet.spec.with_absolute_paths(Path.cwd()))
+        self.bootstrap = self.spec.kafka.bootstrap_servers
         self.epoch_ms = int(time.time() * 1000)
         self.run_id = f"{fleet.metadata.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(self.epoch_ms / 1000))}"
         self.run_dir = Path(self.spec.results.log_dir) / self.run_id
@@ -80,7 +90,7 @@ class FleetRunner:
         self.producer_plan: list[set[tuple[str, int, int]]] = []
         # The last stats seen of every producer actor incarnation, retired or crashed ones included: an
         # actor Ray restarts comes back with zeroed counters, so its predecessor's stay counted here.
-        self.producer_stats: dict[str, dict] = {}
+        self.producer_stats: dict[str, ProducerStats] = {}
         # Per camera topic, each partition's end offset when the run (or the camera) started: the ledger
         # counts what was announced during the run from Kafka itself, which outlives any actor.
         self.start_offsets: dict[str, dict[int, int]] = {}
@@ -88,6 +98,8 @@ class FleetRunner:
         self.stop_event = asyncio.Event()
         self.manifest_digest = _digest(opts.manifest)
         self.started = time.monotonic()
+        self.deployed_app: str | None = None  # the Serve app this run deployed, and deletes at the end
+        self.summary: dict[str, Any] | None = None
         self.metrics = None
         if opts.metrics_port:
             from camerafleet.run_metrics import RunMetrics
@@ -97,25 +109,43 @@ class FleetRunner:
     def say(self, text: str) -> None:
         print(text, file=self.opts.stream, flush=True)
 
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            self._release()
+            raise
+        self.started = time.monotonic()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            self.summary = await self.stop()
+            self.write_summary(self.summary)
+        finally:
+            self._release()
+
     # -- start ---------------------------------------------------------------------------------------
 
     async def prepare(self) -> None:
         """Everything outside Ray: topics and bucket. Fails fast with a message naming the problem."""
         try:
-            created = await ensure_topics(self.spec, self.bootstrap)
+            plan = await ensure_topics(self.spec, self.bootstrap)
         except KafkaUnavailable as err:
             raise RunError(str(err)) from None
-        self.say(f"kafka {self.bootstrap}: {len(self.spec.cameras)} camera topics ready ({len(created)} created)")
+        self.say(f"kafka {self.bootstrap}: {len(self.spec.cameras)} camera topics ready ({len(plan.create)} created)")
+        for problem in plan.not_supported:
+            self.say(f"kafka: {problem}; the topic is left as it is")
         await self.note_start_offsets()
         try:
             bucket = open_bucket(self.spec.bucket)
             bucket.prepare(self.spec.bucket.ttl_seconds)
-        except BucketError as err:
+        except (BucketConfigError, BucketError) as err:
             raise RunError(f"frame bucket: {err}") from None
         self.say(f"bucket {bucket.root_uri}: ready (frames expire after {self.spec.bucket.ttl_seconds} s)")
 
     def connect_ray(self) -> None:
-        address = os.environ.get("RAY_ADDRESS")
+        address = self.settings.ray_address
         if not ray.is_initialized():
             ray.init(
                 address=address, namespace="camerafleet", logging_level=logging.WARNING, include_dashboard=False if not address else None
@@ -134,14 +164,14 @@ class FleetRunner:
 
         from camerafleet.serving.app import fleet_app
 
-        url = serve_url(self.spec)
-        if url:
-            self.say(f"serve: using the inference service at {url}")
+        if self.spec.serving.url:
+            self.say(f"serve: using the inference service at {self.spec.serving.url}")
             return
         t0 = time.monotonic()
         quiet = {"enable_access_log": False, "log_level": "WARNING"}
-        serve.start(http_options={"host": "127.0.0.1", "port": self.opts.serve_port}, logging_config=quiet)
+        serve.start(http_options={"host": "127.0.0.1", "port": self.settings.serve_port}, logging_config=quiet)
         serve.run(fleet_app(self.spec), name=self.spec.serving.app_name, route_prefix=self.spec.serving.route_prefix, logging_config=quiet)
+        self.deployed_app = self.spec.serving.app_name
         models = ", ".join(f"{m.name} ({m.type})" for m in self.spec.models)
         self.say(f"serve: app {self.spec.serving.app_name!r} running with {models} in {time.monotonic() - t0:.1f} s")
 
@@ -151,7 +181,7 @@ class FleetRunner:
         if self.opts.role in ("all", "consumer"):
             if self.opts.role == "all":
                 self.deploy_serving()
-            elif not serve_url(self.spec):
+            elif not self.spec.serving.url:
                 raise RunError("role consumer needs the inference service's URL: set spec.serving.url or CAMERAFLEET_SERVE_URL")
             await self.scale_consumers(self.spec.consumer.actors)
         if self.opts.role in ("all", "producer"):
@@ -163,9 +193,7 @@ class FleetRunner:
     async def scale_consumers(self, n: int) -> None:
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.consumers) < n:
-            actor = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor).remote(
-                spec_json, self.bootstrap, str(self.results_log)
-            )
+            actor = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor).remote(spec_json, str(self.results_log))
             await actor.start.remote()
             self.consumers.append(actor)
         while len(self.consumers) > n:
@@ -178,15 +206,13 @@ class FleetRunner:
         ahead: the old owner produces the slots before it, the new owner (already started) those after."""
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.producers) < n:
-            self.producers.append(
-                ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor).remote(spec_json, self.epoch_ms, self.bootstrap)
-            )
+            self.producers.append(ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor).remote(spec_json, self.epoch_ms))
             self.producer_plan.append(set())
         plan = [{(s.camera.id, s.index, s.shards) for s in shards} for shards in plan_shards(self.spec, n)]
         plan += [set() for _ in range(len(self.producers) - n)]
         handover = time.time() + HANDOVER_S if any(self.producer_plan) else None
         self.producer_plan = plan
-        await asyncio.gather(*(a.assign.remote(spec_json, sorted(p), handover) for a, p in zip(self.producers, plan)))
+        await asyncio.gather(*(a.assign.remote(spec_json, sorted(p), handover) for a, p in zip(self.producers, plan, strict=True)))
         while len(self.producers) > n:
             actor = self.producers.pop()
             self.producer_plan.pop()
@@ -201,7 +227,7 @@ class FleetRunner:
             return
         self.manifest_digest = digest
         try:
-            new = load_manifest(self.opts.manifest).spec.with_absolute_paths(Path.cwd())
+            new = self.settings.apply(load_manifest(self.opts.manifest).spec.with_absolute_paths(Path.cwd()))
         except ManifestError as err:
             self.say(f"manifest changed but is invalid; still running the previous one:\n{err}")
             return
@@ -212,7 +238,7 @@ class FleetRunner:
             self.spec = new.model_copy(update={k: getattr(old, k) for k in ignored})
         await ensure_topics(self.spec, self.bootstrap)
         await self.note_start_offsets()
-        if self.opts.role == "all" and old.models != self.spec.models and not serve_url(self.spec):
+        if self.opts.role == "all" and old.models != self.spec.models and not self.spec.serving.url:
             self.deploy_serving()
         if self.opts.role in ("all", "consumer"):
             await asyncio.gather(*(c.update_spec.remote(self.spec.model_dump_json(by_alias=True)) for c in self.consumers))
@@ -227,7 +253,7 @@ class FleetRunner:
         """Ray restarts a crashed actor with a fresh state: give it its work again (both calls are idempotent)."""
         spec_json = self.spec.model_dump_json(by_alias=True)
         calls = [c.start.remote() for c in self.consumers]
-        calls += [a.assign.remote(spec_json, sorted(plan)) for a, plan in zip(self.producers, self.producer_plan)]
+        calls += [a.assign.remote(spec_json, sorted(plan)) for a, plan in zip(self.producers, self.producer_plan, strict=True)]
         await _answers(calls)
 
     # -- the ledger's sources ---------------------------------------------------------------------------
@@ -241,7 +267,7 @@ class FleetRunner:
             except KafkaUnavailable as err:
                 raise RunError(str(err)) from None
 
-    async def kafka_ledger(self) -> dict[str, dict] | None:
+    async def kafka_ledger(self) -> KafkaSpan | None:
         """Per camera, its topic and each partition's [start, end) offsets of this run; None (the summary then
         counts what producers report) when Kafka cannot tell within a while."""
         cameras = {self.spec.topic(c.id): c.id for c in self.spec.cameras}
@@ -260,13 +286,11 @@ class FleetRunner:
             for topic, start in self.start_offsets.items()
         }
 
-    def note_producer_stats(self, answers: list[dict[str, dict]]) -> None:
+    def note_producer_stats(self, answers: list[ProducerStats]) -> None:
         for stats in answers:
-            incarnation = next((s.get("incarnation") for s in stats.values()), None)
-            if incarnation is not None:
-                self.producer_stats[incarnation] = stats
+            self.producer_stats[stats.incarnation] = stats
 
-    async def gather_stats(self) -> tuple[dict[str, dict], list[dict]]:
+    async def gather_stats(self) -> tuple[dict[str, ProducerCameraStats], list[ConsumerStats]]:
         self.note_producer_stats(await _answers(a.stats.remote() for a in self.producers))
         producer = merge_producer_stats(self.producer_stats.values())
         return producer, await _answers(c.stats.remote() for c in self.consumers)
@@ -276,18 +300,14 @@ class FleetRunner:
         if self.metrics is not None:
             self.metrics.update(producer, consumers)
         elapsed = time.monotonic() - self.started
-        produced = sum(p["produced"] for p in producer.values())
-        outcome: dict[str, int] = {"processed": 0, "dropped": 0, "failed": 0}
-        for c in consumers:
-            for counts in c["counts"].values():
-                for k, v in counts.items():
-                    outcome[k.split(":")[0]] += v
-        lat = percentiles([x for c in consumers for x in c["latenciesMs"][-500:]])
-        lag = sum(v for c in consumers for v in c["lag"].values())
-        down = sorted(cam for cam, p in producer.items() if not p["sourceUp"])
+        produced = sum(p.produced for p in producer.values())
+        outcomes = merge_outcomes(consumers).values()
+        processed, dropped, failed = (sum(o.total(kind) for o in outcomes) for kind in (Outcome.PROCESSED, Outcome.DROPPED, Outcome.FAILED))
+        lat = percentiles([x for c in consumers for x in c.latencies_ms[-500:]])
+        down = sorted(cam for cam, p in producer.items() if not p.source_up)
         self.say(
-            f"[{elapsed:6.0f}s] produced {produced} ({produced / max(elapsed, 1e-9):.1f}/s)  processed {outcome['processed']}  "
-            f"dropped {outcome['dropped']}  failed {outcome['failed']}  lag {lag}  p50 {lat['p50']} ms"
+            f"[{elapsed:6.0f}s] produced {produced} ({produced / max(elapsed, 1e-9):.1f}/s)  processed {processed}  "
+            f"dropped {dropped}  failed {failed}  lag {sum(c.total_lag for c in consumers)}  p50 {lat['p50']} ms"
             + (f"  cameras down: {', '.join(down)}" if down else "")
         )
 
@@ -298,10 +318,8 @@ class FleetRunner:
             timeout = (
                 self.opts.watch_interval_s if deadline is None else min(self.opts.watch_interval_s, max(0.0, deadline - time.monotonic()))
             )
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_event.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
             if deadline is not None and time.monotonic() >= deadline:
                 break
             await self.apply_manifest_change()
@@ -313,7 +331,7 @@ class FleetRunner:
 
     # -- stop ----------------------------------------------------------------------------------------
 
-    async def drain(self, kafka: dict[str, dict] | None = None) -> None:
+    async def drain(self, kafka: KafkaSpan | None = None) -> None:
         """Wait until consumers have caught up with everything produced, or the drain timeout. With the run's
         Kafka offsets: until the group has committed every camera topic up to its end offset (it commits only
         after writing those frames' results). Without: until no consumer lags and no batch finished for 2 s."""
@@ -331,24 +349,24 @@ class FleetRunner:
         deadline = time.monotonic() + self.opts.drain_timeout_s
         quiet_since, last_batches = time.monotonic(), -1
         while time.monotonic() < deadline:
-            stats = await _answers(c.stats.remote() for c in self.consumers)
-            batches = sum(s["batches"] for s in stats)
-            lag = sum(v for s in stats for v in s["lag"].values())
+            stats: list[ConsumerStats] = await _answers(c.stats.remote() for c in self.consumers)
+            batches = sum(s.batches for s in stats)
             if batches != last_batches:
                 quiet_since, last_batches = time.monotonic(), batches
-            if lag == 0 and time.monotonic() - quiet_since > 2.0:
+            if sum(s.total_lag for s in stats) == 0 and time.monotonic() - quiet_since > 2.0:
                 return
             await asyncio.sleep(0.5)
         self.say(f"drain: consumers did not catch up within {self.opts.drain_timeout_s:.0f} s; the rest is reported in flight")
 
     async def stop(self) -> dict[str, Any]:
+        """Stop producers, drain consumers, stop them; the run's summary."""
         self.say("stopping producers, draining consumers ...")
         produce_seconds = time.monotonic() - self.started
         self.note_producer_stats(await _answers(a.stop.remote() for a in self.producers))
         kafka = await self.kafka_ledger() if self.start_offsets else None
         await self.drain(kafka)
         await _answers(c.stop.remote() for c in self.consumers)
-        summary = build_summary(
+        return build_summary(
             fleet=self.fleet.metadata.name,
             run_id=self.run_id,
             epoch_ms=self.epoch_ms,
@@ -359,13 +377,30 @@ class FleetRunner:
             kafka=kafka,
             shards={c.id: c.producer_shards for c in self.spec.cameras},
         )
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        payload = orjson.dumps(summary, option=orjson.OPT_INDENT_2)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "summary.json").write_bytes(payload)
+        if self.opts.summary_path:
+            self.opts.summary_path.parent.mkdir(parents=True, exist_ok=True)
+            self.opts.summary_path.write_bytes(payload)
+
+    def _release(self) -> None:
+        """Kill the actors and delete the Serve app this run started (also after a failed start)."""
         for actor in [*self.producers, *self.consumers]:
-            ray.kill(actor)
+            with contextlib.suppress(Exception):  # already dead
+                ray.kill(actor)
         self.producers, self.consumers = [], []
-        return summary
+        if self.deployed_app is not None:
+            from ray import serve
+
+            with contextlib.suppress(Exception):  # Serve already shut down with its Ray instance
+                serve.delete(self.deployed_app)
+            self.deployed_app = None
 
 
-async def _answers(calls) -> list[Any]:
+async def _answers(calls: Any) -> list[Any]:
     """Results of actor calls, leaving out members that are dead or restarting (logged)."""
     results = await asyncio.gather(*calls, return_exceptions=True)
     for err in (r for r in results if isinstance(r, BaseException)):
@@ -374,23 +409,12 @@ async def _answers(calls) -> list[Any]:
 
 
 async def run_fleet(fleet: CameraFleet, opts: RunOptions) -> dict[str, Any]:
-    runner = FleetRunner(fleet, opts)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, runner.stop_event.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    await runner.start()
-    runner.started = time.monotonic()
-    try:
+    """The CLI's run: until the duration ends or SIGINT / SIGTERM; returns the summary."""
+    async with FleetRunner(fleet, opts) as runner:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, runner.stop_event.set)
         await runner.run_until_stopped()
-    finally:
-        summary = await runner.stop()
-    runner.run_dir.mkdir(parents=True, exist_ok=True)
-    payload = orjson.dumps(summary, option=orjson.OPT_INDENT_2)
-    (runner.run_dir / "summary.json").write_bytes(payload)
-    if opts.summary_path:
-        opts.summary_path.parent.mkdir(parents=True, exist_ok=True)
-        opts.summary_path.write_bytes(payload)
-    return summary
+    assert runner.summary is not None
+    return runner.summary

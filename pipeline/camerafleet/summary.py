@@ -31,37 +31,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-_SUMMED = ("produced", "announced", "skippedSlots", "reconnects", "kafkaRetries")
-_COUNTERS = ("dropped", "failed", "announcedFailed")
-
-
-def merge_producer_stats(stats: Iterable[dict[str, dict]]) -> dict[str, dict[str, Any]]:
-    """Sum the per-camera stats of several producer actors, or of successive incarnations of one (the last
-    stats seen of each), into one entry per camera; `restarts` counts incarnations that Ray restarted."""
-    merged: dict[str, dict[str, Any]] = {}
-    for actor in stats:
-        for cam, s in actor.items():
-            m = merged.setdefault(cam, _empty_producer())
-            for k in _SUMMED:
-                m[k] += s.get(k, 0)
-            for k in _COUNTERS:
-                m[k].update(s.get(k, {}))
-            m["maxBuffered"] = max(m["maxBuffered"], s.get("maxBuffered", 0))
-            m["restarts"] += bool(s.get("restarted"))
-            m["sourceUp"] = m["sourceUp"] or s["sourceUp"]
-            m["lastError"] = s["lastError"] or m["lastError"]
-    return merged
-
-
-def _empty_producer() -> dict[str, Any]:
-    return {
-        **dict.fromkeys(_SUMMED, 0),
-        **{k: Counter() for k in _COUNTERS},
-        "maxBuffered": 0,
-        "restarts": 0,
-        "sourceUp": False,
-        "lastError": None,
-    }
+from camerafleet.api.outcomes import MissedReason, Outcome
+from camerafleet.stats import ProducerCameraStats
 
 
 def read_records(log_path: Path) -> list[dict]:
@@ -173,7 +144,7 @@ def build_summary(
     run_id: str,
     epoch_ms: int,
     duration_s: float,
-    producer: dict[str, dict[str, Any]],
+    producer: dict[str, ProducerCameraStats],
     log_path: Path,
     cameras: list[str],
     kafka: dict[str, dict] | None = None,
@@ -189,22 +160,21 @@ def build_summary(
     failed_by_reason: Counter = Counter()
     missed_by_reason: Counter = Counter()
     for cam in sorted(set(cameras) | set(producer) | set(outcomes) | set(kafka or {})):
-        p = producer.get(cam) or _empty_producer()
+        p = producer.get(cam) or ProducerCameraStats()
         recs = outcomes.get(cam, [])
-        dropped = Counter(r["reason"] for r in recs if r["outcome"] == "dropped") + Counter(p["dropped"])
-        failed = Counter(r["reason"] for r in recs if r["outcome"] == "failed") + Counter(p["failed"])
-        processed = sum(r["outcome"] == "processed" for r in recs)
-        unannounced = sum(p["dropped"].values()) + sum(p["failed"].values())
+        dropped = Counter(r["reason"] for r in recs if r["outcome"] == Outcome.DROPPED) + Counter({str(k): v for k, v in p.dropped.items()})
+        failed = Counter(r["reason"] for r in recs if r["outcome"] == Outcome.FAILED) + Counter({str(k): v for k, v in p.failed.items()})
+        processed = sum(r["outcome"] == Outcome.PROCESSED for r in recs)
         if kafka is not None:
-            produced = ledger.messages[cam] - ledger.repeated_announcements[cam] + unannounced
+            produced = ledger.messages[cam] - ledger.repeated_announcements[cam] + p.unannounced
         else:
-            produced = p["produced"]
+            produced = p.produced
         in_flight = produced - processed - sum(dropped.values()) - sum(failed.values())
         gaps = grid_gaps((r["seq"] for r in recs if r.get("epochMs") == epoch_ms and "seq" in r), (shards or {}).get(cam, 1))
-        missed = Counter({"skipped": p["skippedSlots"]})
-        rest = gaps - p["skippedSlots"] - unannounced - max(0, in_flight)
+        missed: Counter[str] = Counter({MissedReason.SKIPPED.value: p.skipped_slots})
+        rest = gaps - p.skipped_slots - p.unannounced - max(0, in_flight)
         if rest > 0:
-            missed["producer_restart" if p["restarts"] else "unaccounted"] += rest
+            missed[MissedReason.PRODUCER_RESTART if p.restarts else MissedReason.UNACCOUNTED] += rest
         missed = +missed
         dropped_by_reason += dropped
         failed_by_reason += failed
@@ -219,14 +189,14 @@ def build_summary(
             "dropped_by_reason": dict(dropped),
             "missed_slots": sum(missed.values()),
             "missed_by_reason": dict(missed),
-            "sampled": p["produced"],
-            "producer_restarts": p["restarts"],
-            "max_buffered": p["maxBuffered"],
-            "source_up": p["sourceUp"],
-            "reconnects": p["reconnects"],
-            "last_error": p["lastError"],
+            "sampled": p.produced,
+            "producer_restarts": p.restarts,
+            "max_buffered": p.max_buffered,
+            "source_up": p.source_up,
+            "reconnects": p.reconnects,
+            "last_error": p.last_error,
         }
-    processed_recs = [r for recs in outcomes.values() for r in recs if r["outcome"] == "processed"]
+    processed_recs = [r for recs in outcomes.values() for r in recs if r["outcome"] == Outcome.PROCESSED]
     detections, batches = _model_stats(processed_recs)
     total = {k: sum(c[k] for c in per_camera.values()) for k in ("produced", "processed", "dropped", "failed", "in_flight", "missed_slots")}
     return {

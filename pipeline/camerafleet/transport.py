@@ -1,20 +1,20 @@
 """How consumers reach the inference service: a Serve DeploymentHandle when both live in one Ray
-cluster, or HTTP to the Serve endpoint (one request per batch of frames) when they do not.
-
-The baseline design (`serving.design: per-frame-sequential`) always uses HTTP with one request per
-frame, to the local Serve proxy unless `serving.url` names another."""
+cluster, or HTTP to the Serve endpoint (one request per batch of frames) when they do not
+(`spec.serving.url`, e.g. a KubeRay RayService's serve Service). Both answer one `InferenceReply` per
+frame, in order."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 from abc import ABC, abstractmethod
 from typing import Any
 
 import httpx
 import orjson
+from pydantic import ValidationError
 
 from camerafleet.api.manifest import FleetSpec
+from camerafleet.api.messages import InferenceReply
 
 
 class InferenceUnavailable(Exception):
@@ -23,11 +23,12 @@ class InferenceUnavailable(Exception):
 
 class Transport(ABC):
     @abstractmethod
-    async def infer(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One result per frame, in order."""
+    async def infer(self, frames: list[dict[str, Any]]) -> list[InferenceReply]:
+        """One reply per frame reference, in order."""
 
+    @abstractmethod
     async def close(self) -> None:
-        pass
+        """Release connections."""
 
 
 class HandleTransport(Transport):
@@ -37,13 +38,17 @@ class HandleTransport(Transport):
         self.handle = serve.get_app_handle(app_name)
         self.timeout_s = timeout_s
 
-    async def infer(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def infer(self, frames: list[dict[str, Any]]) -> list[InferenceReply]:
         try:
-            return await asyncio.wait_for(self.handle.infer.remote(frames), timeout=self.timeout_s)
+            replies: list[InferenceReply] = await asyncio.wait_for(self.handle.infer.remote(frames), timeout=self.timeout_s)
         except TimeoutError:
             raise
-        except Exception as err:
+        except Exception as err:  # Ray raises many types when a replica or actor dies
             raise InferenceUnavailable(f"{type(err).__name__}: {str(err)[:300]}") from err
+        return replies
+
+    async def close(self) -> None:
+        pass
 
 
 class HttpTransport(Transport):
@@ -51,7 +56,7 @@ class HttpTransport(Transport):
         self.url = url
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0), limits=httpx.Limits(max_connections=8))
 
-    async def infer(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def infer(self, frames: list[dict[str, Any]]) -> list[InferenceReply]:
         try:
             resp = await self.client.post(self.url, content=orjson.dumps({"frames": frames}), headers={"content-type": "application/json"})
         except httpx.TimeoutException:
@@ -60,35 +65,19 @@ class HttpTransport(Transport):
             raise InferenceUnavailable(f"cannot reach {self.url}: {type(err).__name__}") from err
         if resp.status_code != 200:
             raise InferenceUnavailable(f"{self.url} answered HTTP {resp.status_code}: {resp.text[:200]}")
-        results = orjson.loads(resp.content)["results"]
-        if len(results) != len(frames):
-            raise InferenceUnavailable(f"{self.url} returned {len(results)} results for {len(frames)} frames")
-        return results
-
-
-class PerFrameHttpTransport(HttpTransport):
-    """The baseline design: one HTTP request per frame (the frames of a batch are sent concurrently)."""
-
-    async def infer(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        answers = await asyncio.gather(*(super(PerFrameHttpTransport, self).infer([f]) for f in frames))
-        return [a[0] for a in answers]
+        try:
+            replies = [InferenceReply.model_validate(r) for r in orjson.loads(resp.content)["results"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as err:
+            raise InferenceUnavailable(f"{self.url} answered something that is not a list of replies: {str(err)[:200]}") from None
+        if len(replies) != len(frames):
+            raise InferenceUnavailable(f"{self.url} returned {len(replies)} results for {len(frames)} frames")
+        return replies
 
     async def close(self) -> None:
         await self.client.aclose()
 
 
-def serve_url(spec: FleetSpec) -> str | None:
-    return os.environ.get("CAMERAFLEET_SERVE_URL") or spec.serving.url
-
-
-def local_serve_url(spec: FleetSpec) -> str:
-    """The app's route on this node's Serve HTTP proxy (`camerafleet run` starts it on CAMERAFLEET_SERVE_PORT)."""
-    return f"http://127.0.0.1:{os.environ.get('CAMERAFLEET_SERVE_PORT', '8000')}{spec.serving.route_prefix}"
-
-
 def make_transport(spec: FleetSpec) -> Transport:
-    url = serve_url(spec)
-    timeout = spec.consumer.inference_timeout_seconds
-    if spec.serving.design == "per-frame-sequential":
-        return PerFrameHttpTransport(url or local_serve_url(spec), timeout)
+    """HTTP to `serving.url` when the app runs elsewhere, else a handle to the app on this Ray cluster."""
+    url, timeout = spec.serving.url, spec.consumer.inference_timeout_seconds
     return HttpTransport(url, timeout) if url else HandleTransport(spec.serving.app_name, timeout)

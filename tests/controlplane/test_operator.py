@@ -17,8 +17,8 @@ import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
+from camerafleet.topics import TopicReconciler
 from camerafleet_dev.generators.crd import CRD_PATH
-from camerafleet_operator.topics import TopicReconciler
 
 pytestmark = pytest.mark.controlplane
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import pytest
 import yaml
 
 from camerafleet_dev.devservers import kafka as kafka_mod
+from camerafleet_dev.devservers._process import free_port
 from camerafleet_dev.devservers.kafka import KafkaServer
 from tests.controlplane.test_operator import Cluster, fleet, kafka_topics, operator_kubeconfig, wait_for
 from tests.fixtures.servers import _ensure_fetched
@@ -38,12 +38,6 @@ pytestmark = [pytest.mark.controlplane, pytest.mark.faults]
 
 NS = "cf-faults"
 PASSWORD = "S3cr3tPa55"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Operator:

@@ -311,8 +311,8 @@ def test_oversized_batch_fails_every_frame(fault_report, tmp_path):
         "height": 8,
     }
     results = asyncio.run(ingress.infer([frame] * (MAX_FRAMES_PER_REQUEST + 1)))
-    reasons = {r.get("reason") for r in results}
+    reasons = {r.reason for r in results}
     row.happened = f"{len(results)} results, reasons {reasons}"
     assert len(results) == MAX_FRAMES_PER_REQUEST + 1 and reasons == {"batch_too_large"}
     at_limit = asyncio.run(ingress.infer([frame] * MAX_FRAMES_PER_REQUEST))
-    assert {r.get("reason") for r in at_limit} == {"frame_missing"}, "a batch at the limit is processed (here: its frame is missing)"
+    assert {r.reason for r in at_limit} == {"frame_missing"}, "a batch at the limit is processed (here: its frame is missing)"

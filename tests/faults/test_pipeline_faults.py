@@ -150,12 +150,12 @@ def test_consumer_killed_mid_batch_loses_nothing(tmp_path, kafka_server, ray_clu
     async def kill_consumer(runner):
         await results_at_least(runner, 20)
         victim = runner.consumers[0]
-        before = (await victim.stats.remote())["batches"]
+        before = (await victim.stats.remote()).batches
         seen["pid"] = await sigkill(victim)
         seen["batches_before"] = before
         seen["new_pid"], seen["restart_s"] = await back_with_new_pid(victim, seen["pid"])
 
-    runner, s = asyncio.run(run_fleet_for(manifest, seconds=22, during=kill_consumer))
+    _runner, s = asyncio.run(run_fleet_for(manifest, seconds=22, during=kill_consumer))
 
     fault_report.ledger(row, s)
     row.happened = (
@@ -238,19 +238,19 @@ def test_producer_killed_loses_nothing_and_reports_the_missed_slots(tmp_path, ka
     async def kill_producer(runner):
         await results_at_least(runner, 20)
         victim = runner.producers[0]
-        seen["sampled_before"] = sum(c["produced"] for c in (await victim.stats.remote()).values())
+        seen["sampled_before"] = sum(c.produced for c in (await victim.stats.remote()).cameras.values())
         seen["pid"] = await sigkill(victim)
         seen["new_pid"], seen["restart_s"] = await back_with_new_pid(victim, seen["pid"])
         t0 = time.monotonic()
         while time.monotonic() - t0 < 30:
             stats = await victim.stats.remote()
-            if stats and all(c["produced"] > 0 for c in stats.values()):
+            if stats.cameras and all(c.produced > 0 for c in stats.cameras.values()):
                 seen["resumed_s"] = time.monotonic() - t0 + seen["restart_s"]
-                seen["restarted_flag"] = all(c["restarted"] for c in stats.values())
+                seen["restarted_flag"] = stats.restarted
                 break
             await asyncio.sleep(0.25)
 
-    runner, s = asyncio.run(run_fleet_for(manifest, seconds=24, during=kill_producer))
+    _runner, s = asyncio.run(run_fleet_for(manifest, seconds=24, during=kill_producer))
 
     fault_report.ledger(row, s)
     missed = {cam: c["missed_by_reason"] for cam, c in s["per_camera"].items()}

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from camerafleet.sources import SourceError, open_source, redact
+from camerafleet_dev.devservers._process import free_port
 from tests.fixtures.pipeline import health_model, write_fleet
 
 pytestmark = pytest.mark.faults
@@ -72,12 +72,6 @@ def test_a_secret_source_that_fails_is_named_by_its_display_name(fault_report, u
         open_source(url, epoch_s=time.time(), display_name="dock-camera")
     row.happened = f"SourceError: {info.value}"
     assert PASSWORD not in str(info.value) and "dock-camera" in str(info.value)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def files_containing(root: Path, needle: bytes) -> list[str]:

@@ -110,7 +110,7 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
             await asyncio.sleep(0.2)
         runner.stop_event.set()
 
-    runner, summary = asyncio.run(run_fleet_for(manifest, seconds=30, during=inject))
+    runner, _summary = asyncio.run(run_fleet_for(manifest, seconds=30, during=inject))
 
     # The endpoint itself: a batch over the limit, bodies that are not batches.
     url = f"http://127.0.0.1:{port}/badinput-service"

@@ -1,6 +1,10 @@
 """`make bench` in miniature: the `tiny` profile runs every phase against the real Kafka broker, bucket
-and Ray Serve, and the report it writes must be complete and consistent. Speed is never asserted here
-(that is what the benchmark reports); only that each number is measured and derived correctly."""
+and Ray Serve, and the report it writes must be complete and consistent.
+
+This checks the benchmark's plumbing, never the machine's speed: every phase ran and its ledger
+balances, every derived number is computed from the measured ones it names, and a phase that processed
+no frame (a busy machine) is reported as such, with empty per-frame numbers and its goals not judged,
+instead of a division by zero or a failed test."""
 
 from __future__ import annotations
 
@@ -12,21 +16,28 @@ from pathlib import Path
 import orjson
 import pytest
 
-from camerafleet_dev.bench.phases import FAST_AUTOSCALING
+from camerafleet_dev.bench.phases import BASELINE, BATCHED, FAST_AUTOSCALING
 from camerafleet_dev.bench.report import PLOTS, STAGES
-from tests.fixtures.pipeline import free_port
+from camerafleet_dev.devservers._process import free_port
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PHASES = {"saturation", "old_design", "load_50", "load_80", "old_design_load_50", "many_cameras", "overload", "autoscaling"}
+# The tiny profile's phases take ~6 minutes here; a machine several times busier still fits.
+BENCH_TIMEOUT_S = 1800
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, kafka_server) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("bench")
     subprocess.run([sys.executable, "-m", "camerafleet_dev.clips", "--out", str(tmp / "clips"), "--seconds", "3"], check=True, cwd=ROOT)
-    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_server.bootstrap, "CAMERAFLEET_SERVE_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "hack"),
+        "KAFKA_BOOTSTRAP": kafka_server.bootstrap,
+        "CAMERAFLEET_SERVE_PORT": str(free_port()),
+    }
     env.pop("RAY_ADDRESS", None)
     out = tmp / "out"
     proc = subprocess.run(
@@ -35,11 +46,15 @@ def report(tmp_path_factory, kafka_server) -> tuple[Path, dict]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=BENCH_TIMEOUT_S,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "## Goals" in proc.stdout and "Efficiency (pipeline / limit)" in proc.stdout, "the headline table was not printed"
     return out, orjson.loads((out / "report.json").read_bytes())
+
+
+def _ratio(a: float, b: float, digits: int) -> float | None:
+    return round(a / b, digits) if b else None
 
 
 def test_every_phase_ran_and_its_ledger_balances(report):
@@ -47,42 +62,55 @@ def test_every_phase_ran_and_its_ledger_balances(report):
     assert set(r["phases"]) == PHASES
     for name, p in r["phases"].items():
         led = p["ledger"]
-        assert led["produced"] > 0, f"{name}: no frames"
+        assert led["produced"] > 0, f"{name}: no frame was even sampled"
         assert led["produced"] == led["processed"] + led["dropped"] + led["failed"] + led["in_flight"], name
         assert led["ledger_balanced"] and led["in_flight"] == 0, f"{name}: {led}"
-        assert p["processed_fps"] > 0 and p["latency_ms"]["p99"] is not None, name
-    assert r["phases"]["old_design"]["design"] == "per-frame-sequential"
-    assert r["phases"]["saturation"]["design"] == "batched-fanout"
+        if led["processed"] == 0:
+            assert name in r["phases_without_frames"] and p["latency_ms"]["p99"] is None, name
+        else:
+            assert name not in r["phases_without_frames"] and p["latency_ms"]["p99"] is not None, name
+    assert r["phases"]["old_design"]["design"] == r["phases"]["old_design_load_50"]["design"] == BASELINE
+    assert r["phases"]["saturation"]["design"] == BATCHED
 
 
 def test_headline_is_derived_from_the_measured_rates(report):
     _, r = report
     h, ph = r["headline"], r["phases"]
     assert h["limit_fps"] == r["limit"]["fps"] > 0
-    assert h["saturation_fps"] == ph["saturation"]["processed_fps"] > 0
-    assert h["efficiency"] == round(h["saturation_fps"] / h["limit_fps"], 3)
-    assert h["old_design_fps"] == ph["old_design"]["processed_fps"] > 0
-    assert h["speedup_over_old_design"] == round(h["saturation_fps"] / h["old_design_fps"], 2)
-    # The partial loads are fractions of the measured saturation.
-    assert ph["load_50"]["offered_fps"] == pytest.approx(0.5 * h["saturation_fps"], rel=0.02)
-    assert ph["overload"]["offered_fps"] == pytest.approx(2 * h["saturation_fps"], rel=0.02)
+    assert h["saturation_fps"] == ph["saturation"]["processed_fps"]
+    assert h["efficiency"] == _ratio(h["saturation_fps"], h["limit_fps"], 3)
+    assert h["old_design_fps"] == ph["old_design"]["processed_fps"]
+    assert h["speedup_over_old_design"] == _ratio(h["saturation_fps"], h["old_design_fps"], 2)
+    # The partial loads are fractions of the measured saturation (of the limit when saturation processed nothing).
+    ref = h["load_reference"]
+    assert ref["fps"] == (h["saturation_fps"] if h["saturation_fps"] > 0 else h["limit_fps"]) > 0
+    assert ph["load_50"]["offered_fps"] == pytest.approx(0.5 * ref["fps"], rel=0.02)
+    assert ph["overload"]["offered_fps"] == pytest.approx(2 * ref["fps"], rel=0.02)
     assert {g["goal"].split(" ")[0] for g in r["goals"]} >= {"efficiency", "throughput", "p99"}
-    assert all(isinstance(g["met"], bool) for g in r["goals"])
+    for g in r["goals"]:
+        judged = not set(g["needs_phases"]) & set(r["phases_without_frames"])
+        assert isinstance(g["met"], bool) if judged else g["met"] is None, g
 
 
 def test_many_cameras_memory_stages_and_autoscaling_are_reported(report):
     _, r = report
     fair = r["headline"]["many_cameras"]
-    assert fair["cameras"] == 12 and fair["most_frames"] >= fair["fewest_frames"]
-    assert fair["fairness"] == round(fair["fewest_frames"] / fair["most_frames"], 3)
+    assert fair["cameras"] == 12 and fair["most_frames"] >= fair["fewest_frames"] >= 0
+    assert fair["fairness"] == _ratio(fair["fewest_frames"], fair["most_frames"], 3)
     assert r["peak_rss_bytes"]["total"] > 0 and any(k.startswith("model ") for k in r["peak_rss_bytes"])
     pipeline, limit = r["stages_cpu_ms_per_frame"]["pipeline"], r["stages_cpu_ms_per_frame"]["limit"]
     assert set(pipeline) == set(limit) == set(STAGES)
-    for stage in ("capture", "encode", "bucket put", "decode", "preprocess", "inference"):
-        assert pipeline[stage] > 0, f"stage {stage} was not measured"
+    for stage in ("capture", "encode", "decode", "preprocess", "inference"):
+        assert limit[stage] > 0, f"stage {stage} of the limit loop was not measured"
     why = r["why"]
-    assert why["pipeline_cpu_ms_per_frame"] == r["components_cpu_ms_per_frame"]["total"] > why["platform_cpu_ms_per_frame"] > 0
-    assert why["old_design_cpu_ms_per_frame"] > 0 and why["limit_cpu_ms_per_frame"] > 0
+    assert why["limit_cpu_ms_per_frame"] > 0
+    if "saturation" in r["phases_without_frames"]:
+        assert why["pipeline_cpu_ms_per_frame"] is None and all(v is None for v in pipeline.values())
+    else:
+        for stage in ("capture", "encode", "bucket put", "decode", "preprocess", "inference"):
+            assert pipeline[stage] > 0, f"stage {stage} was not measured"
+        assert why["pipeline_cpu_ms_per_frame"] == r["components_cpu_ms_per_frame"]["total"] > why["platform_cpu_ms_per_frame"] > 0
+    assert (why["old_design_cpu_ms_per_frame"] is None) == ("old_design" in r["phases_without_frames"])
     assert r["phases"]["autoscaling"]["autoscaling"]["settings"] == FAST_AUTOSCALING
     assert r["phases"]["overload"]["max_frame_age_ms"] > 0
 
@@ -94,5 +122,7 @@ def test_markdown_and_plots_are_written(report):
         assert section in md
     for name in r["phases"]:
         assert f"| {name} |" in md
+    for name in r["phases_without_frames"]:
+        assert name in md.split("## Headline")[0], f"{name} processed nothing but the report does not say so"
     for plot in PLOTS:
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot

@@ -18,10 +18,10 @@ def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ra
         {"id": "1", "source": "synthetic:640x360@20", "inferenceFps": 5},
         {"id": "2", "source": "synthetic:640x360@20", "inferenceFps": 5},
     ]
-    common = dict(
-        models=[yolo_model()],
-        consumer={"actors": 2, "maxFrameAgeMs": 120000, "cpusPerActor": 0.25},
-    )
+    common = {
+        "models": [yolo_model()],
+        "consumer": {"actors": 2, "maxFrameAgeMs": 120000, "cpusPerActor": 0.25},
+    }
     manifest = write_fleet(
         tmp_path / "fleet.yaml",
         "resilience",

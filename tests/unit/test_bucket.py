@@ -6,7 +6,7 @@ import time
 import pytest
 
 from camerafleet.api.manifest import BucketSpec
-from camerafleet.bucket import BucketError, frame_key, open_bucket
+from camerafleet.bucket import BucketConfigError, BucketError, frame_key, open_bucket
 
 
 @pytest.fixture
@@ -129,13 +129,13 @@ def test_sweep_deletes_only_expired_frames(bucket):
 
 
 def test_bad_bucket_uris():
-    for uri in ("ftp://x/y", "file://host/path", "file:relative"):
-        with pytest.raises(BucketError, match="must"):
+    for uri in ("ftp://x/y", "file://host/path", "file:relative", "s3://"):
+        with pytest.raises(BucketConfigError, match="must"):
             open_bucket(BucketSpec(uri=uri))
 
 
 def test_s3_needs_credentials(monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
-    with pytest.raises(BucketError, match="AWS_ACCESS_KEY_ID"):
+    with pytest.raises(BucketConfigError, match="AWS_ACCESS_KEY_ID"):
         open_bucket(BucketSpec(uri="s3://frames/x", endpoint="http://127.0.0.1:9"))

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -17,7 +17,9 @@ import onnxruntime as ort
 import pytest
 from skimage import data
 
-from camerafleet.api.manifest import ModelSpec, ResourcesSpec
+from camerafleet import s3
+from camerafleet.api.manifest import BucketSpec, ModelSpec, ResourcesSpec
+from camerafleet.api.settings import Settings
 from camerafleet.models import fetch, prepare
 from camerafleet.models.base import CPU_PROVIDER, CUDA_PROVIDER, choose_providers, intra_op_threads
 from camerafleet.models.boxes import nms
@@ -115,7 +117,7 @@ def test_yolo_letterbox_pads_grey_and_converts_to_rgb() -> None:
 
 
 def test_yolo_rejects_class_names_that_do_not_match_the_output(yolo_file: str) -> None:
-    with pytest.raises(ValueError, match="outputs 3 class scores but yolo.classNames lists 2 names"):
+    with pytest.raises(ValueError, match=r"outputs 3 class scores but yolo\.classNames lists 2 names"):
         loaded("yolo", yolo_file, yolo={"classNames": ["a", "b"]})
 
 
@@ -308,7 +310,7 @@ def test_missing_or_unsupported_model_files(tmp_path: Path) -> None:
 class FakeMinio:
     """Stands in for `minio.Minio`: one object whose ETag the test can change."""
 
-    instances: list[FakeMinio] = []
+    instances: ClassVar[list[FakeMinio]] = []
     content = b"model bytes"
     etag = "v1"
 
@@ -325,34 +327,35 @@ class FakeMinio:
 
 
 def test_s3_models_are_downloaded_once_per_etag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import minio
-
-    monkeypatch.setattr(minio, "Minio", FakeMinio)
-    monkeypatch.setenv("CAMERAFLEET_MODEL_CACHE", str(tmp_path))
-    monkeypatch.setenv("CAMERAFLEET_S3_ENDPOINT", "http://127.0.0.1:9000")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setattr(s3, "Minio", FakeMinio)
+    settings = Settings.from_env({"CAMERAFLEET_MODEL_CACHE": str(tmp_path), "AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret"})
+    store = BucketSpec(uri="s3://frames", endpoint="http://127.0.0.1:9000")
     FakeMinio.instances = []
 
-    path = fetch.resolve_model_uri("s3://models/yolo/v1.onnx")
+    path = fetch.resolve_model_uri("s3://models/yolo/v1.onnx", store, settings)
     assert path == tmp_path / "models" / "yolo" / "v1.onnx" and path.read_bytes() == b"model bytes"
     client = FakeMinio.instances[0]
     assert client.endpoint == "127.0.0.1:9000" and client.kwargs["secure"] is False
     assert (client.kwargs["access_key"], client.kwargs["secret_key"]) == ("key", "secret")
 
-    assert fetch.resolve_model_uri("s3://models/yolo/v1.onnx") == path
+    assert fetch.resolve_model_uri("s3://models/yolo/v1.onnx", store, settings) == path
     assert FakeMinio.instances[1].downloads == 0  # cached, ETag unchanged
 
     monkeypatch.setattr(FakeMinio, "etag", "v2")
     monkeypatch.setattr(FakeMinio, "content", b"new bytes")
-    assert fetch.resolve_model_uri("s3://models/yolo/v1.onnx").read_bytes() == b"new bytes"
+    assert fetch.resolve_model_uri("s3://models/yolo/v1.onnx", store, settings).read_bytes() == b"new bytes"
     assert sorted(p.name for p in path.parent.iterdir()) == ["v1.onnx", "v1.onnx.etag"]  # no partial files left
 
 
-def test_s3_endpoint_must_be_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CAMERAFLEET_S3_ENDPOINT", "minio:9000")
-    with pytest.raises(fetch.ModelFileError, match="CAMERAFLEET_S3_ENDPOINT='minio:9000' is not an endpoint URL"):
-        fetch.resolve_model_uri("s3://models/m.onnx")
+def test_s3_endpoint_must_be_a_url() -> None:
+    settings = Settings.from_env({"AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret"})
+    with pytest.raises(fetch.ModelFileError, match="'minio:9000' must look like http"):
+        fetch.resolve_model_uri("s3://models/m.onnx", BucketSpec(endpoint="minio:9000"), settings)
+
+
+def test_s3_models_need_credentials() -> None:
+    with pytest.raises(fetch.ModelFileError, match="AWS_ACCESS_KEY_ID"):
+        fetch.resolve_model_uri("s3://models/m.onnx", BucketSpec(endpoint="http://127.0.0.1:9000"), Settings.from_env({}))
 
 
 # --- prepare --------------------------------------------------------------------------------------

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 import yaml
 
 from camerafleet.api.manifest import parse_manifest
+from camerafleet.topics import TopicState, plan_topics
 from camerafleet_operator import render
 from camerafleet_operator.reconcile import job_condition, next_retry, phase_of, topic_claims
 from camerafleet_operator.status import FleetStatus, JobState, set_condition
-from camerafleet_operator.topics import TopicState, plan_topics
 
 
 def spec(cameras=2, partitions=2, **kafka):

@@ -2,8 +2,11 @@
 
 import socket
 import urllib.request
+from collections import Counter
 
+from camerafleet.api.outcomes import Reason
 from camerafleet.run_metrics import RunMetrics
+from camerafleet.stats import CameraOutcomes, ConsumerStats, ProducerCameraStats
 
 
 def test_ledger_is_scrapable():
@@ -12,15 +15,16 @@ def test_ledger_is_scrapable():
         port = s.getsockname()[1]
     m = RunMetrics(port, "demo")
     m.update(
-        {"1": {"produced": 10, "sourceUp": True}, "2": {"produced": 3, "sourceUp": False}},
+        {"1": ProducerCameraStats(produced=10, source_up=True), "2": ProducerCameraStats(produced=3, source_up=False)},
         [
-            {"counts": {"1": {"processed": 8, "dropped:stale": 1}}, "lag": {"camera_1/0": 2}},
-            {"counts": {"1": {"failed:decode_error": 1}}, "lag": {}},
+            ConsumerStats(cameras={"1": CameraOutcomes(processed=8, dropped=Counter({Reason.STALE: 1}))}, lag={"camera_1/0": 2}),
+            ConsumerStats(cameras={"1": CameraOutcomes(failed=Counter({Reason.DECODE_ERROR: 1}))}),
         ],
     )
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'camerafleet_run_frames{camera="1",fleet="demo",outcome="produced"} 10.0' in text
     assert 'camerafleet_run_frames{camera="1",fleet="demo",outcome="processed"} 8.0' in text
+    assert 'camerafleet_run_frames{camera="1",fleet="demo",outcome="dropped"} 1.0' in text
     assert 'camerafleet_run_frames{camera="1",fleet="demo",outcome="failed"} 1.0' in text
     assert 'camerafleet_run_source_up{camera="2",fleet="demo"} 0.0' in text
     assert 'camerafleet_run_consumer_lag{fleet="demo"} 2.0' in text

@@ -3,9 +3,13 @@
 With Kafka's offsets (the normal case) produced is what reached each camera's topic during the run plus
 what producers could not announce; without them it is the producers' own count."""
 
+from collections import Counter
+
 import orjson
 
-from camerafleet.summary import build_summary, format_summary, grid_gaps, merge_producer_stats
+from camerafleet.api.outcomes import Reason
+from camerafleet.stats import ProducerCameraStats, ProducerStats, merge_producer_stats
+from camerafleet.summary import build_summary, format_summary, grid_gaps
 
 
 def rec(cam, seq, outcome, epoch=1, reason=None, latency=100, models=None, offset=None, topic=None, partition=0):
@@ -19,20 +23,19 @@ def rec(cam, seq, outcome, epoch=1, reason=None, latency=100, models=None, offse
     return r
 
 
-def producer(produced, failed=None, dropped=None, skipped=0, restarted=False, incarnation="a"):
-    return {
-        "produced": produced,
-        "announced": produced,
-        "failed": failed or {},
-        "dropped": dropped or {},
-        "announcedFailed": {},
-        "skippedSlots": skipped,
-        "reconnects": 0,
-        "sourceUp": True,
-        "lastError": None,
-        "restarted": restarted,
-        "incarnation": incarnation,
-    }
+def camera(produced, failed=None, dropped=None, skipped=0):
+    return ProducerCameraStats(
+        produced=produced,
+        announced=produced,
+        failed=Counter({Reason(k): v for k, v in (failed or {}).items()}),
+        dropped=Counter({Reason(k): v for k, v in (dropped or {}).items()}),
+        skipped_slots=skipped,
+        source_up=True,
+    )
+
+
+def producer(cameras, restarted=False, incarnation="a"):
+    return ProducerStats(incarnation=incarnation, restarted=restarted, cameras=cameras)
 
 
 def write(path, records):
@@ -71,7 +74,7 @@ def test_producer_counts_without_kafka_offsets(tmp_path):
             {"cameraId": "1", "outcome": "failed", "reason": "malformed_message", "topic": "camera_1", "offset": 4},
         ],
     )
-    s = summary(log, [{"1": producer(3)}, {"1": producer(2, dropped={"kafka_unavailable": 1})}], cameras=["1", "2"])
+    s = summary(log, [producer({"1": camera(3)}), producer({"1": camera(2, dropped={"kafka_unavailable": 1})})], cameras=["1", "2"])
     assert s["produced_from"] == "producer_counts"
     assert (s["produced"], s["processed"], s["dropped"], s["failed"], s["in_flight"]) == (5, 1, 2, 2, 0)
     assert s["ledger_balanced"] and s["duplicates"] == 1 and s["unparsed_messages"] == 1
@@ -86,7 +89,7 @@ def test_producer_counts_without_kafka_offsets(tmp_path):
 def test_frames_without_outcome_are_in_flight(tmp_path):
     log = tmp_path / "results.jsonl"
     write(log, [rec("1", 0, "processed")])
-    s = summary(log, [{"1": producer(3)}])
+    s = summary(log, [producer({"1": camera(3)})])
     assert s["in_flight"] == 2 and not s["ledger_balanced"]
     assert "DOES NOT BALANCE" in format_summary(s)
 
@@ -109,7 +112,7 @@ def test_kafka_offsets_count_what_reached_kafka_even_if_a_producer_lost_its_coun
         ],
     )
     kafka = span("1", (10, 16), (3, 4))
-    s = summary(log, [{"1": producer(0, dropped={"kafka_unavailable": 2})}], kafka=kafka)  # the live incarnation saw none of them
+    s = summary(log, [producer({"1": camera(0, dropped={"kafka_unavailable": 2})})], kafka=kafka)  # the live incarnation saw none of them
     assert s["produced_from"] == "kafka_offsets"
     c = s["per_camera"]["1"]
     assert (c["produced"], c["processed"], c["dropped"], c["failed"], c["in_flight"]) == (7 - 1 + 2, 3, 2, 3, 0)
@@ -140,8 +143,8 @@ def test_missed_slots_name_their_reason(tmp_path):
         [rec("1", q, "processed", offset=i) for i, q in enumerate(seqs)] + [rec("2", q, "processed", offset=i) for i, q in enumerate(seqs)],
     )
     kafka = {**span("1", (0, 20)), **span("2", (0, 20))}
-    restarted = {"1": producer(5, dropped={"kafka_unavailable": 2}, skipped=3, restarted=True, incarnation="b")}
-    s = summary(log, [{"1": producer(15, incarnation="a"), "2": producer(20, skipped=4)}, restarted], cameras=["1", "2"], kafka=kafka)
+    restarted = producer({"1": camera(5, dropped={"kafka_unavailable": 2}, skipped=3)}, restarted=True, incarnation="b")
+    s = summary(log, [producer({"1": camera(15), "2": camera(20, skipped=4)}), restarted], cameras=["1", "2"], kafka=kafka)
     assert s["per_camera"]["1"]["missed_by_reason"] == {"skipped": 3, "producer_restart": 10 - 3 - 2}
     assert s["per_camera"]["1"]["producer_restarts"] == 1
     assert s["per_camera"]["2"]["missed_by_reason"] == {"skipped": 4, "unaccounted": 6}

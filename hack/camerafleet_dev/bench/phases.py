@@ -15,11 +15,14 @@ import orjson
 import yaml
 
 from camerafleet.api.manifest import load_manifest
+from camerafleet.api.settings import Settings
 from camerafleet.runner import FleetRunner, RunOptions
 from camerafleet.summary import percentiles
+from camerafleet_dev.bench import baseline
 from camerafleet_dev.bench.probe import ProcessProbe, TimeSeries, cpu_by_component
 
 APP = "bench"
+BATCHED, BASELINE = "batched-fanout", "per-frame-sequential"  # the product's design, and the original one (baseline.py)
 
 # Fast autoscaling settings of the load-step phase (named in the report).
 FAST_AUTOSCALING = {
@@ -133,15 +136,16 @@ class Bench:
         cameras: int,
         fps: float,
         *,
-        design: str = "batched-fanout",
+        design: str = BATCHED,
         max_frame_age_ms: int = 10_000,
         autoscaling: dict | None = None,
         enabled: Callable[[int], bool] = lambda i: True,
         camera_fps: Callable[[int], float] | None = None,
     ) -> dict[str, Any]:
+        """The bench fleet for one phase (a CameraFleet manifest as a mapping)."""
         gpu = {"gpus": self.gpus} if self.gpus else {}
         fixed_two = {"minReplicas": 2, "maxReplicas": 2}
-        return {
+        doc: dict[str, Any] = {
             "apiVersion": "camerafleet.io/v1alpha1",
             "kind": "CameraFleet",
             "metadata": {"name": f"bench-{phase}"},
@@ -190,10 +194,14 @@ class Bench:
                     "maxInFlightBatches": 4,
                     "maxFrameAgeMs": max_frame_age_ms,
                 },
-                "serving": {"appName": APP, "routePrefix": "/bench", "ingressCpus": 0.2, "design": design},
+                "serving": {"appName": APP, "routePrefix": "/bench", "ingressCpus": 0.2},
                 "results": {"logDir": str(self.out / "runs" / phase)},
             },
         }
+        if design == BASELINE:  # consumers send one frame per request to the baseline's own Serve app
+            doc["spec"]["serving"]["url"] = f"http://127.0.0.1:{Settings.from_env().serve_port}{baseline.ROUTE}"
+            doc["spec"]["consumer"].update(baseline.CONSUMER)
+        return doc
 
     def write(self, phase: str, manifest: dict[str, Any]) -> Path:
         path = self.out / "phases" / phase / "fleet.yaml"
@@ -213,26 +221,32 @@ class Bench:
         path = self.write(phase, manifest)
         cams = manifest["spec"]["cameras"]
         offered = sum(c["inferenceFps"] for c in cams if c["enabled"])
+        design = BASELINE if manifest["spec"]["serving"].get("url") else BATCHED
         print(
-            f"\n== {phase}: {len(cams)} cameras, {offered:.1f} frames/s offered, {manifest['spec']['serving']['design']}, {seconds:.0f} s ==",
-            file=sys.stderr,
-            flush=True,
+            f"\n== {phase}: {len(cams)} cameras, {offered:.1f} frames/s offered, {design}, {seconds:.0f} s ==", file=sys.stderr, flush=True
         )
+        fleet = load_manifest(path)
+        if design == BASELINE:
+            baseline.deploy(fleet.spec)
         runner = FleetRunner(
-            load_manifest(path),
-            RunOptions(manifest=path, duration_s=seconds, progress_interval_s=5, watch_interval_s=1.0, drain_timeout_s=90),
+            fleet, RunOptions(manifest=path, duration_s=seconds, progress_interval_s=5, watch_interval_s=1.0, drain_timeout_s=90)
         )
-        await runner.start()
-        cpu0, prof0 = self.probe.cpu_totals(), read_profiles(self.profile_dir)
-        series = TimeSeries(self.probe, runner, APP, sample_interval_s or self.sample_interval_s)
-        series.start()
-        runner.started = time.monotonic()
-        t_start = time.time()
-        loop = asyncio.create_task(runner.run_until_stopped())
-        notes = await during(runner, path) if during else {}
-        await loop
-        t_end = time.time()
-        summary = await runner.stop()
+        try:
+            async with runner:
+                cpu0, prof0 = self.probe.cpu_totals(), read_profiles(self.profile_dir)
+                series = TimeSeries(
+                    self.probe, runner, baseline.APP if design == BASELINE else APP, sample_interval_s or self.sample_interval_s
+                )
+                series.start()
+                t_start = time.time()
+                loop = asyncio.create_task(runner.run_until_stopped())
+                notes = await during(runner, path) if during else {}
+                await loop
+                t_end = time.time()
+        finally:
+            if design == BASELINE:
+                baseline.remove()
+        assert runner.summary is not None
         await asyncio.sleep(1.5)  # let the last profile flush land
         rows = await series.stop()
         cpu1, prof1 = self.probe.cpu_totals(), read_profiles(self.profile_dir)
@@ -243,11 +257,11 @@ class Bench:
             name=phase,
             cameras=len(cams),
             offered_fps=offered,
-            design=manifest["spec"]["serving"]["design"],
+            design=design,
             t_start=t_start,
             t_end=t_end,
             warmup_s=warmup_s,
-            summary=summary,
+            summary=runner.summary,
             records=records,
             series=rows,
             cpu_s=cpu_by_component(cpu0, cpu1),

@@ -31,12 +31,12 @@ STAGES = (
 GB = 1024**3
 
 
-def stage_table(stages: dict[str, dict[str, float]], frames: int) -> dict[str, float]:
+def stage_table(stages: dict[str, dict[str, float]], frames: int) -> dict[str, float | None]:
     """CPU ms per processed frame by stage; per-model stages (`inference:faces`) summed into their stage."""
     grouped: dict[str, float] = defaultdict(float)
     for name, s in stages.items():
         grouped[name.split(":")[0]] += s["cpu_s"]
-    return {k: round(grouped.get(k, 0.0) * 1000 / max(frames, 1), 2) for k in STAGES}
+    return {k: round(grouped.get(k, 0.0) * 1000 / frames, 2) if frames else None for k in STAGES}
 
 
 def limit_stage_table(limit: dict[str, Any]) -> dict[str, float]:
@@ -68,13 +68,15 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
     limit = results["limit"]
     sat = ph["saturation"]["processed_fps"]
     old = ph["old_design"]["processed_fps"]
+    # A phase that processed no frame (a machine too busy to serve it) has no per-frame numbers: they are
+    # reported as None, and the goals that need it as not judged, never as a division by zero.
+    empty = sorted(name for name, p in phases.items() if p.summary["processed"] == 0)
     sat_frames = phases["saturation"].summary["processed"]
     pipeline_stages = stage_table(phases["saturation"].stages, sat_frames)
-    component_ms = {k: round(v * 1000 / max(sat_frames, 1), 2) for k, v in phases["saturation"].cpu_s.items()}
-    total_ms = round(sum(component_ms.values()), 2)
-    old_frames = phases["old_design"].summary["processed"]
-    old_total_ms = round(sum(phases["old_design"].cpu_s.values()) * 1000 / max(old_frames, 1), 2)
-    platform_ms = round(sum(v for k, v in component_ms.items() if k in PLATFORM), 2)
+    component_ms = {k: _per_frame(v, sat_frames) for k, v in phases["saturation"].cpu_s.items()}
+    total_ms = _per_frame(sum(phases["saturation"].cpu_s.values()), sat_frames)
+    old_total_ms = _per_frame(sum(phases["old_design"].cpu_s.values()), phases["old_design"].summary["processed"])
+    platform_ms = _per_frame(sum(v for k, v in phases["saturation"].cpu_s.items() if k in PLATFORM), sat_frames)
     limit_ms = round(sum(limit_stage_table(limit).values()), 2)
     scaling = ph["autoscaling"].get("autoscaling", {})
     fair = ph["many_cameras"].get("fairness", {})
@@ -87,6 +89,7 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         for k, v in row["rss"].items():
             whole_peak[k] = max(whole_peak.get(k, 0), v)
     headline = {
+        "load_reference": results["load_reference"],
         "limit_fps": limit["fps"],
         "saturation_fps": sat,
         "efficiency": round(sat / limit["fps"], 3) if limit["fps"] else None,
@@ -123,12 +126,14 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             f"{headline['efficiency']}",
             ">= 0.85",
             headline["efficiency"] is not None and headline["efficiency"] >= 0.85,
+            ("saturation",),
         ),
         (
             "throughput vs old design",
             f"{headline['speedup_over_old_design']}x",
             ">= 2x",
             headline["speedup_over_old_design"] is not None and headline["speedup_over_old_design"] >= 2,
+            ("saturation", "old_design"),
         ),
         (
             "p99 vs old design, same load (saturation / 50%)",
@@ -136,38 +141,44 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             "lower",
             _lower(ph["saturation"]["latency_ms"]["p99"], ph["old_design"]["latency_ms"]["p99"])
             and _lower(p99_50, ph["old_design_load_50"]["latency_ms"]["p99"]),
+            ("saturation", "old_design", "load_50", "old_design_load_50"),
         ),
         (
             "p99 at 50% load",
             f"{p99_50} ms",
             f"<= batch time {batch_ms} + 100 = {batch_ms + 100:.0f} ms",
             p99_50 is not None and p99_50 <= batch_ms + 100,
+            ("load_50",),
         ),
         (
             f"{ph['many_cameras']['cameras']} cameras: fewest / most frames",
             f"{fair.get('fewest_frames')} / {fair.get('most_frames')} = {fair.get('fairness')}",
             ">= 0.8",
             (fair.get("fairness") or 0) >= 0.8,
+            ("many_cameras",),
         ),
         (
             "scale-up after the load step (replica added; serving)",
             f"{headline['scale_up_s']} s; {headline['scale_up_serving_s']} s",
             "<= 10 s",
             headline["scale_up_s"] is not None and headline["scale_up_s"] <= 10,
+            ("autoscaling",),
         ),
         (
             "many-camera run peak memory",
             f"{headline['peak_rss_gb']['many_cameras']} GB",
             "<= 16 GB",
             headline["peak_rss_gb"]["many_cameras"] <= 16,
+            (),
         ),
         (
             "overload (2x): longest latency of a processed frame",
             f"{over['latency_ms']['max']} ms",
             f"<= max frame age {over.get('max_frame_age_ms')} + batch time {batch_ms} + 100 ms",
             over["latency_ms"]["max"] is not None and over["latency_ms"]["max"] <= (over.get("max_frame_age_ms") or 0) + batch_ms + 100,
+            ("overload",),
         ),
-        ("overload: ledger balances", f"{over['ledger']}", "balanced", over["ledger"]["ledger_balanced"]),
+        ("overload: ledger balances", f"{over['ledger']}", "balanced", over["ledger"]["ledger_balanced"], ()),
     ]
     return {
         "profile": results["profile"].model_dump(),
@@ -176,7 +187,11 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         "machine": machine(),
         "device": "CUDA" if results["gpus"] else "CPU",
         "headline": headline,
-        "goals": [{"goal": g, "measured": m, "target": t, "met": met} for g, m, t, met in goals],
+        "goals": [
+            {"goal": g, "measured": m, "target": t, "met": None if set(needs) & set(empty) else met, "needs_phases": list(needs)}
+            for g, m, t, met, needs in goals
+        ],
+        "phases_without_frames": empty,
         "limit": limit,
         "stages_cpu_ms_per_frame": {"pipeline": pipeline_stages, "limit": limit_stage_table(limit)},
         "components_cpu_ms_per_frame": {**component_ms, "total": total_ms},
@@ -184,13 +199,28 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             "pipeline_cpu_ms_per_frame": total_ms,
             "limit_cpu_ms_per_frame": limit_ms,
             "platform_cpu_ms_per_frame": platform_ms,
-            "pipeline_processes_beyond_stages_ms_per_frame": round(total_ms - platform_ms - sum(pipeline_stages.values()), 2),
+            "pipeline_processes_beyond_stages_ms_per_frame": (
+                round(total_ms - platform_ms - sum(pipeline_stages.values()), 2)
+                if total_ms is not None and platform_ms is not None
+                else None
+            ),
             "old_design_cpu_ms_per_frame": old_total_ms,
             "inference_cpu_ms_per_frame": pipeline_stages["inference"],
         },
         "peak_rss_bytes": whole_peak,
         "phases": ph,
     }
+
+
+def _sum(values: Any) -> float | None:
+    """The sum of per-frame numbers; None when they are not measured (a phase without frames)."""
+    values = list(values)
+    return None if any(v is None for v in values) else round(sum(values), 2)
+
+
+def _per_frame(cpu_s: float, frames: int) -> float | None:
+    """CPU ms per processed frame; None when the phase processed none."""
+    return round(cpu_s * 1000 / frames, 2) if frames else None
 
 
 def _lower(a: float | None, b: float | None) -> bool:
@@ -216,6 +246,16 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---|",
         *[f"| {g['goal']} | {g['measured']} | {g['target']} | {goal(g['met'])} |" for g in r["goals"]],
         "",
+        *(
+            [
+                f"Phases that processed no frame (their per-frame numbers are empty, goals needing them not judged): {', '.join(r['phases_without_frames'])}.",
+                "",
+            ]
+            if r["phases_without_frames"]
+            else []
+        ),
+        f"Partial loads and the overload are fractions of {h['load_reference']['fps']} frames/s, from {h['load_reference']['from']}.",
+        "",
         "## Headline",
         "",
         "| Measure | Value |",
@@ -240,10 +280,10 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in r["phases"].items():
-        l = p["ledger"]
+        led = p["ledger"]
         lines.append(
-            f"| {name} | {p['cameras']} | {p['design']} | {p['offered_fps']} | {p['processed_fps']} | {_fmt_lat(p['latency_ms'])} | {l['produced']} | "
-            f"{l['processed']} | {l['dropped']} | {l['failed']} | {l['in_flight']} | {l['duplicates']} | {'yes' if l['ledger_balanced'] else '**no**'} |"
+            f"| {name} | {p['cameras']} | {p['design']} | {p['offered_fps']} | {p['processed_fps']} | {_fmt_lat(p['latency_ms'])} | {led['produced']} | "
+            f"{led['processed']} | {led['dropped']} | {led['failed']} | {led['in_flight']} | {led['duplicates']} | {'yes' if led['ledger_balanced'] else '**no**'} |"
         )
     st = r["stages_cpu_ms_per_frame"]
     lines += [
@@ -268,7 +308,7 @@ def markdown(r: dict[str, Any]) -> str:
         "| Stage | Pipeline | Limit |",
         "|---|---|---|",
         *[f"| {k} | {st['pipeline'][k]} | {st['limit'][k]} |" for k in STAGES],
-        f"| **sum of stages** | {round(sum(st['pipeline'].values()), 2)} | {round(sum(st['limit'].values()), 2)} |",
+        f"| **sum of stages** | {_sum(st['pipeline'].values())} | {_sum(st['limit'].values())} |",
         "",
         "| Component (process) | CPU ms per frame |",
         "|---|---|",
@@ -348,7 +388,7 @@ def plots(r: dict[str, Any], results: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
     fig, axes = plt.subplots(2, 1, figsize=(8, 6))
-    for ax, name in zip(axes, ("autoscaling", "many_cameras")):
+    for ax, name in zip(axes, ("autoscaling", "many_cameras"), strict=True):
         rows = results["phases"][name].series
         t = [row["t"] for row in rows]
         ax.plot(t, [row["lag"] for row in rows], label="consumer lag (messages)")
@@ -368,7 +408,7 @@ def plots(r: dict[str, Any], results: dict[str, Any], out: Path) -> None:
     st = r["stages_cpu_ms_per_frame"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ys = range(len(STAGES))
-    ax.barh([y - 0.2 for y in ys], [st["pipeline"][k] for k in STAGES], height=0.4, label="pipeline")
+    ax.barh([y - 0.2 for y in ys], [st["pipeline"][k] or 0 for k in STAGES], height=0.4, label="pipeline")
     ax.barh([y + 0.2 for y in ys], [st["limit"][k] for k in STAGES], height=0.4, label="limit")
     ax.set_yticks(list(ys), STAGES)
     ax.invert_yaxis()

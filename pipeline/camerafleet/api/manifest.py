@@ -302,7 +302,8 @@ class ModelSpec(Strict):
     )
     model_uri: str | None = Field(
         default=None,
-        description="The ONNX file: a local path or `s3://bucket/key`. Required for `face` and `yolo`; "
+        description="The ONNX file: a local path or `s3://bucket/key` (fetched from the S3 store of `bucket`: its endpoint, "
+        "region and credentials). Required for `face` and `yolo`; "
         "`camera-health` builds its own graph when it is not given.",
     )
     face: FaceParams | None = Field(default=None, description="Parameters of a `face` model.")
@@ -358,13 +359,6 @@ class ServingSpec(Strict):
     )
     ingress_cpus: float = Field(default=0.25, ge=0, le=64, description="Ray CPUs per ingress replica.")
     ingress_max_ongoing_requests: int = Field(default=32, ge=1, le=100_000, description="Batches one ingress replica handles at once.")
-    design: Literal["batched-fanout", "per-frame-sequential"] = Field(
-        default="batched-fanout",
-        description="How frames reach the models. `batched-fanout` (use this): one request per consumer micro-batch, the "
-        "ingress fetches and decodes each frame once and sends it to all models at the same time. "
-        "`per-frame-sequential`: the original design, kept as the benchmark's baseline (`make bench`): one HTTP request "
-        "per frame, models called one after another, each model fetching and decoding the frame itself.",
-    )
 
 
 class ResultsSpec(Strict):
@@ -467,6 +461,13 @@ class FleetSpec(Strict):
 
     def topic(self, camera_id: str) -> str:
         return f"{self.kafka.topic_prefix}{camera_id}"
+
+    def topics(self) -> dict[str, int]:
+        """Every topic the fleet needs, with its partition count: one per camera, results and dead letter."""
+        topics = {self.topic(c.id): self.kafka.partitions_per_topic for c in self.cameras}
+        topics[self.kafka.results_topic] = self.kafka.partitions_per_topic
+        topics[self.kafka.dead_letter_topic] = 1
+        return topics
 
     def with_absolute_paths(self, base: Path) -> FleetSpec:
         """The spec with relative file paths (video sources, model files, log dir) made absolute, so Ray

@@ -1,16 +1,19 @@
-"""Wire formats between the pipeline's stages: the frame announcement and the per-frame result.
+"""Wire formats between the pipeline's stages: the frame announcement, the inference service's reply
+per frame, and the per-frame result.
 
-Frame messages travel on the per-camera Kafka topics; results travel on the results topic and the
-run's JSON-lines log. They are parsed strictly so a malformed message becomes a failure with a reason,
-never a crash.
+Frame messages travel on the per-camera Kafka topics; replies come back from the Serve ingress (by
+DeploymentHandle or HTTP JSON); results travel on the results topic, the dead-letter topic and the
+run's JSON-lines log. Frame messages are parsed strictly so a malformed one becomes a failure with a
+reason, never a crash.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from camerafleet.api.outcomes import Outcome, Reason
 
 SCHEMA_VERSION = 1
 
@@ -18,7 +21,7 @@ SCHEMA_VERSION = 1
 class FrameMessage(BaseModel):
     """A sampled frame, written to the bucket and announced on its camera's topic."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, populate_by_name=True)
 
     v: Literal[1] = Field(default=SCHEMA_VERSION, description="Schema version of this message.")
     camera_id: str = Field(alias="cameraId", min_length=1, max_length=63, description="Camera that captured the frame.")
@@ -28,16 +31,20 @@ class FrameMessage(BaseModel):
     uri: str = Field(min_length=1, max_length=2048, description="The frame's JPEG in the bucket.")
     width: int = Field(gt=0, le=16384, description="Frame width in pixels.")
     height: int = Field(gt=0, le=16384, description="Frame height in pixels.")
-    producer_error: str | None = Field(
+    producer_error: Reason | None = Field(
         default=None,
         alias="producerError",
-        pattern=r"^[a-z][a-z0-9_]{0,39}$",
+        strict=False,  # a reason arrives as its string value, from JSON or a plain dict
         description="Set when the producer sampled the frame but could not store it (e.g. `bucket_unavailable`, "
         "`encode_error`): the frame is still announced, so it ends `failed` with this reason instead of going missing.",
     )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(by_alias=True, exclude_none=True))
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+    def reference(self) -> dict[str, Any]:
+        """The message as the inference service takes it (JSON types only)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class MessageError(ValueError):
@@ -48,36 +55,111 @@ def parse_frame_message(raw: bytes | None) -> FrameMessage:
     if not raw:
         raise MessageError("empty message value")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise MessageError(f"not JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise MessageError(f"expected a JSON object, got {type(data).__name__}")
-    try:
-        return FrameMessage.model_validate(data)
+        return FrameMessage.model_validate_json(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        errors = err.errors()
+        if errors[0]["type"] == "json_invalid":
+            raise MessageError(f"not JSON: {errors[0]['msg']}") from None
+        if errors[0]["type"] == "model_type":
+            raise MessageError("expected a JSON object with the frame's fields") from None
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         raise MessageError(f"invalid frame message: {problems}") from None
 
 
-FrameOutcome = Literal["processed", "dropped", "failed"]
+class InferenceReply(BaseModel):
+    """The inference service's answer for one frame: processed with every model's result, or dropped or
+    failed with a reason. Consumers turn it into the frame's result record."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcome: Outcome = Field(description="What became of the frame.")
+    reason: Reason | None = Field(default=None, description="Why it was dropped or failed; empty when processed.")
+    message: str = Field(default="", max_length=1000, description="What went wrong, for people.")
+    models: dict[str, dict[str, Any]] | None = Field(default=None, description="Each model's result, by model name, when processed.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.outcome == Outcome.PROCESSED:
+            if self.models is None or self.reason is not None:
+                raise ValueError("a processed frame carries the models' results and no reason")
+        elif self.reason is None or self.reason.outcome != self.outcome:
+            raise ValueError(f"a {self.outcome} frame needs a reason of that outcome, got {self.reason!r}")
+        return self
+
+    @classmethod
+    def processed(cls, models: dict[str, dict[str, Any]]) -> InferenceReply:
+        return cls(outcome=Outcome.PROCESSED, models=models)
+
+    @classmethod
+    def ended(cls, reason: Reason, message: str) -> InferenceReply:
+        """Dropped or failed, as the reason says."""
+        return cls(outcome=reason.outcome, reason=reason, message=message[:1000])
 
 
-def result_record(
-    msg: FrameMessage, outcome: FrameOutcome, *, models: dict[str, Any] | None, reason: str | None, done_ms: int
-) -> dict[str, Any]:
-    """One line of the results log and one message of the results topic."""
-    record: dict[str, Any] = {
-        "cameraId": msg.camera_id,
-        "seq": msg.seq,
-        "epochMs": msg.epoch_ms,
-        "captureTsMs": msg.capture_ts_ms,
-        "uri": msg.uri,
-        "outcome": outcome,
-        "latencyMs": done_ms - msg.capture_ts_ms,
-    }
-    if reason:
-        record["reason"] = reason
-    if models is not None:
-        record["models"] = models
-    return record
+class KafkaPosition(BaseModel):
+    """Where a frame's announcement sits in Kafka: the run's ledger identifies messages by it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class ResultRecord(BaseModel):
+    """One frame's outcome: a line of the results log, and a message of the results topic (processed) or
+    of the dead-letter topic (failed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    camera_id: str = Field(alias="cameraId", description="The frame's camera (from the topic when the message could not be read).")
+    seq: int | None = Field(default=None, description="Sequence number; empty when the message could not be read.")
+    epoch_ms: int | None = Field(default=None, alias="epochMs", description="Start of the producing run (ms since the Unix epoch).")
+    capture_ts_ms: int | None = Field(default=None, alias="captureTsMs", description="Capture time (ms since the Unix epoch).")
+    uri: str | None = Field(default=None, description="The frame in the bucket.")
+    outcome: Outcome = Field(description="processed, dropped or failed.")
+    reason: Reason | None = Field(default=None, description="Why it was dropped or failed.")
+    message: str | None = Field(default=None, description="What went wrong, for people.")
+    latency_ms: int | None = Field(default=None, alias="latencyMs", description="Capture to result written, in ms.")
+    models: dict[str, dict[str, Any]] | None = Field(default=None, description="Each model's result, when processed.")
+    topic: str = Field(description="Kafka topic of the frame's announcement.")
+    partition: int = Field(description="Its partition.")
+    offset: int = Field(description="Its offset.")
+    value: str | None = Field(default=None, description="The raw message, on the dead-letter topic, when it could not be read.")
+
+    @classmethod
+    def of_frame(
+        cls,
+        msg: FrameMessage,
+        at: KafkaPosition,
+        done_ms: int,
+        *,
+        reply: InferenceReply | None = None,
+        reason: Reason | None = None,
+        message: str = "",
+    ) -> ResultRecord:
+        """A frame's outcome: from the inference service's reply, or from a `reason` decided before inference."""
+        if reply is None:
+            assert reason is not None, "a frame without a reply ends with a reason"
+            reply = InferenceReply.ended(reason, message)
+        return cls(
+            camera_id=msg.camera_id,
+            seq=msg.seq,
+            epoch_ms=msg.epoch_ms,
+            capture_ts_ms=msg.capture_ts_ms,
+            uri=msg.uri,
+            outcome=reply.outcome,
+            reason=reply.reason,
+            message=reply.message[:500] or None,
+            latency_ms=done_ms - msg.capture_ts_ms,
+            models=reply.models,
+            **at.model_dump(),
+        )
+
+    @classmethod
+    def unreadable(cls, camera_id: str, at: KafkaPosition, error: str) -> ResultRecord:
+        """A message that is not a frame announcement at all."""
+        return cls(camera_id=camera_id, outcome=Outcome.FAILED, reason=Reason.MALFORMED_MESSAGE, message=error[:500], **at.model_dump())
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -6,15 +6,21 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 
+from camerafleet.api.outcomes import Reason
+
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class BucketError(Exception):
-    """A bucket operation that failed; `reason` is the short code counted in metrics and the ledger."""
+    """A bucket operation that failed on a frame; `reason` is what the ledger and the metrics count."""
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: Reason, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+class BucketConfigError(ValueError):
+    """A bucket that cannot be used at all (a malformed URI or endpoint, no credentials); the message says what to fix."""
 
 
 def frame_key(camera_id: str, epoch_ms: int, seq: int) -> str:
@@ -26,7 +32,7 @@ def check_key(key: str) -> str:
     """Refuse keys that could leave the bucket: `..`, absolute paths, empty or odd segments."""
     parts = key.split("/")
     if not key or len(key) > 1024 or not all(_SEGMENT.match(p) and p not in (".", "..") for p in parts):
-        raise BucketError("uri_outside_bucket", f"frame key {key!r} is not a plain relative key inside the bucket")
+        raise BucketError(Reason.URI_OUTSIDE_BUCKET, f"frame key {key!r} is not a plain relative key inside the bucket")
     return key
 
 
@@ -43,7 +49,7 @@ class FrameBucket(ABC):
     def key_of(self, uri: str) -> str:
         """The key of a URI that must point inside this bucket; anything else is refused."""
         if not isinstance(uri, str) or not uri.startswith(self.root_uri + "/"):
-            raise BucketError("uri_outside_bucket", f"frame URI {uri!r} is not inside the bucket {self.root_uri}")
+            raise BucketError(Reason.URI_OUTSIDE_BUCKET, f"frame URI {uri!r} is not inside the bucket {self.root_uri}")
         return check_key(uri[len(self.root_uri) + 1 :])
 
     def put(self, key: str, data: bytes) -> str:

@@ -9,14 +9,15 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from camerafleet.bucket.base import BucketError, FrameBucket
+from camerafleet.api.outcomes import Reason
+from camerafleet.bucket.base import BucketConfigError, BucketError, FrameBucket
 
 
 class DirectoryBucket(FrameBucket):
     def __init__(self, uri: str, max_frame_bytes: int):
         parsed = urlparse(uri)
         if parsed.scheme != "file" or parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
-            raise BucketError("bad_bucket_uri", f"directory bucket URI {uri!r} must look like file:///absolute/path")
+            raise BucketConfigError(f"directory bucket URI {uri!r} must look like file:///absolute/path")
         super().__init__(f"file://{parsed.path.rstrip('/')}", max_frame_bytes)
         self.root = Path(unquote(parsed.path)).resolve()
 
@@ -26,7 +27,7 @@ class DirectoryBucket(FrameBucket):
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if path.parent != self.root and self.root not in path.parents:
-            raise BucketError("uri_outside_bucket", f"frame key {key!r} resolves outside the bucket directory")
+            raise BucketError(Reason.URI_OUTSIDE_BUCKET, f"frame key {key!r} resolves outside the bucket directory")
         return path
 
     def _put(self, key: str, data: bytes) -> None:
@@ -38,7 +39,7 @@ class DirectoryBucket(FrameBucket):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
         except OSError as err:
-            raise BucketError("bucket_unavailable", f"cannot write {path}: {err.strerror}") from None
+            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot write {path}: {err.strerror}") from None
         os.replace(tmp, path)
 
     def _get(self, key: str) -> bytes:
@@ -47,14 +48,14 @@ class DirectoryBucket(FrameBucket):
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
                 if size > self.max_frame_bytes:
-                    raise BucketError("frame_too_large", f"frame {key} has {size} bytes, more than the limit {self.max_frame_bytes}")
+                    raise BucketError(Reason.FRAME_TOO_LARGE, f"frame {key} has {size} bytes, more than the limit {self.max_frame_bytes}")
                 return f.read()
         except FileNotFoundError:
-            raise BucketError("frame_missing", f"frame {key} is not in the bucket (expired or never written)") from None
+            raise BucketError(Reason.FRAME_MISSING, f"frame {key} is not in the bucket (expired or never written)") from None
         except IsADirectoryError:
-            raise BucketError("frame_missing", f"frame {key} is a directory, not a frame") from None
+            raise BucketError(Reason.FRAME_MISSING, f"frame {key} is a directory, not a frame") from None
         except PermissionError as err:
-            raise BucketError("bucket_unavailable", f"cannot read {path}: {err.strerror}") from None
+            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot read {path}: {err.strerror}") from None
 
     def sweep(self, prefix: str, ttl_seconds: float) -> int:
         folder = self._path(prefix.rstrip("/")) if prefix else self.root

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from camerafleet.api.manifest import ModelSpec, ResourcesSpec
+from camerafleet.api.manifest import BucketSpec, ModelSpec, ResourcesSpec
 from camerafleet.models.fetch import resolve_model_uri
 from camerafleet.profiling import stage
 
@@ -95,12 +95,13 @@ class OnnxModel(ABC, Generic[MetaT]):
         """The graph to run when the spec has no `modelUri`; None when the model type needs a file."""
         return None
 
-    def load(self) -> None:
-        """Resolve the model file, create the onnxruntime session and check its input shape."""
+    def load(self, store: BucketSpec | None = None) -> None:
+        """Resolve the model file (an `s3://` one from the S3 store `store` describes), create the
+        onnxruntime session and check its input shape."""
         import onnxruntime as ort
 
         if self.spec.model_uri:
-            source: str | bytes = str(resolve_model_uri(self.spec.model_uri))
+            source: str | bytes = str(resolve_model_uri(self.spec.model_uri, store))
         else:
             graph = self.builtin_graph()
             if graph is None:

@@ -1,8 +1,10 @@
 """Turn a manifest's `modelUri` into a local ONNX file.
 
 Replicas start on whatever node Ray or Kubernetes picks, so model files either lie on a path every
-node shares or in S3-compatible storage. An `s3://bucket/key` object is downloaded once per node into
-a cache directory and reused while its ETag is unchanged; a plain path is used as it is.
+node shares or in S3-compatible storage. An `s3://bucket/key` object is fetched from the fleet's S3
+store (the endpoint and region of `spec.bucket`, the environment's credentials: the same client as the
+frames), once per node into a cache directory, and reused while its ETag is unchanged; a plain path is
+used as it is.
 """
 
 from __future__ import annotations
@@ -13,23 +15,23 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-logger = logging.getLogger("camerafleet.models")
+from minio.error import MinioException
+from urllib3.exceptions import HTTPError
 
-DEFAULT_S3_ENDPOINT = "https://s3.amazonaws.com"
+from camerafleet.api.manifest import BucketSpec
+from camerafleet.api.settings import Settings
+from camerafleet.s3 import S3ConfigError, endpoint_url, s3_client
+
+logger = logging.getLogger("camerafleet.models")
 
 
 class ModelFileError(RuntimeError):
     """A model file that cannot be found or downloaded; the message names the URI and the cause."""
 
 
-def model_cache_dir() -> Path:
-    """Where downloaded models are kept: `$CAMERAFLEET_MODEL_CACHE` or `~/.cache/camerafleet/models`."""
-    configured = os.environ.get("CAMERAFLEET_MODEL_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "camerafleet" / "models"
-
-
-def resolve_model_uri(uri: str) -> Path:
-    """Return a local path holding the model named by `uri` (a local path or `s3://bucket/key`)."""
+def resolve_model_uri(uri: str, store: BucketSpec | None = None, settings: Settings | None = None) -> Path:
+    """A local path holding the model named by `uri` (a local path, or `s3://bucket/key` fetched from the
+    S3 store `store` describes: its endpoint and region)."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         bucket, key = parsed.netloc, parsed.path.lstrip("/")
@@ -37,7 +39,7 @@ def resolve_model_uri(uri: str) -> Path:
             raise ModelFileError(f"model URI {uri!r} must have the form s3://bucket/key")
         if ".." in Path(key).parts:
             raise ModelFileError(f"model URI {uri!r} contains '..'; the key must not leave the model cache")
-        return _download_s3(bucket, key)
+        return _download_s3(bucket, key, store or BucketSpec(), settings or Settings.from_env())
     if "://" in uri:
         raise ModelFileError(f"model URI {uri!r} has an unsupported scheme {parsed.scheme!r}; use a local path or s3://bucket/key")
     path = Path(uri).expanduser()
@@ -46,27 +48,14 @@ def resolve_model_uri(uri: str) -> Path:
     return path
 
 
-def _download_s3(bucket: str, key: str) -> Path:
-    from minio import Minio
-    from minio.error import MinioException
-    from urllib3.exceptions import HTTPError
-
-    endpoint = os.environ.get("CAMERAFLEET_S3_ENDPOINT") or DEFAULT_S3_ENDPOINT
-    parsed = urlparse(endpoint)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ModelFileError(
-            f"CAMERAFLEET_S3_ENDPOINT={endpoint!r} is not an endpoint URL; expected e.g. http://127.0.0.1:9000 "
-            "(the scheme decides whether TLS is used)"
-        )
-    client = Minio(
-        parsed.netloc,
-        access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
-        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-        session_token=os.environ.get("AWS_SESSION_TOKEN"),
-        secure=parsed.scheme == "https",
-    )
+def _download_s3(bucket: str, key: str, store: BucketSpec, settings: Settings) -> Path:
     uri = f"s3://{bucket}/{key}"
-    target = model_cache_dir() / bucket / key
+    endpoint = endpoint_url(store.endpoint, store.region)
+    try:
+        client = s3_client(store.endpoint, store.region, settings)
+    except S3ConfigError as err:
+        raise ModelFileError(f"cannot download model {uri}: {err}") from None
+    target = settings.model_cache / bucket / key
     etag_file = target.with_name(target.name + ".etag")
     partial: Path | None = None
     try:

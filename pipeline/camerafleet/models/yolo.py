@@ -14,7 +14,7 @@ from typing import Any, ClassVar, cast
 import cv2
 import numpy as np
 
-from camerafleet.api.manifest import YoloParams
+from camerafleet.api.manifest import BucketSpec, YoloParams
 from camerafleet.models.base import OnnxModel
 from camerafleet.models.boxes import detections, nms
 
@@ -60,8 +60,8 @@ class YoloModel(OnnxModel[list[Letterbox]]):
     def input_shape(self) -> tuple[int, int, int]:
         return 3, self.params.input_size, self.params.input_size
 
-    def load(self) -> None:
-        super().load()
+    def load(self, store: BucketSpec | None = None) -> None:
+        super().load(store)
         shape = self._loaded_session().get_outputs()[0].shape
         classes = shape[1] - 4 if len(shape) == 3 and isinstance(shape[1], int) else None
         if len(shape) != 3 or (classes is not None and classes < 1):

@@ -10,6 +10,7 @@ from ray.serve import Application
 
 from camerafleet.api.manifest import FleetSpec, parse_manifest
 from camerafleet.api.serve_options import ingress_options, model_deployment_options
+from camerafleet.api.settings import Settings
 from camerafleet.serving.ingress import FleetIngress
 from camerafleet.serving.model_deployment import ModelDeployment
 
@@ -25,5 +26,6 @@ def fleet_app(spec: FleetSpec) -> Application:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """Serve application builder: `args["fleet"]` is a CameraFleet manifest (mapping)."""
-    return fleet_app(parse_manifest(args["fleet"], "serve args `fleet`").spec)
+    """Serve application builder: `args["fleet"]` is a CameraFleet manifest (mapping); the environment's
+    overrides (e.g. CAMERAFLEET_S3_ENDPOINT in the RayService's pods) apply as in `camerafleet run`."""
+    return fleet_app(Settings.from_env().apply(parse_manifest(args["fleet"], "serve args `fleet`").spec))

@@ -3,9 +3,7 @@ so the replica keeps gathering the next batch while one runs.
 
 Frames arrive from the ingress as `SharedFrame`s: decoded once into Ray's object store and read here
 without a copy, with a deadline (capture time + maxFrameAgeMs) after which the model skips the frame
-and answers `stale`, so an overloaded fleet drops old frames instead of queueing them. In the baseline
-design (`serving.design: per-frame-sequential`) they arrive as frame references and each model fetches
-and decodes them itself."""
+and answers None (stale), so an overloaded fleet drops old frames instead of queueing them."""
 
 from __future__ import annotations
 
@@ -21,15 +19,11 @@ from ray import serve
 
 from camerafleet import metrics
 from camerafleet.api.manifest import BucketSpec, ModelSpec
-from camerafleet.api.messages import FrameMessage
-from camerafleet.bucket import open_bucket
-from camerafleet.imaging import decode_jpeg
-from camerafleet.profiling import stage
 
 log = logging.getLogger("camerafleet.serving")
 
-
-STALE = "stale"
+ModelResult = dict[str, Any] | None
+"""One frame's result of one model (detections, health, ...); None when the frame was past its deadline."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +40,8 @@ class ModelDeployment:
         from camerafleet.models.registry import create_model
 
         self.spec = ModelSpec.model_validate_json(model_spec_json)
-        self.bucket = open_bucket(BucketSpec.model_validate_json(bucket_spec_json))
         self.model = create_model(self.spec)
-        self.model.load()
+        self.model.load(BucketSpec.model_validate_json(bucket_spec_json))  # s3:// model files come from the fleet's store
         # One inference before taking traffic: onnxruntime allocates and tunes on its first run, which
         # would otherwise land on the first real frames as latency.
         self.model.infer([np.zeros((720, 1280, 3), dtype=np.uint8)])
@@ -57,7 +50,7 @@ class ModelDeployment:
         log.info("model %s (%s) ready, batch <= %d", self.spec.name, self.spec.type, self.spec.batching.max_batch_size)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def infer(self, requests: list[list[SharedFrame | np.ndarray | dict]]) -> list[list[dict]]:
+    async def infer(self, requests: list[list[SharedFrame]]) -> list[list[ModelResult]]:
         """Each request is a chunk of up to maxBatchSize frames (one call per chunk, not per frame, keeps
         Serve's per-call cost off every frame); chunks gathered together run in batches of maxBatchSize."""
         frames = [item for chunk in requests for item in chunk]
@@ -68,32 +61,23 @@ class ModelDeployment:
             start += len(chunk)
         return out
 
-    def _infer_all(self, frames: list[SharedFrame | np.ndarray | dict]) -> list[dict[str, Any]]:
+    def _infer_all(self, frames: list[SharedFrame]) -> list[ModelResult]:
         size = self.spec.batching.max_batch_size
-        results: list[dict[str, Any]] = []
+        results: list[ModelResult] = []
         for i in range(0, len(frames), size):
             batch = frames[i : i + size]
             metrics.model_batch_size().observe(len(batch), tags={"model": self.spec.name})
             for r in self._infer(batch):
-                r["batchSize"] = len(batch)
+                if r is not None:
+                    r["batchSize"] = len(batch)
                 results.append(r)
         return results
 
-    def _infer(self, items: list[SharedFrame | np.ndarray | dict]) -> list[dict[str, Any]]:
+    def _infer(self, items: list[SharedFrame]) -> list[ModelResult]:
+        """Run the model on the frames still within their deadline; None for the others."""
         now_ms = time.time() * 1000
-        live = [i for i, x in enumerate(items) if not (isinstance(x, SharedFrame) and x.deadline_ms < now_ms)]
-        results: list[dict[str, Any]] = [{STALE: True} for _ in items]
-        for i, result in zip(live, self.model.infer([self._image(items[i]) for i in live])):
+        live = [i for i, x in enumerate(items) if x.deadline_ms >= now_ms]
+        results: list[ModelResult] = [None] * len(items)
+        for i, result in zip(live, self.model.infer([ray.get(items[i].ref) for i in live]), strict=True):
             results[i] = result
         return results
-
-    def _image(self, item: SharedFrame | np.ndarray | dict) -> np.ndarray:
-        if isinstance(item, SharedFrame):
-            return ray.get(item.ref)
-        return self._fetch(item) if isinstance(item, dict) else item
-
-    def _fetch(self, frame: dict) -> np.ndarray:
-        with stage("bucket get"):
-            data = self.bucket.get(FrameMessage.model_validate(frame).uri)
-        with stage("decode"):
-            return decode_jpeg(data)

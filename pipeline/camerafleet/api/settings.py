@@ -1,0 +1,92 @@
+"""Every environment variable CameraFleet reads, in one place.
+
+Overrides of the manifest (`KAFKA_BOOTSTRAP`, `CAMERAFLEET_BUCKET_URI`, `CAMERAFLEET_S3_ENDPOINT`,
+`CAMERAFLEET_SERVE_URL`) are applied once, by `Settings.apply`, to the spec a run starts from; every
+stage then reads the effective spec, never the environment. S3 credentials come only from the
+environment (a Kubernetes Secret) and are kept as secrets, so they never show in a repr or a log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from camerafleet.api.manifest import FleetSpec
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value CameraFleet cannot use; the message names it."""
+
+
+class Settings(BaseModel):
+    """The environment, read once. Field aliases are the variable names."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap: str | None = Field(
+        default=None, alias="KAFKA_BOOTSTRAP", min_length=1, description="Overrides spec.kafka.bootstrapServers."
+    )
+    bucket_uri: str | None = Field(default=None, alias="CAMERAFLEET_BUCKET_URI", min_length=1, description="Overrides spec.bucket.uri.")
+    s3_endpoint: str | None = Field(
+        default=None, alias="CAMERAFLEET_S3_ENDPOINT", min_length=1, description="Overrides spec.bucket.endpoint."
+    )
+    serve_url: str | None = Field(default=None, alias="CAMERAFLEET_SERVE_URL", min_length=1, description="Overrides spec.serving.url.")
+    serve_port: int = Field(
+        default=8000, alias="CAMERAFLEET_SERVE_PORT", ge=1, le=65535, description="Port of the Serve HTTP proxy `camerafleet run` starts."
+    )
+    ray_address: str | None = Field(
+        default=None, alias="RAY_ADDRESS", description="Ray cluster to join; a local instance starts without it."
+    )
+    model_cache: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "camerafleet" / "models",
+        alias="CAMERAFLEET_MODEL_CACHE",
+        description="Where models downloaded from S3 are kept.",
+    )
+    profile_dir: Path | None = Field(
+        default=None, alias="CAMERAFLEET_PROFILE_DIR", description="Stage CPU profiling writes here when set (the benchmark sets it)."
+    )
+    resync_seconds: float = Field(
+        default=30.0, alias="CAMERAFLEET_RESYNC_SECONDS", gt=0, description="How often the operator corrects drift of each fleet."
+    )
+    aws_access_key_id: SecretStr | None = Field(default=None, alias="AWS_ACCESS_KEY_ID", description="S3 access key (from a Secret).")
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, alias="AWS_SECRET_ACCESS_KEY", description="S3 secret key (from a Secret)."
+    )
+    aws_session_token: SecretStr | None = Field(
+        default=None, alias="AWS_SESSION_TOKEN", description="S3 session token, for temporary credentials."
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        names = {f.alias for f in cls.model_fields.values() if f.alias}
+        try:
+            return cls.model_validate({k: v for k, v in env.items() if k in names and v != ""})
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{e['loc'][0]}={str(e.get('input'))[:80]!r}: {e['msg']}" for e in err.errors() if "AWS_" not in str(e["loc"][0])
+            )
+            raise SettingsError(f"environment: {problems or 'invalid S3 credentials'}") from None
+
+    def apply(self, spec: FleetSpec) -> FleetSpec:
+        """The spec with the environment's overrides in place: the one every stage of a run reads."""
+        update: dict[str, Any] = {}
+        if self.kafka_bootstrap:
+            update["kafka"] = spec.kafka.model_copy(update={"bootstrap_servers": self.kafka_bootstrap})
+        bucket = {k: v for k, v in (("uri", self.bucket_uri), ("endpoint", self.s3_endpoint)) if v}
+        if bucket:
+            update["bucket"] = spec.bucket.model_copy(update=bucket)
+        if self.serve_url:
+            update["serving"] = spec.serving.model_copy(update={"url": self.serve_url})
+        return spec.model_copy(update=update) if update else spec
+
+    def s3_credentials(self) -> tuple[str, str, str | None] | None:
+        """(access key, secret key, session token), or None when no credentials are set."""
+        if self.aws_access_key_id is None or self.aws_secret_access_key is None:
+            return None
+        token = self.aws_session_token.get_secret_value() if self.aws_session_token else None
+        return self.aws_access_key_id.get_secret_value(), self.aws_secret_access_key.get_secret_value(), token
