@@ -66,7 +66,7 @@ lint: $(STAMP) ## ruff (lint + format check), mypy, import-linter contracts, dep
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/lint-imports
+	PYTHONPATH=hack $(VENV)/bin/lint-imports
 	$(VENV)/bin/deptry pipeline operator
 	$(DEV) -m camerafleet_dev.generators --check
 

@@ -246,7 +246,7 @@ def _open_writer(out_dir: Path, camera_id: str, spec: ClipSpec) -> tuple[cv2.Vid
     """Open a writer on a temporary file; returns it with that file and the clip's final path."""
     for container in CONTAINERS:
         partial = out_dir / f".{camera_id}.partial{container.extension}"
-        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*container.fourcc), spec.fps, (spec.width, spec.height))
+        writer = cv2.VideoWriter(str(partial), cv2.VideoWriter.fourcc(*container.fourcc), spec.fps, (spec.width, spec.height))
         if writer.isOpened():
             if container is not CONTAINERS[0]:
                 _log.warning(

@@ -29,7 +29,7 @@ from camerafleet.api.settings import Settings
 from camerafleet.topics import KafkaUnavailable, TopicReconciler
 from camerafleet_operator import metrics
 from camerafleet_operator.kube import Kube
-from camerafleet_operator.reconcile import Outcome, reconcile_fleet, topic_claims
+from camerafleet_operator.reconcile import ReconcileResult, reconcile_fleet, topic_claims
 
 RESYNC_SECONDS = Settings.from_env().resync_seconds
 KUBE_RETRY_S = 10.0
@@ -52,7 +52,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.locks = {}  # fleet uid -> asyncio.Lock; shared by the per-object memos (kopf copies memo shallowly)
 
 
-def _publish(body: kopf.Body, patch: kopf.Patch, outcome: Outcome) -> None:
+def _publish(body: kopf.Body, patch: kopf.Patch, outcome: ReconcileResult) -> None:
     patch.status.update(outcome.status.model_dump(by_alias=True, mode="json"))
     metrics.record_reconcile(
         f"{body.metadata.namespace}/{body.metadata.name}", outcome.status.phase, retry=outcome.retry_after_s is not None
@@ -74,7 +74,7 @@ def api_problem(err: ApiException | TransportError) -> str:
     return f"the Kubernetes API cannot be reached ({type(err).__name__}: {str(err)[:300]})"
 
 
-async def _reconcile(snapshot: dict[str, Any], kube: Kube) -> Outcome:
+async def _reconcile(snapshot: dict[str, Any], kube: Kube) -> ReconcileResult:
     try:
         return await reconcile_fleet(snapshot, kube)
     except (ApiException, TransportError) as err:
@@ -121,7 +121,8 @@ async def delete_topics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     except (ApiException, TransportError) as err:
         raise kopf.TemporaryError(f"{api_problem(err)}; retrying in {KUBE_RETRY_S:.0f} s", delay=KUBE_RETRY_S) from None
     claims = topic_claims(meta["name"], meta["namespace"], meta.get("creationTimestamp", ""), spec, fleets)
-    owned = [t for t in (body.status or {}).get("topics", []) if t not in claims]
+    status: dict[str, Any] = dict(body.status or {})
+    owned = [t for t in status.get("topics", []) if t not in claims]
     try:
         async with TopicReconciler(spec.kafka.bootstrap_servers) as topics:
             deleted = await topics.delete(owned)

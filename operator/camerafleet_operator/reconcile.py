@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +38,7 @@ class Event:
 
 
 @dataclass
-class Outcome:
+class ReconcileResult:
     status: FleetStatus
     events: list[Event] = field(default_factory=list)
     retry_after_s: float | None = None  # a temporary error: try again after this long
@@ -125,7 +126,11 @@ def phase_of(status: FleetStatus) -> str:
     return "Reconciling"
 
 
-async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None = None) -> Outcome:
+async def reconcile_fleet(
+    body: dict[str, Any], kube: Kube, now: datetime | None = None, topic_admin: Callable[[str], TopicReconciler] = TopicReconciler
+) -> ReconcileResult:
+    """One pass over a fleet: its topics (through `topic_admin`, Kafka), its Kubernetes objects (through
+    `kube`), and the status and events that describe what was observed."""
     now = now or datetime.now(UTC)
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation")
@@ -147,18 +152,18 @@ async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None
         spec = FleetSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
         text = format_validation_error(err, f"CameraFleet {namespace}/{name}").split("\n", 1)[-1]
-        for t in ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning"):
-            cond(t, None, "InvalidSpec", "not reconciled: the spec is invalid")
+        for t in ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning"):  # one Warning event (Ready's), not five
+            conds = set_condition(conds, t, None, "InvalidSpec", "not reconciled: the spec is invalid", generation)
         cond("Ready", False, "InvalidSpec", "fix the spec: " + "; ".join(line.strip(" -") for line in text.splitlines()))
         status = status.model_copy(update={"conditions": conds, "observed_generation": generation})
-        return Outcome(status.model_copy(update={"phase": phase_of(status)}), events)
+        return ReconcileResult(status.model_copy(update={"phase": phase_of(status)}), events)
 
     retry_after, retry_reason = None, ""
     # 1. Kafka topics
     claims = topic_claims(name, namespace, meta.get("creationTimestamp", ""), spec, await kube.list(API_VERSION, KIND))
     owned: list[str] = status.topics
     try:
-        async with TopicReconciler(spec.kafka.bootstrap_servers) as topics:
+        async with topic_admin(spec.kafka.bootstrap_servers) as topics:
             plan = plan_topics(spec, await topics.describe(sorted(spec.topics())), claims)
             await topics.apply(spec, plan)
         owned = plan.owned
@@ -211,7 +216,7 @@ async def reconcile_fleet(body: dict[str, Any], kube: Kube, now: datetime | None
             "consumer_job": jobs["consumer"],
         }
     )
-    return Outcome(status.model_copy(update={"phase": phase_of(status)}), events, retry_after, retry_reason)
+    return ReconcileResult(status.model_copy(update={"phase": phase_of(status)}), events, retry_after, retry_reason)
 
 
 _ALIASES = {f.alias for f in FleetStatus.model_fields.values() if f.alias}
@@ -233,7 +238,7 @@ async def _reconcile_job(kube: Kube, job: dict[str, Any], state: JobState, spec:
                 events.append(
                     Event("Warning", "JobFailed", f"RayJob {meta['name']} failed ({message}); resubmitting at {state.next_retry_at}")
                 )
-            if now >= _parse_time(state.next_retry_at):
+            if now >= (_parse_time(state.next_retry_at) or now):
                 await kube.delete("ray.io/v1", "RayJob", meta["namespace"], meta["name"])
                 events.append(Event("Normal", "JobResubmitted", f"RayJob {meta['name']} resubmitted after failure {state.failures}"))
             return state
@@ -244,7 +249,7 @@ async def _reconcile_job(kube: Kube, job: dict[str, Any], state: JobState, spec:
         if ok:
             state = JobState(failures=state.failures, last_failure=state.last_failure)
         return state
-    if state.next_retry_at and now < _parse_time(state.next_retry_at):
+    if now < (_parse_time(state.next_retry_at) or now):
         return state
     await kube.apply(job)
     return state.model_copy(update={"next_retry_at": None})

@@ -98,6 +98,12 @@ class ConsumerActor:
         self.batches = 0
         self.last_error: str | None = None
 
+    @property
+    def group(self) -> AIOKafkaConsumer:
+        """The consumer-group member (after `start`)."""
+        assert self.consumer is not None, "start() first"
+        return self.consumer
+
     async def start(self) -> None:
         """Join the consumer group and start consuming (idempotent; called again after an actor restart)."""
         if self.task is not None:
@@ -120,7 +126,7 @@ class ConsumerActor:
 
     def _subscribe(self) -> None:
         topics = sorted(self.spec.topic(c.id) for c in self.spec.cameras)
-        self.consumer.subscribe(topics, listener=_FinishBatchesBeforeRevoke(self))
+        self.group.subscribe(topics, listener=_FinishBatchesBeforeRevoke(self))
 
     async def update_spec(self, spec_json: str) -> None:
         """Apply a changed manifest: new cameras are subscribed, limits take effect on the next batch."""
@@ -137,7 +143,7 @@ class ConsumerActor:
                 await asyncio.wait([self.inflight[0].task])
                 continue
             try:
-                batch = await self.consumer.getmany(timeout_ms=max(c.batch_wait_ms, 1), max_records=c.max_batch_frames)
+                batch = await self.group.getmany(timeout_ms=max(c.batch_wait_ms, 1), max_records=c.max_batch_frames)
             except KafkaError as err:
                 self._note_error(f"fetch failed: {err}")
                 await asyncio.sleep(1)
@@ -159,12 +165,13 @@ class ConsumerActor:
             while self.inflight and (wait_all or self.inflight[0].task.done()):
                 head = self.inflight[0]
                 await asyncio.wait([head.task])
-                if head.task.exception() is not None:
-                    await self._rewind(head.task.exception())
+                failure = head.task.exception()
+                if failure is not None:
+                    await self._rewind(failure)
                     return
                 self.inflight.popleft()
                 try:
-                    await self.consumer.commit(head.next)
+                    await self.group.commit(head.next)
                 except (CommitFailedError, IllegalStateError) as err:
                     # The partitions moved to another member: it re-reads them, results may repeat (at-least-once).
                     log.warning("commit failed during a rebalance; the new owner re-reads those frames (at-least-once): %s", err)
@@ -178,10 +185,10 @@ class ConsumerActor:
             for tp, off in b.first.items():
                 first[tp] = min(off, first.get(tp, off))
         self.inflight.clear()
-        assigned = self.consumer.assignment()
+        assigned = self.group.assignment()
         for tp, off in first.items():
             if tp in assigned:
-                self.consumer.seek(tp, off)
+                self.group.seek(tp, off)
         await asyncio.sleep(1)
 
     def _note_error(self, text: str) -> None:
@@ -290,11 +297,11 @@ class ConsumerActor:
                 metrics.frames_failed().inc(tags={"camera": camera, "reason": str(r.reason)})
 
     async def _update_lag(self) -> None:
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
+        for tp in self.group.assignment():
+            high = self.group.highwater(tp)
             if high is None:
                 continue
-            lag = max(0, high - await self.consumer.position(tp))
+            lag = max(0, high - await self.group.position(tp))
             self.lag[f"{tp.topic}/{tp.partition}"] = lag
             metrics.consumer_lag().set(lag, tags={"topic": tp.topic, "partition": str(tp.partition)})
 

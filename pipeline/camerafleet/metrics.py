@@ -10,8 +10,8 @@ from functools import cache
 
 from ray.util import metrics as ray_metrics
 
-LATENCY_BOUNDARIES_MS = [10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 30000]
-BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+LATENCY_BOUNDARIES_MS: list[float] = [10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 30000]
+BATCH_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
 @cache

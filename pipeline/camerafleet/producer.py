@@ -202,6 +202,7 @@ class ProducerActor:
             worker.end_slot = self._slot_at(camera, handover_s) if camera else None
             await asyncio.sleep(max(0.0, handover_s - time.time()))
         worker.stop.set()
+        assert worker.task is not None
         try:
             await asyncio.wait_for(asyncio.shield(worker.task), timeout=30)
         except TimeoutError:
@@ -287,7 +288,8 @@ class ProducerActor:
         counts.pending.add(task)
         counts.max_buffered = max(counts.max_buffered, len(counts.pending))
         self.pending.add(task)
-        task.add_done_callback(lambda t: (counts.pending.discard(t), self.pending.discard(t)))
+        task.add_done_callback(counts.pending.discard)
+        task.add_done_callback(self.pending.discard)
 
     async def _announce(self, camera_id: str, counts: CameraCounts, msg: FrameMessage) -> None:
         """Put one frame's announcement on Kafka, retrying with backoff while Kafka does not take it."""

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 
 import orjson
 
-from camerafleet.api.settings import Settings
+from camerafleet.api.settings import PROFILE_DIR_ENV, Settings
 
-ENV = Settings.model_fields["profile_dir"].alias  # CAMERAFLEET_PROFILE_DIR
+ENV = PROFILE_DIR_ENV
 
 _dir = Settings.from_env().profile_dir
 _on = _dir is not None
@@ -71,6 +71,7 @@ def snapshot() -> dict[str, dict[str, int]]:
 
 
 def _flush_forever() -> None:
+    assert _dir is not None
     path = os.path.join(_dir, f"{os.getpid()}.json")
     while True:
         time.sleep(1.0)

@@ -193,7 +193,8 @@ class FleetRunner:
     async def scale_consumers(self, n: int) -> None:
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.consumers) < n:
-            actor = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor).remote(spec_json, str(self.results_log))
+            # ray.remote adds `.options`; mypy does not apply class decorators.
+            actor = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor).remote(spec_json, str(self.results_log))  # type: ignore[attr-defined]
             await actor.start.remote()
             self.consumers.append(actor)
         while len(self.consumers) > n:
@@ -206,7 +207,8 @@ class FleetRunner:
         ahead: the old owner produces the slots before it, the new owner (already started) those after."""
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.producers) < n:
-            self.producers.append(ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor).remote(spec_json, self.epoch_ms))
+            actor = ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor).remote(spec_json, self.epoch_ms)  # type: ignore[attr-defined]
+            self.producers.append(actor)
             self.producer_plan.append(set())
         plan = [{(s.camera.id, s.index, s.shards) for s in shards} for shards in plan_shards(self.spec, n)]
         plan += [set() for _ in range(len(self.producers) - n)]

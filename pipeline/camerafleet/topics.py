@@ -110,7 +110,7 @@ class TopicReconciler:
         self.admin: AIOKafkaAdminClient = await connect_admin(self.bootstrap, timeout_s=self.timeout_s)
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.admin.close()
 
     async def describe(self, names: list[str]) -> dict[str, TopicState]:

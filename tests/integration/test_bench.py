@@ -34,7 +34,6 @@ def report(tmp_path_factory, kafka_server) -> tuple[Path, dict]:
     subprocess.run([sys.executable, "-m", "camerafleet_dev.clips", "--out", str(tmp / "clips"), "--seconds", "3"], check=True, cwd=ROOT)
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT / "hack"),
         "KAFKA_BOOTSTRAP": kafka_server.bootstrap,
         "CAMERAFLEET_SERVE_PORT": str(free_port()),
     }

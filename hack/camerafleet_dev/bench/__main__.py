@@ -30,6 +30,7 @@ import yaml
 from camerafleet import profiling
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.api.settings import Settings
+from camerafleet.runner import FleetRunner
 from camerafleet_dev.bench.limit import measure_limit
 from camerafleet_dev.bench.phases import BASELINE, FAST_AUTOSCALING, Bench, PhaseResult
 from camerafleet_dev.bench.profiles import PROFILES, BenchProfile
@@ -72,7 +73,7 @@ async def autoscaling_step(bench: Bench, p: BenchProfile, sat: float) -> PhaseRe
             camera_fps=lambda i: base_fps if i == 1 else step_fps,
         )
 
-    async def during(runner, path: Path) -> dict[str, Any]:
+    async def during(runner: FleetRunner, path: Path) -> dict[str, Any]:
         await asyncio.sleep(p.step_idle_seconds)
         await asyncio.to_thread(path.write_text, yaml.safe_dump(manifest(True), sort_keys=False))
         t_step = time.time()

@@ -95,10 +95,10 @@ class BaselineIngress:
 
 def baseline_app(spec: FleetSpec) -> Application:
     fleet_json = spec.model_dump_json(by_alias=True)
-    models = {
-        m.name: BaselineModel.options(**model_deployment_options(m)).bind(m.model_dump_json(by_alias=True), fleet_json) for m in spec.models
-    }
-    return BaselineIngress.options(**ingress_options(spec)).bind(models)
+    model: Any = BaselineModel  # serve.deployment adds `.options`; mypy does not apply class decorators
+    ingress: Any = BaselineIngress
+    models = {m.name: model.options(**model_deployment_options(m)).bind(m.model_dump_json(by_alias=True), fleet_json) for m in spec.models}
+    return ingress.options(**ingress_options(spec)).bind(models)
 
 
 def deploy(spec: FleetSpec) -> None:

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -21,7 +22,7 @@ import numpy as np
 from camerafleet.api.manifest import FleetSpec
 
 
-def _run_worker(spec_json: str, grabs_per_frame: int, seconds: float, barrier, results) -> None:
+def _run_worker(spec_json: str, grabs_per_frame: int, seconds: float, barrier: Any, results: Any) -> None:
     cv2.setNumThreads(1)
     from camerafleet import profiling
     from camerafleet.imaging import decode_jpeg
@@ -40,13 +41,13 @@ def _run_worker(spec_json: str, grabs_per_frame: int, seconds: float, barrier, r
     batch_ms: list[float] = []
     frames = 0
 
-    def timed(name: str, fn, *args, clock=time.thread_time):
+    def timed(name: str, fn: Callable[..., Any], *args: Any, clock: Callable[[], float] = time.thread_time) -> Any:
         t0 = clock()
         out = fn(*args)
         cpu[name] += clock() - t0
         return out
 
-    def read(cap) -> np.ndarray:
+    def read(cap: cv2.VideoCapture) -> np.ndarray:
         for _ in range(grabs_per_frame):
             if not cap.grab():
                 cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
@@ -89,7 +90,7 @@ def measure_limit(spec: FleetSpec, grabs_per_frame: int, seconds: float, process
     for p in procs:
         p.join()
     frames = sum(a["frames"] for a in answers)
-    cpu = defaultdict(float)
+    cpu: dict[str, float] = defaultdict(float)
     for a in answers:
         for k, v in a["cpu_s"].items():
             cpu[k] += v

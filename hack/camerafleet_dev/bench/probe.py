@@ -106,7 +106,7 @@ class TimeSeries:
             rss = await asyncio.to_thread(self.probe.sample)
             replicas = await asyncio.to_thread(serve_replicas, self.app)
             _, consumers = await self.runner.gather_stats()
-            lag = sum(v for c in consumers for v in c["lag"].values())
+            lag = sum(c.total_lag for c in consumers)
             self.rows.append({"t": round(time.time() - self.t0, 2), "wall": time.time(), "replicas": replicas, "lag": lag, "rss": rss})
             await asyncio.sleep(self.interval)
 
@@ -114,7 +114,10 @@ class TimeSeries:
         self.task = asyncio.create_task(self._loop())
 
     async def stop(self) -> list[dict[str, Any]]:
+        """The rows sampled; the sampler's own failure, if it had one, is raised rather than leaving gaps."""
         if self.task is not None:
+            if self.task.done():
+                self.task.result()
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
         return self.rows

@@ -200,7 +200,7 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             "limit_cpu_ms_per_frame": limit_ms,
             "platform_cpu_ms_per_frame": platform_ms,
             "pipeline_processes_beyond_stages_ms_per_frame": (
-                round(total_ms - platform_ms - sum(pipeline_stages.values()), 2)
+                round(total_ms - platform_ms - sum(v or 0.0 for v in pipeline_stages.values()), 2)
                 if total_ms is not None and platform_ms is not None
                 else None
             ),

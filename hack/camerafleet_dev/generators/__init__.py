@@ -1,7 +1,7 @@
 """Generated files of the repository and their sources of truth: the CRD (from the pydantic manifest
-models), the chart's copy of the operator's RBAC rules, and the top-level rayservice.yaml / rayjob.yaml
-(from the example cluster fleet). `python -m camerafleet_dev.generators --write|--check` (`make
-generate`, and `make lint` checks)."""
+models), the chart's copy of the operator's RBAC rules, the top-level rayservice.yaml / rayjob.yaml
+(from the example cluster fleet) and the README's table of outcome reasons (from the Reason enum).
+`python -m camerafleet_dev.generators --write|--check` (`make generate`; `make lint` and a unit test check)."""
 
 from __future__ import annotations
 

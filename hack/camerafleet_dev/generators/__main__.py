@@ -7,12 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from camerafleet_dev.generators import ROOT, chart_files, crd, rendered
+from camerafleet_dev.generators import ROOT, chart_files, crd, readme, rendered
 
 
 def expected() -> dict[Path, str]:
     """Every generated file and the text it must have."""
-    return {**crd.files(), **chart_files.files(), **rendered.files()}
+    return {**crd.files(), **chart_files.files(), **rendered.files(), **readme.files()}
 
 
 def stale() -> list[Path]:

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from camerafleet.api.manifest import FleetSpec
 
+PROFILE_DIR_ENV = "CAMERAFLEET_PROFILE_DIR"
+
 
 class SettingsError(ValueError):
     """An environment variable with a value CameraFleet cannot use; the message names it."""
@@ -47,7 +49,7 @@ class Settings(BaseModel):
         description="Where models downloaded from S3 are kept.",
     )
     profile_dir: Path | None = Field(
-        default=None, alias="CAMERAFLEET_PROFILE_DIR", description="Stage CPU profiling writes here when set (the benchmark sets it)."
+        default=None, alias=PROFILE_DIR_ENV, description="Stage CPU profiling writes here when set (the benchmark sets it)."
     )
     resync_seconds: float = Field(
         default=30.0, alias="CAMERAFLEET_RESYNC_SECONDS", gt=0, description="How often the operator corrects drift of each fleet."

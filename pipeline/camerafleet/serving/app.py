@@ -16,13 +16,14 @@ from camerafleet.serving.model_deployment import ModelDeployment
 
 
 def fleet_app(spec: FleetSpec) -> Application:
+    # serve.deployment adds `.options`; mypy does not apply class decorators, so the classes are used as Any.
+    bucket = spec.bucket.model_dump_json(by_alias=True)
+    model_deployment: Any = ModelDeployment
+    ingress: Any = FleetIngress
     models = {
-        m.name: ModelDeployment.options(**model_deployment_options(m)).bind(
-            m.model_dump_json(by_alias=True), spec.bucket.model_dump_json(by_alias=True)
-        )
-        for m in spec.models
+        m.name: model_deployment.options(**model_deployment_options(m)).bind(m.model_dump_json(by_alias=True), bucket) for m in spec.models
     }
-    return FleetIngress.options(**ingress_options(spec)).bind(spec.model_dump_json(by_alias=True), models)
+    return ingress.options(**ingress_options(spec)).bind(spec.model_dump_json(by_alias=True), models)
 
 
 def build_app(args: dict[str, Any]) -> Application:

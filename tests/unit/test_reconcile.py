@@ -1,0 +1,211 @@
+"""`reconcile_fleet` without a control plane or Kafka: the operator's two seams (`kube.Kube` and the
+topic admin) replaced by in-memory fakes, as kopf's own tests mock its API layer. What KubeRay would
+do (write a RayService's or RayJob's status) the tests do by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from camerafleet.api.manifest import FleetSpec
+from camerafleet.topics import KafkaUnavailable, TopicPlan, TopicState
+from camerafleet_operator.reconcile import SPEC_HASH, ReconcileResult, reconcile_fleet
+
+NS = "cams"
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+class FakeKube:
+    """The operator's Kubernetes seam in memory: apply replaces an object's metadata and spec and keeps its
+    status (server-side apply of one field manager), get/delete/list by kind."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.applied: list[tuple[str, str]] = []
+        self.deleted: list[tuple[str, str]] = []
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        key = (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        status = self.objects.get(key, {}).get("status")
+        self.objects[key] = copy.deepcopy(obj) | ({"status": status} if status is not None else {})
+        self.applied.append((obj["kind"], obj["metadata"]["name"]))
+        return copy.deepcopy(self.objects[key])
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self.deleted.append((kind, name))
+        return self.objects.pop((kind, namespace, name), None) is not None
+
+    async def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items() if k == kind and namespace in (None, ns)]
+
+    def set_status(self, kind: str, name: str, status: dict[str, Any]) -> None:
+        self.objects[(kind, NS, name)]["status"] = status
+
+
+class FakeKafka:
+    """The topic admin seam: topics in a dict; `down` makes every call fail like an unreachable broker."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, TopicState] = {}
+        self.down = False
+
+    def __call__(self, bootstrap: str) -> FakeKafka:
+        return self
+
+    async def __aenter__(self) -> FakeKafka:
+        if self.down:
+            raise KafkaUnavailable("cannot reach Kafka at kafka:9092 (KafkaConnectionError)")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+    async def describe(self, names: list[str]) -> dict[str, TopicState]:
+        return {n: self.topics[n] for n in names if n in self.topics}
+
+    async def apply(self, spec: FleetSpec, plan: TopicPlan) -> None:
+        for name, partitions in {**plan.create, **plan.add_partitions}.items():
+            self.topics[name] = TopicState(partitions, spec.kafka.replication_factor, {"retention.ms": str(spec.kafka.retention_ms)})
+
+
+def fleet(name: str = "lobby", cameras: int = 2, created: str = "2026-11-30T10:00:00Z", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "camerafleet.io/v1alpha1",
+        "kind": "CameraFleet",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1, "creationTimestamp": created},
+        "spec": {
+            "cameras": [{"id": str(i), "source": "synthetic:"} for i in range(1, cameras + 1)],
+            "models": [{"name": "health", "type": "camera-health"}],
+            "kafka": {"bootstrapServers": "kafka:9092", "topicPrefix": f"{name}_cam_"},
+            "bucket": {"uri": "s3://frames/x", "endpoint": "http://minio:9000"},
+            **spec,
+        },
+    }
+
+
+def reconcile(body: dict[str, Any], kube: FakeKube, kafka: FakeKafka, now: datetime = T0) -> ReconcileResult:
+    result = asyncio.run(reconcile_fleet(body, kube, now=now, topic_admin=kafka))  # type: ignore[arg-type]
+    body["status"] = result.status.model_dump(by_alias=True, mode="json")  # what the handler publishes
+    return result
+
+
+def conditions(result: ReconcileResult) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in result.status.conditions}
+
+
+def kuberay_runs_everything(kube: FakeKube, name: str = "lobby") -> None:
+    kube.set_status("RayService", f"{name}-serving", {"conditions": [{"type": "Ready", "status": "True", "reason": "RayServiceReady"}]})
+    for role in ("producer", "consumer"):
+        kube.set_status("RayJob", f"{name}-{role}", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"})
+
+
+def test_a_new_fleet_gets_its_topics_and_objects_and_waits_for_kuberay() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    result = reconcile(body, kube, kafka)
+    assert sorted(kafka.topics) == ["camerafleet_deadletter", "camerafleet_results", "lobby_cam_1", "lobby_cam_2"]
+    assert kube.applied == [
+        ("ConfigMap", "lobby-config"),
+        ("RayService", "lobby-serving"),
+        ("RayJob", "lobby-producer"),
+        ("RayJob", "lobby-consumer"),
+    ]
+    owners = {o["metadata"]["ownerReferences"][0]["uid"] for o in kube.objects.values()}
+    assert owners == {"uid-lobby"}, "everything the fleet owns is garbage-collected with it"
+    c = conditions(result)
+    assert c["TopicsReady"] == ("True", "Reconciled")
+    assert c["ServingReady"] == c["ProducersRunning"] == c["ConsumersRunning"] == ("Unknown", "WaitingForKubeRay")
+    assert c["Ready"] == ("False", "NotReady") and result.status.phase == "Reconciling"
+    assert result.retry_after_s is None and result.status.observed_generation == 1
+    assert [(e.type, e.reason) for e in result.events] == [("Normal", "Reconciled")]
+
+
+def test_the_fleet_is_ready_once_kuberay_reports_everything_running() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    reconcile(body, kube, kafka)
+    kuberay_runs_everything(kube)
+    result = reconcile(body, kube, kafka)
+    assert conditions(result)["Ready"] == ("True", "Ready") and result.status.phase == "Running"
+    assert ("Normal", "Ready") in {(e.type, e.reason) for e in result.events}
+    again = reconcile(body, kube, kafka)
+    assert again.events == [], "a pass that changes nothing reports nothing"
+    assert again.status.conditions == result.status.conditions, "lastTransitionTime only moves on a change"
+
+
+def test_an_invalid_spec_fails_the_fleet_and_touches_nothing() -> None:
+    kube, kafka = FakeKube(), FakeKafka()
+    body = fleet(cameras=0)
+    result = reconcile(body, kube, kafka)
+    assert conditions(result)["Ready"][1] == "InvalidSpec" and result.status.phase == "Failed"
+    ready = next(c for c in result.status.conditions if c.type == "Ready")
+    assert ready.message.startswith("fix the spec: cameras:"), ready.message
+    assert kube.applied == [] and kafka.topics == {}
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "InvalidSpec")]
+
+
+def test_kafka_down_is_retried_while_kubernetes_objects_are_still_kept() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    kafka.down = True
+    result = reconcile(body, kube, kafka)
+    assert conditions(result)["TopicsReady"] == ("False", "KafkaUnavailable")
+    assert result.retry_after_s == 15.0 and "cannot reach Kafka" in result.retry_reason
+    assert ("RayService", "lobby-serving") in kube.applied
+    assert ("Warning", "KafkaUnavailable") in {(e.type, e.reason) for e in result.events}
+
+
+def test_a_failed_job_is_resubmitted_after_its_backoff() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    reconcile(body, kube, kafka)
+    kuberay_runs_everything(kube)
+    reconcile(body, kube, kafka)
+    kube.set_status("RayJob", "lobby-consumer", {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "message": "entrypoint exited 1"})
+
+    failed = reconcile(body, kube, kafka)
+    state = failed.status.consumer_job
+    assert state.failures == 1 and state.last_failure == "entrypoint exited 1"
+    assert conditions(failed)["ConsumersRunning"] == ("False", "JobFailed") and failed.status.phase == "Degraded"
+    assert failed.retry_after_s == 10.0, "retried when the first backoff (jobRetryInitialSeconds) ends"
+    assert ("RayJob", "lobby-consumer") not in kube.deleted, "not resubmitted before its backoff"
+
+    reconcile(body, kube, kafka, now=T0 + timedelta(seconds=11))
+    assert ("RayJob", "lobby-consumer") in kube.deleted
+    resubmitted = reconcile(body, kube, kafka, now=T0 + timedelta(seconds=12))
+    assert kube.applied.count(("RayJob", "lobby-consumer")) >= 2, "applied again after the delete"
+    assert resubmitted.status.consumer_job.failures == 1, "the failure count survives the resubmission"
+
+
+def test_a_changed_job_spec_replaces_the_job() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    reconcile(body, kube, kafka)
+    old_hash = kube.objects[("RayJob", NS, "lobby-producer")]["metadata"]["annotations"][SPEC_HASH]
+    body["spec"]["kubernetes"] = {"image": "registry.local/camerafleet-ray:2"}
+    body["metadata"]["generation"] = 2
+    result = reconcile(body, kube, kafka)
+    assert ("RayJob", "lobby-producer") in kube.deleted and "JobReplaced" in {e.reason for e in result.events}
+    reconcile(body, kube, kafka)
+    assert kube.objects[("RayJob", NS, "lobby-producer")]["metadata"]["annotations"][SPEC_HASH] != old_hash
+    assert result.status.observed_generation == 2
+
+
+def test_a_topic_an_older_fleet_owns_is_a_conflict_and_left_alone() -> None:
+    kube, kafka = FakeKube(), FakeKafka()
+    older = fleet("first", created="2026-11-30T09:00:00Z")
+    asyncio.run(kube.apply(older))  # the older fleet exists in the cluster
+    newer = fleet("second", created="2026-11-30T10:00:00Z", kafka={"bootstrapServers": "kafka:9092", "topicPrefix": "first_cam_"})
+    result = reconcile(newer, kube, kafka)
+    assert conditions(result)["TopicsReady"][:2] == ("False", "Conflict")
+    assert "first_cam_1" not in kafka.topics, "a conflicting fleet creates nothing it does not own"
+    assert "first_cam_1" not in result.status.topics
+
+
+def test_partitions_only_grow() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    kafka.topics["lobby_cam_1"] = TopicState(4, 1, {"retention.ms": "600000"})
+    result = reconcile(body, kube, kafka)
+    assert conditions(result)["TopicsReady"][:2] == ("False", "NotSupported")
+    assert kafka.topics["lobby_cam_1"].partitions == 4 and result.status.phase == "Degraded"
