@@ -85,7 +85,7 @@ test: ## The whole suite but tests marked slow: unit, integration and control-pl
 
 .PHONY: test-unit
 test-unit: models ## Unit tier: pure logic and hostile input, no servers
-	$(PYTEST) -m "not integration and not controlplane and not slow"
+	$(PYTEST) -m "not integration and not controlplane and not e2e and not slow"
 
 .PHONY: test-integration
 test-integration: models tools-kafka tools-minio ## Integration tier: real Kafka, MinIO and Ray Serve (the pipeline, the bench smoke run)
@@ -164,9 +164,9 @@ controlplane-down: $(STAMP) ## Stop what `make controlplane-up` started (its dat
 	rm -f $(CONTROLPLANE_DIR)/env
 
 .PHONY: operator
-operator: $(STAMP) ## Run the CameraFleet operator against KUBECONFIG (e.g. out/controlplane/kubeconfig)
+operator: $(STAMP) ## Run the CameraFleet operator against KUBECONFIG of `make controlplane-up` (accepts loopback Kafka addresses there)
 	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG (after 'make controlplane-up': export KUBECONFIG=$$PWD/out/controlplane/kubeconfig)"; exit 1; }
-	$(VENV)/bin/camerafleet-operator --all-namespaces
+	CAMERAFLEET_ALLOW_LOCAL_ADDRESSES=1 $(VENV)/bin/camerafleet-operator --all-namespaces  # nothing runs in Pods there: loopback Kafka is fine
 
 ##@ Deploy: charts and images
 
@@ -191,10 +191,14 @@ deploy: ## Install/upgrade both charts into KUBECONFIG's cluster, then apply exa
 	$(KUBECTL) get camerafleets -n $(STACK_NAMESPACE)
 
 .PHONY: images
-images: ## Build the operator and Ray images (OPERATOR_IMAGE, RAY_IMAGE); needs a Docker engine and PyPI
-	@$(DOCKER) info >/dev/null 2>&1 || { echo 'no Docker engine: `make images` needs one (our CI has none)' >&2; exit 1; }
-	$(DOCKER) build -f images/operator/Dockerfile --build-arg VERSION=$(VERSION) -t $(OPERATOR_IMAGE) .
-	$(DOCKER) build -f images/ray/Dockerfile --build-arg VERSION=$(VERSION) --build-arg RAY_VERSION=$(RAY_VERSION) -t $(RAY_IMAGE) .
+images: $(STAMP) ## Build the operator and Ray images (OPERATOR_IMAGE, RAY_IMAGE): with Docker where there is an engine, else with buildah on local bases
+	@if $(DOCKER) info >/dev/null 2>&1; then \
+	  $(DOCKER) build -f images/operator/Dockerfile --build-arg VERSION=$(VERSION) -t $(OPERATOR_IMAGE) . && \
+	  $(DOCKER) build -f images/ray/Dockerfile --build-arg VERSION=$(VERSION) --build-arg RAY_VERSION=$(RAY_VERSION) -t $(RAY_IMAGE) . ; \
+	else \
+	  echo "no Docker engine: building with buildah on bases made from Debian packages and PyPI (hack/camerafleet_dev/images.py)"; \
+	  $(DEV) -m camerafleet_dev.images build; \
+	fi
 
 .PHONY: kind-up
 kind-up: ## Create the kind cluster KIND_CLUSTER (default camerafleet) from kind-config.yaml; needs kind and Docker
@@ -211,6 +215,27 @@ kind-load: ## Load OPERATOR_IMAGE and RAY_IMAGE (built by `make images`) into th
 kind-down: ## Delete the kind cluster KIND_CLUSTER
 	@command -v $(KIND) >/dev/null 2>&1 || { echo 'no kind: `make kind-down` needs kind (https://kind.sigs.k8s.io)' >&2; exit 1; }
 	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+##@ A one-node Kubernetes without Docker (containerd, kubelet, CoreDNS, KubeRay; needs root)
+
+CLUSTER_DIR := out/cluster
+
+.PHONY: cluster-up
+cluster-up: $(STAMP) ## Start the node, control plane, CoreDNS, KubeRay, Kafka and MinIO; settings in out/cluster/env
+	$(DEV) -m camerafleet_dev.cluster up --data-dir $(CLUSTER_DIR)
+
+.PHONY: cluster-down
+cluster-down: $(STAMP) ## Stop all of it and remove its network set-up (data and logs stay in out/cluster)
+	$(DEV) -m camerafleet_dev.cluster down --data-dir $(CLUSTER_DIR)
+
+.PHONY: cluster-status
+cluster-status: $(STAMP) ## Say which of the cluster's processes run, and whether the no-egress guard is in place
+	$(DEV) -m camerafleet_dev.cluster status --data-dir $(CLUSTER_DIR)
+
+.PHONY: test-e2e
+test-e2e: images ## On the cluster of `make cluster-up`: install the charts and a fleet as a user would, frames through Pods, faults
+	$(DEV) -m camerafleet_dev.cluster load-images --data-dir $(CLUSTER_DIR)
+	CAMERAFLEET_CLUSTER_DIR=$(CLUSTER_DIR) $(PYTEST) -m e2e tests/e2e
 
 ##@ Housekeeping
 

@@ -31,7 +31,8 @@ from camerafleet_operator import metrics
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.reconcile import ReconcileResult, reconcile_fleet, topic_claims
 
-RESYNC_SECONDS = Settings.from_env().resync_seconds
+SETTINGS = Settings.from_env()
+RESYNC_SECONDS = SETTINGS.resync_seconds
 KUBE_RETRY_S = 10.0
 log = logging.getLogger("camerafleet.operator")
 
@@ -76,7 +77,7 @@ def api_problem(err: ApiException | TransportError) -> str:
 
 async def _reconcile(snapshot: dict[str, Any], kube: Kube) -> ReconcileResult:
     try:
-        return await reconcile_fleet(snapshot, kube)
+        return await reconcile_fleet(snapshot, kube, allow_local_addresses=SETTINGS.allow_local_addresses)
     except (ApiException, TransportError) as err:
         raise kopf.TemporaryError(f"{api_problem(err)}; retrying in {KUBE_RETRY_S:.0f} s", delay=KUBE_RETRY_S) from None
 

@@ -21,6 +21,7 @@ from camerafleet.topics import KafkaUnavailable, TopicReconciler, plan_topics
 from camerafleet_operator import render
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.status import FleetStatus, JobState, set_condition
+from camerafleet_operator.validate import cluster_problems
 
 log = logging.getLogger("camerafleet.operator")
 
@@ -73,33 +74,62 @@ def spec_hash(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj["spec"], sort_keys=True).encode()).hexdigest()[:16]
 
 
-def job_condition(job: dict[str, Any] | None) -> tuple[bool | None, str, str, bool]:
-    """(ok, reason, message, failed) from a RayJob's status as KubeRay writes it."""
+@dataclass(frozen=True)
+class Observed:
+    """What a RayJob's or RayService's status, as KubeRay v1.6 writes it, says about its part of the fleet."""
+
+    ok: bool | None  # None: not known yet (starting, waiting for KubeRay)
+    reason: str
+    message: str
+    failed: bool = False  # the job ended or failed: resubmit it after its backoff
+    invalid: bool = False  # KubeRay refused the object: only a spec change helps
+
+
+def job_condition(job: dict[str, Any] | None) -> Observed:
     if job is None:
-        return False, "Missing", "the RayJob does not exist yet", False
+        return Observed(False, "Missing", "the RayJob does not exist yet")
+    if job["metadata"].get("deletionTimestamp"):
+        return Observed(None, "Deleting", "the RayJob is being deleted (KubeRay stops its Ray job first)")
     st = job.get("status") or {}
-    deployment, job_status = st.get("jobDeploymentStatus"), st.get("jobStatus")
+    deployment, job_status, message = st.get("jobDeploymentStatus") or "", st.get("jobStatus") or "", st.get("message") or ""
+    if deployment == "ValidationFailed":
+        return Observed(False, "InvalidSpec", f"KubeRay refused the RayJob: {message}", invalid=True)
     if deployment == "Failed" or job_status == "FAILED":
-        return False, "JobFailed", st.get("message") or f"the RayJob failed (jobStatus {job_status})", True
-    if deployment == "Running" and job_status in ("RUNNING", None):
-        return True, "Running", "the RayJob is running", False
-    if deployment is None:
-        return None, "WaitingForKubeRay", "KubeRay has not picked the RayJob up yet; is the KubeRay operator running?", False
-    return None, str(deployment), f"RayJob is {deployment} (jobStatus {job_status})", False
+        return Observed(False, "JobFailed", message or f"the RayJob failed (jobStatus {job_status or 'unknown'})", failed=True)
+    if deployment == "Complete":  # the pipeline runs until stopped: a job that ended is restarted
+        return Observed(False, "JobEnded", f"the RayJob ended (jobStatus {job_status or 'unknown'}) {message}".strip(), failed=True)
+    if deployment == "Running" and job_status == "RUNNING":
+        return Observed(True, "Running", "the RayJob is running")
+    if not deployment:
+        return Observed(None, "WaitingForKubeRay", "KubeRay has not picked the RayJob up yet; is the KubeRay operator running?")
+    return Observed(None, deployment, f"RayJob is {deployment} (jobStatus {job_status or 'not known yet'})")
 
 
-def service_condition(svc: dict[str, Any] | None) -> tuple[bool | None, str, str]:
+def service_condition(svc: dict[str, Any] | None, app_name: str) -> Observed:
     if svc is None:
-        return False, "Missing", "the RayService does not exist yet"
+        return Observed(False, "Missing", "the RayService does not exist yet")
     st = svc.get("status") or {}
-    ready = next((c for c in st.get("conditions", []) if c.get("type") == "Ready"), None)
-    if ready is not None:
-        return ready.get("status") == "True", ready.get("reason") or "Ready", ready.get("message") or ""
-    if st.get("serviceStatus") == "Running":
-        return True, "Running", "the Serve application is running"
-    if not st:
-        return None, "WaitingForKubeRay", "KubeRay has not picked the RayService up yet; is the KubeRay operator running?"
-    return None, str(st.get("serviceStatus") or "Pending"), "the Serve application is starting"
+    ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None:
+        return Observed(None, "WaitingForKubeRay", "KubeRay has not picked the RayService up yet; is the KubeRay operator running?")
+    reason, message = ready.get("reason") or "", ready.get("message") or ""
+    app = _app_status(st, app_name)
+    if ready.get("status") == "True":
+        return Observed(True, reason or "Ready", message or "the Serve application serves")
+    if reason == "ValidationFailed":
+        return Observed(False, "InvalidSpec", f"KubeRay refused the RayService: {message}", invalid=True)
+    if reason == "Initializing":  # a normal start (pods, then the Serve app): not yet known, not degraded
+        return Observed(None, "Initializing", "; ".join(x for x in (message, app) if x) or "the Serve application is starting")
+    return Observed(False, reason or "NotReady", "; ".join(x for x in (message, app) if x))
+
+
+def _app_status(status: dict[str, Any], app_name: str) -> str:
+    """The Serve application's own status and message (e.g. DEPLOY_FAILED and the builder's traceback)."""
+    for key in ("pendingServiceStatus", "activeServiceStatus"):
+        app = ((status.get(key) or {}).get("applicationStatuses") or {}).get(app_name)
+        if app:
+            return f"Serve app {app_name} {app.get('status', '')}: {app.get('message', '')[:300]}".rstrip(": ")
+    return ""
 
 
 def next_retry(state: JobState, initial_s: int, max_s: int, now: datetime, reason: str) -> JobState:
@@ -127,7 +157,11 @@ def phase_of(status: FleetStatus) -> str:
 
 
 async def reconcile_fleet(
-    body: dict[str, Any], kube: Kube, now: datetime | None = None, topic_admin: Callable[[str], TopicReconciler] = TopicReconciler
+    body: dict[str, Any],
+    kube: Kube,
+    now: datetime | None = None,
+    topic_admin: Callable[[str], TopicReconciler] = TopicReconciler,
+    allow_local_addresses: bool = False,
 ) -> ReconcileResult:
     """One pass over a fleet: its topics (through `topic_admin`, Kafka), its Kubernetes objects (through
     `kube`), and the status and events that describe what was observed."""
@@ -150,11 +184,14 @@ async def reconcile_fleet(
 
     try:
         spec = FleetSpec.model_validate(body.get("spec") or {})
+        problems = cluster_problems(name, spec, allow_local_addresses=allow_local_addresses)
     except ValidationError as err:
         text = format_validation_error(err, f"CameraFleet {namespace}/{name}").split("\n", 1)[-1]
-        for t in ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning"):  # one Warning event (Ready's), not five
+        problems = [line.strip(" -") for line in text.splitlines()]
+    if problems:  # nothing is touched: one Warning event (Ready's), the other conditions say why they wait
+        for t in ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning"):
             conds = set_condition(conds, t, None, "InvalidSpec", "not reconciled: the spec is invalid", generation)
-        cond("Ready", False, "InvalidSpec", "fix the spec: " + "; ".join(line.strip(" -") for line in text.splitlines()))
+        cond("Ready", False, "InvalidSpec", "fix the spec: " + "; ".join(problems))
         status = status.model_copy(update={"conditions": conds, "observed_generation": generation})
         return ReconcileResult(status.model_copy(update={"phase": phase_of(status)}), events)
 
@@ -177,27 +214,47 @@ async def reconcile_fleet(
         cond("TopicsReady", False, "KafkaUnavailable", f"{err}; retrying")
         retry_after, retry_reason = KAFKA_RETRY_S, str(err)
 
-    # 2. Kubernetes objects (owned, so garbage collection removes them with the fleet)
+    # 2. Kubernetes objects (owned, so garbage collection removes them with the fleet). The consumers call
+    # the Serve app through the RayService's serve Service, which KubeRay creates once the app runs: the
+    # consumer job waits for ServingReady rather than fail its first frames.
     owner = render.owner_reference(body)
     config, service, producer, consumer = render.fleet_objects(name, namespace, spec, owner)
     await kube.apply(config)
     await kube.apply(service)
+    serving = service_condition(await kube.get("ray.io/v1", "RayService", namespace, service["metadata"]["name"]), spec.serving.app_name)
+    cond("ServingReady", serving.ok, serving.reason, serving.message)
+    invalid = [serving.message] if serving.invalid else []
     jobs: dict[str, JobState] = {}
     for role, job_obj, state in (("producer", producer, status.producer_job), ("consumer", consumer, status.consumer_job)):
+        condition = "ProducersRunning" if role == "producer" else "ConsumersRunning"
+        existing = await kube.get("ray.io/v1", "RayJob", namespace, job_obj["metadata"]["name"])
+        if role == "consumer" and serving.ok is not True and existing is None:
+            jobs[role] = state
+            cond(condition, None, "WaitingForServing", "the consumers start once the Serve application serves")
+            continue
         jobs[role] = await _reconcile_job(kube, job_obj, state, spec, now, events)
-        live = await kube.get("ray.io/v1", "RayJob", namespace, job_obj["metadata"]["name"])
-        ok, reason, message, failed = job_condition(live)
-        if failed or (live is None and jobs[role].next_retry_at):
+        observed = job_condition(await kube.get("ray.io/v1", "RayJob", namespace, job_obj["metadata"]["name"]))
+        ok, reason, message = observed.ok, observed.reason, observed.message
+        if observed.invalid:
+            invalid.append(message)
+        elif observed.failed or (observed.reason == "Missing" and jobs[role].next_retry_at):
             retry = jobs[role].next_retry_at
             reason, message = "JobFailed", f"{jobs[role].last_failure}; failure {jobs[role].failures}, resubmitting at {retry}"
             ok = False
             wait = ((_parse_time(retry) or now) - now).total_seconds()
             retry_after = max(1.0, wait) if retry_after is None else min(retry_after, max(1.0, wait))
-        cond("ProducersRunning" if role == "producer" else "ConsumersRunning", ok, reason, message)
-
-    # 3. Serving
-    ok, reason, message = service_condition(await kube.get("ray.io/v1", "RayService", namespace, service["metadata"]["name"]))
-    cond("ServingReady", ok, reason, message)
+        cond(condition, ok, reason, message)
+    if invalid:  # KubeRay refused what the API server accepted: only a spec change helps
+        cond("Ready", False, "InvalidSpec", "fix the spec: " + "; ".join(invalid))
+        status = status.model_copy(
+            update={
+                "conditions": conds,
+                "observed_generation": generation,
+                "producer_job": jobs["producer"],
+                "consumer_job": jobs["consumer"],
+            }
+        )
+        return ReconcileResult(status.model_copy(update={"phase": phase_of(status)}), events)
 
     by_type = {c.type: c for c in conds}
     pending = [t for t in ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning") if by_type[t].status != "True"]
@@ -230,8 +287,13 @@ async def _reconcile_job(kube: Kube, job: dict[str, Any], state: JobState, spec:
     job["metadata"].setdefault("annotations", {})[SPEC_HASH] = spec_hash(job)
     live = await kube.get("ray.io/v1", "RayJob", meta["namespace"], meta["name"])
     k = spec.kubernetes
+    if live is not None and live["metadata"].get("deletionTimestamp"):
+        return state  # KubeRay's finalizer stops the Ray job first; the next pass applies the new one
     if live is not None:
-        ok, _reason, message, failed = job_condition(live)
+        observed = job_condition(live)
+        message, failed, ok = observed.message, observed.failed, observed.ok
+        if observed.invalid:
+            return state  # reported as InvalidSpec; resubmitting the same spec would be refused again
         if failed:
             if state.next_retry_at is None:
                 state = next_retry(state, k.job_retry_initial_seconds, k.job_retry_max_seconds, now, message)

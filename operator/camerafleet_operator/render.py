@@ -100,14 +100,17 @@ def config_map(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str
 
 def serve_config(fleet_name: str, spec: FleetSpec) -> dict[str, Any]:
     """serveConfigV2: one application, deployment options from the same builders as a local run."""
-    deployments = [ingress_options(spec), *(model_deployment_options(m) for m in spec.models)]
+    deployments = [ingress_options(spec.serving), *(model_deployment_options(m) for m in spec.models)]
     return {
         "applications": [
             {
                 "name": spec.serving.app_name,
                 "route_prefix": spec.serving.route_prefix,
                 "import_path": APP_IMPORT_PATH,
-                "args": {"fleet": fleet_document(fleet_name, spec, serving_url=None)},
+                # Only what the app uses: editing cameras or actor counts leaves the Serve app (and its replicas) alone.
+                "args": {
+                    "app": spec.serving_app().model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude={"serving": {"url"}})
+                },
                 "deployments": deployments,
             }
         ]

@@ -170,7 +170,12 @@ class FleetRunner:
         t0 = time.monotonic()
         quiet = {"enable_access_log": False, "log_level": "WARNING"}
         serve.start(http_options={"host": "127.0.0.1", "port": self.settings.serve_port}, logging_config=quiet)
-        serve.run(fleet_app(self.spec), name=self.spec.serving.app_name, route_prefix=self.spec.serving.route_prefix, logging_config=quiet)
+        serve.run(
+            fleet_app(self.spec.serving_app()),
+            name=self.spec.serving.app_name,
+            route_prefix=self.spec.serving.route_prefix,
+            logging_config=quiet,
+        )
         self.deployed_app = self.spec.serving.app_name
         models = ", ".join(f"{m.name} ({m.type})" for m in self.spec.models)
         self.say(f"serve: app {self.spec.serving.app_name!r} running with {models} in {time.monotonic() - t0:.1f} s")
@@ -240,7 +245,7 @@ class FleetRunner:
             self.spec = new.model_copy(update={k: getattr(old, k) for k in ignored})
         await ensure_topics(self.spec, self.bootstrap)
         await self.note_start_offsets()
-        if self.opts.role == "all" and old.models != self.spec.models and not self.spec.serving.url:
+        if self.opts.role == "all" and old.serving_app() != self.spec.serving_app() and not self.spec.serving.url:
             self.deploy_serving()
         if self.opts.role in ("all", "consumer"):
             await asyncio.gather(*(c.update_spec.remote(self.spec.model_dump_json(by_alias=True)) for c in self.consumers))

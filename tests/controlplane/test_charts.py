@@ -195,7 +195,7 @@ def test_chart_service_account_runs_the_operator(installed, helm, controlplane, 
     kubeconfig = controlplane.service_account_kubeconfig(INSTALL_NS, FULLNAME, tmp_path / "kubeconfig")
     health_port, metrics_port = _free_port(), _free_port()
     log = tmp_path / "operator.log"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3"}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3", "CAMERAFLEET_ALLOW_LOCAL_ADDRESSES": "1"}
     with open(log, "ab") as sink:
         operator = subprocess.Popen(
             [

@@ -59,6 +59,24 @@ class Cluster:
     def apply(self, obj: dict) -> subprocess.CompletedProcess:
         return self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj), check=False)
 
+    def kuberay_serves(self, fleet: str) -> None:
+        """Write the RayService status KubeRay writes once the Serve app serves (no KubeRay runs here)."""
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "NonZeroServeEndpoints",
+            "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }
+        patch = json.dumps({"status": {"conditions": [ready]}})
+        self.kubectl("patch", "rayservice", f"{fleet}-serving", "-n", self.ns, "--subresource=status", "--type=merge", "-p", patch)
+
+    def serving_then_consumer(self, fleet: str) -> dict:
+        """Once the RayService exists, play KubeRay's part and wait for the consumer job the operator then applies."""
+        wait_for(f"{fleet}-serving", lambda: self.get("rayservice", f"{fleet}-serving"))
+        self.kuberay_serves(fleet)
+        return wait_for(f"{fleet}-consumer", lambda: self.get("rayjob", f"{fleet}-consumer"))
+
     def condition(self, name: str, type_: str) -> dict | None:
         fleet = self.get("camerafleet", name)
         conds = ((fleet or {}).get("status") or {}).get("conditions", [])
@@ -89,7 +107,7 @@ def cluster(controlplane, kafka_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("operator")
     sa_kubeconfig = operator_kubeconfig(controlplane, c, tmp)
     c.operator_log = tmp / "operator.log"
-    env = {**os.environ, "KUBECONFIG": str(sa_kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3"}
+    env = {**os.environ, "KUBECONFIG": str(sa_kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3", "CAMERAFLEET_ALLOW_LOCAL_ADDRESSES": "1"}
 
     def start():
         c.proc = subprocess.Popen(
@@ -150,15 +168,17 @@ def test_create_update_and_explain(cluster, kafka_server):
     svc = cluster.get("rayservice", "alpha-serving")
     serve = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]
     assert next(d for d in serve["deployments"] if d["name"] == "model-faces")["max_ongoing_requests"] == 18
-    for role in ("producer", "consumer"):
-        job = cluster.get("rayjob", f"alpha-{role}")
-        assert job["spec"]["entrypoint"] == f"camerafleet run /etc/camerafleet/fleet.yaml --role {role}"
-        assert job["metadata"]["ownerReferences"][0]["kind"] == "CameraFleet"
-
     status = cluster.get("camerafleet", "alpha")["status"]
     assert status["observedGeneration"] == 1 and status["cameras"] == 2
     assert status["phase"] == "Reconciling", "without a KubeRay operator, serving and jobs wait"
     assert cluster.condition("alpha", "ServingReady")["reason"] == "WaitingForKubeRay"
+    assert cluster.condition("alpha", "ConsumersRunning")["reason"] == "WaitingForServing"
+    assert cluster.get("rayjob", "alpha-consumer") is None, "consumers wait for the Serve app instead of failing frames"
+    cluster.serving_then_consumer("alpha")
+    for role in ("producer", "consumer"):
+        job = cluster.get("rayjob", f"alpha-{role}")
+        assert job["spec"]["entrypoint"] == f"camerafleet run /etc/camerafleet/fleet.yaml --role {role}"
+        assert job["metadata"]["ownerReferences"][0]["kind"] == "CameraFleet"
     table = cluster.kubectl("get", "camerafleets", "-n", NS).stdout
     assert "CAMERAS" in table and "PHASE" in table and "READY" in table and "alpha" in table
     described = cluster.kubectl("describe", "camerafleet", "alpha", "-n", NS).stdout
@@ -217,6 +237,8 @@ def test_drift_failed_jobs_restart_and_delete(cluster, kafka_server):
     assert cluster.apply(fleet("keep", k)).returncode == 0
     wait_for("gamma topics", lambda: (cluster.condition("gamma", "TopicsReady") or {}).get("status") == "True")
     wait_for("keep topics", lambda: (cluster.condition("keep", "TopicsReady") or {}).get("status") == "True")
+    cluster.serving_then_consumer("gamma")
+    cluster.serving_then_consumer("keep")
 
     # drift: a deleted RayJob and a topic deleted behind the operator's back come back
     uid = cluster.get("rayjob", "gamma-producer")["metadata"]["uid"]

@@ -135,7 +135,10 @@ def op_cluster(controlplane, own_kafka, tmp_path_factory) -> Iterator[tuple[Clus
     c = Cluster(controlplane, ns=NS)
     tmp = tmp_path_factory.mktemp("operator-faults")
     kubeconfig = operator_kubeconfig(controlplane, c, tmp)
-    op = Operator({**os.environ, "KUBECONFIG": str(kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3"}, tmp / "operator.log")
+    op = Operator(
+        {**os.environ, "KUBECONFIG": str(kubeconfig), "CAMERAFLEET_RESYNC_SECONDS": "3", "CAMERAFLEET_ALLOW_LOCAL_ADDRESSES": "1"},
+        tmp / "operator.log",
+    )
     op.start()
     yield c, op
     if op.alive():
@@ -193,6 +196,7 @@ def test_api_server_restart_watches_reconnect_and_converge(op_cluster, controlpl
     )
     k = own_kafka.bootstrap
     assert c.apply(fleet_in_ns("restart", k)).returncode == 0
+    c.serving_then_consumer("restart")
     wait_for("first reconcile", lambda: status_of(c, "restart").get("cameras") == 2 and condition_is(c, "restart", "TopicsReady", "True"))
 
     log_before = len(op.log.read_bytes())
@@ -236,6 +240,7 @@ def test_kafka_outage_is_reported_retried_and_recovered(op_cluster, own_kafka, f
     )
     k = own_kafka.bootstrap
     assert c.apply(fleet_in_ns("outage", k)).returncode == 0
+    c.serving_then_consumer("outage")
     wait_for("topics ready", lambda: condition_is(c, "outage", "TopicsReady", "True"), timeout_s=90)
 
     with probing(op) as probes:
@@ -284,7 +289,8 @@ def test_operator_killed_between_passes_converges_without_duplicates(op_cluster,
     )
     k = own_kafka.bootstrap
     assert c.apply(fleet_in_ns("killed", k)).returncode == 0
-    wait_for("first reconcile", lambda: status_of(c, "killed").get("cameras") == 2 and c.get("rayjob", "killed-consumer"))
+    c.serving_then_consumer("killed")
+    wait_for("first reconcile", lambda: status_of(c, "killed").get("cameras") == 2)
     old_uid = c.get("rayjob", "killed-producer")["metadata"]["uid"]
     old_hash = c.get("rayjob", "killed-producer")["metadata"]["annotations"]["camerafleet.io/spec-hash"]
 
@@ -347,7 +353,8 @@ def test_camera_secret_never_reaches_status_events_or_objects(op_cluster, own_ka
     obj = fleet_in_ns("secretive", own_kafka.bootstrap, cameras=1, kubernetes={"envFromSecrets": ["lobby-camera"]})
     obj["spec"]["cameras"] = [{"id": "lobby", "source": "lobby-entrance", "sourceSecretEnv": "LOBBY_URL"}]
     assert c.apply(obj).returncode == 0
-    wait_for("reconciled", lambda: condition_is(c, "secretive", "TopicsReady", "True") and c.get("rayjob", "secretive-consumer"))
+    c.serving_then_consumer("secretive")
+    wait_for("reconciled", lambda: condition_is(c, "secretive", "TopicsReady", "True"))
 
     searched: dict[str, str] = {
         "CameraFleet": c.kubectl("get", "camerafleet", "secretive", "-n", NS, "-o", "json").stdout,

@@ -133,7 +133,7 @@ def parse_dockerfile(path: Path) -> Dockerfile:
         elif not stages:
             assert instruction.keyword == "ARG", f"{path}:{instruction.line}: only ARG may precede the first FROM"
             name, _, default = instruction.args.partition("=")
-            global_args[name.strip()] = default.strip().strip('"')
+            global_args[name.strip()] = _substitute(default.strip().strip('"'), global_args)  # defaults may use earlier ARGs
         else:
             stages[-1].instructions.append(instruction)
     assert stages, f"{path}: no FROM"
@@ -331,10 +331,11 @@ def test_make_images_tags_both_images_with_the_project_version() -> None:
     assert f"--build-arg RAY_VERSION={RAY_VERSION} -t ghcr.io/camerafleet/camerafleet-ray:{version} ." in result.stdout
 
 
-def test_make_images_without_docker_engine_says_so() -> None:
-    result = _make("images", "DOCKER=false")  # `false info` fails like `docker info` without an engine
-    assert result.returncode != 0
-    assert "no Docker engine: `make images` needs one (our CI has none)" in result.stderr
+def test_make_images_falls_back_to_buildah_without_a_docker_engine() -> None:
+    """The buildah build itself runs in `make test-e2e` (tests/e2e); here only that make chooses it."""
+    result = _make("-n", "images")
+    assert result.returncode == 0, result.stderr
+    assert "if docker info" in result.stdout and "camerafleet_dev.images build" in result.stdout
 
 
 def _hadolint() -> str | None:

@@ -8,7 +8,7 @@ import yaml
 from camerafleet.api.manifest import parse_manifest
 from camerafleet.topics import TopicState, plan_topics
 from camerafleet_operator import render
-from camerafleet_operator.reconcile import job_condition, next_retry, phase_of, topic_claims
+from camerafleet_operator.reconcile import job_condition, next_retry, phase_of, service_condition, topic_claims
 from camerafleet_operator.status import FleetStatus, JobState, set_condition
 
 
@@ -70,12 +70,43 @@ def test_older_fleet_owns_shared_topics():
     assert topic_claims("old", "ns", "2026-01-01T00:00:00Z", spec(), fleets) == {}
 
 
-def test_job_conditions_and_backoff():
-    assert job_condition(None)[0] is False
-    assert job_condition({"status": {}})[1] == "WaitingForKubeRay"
-    assert job_condition({"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}})[0] is True
-    failed = job_condition({"status": {"jobDeploymentStatus": "Failed", "message": "boom"}})
-    assert failed[3] and failed[2] == "boom"
+def job(deployment: str | None = None, job_status: str | None = None, **meta: str) -> dict:
+    status = {k: v for k, v in (("jobDeploymentStatus", deployment), ("jobStatus", job_status), ("message", "boom")) if v}
+    return {"metadata": {"name": "f-producer", **meta}, "status": status}
+
+
+def test_job_conditions_follow_kuberay_1_6_statuses():
+    assert job_condition(None).ok is False
+    assert job_condition(job()).reason == "WaitingForKubeRay"
+    assert job_condition(job("Running")).ok is None, "Running before the Ray job runs (jobStatus empty or PENDING) is not running yet"
+    assert job_condition(job("Running", "PENDING")).ok is None
+    assert job_condition(job("Running", "RUNNING")).ok is True
+    failed = job_condition(job("Failed", "FAILED"))
+    assert failed.failed and failed.message == "boom"
+    ended = job_condition(job("Complete", "SUCCEEDED"))
+    assert ended.failed and ended.reason == "JobEnded", "a pipeline job that ends is restarted"
+    refused = job_condition(job("ValidationFailed"))
+    assert refused.invalid and not refused.failed and refused.reason == "InvalidSpec" and "boom" in refused.message
+    assert job_condition(job("Running", "RUNNING", deletionTimestamp="2026-01-01T00:00:00Z")).reason == "Deleting"
+
+
+def service(reason: str, status: str = "False", **extra: object) -> dict:
+    return {"status": {"conditions": [{"type": "Ready", "status": status, "reason": reason, "message": "m"}], **extra}}
+
+
+def test_service_conditions_follow_kuberay_1_6_statuses():
+    assert service_condition(None, "app").ok is False
+    assert service_condition({"status": {}}, "app").reason == "WaitingForKubeRay"
+    assert service_condition(service("NonZeroServeEndpoints", "True"), "app").ok is True
+    starting = service_condition(
+        service("Initializing", pendingServiceStatus={"applicationStatuses": {"app": {"status": "DEPLOYING", "message": "x"}}}), "app"
+    )
+    assert starting.ok is None and "Serve app app DEPLOYING: x" in starting.message, "a normal start is not Degraded"
+    assert service_condition(service("ValidationFailed"), "app").invalid
+    assert service_condition(service("ZeroServeEndpoints"), "app").ok is False
+
+
+def test_job_backoff():
     now = datetime(2026, 1, 1, tzinfo=UTC)
     s = next_retry(JobState(), 10, 600, now, "boom")
     assert (s.failures, s.next_retry_at) == (1, "2026-01-01T00:00:10Z")

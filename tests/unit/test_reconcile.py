@@ -99,27 +99,34 @@ def conditions(result: ReconcileResult) -> dict[str, tuple[str, str]]:
     return {c.type: (c.status, c.reason) for c in result.status.conditions}
 
 
-def kuberay_runs_everything(kube: FakeKube, name: str = "lobby") -> None:
-    kube.set_status("RayService", f"{name}-serving", {"conditions": [{"type": "Ready", "status": "True", "reason": "RayServiceReady"}]})
+def kuberay_serves(kube: FakeKube, name: str = "lobby") -> None:
+    kube.set_status(
+        "RayService", f"{name}-serving", {"conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}]}
+    )
+
+
+def kuberay_runs_jobs(kube: FakeKube, name: str = "lobby") -> None:
     for role in ("producer", "consumer"):
         kube.set_status("RayJob", f"{name}-{role}", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"})
+
+
+def kuberay_runs_everything(kube: FakeKube, body: dict[str, Any], kafka: FakeKafka) -> None:
+    kuberay_serves(kube)
+    reconcile(body, kube, kafka)  # the consumer job is applied once serving is ready
+    kuberay_runs_jobs(kube)
 
 
 def test_a_new_fleet_gets_its_topics_and_objects_and_waits_for_kuberay() -> None:
     kube, kafka, body = FakeKube(), FakeKafka(), fleet()
     result = reconcile(body, kube, kafka)
     assert sorted(kafka.topics) == ["camerafleet_deadletter", "camerafleet_results", "lobby_cam_1", "lobby_cam_2"]
-    assert kube.applied == [
-        ("ConfigMap", "lobby-config"),
-        ("RayService", "lobby-serving"),
-        ("RayJob", "lobby-producer"),
-        ("RayJob", "lobby-consumer"),
-    ]
+    assert kube.applied == [("ConfigMap", "lobby-config"), ("RayService", "lobby-serving"), ("RayJob", "lobby-producer")]
     owners = {o["metadata"]["ownerReferences"][0]["uid"] for o in kube.objects.values()}
     assert owners == {"uid-lobby"}, "everything the fleet owns is garbage-collected with it"
     c = conditions(result)
     assert c["TopicsReady"] == ("True", "Reconciled")
-    assert c["ServingReady"] == c["ProducersRunning"] == c["ConsumersRunning"] == ("Unknown", "WaitingForKubeRay")
+    assert c["ServingReady"] == c["ProducersRunning"] == ("Unknown", "WaitingForKubeRay")
+    assert c["ConsumersRunning"] == ("Unknown", "WaitingForServing"), "consumers wait for the Serve app instead of failing frames"
     assert c["Ready"] == ("False", "NotReady") and result.status.phase == "Reconciling"
     assert result.retry_after_s is None and result.status.observed_generation == 1
     assert [(e.type, e.reason) for e in result.events] == [("Normal", "Reconciled")]
@@ -128,7 +135,10 @@ def test_a_new_fleet_gets_its_topics_and_objects_and_waits_for_kuberay() -> None
 def test_the_fleet_is_ready_once_kuberay_reports_everything_running() -> None:
     kube, kafka, body = FakeKube(), FakeKafka(), fleet()
     reconcile(body, kube, kafka)
-    kuberay_runs_everything(kube)
+    kuberay_serves(kube)
+    reconcile(body, kube, kafka)
+    assert ("RayJob", "lobby-consumer") in kube.applied
+    kuberay_runs_jobs(kube)
     result = reconcile(body, kube, kafka)
     assert conditions(result)["Ready"] == ("True", "Ready") and result.status.phase == "Running"
     assert ("Normal", "Ready") in {(e.type, e.reason) for e in result.events}
@@ -161,7 +171,7 @@ def test_kafka_down_is_retried_while_kubernetes_objects_are_still_kept() -> None
 def test_a_failed_job_is_resubmitted_after_its_backoff() -> None:
     kube, kafka, body = FakeKube(), FakeKafka(), fleet()
     reconcile(body, kube, kafka)
-    kuberay_runs_everything(kube)
+    kuberay_runs_everything(kube, body, kafka)
     reconcile(body, kube, kafka)
     kube.set_status("RayJob", "lobby-consumer", {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "message": "entrypoint exited 1"})
 
@@ -209,3 +219,56 @@ def test_partitions_only_grow() -> None:
     result = reconcile(body, kube, kafka)
     assert conditions(result)["TopicsReady"][:2] == ("False", "NotSupported")
     assert kafka.topics["lobby_cam_1"].partitions == 4 and result.status.phase == "Degraded"
+
+
+def test_kuberay_refusing_the_rayjob_is_an_invalid_spec_not_a_retry() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    reconcile(body, kube, kafka)
+    kube.set_status(
+        "RayJob",
+        "lobby-producer",
+        {"jobDeploymentStatus": "ValidationFailed", "message": "RayJob name should be no more than 47 characters"},
+    )
+    result = reconcile(body, kube, kafka)
+    ready = next(c for c in result.status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "InvalidSpec") and "47 characters" in ready.message
+    assert result.status.phase == "Failed" and result.retry_after_s is None
+    assert ("RayJob", "lobby-producer") not in kube.deleted, "a refused spec is not resubmitted"
+
+
+def test_a_job_being_deleted_is_not_applied_again_until_it_is_gone() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    reconcile(body, kube, kafka)
+    kube.objects[("RayJob", NS, "lobby-producer")]["metadata"]["deletionTimestamp"] = "2026-11-30T12:00:00Z"
+    applied = len(kube.applied)
+    result = reconcile(body, kube, kafka)
+    assert ("RayJob", "lobby-producer") not in kube.applied[applied:] and conditions(result)["ProducersRunning"][1] == "Deleting"
+
+
+def test_a_spec_only_one_machine_can_run_is_refused_naming_each_field() -> None:
+    kube, kafka = FakeKube(), FakeKafka()
+    body = fleet("9-lives.very-long-name-of-a-fleet-for-kuberay")
+    body["spec"]["kafka"]["bootstrapServers"] = "127.0.0.1:9092"
+    body["spec"]["bucket"] = {"uri": "file:///dev/shm/frames"}
+    body["spec"]["models"].append({"name": "faces", "type": "face", "modelUri": "models/centerface.onnx", "resources": {"gpus": 2}})
+    result = reconcile(body, kube, kafka)
+    ready = next(c for c in result.status.conditions if c.type == "Ready")
+    assert ready.reason == "InvalidSpec" and result.status.phase == "Failed"
+    for fragment in (
+        "metadata.name: 45 characters",
+        "DNS-1035",
+        "bootstrapServers 127.0.0.1:9092",
+        "file:///dev/shm/frames",
+        "modelUri models/centerface.onnx",
+        "gpus is 2",
+    ):
+        assert fragment in ready.message, fragment
+    assert kube.applied == [] and kafka.topics == {}, "nothing is created for a fleet that cannot run"
+
+
+def test_local_addresses_are_accepted_for_a_development_control_plane() -> None:
+    kube, kafka = FakeKube(), FakeKafka()
+    body = fleet()
+    body["spec"]["kafka"]["bootstrapServers"] = "127.0.0.1:9092"
+    result = asyncio.run(reconcile_fleet(body, kube, now=T0, topic_admin=kafka, allow_local_addresses=True))  # type: ignore[arg-type]
+    assert conditions(result)["TopicsReady"] == ("True", "Reconciled")

@@ -98,7 +98,7 @@ def baseline_app(spec: FleetSpec) -> Application:
     model: Any = BaselineModel  # serve.deployment adds `.options`; mypy does not apply class decorators
     ingress: Any = BaselineIngress
     models = {m.name: model.options(**model_deployment_options(m)).bind(m.model_dump_json(by_alias=True), fleet_json) for m in spec.models}
-    return ingress.options(**ingress_options(spec)).bind(models)
+    return ingress.options(**ingress_options(spec.serving)).bind(models)
 
 
 def deploy(spec: FleetSpec) -> None:

@@ -96,10 +96,10 @@ def _can_bind(port: int) -> bool:
     return True
 
 
-def port_accepts(port: int, timeout_s: float = 0.5) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+def port_accepts(port: int, timeout_s: float = 0.5, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host``:``port``."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
+        with socket.create_connection((host, port), timeout=timeout_s):
             return True
     except OSError:
         return False

@@ -44,6 +44,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self, TextIO
 
@@ -86,6 +87,22 @@ KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
 ADMIN_USER = "camerafleet-admin"
 ADMIN_GROUP = "system:masters"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    """Where a control plane that runs Pods listens (cluster mode, ``cluster.py``): the API server binds
+    the node's address, which Pods reach, and advertises it as the ``kubernetes`` Service's endpoint."""
+
+    node_ip: str
+    service_cidr: str
+    pod_cidr: str
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        return str(ipaddress.IPv4Network(self.service_cidr)[1])
+
+
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc"
 #: Controllers of kube-controller-manager that are run: owner-reference garbage collection, namespace
 #: deletion, the ``default`` ServiceAccount of each namespace and its token Secrets, aggregated
@@ -335,8 +352,9 @@ class _Pki:
     ServiceAccount tokens are then signed with ES256).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, network: NodeNetwork | None = None) -> None:
         self.directory = directory
+        self.network = network
         self.ca_cert = directory / "ca.crt"
         self.ca_key = directory / "ca.key"
         self.serving_cert = directory / "apiserver.crt"
@@ -378,7 +396,9 @@ class _Pki:
         self._write_key(self.ca_key, ca_key)
         self.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
 
-        service_ip = ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE)[1]  # the "kubernetes" Service
+        service_ip = ipaddress.ip_address(
+            self.network.kubernetes_service_ip if self.network else str(ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE)[1])
+        )
         names: list[x509.GeneralName] = [
             x509.DNSName("localhost"),
             x509.DNSName("kubernetes"),
@@ -387,6 +407,7 @@ class _Pki:
             x509.DNSName("kubernetes.default.svc.cluster.local"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(service_ip),
+            *([x509.IPAddress(ipaddress.ip_address(self.network.node_ip))] if self.network else []),
         ]
         self._issue(self.serving_cert, self.serving_key, "kube-apiserver", [], ExtendedKeyUsageOID.SERVER_AUTH, names, ca_cert, ca_key, now)
         self._issue(self.admin_cert, self.admin_key, ADMIN_USER, [ADMIN_GROUP], ExtendedKeyUsageOID.CLIENT_AUTH, [], ca_cert, ca_key, now)
@@ -396,6 +417,20 @@ class _Pki:
         self.sa_pub.write_bytes(
             sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         )
+
+    def issue(self, name: str, common_name: str, organizations: list[str], *, server_ips: Sequence[str] = ()) -> tuple[Path, Path]:
+        """A certificate and key signed by this CA (a client one, or a serving one for ``server_ips``),
+        kept in the PKI directory as ``name.crt`` / ``name.key``: for the node's components."""
+        cert, key = self.directory / f"{name}.crt", self.directory / f"{name}.key"
+        if cert.is_file() and key.is_file():
+            return cert, key
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server_ips else ExtendedKeyUsageOID.CLIENT_AUTH
+        self._issue(cert, key, common_name, organizations, usage, names, ca_cert, ca_key, datetime.datetime.now(datetime.UTC))
+        return cert, key
 
     def _valid(self) -> bool:
         needed = (self.ca_cert, self.ca_key, self.serving_cert, self.serving_key, self.admin_cert, self.admin_key, self.sa_key, self.sa_pub)
@@ -573,8 +608,12 @@ class KubeAPIServer(LocalServer):
         self._pki = pki
 
     @property
+    def host(self) -> str:
+        return self._pki.network.node_ip if self._pki.network else "127.0.0.1"
+
+    @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -585,6 +624,8 @@ class KubeAPIServer(LocalServer):
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
         pki = self._pki
+        if pki.network is not None:
+            return self._cluster_command(pki.network), dict(os.environ)
         return [
             str(binary("kube-apiserver")),
             f"--etcd-servers={self.etcd_url}",
@@ -614,8 +655,37 @@ class KubeAPIServer(LocalServer):
             "--profiling=false",
         ], dict(os.environ)
 
+    def _cluster_command(self, network: NodeNetwork) -> list[str]:
+        """Pods run: the server listens on the node's address (the ``kubernetes`` Service's endpoint),
+        ServiceAccount tokens are mounted into Pods, and it reaches kubelets with a client certificate."""
+        pki = self._pki
+        kubelet_cert, kubelet_key = pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", [ADMIN_GROUP])
+        return [
+            str(binary("kube-apiserver")),
+            f"--etcd-servers={self.etcd_url}",
+            f"--cert-dir={self.data_dir / 'apiserver-certs'}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            f"--secure-port={self.port}",
+            f"--bind-address={network.node_ip}",
+            f"--advertise-address={network.node_ip}",
+            f"--service-cluster-ip-range={network.service_cidr}",
+            "--allow-privileged=true",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--kubelet-client-certificate={kubelet_cert}",
+            f"--kubelet-client-key={kubelet_key}",
+            f"--kubelet-certificate-authority={pki.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--shutdown-watch-termination-grace-period=2s",
+            "--profiling=false",
+        ]
+
     def _ready(self) -> bool:
-        if not port_accepts(self.port):
+        if not port_accepts(self.port, host=self.host):
             return False
         status, body = _api_get(self._pki, self.port, "/readyz")
         return status == 200 and body.strip() == "ok"
@@ -643,10 +713,15 @@ class KubeControllerManager(LocalServer):
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
         pki = self._pki
+        # With Pods running, every default controller (Deployments, Jobs, EndpointSlices, node lifecycle, ...).
+        cluster = (
+            [f"--service-cluster-ip-range={pki.network.service_cidr}", f"--cluster-cidr={pki.network.pod_cidr}"] if pki.network else []
+        )
         return [
             str(binary("kube-controller-manager")),
             f"--kubeconfig={self.kubeconfig}",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={'*' if pki.network else ','.join(CONTROLLERS)}",
+            *cluster,
             f"--service-account-private-key-file={pki.sa_key}",
             f"--root-ca-file={pki.ca_cert}",
             "--use-service-account-credentials=false",
@@ -667,9 +742,9 @@ class KubeControllerManager(LocalServer):
         return _https_get(context, self.port, "/healthz")[0] == 200
 
 
-def _https_get(context: ssl.SSLContext, port: int, path: str) -> tuple[int, str]:
-    """GET https://127.0.0.1:``port``/``path``; (0, reason) when it cannot connect."""
-    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+def _https_get(context: ssl.SSLContext, port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
+    """GET https://``host``:``port``/``path``; (0, reason) when it cannot connect."""
+    connection = http.client.HTTPSConnection(host, port, context=context, timeout=10)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -684,7 +759,7 @@ def _api_get(pki: _Pki, port: int, path: str) -> tuple[int, str]:
     """GET ``path`` from the API server as the admin, verifying its certificate against our CA."""
     context = ssl.create_default_context(cafile=str(pki.ca_cert))
     context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
-    return _https_get(context, port, path)
+    return _https_get(context, port, path, pki.network.node_ip if pki.network else "127.0.0.1")
 
 
 # -- the control plane -------------------------------------------------------------------------
@@ -722,6 +797,7 @@ class ControlPlane(ManagedProcesses):
         install_kuberay_crds: bool = True,
         detached: bool = False,
         out: TextIO | None = None,
+        network: NodeNetwork | None = None,
     ) -> None:
         self._owns_data_dir = data_dir is None
         if data_dir is None:
@@ -733,7 +809,8 @@ class ControlPlane(ManagedProcesses):
         self._out = out
         #: Seconds the last ``start()`` took, from spawning etcd to the CRDs being Established.
         self.startup_seconds: float | None = None
-        self._pki = _Pki(self.data_dir / "pki")
+        self.network = network
+        self._pki = _Pki(self.data_dir / "pki", network)
         ports: list[int] = []
         for _ in range(4):
             ports.append(free_port(exclude=ports))
@@ -982,6 +1059,7 @@ __all__ = [
     "KubeAPIServer",
     "KubeControllerManager",
     "KubectlError",
+    "NodeNetwork",
     "binary",
     "controlplane_home",
     "fetch_controlplane",

@@ -191,8 +191,11 @@ class KafkaServer(LocalServer):
         startup_timeout_s: float = 90.0,
         detached: bool = False,
         out: TextIO | None = None,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, detached=detached, out=out)
+        #: The address clients use (loopback; a node's address when Pods are the clients, ``cluster.py``).
+        self.listen_host = listen_host
         self.broker_port = broker_port or free_port()
         self.controller_port = controller_port or free_port(exclude=[self.broker_port])
         if self.broker_port == self.controller_port:
@@ -209,8 +212,8 @@ class KafkaServer(LocalServer):
 
     @property
     def bootstrap(self) -> str:
-        """The ``bootstrap_servers`` string for clients: ``127.0.0.1:<broker port>``."""
-        return f"127.0.0.1:{self.broker_port}"
+        """The ``bootstrap_servers`` string for clients: ``<listen host>:<broker port>``."""
+        return f"{self.listen_host}:{self.broker_port}"
 
     @property
     def log_path(self) -> Path:
@@ -231,8 +234,8 @@ class KafkaServer(LocalServer):
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": (f"PLAINTEXT://127.0.0.1:{self.broker_port},CONTROLLER://127.0.0.1:{self.controller_port}"),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.broker_port}",
+            "listeners": (f"PLAINTEXT://{self.listen_host}:{self.broker_port},CONTROLLER://127.0.0.1:{self.controller_port}"),
+            "advertised.listeners": f"PLAINTEXT://{self.listen_host}:{self.broker_port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -311,7 +314,7 @@ class KafkaServer(LocalServer):
     def _ready(self) -> bool:
         # Cheap check first: the broker only opens its client port once it is registered and
         # unfenced, and a metadata request then proves that it really serves requests.
-        if not port_accepts(self.broker_port):
+        if not port_accepts(self.broker_port, host=self.listen_host):
             return False
         return broker_answers(self.bootstrap)
 

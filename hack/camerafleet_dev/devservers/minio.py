@@ -108,8 +108,11 @@ class MinioServer(LocalServer):
         startup_timeout_s: float = 60.0,
         detached: bool = False,
         out: TextIO | None = None,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, detached=detached, out=out)
+        #: The address clients use (loopback; a node's address when Pods are the clients, ``cluster.py``).
+        self.listen_host = listen_host
         self.port = port or free_port()
         self.console_port = console_port or free_port(exclude=[self.port])
         self.access_key = access_key or f"cf{_random_token(14)}"
@@ -126,13 +129,13 @@ class MinioServer(LocalServer):
 
     @property
     def endpoint(self) -> str:
-        """The S3 endpoint URL: ``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.port}"
+        """The S3 endpoint URL: ``http://<listen host>:<port>``."""
+        return f"http://{self.listen_host}:{self.port}"
 
     @property
     def host(self) -> str:
-        """``127.0.0.1:<port>``, the form the ``minio`` client's ``Minio(...)`` takes."""
-        return f"127.0.0.1:{self.port}"
+        """``<listen host>:<port>``, the form the ``minio`` client's ``Minio(...)`` takes."""
+        return f"{self.listen_host}:{self.port}"
 
     @property
     def console_url(self) -> str:
@@ -186,7 +189,7 @@ class MinioServer(LocalServer):
     def _ready(self) -> bool:
         # "live" answers as soon as the HTTP server is up; "cluster" only once the object layer,
         # bucket metadata and IAM are initialised, i.e. once S3 requests will succeed.
-        if not port_accepts(self.port):
+        if not port_accepts(self.port, host=self.listen_host):
             return False
         return all(self._health(path) for path in ("live", "cluster"))
 

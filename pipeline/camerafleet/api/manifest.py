@@ -487,6 +487,9 @@ class FleetSpec(Strict):
             }
         )
 
+    def serving_app(self) -> ServingAppSpec:
+        return ServingAppSpec(models=self.models, bucket=self.bucket, serving=self.serving, max_frame_age_ms=self.consumer.max_frame_age_ms)
+
     def requested_cpus(self) -> float:
         """Ray CPUs the fleet reserves at start (initial replicas and actors)."""
         models = sum((m.autoscaling.initial_replicas or m.autoscaling.min_replicas) * m.resources.cpus for m in self.models)
@@ -496,6 +499,16 @@ class FleetSpec(Strict):
             + self.producer.actors * self.producer.cpus_per_actor
             + self.consumer.actors * self.consumer.cpus_per_actor
         )
+
+
+class ServingAppSpec(Strict):
+    """What the Serve application of a fleet needs, and nothing else: a RayService's `serveConfigV2` args.
+    Cameras, producers and consumers are not in it, so editing them never redeploys the models."""
+
+    models: list[ModelSpec] = Field(min_length=1, description="The models every frame is sent to.")
+    bucket: BucketSpec = Field(description="Where the ingress fetches frames (and s3:// models come from).")
+    serving: ServingSpec = Field(description="The Ray Serve application.")
+    max_frame_age_ms: int = Field(ge=1, le=MAX_INT, description="Frames older than this are dropped as stale before and during inference.")
 
 
 class Metadata(Strict):

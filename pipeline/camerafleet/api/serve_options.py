@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from camerafleet.api.manifest import FleetSpec, ModelSpec
+from camerafleet.api.manifest import ModelSpec, ServingSpec
 
 APP_IMPORT_PATH = "camerafleet.serving.app:build_app"
 
@@ -33,8 +33,7 @@ def model_deployment_options(model: ModelSpec) -> dict[str, Any]:
     }
 
 
-def ingress_options(spec: FleetSpec) -> dict[str, Any]:
-    s = spec.serving
+def ingress_options(s: ServingSpec) -> dict[str, Any]:
     return {
         "name": "ingress",
         "num_replicas": s.ingress_replicas,

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from camerafleet.api.manifest import FleetSpec
+from camerafleet.api.manifest import BucketSpec, FleetSpec
 
 PROFILE_DIR_ENV = "CAMERAFLEET_PROFILE_DIR"
 
@@ -54,6 +54,12 @@ class Settings(BaseModel):
     resync_seconds: float = Field(
         default=30.0, alias="CAMERAFLEET_RESYNC_SECONDS", gt=0, description="How often the operator corrects drift of each fleet."
     )
+    allow_local_addresses: bool = Field(
+        default=False,
+        alias="CAMERAFLEET_ALLOW_LOCAL_ADDRESSES",
+        description="The operator accepts loopback Kafka addresses and file:// buckets: only for a development control plane "
+        "where nothing runs in Pods (`make operator`); on a cluster such fleets are refused as InvalidSpec.",
+    )
     aws_access_key_id: SecretStr | None = Field(default=None, alias="AWS_ACCESS_KEY_ID", description="S3 access key (from a Secret).")
     aws_secret_access_key: SecretStr | None = Field(
         default=None, alias="AWS_SECRET_ACCESS_KEY", description="S3 secret key (from a Secret)."
@@ -76,15 +82,16 @@ class Settings(BaseModel):
 
     def apply(self, spec: FleetSpec) -> FleetSpec:
         """The spec with the environment's overrides in place: the one every stage of a run reads."""
-        update: dict[str, Any] = {}
+        update: dict[str, Any] = {"bucket": self.apply_bucket(spec.bucket)}
         if self.kafka_bootstrap:
             update["kafka"] = spec.kafka.model_copy(update={"bootstrap_servers": self.kafka_bootstrap})
-        bucket = {k: v for k, v in (("uri", self.bucket_uri), ("endpoint", self.s3_endpoint)) if v}
-        if bucket:
-            update["bucket"] = spec.bucket.model_copy(update=bucket)
         if self.serve_url:
             update["serving"] = spec.serving.model_copy(update={"url": self.serve_url})
-        return spec.model_copy(update=update) if update else spec
+        return spec.model_copy(update=update)
+
+    def apply_bucket(self, bucket: BucketSpec) -> BucketSpec:
+        overrides = {k: v for k, v in (("uri", self.bucket_uri), ("endpoint", self.s3_endpoint)) if v}
+        return bucket.model_copy(update=overrides) if overrides else bucket
 
     def s3_credentials(self) -> tuple[str, str, str | None] | None:
         """(access key, secret key, session token), or None when no credentials are set."""

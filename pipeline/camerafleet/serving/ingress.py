@@ -27,7 +27,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
-from camerafleet.api.manifest import FleetSpec
+from camerafleet.api.manifest import ServingAppSpec
 from camerafleet.api.messages import FrameMessage, InferenceReply
 from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, open_bucket
@@ -61,19 +61,19 @@ def load_frame(frame: Any, bucket: Any, max_age_ms: int) -> tuple[FrameMessage, 
 
 @serve.deployment
 class FleetIngress:
-    def __init__(self, spec_json: str, models: dict[str, DeploymentHandle]):
-        self.spec = FleetSpec.model_validate_json(spec_json)
-        self.bucket = open_bucket(self.spec.bucket)
+    def __init__(self, app_json: str, models: dict[str, DeploymentHandle]):
+        self.app = ServingAppSpec.model_validate_json(app_json)
+        self.bucket = open_bucket(self.app.bucket)
         self.models = models
-        self.batch_sizes = {m.name: m.batching.max_batch_size for m in self.spec.models}
+        self.batch_sizes = {m.name: m.batching.max_batch_size for m in self.app.models}
 
     def _load(self, frame: Any) -> SharedFrame | InferenceReply:
         """Fetch, decode and share one frame, or its reply when that is not possible or too late."""
-        loaded = load_frame(frame, self.bucket, self.spec.consumer.max_frame_age_ms)
+        loaded = load_frame(frame, self.bucket, self.app.max_frame_age_ms)
         if isinstance(loaded, InferenceReply):
             return loaded
         msg, image = loaded
-        return SharedFrame(ref=ray.put(image), deadline_ms=msg.capture_ts_ms + self.spec.consumer.max_frame_age_ms)
+        return SharedFrame(ref=ray.put(image), deadline_ms=msg.capture_ts_ms + self.app.max_frame_age_ms)
 
     async def _call_model(self, name: str, chunk: list[SharedFrame]) -> list[ModelResult]:
         try:
@@ -103,9 +103,7 @@ class FleetIngress:
                 log.warning("model %s failed on a frame: %s", name, result)
                 return InferenceReply.ended(Reason.MODEL_ERROR, f"model {name} failed: {type(result).__name__}: {str(result)[:200]}")
             if result is None:
-                return InferenceReply.ended(
-                    Reason.STALE, f"older than maxFrameAgeMs ({self.spec.consumer.max_frame_age_ms} ms) when batched"
-                )
+                return InferenceReply.ended(Reason.STALE, f"older than maxFrameAgeMs ({self.app.max_frame_age_ms} ms) when batched")
             results[name] = result
         return InferenceReply.processed(results)
 

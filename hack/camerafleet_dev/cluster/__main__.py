@@ -1,0 +1,206 @@
+"""`python -m camerafleet_dev.cluster up|down|status --data-dir out/cluster` (`make cluster-up` /
+`make cluster-down`): the one-node cluster in the background, detached from this process.
+
+`up` sets up the node's network, starts every component, loads the images into containerd, deploys
+CoreDNS and KubeRay, waits until the node is Ready and both run, and writes `<data-dir>/env` with
+KUBECONFIG, KAFKA_BOOTSTRAP, CAMERAFLEET_S3_ENDPOINT and the S3 credentials (mode 0600). `down` stops
+everything in reverse order, unmounts what the kubelet mounted and removes the network set-up; data
+and logs stay in the data directory (`*.out` per component).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from camerafleet_dev.cluster import addons, network
+from camerafleet_dev.cluster.node import NODE_NAME, Containerd, Kubelet, KubeProxy, KubeScheduler
+from camerafleet_dev.devservers._process import pid_alive, stop_process_group
+from camerafleet_dev.devservers.controlplane import ControlPlane, fetch_controlplane
+from camerafleet_dev.devservers.helm import fetch_helm
+from camerafleet_dev.devservers.kafka import KafkaServer, fetch_kafka
+from camerafleet_dev.devservers.minio import MinioServer, fetch_minio
+from camerafleet_dev.devservers.node_tools import fetch_node_tools
+from camerafleet_dev.images import build_node_images, load
+
+STOP_ORDER = (
+    "kube-proxy",
+    "kube-scheduler",
+    "kubelet",
+    "containerd",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+    "kafka",
+    "minio",
+)
+
+
+def say(text: str) -> None:
+    print(f"[camerafleet] {text}", file=sys.stderr, flush=True)
+
+
+def wait_for(what: str, check: Any, timeout_s: float, interval_s: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def up(data_dir: Path) -> int:
+    if os.geteuid() != 0:
+        raise SystemExit("the node needs root (network set-up, containerd, kubelet): run `make cluster-up` as root")
+    state_file = data_dir / "cluster.json"
+    if state_file.exists() and any(pid_alive(pid) for pid in json.loads(state_file.read_text())["pids"].values()):
+        say(f"the cluster in {data_dir} is already (partly) running; `make cluster-down` first")
+        return 1
+    started = time.monotonic()
+    for fetch in (fetch_kafka, fetch_minio, fetch_controlplane, fetch_helm, fetch_node_tools):
+        fetch()
+    say(f"tools ready ({time.monotonic() - started:.0f} s); building the node's images (pause, CoreDNS, KubeRay) ...")
+    node_images = build_node_images()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    network.setup(data_dir)
+    pids: dict[str, int] = {}
+
+    def note(component: Any) -> None:
+        pids[component.kind] = component.pid
+        state_file.write_text(json.dumps({"pids": pids}, indent=2))
+
+    minio = MinioServer(data_dir / "minio", listen_host=network.NODE_IP, detached=True).start()
+    note(minio)
+    kafka = KafkaServer(data_dir / "kafka", listen_host=network.NODE_IP, detached=True).start()
+    note(kafka)
+    control = ControlPlane(data_dir / "controlplane", detached=True, network=network.NETWORK).start()
+    for component in control.components:
+        note(component)
+    addons.apply(control, addons.node_rbac(), data_dir / "node-rbac.yaml")
+    containerd = Containerd(data_dir, detached=True).start()
+    note(containerd)
+    load(node_images, containerd.socket)
+    kubelet = Kubelet(data_dir, pki=control._pki, server=control.server, containerd_socket=containerd.socket, detached=True).start()
+    note(kubelet)
+    scheduler = KubeScheduler(data_dir, pki=control._pki, server=control.server, detached=True).start()
+    note(scheduler)
+    proxy = KubeProxy(data_dir, pki=control._pki, server=control.server, detached=True).start()
+    note(proxy)
+    wait_for(f"node {NODE_NAME} Ready", lambda: _node_ready(control), 180)
+    addons.apply(control, addons.coredns(), data_dir / "coredns.yaml")
+    addons.install_kuberay(control)
+    wait_for("CoreDNS available", lambda: _available(control, "kube-system", "coredns"), 300)
+    wait_for("the KubeRay operator available", lambda: _available(control, "default", "kuberay-operator"), 300)
+    env = {
+        "KUBECONFIG": str(control.kubeconfig),
+        "KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "CAMERAFLEET_S3_ENDPOINT": minio.endpoint,
+        "AWS_ACCESS_KEY_ID": minio.access_key,
+        "AWS_SECRET_ACCESS_KEY": minio.secret_key,
+        "CONTAINERD_ADDRESS": str(containerd.socket),
+        "KUBECTL": str(control.kubectl_path),
+    }
+    env_file = data_dir / "env"
+    env_file.touch(mode=0o600)
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    say(f"cluster up in {time.monotonic() - started:.0f} s: node {NODE_NAME} Ready, CoreDNS and KubeRay running; settings in {env_file}")
+    print(f"KUBECONFIG={control.kubeconfig}\nKAFKA_BOOTSTRAP={kafka.bootstrap}\nCAMERAFLEET_S3_ENDPOINT={minio.endpoint}")
+    return 0
+
+
+def _node_ready(control: ControlPlane) -> bool:
+    result = control.kubectl("get", "node", NODE_NAME, "-o", "json")
+    if result.returncode != 0:
+        return False
+    conditions = json.loads(result.stdout)["status"].get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _available(control: ControlPlane, namespace: str, name: str) -> bool:
+    result = control.kubectl("get", "deployment", name, "-n", namespace, "-o", "json")
+    if result.returncode != 0:
+        return False
+    status = json.loads(result.stdout).get("status") or {}
+    return int(status.get("availableReplicas") or 0) >= 1
+
+
+def down(data_dir: Path, timeout_s: float = 30.0) -> int:
+    state_file = data_dir / "cluster.json"
+    pids: dict[str, int] = json.loads(state_file.read_text())["pids"] if state_file.exists() else {}
+    for kind in STOP_ORDER:
+        pid = pids.get(kind)
+        if pid is not None and pid_alive(pid):
+            say(f"stopping {kind} (pid {pid}) ...")
+            stop_process_group(pid, timeout_s)
+    _stop_leftover_shims(data_dir)
+    _unmount_below(data_dir)
+    network.teardown(data_dir)
+    state_file.unlink(missing_ok=True)
+    (data_dir / "env").unlink(missing_ok=True)
+    say(f"the cluster is down (data and logs stay in {data_dir})")
+    return 0
+
+
+def _stop_leftover_shims(data_dir: Path) -> None:
+    """containerd's shims (and their containers) outlive containerd on purpose; with the node gone they go too."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and str(data_dir).encode() in b" ".join(cmdline)) or (
+            cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and b"-namespace" in cmdline and b"k8s.io" in cmdline
+        ):
+            stop_process_group(int(proc.name), 10.0)
+
+
+def _unmount_below(data_dir: Path) -> None:
+    """The kubelet and containerd mount volumes, rootfs and netns under the data directory."""
+    root = str(data_dir.resolve())
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(root)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+
+
+def status(data_dir: Path) -> int:
+    state_file = data_dir / "cluster.json"
+    pids: dict[str, int] = json.loads(state_file.read_text())["pids"] if state_file.exists() else {}
+    alive = {k: pid_alive(p) for k, p in pids.items()}
+    for kind, ok in alive.items():
+        print(f"{kind}: {'running' if ok else 'NOT running'} (pid {pids[kind]})")
+    print(f"no-egress guard: {'in place' if network.guard_in_place() else 'MISSING'}")
+    return 0 if alive and all(alive.values()) else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m camerafleet_dev.cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["up", "down", "status", "load-images"])
+    parser.add_argument("--data-dir", type=Path, default=Path("out/cluster"))
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir.absolute()
+    if args.action == "up":
+        return up(data_dir)
+    if args.action == "down":
+        return down(data_dir)
+    if args.action == "load-images":
+        from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
+
+        load([OPERATOR_IMAGE, RAY_IMAGE], data_dir / "containerd" / "containerd.sock")
+        return 0
+    return status(data_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""What runs in the cluster before a user installs CameraFleet: the kubelet's RBAC, CoreDNS serving
+cluster.local with no upstream, and the real KubeRay operator deployed with its own manifests (the
+`config/default` kustomization its Go module carries: RBAC, Deployment, CRDs), from the locally built
+image of the same name as upstream's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from camerafleet_dev.cluster import network
+from camerafleet_dev.cluster.node import NODE_NAME
+from camerafleet_dev.devservers.controlplane import KUBERAY_MODULE, KUBERAY_VERSION, ControlPlane
+from camerafleet_dev.images import COREDNS_IMAGE
+
+COREFILE = """.:53 {
+    errors
+    health :8080
+    ready :8181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    cache 30
+    loop
+    reload
+}
+"""
+
+
+def node_rbac() -> list[dict]:
+    """The kubelet authenticates as system:node:<name>; with RBAC only (no Node authorizer) the
+    system:node role is bound to exactly that user."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "camerafleet:node"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": f"system:node:{NODE_NAME}"}],
+        }
+    ]
+
+
+def coredns() -> list[dict]:
+    labels = {"k8s-app": "kube-dns"}
+    meta = {"namespace": "kube-system"}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", **meta}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "system:coredns"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "system:coredns"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+            "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": "kube-system"}],
+        },
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", **meta}, "data": {"Corefile": COREFILE}},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "coredns", **meta, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": "coredns",
+                        "dnsPolicy": "Default",  # the kubelet's resolv.conf has no nameserver: no upstream
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                            "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}],
+                        },
+                        "containers": [
+                            {
+                                "name": "coredns",
+                                "image": COREDNS_IMAGE,
+                                "imagePullPolicy": "Never",
+                                "args": ["-conf", "/etc/coredns/Corefile"],
+                                "ports": [
+                                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                                    {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                                ],
+                                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "170Mi"}},
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                                "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
+                                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2},
+                                "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}, "initialDelaySeconds": 10},
+                            }
+                        ],
+                        "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kube-dns", **meta, "labels": labels},
+            "spec": {
+                "selector": labels,
+                "clusterIP": network.DNS_SERVICE_IP,
+                "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
+            },
+        },
+    ]
+
+
+def apply(cluster: ControlPlane, docs: list[dict], path: Path) -> None:
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=camerafleet-cluster", "-f", str(path), check=True)
+
+
+def kuberay_config_dir() -> Path:
+    """KubeRay's `config/` as its Go module ships it (downloaded with the control plane's tools)."""
+    import sys
+    import tempfile
+
+    from camerafleet_dev.devservers.controlplane import _go_mod_download
+
+    with tempfile.TemporaryDirectory() as tmp:
+        info = _go_mod_download("go", KUBERAY_MODULE, KUBERAY_VERSION, Path(tmp), sys.stderr)
+    return Path(info["Dir"]) / "config"
+
+
+def install_kuberay(cluster: ControlPlane) -> None:
+    """`kubectl apply -k` of KubeRay's own config/default (namespace default, image quay.io/kuberay/operator)."""
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=camerafleet-cluster",
+        "-k",
+        str(kuberay_config_dir() / "default"),
+        check=True,
+        timeout_s=300,
+    )
