@@ -89,7 +89,8 @@ def debian_rootfs(packages: Sequence[str]) -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
+    partial = target.with_name(f".{target.stem}.partial.tar")  # the .tar suffix tells mmdebstrap the format
+    partial.unlink(missing_ok=True)
     run(["mmdebstrap", "--variant=minbase", f"--include={','.join(packages)}", SUITE, str(partial)], what=f"mmdebstrap {SUITE}")
     partial.rename(target)
     return target

@@ -125,7 +125,23 @@ def _resources(r: PodResources) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": r.cpu, "memory": r.memory}
     if r.gpus:
         limits["nvidia.com/gpu"] = r.gpus
-    return {"requests": {"cpu": r.cpu, "memory": r.memory}, "limits": limits}
+    return {"requests": {"cpu": r.cpu_request or r.cpu, "memory": r.memory_request or r.memory}, "limits": limits}
+
+
+# Non-root, no privilege, the runtime's seccomp profile: what Pod Security "restricted" asks of every container.
+SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# Ray keeps its object store in /dev/shm, which a container gets only 64 MiB of unless given more.
+SHM_VOLUME = {"name": "shared-memory", "emptyDir": {"medium": "Memory"}}
+SHM_MOUNT = {"name": "shared-memory", "mountPath": "/dev/shm"}
+# A deleted or replaced RayJob stops its Ray job; the runner then drains its consumers (up to 60 s) and
+# writes the summary. Ray kills the job 3 s after SIGTERM by default.
+JOB_STOP_WAIT_S = "90"
 
 
 def _container(spec: FleetSpec, name: str, resources: PodResources, *, mount_config: str | None) -> dict[str, Any]:
@@ -135,21 +151,22 @@ def _container(spec: FleetSpec, name: str, resources: PodResources, *, mount_con
         "image": k.image,
         "imagePullPolicy": k.image_pull_policy,
         "resources": _resources(resources),
-        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 1000, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": SECURITY_CONTEXT,
+        "volumeMounts": [SHM_MOUNT],
     }
     if spec.kubernetes.env_from_secrets:
         container["envFrom"] = _env_from(spec)
     if mount_config:
-        container["volumeMounts"] = [{"name": "fleet-config", "mountPath": CONFIG_DIR, "readOnly": True}]
+        container["volumeMounts"].append({"name": "fleet-config", "mountPath": CONFIG_DIR, "readOnly": True})
     return container
 
 
 def _pod_spec(spec: FleetSpec, container: dict[str, Any], *, config_map_name: str | None, group: WorkerGroupSpec | None) -> dict[str, Any]:
-    pod: dict[str, Any] = {"containers": [container]}
+    pod: dict[str, Any] = {"containers": [container], "volumes": [SHM_VOLUME]}
     if spec.kubernetes.service_account_name:
         pod["serviceAccountName"] = spec.kubernetes.service_account_name
     if config_map_name:
-        pod["volumes"] = [{"name": "fleet-config", "configMap": {"name": config_map_name}}]
+        pod["volumes"].append({"name": "fleet-config", "configMap": {"name": config_map_name}})
     if group is not None:
         if group.node_selector:
             pod["nodeSelector"] = dict(group.node_selector)
@@ -203,6 +220,8 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
     """A RayJob running `camerafleet run` on the mounted manifest; role `all` is the whole pipeline in one job."""
     entrypoint = f"camerafleet run {CONFIG_DIR}/{CONFIG_KEY}" + ("" if role == "all" else f" --role {role}")
     workers = spec.kubernetes.gpu_workers if role == "all" else spec.kubernetes.job_workers
+    cluster = ray_cluster_spec(spec, workers, f"{role}-workers", names(fleet_name)["config"])
+    cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": JOB_STOP_WAIT_S}]
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
@@ -212,9 +231,27 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": 300,
             "submissionMode": "K8sJobMode",
-            "rayClusterSpec": ray_cluster_spec(spec, workers, f"{role}-workers", names(fleet_name)["config"]),
+            "submitterPodTemplate": _submitter(spec),
+            "rayClusterSpec": cluster,
         },
     }
+
+
+def _submitter(spec: FleetSpec) -> dict[str, Any]:
+    """The pod that submits the Ray job (KubeRay adds its `ray job submit` command): as hardened as the Ray
+    pods, and small (KubeRay's default asks half a CPU for a process that mostly waits)."""
+    k = spec.kubernetes
+    container = {
+        "name": "ray-job-submitter",
+        "image": k.image,
+        "imagePullPolicy": k.image_pull_policy,
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+        "securityContext": SECURITY_CONTEXT,
+    }
+    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if k.service_account_name:
+        pod["serviceAccountName"] = k.service_account_name
+    return {"spec": pod}
 
 
 def fleet_objects(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:

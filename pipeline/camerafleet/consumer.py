@@ -255,25 +255,20 @@ class ConsumerActor:
         raise AssertionError("unreachable")
 
     async def _write(self, records: list[ResultRecord]) -> None:
-        """The results log first (the ledger's source), then the results and dead-letter topics."""
+        """The results log first, then the results topic (every frame's record, so the ledger can be counted
+        from Kafka alone) and the dead-letter topic (failed frames, with the raw message when unreadable)."""
         assert self.producer is not None
-        # The raw value of an unreadable message goes to the dead-letter topic only, not into the log.
-        await asyncio.to_thread(
-            self._write_log, [r.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"value"}) for r in records]
-        )
+        # The raw value of an unreadable message goes to the dead-letter topic only.
+        rows = [r.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"value"}) for r in records]
+        await asyncio.to_thread(self._write_log, rows)
         k = self.spec.kafka
         with stage("results", frames=0):  # send() only appends to the client's batches
             futures = []
-            for record in records:
-                topic = (
-                    k.results_topic
-                    if record.outcome == Outcome.PROCESSED
-                    else k.dead_letter_topic
-                    if record.outcome == Outcome.FAILED
-                    else None
-                )
-                if topic is not None:
-                    futures.append(await self.producer.send(topic, orjson.dumps(record.to_dict()), key=record.camera_id.encode()))
+            for record, row in zip(records, rows, strict=True):
+                key = record.camera_id.encode()
+                futures.append(await self.producer.send(k.results_topic, orjson.dumps(row), key=key))
+                if record.outcome == Outcome.FAILED:
+                    futures.append(await self.producer.send(k.dead_letter_topic, orjson.dumps(record.to_dict()), key=key))
         if futures:
             await asyncio.gather(*futures)
 

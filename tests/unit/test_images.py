@@ -276,9 +276,11 @@ def test_ray_image_uses_onnxruntime_gpu_and_prepares_models() -> None:
     runs = [i.args for s in parse_dockerfile(RAY_DOCKERFILE).stages for i in s.all("RUN")]
     text = " ".join(runs)
     assert re.search(r"pip uninstall --yes onnxruntime\b", text)
-    assert "onnxruntime-gpu==" in text
+    assert '"onnxruntime==${ONNXRUNTIME_VERSION}"' in text and '"onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}"' in text
+    pinned = Version(next(s for s in parse_dockerfile(RAY_DOCKERFILE).stages if s.name is None).args_defaults()["ONNXRUNTIME_VERSION"])
     onnxruntime = [Requirement(r) for r in PYPROJECT["optional-dependencies"]["pipeline"] if Requirement(r).name == "onnxruntime"]
-    assert onnxruntime and onnxruntime[0].specifier, "pyproject.toml must bound onnxruntime (the GPU build follows it)"
+    assert onnxruntime and pinned in onnxruntime[0].specifier, f"the image's onnxruntime {pinned} is outside pyproject.toml's range"
+    assert pinned < Version("1.27"), "onnxruntime-gpu 1.27+ is built for CUDA 13: check the base image and the nodes' drivers first"
     assert f"python -m camerafleet.models.prepare --out {MODELS_DIR}" in text
     cluster = yaml.safe_load((ROOT / "examples" / "cluster-fleet.yaml").read_text())
     for model in cluster["spec"]["models"]:

@@ -21,7 +21,7 @@ from camerafleet import s3
 from camerafleet.api.manifest import BucketSpec, ModelSpec, ResourcesSpec
 from camerafleet.api.settings import Settings
 from camerafleet.models import fetch, prepare
-from camerafleet.models.base import CPU_PROVIDER, CUDA_PROVIDER, choose_providers, intra_op_threads
+from camerafleet.models.base import CPU_PROVIDER, CUDA_PROVIDER, GpuUnavailable, choose_providers, intra_op_threads
 from camerafleet.models.boxes import nms
 from camerafleet.models.camera_health import CameraHealthModel
 from camerafleet.models.face import FaceModel
@@ -234,18 +234,14 @@ def test_face_batch_of_different_sizes(centerface_path: str) -> None:
 def test_provider_choice() -> None:
     assert choose_providers(ResourcesSpec(gpus=0), [CUDA_PROVIDER, CPU_PROVIDER])[0] == [CPU_PROVIDER]
     assert choose_providers(ResourcesSpec(gpus=1), [CUDA_PROVIDER, CPU_PROVIDER])[0] == [CUDA_PROVIDER, CPU_PROVIDER]
-    providers, reason = choose_providers(ResourcesSpec(gpus=1), [CPU_PROVIDER])
-    assert providers == [CPU_PROVIDER]
-    assert "gpus=1 requested but CUDA provider unavailable" in reason
+    with pytest.raises(GpuUnavailable, match="gpus=1 requested but onnxruntime has no CUDA provider"):
+        choose_providers(ResourcesSpec(gpus=1), [CPU_PROVIDER])
 
 
-def test_gpu_request_without_cuda_warns_and_runs_on_cpu(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU_PROVIDER])
-    with caplog.at_level(logging.INFO, logger="camerafleet.models"):
-        model = loaded("camera-health", resources={"gpus": 1})
-    assert model.providers == [CPU_PROVIDER]
-    [record] = [r for r in caplog.records if r.name == "camerafleet.models"]
-    assert record.levelno == logging.WARNING and "CUDA provider unavailable" in record.getMessage()
+def test_a_gpu_model_without_cuda_fails_its_start_instead_of_running_on_cpu() -> None:
+    """This machine has no GPU: onnxruntime (CPU build) has no CUDA provider, so the start fails, naming the model and the fix."""
+    with pytest.raises(GpuUnavailable, match=r"model 'test-model'.*gpus=1 requested.*onnxruntime-gpu"):
+        loaded("camera-health", resources={"gpus": 1})
 
 
 def test_cpu_only_logs_info(caplog: pytest.LogCaptureFixture) -> None:

@@ -137,4 +137,5 @@ def test_rendered_objects():
     assert model["max_ongoing_requests"] == 10 and model["autoscaling_config"]["min_replicas"] == 1
     assert svc["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
     assert producer["spec"]["entrypoint"].endswith("--role producer")
-    assert consumer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == "f-config"
+    volumes = consumer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
+    assert {"name": "fleet-config", "configMap": {"name": "f-config"}} in volumes and {"name": "shared-memory", "emptyDir": {"medium": "Memory"}} in volumes

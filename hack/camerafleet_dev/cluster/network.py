@@ -1,7 +1,8 @@
 """The node's network: addresses from 198.18.0.0/15 only, and nothing that lets Pod traffic leave.
 
-- The node's own address sits on a dummy interface; the API server, the kubelet, Kafka and MinIO listen
-  on it, and Pods reach it through their default route (the CNI bridge's gateway is this host).
+- The node's own address sits on the loopback interface (a local address, not 127/8; these kernels have
+  no dummy interfaces); the API server, the kubelet, Kafka and MinIO listen on it, and Pods reach it
+  through their default route (the CNI bridge's gateway is this host, which owns the address).
 - Pods get addresses of POD_CIDR on the CNI bridge, Services of SERVICE_CIDR (kube-proxy, iptables).
 - Pod traffic cannot leave the machine, twice over: a policy-routing rule sends everything from the
   Pod and Service ranges to a table that only knows those ranges (anything else is unreachable), and a
@@ -23,10 +24,10 @@ from camerafleet_dev.devservers.controlplane import NodeNetwork
 CLUSTER_RANGE = "198.18.0.0/15"  # RFC 2544 benchmarking addresses: never routed on the Internet
 POD_CIDR = "198.18.0.0/17"  # the cluster's Pods (kube-proxy's clusterCIDR)
 NODE_POD_CIDR = "198.18.0.0/24"  # this node's Pods (the CNI bridge's range)
-NODE_IP = "198.18.128.1"  # the node itself, on the dummy interface
+NODE_IP = "198.18.128.1"  # the node itself, on the loopback interface
 SERVICE_CIDR = "198.19.0.0/16"
 DNS_SERVICE_IP = "198.19.0.10"
-NODE_INTERFACE = "cf-node0"
+NODE_INTERFACE = "lo"
 BRIDGE = "cf-br0"
 ROUTE_TABLE = "1918"
 RULE_PRIORITY = "1918"
@@ -81,11 +82,8 @@ def _sysctl(name: str, value: str | None = None) -> str:
 def setup(state_dir: Path) -> None:
     """Create the node's interface, the no-egress guard, and the kernel settings Pods need (idempotent)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    if _run("ip", "link", "show", NODE_INTERFACE, check=False).returncode != 0:
-        _run("ip", "link", "add", NODE_INTERFACE, "type", "dummy")
     if NODE_IP not in _run("ip", "-4", "addr", "show", NODE_INTERFACE).stdout:
         _run("ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_INTERFACE)
-    _run("ip", "link", "set", NODE_INTERFACE, "up")
     # Policy routing: from the cluster's ranges, only the cluster's ranges are routable.
     if f"lookup {ROUTE_TABLE}" not in _run("ip", "rule", "show").stdout:
         _run("ip", "rule", "add", "from", CLUSTER_RANGE, "lookup", ROUTE_TABLE, "priority", RULE_PRIORITY)
@@ -93,12 +91,13 @@ def setup(state_dir: Path) -> None:
     _run("ip", "route", "replace", "unreachable", "default", "table", ROUTE_TABLE)
     if _run("iptables", "-C", "FORWARD", *GUARD, check=False).returncode != 0:
         _run("iptables", "-I", "FORWARD", "1", *GUARD)
-    _run("modprobe", "br_netfilter", check=False)  # may be built in; kube-proxy needs bridged traffic in iptables
     SavedSysctls(ip_forward=_sysctl("net.ipv4.ip_forward")).save(state_dir / "sysctls.json")
     _sysctl("net.ipv4.ip_forward", "1")
+    # Replies between Pods on the bridge must pass iptables too, or a Service's DNAT is not undone.
     bridge_nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
-    if bridge_nf.exists():
-        bridge_nf.write_text("1")
+    if not bridge_nf.exists():
+        raise NetworkError("this kernel has no br_netfilter (/proc/sys/net/bridge is missing): load it (modprobe br_netfilter) and retry")
+    bridge_nf.write_text("1")
 
 
 def guard_in_place() -> bool:
@@ -116,7 +115,7 @@ def teardown(state_dir: Path) -> None:
     while _run("iptables", "-D", "FORWARD", *GUARD, check=False).returncode == 0:
         pass
     _run("ip", "link", "del", BRIDGE, check=False)
-    _run("ip", "link", "del", NODE_INTERFACE, check=False)
+    _run("ip", "addr", "del", f"{NODE_IP}/32", "dev", NODE_INTERFACE, check=False)
     saved = SavedSysctls.load(state_dir / "sysctls.json")
     if saved is not None:
         _sysctl("net.ipv4.ip_forward", saved.ip_forward)

@@ -104,7 +104,8 @@ class KafkaSpec(Strict):
         description="Retention of camera topics in milliseconds; frame messages are only useful while the frame is in the bucket.",
     )
     results_topic: str = Field(
-        default="camerafleet_results", pattern=_TOPIC_PATTERN, description="Topic that receives one JSON result record per frame."
+        default="camerafleet_results", pattern=_TOPIC_PATTERN, description="Topic that receives one JSON result record per frame, whatever its outcome (consumers of detections "
+        "take those with outcome `processed`)."
     )
     dead_letter_topic: str = Field(
         default="camerafleet_deadletter",
@@ -382,11 +383,23 @@ class Toleration(Strict):
 
 
 class PodResources(Strict):
-    cpu: str = Field(default="2", pattern=_QUANTITY, description="CPU request and limit of the pod (Kubernetes quantity, e.g. 4 or 500m).")
+    cpu: str = Field(
+        default="2",
+        pattern=_QUANTITY,
+        description="CPU limit of the pod (Kubernetes quantity, e.g. 4 or 500m); KubeRay gives Ray this many CPUs. Also the request unless cpuRequest is set.",
+    )
     memory: str = Field(
-        default="8Gi", pattern=_QUANTITY, description="Memory request and limit of the pod (Kubernetes quantity, e.g. 16Gi)."
+        default="8Gi",
+        pattern=_QUANTITY,
+        description="Memory limit of the pod (Kubernetes quantity, e.g. 16Gi). Also the request unless memoryRequest is set.",
     )
     gpus: int = Field(default=0, ge=0, le=16, description="nvidia.com/gpu limit of the pod.")
+    cpu_request: str | None = Field(
+        default=None,
+        pattern=_QUANTITY,
+        description="CPU the pod requests when less than its limit: lets a small node (a laptop, a test node) hold the fleet's pods.",
+    )
+    memory_request: str | None = Field(default=None, pattern=_QUANTITY, description="Memory the pod requests when less than its limit.")
 
 
 class WorkerGroupSpec(Strict):

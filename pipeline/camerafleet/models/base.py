@@ -33,19 +33,24 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 MetaT = TypeVar("MetaT")
 
 
+class GpuUnavailable(RuntimeError):
+    """A model asks for GPUs but onnxruntime cannot use CUDA: the replica must not start, holding a GPU
+    and running on the CPU."""
+
+
 def choose_providers(resources: ResourcesSpec, available: Sequence[str]) -> tuple[list[str], str]:
     """Pick onnxruntime execution providers for `resources`; returns (providers, reason for the log).
 
-    CUDA is used when GPUs are requested and onnxruntime has the CUDA provider, with the CPU provider
-    behind it for the operators CUDA lacks; otherwise the CPU provider alone.
+    CUDA when GPUs are requested, with the CPU provider behind it for the operators CUDA lacks; the CPU
+    provider alone when none are. GpuUnavailable when GPUs are requested and onnxruntime has no CUDA.
     """
     if resources.gpus <= 0:
         return [CPU_PROVIDER], f"gpus={resources.gpus:g} requested; using CPU"
     if CUDA_PROVIDER in available:
         return [CUDA_PROVIDER, CPU_PROVIDER], f"gpus={resources.gpus:g} requested and the CUDA provider is available; using CUDA"
-    return [CPU_PROVIDER], (
-        f"gpus={resources.gpus:g} requested but CUDA provider unavailable (onnxruntime has {', '.join(available)}; "
-        "install onnxruntime-gpu); using CPU"
+    raise GpuUnavailable(
+        f"gpus={resources.gpus:g} requested but onnxruntime has no CUDA provider (it has {', '.join(available)}): install "
+        "onnxruntime-gpu (the camerafleet-ray image has it), or set the model's resources.gpus to 0 to run it on CPU"
     )
 
 
@@ -108,9 +113,13 @@ class OnnxModel(ABC, Generic[MetaT]):
                 raise ValueError(f"model {self.name!r} of type {self.model_type!r} needs `modelUri` (a local path or s3://bucket/key)")
             source = graph.SerializeToString()
 
-        providers, reason = choose_providers(self.spec.resources, ort.get_available_providers())
-        log = logger.warning if self.spec.resources.gpus > 0 and CUDA_PROVIDER not in providers else logger.info
-        log("model %r (%s): %s", self.name, self.model_type, reason)
+        if self.spec.resources.gpus > 0 and hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels onnxruntime-gpu[cuda,cudnn] brings
+        try:
+            providers, reason = choose_providers(self.spec.resources, ort.get_available_providers())
+        except GpuUnavailable as err:
+            raise GpuUnavailable(f"model {self.name!r}: {err}") from None
+        logger.info("model %r (%s): %s", self.name, self.model_type, reason)
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads(self.spec.resources)
@@ -120,8 +129,12 @@ class OnnxModel(ABC, Generic[MetaT]):
         except Exception as err:  # onnxruntime raises bare RuntimeError subclasses from C++.
             where = self.spec.model_uri or "the built-in graph"
             raise RuntimeError(f"model {self.name!r}: onnxruntime cannot load {where}: {err}") from err
-        if session.get_providers()[0] != providers[0]:
-            logger.warning("model %r: %s could not be initialised; running on %s", self.name, providers[0], session.get_providers()[0])
+        if session.get_providers()[0] != providers[0]:  # CUDA present but not usable (driver, libraries, no device)
+            raise GpuUnavailable(
+                f"model {self.name!r}: gpus={self.spec.resources.gpus:g} requested but onnxruntime could not initialise {providers[0]} "
+                f"(its log above says why: driver, CUDA or cuDNN libraries, no visible device); refusing to run on "
+                f"{session.get_providers()[0]} while holding a GPU"
+            )
 
         model_input = session.get_inputs()[0]
         self._check_input_shape(model_input.name, list(model_input.shape))
