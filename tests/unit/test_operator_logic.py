@@ -138,4 +138,7 @@ def test_rendered_objects():
     assert svc["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
     assert producer["spec"]["entrypoint"].endswith("--role producer")
     volumes = consumer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
-    assert {"name": "fleet-config", "configMap": {"name": "f-config"}} in volumes and {"name": "shared-memory", "emptyDir": {"medium": "Memory"}} in volumes
+    assert {"name": "fleet-config", "configMap": {"name": "f-config"}} in volumes and {
+        "name": "shared-memory",
+        "emptyDir": {"medium": "Memory"},
+    } in volumes

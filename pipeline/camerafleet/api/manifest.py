@@ -104,8 +104,10 @@ class KafkaSpec(Strict):
         description="Retention of camera topics in milliseconds; frame messages are only useful while the frame is in the bucket.",
     )
     results_topic: str = Field(
-        default="camerafleet_results", pattern=_TOPIC_PATTERN, description="Topic that receives one JSON result record per frame, whatever its outcome (consumers of detections "
-        "take those with outcome `processed`)."
+        default="camerafleet_results",
+        pattern=_TOPIC_PATTERN,
+        description="Topic that receives one JSON result record per frame, whatever its outcome (consumers of detections "
+        "take those with outcome `processed`).",
     )
     dead_letter_topic: str = Field(
         default="camerafleet_deadletter",
