@@ -28,7 +28,11 @@ Role = Literal["producer", "consumer", "all"]
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (embedded manifests, serveConfigV2) as readable literal blocks."""
+    """Multi-line strings (embedded manifests, serveConfigV2) as readable literal blocks; a structure used
+    twice (the security context) written out twice, not as a YAML alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 _Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None))
@@ -187,6 +191,12 @@ def ray_cluster_spec(spec: FleetSpec, workers: WorkerGroupSpec, group_name: str,
     return {
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,
+        # The autoscaler sidecar KubeRay adds to the head: KubeRay's default asks half a CPU for a process that
+        # mostly sleeps, and runs it without a securityContext.
+        "autoscalerOptions": {
+            "resources": {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+            "securityContext": SECURITY_CONTEXT,
+        },
         "headGroupSpec": {
             "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
             "template": {"spec": _pod_spec(spec, head, config_map_name=config_map_name, group=None)},
