@@ -215,8 +215,8 @@ async def reconcile_fleet(
         retry_after, retry_reason = KAFKA_RETRY_S, str(err)
 
     # 2. Kubernetes objects (owned, so garbage collection removes them with the fleet). The consumers call
-    # the Serve app through the RayService's serve Service, which KubeRay creates once the app runs: the
-    # consumer job waits for ServingReady rather than fail its first frames.
+    # the Serve app through the RayService's serve Service, which KubeRay creates once the app runs: both jobs
+    # wait for ServingReady, so no frame is produced only to fail or go stale while the models load.
     owner = render.owner_reference(body)
     config, service, producer, consumer = render.fleet_objects(name, namespace, spec, owner)
     await kube.apply(config)
@@ -228,9 +228,9 @@ async def reconcile_fleet(
     for role, job_obj, state in (("producer", producer, status.producer_job), ("consumer", consumer, status.consumer_job)):
         condition = "ProducersRunning" if role == "producer" else "ConsumersRunning"
         existing = await kube.get("ray.io/v1", "RayJob", namespace, job_obj["metadata"]["name"])
-        if role == "consumer" and serving.ok is not True and existing is None:
+        if serving.ok is not True and existing is None:
             jobs[role] = state
-            cond(condition, None, "WaitingForServing", "the consumers start once the Serve application serves")
+            cond(condition, None, "WaitingForServing", f"the {role}s start once the Serve application serves")
             continue
         jobs[role] = await _reconcile_job(kube, job_obj, state, spec, now, events)
         observed = job_condition(await kube.get("ray.io/v1", "RayJob", namespace, job_obj["metadata"]["name"]))

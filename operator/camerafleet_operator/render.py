@@ -198,7 +198,10 @@ def ray_cluster_spec(spec: FleetSpec, workers: WorkerGroupSpec, group_name: str,
             "securityContext": SECURITY_CONTEXT,
         },
         "headGroupSpec": {
-            "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+            # Heads only coordinate unless asked to work (small nodes): KubeRay then gives Ray the CPU limit.
+            "rayStartParams": {"dashboard-host": "0.0.0.0"}
+            if spec.kubernetes.head_runs_work
+            else {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
             "template": {"spec": _pod_spec(spec, head, config_map_name=config_map_name, group=None)},
         },
         "workerGroupSpecs": [

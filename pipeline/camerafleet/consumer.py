@@ -104,8 +104,12 @@ class ConsumerActor:
         assert self.consumer is not None, "start() first"
         return self.consumer
 
-    async def start(self) -> None:
-        """Join the consumer group and start consuming (idempotent; called again after an actor restart)."""
+    async def start(self, spec_json: str | None = None) -> None:
+        """Join the consumer group and start consuming, with the runner's current spec (idempotent; called again
+        after an actor restart: Ray restarts an actor with its constructor's arguments, the spec it started with,
+        which may lack cameras added since)."""
+        if spec_json is not None:
+            await self.update_spec(spec_json)
         if self.task is not None:
             return
         self.transport = make_transport(self.spec)

@@ -259,7 +259,7 @@ class FleetRunner:
     async def restart_lost_members(self) -> None:
         """Ray restarts a crashed actor with a fresh state: give it its work again (both calls are idempotent)."""
         spec_json = self.spec.model_dump_json(by_alias=True)
-        calls = [c.start.remote() for c in self.consumers]
+        calls = [c.start.remote(spec_json) for c in self.consumers]
         calls += [a.assign.remote(spec_json, sorted(plan)) for a, plan in zip(self.producers, self.producer_plan, strict=True)]
         await _answers(calls)
 

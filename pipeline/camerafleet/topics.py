@@ -143,6 +143,7 @@ class TopicReconciler:
                 ]
                 for start in range(0, len(topics), 100):
                     await self._create(topics[start : start + 100])
+                await self._start_group_at_zero(spec.kafka.consumer_group, plan.create)
             if plan.add_partitions:
                 await self.admin.create_partitions({n: NewPartitions(total_count=p) for n, p in plan.add_partitions.items()})
             if plan.alter_configs:
@@ -152,6 +153,21 @@ class TopicReconciler:
                 )
         except KafkaError as err:
             raise KafkaUnavailable(f"Kafka at {self.bootstrap} refused a topic change: {err}") from None
+
+    async def _start_group_at_zero(self, group: str, created: dict[str, int]) -> None:
+        """A topic just created is read from its start by the fleet's group: Kafka keeps a deleted topic's
+        committed offsets, so a fleet deleted with its topics and created again would otherwise skip as
+        many frames as its predecessor had read (its consumers start after its producers)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False)
+        try:
+            await consumer.start()
+            tps = [TopicPartition(t, p) for t, n in created.items() for p in range(n)]
+            consumer.assign(tps)
+            await consumer.commit(dict.fromkeys(tps, 0))
+        except KafkaError as err:  # the group already has members: they read the topic as it is
+            log.warning("could not start consumer group %s at offset 0 of %d new topic(s): %s", group, len(created), err)
+        finally:
+            await consumer.stop()
 
     async def _create(self, topics: list[NewTopic]) -> None:
         """Create topics; one that appeared meanwhile (another process created it) is fine."""

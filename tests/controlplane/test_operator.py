@@ -72,9 +72,10 @@ class Cluster:
         self.kubectl("patch", "rayservice", f"{fleet}-serving", "-n", self.ns, "--subresource=status", "--type=merge", "-p", patch)
 
     def serving_then_consumer(self, fleet: str) -> dict:
-        """Once the RayService exists, play KubeRay's part and wait for the consumer job the operator then applies."""
+        """Once the RayService exists, play KubeRay's part and wait for the jobs the operator then applies."""
         wait_for(f"{fleet}-serving", lambda: self.get("rayservice", f"{fleet}-serving"))
         self.kuberay_serves(fleet)
+        wait_for(f"{fleet}-producer", lambda: self.get("rayjob", f"{fleet}-producer"))
         return wait_for(f"{fleet}-consumer", lambda: self.get("rayjob", f"{fleet}-consumer"))
 
     def condition(self, name: str, type_: str) -> dict | None:
@@ -172,8 +173,14 @@ def test_create_update_and_explain(cluster, kafka_server):
     assert status["observedGeneration"] == 1 and status["cameras"] == 2
     assert status["phase"] == "Reconciling", "without a KubeRay operator, serving and jobs wait"
     assert cluster.condition("alpha", "ServingReady")["reason"] == "WaitingForKubeRay"
-    assert cluster.condition("alpha", "ConsumersRunning")["reason"] == "WaitingForServing"
-    assert cluster.get("rayjob", "alpha-consumer") is None, "consumers wait for the Serve app instead of failing frames"
+    assert (
+        cluster.condition("alpha", "ConsumersRunning")["reason"]
+        == cluster.condition("alpha", "ProducersRunning")["reason"]
+        == "WaitingForServing"
+    )
+    assert cluster.get("rayjob", "alpha-consumer") is None and cluster.get("rayjob", "alpha-producer") is None, (
+        "jobs wait for the Serve app"
+    )
     cluster.serving_then_consumer("alpha")
     for role in ("producer", "consumer"):
         job = cluster.get("rayjob", f"alpha-{role}")

@@ -48,7 +48,10 @@ def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ra
             await asyncio.sleep(0.25)
         assert len(runner.producers) == 2, "the manifest change was not applied"
         await asyncio.sleep(3)
-        ray.kill(runner.consumers[0], no_restart=False)
+        # Every consumer at once (as when their Pod goes): Ray restarts each with the spec it was created with,
+        # which lacks camera 3; the runner must hand them the current one.
+        for consumer in runner.consumers:
+            ray.kill(consumer, no_restart=False)
 
     runner, s = asyncio.run(run_fleet_for(manifest, seconds=16, during=disturb))
 

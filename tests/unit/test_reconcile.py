@@ -112,7 +112,7 @@ def kuberay_runs_jobs(kube: FakeKube, name: str = "lobby") -> None:
 
 def kuberay_runs_everything(kube: FakeKube, body: dict[str, Any], kafka: FakeKafka) -> None:
     kuberay_serves(kube)
-    reconcile(body, kube, kafka)  # the consumer job is applied once serving is ready
+    reconcile(body, kube, kafka)  # the jobs are applied once serving is ready
     kuberay_runs_jobs(kube)
 
 
@@ -120,13 +120,13 @@ def test_a_new_fleet_gets_its_topics_and_objects_and_waits_for_kuberay() -> None
     kube, kafka, body = FakeKube(), FakeKafka(), fleet()
     result = reconcile(body, kube, kafka)
     assert sorted(kafka.topics) == ["camerafleet_deadletter", "camerafleet_results", "lobby_cam_1", "lobby_cam_2"]
-    assert kube.applied == [("ConfigMap", "lobby-config"), ("RayService", "lobby-serving"), ("RayJob", "lobby-producer")]
+    assert kube.applied == [("ConfigMap", "lobby-config"), ("RayService", "lobby-serving")], "the jobs wait for the Serve app"
     owners = {o["metadata"]["ownerReferences"][0]["uid"] for o in kube.objects.values()}
     assert owners == {"uid-lobby"}, "everything the fleet owns is garbage-collected with it"
     c = conditions(result)
     assert c["TopicsReady"] == ("True", "Reconciled")
-    assert c["ServingReady"] == c["ProducersRunning"] == ("Unknown", "WaitingForKubeRay")
-    assert c["ConsumersRunning"] == ("Unknown", "WaitingForServing"), "consumers wait for the Serve app instead of failing frames"
+    assert c["ServingReady"] == ("Unknown", "WaitingForKubeRay")
+    assert c["ProducersRunning"] == c["ConsumersRunning"] == ("Unknown", "WaitingForServing"), "no frame before the models serve"
     assert c["Ready"] == ("False", "NotReady") and result.status.phase == "Reconciling"
     assert result.retry_after_s is None and result.status.observed_generation == 1
     assert [(e.type, e.reason) for e in result.events] == [("Normal", "Reconciled")]
@@ -137,7 +137,7 @@ def test_the_fleet_is_ready_once_kuberay_reports_everything_running() -> None:
     reconcile(body, kube, kafka)
     kuberay_serves(kube)
     reconcile(body, kube, kafka)
-    assert ("RayJob", "lobby-consumer") in kube.applied
+    assert ("RayJob", "lobby-producer") in kube.applied and ("RayJob", "lobby-consumer") in kube.applied
     kuberay_runs_jobs(kube)
     result = reconcile(body, kube, kafka)
     assert conditions(result)["Ready"] == ("True", "Ready") and result.status.phase == "Running"
@@ -192,6 +192,8 @@ def test_a_failed_job_is_resubmitted_after_its_backoff() -> None:
 def test_a_changed_job_spec_replaces_the_job() -> None:
     kube, kafka, body = FakeKube(), FakeKafka(), fleet()
     reconcile(body, kube, kafka)
+    kuberay_serves(kube)
+    reconcile(body, kube, kafka)  # the jobs exist once the app serves
     old_hash = kube.objects[("RayJob", NS, "lobby-producer")]["metadata"]["annotations"][SPEC_HASH]
     body["spec"]["kubernetes"] = {"image": "registry.local/camerafleet-ray:2"}
     body["metadata"]["generation"] = 2
@@ -224,6 +226,8 @@ def test_partitions_only_grow() -> None:
 def test_kuberay_refusing_the_rayjob_is_an_invalid_spec_not_a_retry() -> None:
     kube, kafka, body = FakeKube(), FakeKafka(), fleet()
     reconcile(body, kube, kafka)
+    kuberay_serves(kube)
+    reconcile(body, kube, kafka)  # the jobs exist once the app serves
     kube.set_status(
         "RayJob",
         "lobby-producer",
@@ -239,6 +243,8 @@ def test_kuberay_refusing_the_rayjob_is_an_invalid_spec_not_a_retry() -> None:
 def test_a_job_being_deleted_is_not_applied_again_until_it_is_gone() -> None:
     kube, kafka, body = FakeKube(), FakeKafka(), fleet()
     reconcile(body, kube, kafka)
+    kuberay_serves(kube)
+    reconcile(body, kube, kafka)  # the jobs exist once the app serves
     kube.objects[("RayJob", NS, "lobby-producer")]["metadata"]["deletionTimestamp"] = "2026-11-30T12:00:00Z"
     applied = len(kube.applied)
     result = reconcile(body, kube, kafka)

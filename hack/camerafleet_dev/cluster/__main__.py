@@ -182,11 +182,29 @@ def status(data_dir: Path) -> int:
     return 0 if alive and all(alive.values()) else 3
 
 
+def restart_kubelet(data_dir: Path) -> int:
+    """Stop the kubelet (SIGTERM) and start it again with the same configuration: a fault the e2e tests inject."""
+    state_file = data_dir / "cluster.json"
+    state = json.loads(state_file.read_text())
+    pid = state["pids"].get("kubelet")
+    if pid is not None and pid_alive(pid):
+        stop_process_group(pid, 30.0)
+    control = ControlPlane(data_dir / "controlplane", detached=True, network=network.NETWORK)
+    kubelet = Kubelet(
+        data_dir, pki=control._pki, server=control.server, containerd_socket=data_dir / "containerd" / "containerd.sock", detached=True
+    )
+    kubelet.start()
+    state["pids"]["kubelet"] = kubelet.pid
+    state_file.write_text(json.dumps(state, indent=2))
+    say(f"kubelet restarted (pid {kubelet.pid})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m camerafleet_dev.cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=["up", "down", "status", "load-images"])
+    parser.add_argument("action", choices=["up", "down", "status", "load-images", "restart-kubelet"])
     parser.add_argument("--data-dir", type=Path, default=Path("out/cluster"))
     args = parser.parse_args(argv)
     data_dir = args.data_dir.absolute()
@@ -194,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return up(data_dir)
     if args.action == "down":
         return down(data_dir)
+    if args.action == "restart-kubelet":
+        return restart_kubelet(data_dir)
     if args.action == "load-images":
         from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
 

@@ -446,6 +446,12 @@ class KubernetesSpec(Strict):
         default_factory=lambda: WorkerGroupSpec(replicas=1, min_replicas=1, max_replicas=4, resources=PodResources(cpu="4", memory="8Gi")),
         description="The worker group of each producer and consumer RayJob.",
     )
+    head_runs_work: bool = Field(
+        default=False,
+        description="Ray heads also run actors and model replicas (Ray gives them their CPU limit). Off by default: on a "
+        "production cluster heads only coordinate; on a small node it saves the worker pods (set the worker groups' "
+        "replicas and minReplicas to 0).",
+    )
     job_retry_initial_seconds: int = Field(
         default=10, ge=1, le=3600, description="First wait before a failed RayJob is resubmitted; doubles per failure."
     )

@@ -1,0 +1,134 @@
+"""The cluster of `make cluster-up` (its settings in <CAMERAFLEET_CLUSTER_DIR>/env) and CameraFleet installed
+on it the way the README tells a user to: both Helm charts, then the example fleet adjusted as the README
+says. The tests never start the cluster themselves: without it they fail, naming the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from camerafleet_dev.devservers.helm import binary as helm_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_DIR = Path(os.environ.get("CAMERAFLEET_CLUSTER_DIR", ROOT / "out" / "cluster")).absolute()
+OPERATOR_NS = "camerafleet-system"
+NS = "default"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float, interval_s: float = 2.0) -> Any:
+    """Poll `check` until it returns something truthy; the timeouts below are generous on purpose (a busy
+    2-core machine starts Ray pods slowly): a test waits for a state, it never asserts a speed."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+
+    @property
+    def kafka(self) -> str:
+        return self.env["KAFKA_BOOTSTRAP"]
+
+    def run(self, *argv: str, check: bool = True, stdin: str | None = None, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            list(argv), input=stdin, capture_output=True, text=True, env={**os.environ, **self.env}, timeout=timeout_s, check=False
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return proc
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self.run(self.env["KUBECTL"], *args, check=check, stdin=stdin)
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run(str(helm_binary()), *args, timeout_s=600)
+
+    def get(self, kind: str, name: str, ns: str = NS) -> dict[str, Any] | None:
+        proc = self.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    def items(self, kind: str, *selector: str, ns: str = NS) -> list[dict[str, Any]]:
+        return list(json.loads(self.kubectl("get", kind, "-n", ns, *selector, "-o", "json").stdout)["items"])
+
+    def condition(self, fleet: str, type_: str) -> dict[str, Any]:
+        obj = self.get("camerafleet", fleet) or {}
+        return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    env_file = CLUSTER_DIR / "env"
+    if not env_file.is_file():
+        pytest.fail(f"no cluster: {env_file} is missing; start one with `make cluster-up` (then `make test-e2e`)", pytrace=False)
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    c = Cluster(env)
+    proc = c.kubectl("get", "node", "camerafleet-node", "-o", "json", check=False)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"the cluster of {CLUSTER_DIR} does not answer ({proc.stderr.strip()[:300]}); `make cluster-down cluster-up`", pytrace=False
+        )
+    return c
+
+
+SMALL_NODE_APPLY = (
+    'sed -e "s#camerafleet-kafka:9092#$KAFKA_BOOTSTRAP#" -e "s#http://camerafleet-minio:9000#$CAMERAFLEET_S3_ENDPOINT#" '
+    "examples/small-node-fleet.yaml"
+)
+
+
+def readme_fleet(c: Cluster) -> dict[str, Any]:
+    """The README's command for a small node (examples/small-node-fleet.yaml with this cluster's Kafka and S3),
+    run verbatim; the manifest it would pipe into `kubectl apply -f -`."""
+    proc = subprocess.run(
+        ["bash", "-c", SMALL_NODE_APPLY], cwd=ROOT, env={**os.environ, **c.env}, capture_output=True, text=True, check=True
+    )
+    doc: dict[str, Any] = yaml.safe_load(proc.stdout)
+    return doc
+
+
+@pytest.fixture(scope="session")
+def installed(cluster: Cluster) -> Iterator[Cluster]:
+    """The README's two helm commands (Kafka and S3 are the node's, through the stack chart's bring-your-own
+    settings), verbatim but for those values; uninstalled at the end so the cluster can run the tests again."""
+    c = cluster
+    c.helm("install", "camerafleet-operator", str(ROOT / "charts" / "camerafleet-operator"), "-n", OPERATOR_NS, "--create-namespace")
+    c.helm(
+        "install",
+        "camerafleet-stack",
+        str(ROOT / "charts" / "camerafleet-stack"),
+        "--set", f"kafka.external.bootstrapServers={c.kafka}",
+        "--set", f"s3.external.endpoint={c.env['CAMERAFLEET_S3_ENDPOINT']}",
+        "--set", f"s3.external.accessKeyId={c.env['AWS_ACCESS_KEY_ID']}",
+        "--set", f"s3.external.secretAccessKey={c.env['AWS_SECRET_ACCESS_KEY']}",
+    )  # fmt: skip
+    try:
+        wait_for("the operator Pod ready", lambda: _deployment_available(c, OPERATOR_NS, "camerafleet-operator"), 300)
+        yield c
+    finally:
+        c.kubectl("delete", "camerafleets", "--all", "-n", NS, "--wait=true", "--timeout=300s", check=False)
+        c.helm("uninstall", "camerafleet-stack")
+        c.helm("uninstall", "camerafleet-operator", "-n", OPERATOR_NS)
+
+
+def _deployment_available(c: Cluster, ns: str, name: str) -> bool:
+    obj = c.get("deployment", name, ns) or {}
+    return int((obj.get("status") or {}).get("availableReplicas") or 0) >= 1

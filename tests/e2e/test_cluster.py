@@ -1,0 +1,356 @@
+"""CameraFleet on a real Kubernetes node (`make test-e2e` on the cluster of `make cluster-up`): the operator's
+image reconciles a fleet, the real KubeRay runs our Ray image in Pods, frames flow through them, and the
+ledger, counted from Kafka alone, balances, also across faults. Recovery times are measured and written
+to out/e2e/report.md; the tests assert behaviour (what recovers, what is counted), never a speed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from camerafleet.topics import end_offsets, wait_committed
+from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
+from tests.e2e.conftest import CLUSTER_DIR, NS, OPERATOR_NS, ROOT, Cluster, readme_fleet, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+FLEET = "example"
+RESULTS, DEADLETTER, GROUP = "camerafleet_results", "camerafleet_deadletter", "camerafleet"
+REPORT = ROOT / "out" / "e2e" / "report.md"
+READY_TIMEOUT_S = 900  # cold Ray pods on a busy 2-core node; typically ~2.5 minutes
+RECOVERY_TIMEOUT_S = 600
+measured: dict[str, str] = {}
+
+
+def camera_topics(fleet: dict[str, Any]) -> list[str]:
+    prefix = fleet["spec"]["kafka"].get("topicPrefix", "camera_")
+    return [f"{prefix}{c['id']}" for c in fleet["spec"]["cameras"]]
+
+
+async def _results(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every record of a topic from its beginning (the topics belong to this test's fleet)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        values: list[dict[str, Any]] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                values += [orjson.loads(r.value) for r in records]
+        return values
+    finally:
+        await consumer.stop()
+
+
+def ledger(c: Cluster, fleet: dict[str, Any], timeout_s: float = RECOVERY_TIMEOUT_S) -> dict[str, Any]:
+    """The ledger from Kafka alone: every message announced on a camera topic so far must reach a result on
+    the results topic (at-least-once: repeats counted once). Waits until the consumer group committed up to
+    the announced end (it commits only after the results are written)."""
+    topics = camera_topics(fleet)
+    ends = asyncio.run(end_offsets(c.kafka, topics))
+    want = {(t, p): end for t, parts in ends.items() for p, end in parts.items() if end > 0}
+    behind = asyncio.run(wait_committed(c.kafka, GROUP, want, timeout_s))
+    assert not behind, f"consumers did not catch up with {sum(behind.values())} announced frames within {timeout_s:.0f} s: {behind}"
+    results = asyncio.run(_results(c.kafka, RESULTS))
+    first: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for r in results:
+        first.setdefault((r["topic"], r["partition"], r["offset"]), r)
+    announced = {(t, p, o) for (t, p), end in want.items() for o in range(end)}
+    missing = sorted(announced - set(first))
+    outcomes = Counter((r["cameraId"], r["outcome"], r.get("reason")) for pos, r in first.items() if pos in announced)
+    return {"announced": len(announced), "missing": missing, "outcomes": outcomes, "records": [first[p] for p in announced if p in first]}
+
+
+def processed_since(c: Cluster, camera: str, since_ms: int) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in asyncio.run(_results(c.kafka, RESULTS))
+        if r["cameraId"] == camera and r["outcome"] == "processed" and r["captureTsMs"] >= since_ms
+    ]
+
+
+def report(name: str, text: str) -> None:
+    measured[name] = text
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(
+        "# CameraFleet on a one-node cluster (make test-e2e)\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in measured.items()) + "\n"
+    )
+
+
+async def _fresh_kafka(bootstrap: str, names: list[str]) -> None:
+    """Delete an earlier run's topics (the operator creates them again and starts the group at 0 on them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        if stale := [n for n in names if n in existing]:
+            await admin.delete_topics(stale)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def fleet(installed: Cluster) -> dict[str, Any]:
+    """The README's small-node fleet, applied once its topics are fresh (the ledger counts them from offset 0)."""
+    c = installed
+    doc = readme_fleet(c)
+    asyncio.run(_fresh_kafka(c.kafka, [*camera_topics(doc), RESULTS, DEADLETTER]))
+    started = time.monotonic()
+    c.apply(doc)
+    wait_for("the fleet READY", lambda: c.condition(FLEET, "Ready").get("status") == "True", READY_TIMEOUT_S, 5)
+    report("fleet applied to READY", f"{time.monotonic() - started:.0f} s (RayService, 2 RayJobs and their 6 Ray Pods started by KubeRay)")
+    return doc
+
+
+def test_the_operator_and_kuberay_run_our_images_and_nothing_is_pulled(installed: Cluster, fleet: dict[str, Any]) -> None:
+    c = installed
+    [operator] = c.items("pods", "-l", "app.kubernetes.io/name=camerafleet-operator", ns=OPERATOR_NS)
+    assert operator["spec"]["containers"][0]["image"] == OPERATOR_IMAGE and operator["status"]["phase"] == "Running"
+    ray_pods = c.items("pods", "-l", "ray.io/is-ray-node=yes")
+    kinds = {(p["metadata"]["labels"].get("ray.io/node-type"), p["metadata"]["labels"].get("ray.io/cluster", "")[:30]) for p in ray_pods}
+    assert {"head", "worker"} <= {k for k, _ in kinds}, kinds
+    for pod in ray_pods:
+        for container in pod["spec"]["containers"]:
+            if container["name"].startswith("ray-"):
+                assert container["image"] == RAY_IMAGE, container["image"]
+            assert container.get("imagePullPolicy") in ("IfNotPresent", "Never"), (pod["metadata"]["name"], container)
+    pulls = [
+        e
+        for e in c.items("events", ns=NS) + c.items("events", ns=OPERATOR_NS)
+        if e["reason"] in ("Pulling", "Failed") and "pull" in e["message"].lower()
+    ]
+    assert not pulls, f"an image was pulled: {pulls[:3]}"
+    assert "in place" in c.run("make", "-s", "-C", str(ROOT), "cluster-status", check=False).stdout
+
+
+def test_ready_follows_the_real_kuberay_statuses(installed: Cluster, fleet: dict[str, Any]) -> None:
+    c = installed
+    table = c.kubectl("get", "camerafleets").stdout
+    assert FLEET in table and "True" in table and "Running" in table, table
+    assert c.condition(FLEET, "ServingReady")["reason"] == "NonZeroServeEndpoints"
+    assert c.condition(FLEET, "ProducersRunning")["reason"] == c.condition(FLEET, "ConsumersRunning")["reason"] == "Running"
+    service = c.get("rayservice", f"{FLEET}-serving")
+    assert any(x["type"] == "Ready" and x["status"] == "True" for x in service["status"]["conditions"])
+    for role in ("producer", "consumer"):
+        job = c.get("rayjob", f"{FLEET}-{role}")["status"]
+        assert (job["jobDeploymentStatus"], job["jobStatus"]) == ("Running", "RUNNING")
+
+
+def test_frames_flow_for_every_camera_and_nothing_fails_or_is_lost(installed: Cluster, fleet: dict[str, Any]) -> None:
+    c = installed
+    for camera in (cam["id"] for cam in fleet["spec"]["cameras"]):
+        wait_for(f"processed frames of camera {camera}", lambda camera=camera: processed_since(c, camera, 0), 300)
+    book = ledger(c, fleet)
+    assert not book["missing"], f"{len(book['missing'])} announced frames have no result: {book['missing'][:5]}"
+    failed = {k: v for k, v in book["outcomes"].items() if k[1] == "failed"}
+    assert not failed, f"frames failed (e.g. because Serve was not ready yet): {failed}"
+    processed = [r for r in book["records"] if r["outcome"] == "processed"]
+    assert processed and all(set(r["models"]) == {"faces", "health"} for r in processed)
+    assert all(isinstance(r["models"]["faces"]["detections"], list) and "brightness" in r["models"]["health"]["health"] for r in processed)
+    report(
+        "ledger after start",
+        f"{book['announced']} frames announced, every one with a result: {dict(Counter(k[1] for k in book['outcomes'].elements()))}",
+    )
+
+
+def _serving_pods(c: Cluster) -> dict[str, tuple[str, int]]:
+    pods = c.items(
+        "pods", "-l", f"ray.io/cluster={c.get('rayservice', f'{FLEET}-serving')['status']['activeServiceStatus']['rayClusterName']}"
+    )
+    return {
+        p["metadata"]["name"]: (p["metadata"]["uid"], sum(s.get("restartCount", 0) for s in p["status"].get("containerStatuses", [])))
+        for p in pods
+    }
+
+
+def test_a_camera_added_with_kubectl_patch_flows_without_restarting_model_replicas(installed: Cluster, fleet: dict[str, Any]) -> None:
+    c = installed
+    before_pods = _serving_pods(c)
+    before_service = c.get("rayservice", f"{FLEET}-serving")
+    jobs = {r: c.get("rayjob", f"{FLEET}-{r}")["metadata"]["uid"] for r in ("producer", "consumer")}
+    cameras = [*fleet["spec"]["cameras"], {"id": "3", "source": "synthetic:1280x720@30"}]
+    patched = time.time()
+    c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": {"cameras": cameras}}))
+    fleet["spec"]["cameras"] = cameras
+    wait_for("frames of the new camera", lambda: processed_since(c, "3", int(patched * 1000)), RECOVERY_TIMEOUT_S, 2)
+    flowing_s = time.time() - patched
+    report(
+        "camera added with kubectl patch",
+        f"its first processed frame {flowing_s:.0f} s after the patch; no model replica or RayJob restarted",
+    )
+    assert c.get("rayservice", f"{FLEET}-serving")["spec"] == before_service["spec"], "a camera edit changed the RayService"
+    assert _serving_pods(c) == before_pods, "the Serve cluster's Pods were replaced or restarted"
+    assert {r: c.get("rayjob", f"{FLEET}-{r}")["metadata"]["uid"] for r in jobs} == jobs, "a RayJob was replaced"
+
+
+def _recovered(c: Cluster, fleet: dict[str, Any], name: str, started: float) -> None:
+    """After a fault: frames of every camera processed again, then the ledger balances (nothing lost)."""
+    since = int(started * 1000)
+    for camera in (cam["id"] for cam in fleet["spec"]["cameras"]):
+        wait_for(
+            f"camera {camera} processed again after {name}", lambda camera=camera: processed_since(c, camera, since), RECOVERY_TIMEOUT_S, 2
+        )
+    recovery_s = time.time() - started
+    book = ledger(c, fleet)
+    assert not book["missing"], f"{name}: {len(book['missing'])} announced frames without a result"
+    by_outcome = Counter()
+    for (_, outcome, reason), n in book["outcomes"].items():
+        by_outcome[f"{outcome}{':' + reason if reason else ''}"] += n
+    report(
+        name,
+        f"frames of every camera processed again {recovery_s:.0f} s after the fault; ledger: {book['announced']} announced, none missing, {dict(by_outcome)}",
+    )
+
+
+def _replacement_ready(c: Cluster, selector: str, gone: str, started: float) -> float:
+    """Seconds from the fault until a Pod matching `selector`, other than `gone`, is Ready."""
+
+    def ready() -> bool:
+        return any(
+            p["metadata"]["uid"] != gone
+            and p["status"].get("phase") == "Running"
+            and all(x.get("ready") for x in p["status"].get("containerStatuses", []))
+            for p in c.items("pods", "-l", selector)
+        )
+
+    wait_for(f"a new Pod for {selector} Ready", ready, RECOVERY_TIMEOUT_S)
+    return time.time() - started
+
+
+def test_fault_the_serve_worker_pod_is_deleted(installed: Cluster, fleet: dict[str, Any]) -> None:
+    c = installed
+    cluster = c.get("rayservice", f"{FLEET}-serving")["status"]["activeServiceStatus"]["rayClusterName"]
+    selector = f"ray.io/cluster={cluster},ray.io/node-type=worker"
+    [worker] = c.items("pods", "-l", selector)
+    started = time.time()
+    c.kubectl("delete", "pod", worker["metadata"]["name"], "--wait=false")
+    measured["Serve worker Pod deleted: new worker Pod Ready"] = (
+        f"{_replacement_ready(c, selector, worker['metadata']['uid'], started):.0f} s"
+    )
+    _recovered(c, fleet, "Serve worker Pod deleted", started)
+
+
+def test_fault_the_consumer_jobs_pod_is_deleted(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """The consumer job's cluster is one head Pod (the small-node fleet runs work on heads): deleting it ends the
+    Ray job; KubeRay reports the RayJob failed and the operator resubmits it after its backoff."""
+    c = installed
+    cluster = c.get("rayjob", f"{FLEET}-consumer")["status"]["rayClusterName"]
+    [pod] = c.items("pods", "-l", f"ray.io/cluster={cluster}")
+    started = time.time()
+    c.kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false")
+    _recovered(c, fleet, "consumer job's Pod deleted", started)
+    state = c.get("camerafleet", FLEET)["status"]["consumerJob"]
+    measured["consumer job's Pod deleted: RayJob"] = (
+        f"failures counted {state['failures']}, last failure: {str(state.get('lastFailure'))[:120]}"
+    )
+
+
+def test_fault_the_operator_pod_is_deleted(installed: Cluster, fleet: dict[str, Any]) -> None:
+    c = installed
+    [pod] = c.items("pods", "-l", "app.kubernetes.io/name=camerafleet-operator", ns=OPERATOR_NS)
+    started = time.time()
+    c.kubectl("delete", "pod", pod["metadata"]["name"], "-n", OPERATOR_NS, "--wait=false")
+    wait_for(
+        "a new operator Pod ready",
+        lambda: [
+            p for p in c.items("pods", "-l", "app.kubernetes.io/name=camerafleet-operator", ns=OPERATOR_NS)
+            if p["metadata"]["uid"] != pod["metadata"]["uid"] and all(s.get("ready") for s in p["status"].get("containerStatuses", []))
+        ],
+        RECOVERY_TIMEOUT_S,
+    )  # fmt: skip
+    measured["operator Pod deleted: new Pod ready"] = f"{time.time() - started:.0f} s"
+    assert c.condition(FLEET, "Ready").get("status") == "True", "the fleet does not depend on the operator Pod to run"
+    _recovered(c, fleet, "operator Pod deleted", started)
+
+
+def test_fault_the_kubelet_restarts(installed: Cluster, fleet: dict[str, Any]) -> None:
+    c = installed
+    pods = {p["metadata"]["uid"] for p in c.items("pods", "-l", "ray.io/is-ray-node=yes")}
+    started = time.time()
+    c.run("python", "-m", "camerafleet_dev.cluster", "restart-kubelet", "--data-dir", str(CLUSTER_DIR))
+    wait_for(
+        "the node Ready again",
+        lambda: any(
+            x["type"] == "Ready" and x["status"] == "True"
+            for x in json.loads(c.kubectl("get", "node", "camerafleet-node", "-o", "json").stdout)["status"]["conditions"]
+        ),
+        RECOVERY_TIMEOUT_S,
+    )
+    _recovered(c, fleet, "kubelet restarted", started)
+    assert {p["metadata"]["uid"] for p in c.items("pods", "-l", "ray.io/is-ray-node=yes")} == pods, "a kubelet restart replaced Pods"
+
+
+@pytest.mark.parametrize(
+    "name, change, fragment",
+    [
+        ("a-fleet-name-longer-than-kuberay-allows-x", {}, "metadata.name: 41 characters"),
+        ("loopback-kafka", {"kafka": {"bootstrapServers": "127.0.0.1:9092"}}, "a loopback address"),
+        ("local-bucket", {"bucket": {"uri": "file:///dev/shm/frames"}}, "a directory of one machine"),
+        (
+            "gpu-without-gpus",
+            {
+                "models": [
+                    {"name": "faces", "type": "face", "modelUri": "/opt/camerafleet/models/centerface.onnx", "resources": {"gpus": 1}}
+                ]
+            },
+            "no replica could ever be placed",
+        ),
+    ],
+)
+def test_a_spec_the_cluster_cannot_run_ends_invalid_not_reconciling(
+    installed: Cluster, fleet: dict[str, Any], name: str, change: dict[str, Any], fragment: str
+) -> None:
+    c = installed
+    doc = readme_fleet(c)
+    doc["metadata"]["name"] = name
+    for key, value in change.items():
+        doc["spec"][key] = {**doc["spec"][key], **value} if isinstance(value, dict) else value
+    c.apply(doc)
+    try:
+        ready = wait_for(f"{name} InvalidSpec", lambda: (r := c.condition(name, "Ready")).get("reason") == "InvalidSpec" and r, 120)
+        assert ready["status"] == "False" and fragment in ready["message"], ready
+        assert c.get("camerafleet", name)["status"]["phase"] == "Failed"
+        assert c.get("rayservice", f"{name}-serving") is None and c.get("rayjob", f"{name}-producer") is None
+    finally:
+        c.kubectl("delete", "camerafleet", name, "--wait=true", check=False)
+
+
+def test_a_deleted_fleet_stops_its_jobs_cleanly(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Graceful stop: KubeRay stops each Ray job (the runner drains its consumers); no job ends Failed."""
+    c = installed
+    seen: set[tuple[str, str, str]] = set()
+    started = time.time()
+    c.kubectl("delete", "camerafleet", FLEET, "--wait=false")
+    deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        jobs = c.items("rayjobs", "-l", f"camerafleet.io/fleet={FLEET}")
+        for job in jobs:
+            st = job.get("status") or {}
+            seen.add((job["metadata"]["name"], st.get("jobDeploymentStatus", ""), st.get("jobStatus", "")))
+        if not jobs and c.get("rayservice", f"{FLEET}-serving") is None:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"the fleet's objects were not deleted within {RECOVERY_TIMEOUT_S} s: {sorted(seen)}")
+    report(
+        "fleet deleted",
+        f"RayJobs and RayService gone {time.time() - started:.0f} s later; job states seen: {sorted({s[1:] for s in seen})}",
+    )
+    assert not [s for s in seen if s[1] == "Failed" or s[2] == "FAILED"], f"a job failed on a clean stop: {sorted(seen)}"
