@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -235,10 +236,26 @@ def build_node_images() -> list[str]:
     ]
 
 
+def image_id(name: str) -> str:
+    return subprocess.run(
+        ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}", name], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def load(images: Sequence[str], containerd_socket: Path) -> None:
-    """Export images from buildah's store and import them into a containerd (namespace k8s.io)."""
+    """Export images from buildah's store and import them into a containerd (namespace k8s.io).
+
+    An image whose build is already in that containerd (recorded next to its socket) is not exported again:
+    exporting and importing the Ray image takes over a minute.
+    """
+    record = containerd_socket.parent / "loaded-images.json"
+    loaded: dict[str, str] = json.loads(record.read_text()) if record.exists() else {}
     with tempfile.TemporaryDirectory(prefix="camerafleet-images-", dir=ROOT / "out") as tmp:
         for image in images:
+            built = image_id(image)
+            if loaded.get(image) == built:
+                say(f"{image}: already loaded")
+                continue
             archive = Path(tmp) / "image.tar"
             buildah("push", image, f"oci-archive:{archive}:{image}", what=f"export {image}")
             run(
@@ -246,6 +263,8 @@ def load(images: Sequence[str], containerd_socket: Path) -> None:
                 what=f"import {image}",
             )
             archive.unlink()
+            loaded[image] = built
+            record.write_text(json.dumps(loaded, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

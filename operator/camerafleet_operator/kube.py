@@ -18,7 +18,15 @@ from kubernetes.client.exceptions import ApiException
 
 FIELD_MANAGER = "camerafleet-operator"
 REQUEST_TIMEOUT_S = (10.0, 30.0)  # (connect, read): a call to an API server that hangs fails instead of waiting forever
-_PLURALS = {"ConfigMap": "configmaps", "RayService": "rayservices", "RayJob": "rayjobs", "CameraFleet": "camerafleets"}
+_PLURALS = {
+    "ConfigMap": "configmaps",
+    "ServiceAccount": "serviceaccounts",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "RayService": "rayservices",
+    "RayJob": "rayjobs",
+    "CameraFleet": "camerafleets",
+}
 
 
 def object_path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:

@@ -218,9 +218,9 @@ async def reconcile_fleet(
     # the Serve app through the RayService's serve Service, which KubeRay creates once the app runs: both jobs
     # wait for ServingReady, so no frame is produced only to fail or go stale while the models load.
     owner = render.owner_reference(body)
-    config, service, producer, consumer = render.fleet_objects(name, namespace, spec, owner)
-    await kube.apply(config)
-    await kube.apply(service)
+    config, *runner_access, service, producer, consumer = render.fleet_objects(name, namespace, spec, owner)
+    for obj in (config, *runner_access, service):
+        await kube.apply(obj)
     serving = service_condition(await kube.get("ray.io/v1", "RayService", namespace, service["metadata"]["name"]), spec.serving.app_name)
     cond("ServingReady", serving.ok, serving.reason, serving.message)
     invalid = [serving.message] if serving.invalid else []

@@ -13,12 +13,11 @@ from typing import Any, Literal
 
 import yaml
 
-from camerafleet.api.manifest import API_VERSION, KIND, FleetSpec, PodResources, WorkerGroupSpec
+from camerafleet.api.manifest import API_VERSION, CONFIG_MAP_KEY, KIND, FleetSpec, PodResources, WorkerGroupSpec
 from camerafleet.api.serve_options import APP_IMPORT_PATH, ingress_options, model_deployment_options
 from camerafleet.api.versions import RAY_VERSION
 
 CONFIG_DIR = "/etc/camerafleet"
-CONFIG_KEY = "fleet.yaml"
 SERVE_PORT = 8000
 LABEL_FLEET = "camerafleet.io/fleet"
 LABEL_COMPONENT = "camerafleet.io/component"
@@ -53,6 +52,7 @@ def names(fleet_name: str) -> dict[str, str]:
         "producer": f"{fleet_name}-producer",
         "consumer": f"{fleet_name}-consumer",
         "all": f"{fleet_name}-pipeline",
+        "runner": f"{fleet_name}-runner",
     }
 
 
@@ -98,7 +98,7 @@ def config_map(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(names(fleet_name)["config"], namespace, fleet_name, "config", owner),
-        "data": {CONFIG_KEY: to_yaml(doc)},
+        "data": {CONFIG_MAP_KEY: to_yaml(doc)},
     }
 
 
@@ -165,10 +165,12 @@ def _container(spec: FleetSpec, name: str, resources: PodResources, *, mount_con
     return container
 
 
-def _pod_spec(spec: FleetSpec, container: dict[str, Any], *, config_map_name: str | None, group: WorkerGroupSpec | None) -> dict[str, Any]:
+def _pod_spec(
+    container: dict[str, Any], *, service_account: str | None, config_map_name: str | None, group: WorkerGroupSpec | None
+) -> dict[str, Any]:
     pod: dict[str, Any] = {"containers": [container], "volumes": [SHM_VOLUME]}
-    if spec.kubernetes.service_account_name:
-        pod["serviceAccountName"] = spec.kubernetes.service_account_name
+    if service_account:
+        pod["serviceAccountName"] = service_account
     if config_map_name:
         pod["volumes"].append({"name": "fleet-config", "configMap": {"name": config_map_name}})
     if group is not None:
@@ -179,7 +181,9 @@ def _pod_spec(spec: FleetSpec, container: dict[str, Any], *, config_map_name: st
     return pod
 
 
-def ray_cluster_spec(spec: FleetSpec, workers: WorkerGroupSpec, group_name: str, config_map_name: str | None) -> dict[str, Any]:
+def ray_cluster_spec(
+    spec: FleetSpec, workers: WorkerGroupSpec, group_name: str, *, config_map_name: str | None, service_account: str | None
+) -> dict[str, Any]:
     head = _container(spec, "ray-head", spec.kubernetes.head, mount_config=config_map_name)
     head["ports"] = [
         {"containerPort": 6379, "name": "gcs-server"},
@@ -202,7 +206,7 @@ def ray_cluster_spec(spec: FleetSpec, workers: WorkerGroupSpec, group_name: str,
             "rayStartParams": {"dashboard-host": "0.0.0.0"}
             if spec.kubernetes.head_runs_work
             else {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-            "template": {"spec": _pod_spec(spec, head, config_map_name=config_map_name, group=None)},
+            "template": {"spec": _pod_spec(head, service_account=service_account, config_map_name=config_map_name, group=None)},
         },
         "workerGroupSpecs": [
             {
@@ -211,7 +215,7 @@ def ray_cluster_spec(spec: FleetSpec, workers: WorkerGroupSpec, group_name: str,
                 "minReplicas": workers.min_replicas,
                 "maxReplicas": workers.max_replicas,
                 "rayStartParams": {},
-                "template": {"spec": _pod_spec(spec, worker, config_map_name=config_map_name, group=workers)},
+                "template": {"spec": _pod_spec(worker, service_account=service_account, config_map_name=config_map_name, group=workers)},
             }
         ],
     }
@@ -224,17 +228,24 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
         "metadata": _meta(names(fleet_name)["service"], namespace, fleet_name, "serving", owner),
         "spec": {
             "serveConfigV2": to_yaml(serve_config(fleet_name, spec)),
-            "rayClusterConfig": ray_cluster_spec(spec, spec.kubernetes.gpu_workers, "gpu-workers", None),
+            "rayClusterConfig": ray_cluster_spec(
+                spec, spec.kubernetes.gpu_workers, "gpu-workers", config_map_name=None, service_account=spec.kubernetes.service_account_name
+            ),
         },
     }
 
 
 def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner: dict[str, Any] | None = None) -> dict[str, Any]:
     """A RayJob running `camerafleet run` on the mounted manifest; role `all` is the whole pipeline in one job."""
-    entrypoint = f"camerafleet run {CONFIG_DIR}/{CONFIG_KEY}" + ("" if role == "all" else f" --role {role}")
+    entrypoint = f"camerafleet run {CONFIG_DIR}/{CONFIG_MAP_KEY}" + ("" if role == "all" else f" --role {role}")
     workers = spec.kubernetes.gpu_workers if role == "all" else spec.kubernetes.job_workers
-    cluster = ray_cluster_spec(spec, workers, f"{role}-workers", names(fleet_name)["config"])
-    cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": JOB_STOP_WAIT_S}]
+    config = names(fleet_name)["config"]
+    cluster = ray_cluster_spec(spec, workers, f"{role}-workers", config_map_name=config, service_account=runner_account(fleet_name, spec))
+    # The job's driver runs on the head: it reads manifest changes from the ConfigMap through the API.
+    cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": JOB_STOP_WAIT_S},
+        {"name": "CAMERAFLEET_MANIFEST_CONFIGMAP", "value": config},
+    ]
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
@@ -267,10 +278,46 @@ def _submitter(spec: FleetSpec) -> dict[str, Any]:
     return {"spec": pod}
 
 
+def runner_account(fleet_name: str, spec: FleetSpec) -> str:
+    """The service account of the jobs' Ray Pods: the fleet's own, else one the operator creates."""
+    return spec.kubernetes.service_account_name or names(fleet_name)["runner"]
+
+
+def runner_access(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """What lets a job's driver read its fleet's ConfigMap from the API server, seconds after an edit (the
+    mounted file waits for the kubelet's next Pod sync, a minute or more): the service account (unless the
+    fleet names its own), a Role allowing `get` on that one ConfigMap, and the binding. KubeRay does the
+    same for its autoscaler."""
+    name = names(fleet_name)["runner"]
+    account = runner_account(fleet_name, spec)
+    objects: list[dict[str, Any]] = []
+    if account == name:
+        objects.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, namespace, fleet_name, "runner", owner)})
+    objects.append(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(name, namespace, fleet_name, "runner", owner),
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [names(fleet_name)["config"]], "verbs": ["get"]}],
+        }
+    )
+    objects.append(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(name, namespace, fleet_name, "runner", owner),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+        }
+    )
+    return objects
+
+
 def fleet_objects(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Everything the operator keeps in Kubernetes for a fleet, in apply order."""
     return [
         config_map(fleet_name, namespace, spec, owner),
+        *runner_access(fleet_name, namespace, spec, owner),
         ray_service(fleet_name, namespace, spec, owner),
         ray_job(fleet_name, namespace, spec, "producer", owner),
         ray_job(fleet_name, namespace, spec, "consumer", owner),

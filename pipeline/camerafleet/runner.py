@@ -30,11 +30,12 @@ from typing import Any, Literal, Self, TextIO
 import orjson
 import ray
 
-from camerafleet.api.manifest import CameraFleet, ManifestError, load_manifest
+from camerafleet.api.manifest import CameraFleet, ManifestError, manifest_from_text
 from camerafleet.api.outcomes import Outcome
 from camerafleet.api.settings import Settings
 from camerafleet.bucket import BucketConfigError, BucketError, open_bucket
 from camerafleet.consumer import ConsumerActor
+from camerafleet.manifest_source import ConfigMapManifest, FileManifest, ManifestUnreadable
 from camerafleet.producer import ProducerActor, plan_shards
 from camerafleet.stats import ConsumerStats, ProducerCameraStats, ProducerStats, merge_outcomes, merge_producer_stats
 from camerafleet.summary import build_summary, percentiles
@@ -64,11 +65,8 @@ class RunOptions:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
 
 
-def _digest(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class FleetRunner:
@@ -96,7 +94,17 @@ class FleetRunner:
         self.start_offsets: dict[str, dict[int, int]] = {}
         self.consumers: list[Any] = []
         self.stop_event = asyncio.Event()
-        self.manifest_digest = _digest(opts.manifest)
+        self.manifest_file = FileManifest(opts.manifest)
+        self.manifest_api: ConfigMapManifest | None = None
+        if self.settings.manifest_config_map:
+            try:
+                self.manifest_api = ConfigMapManifest.in_cluster(self.settings.manifest_config_map)
+            except ManifestUnreadable as err:
+                self.say(f"manifest changes come from {opts.manifest} only: {err}")
+        self.manifest_api_works: bool | None = None  # unknown until the first read
+        self.manifest_digest: str | None = None
+        with contextlib.suppress(ManifestUnreadable):  # a run of a fleet built in memory has no file
+            self.manifest_digest = _digest(self.manifest_file.read())
         self.started = time.monotonic()
         self.deployed_app: str | None = None  # the Serve app this run deployed, and deletes at the end
         self.summary: dict[str, Any] | None = None
@@ -228,13 +236,38 @@ class FleetRunner:
 
     # -- while running ---------------------------------------------------------------------------------
 
-    async def apply_manifest_change(self) -> None:
-        digest = _digest(self.opts.manifest)
-        if digest is None or digest == self.manifest_digest:
-            return
-        self.manifest_digest = digest
+    async def read_manifest(self) -> tuple[str, str] | None:
+        """The manifest's current text and where it came from, or None when it cannot be read this time.
+
+        The ConfigMap (through the API) when the run has one; the file when the API never answered. Once the
+        API has answered, a failed read waits for the next one: the file may be older, and going back to it
+        would undo a change already applied."""
+        if self.manifest_api is not None and self.manifest_api_works is not False:
+            try:
+                text = await asyncio.to_thread(self.manifest_api.read)
+            except ManifestUnreadable as err:
+                if self.manifest_api_works:
+                    log.warning("cannot read the manifest this time: %s", err)
+                    return None
+                self.manifest_api_works = False
+                self.say(f"manifest changes come from {self.opts.manifest}, refreshed by the kubelet (a minute or more): {err}")
+            else:
+                self.manifest_api_works = True
+                return text, self.manifest_api.describe()
         try:
-            new = self.settings.apply(load_manifest(self.opts.manifest).spec.with_absolute_paths(Path.cwd()))
+            return self.manifest_file.read(), self.manifest_file.describe()
+        except ManifestUnreadable as err:
+            log.warning("%s", err)
+            return None
+
+    async def apply_manifest_change(self) -> None:
+        current = await self.read_manifest()
+        if current is None or _digest(current[0]) == self.manifest_digest:
+            return
+        text, source = current
+        self.manifest_digest = _digest(text)
+        try:
+            new = self.settings.apply(manifest_from_text(text, source).spec.with_absolute_paths(Path.cwd()))
         except ManifestError as err:
             self.say(f"manifest changed but is invalid; still running the previous one:\n{err}")
             return
@@ -253,7 +286,7 @@ class FleetRunner:
         if self.opts.role in ("all", "producer"):
             await self.rebalance_producers(self.spec.producer.actors)
         self.say(
-            f"manifest change applied: {len(self.spec.cameras)} cameras, {len(self.producers)} producers, {len(self.consumers)} consumers"
+            f"manifest change from {source} applied: {len(self.spec.cameras)} cameras, {len(self.producers)} producers, {len(self.consumers)} consumers"
         )
 
     async def restart_lost_members(self) -> None:

@@ -17,6 +17,8 @@ import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
+from camerafleet.api.manifest import manifest_from_text
+from camerafleet.manifest_source import ConfigMapManifest, ManifestUnreadable
 from camerafleet.topics import TopicReconciler
 from camerafleet_dev.generators.crd import CRD_PATH
 
@@ -212,6 +214,34 @@ def test_create_update_and_explain(cluster, kafka_server):
     assert any(e["reason"] == "NotSupported" for e in json.loads(events)["items"])
 
 
+def test_job_pods_read_their_fleets_manifest_and_nothing_else(cluster, controlplane, kafka_server, tmp_path):
+    """The grant the operator makes so a running job sees manifest edits in seconds (not after the
+    kubelet's next sync of the mounted file): read with the runner's own code and that service account."""
+    k = kafka_server.bootstrap
+    assert cluster.apply(fleet("reader", k)).returncode == 0
+    wait_for("the runner's RoleBinding", lambda: cluster.get("rolebinding", "reader-runner"))
+    cluster.serving_then_consumer("reader")
+    for role in ("producer", "consumer"):
+        cluster_spec = cluster.get("rayjob", f"reader-{role}")["spec"]["rayClusterSpec"]
+        head = cluster_spec["headGroupSpec"]["template"]["spec"]
+        assert head["serviceAccountName"] == "reader-runner"
+        assert {"name": "CAMERAFLEET_MANIFEST_CONFIGMAP", "value": "reader-config"} in head["containers"][0]["env"]
+    token = tmp_path / "token"
+    token.write_text(controlplane.kubectl("create", "token", "reader-runner", "-n", NS, check=True).stdout.strip())
+
+    def source(name: str) -> ConfigMapManifest:
+        return ConfigMapManifest(controlplane.server, NS, name, token, controlplane.ca_path)
+
+    assert manifest_from_text(source("reader-config").read(), "reader").spec.cameras[1].id == "2"
+    assert cluster.apply(fleet("reader", k, cameras=3)).returncode == 0
+    wait_for("the edit read through the API", lambda: len(manifest_from_text(source("reader-config").read(), "reader").spec.cameras) == 3)
+    with pytest.raises(ManifestUnreadable, match="HTTP 403: the Pod's service account may not get it"):
+        source("alpha-config").read()
+    runner = controlplane.service_account_kubeconfig(NS, "reader-runner", tmp_path / "kubeconfig")
+    refused = controlplane.kubectl("get", "configmaps", "-n", NS, kubeconfig=runner, check=False)
+    assert "Forbidden" in refused.stderr, "the runner may get its one ConfigMap, not list them"
+
+
 def test_invalid_resources_are_refused_or_reported(cluster, kafka_server):
     k = kafka_server.bootstrap
     bad = fleet("bad", k)
@@ -306,6 +336,9 @@ NEEDED = [
     ("create", "rayjobs.ray.io", NS),
     ("delete", "rayjobs.ray.io", NS),
     ("patch", "rayservices.ray.io", NS),
+    ("patch", "serviceaccounts", NS),
+    ("create", "roles.rbac.authorization.k8s.io", NS),
+    ("create", "rolebindings.rbac.authorization.k8s.io", NS),
     ("create", "events", NS),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
 ]
@@ -321,6 +354,8 @@ REFUSED = [
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", None),
     ("bind", "clusterroles.rbac.authorization.k8s.io", None),
     ("escalate", "clusterroles.rbac.authorization.k8s.io", None),
+    ("bind", "roles.rbac.authorization.k8s.io", NS),
+    ("escalate", "roles.rbac.authorization.k8s.io", NS),
     ("impersonate", "serviceaccounts", NS),
     ("create", "serviceaccounts/token", OPERATOR_NS),
     ("delete", "namespaces", None),
@@ -359,6 +394,7 @@ def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_pa
         (["get", "pods", "-n", NS], False),
         (["create", "namespace", "evil"], False),
         (["delete", "crd", "camerafleets.camerafleet.io"], False),
+        (["create", "role", "evil", "-n", NS, "--verb=get", "--resource=secrets"], False),  # granting what it lacks
         (
             ["create", "clusterrolebinding", "evil", "--clusterrole=cluster-admin", f"--serviceaccount={OPERATOR_NS}:camerafleet-operator"],
             False,

@@ -195,6 +195,10 @@ def test_a_camera_added_with_kubectl_patch_flows_without_restarting_model_replic
         "camera added with kubectl patch",
         f"its first processed frame {flowing_s:.0f} s after the patch; no model replica or RayJob restarted",
     )
+    log = c.kubectl("logs", f"job/{FLEET}-producer", "--tail=-1").stdout
+    assert f"manifest change from ConfigMap {NS}/{FLEET}-config applied" in log, (
+        "the producers read the edit through the API server, not from the kubelet's delayed copy of the mounted file"
+    )
     assert c.get("rayservice", f"{FLEET}-serving")["spec"] == before_service["spec"], "a camera edit changed the RayService"
     assert _serving_pods(c) == before_pods, "the Serve cluster's Pods were replaced or restarted"
     assert {r: c.get("rayjob", f"{FLEET}-{r}")["metadata"]["uid"] for r in jobs} == jobs, "a RayJob was replaced"

@@ -47,8 +47,8 @@ def test_crd_is_structural_and_documented():
 
 def test_standalone_manifests_are_in_sync():
     docs = list(yaml.safe_load_all((ROOT / "rayjob.yaml").read_text()))
-    assert [d["kind"] for d in docs] == ["ConfigMap", "RayJob"]
-    assert docs[1]["spec"]["entrypoint"] == "camerafleet run /etc/camerafleet/fleet.yaml"
+    assert [d["kind"] for d in docs] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "RayJob"]
+    assert docs[-1]["spec"]["entrypoint"] == "camerafleet run /etc/camerafleet/fleet.yaml"
 
 
 def test_ray_version_agrees_everywhere():

@@ -127,8 +127,10 @@ def test_conditions_keep_transition_time_and_phase():
 def test_rendered_objects():
     s = spec()
     owner = render.owner_reference({"metadata": {"name": "f", "uid": "u-1"}})
-    cm, svc, producer, consumer = render.fleet_objects("f", "ns", s, owner)
-    assert all(o["metadata"]["ownerReferences"] == [owner] for o in (cm, svc, producer, consumer))
+    objects = render.fleet_objects("f", "ns", s, owner)
+    assert [o["kind"] for o in objects] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "RayService", "RayJob", "RayJob"]
+    cm, _, _, _, svc, producer, consumer = objects
+    assert all(o["metadata"]["ownerReferences"] == [owner] for o in objects)
     doc = yaml.safe_load(cm["data"]["fleet.yaml"])
     assert doc["spec"]["serving"]["url"] == "http://f-serving-serve-svc.ns.svc:8000/infer"
     serve = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]
@@ -142,3 +144,23 @@ def test_rendered_objects():
         "name": "shared-memory",
         "emptyDir": {"medium": "Memory"},
     } in volumes
+
+
+def test_job_pods_may_read_their_fleets_config_map_and_nothing_else():
+    s = spec()
+    _, account, role, binding, svc, producer, consumer = render.fleet_objects("f", "ns", s)
+    assert account["metadata"]["name"] == "f-runner"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["f-config"], "verbs": ["get"]}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "f-runner", "namespace": "ns"}]
+    for job in (producer, consumer):
+        cluster = job["spec"]["rayClusterSpec"]
+        pods = [cluster["headGroupSpec"]["template"]["spec"], *(g["template"]["spec"] for g in cluster["workerGroupSpecs"])]
+        assert {p["serviceAccountName"] for p in pods} == {"f-runner"}
+        assert {"name": "CAMERAFLEET_MANIFEST_CONFIGMAP", "value": "f-config"} in pods[0]["containers"][0]["env"]
+    assert "serviceAccountName" not in svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"], "models need no grant"
+
+    own = s.model_copy(update={"kubernetes": s.kubernetes.model_copy(update={"service_account_name": "cameras-s3"})})
+    objects = render.fleet_objects("f", "ns", own)
+    assert "ServiceAccount" not in [o["kind"] for o in objects], "the fleet's own service account is used, not replaced"
+    binding = next(o for o in objects if o["kind"] == "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cameras-s3", "namespace": "ns"}]

@@ -120,7 +120,13 @@ def test_a_new_fleet_gets_its_topics_and_objects_and_waits_for_kuberay() -> None
     kube, kafka, body = FakeKube(), FakeKafka(), fleet()
     result = reconcile(body, kube, kafka)
     assert sorted(kafka.topics) == ["camerafleet_deadletter", "camerafleet_results", "lobby_cam_1", "lobby_cam_2"]
-    assert kube.applied == [("ConfigMap", "lobby-config"), ("RayService", "lobby-serving")], "the jobs wait for the Serve app"
+    assert kube.applied == [
+        ("ConfigMap", "lobby-config"),
+        ("ServiceAccount", "lobby-runner"),
+        ("Role", "lobby-runner"),
+        ("RoleBinding", "lobby-runner"),
+        ("RayService", "lobby-serving"),
+    ], "the jobs wait for the Serve app"
     owners = {o["metadata"]["ownerReferences"][0]["uid"] for o in kube.objects.values()}
     assert owners == {"uid-lobby"}, "everything the fleet owns is garbage-collected with it"
     c = conditions(result)

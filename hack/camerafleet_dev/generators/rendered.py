@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from camerafleet.api.manifest import CameraFleet, load_manifest
+from camerafleet.api.manifest import CONFIG_MAP_KEY, CameraFleet, load_manifest
 from camerafleet_dev.generators import ROOT
-from camerafleet_operator.render import CONFIG_KEY, config_map, fleet_document, ray_job, ray_service, to_yaml, to_yaml_all
+from camerafleet_operator.render import config_map, fleet_document, ray_job, ray_service, runner_access, to_yaml, to_yaml_all
 
 EXAMPLE_FLEET = ROOT / "examples" / "cluster-fleet.yaml"
 
@@ -17,12 +17,13 @@ def standalone_files(fleet: CameraFleet, namespace: str = "default") -> dict[str
     name, spec = fleet.metadata.name, fleet.spec
     header = "# Generated from examples/cluster-fleet.yaml by `make generate`. Do not edit.\n"
     pipeline_config = config_map(name, namespace, spec)
-    pipeline_config["data"][CONFIG_KEY] = to_yaml(fleet_document(name, spec, serving_url=None))
+    pipeline_config["data"][CONFIG_MAP_KEY] = to_yaml(fleet_document(name, spec, serving_url=None))
     return {
         "rayservice.yaml": header + to_yaml(ray_service(name, namespace, spec)),
         "rayjob.yaml": header
-        + "# The whole pipeline (Serve app, consumers, producers) as one RayJob, with its manifest in a ConfigMap.\n"
-        + to_yaml_all([pipeline_config, ray_job(name, namespace, spec, "all")]),
+        + "# The whole pipeline (Serve app, consumers, producers) as one RayJob, with its manifest in a ConfigMap\n"
+        + "# that the job's service account may read (manifest edits apply within seconds).\n"
+        + to_yaml_all([pipeline_config, *runner_access(name, namespace, spec), ray_job(name, namespace, spec, "all")]),
     }
 
 

@@ -28,6 +28,7 @@ _TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,200}$"
 # Upper bound of otherwise unbounded integers: Kafka configs are Java longs and Kubernetes stores int64,
 # but CRD schema bounds are float64, exact only up to 2**53 (2**63 - 1 rounds up and overflows there).
 MAX_INT = 2**53
+CONFIG_MAP_KEY = "fleet.yaml"  # the key of the manifest in the ConfigMap the operator writes for a fleet
 
 
 class Strict(BaseModel):
@@ -570,16 +571,21 @@ def parse_manifest(data: Any, source: str = "manifest") -> CameraFleet:
         raise ManifestError(format_validation_error(err, source)) from None
 
 
+def manifest_from_text(text: str, source: str) -> CameraFleet:
+    """A manifest from its YAML text; `source` (a path, a ConfigMap) names it in errors."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{source}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: expected a CameraFleet mapping with apiVersion, kind, metadata and spec")
+    return parse_manifest(data, source)
+
+
 def load_manifest(path: str | Path) -> CameraFleet:
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise ManifestError(f"{path}: cannot read the manifest: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ManifestError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ManifestError(f"{path}: expected a CameraFleet mapping with apiVersion, kind, metadata and spec")
-    return parse_manifest(data, str(path))
+    return manifest_from_text(text, str(path))

@@ -60,6 +60,13 @@ class Settings(BaseModel):
         description="The operator accepts loopback Kafka addresses and file:// buckets: only for a development control plane "
         "where nothing runs in Pods (`make operator`); on a cluster such fleets are refused as InvalidSpec.",
     )
+    manifest_config_map: str | None = Field(
+        default=None,
+        alias="CAMERAFLEET_MANIFEST_CONFIGMAP",
+        min_length=1,
+        description="In a Pod: the ConfigMap (in the Pod's namespace) holding the manifest; changes are read from the API "
+        "server instead of waiting for the kubelet to refresh the mounted file. The operator sets it.",
+    )
     aws_access_key_id: SecretStr | None = Field(default=None, alias="AWS_ACCESS_KEY_ID", description="S3 access key (from a Secret).")
     aws_secret_access_key: SecretStr | None = Field(
         default=None, alias="AWS_SECRET_ACCESS_KEY", description="S3 secret key (from a Secret)."

@@ -1,0 +1,97 @@
+"""Where a running fleet reads changes to its manifest: the file it started from, or, in a Pod, the
+ConfigMap behind that file.
+
+A ConfigMap mounted as a volume is refreshed only when the kubelet next syncs the Pod (every minute by
+default, plus jitter and its cache's delay), so a camera added with `kubectl patch` would wait a minute
+or more. The operator names the ConfigMap (CAMERAFLEET_MANIFEST_CONFIGMAP) and lets the Pod's service
+account `get` that one object, and the run reads it through the API server: seconds instead. The file
+stays the fallback when the API refuses (a cluster without that grant), said once in the run's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from camerafleet.api.manifest import CONFIG_MAP_KEY
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+REQUEST_TIMEOUT_S = 5.0  # the run's watch loop waits on this read; a hung API server must not stall it
+
+
+class ManifestUnreadable(RuntimeError):
+    """The manifest could not be read this time; the message says why and what to check."""
+
+
+@dataclass(frozen=True)
+class FileManifest:
+    path: Path
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def read(self) -> str:
+        try:
+            return self.path.read_text()
+        except OSError as err:
+            raise ManifestUnreadable(f"{self.path}: cannot read the manifest: {err.strerror}") from None
+
+
+@dataclass(frozen=True)
+class ConfigMapManifest:
+    """One key of one ConfigMap, read with a service account token (re-read each time: the kubelet
+    rotates projected tokens)."""
+
+    api_server: str  # https://host:port
+    namespace: str
+    name: str
+    token_path: Path
+    ca_path: Path
+    key: str = CONFIG_MAP_KEY
+
+    @classmethod
+    def in_cluster(cls, name: str, environ: dict[str, str] | None = None) -> ConfigMapManifest:
+        """The ConfigMap `name` in this Pod's namespace, through the `kubernetes` Service."""
+        env = os.environ if environ is None else environ
+        host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise ManifestUnreadable("not in a Pod (KUBERNETES_SERVICE_HOST is not set): cannot read a ConfigMap")
+        try:
+            namespace = (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip()
+        except OSError as err:
+            raise ManifestUnreadable(f"no service account mounted ({SERVICE_ACCOUNT_DIR}: {err.strerror})") from None
+        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        return cls(server, namespace, name, SERVICE_ACCOUNT_DIR / "token", SERVICE_ACCOUNT_DIR / "ca.crt")
+
+    def describe(self) -> str:
+        return f"ConfigMap {self.namespace}/{self.name}"
+
+    def read(self) -> str:
+        path = f"/api/v1/namespaces/{urllib.parse.quote(self.namespace)}/configmaps/{urllib.parse.quote(self.name)}"
+        try:
+            token = self.token_path.read_text().strip()
+            context = ssl.create_default_context(cafile=str(self.ca_path))
+            request = urllib.request.Request(
+                self.api_server + path, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S, context=context) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as err:
+            hint = {
+                401: "the service account token was not accepted",
+                403: "the Pod's service account may not get it (the operator grants that with a Role and RoleBinding named <fleet>-runner)",
+                404: "it does not exist",
+            }.get(err.code, err.reason)
+            raise ManifestUnreadable(f"{self.describe()}: HTTP {err.code}: {hint}") from None
+        except (OSError, ValueError) as err:  # connection, TLS, timeout, token file, JSON
+            raise ManifestUnreadable(f"{self.describe()}: {err}") from None
+        text = (body.get("data") or {}).get(self.key)
+        if not isinstance(text, str):
+            raise ManifestUnreadable(f"{self.describe()}: no key {self.key!r}")
+        return text

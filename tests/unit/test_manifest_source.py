@@ -1,0 +1,79 @@
+"""Where a running fleet reads manifest changes from, and what it does when the API cannot answer.
+
+The ConfigMap read itself runs against a real API server with the operator's grant in
+tests/controlplane/test_operator.py; here only the runner's choice between the API and the file."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from camerafleet.api.manifest import load_manifest
+from camerafleet.api.settings import Settings
+from camerafleet.manifest_source import ConfigMapManifest, FileManifest, ManifestUnreadable
+from camerafleet.runner import FleetRunner, RunOptions
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "examples" / "demo-fleet.yaml"
+
+
+@dataclass
+class ScriptedApi:
+    """Answers reads in turn: a string is the ConfigMap's text, an exception is raised."""
+
+    answers: list[str | Exception]
+    reads: int = 0
+
+    def describe(self) -> str:
+        return "ConfigMap ns/fleet-config"
+
+    def read(self) -> str:
+        answer = self.answers[min(self.reads, len(self.answers) - 1)]
+        self.reads += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def runner(manifest: Path, api: ScriptedApi | None) -> FleetRunner:
+    r = FleetRunner(load_manifest(manifest), RunOptions(manifest=manifest, stream=io.StringIO()), Settings())
+    r.manifest_api = api  # type: ignore[assignment]
+    return r
+
+
+def test_a_file_that_cannot_be_read_names_itself(tmp_path: Path) -> None:
+    with pytest.raises(ManifestUnreadable, match=r"missing\.yaml: cannot read the manifest"):
+        FileManifest(tmp_path / "missing.yaml").read()
+
+
+def test_outside_a_pod_there_is_no_config_map_to_read() -> None:
+    with pytest.raises(ManifestUnreadable, match="not in a Pod"):
+        ConfigMapManifest.in_cluster("fleet-config", environ={})
+
+
+def test_without_the_api_the_file_is_read() -> None:
+    r = runner(DEMO, None)
+    assert asyncio.run(r.read_manifest()) == (DEMO.read_text(), str(DEMO))
+
+
+def test_an_api_that_never_answered_falls_back_to_the_file_and_says_so_once() -> None:
+    api = ScriptedApi([ManifestUnreadable("ConfigMap ns/fleet-config: HTTP 403: may not get it")])
+    r = runner(DEMO, api)
+    assert asyncio.run(r.read_manifest()) == (DEMO.read_text(), str(DEMO))
+    assert asyncio.run(r.read_manifest()) == (DEMO.read_text(), str(DEMO))
+    assert api.reads == 1, "a refusing API is not asked again every few seconds"
+    log = r.opts.stream.getvalue()  # type: ignore[attr-defined]
+    assert log.count("HTTP 403") == 1 and "refreshed by the kubelet" in log
+
+
+def test_once_the_api_answered_a_failed_read_waits_instead_of_going_back_to_an_older_file() -> None:
+    newer = DEMO.read_text().replace("name: demo", "name: demo-newer")
+    api = ScriptedApi([newer, ManifestUnreadable("ConfigMap ns/fleet-config: timed out"), newer])
+    r = runner(DEMO, api)
+    assert asyncio.run(r.read_manifest()) == (newer, "ConfigMap ns/fleet-config")
+    assert asyncio.run(r.read_manifest()) is None
+    assert asyncio.run(r.read_manifest()) == (newer, "ConfigMap ns/fleet-config")
