@@ -185,6 +185,7 @@ deploy: ## Install/upgrade both charts into KUBECONFIG's cluster, then apply exa
 	@test -n "$(HELM)" || { echo "helm not found: install it (https://helm.sh/docs/intro/install/) or run 'make tools-helm'"; exit 1; }
 	@test -n "$(KUBECTL)" || { echo "kubectl not found: install it (https://kubernetes.io/docs/tasks/tools/)"; exit 1; }
 	@$(KUBECTL) get crd rayservices.ray.io >/dev/null 2>&1 || echo "warning: KubeRay is not installed; run: helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && helm install kuberay-operator kuberay/kuberay-operator --version 1.6.0"
+	$(KUBECTL) apply --server-side --force-conflicts -f charts/camerafleet-operator/crds/  # helm never upgrades crds/
 	$(HELM) upgrade --install camerafleet-operator charts/camerafleet-operator -n $(OPERATOR_NAMESPACE) --create-namespace
 	$(HELM) upgrade --install camerafleet-stack charts/camerafleet-stack -n $(STACK_NAMESPACE)
 	$(KUBECTL) apply -n $(STACK_NAMESPACE) -f examples/cluster-fleet.yaml

@@ -26,7 +26,12 @@ REQUEST_TIMEOUT_S = 5.0  # the run's watch loop waits on this read; a hung API s
 
 
 class ManifestUnreadable(RuntimeError):
-    """The manifest could not be read this time; the message says why and what to check."""
+    """The manifest could not be read this time; the message says why and what to check. `refused`: the API
+    server answered and will keep saying no (no grant, no such ConfigMap), unlike a timeout or a restart."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ class ConfigMapManifest:
                 403: "the Pod's service account may not get it (the operator grants that with a Role and RoleBinding named <fleet>-runner)",
                 404: "it does not exist",
             }.get(err.code, err.reason)
-            raise ManifestUnreadable(f"{self.describe()}: HTTP {err.code}: {hint}") from None
+            raise ManifestUnreadable(f"{self.describe()}: HTTP {err.code}: {hint}", refused=err.code in (401, 403, 404)) from None
         except (OSError, ValueError) as err:  # connection, TLS, timeout, token file, JSON
             raise ManifestUnreadable(f"{self.describe()}: {err}") from None
         text = (body.get("data") or {}).get(self.key)

@@ -39,12 +39,13 @@ from camerafleet.manifest_source import ConfigMapManifest, FileManifest, Manifes
 from camerafleet.producer import ProducerActor, plan_shards
 from camerafleet.stats import ConsumerStats, ProducerCameraStats, ProducerStats, merge_outcomes, merge_producer_stats
 from camerafleet.summary import build_summary, percentiles
-from camerafleet.topics import KafkaUnavailable, end_offsets, ensure_topics, wait_committed
+from camerafleet.topics import KafkaUnavailable, end_offsets, ensure_topics, wait_committed, wait_for_group_members
 
 log = logging.getLogger("camerafleet.run")
 
 Role = Literal["all", "producer", "consumer"]
 HANDOVER_S = 3.0  # lead time for a camera shard moving between producer actors to open its source
+CONSUMERS_WAIT_S = 600.0  # producers alone wait this long for consumers (their Pods may be pulling a large image)
 KafkaSpan = dict[str, dict[str, Any]]  # camera -> {"topic": t, "offsets": {partition: [start, end]}}
 
 
@@ -101,7 +102,8 @@ class FleetRunner:
                 self.manifest_api = ConfigMapManifest.in_cluster(self.settings.manifest_config_map)
             except ManifestUnreadable as err:
                 self.say(f"manifest changes come from {opts.manifest} only: {err}")
-        self.manifest_api_works: bool | None = None  # unknown until the first read
+        self.manifest_api_works: bool | None = None  # unknown until the API answers
+        self.manifest_read_failing = False  # said once per streak of failed reads, not every few seconds
         self.manifest_digest: str | None = None
         with contextlib.suppress(ManifestUnreadable):  # a run of a fleet built in memory has no file
             self.manifest_digest = _digest(self.manifest_file.read())
@@ -197,9 +199,24 @@ class FleetRunner:
             elif not self.spec.serving.url:
                 raise RunError("role consumer needs the inference service's URL: set spec.serving.url or CAMERAFLEET_SERVE_URL")
             await self.scale_consumers(self.spec.consumer.actors)
+        if self.opts.role == "producer":
+            await self.wait_for_consumers()
         if self.opts.role in ("all", "producer"):
             await self.rebalance_producers(self.spec.producer.actors)
         self.say(f"run {self.run_id}: results in {self.results_log}")
+
+    async def wait_for_consumers(self) -> None:
+        """Producers on their own (a RayJob of their own) start once a consumer has joined the group: frames
+        produced while the consumers' Pods still start would only go stale."""
+        group = self.spec.kafka.consumer_group
+        self.say(f"waiting for a consumer in group {group!r} before producing (up to {CONSUMERS_WAIT_S:.0f} s) ...")
+        if await wait_for_group_members(self.bootstrap, group, CONSUMERS_WAIT_S, self.stop_event):
+            self.say(f"consumer group {group!r} has members: producing")
+        elif not self.stop_event.is_set():
+            self.say(
+                f"no consumer joined group {group!r} within {CONSUMERS_WAIT_S:.0f} s: producing anyway (frames no consumer "
+                "reads within maxFrameAgeMs will be dropped as stale)"
+            )
 
     # -- pools ---------------------------------------------------------------------------------------
 
@@ -239,20 +256,22 @@ class FleetRunner:
     async def read_manifest(self) -> tuple[str, str] | None:
         """The manifest's current text and where it came from, or None when it cannot be read this time.
 
-        The ConfigMap (through the API) when the run has one; the file when the API never answered. Once the
-        API has answered, a failed read waits for the next one: the file may be older, and going back to it
-        would undo a change already applied."""
+        The ConfigMap (through the API) when the run has one, unless the API refuses from the start (a cluster
+        without the operator's grant): then the file, which the kubelet refreshes. A failed read otherwise waits
+        for the next one: the file may be older, and going back to it would undo a change already applied."""
         if self.manifest_api is not None and self.manifest_api_works is not False:
             try:
                 text = await asyncio.to_thread(self.manifest_api.read)
             except ManifestUnreadable as err:
-                if self.manifest_api_works:
-                    log.warning("cannot read the manifest this time: %s", err)
+                if not (err.refused and self.manifest_api_works is None):
+                    if not self.manifest_read_failing:
+                        log.warning("cannot read the manifest (trying again): %s", err)
+                    self.manifest_read_failing = True
                     return None
                 self.manifest_api_works = False
                 self.say(f"manifest changes come from {self.opts.manifest}, refreshed by the kubelet (a minute or more): {err}")
             else:
-                self.manifest_api_works = True
+                self.manifest_api_works, self.manifest_read_failing = True, False
                 return text, self.manifest_api.describe()
         try:
             return self.manifest_file.read(), self.manifest_file.describe()
@@ -450,11 +469,12 @@ async def _answers(calls: Any) -> list[Any]:
 
 async def run_fleet(fleet: CameraFleet, opts: RunOptions) -> dict[str, Any]:
     """The CLI's run: until the duration ends or SIGINT / SIGTERM; returns the summary."""
-    async with FleetRunner(fleet, opts) as runner:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, runner.stop_event.set)
+    runner = FleetRunner(fleet, opts)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also while starting: producers may wait for consumers
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, runner.stop_event.set)
+    async with runner:
         await runner.run_until_stopped()
     assert runner.summary is not None
     return runner.summary

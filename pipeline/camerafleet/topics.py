@@ -204,6 +204,31 @@ async def _wait_for_group_coordinator(admin: AIOKafkaAdminClient, group: str, ti
             await asyncio.sleep(0.5)
 
 
+async def wait_for_group_members(bootstrap: str, group: str, timeout_s: float, stop: asyncio.Event | None = None) -> bool:
+    """Wait until consumer group `group` has a member; whether it got one within `timeout_s` (or before `stop`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    admin = None
+    try:
+        while loop.time() < deadline and not (stop and stop.is_set()):
+            try:
+                if admin is None:
+                    admin = await connect_admin(bootstrap, timeout_s=10)
+                (response,) = await admin.describe_consumer_groups([group])
+                if any(g["members"] for g in response.to_object()["groups"]):
+                    return True
+            except (KafkaUnavailable, KafkaError, OSError) as err:
+                log.warning("describing consumer group %s: %s", group, err)
+                if admin is not None:
+                    await admin.close()
+                    admin = None
+            await asyncio.sleep(1.0)
+        return False
+    finally:
+        if admin is not None:
+            await admin.close()
+
+
 async def ensure_topics(spec: FleetSpec, bootstrap: str) -> TopicPlan:
     """Bring the fleet's topics in line with its spec before anything is produced (what a run does at
     start; the operator reconciles the same way, knowing other fleets' claims too). Returns the plan

@@ -112,6 +112,17 @@ def test_rendered_manifests_pass_server_side_dry_run(helm, controlplane) -> None
     assert {"name": "CAMERAFLEET_RESYNC_SECONDS", "value": "30"} in container["env"]
 
 
+def test_kafka_keeps_its_log_below_the_volume_root(helm) -> None:
+    """Kafka takes every directory in its log dir for a partition: on a fresh ext4 volume the root holds
+    lost+found, and a broker whose log dir is the root refuses to start."""
+    stack = _docs(helm("template", "st", str(STACK_CHART), "--set", "fleet.name=st").stdout)
+    kafka = next(d for d in stack if d["kind"] == "StatefulSet" and d["spec"]["template"]["spec"]["containers"][0]["name"] == "kafka")
+    container = kafka["spec"]["template"]["spec"]["containers"][0]
+    log_dirs = next(e["value"] for e in container["env"] if e["name"] == "KAFKA_LOG_DIRS")
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "data")
+    assert log_dirs.startswith(mount.rstrip("/") + "/"), f"log dir {log_dirs} is the volume's root {mount}"
+
+
 @pytest.mark.parametrize(
     ("setting", "names"),
     [

@@ -110,6 +110,9 @@ def installed(cluster: Cluster) -> Iterator[Cluster]:
     """The README's two helm commands (Kafka and S3 are the node's, through the stack chart's bring-your-own
     settings), verbatim but for those values; uninstalled at the end so the cluster can run the tests again."""
     c = cluster
+    # The README's upgrade step: Helm installs a chart's crds/ once and never updates them, and this cluster
+    # may keep the CRD of an earlier run (uninstalling leaves it, as Helm does).
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "camerafleet-operator" / "crds"))
     c.helm("install", "camerafleet-operator", str(ROOT / "charts" / "camerafleet-operator"), "-n", OPERATOR_NS, "--create-namespace")
     c.helm(
         "install",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -27,6 +28,7 @@ RESULTS, DEADLETTER, GROUP = "camerafleet_results", "camerafleet_deadletter", "c
 REPORT = ROOT / "out" / "e2e" / "report.md"
 READY_TIMEOUT_S = 900  # cold Ray pods on a busy 2-core node; typically ~2.5 minutes
 RECOVERY_TIMEOUT_S = 600
+ADDED_CAMERA = {"id": "3", "source": "synthetic:1280x720@30"}  # added with kubectl patch; its topic is made fresh too
 measured: dict[str, str] = {}
 
 
@@ -111,11 +113,16 @@ def fleet(installed: Cluster) -> dict[str, Any]:
     """The README's small-node fleet, applied once its topics are fresh (the ledger counts them from offset 0)."""
     c = installed
     doc = readme_fleet(c)
-    asyncio.run(_fresh_kafka(c.kafka, [*camera_topics(doc), RESULTS, DEADLETTER]))
+    added = {**doc, "spec": {**doc["spec"], "cameras": [*doc["spec"]["cameras"], ADDED_CAMERA]}}
+    asyncio.run(_fresh_kafka(c.kafka, [*camera_topics(added), RESULTS, DEADLETTER]))
     started = time.monotonic()
     c.apply(doc)
     wait_for("the fleet READY", lambda: c.condition(FLEET, "Ready").get("status") == "True", READY_TIMEOUT_S, 5)
-    report("fleet applied to READY", f"{time.monotonic() - started:.0f} s (RayService, 2 RayJobs and their 6 Ray Pods started by KubeRay)")
+    pods = len(c.items("pods", "-l", "ray.io/is-ray-node=yes"))
+    report(
+        "fleet applied to READY",
+        f"{time.monotonic() - started:.0f} s (a RayService and 2 RayJobs, their {pods} Ray Pods started by KubeRay)",
+    )
     return doc
 
 
@@ -170,6 +177,39 @@ def test_frames_flow_for_every_camera_and_nothing_fails_or_is_lost(installed: Cl
     )
 
 
+def test_the_nodes_cpu_and_memory_while_the_fleet_runs(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Measured by the kubelet (its summary API, through the API server): the whole machine (the node also
+    runs the control plane, Kafka and MinIO as host processes) and the fleet's Pods, averaged over 30 s."""
+    c = installed
+    node = c.items("nodes")[0]["metadata"]["name"]
+    samples = []
+    for _ in range(6):
+        samples.append(json.loads(c.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/stats/summary").stdout))
+        time.sleep(5)
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    node_cpu = mean([s["node"]["cpu"]["usageNanoCores"] / 1e9 for s in samples])
+    node_mem = mean([s["node"]["memory"]["workingSetBytes"] / 2**30 for s in samples])
+    pods: dict[str, list[tuple[float, float]]] = {}
+    for s in samples:
+        for pod in s["pods"]:
+            if pod["podRef"]["namespace"] == NS and "cpu" in pod and "memory" in pod:
+                pods.setdefault(pod["podRef"]["name"], []).append(
+                    (pod["cpu"].get("usageNanoCores", 0) / 1e9, pod["memory"].get("workingSetBytes", 0) / 2**30)
+                )
+    assert pods, "the kubelet reports no Pods of the fleet"
+    by_pod = {name: (mean([v[0] for v in vs]), mean([v[1] for v in vs])) for name, vs in pods.items()}
+    report(
+        "node while the fleet runs",
+        f"whole machine {node_cpu:.2f} CPU cores, {node_mem:.1f} GiB working set; the {len(by_pod)} Pods in {NS} (the fleet's, KubeRay's) "
+        f"{sum(v[0] for v in by_pod.values()):.2f} cores, {sum(v[1] for v in by_pod.values()):.1f} GiB ("
+        + ", ".join(f"{n}: {cpu:.2f} cores {mem:.2f} GiB" for n, (cpu, mem) in sorted(by_pod.items()))
+        + ")",
+    )
+
+
 def _serving_pods(c: Cluster) -> dict[str, tuple[str, int]]:
     pods = c.items(
         "pods", "-l", f"ray.io/cluster={c.get('rayservice', f'{FLEET}-serving')['status']['activeServiceStatus']['rayClusterName']}"
@@ -185,11 +225,11 @@ def test_a_camera_added_with_kubectl_patch_flows_without_restarting_model_replic
     before_pods = _serving_pods(c)
     before_service = c.get("rayservice", f"{FLEET}-serving")
     jobs = {r: c.get("rayjob", f"{FLEET}-{r}")["metadata"]["uid"] for r in ("producer", "consumer")}
-    cameras = [*fleet["spec"]["cameras"], {"id": "3", "source": "synthetic:1280x720@30"}]
+    cameras = [*fleet["spec"]["cameras"], ADDED_CAMERA]
     patched = time.time()
     c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": {"cameras": cameras}}))
     fleet["spec"]["cameras"] = cameras
-    wait_for("frames of the new camera", lambda: processed_since(c, "3", int(patched * 1000)), RECOVERY_TIMEOUT_S, 2)
+    wait_for("frames of the new camera", lambda: processed_since(c, ADDED_CAMERA["id"], int(patched * 1000)), RECOVERY_TIMEOUT_S, 2)
     flowing_s = time.time() - patched
     report(
         "camera added with kubectl patch",
@@ -288,7 +328,7 @@ def test_fault_the_kubelet_restarts(installed: Cluster, fleet: dict[str, Any]) -
     c = installed
     pods = {p["metadata"]["uid"] for p in c.items("pods", "-l", "ray.io/is-ray-node=yes")}
     started = time.time()
-    c.run("python", "-m", "camerafleet_dev.cluster", "restart-kubelet", "--data-dir", str(CLUSTER_DIR))
+    c.run(sys.executable, "-m", "camerafleet_dev.cluster", "restart-kubelet", "--data-dir", str(CLUSTER_DIR))
     wait_for(
         "the node Ready again",
         lambda: any(

@@ -1,6 +1,7 @@
-"""The fleet's topics on a real broker: a topic created again starts its consumer group at offset 0
+"""The fleet's topics and group on a real broker: a topic created again starts its consumer group at offset 0
 (Kafka keeps the committed offsets of a deleted topic; found by the cluster e2e run, where a fleet
-created again skipped as many frames as its predecessor had read)."""
+created again skipped as many frames as its predecessor had read); producers on their own see when the
+group has consumers (found there too: frames produced while the consumer job's Pods started went stale)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from camerafleet.api.manifest import FleetSpec
-from camerafleet.topics import ensure_topics
+from camerafleet.topics import ensure_topics, wait_for_group_members
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +60,41 @@ def test_a_recreated_topic_is_read_from_its_start(kafka_server):
     kept, after = asyncio.run(scenario())
     assert kept == 50, "Kafka keeps a deleted topic's committed offsets (what made this necessary)"
     assert after == 0
+
+
+SPEC_WAIT = FleetSpec.model_validate(
+    {
+        "cameras": [{"id": "1", "source": "synthetic:"}],
+        "models": [{"name": "h", "type": "camera-health"}],
+        "kafka": {
+            "topicPrefix": "waiting_cam_",
+            "resultsTopic": "waiting_results",
+            "deadLetterTopic": "waiting_dead",
+            "consumerGroup": "waiting",
+        },
+    }
+)
+
+
+def test_producers_see_when_the_consumer_group_has_members(kafka_server):
+    bootstrap = kafka_server.bootstrap
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        await ensure_topics(SPEC_WAIT, bootstrap)
+        alone = await wait_for_group_members(bootstrap, "waiting", timeout_s=3)
+        stop = asyncio.Event()
+        stop.set()
+        stopped = await wait_for_group_members(bootstrap, "waiting", timeout_s=600, stop=stop)
+        consumer = AIOKafkaConsumer("waiting_cam_1", bootstrap_servers=bootstrap, group_id="waiting", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            # The group forms on the first fetch; 60 s is for a busy machine, it takes about a second.
+            fetch = asyncio.create_task(consumer.getmany(timeout_ms=60_000))
+            joined = await wait_for_group_members(bootstrap, "waiting", timeout_s=60)
+            fetch.cancel()
+        finally:
+            await consumer.stop()
+        return alone, stopped, joined
+
+    alone, stopped, joined = asyncio.run(scenario())
+    assert (alone, stopped, joined) == (False, False, True)

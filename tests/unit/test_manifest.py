@@ -29,6 +29,20 @@ def test_examples_are_valid(path):
     assert load_manifest(path).spec.cameras
 
 
+def test_the_small_node_example_is_the_cluster_example_resized():
+    """What the README tells small-node users to apply differs from the cluster example only in sizes."""
+    cluster, small = (load_manifest(ROOT / "examples" / name).spec for name in ("cluster-fleet.yaml", "small-node-fleet.yaml"))
+
+    def without_sizes(spec):
+        data = spec.model_dump(exclude={"kubernetes": {"head", "head_runs_work", "job_workers", "gpu_workers"}})
+        for model in data["models"]:
+            del model["resources"], model["autoscaling"]["max_replicas"]
+        return data
+
+    assert without_sizes(small) == without_sizes(cluster)
+    assert small.kubernetes.head_runs_work and not any(m.resources.gpus for m in small.models)
+
+
 def test_defaults_fill_in():
     spec = parse_manifest(fleet()).spec
     assert spec.cameras[0].inference_fps == 5

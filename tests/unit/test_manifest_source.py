@@ -61,7 +61,7 @@ def test_without_the_api_the_file_is_read() -> None:
 
 
 def test_an_api_that_never_answered_falls_back_to_the_file_and_says_so_once() -> None:
-    api = ScriptedApi([ManifestUnreadable("ConfigMap ns/fleet-config: HTTP 403: may not get it")])
+    api = ScriptedApi([ManifestUnreadable("ConfigMap ns/fleet-config: HTTP 403: may not get it", refused=True)])
     r = runner(DEMO, api)
     assert asyncio.run(r.read_manifest()) == (DEMO.read_text(), str(DEMO))
     assert asyncio.run(r.read_manifest()) == (DEMO.read_text(), str(DEMO))
@@ -70,9 +70,16 @@ def test_an_api_that_never_answered_falls_back_to_the_file_and_says_so_once() ->
     assert log.count("HTTP 403") == 1 and "refreshed by the kubelet" in log
 
 
+def test_an_api_that_cannot_be_reached_yet_is_tried_again_not_given_up() -> None:
+    api = ScriptedApi([ManifestUnreadable("ConfigMap ns/fleet-config: connection refused"), DEMO.read_text()])
+    r = runner(DEMO, api)
+    assert asyncio.run(r.read_manifest()) is None
+    assert asyncio.run(r.read_manifest()) == (DEMO.read_text(), "ConfigMap ns/fleet-config")
+
+
 def test_once_the_api_answered_a_failed_read_waits_instead_of_going_back_to_an_older_file() -> None:
     newer = DEMO.read_text().replace("name: demo", "name: demo-newer")
-    api = ScriptedApi([newer, ManifestUnreadable("ConfigMap ns/fleet-config: timed out"), newer])
+    api = ScriptedApi([newer, ManifestUnreadable("ConfigMap ns/fleet-config: HTTP 403: may not get it", refused=True), newer])
     r = runner(DEMO, api)
     assert asyncio.run(r.read_manifest()) == (newer, "ConfigMap ns/fleet-config")
     assert asyncio.run(r.read_manifest()) is None

@@ -21,9 +21,9 @@ from typing import Any
 
 from camerafleet_dev.cluster import addons, network
 from camerafleet_dev.cluster.node import NODE_NAME, Containerd, Kubelet, KubeProxy, KubeScheduler
+from camerafleet_dev.devservers import helm
 from camerafleet_dev.devservers._process import pid_alive, stop_process_group
 from camerafleet_dev.devservers.controlplane import ControlPlane, fetch_controlplane
-from camerafleet_dev.devservers.helm import fetch_helm
 from camerafleet_dev.devservers.kafka import KafkaServer, fetch_kafka
 from camerafleet_dev.devservers.minio import MinioServer, fetch_minio
 from camerafleet_dev.devservers.node_tools import fetch_node_tools
@@ -65,7 +65,7 @@ def up(data_dir: Path) -> int:
         say(f"the cluster in {data_dir} is already (partly) running; `make cluster-down` first")
         return 1
     started = time.monotonic()
-    for fetch in (fetch_kafka, fetch_minio, fetch_controlplane, fetch_helm, fetch_node_tools):
+    for fetch in (fetch_kafka, fetch_minio, fetch_controlplane, helm.fetch_helm, fetch_node_tools):
         fetch()
     say(f"tools ready ({time.monotonic() - started:.0f} s); building the node's images (pause, CoreDNS, KubeRay) ...")
     node_images = build_node_images()
@@ -107,6 +107,7 @@ def up(data_dir: Path) -> int:
         "AWS_SECRET_ACCESS_KEY": minio.secret_key,
         "CONTAINERD_ADDRESS": str(containerd.socket),
         "KUBECTL": str(control.kubectl_path),
+        "HELM": str(helm.binary()),
     }
     env_file = data_dir / "env"
     env_file.touch(mode=0o600)
