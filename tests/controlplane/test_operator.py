@@ -380,7 +380,11 @@ def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_pa
     env = {**os.environ, "KUBECONFIG": str(sa)}
 
     def can(verb: str, resource: str, ns: str | None) -> bool:
-        proc = controlplane.kubectl("auth", "can-i", verb, resource, *(["-n", ns] if ns else []), env=env)
+        # `can-i create serviceaccounts/token` would ask about a ServiceAccount *named* token: a subresource
+        # needs --subresource.
+        kind, _, sub = resource.partition("/")
+        args = [kind, f"--subresource={sub}"] if sub else [kind]
+        proc = controlplane.kubectl("auth", "can-i", verb, *args, *(["-n", ns] if ns else []), env=env)
         assert proc.stdout.strip() in ("yes", "no"), proc.stderr
         return proc.stdout.strip() == "yes"
 
