@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from camerafleet_dev.devservers._process import pid_alive, stop_process_group
 from camerafleet_dev.devservers.controlplane import ControlPlane, fetch_controlplane
 from camerafleet_dev.devservers.kafka import KafkaServer, fetch_kafka
 from camerafleet_dev.devservers.minio import MinioServer, fetch_minio
-from camerafleet_dev.devservers.node_tools import fetch_node_tools
+from camerafleet_dev.devservers.node_tools import binary, fetch_node_tools
 from camerafleet_dev.images import build_node_images, load
 
 STOP_ORDER = (
@@ -141,13 +142,35 @@ def down(data_dir: Path, timeout_s: float = 30.0) -> int:
         if pid is not None and pid_alive(pid):
             say(f"stopping {kind} (pid {pid}) ...")
             stop_process_group(pid, timeout_s)
+    _stop_leftover_containers(data_dir)
     _stop_leftover_shims(data_dir)
+    # The kubelet did not tear its Pods down: release what they held in the host's network stack.
+    if removed := network.remove_pod_namespaces():
+        say(f"removed the network namespaces of {len(removed)} stopped Pods")
+    shutil.rmtree(data_dir / "cni" / "ipam", ignore_errors=True)  # their address leases
+    subprocess.run([str(binary("kube-proxy")), "--cleanup"], capture_output=True, check=False)  # its iptables rules
     _unmount_below(data_dir)
     network.teardown(data_dir)
     state_file.unlink(missing_ok=True)
     (data_dir / "env").unlink(missing_ok=True)
     say(f"the cluster is down (data and logs stay in {data_dir})")
     return 0
+
+
+RUNC_ROOT = "/run/containerd/runc/k8s.io"  # where containerd's runc shims keep the state of namespace k8s.io
+
+
+def _stop_leftover_containers(data_dir: Path) -> None:
+    """Containers live in their own process groups: stopping containerd and its shims leaves them running.
+    Those whose bundle is in this node's data dir are killed and deleted with runc."""
+    listed = subprocess.run(["runc", "--root", RUNC_ROOT, "list", "--format", "json"], capture_output=True, text=True, check=False)
+    containers = json.loads(listed.stdout or "null") or []
+    root = str(data_dir.resolve())
+    ours = [c["id"] for c in containers if str(c.get("bundle", "")).startswith(root)]
+    for container in ours:
+        subprocess.run(["runc", "--root", RUNC_ROOT, "delete", "--force", container], capture_output=True, check=False)
+    if ours:
+        say(f"stopped {len(ours)} containers of the node")
 
 
 def _stop_leftover_shims(data_dir: Path) -> None:
@@ -175,7 +198,10 @@ def _unmount_below(data_dir: Path) -> None:
 
 def status(data_dir: Path) -> int:
     state_file = data_dir / "cluster.json"
-    pids: dict[str, int] = json.loads(state_file.read_text())["pids"] if state_file.exists() else {}
+    if not state_file.exists():
+        print(f"no cluster in {data_dir} (`make cluster-up` starts one)")
+        return 3
+    pids: dict[str, int] = json.loads(state_file.read_text())["pids"]
     alive = {k: pid_alive(p) for k, p in pids.items()}
     for kind, ok in alive.items():
         print(f"{kind}: {'running' if ok else 'NOT running'} (pid {pids[kind]})")

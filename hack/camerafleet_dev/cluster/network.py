@@ -108,6 +108,23 @@ def guard_in_place() -> bool:
     return rule and "unreachable default" in table and forward
 
 
+def remove_pod_namespaces() -> list[str]:
+    """Delete the network namespaces of this node's Pods that outlived them (the node stopped without the
+    kubelet tearing its Pods down): their veths and addresses go with them. Recognised by an address in
+    NODE_POD_CIDR, so no other user's namespaces are touched."""
+    pods = ipaddress.IPv4Network(NODE_POD_CIDR)
+    removed = []
+    for line in _run("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if not name.startswith("cni-"):
+            continue
+        addresses = _run("ip", "-n", name, "-4", "-o", "addr", "show", check=False).stdout.split()
+        if any("/" in a and ipaddress.IPv4Interface(a).ip in pods for a in addresses if a[0].isdigit()):
+            _run("ip", "netns", "delete", name, check=False)
+            removed.append(name)
+    return removed
+
+
 def teardown(state_dir: Path) -> None:
     """Undo `setup` and remove the CNI bridge (best effort: each step runs even if another failed)."""
     _run("ip", "rule", "del", "from", CLUSTER_RANGE, "lookup", ROUTE_TABLE, check=False)
@@ -122,8 +139,9 @@ def teardown(state_dir: Path) -> None:
         (state_dir / "sysctls.json").unlink()
 
 
-def cni_config() -> dict[str, object]:
-    """The CNI bridge: Pods on NODE_POD_CIDR, the host as their gateway, no masquerade."""
+def cni_config(ipam_dir: Path) -> dict[str, object]:
+    """The CNI bridge: Pods on NODE_POD_CIDR, the host as their gateway, no masquerade. Address leases are
+    kept in `ipam_dir` (under the cluster's data dir), so `down` can release those of Pods it stopped."""
     gateway = str(ipaddress.IPv4Network(NODE_POD_CIDR)[1])
     return {
         "cniVersion": "1.0.0",
@@ -137,6 +155,7 @@ def cni_config() -> dict[str, object]:
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
+                    "dataDir": str(ipam_dir),
                     "ranges": [[{"subnet": NODE_POD_CIDR, "gateway": gateway}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },

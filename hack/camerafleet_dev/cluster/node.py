@@ -57,7 +57,9 @@ class Containerd(LocalServer):
     def _prepare(self) -> None:
         base = self.data_dir / "containerd"
         (self.data_dir / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "cni" / "net.d" / "10-camerafleet.conflist").write_text(json.dumps(network.cni_config(), indent=2))
+        (self.data_dir / "cni" / "net.d" / "10-camerafleet.conflist").write_text(
+            json.dumps(network.cni_config(self.data_dir / "cni" / "ipam"), indent=2)
+        )
         base.mkdir(parents=True, exist_ok=True)
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         (base / "config.toml").write_text(
