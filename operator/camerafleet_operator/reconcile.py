@@ -156,6 +156,18 @@ def phase_of(status: FleetStatus) -> str:
     return "Reconciling"
 
 
+async def missing_references(kube: Kube, namespace: str, spec: FleetSpec) -> list[str]:
+    """Objects the spec names that must exist first: KubeRay creates no Pod for a head whose service account
+    is missing, and the fleet would wait forever. Checked on every pass, so creating it is enough."""
+    account = spec.kubernetes.service_account_name
+    if account and await kube.get("v1", "ServiceAccount", namespace, account) is None:
+        return [
+            f"kubernetes.serviceAccountName: ServiceAccount {account!r} does not exist in namespace {namespace}; create it "
+            "or leave the field out (the operator then creates one for the fleet's jobs)"
+        ]
+    return []
+
+
 async def reconcile_fleet(
     body: dict[str, Any],
     kube: Kube,
@@ -184,10 +196,12 @@ async def reconcile_fleet(
 
     try:
         spec = FleetSpec.model_validate(body.get("spec") or {})
-        problems = cluster_problems(name, spec, allow_local_addresses=allow_local_addresses)
     except ValidationError as err:
         text = format_validation_error(err, f"CameraFleet {namespace}/{name}").split("\n", 1)[-1]
         problems = [line.strip(" -") for line in text.splitlines()]
+    else:
+        problems = cluster_problems(name, spec, allow_local_addresses=allow_local_addresses)
+        problems += await missing_references(kube, namespace, spec)
     if problems:  # nothing is touched: one Warning event (Ready's), the other conditions say why they wait
         for t in ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning"):
             conds = set_condition(conds, t, None, "InvalidSpec", "not reconciled: the spec is invalid", generation)

@@ -347,6 +347,7 @@ def test_fault_the_kubelet_restarts(installed: Cluster, fleet: dict[str, Any]) -
         ("a-fleet-name-longer-than-kuberay-allows-x", {}, "metadata.name: 41 characters"),
         ("loopback-kafka", {"kafka": {"bootstrapServers": "127.0.0.1:9092"}}, "a loopback address"),
         ("local-bucket", {"bucket": {"uri": "file:///dev/shm/frames"}}, "a directory of one machine"),
+        ("missing-account", {"kubernetes": {"serviceAccountName": "no-such-account"}}, "ServiceAccount 'no-such-account' does not exist"),
         (
             "gpu-without-gpus",
             {

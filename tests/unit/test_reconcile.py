@@ -164,6 +164,19 @@ def test_an_invalid_spec_fails_the_fleet_and_touches_nothing() -> None:
     assert [(e.type, e.reason) for e in result.events] == [("Warning", "InvalidSpec")]
 
 
+def test_a_missing_service_account_is_named_and_creating_it_is_enough() -> None:
+    kube, kafka = FakeKube(), FakeKafka()
+    body = fleet(kubernetes={"serviceAccountName": "cameras-s3"})
+    ready = next(c for c in reconcile(body, kube, kafka).status.conditions if c.type == "Ready")
+    assert (ready.reason, kube.applied) == ("InvalidSpec", [])
+    assert "ServiceAccount 'cameras-s3' does not exist in namespace cams; create it" in ready.message
+    asyncio.run(kube.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "cameras-s3", "namespace": NS}}))
+    result = reconcile(body, kube, kafka)  # the next pass (the resync timer's) goes ahead
+    assert conditions(result)["Ready"] == ("False", "NotReady")
+    binding = kube.objects[("RoleBinding", NS, "lobby-runner")]
+    assert binding["subjects"][0]["name"] == "cameras-s3" and ("ServiceAccount", NS, "lobby-runner") not in kube.objects
+
+
 def test_kafka_down_is_retried_while_kubernetes_objects_are_still_kept() -> None:
     kube, kafka, body = FakeKube(), FakeKafka(), fleet()
     kafka.down = True
