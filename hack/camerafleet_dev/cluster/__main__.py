@@ -65,6 +65,9 @@ def up(data_dir: Path) -> int:
     if state_file.exists() and any(pid_alive(pid) for pid in json.loads(state_file.read_text())["pids"].values()):
         say(f"the cluster in {data_dir} is already (partly) running; `make cluster-down` first")
         return 1
+    if network.guard_in_place():  # one node per machine: the addresses and the kubelet's ports are fixed
+        say("a cluster already runs on this machine (or was not taken down): `make cluster-down` in its checkout first")
+        return 1
     started = time.monotonic()
     for fetch in (fetch_kafka, fetch_minio, fetch_controlplane, helm.fetch_helm, fetch_node_tools):
         fetch()
