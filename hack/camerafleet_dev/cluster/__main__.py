@@ -239,7 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data_dir = args.data_dir.absolute()
     if args.action == "up":
-        return up(data_dir)
+        try:
+            return up(data_dir)
+        except (Exception, KeyboardInterrupt):  # a half-started node would block the next `up`: take it down
+            say("cluster-up failed: stopping what it started ...")
+            down(data_dir)
+            raise
     if args.action == "down":
         return down(data_dir)
     if args.action == "restart-kubelet":
