@@ -25,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from camerafleet.api.versions import RAY_VERSION
@@ -97,16 +98,31 @@ def debian_rootfs(packages: Sequence[str]) -> Path:
     return target
 
 
+@contextmanager
+def _scratch(name: str, what: str) -> Iterator[str]:
+    """A working container from scratch, committed as image `name` when the block succeeds, removed when not."""
+    container = buildah("from", "scratch", what=f"{what}: from").strip().splitlines()[-1]
+    try:
+        yield container
+        buildah("commit", "--rm", container, name, what=f"{what}: commit")
+    except BaseException:
+        subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+        raise
+
+
+def _add_debian(container: str, packages: Sequence[str], what: str) -> None:
+    """A Debian root filesystem with `packages`, and the host's CA bundle (see HOST_CA_BUNDLE)."""
+    buildah("add", container, str(debian_rootfs(packages)), "/", what=f"{what}: add rootfs")
+    buildah("copy", container, str(HOST_CA_BUNDLE), str(HOST_CA_BUNDLE), what=f"{what}: CA bundle")
+
+
 def python_base() -> str:
     """The stand-in for python:3.11-slim-bookworm: Debian's Python 3.11, pip and venv, `python` on PATH."""
     name = f"localhost/camerafleet/python-base:3.11-{SUITE}-{recipe_tag(PYTHON_PACKAGES, HOST_CA_BUNDLE.read_bytes())}"
     if image_exists(name):
         return name
-    rootfs = debian_rootfs(PYTHON_PACKAGES)
-    container = buildah("from", "scratch", what="python base: from").strip().splitlines()[-1]
-    try:
-        buildah("add", container, str(rootfs), "/", what="python base: add rootfs")
-        buildah("copy", container, str(HOST_CA_BUNDLE), str(HOST_CA_BUNDLE), what="python base: CA bundle")
+    with _scratch(name, "python base") as container:
+        _add_debian(container, PYTHON_PACKAGES, "python base")
         buildah(
             "config",
             "--env", "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -116,10 +132,6 @@ def python_base() -> str:
             container,
             what="python base: config",
         )  # fmt: skip
-        buildah("commit", "--rm", container, name, what="python base: commit")
-    except BaseException:
-        subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
-        raise
     return name
 
 
@@ -129,11 +141,8 @@ def ray_base() -> str:
     name = f"localhost/camerafleet/ray-base:{RAY_VERSION}-py311-{recipe_tag(RAY_PACKAGES, RAY_VERSION, HOST_CA_BUNDLE.read_bytes())}"
     if image_exists(name):
         return name
-    rootfs = debian_rootfs(RAY_PACKAGES)
-    container = buildah("from", "scratch", what="ray base: from").strip().splitlines()[-1]
-    try:
-        buildah("add", container, str(rootfs), "/", what="ray base: add rootfs")
-        buildah("copy", container, str(HOST_CA_BUNDLE), str(HOST_CA_BUNDLE), what="ray base: CA bundle")
+    with _scratch(name, "ray base") as container:
+        _add_debian(container, RAY_PACKAGES, "ray base")
         script = (
             "set -e; groupadd --force --gid 100 users; "
             "useradd --uid 1000 --gid 100 --create-home --home-dir /home/ray --shell /bin/bash ray; "
@@ -155,10 +164,6 @@ def ray_base() -> str:
             container,
             what="ray base: config",
         )  # fmt: skip
-        buildah("commit", "--rm", container, name, what="ray base: commit")
-    except BaseException:
-        subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
-        raise
     return name
 
 
@@ -167,17 +172,12 @@ def binary_image(name: str, binary: Path, path_in_image: str, *, user: str, args
     digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:12]
     if image_exists(name) and _label(name, "camerafleet.binary") == digest:
         return name
-    container = buildah("from", "scratch", what=f"{name}: from").strip().splitlines()[-1]
-    try:
+    with _scratch(name, name) as container:
         buildah("copy", "--chmod", "0755", container, str(binary), path_in_image, what=f"{name}: copy")
         buildah(
             "config", "--entrypoint", f'["{path_in_image}"]', "--cmd", repr(list(args)).replace("'", '"'), "--user", user,
             "--env", "PATH=/", "--label", f"camerafleet.binary={digest}", container, what=f"{name}: config",
         )  # fmt: skip
-        buildah("commit", "--rm", container, name, what=f"{name}: commit")
-    except BaseException:
-        subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
-        raise
     return name
 
 
