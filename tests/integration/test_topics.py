@@ -17,19 +17,24 @@ from camerafleet.topics import ensure_topics, wait_for_group_members
 pytestmark = pytest.mark.integration
 
 
-def test_a_recreated_topic_is_read_from_its_start(kafka_server):
-    spec = FleetSpec.model_validate(
+def one_camera_fleet(name: str) -> FleetSpec:
+    """Topics `<name>_cam_1`, `<name>_results`, `<name>_dead`; consumer group `<name>`."""
+    return FleetSpec.model_validate(
         {
             "cameras": [{"id": "1", "source": "synthetic:"}],
             "models": [{"name": "h", "type": "camera-health"}],
             "kafka": {
-                "topicPrefix": "again_cam_",
-                "resultsTopic": "again_results",
-                "deadLetterTopic": "again_dead",
-                "consumerGroup": "again",
+                "topicPrefix": f"{name}_cam_",
+                "resultsTopic": f"{name}_results",
+                "deadLetterTopic": f"{name}_dead",
+                "consumerGroup": name,
             },
         }
     )
+
+
+def test_a_recreated_topic_is_read_from_its_start(kafka_server):
+    spec = one_camera_fleet("again")
     tp = TopicPartition("again_cam_1", 0)
 
     async def committed() -> int | None:
@@ -62,25 +67,11 @@ def test_a_recreated_topic_is_read_from_its_start(kafka_server):
     assert after == 0
 
 
-SPEC_WAIT = FleetSpec.model_validate(
-    {
-        "cameras": [{"id": "1", "source": "synthetic:"}],
-        "models": [{"name": "h", "type": "camera-health"}],
-        "kafka": {
-            "topicPrefix": "waiting_cam_",
-            "resultsTopic": "waiting_results",
-            "deadLetterTopic": "waiting_dead",
-            "consumerGroup": "waiting",
-        },
-    }
-)
-
-
 def test_producers_see_when_the_consumer_group_has_members(kafka_server):
     bootstrap = kafka_server.bootstrap
 
     async def scenario() -> tuple[bool, bool, bool]:
-        await ensure_topics(SPEC_WAIT, bootstrap)
+        await ensure_topics(one_camera_fleet("waiting"), bootstrap)
         alone = await wait_for_group_members(bootstrap, "waiting", timeout_s=3)
         stop = asyncio.Event()
         stop.set()

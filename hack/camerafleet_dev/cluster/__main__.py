@@ -47,15 +47,34 @@ def say(text: str) -> None:
     print(f"[camerafleet] {text}", file=sys.stderr, flush=True)
 
 
-def wait_for(what: str, check: Any, timeout_s: float, interval_s: float = 1.0) -> Any:
+MIN_FREE_GIB = 15  # the Ray image unpacked in containerd (~9 GiB), Pod logs, and the kubelet's eviction margin
+
+
+def wait_for(what: str, check: Any, timeout_s: float, interval_s: float = 1.0, explain: Any = None) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}" + (f": {explain()}" if explain else ""))
         time.sleep(interval_s)
+
+
+def _node_pressure(control: ControlPlane) -> str:
+    """Why Pods may not start: the node's pressure conditions (the kubelet evicts Pods under them)."""
+    result = control.kubectl("get", "node", NODE_NAME, "-o", "json")
+    if result.returncode != 0:
+        return f"the node is not readable: {result.stderr.strip()}"
+    conditions = json.loads(result.stdout)["status"].get("conditions") or []
+    pressure = [f"{c['type']} ({c.get('message', '')})" for c in conditions if c["type"].endswith("Pressure") and c["status"] == "True"]
+    return "node under " + ", ".join(pressure) if pressure else "no node pressure; see kubectl get pods -A and out/cluster/kubelet.out"
+
+
+def _free_gib(path: Path) -> float:
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free / 2**30
 
 
 def up(data_dir: Path) -> int:
@@ -67,6 +86,9 @@ def up(data_dir: Path) -> int:
         return 1
     if network.guard_in_place():  # one node per machine: the addresses and the kubelet's ports are fixed
         say("a cluster already runs on this machine (or was not taken down): `make cluster-down` in its checkout first")
+        return 1
+    if (free := _free_gib(data_dir)) < MIN_FREE_GIB:
+        say(f"the node needs {MIN_FREE_GIB} GiB free where {data_dir} is ({free:.1f} GiB): the kubelet would evict its Pods")
         return 1
     started = time.monotonic()
     for fetch in (fetch_kafka, fetch_minio, fetch_controlplane, helm.fetch_helm, fetch_node_tools):
@@ -101,8 +123,10 @@ def up(data_dir: Path) -> int:
     wait_for(f"node {NODE_NAME} Ready", lambda: _node_ready(control), 180)
     addons.apply(control, addons.coredns(), data_dir / "coredns.yaml")
     addons.install_kuberay(control)
-    wait_for("CoreDNS available", lambda: _available(control, "kube-system", "coredns"), 300)
-    wait_for("the KubeRay operator available", lambda: _available(control, "default", "kuberay-operator"), 300)
+    for what, namespace, deployment in (("CoreDNS", "kube-system", "coredns"), ("the KubeRay operator", "default", "kuberay-operator")):
+        wait_for(
+            f"{what} available", lambda n=namespace, d=deployment: _available(control, n, d), 300, explain=lambda: _node_pressure(control)
+        )
     env = {
         "KUBECONFIG": str(control.kubeconfig),
         "KAFKA_BOOTSTRAP": kafka.bootstrap,
@@ -241,9 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "up":
         try:
             return up(data_dir)
-        except (Exception, KeyboardInterrupt):  # a half-started node would block the next `up`: take it down
+        except (Exception, KeyboardInterrupt) as err:  # a half-started node would block the next `up`: take it down
             say("cluster-up failed: stopping what it started ...")
             down(data_dir)
+            if isinstance(err, RuntimeError):  # a condition explained in its message, not a bug
+                say(f"cluster-up failed: {err}")
+                return 1
             raise
     if args.action == "down":
         return down(data_dir)
