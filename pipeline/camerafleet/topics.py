@@ -155,9 +155,9 @@ class TopicReconciler:
             raise KafkaUnavailable(f"Kafka at {self.bootstrap} refused a topic change: {err}") from None
 
     async def _start_group_at_zero(self, group: str, created: dict[str, int]) -> None:
-        """A topic just created is read from its start by the fleet's group: Kafka keeps a deleted topic's
-        committed offsets, so a fleet deleted with its topics and created again would otherwise skip as
-        many frames as its predecessor had read (its consumers start after its producers)."""
+        """A topic just created is read from its start by the fleet's group. Kafka drops a deleted topic's
+        committed offsets only asynchronously, so a fleet deleted with its topics and created again could
+        otherwise resume at its predecessor's offsets and skip as many frames (seen on the cluster)."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False)
         try:
             await consumer.start()
