@@ -135,3 +135,14 @@ def test_numbers_must_be_finite_and_64_bit():
 def test_an_unknown_literal_shows_the_value_given():
     text = problems(fleet(models=[{"name": "r", "type": "resnet", "modelUri": "r.onnx"}]))
     assert "spec.models.0.type: Input should be 'face', 'yolo' or 'camera-health' (got 'resnet')" in text
+
+
+def test_metadata_extras_that_json_cannot_carry_are_refused_naming_the_key():
+    doc = {
+        "apiVersion": "camerafleet.io/v1alpha1",
+        "kind": "CameraFleet",
+        "metadata": {"name": "f", "labels": {"x": float("inf")}},
+        "spec": {"cameras": [{"id": "1", "source": "synthetic:"}], "models": [{"name": "m", "type": "camera-health"}]},
+    }
+    with pytest.raises(ManifestError, match="metadata.labels"):
+        parse_manifest(doc)

@@ -9,6 +9,7 @@ name the field and the values.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -54,8 +55,8 @@ class CameraSpec(Strict):
     source: str = Field(
         min_length=1,
         description="Where frames come from: a video file path (played at its own frame rate, looping), "
-        "an rtsp://, http:// or https:// stream URL opened with OpenCV, or `synthetic:` "
-        "(optionally `synthetic:WIDTHxHEIGHT@FPS`) for a built-in generated scene.",
+        "a live camera URL (rtsp:// or rtsps:// H.264/H.265, RTSP over TCP; http:// or https:// MJPEG or another "
+        "stream FFmpeg reads), or `synthetic:` (optionally `synthetic:WIDTHxHEIGHT@FPS`) for a built-in generated scene.",
     )
     source_secret_env: str | None = Field(
         default=None,
@@ -76,6 +77,13 @@ class CameraSpec(Strict):
         le=16,
         description="How many producer actors share this camera's sampled frames (each takes every n-th "
         "frame), for cameras whose encoding does not fit one actor.",
+    )
+    stall_timeout_seconds: float = Field(
+        default=5.0,
+        ge=0.5,
+        le=300,
+        description="A live camera that sends nothing for this long while its connection stays open is reported "
+        "down (`stalled`) and reconnected; its slots until it is back are missed with reason `source_down`.",
     )
     enabled: bool = Field(default=True, description="A disabled camera keeps its topic but produces nothing.")
 
@@ -537,6 +545,29 @@ class Metadata(Strict):
     model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True, frozen=True)
     name: str = Field(pattern=_ID_PATTERN, description="Fleet name.")
     namespace: str | None = Field(default=None, description="Kubernetes namespace (ignored by `camerafleet run`).")
+
+    @model_validator(mode="after")
+    def _finite_extras(self) -> Metadata:
+        """Other metadata (labels, annotations, ...) is kept as given, but must survive JSON: no inf or NaN."""
+        for key, value in (self.model_extra or {}).items():
+            if not _finite(value):
+                raise ValueError(f"metadata.{key} holds inf or NaN, which JSON and Kubernetes cannot carry")
+        return self
+
+
+def _finite(value: Any) -> bool:
+    """No inf or NaN anywhere in `value`. Each container is visited once: YAML aliases share them, and a
+    walk of every path through an alias bomb would take exponential time."""
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, dict | list) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return True
 
 
 class CameraFleet(Strict):
