@@ -205,6 +205,28 @@ def write_demo_clips(
     return paths
 
 
+def write_demo_frames(
+    out_dir: Path, camera_id: str = "camera_1", seconds: float = 6, width: int = 1920, height: int = 1080, fps: float = 30
+) -> Path:
+    """Write one demo camera's frames as numbered JPEGs (what the test IP cameras of
+    ``devservers/camera.py`` play in a loop) and return the directory; a complete set is kept."""
+    camera = next(c for c in DEMO_CAMERAS if c.camera_id == camera_id)
+    spec = ClipSpec(width=width, height=height, fps=float(fps), frames=max(1, round(seconds * fps)))
+    target = Path(out_dir) / f"{camera_id}-{width}x{height}-{spec.frames}f"
+    if (target / "complete").exists():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    renderer = _Renderer(camera, spec)
+    for index in range(spec.frames):
+        ok, jpeg = cv2.imencode(".jpg", renderer.frame(index), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise RuntimeError(f"cannot encode frame {index} of {camera_id}")
+        (target / f"{index:05d}.jpg").write_bytes(jpeg.tobytes())
+    (target / "complete").touch()
+    _log.info("%s: %s as JPEG frames", target, _describe(spec))
+    return target
+
+
 def _describe(spec: ClipSpec) -> str:
     return f"{spec.frames} frames, {spec.width}x{spec.height} @ {spec.fps:g} fps"
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from . import debian
 from ._process import require_executable
 from .cache import ToolFetchError, ensure_tool, is_complete, tool_dir
 from .controlplane import (
@@ -91,28 +92,14 @@ def is_fetched() -> bool:
 
 def missing_packages() -> list[str]:
     """The Debian packages of the node that are not installed."""
-    return sorted(
-        {pkg for probe, pkg in DEBIAN_PACKAGES.items() if not (Path(probe).exists() if probe.startswith("/") else shutil.which(probe))}
-    )
+    return debian.missing(DEBIAN_PACKAGES)
 
 
 def install_packages(out: TextIO) -> None:
     """apt-get install the node's Debian packages that are missing (needs root, like the node itself)."""
-    missing = missing_packages()
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise ToolFetchError(
-            f"the node needs the Debian packages {', '.join(missing)}: run as root, or `apt-get install {' '.join(missing)}`"
-        )
-    print(f"[camerafleet] installing Debian packages {', '.join(missing)} ...", file=out, flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
-        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ToolFetchError(f"`{' '.join(argv)}` failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    # Debian starts containerd as a service on install; the node runs its own, with its own config.
-    subprocess.run(["systemctl", "disable", "--now", "containerd"], capture_output=True, check=False)
+    if debian.install(DEBIAN_PACKAGES, out, "the one-node Kubernetes"):
+        # Debian starts containerd as a service on install; the node runs its own, with its own config.
+        subprocess.run(["systemctl", "disable", "--now", "containerd"], capture_output=True, check=False)
 
 
 def fetch_node_tools(out: TextIO | None = None) -> Path:
