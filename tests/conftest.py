@@ -16,4 +16,5 @@ pytest_plugins = [
     "tests.fixtures.pipeline",
     "tests.fixtures.controlplane",
     "tests.fixtures.faults",
+    "tests.fixtures.cameras",
 ]

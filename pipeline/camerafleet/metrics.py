@@ -54,6 +54,15 @@ def consumer_lag() -> ray_metrics.Gauge:
 
 
 @cache
+def source_problems() -> ray_metrics.Counter:
+    return ray_metrics.Counter(
+        "camerafleet_source_problems",
+        "Times a camera's source went down, by problem (unreachable, auth_failed, stalled, ended, unreadable).",
+        tag_keys=("camera", "problem"),
+    )
+
+
+@cache
 def source_up() -> ray_metrics.Gauge:
     return ray_metrics.Gauge(
         "camerafleet_source_up", "1 while the camera source delivers frames, 0 while it is reconnecting.", tag_keys=("camera",)

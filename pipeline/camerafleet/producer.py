@@ -38,7 +38,7 @@ from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
-from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, open_source, redact, slot_phase_s
+from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, SourceProblem, open_source, redact, slot_phase_s
 from camerafleet.stats import ProducerCameraStats, ProducerStats
 
 log = logging.getLogger("camerafleet.producer")
@@ -81,9 +81,21 @@ class CameraCounts(ProducerCameraStats):
 
     pending: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def note_source(self, source: FrameSource) -> None:
+        """Take the source's decoding counts and modes (live cameras)."""
+        taken = source.counts.take()
+        self.packets_received += taken.packets
+        self.frames_decoded += taken.decoded
+        self.decode_mode, self.time_source = source.decode_mode, source.time_source
+
     def snapshot(self) -> ProducerCameraStats:
         copied = {f.name: getattr(self, f.name) for f in fields(ProducerCameraStats)}
-        counters = {"dropped": Counter(self.dropped), "failed": Counter(self.failed), "announced_failed": Counter(self.announced_failed)}
+        counters = {
+            "dropped": Counter(self.dropped),
+            "failed": Counter(self.failed),
+            "announced_failed": Counter(self.announced_failed),
+            "source_problems": Counter(self.source_problems),
+        }
         return ProducerCameraStats(**{**copied, **counters, "buffered": len(self.pending)})
 
 
@@ -131,7 +143,7 @@ class ProducerActor:
             warnings.simplefilter("ignore")
             self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self.incarnation = uuid.uuid4().hex[:12]
-        # Live streams block a thread each while they grab frames; threads are created only as needed.
+        # A live camera holds a thread while it waits in socket reads (no spinning); threads are created only as needed.
         self.capture_pool = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="capture")
         self.last_sweep: dict[str, float] = {}
 
@@ -223,7 +235,13 @@ class ProducerActor:
             source = None
             try:
                 source = await asyncio.to_thread(
-                    open_source, source_url(cam), epoch_s=self.epoch_ms / 1000, seed=seed, display_name=redact(cam.source)
+                    open_source,
+                    source_url(cam),
+                    epoch_s=self.epoch_ms / 1000,
+                    inference_fps=cam.inference_fps,
+                    stall_timeout_s=cam.stall_timeout_seconds,
+                    seed=seed,
+                    display_name=redact(cam.source),
                 )
                 counts.source_up = True
                 metrics.source_up().set(1, tags={"camera": cam.id})
@@ -236,8 +254,15 @@ class ProducerActor:
                 if worker.end_slot is not None:
                     await stop.wait()
             except SourceError as err:
-                self._source_down(cam, counts, str(err), backoff)
+                if source is not None:  # what it decoded before it failed stays reported
+                    counts.note_source(source)
+                counts.down_slots += sampler.miss_until(time.time())
+                # Refused credentials are retried at the slowest pace: soon would not help, and may lock the account.
+                if err.problem == SourceProblem.AUTH_FAILED:
+                    backoff = self.spec.producer.reconnect_max_seconds
+                self._source_down(cam, counts, err, backoff)
                 await _wait(stop, backoff)
+                counts.down_slots += sampler.miss_until(time.time())
                 backoff = min(backoff * 2, self.spec.producer.reconnect_max_seconds)
             finally:
                 if source is not None:
@@ -246,11 +271,13 @@ class ProducerActor:
         if counts.pending:
             await asyncio.wait(list(counts.pending))
 
-    def _source_down(self, cam: CameraSpec, counts: CameraCounts, error: str, backoff: float) -> None:
+    def _source_down(self, cam: CameraSpec, counts: CameraCounts, error: SourceError, backoff: float) -> None:
         counts.source_up = False
         counts.reconnects += 1
-        counts.last_error = error
+        counts.last_error = str(error)
+        counts.source_problems[error.problem] += 1
         metrics.source_up().set(0, tags={"camera": cam.id})
+        metrics.source_problems().inc(tags={"camera": cam.id, "problem": error.problem.value})
         log.error("camera %s: %s; retrying in %.1f s", cam.id, error, backoff)
 
     async def _one_frame(self, shard: Shard, source: FrameSource, sampler: Sampler, counts: CameraCounts, stop: asyncio.Event) -> None:
@@ -268,6 +295,7 @@ class ProducerActor:
             counts.last_error = f"capturing and storing a frame has not returned for {waited:.0f} s"
             log.warning("camera %s: %s (bucket %s)", cam.id, counts.last_error, self.bucket.root_uri)
         captured = work.result()
+        counts.note_source(source)
         if captured is None:
             return
         msg, error = captured

@@ -1,7 +1,7 @@
 """Camera sources and the sampler that turns a capture stream into frames for inference.
 
 A source is a video file (played at its own frame rate, looping, like a camera that never stops), a
-stream URL opened with OpenCV (RTSP/HTTP), or a synthetic scene. Frames are sampled down to the
+live camera (RTSP, MJPEG over HTTP: `live.py`), or a synthetic scene. Frames are sampled down to the
 camera's `inferenceFps` on a grid anchored at the run's epoch: a frame's sequence number is its slot
 on that grid, so several producer actors sharing a camera (each taking every n-th slot) and an actor
 that takes over a camera mid-run agree on sequence numbers without talking to each other.
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from camerafleet.api.source_report import DecodeMode, SourceProblem, TimeSource
+
 _SYNTHETIC = re.compile(r"^synthetic:(?:(\d{2,5})x(\d{2,5}))?(?:@(\d{1,3}(?:\.\d+)?))?$")
 # Slack when rounding times to frame indices and slots: absolute times near 1.8e9 s carry ~2.4e-7 s of
 # float error, so 1e-4 of a frame (about a microsecond at 120 fps) keeps round trips exact.
@@ -27,7 +29,12 @@ _STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp
 
 
 class SourceError(Exception):
-    """The source cannot be opened or stopped delivering frames; the producer reconnects with backoff."""
+    """The source cannot be opened or stopped delivering frames; the producer reconnects with backoff
+    (slowly for refused credentials: trying again soon would not help and may lock the account)."""
+
+    def __init__(self, message: str, problem: SourceProblem = SourceProblem.UNREADABLE):
+        super().__init__(message)
+        self.problem = problem
 
 
 def slot_phase_s(camera_id: str, fps: float) -> float:
@@ -60,6 +67,15 @@ class Sampler:
         """Wall-clock time of the next slot this shard owns."""
         return self.epoch_s + self.next_slot() / self.fps
 
+    def miss_until(self, t: float) -> int:
+        """Give up this shard's slots up to the one at `t` (its source is down); returns how many."""
+        slot = self.slot_of(t)
+        missed = 0
+        while self.next_slot() <= slot:
+            self.last_slot = self.next_slot()
+            missed += 1
+        return missed
+
     def accept(self, t: float) -> int | None:
         """The frame's sequence number if a frame captured at `t` is this shard's next sample, else None."""
         slot = self.slot_of(t)
@@ -71,6 +87,19 @@ class Sampler:
         return slot
 
 
+@dataclass
+class DecodeCounts:
+    """What a live source received and decoded since the producer last took the counts."""
+
+    packets: int = 0
+    decoded: int = 0
+
+    def take(self) -> DecodeCounts:
+        taken = DecodeCounts(self.packets, self.decoded)
+        self.packets = self.decoded = 0
+        return taken
+
+
 class FrameSource(ABC):
     """A camera. `read_due(t)` blocks until the first frame captured at or after wall-clock time `t`.
 
@@ -80,7 +109,12 @@ class FrameSource(ABC):
 
     name: str
     live: bool = False
-    """True for a live stream, which must keep grabbing while it waits; others are read when due."""
+    """True for a live stream, which must keep reading while it waits; others are read when due."""
+    decode_mode: DecodeMode | None = None
+    time_source: TimeSource | None = None
+
+    def __init__(self) -> None:
+        self.counts = DecodeCounts()
 
     @abstractmethod
     def read_due(self, due: float) -> tuple[float, np.ndarray]:
@@ -97,6 +131,7 @@ class VideoFileSource(FrameSource):
     the path may be a secret URL from `sourceSecretEnv`."""
 
     def __init__(self, path: str, epoch_s: float, display_name: str | None = None):
+        super().__init__()
         self.name = display_name or redact(path)
         # One decoding thread per camera: parallelism comes from the cameras, and FFmpeg's own thread pool
         # per capture would multiply threads by cameras and hide the decode cost from the capture stage.
@@ -142,37 +177,11 @@ class VideoFileSource(FrameSource):
         self.cap.release()
 
 
-class StreamSource(FrameSource):
-    """A live stream (RTSP, HTTP MJPEG, ...): frames are grabbed continuously, decoded only when due."""
-
-    live = True
-
-    def __init__(self, url: str, display_name: str, open_timeout_s: float = 10.0):
-        self.name = display_name
-        self.cap = cv2.VideoCapture()
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000)]
-        if not self.cap.open(url, cv2.CAP_ANY, params) or not self.cap.isOpened():
-            raise SourceError(f"cannot open stream {display_name!r} (unreachable, wrong URL or credentials)")
-
-    def read_due(self, due: float) -> tuple[float, np.ndarray]:
-        while True:
-            if not self.cap.grab():
-                raise SourceError(f"stream {self.name!r} ended or stopped delivering frames")
-            now = time.time()
-            if now >= due:
-                ok, frame = self.cap.retrieve()
-                if not ok or frame is None:
-                    raise SourceError(f"stream {self.name!r}: a frame could not be decoded")
-                return now, frame
-
-    def close(self) -> None:
-        self.cap.release()
-
-
 class SyntheticSource(FrameSource):
     """A generated scene (textured background panning, a moving block, a clock): no camera needed."""
 
     def __init__(self, spec: str, seed: int, epoch_s: float):
+        super().__init__()
         m = _SYNTHETIC.match(spec)
         if not m:
             raise SourceError(f"synthetic source {spec!r} must look like synthetic: or synthetic:1280x720@30")
@@ -218,10 +227,14 @@ def redact(url: str) -> str:
     return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub("***@", url, count=1))
 
 
-def open_source(source: str, *, epoch_s: float, seed: int = 0, display_name: str | None = None) -> FrameSource:
+def open_source(
+    source: str, *, epoch_s: float, inference_fps: float, stall_timeout_s: float, seed: int = 0, display_name: str | None = None
+) -> FrameSource:
     """Open a camera source; SourceError with a message naming the camera otherwise."""
     if source.startswith("synthetic:"):
         return SyntheticSource(source, seed, epoch_s)
     if is_stream_url(source):
-        return StreamSource(source, display_name or redact(source))
+        from camerafleet.live import LiveSource  # PyAV is loaded only by producers of live cameras
+
+        return LiveSource(source, display_name or redact(source), inference_fps, stall_timeout_s)
     return VideoFileSource(source, epoch_s, display_name)

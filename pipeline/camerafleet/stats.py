@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from camerafleet.api.outcomes import Outcome, Reason
+from camerafleet.api.source_report import DecodeMode, SourceProblem, TimeSource
 
 
 @dataclass
@@ -27,7 +28,13 @@ class ProducerCameraStats:
     max_buffered: int = 0
     kafka_retries: int = 0
     skipped_slots: int = 0
+    down_slots: int = 0  # slots given up while the source was down
     reconnects: int = 0
+    source_problems: Counter[SourceProblem] = field(default_factory=Counter)
+    decode_mode: DecodeMode | None = None  # live cameras: which frames are decoded (last seen)
+    time_source: TimeSource | None = None  # live cameras: where capture times come from (last seen)
+    packets_received: int = 0  # live cameras: video packets read
+    frames_decoded: int = 0  # live cameras: frames decoded (sampled or needed as references)
     restarts: int = 0  # merged stats only: actor incarnations Ray restarted
     source_up: bool = False
     last_error: str | None = None
@@ -64,7 +71,13 @@ def merge_producer_stats(stats: Iterable[ProducerStats]) -> dict[str, ProducerCa
             m.max_buffered = max(m.max_buffered, s.max_buffered)
             m.kafka_retries += s.kafka_retries
             m.skipped_slots += s.skipped_slots
+            m.down_slots += s.down_slots
             m.reconnects += s.reconnects
+            m.source_problems.update(s.source_problems)
+            m.decode_mode = s.decode_mode or m.decode_mode
+            m.time_source = s.time_source or m.time_source
+            m.packets_received += s.packets_received
+            m.frames_decoded += s.frames_decoded
             m.restarts += actor.restarted
             m.source_up = m.source_up or s.source_up
             m.last_error = s.last_error or m.last_error

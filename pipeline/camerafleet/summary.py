@@ -171,8 +171,8 @@ def build_summary(
             produced = p.produced
         in_flight = produced - processed - sum(dropped.values()) - sum(failed.values())
         gaps = grid_gaps((r["seq"] for r in recs if r.get("epochMs") == epoch_ms and "seq" in r), (shards or {}).get(cam, 1))
-        missed: Counter[str] = Counter({MissedReason.SKIPPED.value: p.skipped_slots})
-        rest = gaps - p.skipped_slots - p.unannounced - max(0, in_flight)
+        missed: Counter[str] = Counter({MissedReason.SKIPPED.value: p.skipped_slots, MissedReason.SOURCE_DOWN.value: p.down_slots})
+        rest = gaps - p.skipped_slots - p.down_slots - p.unannounced - max(0, in_flight)
         if rest > 0:
             missed[MissedReason.PRODUCER_RESTART if p.restarts else MissedReason.UNACCOUNTED] += rest
         missed = +missed
@@ -194,7 +194,12 @@ def build_summary(
             "max_buffered": p.max_buffered,
             "source_up": p.source_up,
             "reconnects": p.reconnects,
+            "source_problems": {str(k): v for k, v in p.source_problems.items()},
             "last_error": p.last_error,
+            "decode_mode": p.decode_mode,
+            "time_source": p.time_source,
+            "packets_received": p.packets_received,
+            "frames_decoded": p.frames_decoded,
         }
     processed_recs = [r for recs in outcomes.values() for r in recs if r["outcome"] == Outcome.PROCESSED]
     detections, batches = _model_stats(processed_recs)

@@ -61,9 +61,9 @@ def test_synthetic_source_paces_and_renders():
 
 def test_unopenable_sources_name_the_problem(tmp_path):
     with pytest.raises(SourceError, match="cannot open video file"):
-        open_source(str(tmp_path / "missing.mp4"), epoch_s=0)
+        open_source(str(tmp_path / "missing.mp4"), epoch_s=0, inference_fps=5, stall_timeout_s=5)
     with pytest.raises(SourceError, match="synthetic"):
-        open_source("synthetic:huge", epoch_s=0)
+        open_source("synthetic:huge", epoch_s=0, inference_fps=5, stall_timeout_s=5)
 
 
 def test_credentials_are_redacted():
@@ -113,3 +113,11 @@ def test_cameras_sample_at_stable_phases_spread_over_the_period():
     # 150 cameras at one fps do not capture at one instant: no 2-second bin of the period holds more than a fifth.
     bins = [sum(1 for p in phases if lo <= p < lo + 2) for lo in range(0, 20, 2)]
     assert max(bins) <= 30, bins
+
+
+def test_slots_given_up_while_a_source_is_down_are_counted_once_and_per_shard():
+    sampler = Sampler(epoch_s=100.0, fps=2, shard=1, shards=2)  # owns odd slots, one every second
+    sampler.last_slot = 0
+    assert sampler.miss_until(104.9) == 5  # slots 1, 3, 5, 7, 9 (at 104.5) passed while down
+    assert sampler.miss_until(104.9) == 0  # asking again gives up nothing more
+    assert sampler.accept(106.6) == 13 and sampler.skipped_slots == 1  # slot 11 passed after it was back: skipped

@@ -122,6 +122,7 @@ class MissedReason(StrEnum):
     """Why a slot of a camera's sampling grid produced no frame."""
 
     SKIPPED = "skipped"
+    SOURCE_DOWN = "source_down"
     PRODUCER_RESTART = "producer_restart"
     UNACCOUNTED = "unaccounted"
 
@@ -131,7 +132,8 @@ class MissedReason(StrEnum):
 
 
 _MISSED: dict[MissedReason, str] = {
-    MissedReason.SKIPPED: "the producer skipped the slot: the source was late or down, or the actor behind",
+    MissedReason.SKIPPED: "the producer skipped the slot: the source was late (a keyframe or frame came after the slot) or the actor behind",
+    MissedReason.SOURCE_DOWN: "the camera's source was down (unreachable, stalled, refused the credentials): slots from its failure until it was back",
     MissedReason.PRODUCER_RESTART: "a producer actor crashed: what it had not announced yet, and the slots until its restart",
     MissedReason.UNACCOUNTED: "neither of the above: a bug, please report it",
 }
