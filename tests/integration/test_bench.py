@@ -124,3 +124,14 @@ def test_markdown_and_plots_are_written(report):
         assert name in md.split("## Headline")[0], f"{name} processed nothing but the report does not say so"
     for plot in PLOTS:
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
+
+
+def test_live_camera_phase_compares_both_decoders_on_a_real_rtsp_stream(report):
+    out, r = report
+    cell = r["live"]["cost"]["h264"]["1.0"]
+    for reader in ("pyav", "opencv_every_frame"):
+        assert "error" not in cell[reader], cell
+        assert cell[reader]["cpu_cores"] > 0 and cell[reader]["taken"] > 0, cell
+    assert r["live"]["capacity"]["h264"]["rows"], r["live"]["capacity"]
+    assert "## Live cameras" in (out / "report.md").read_text()
+    assert (out / "live_cpu.png").stat().st_size > 0

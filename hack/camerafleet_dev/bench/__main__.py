@@ -8,6 +8,7 @@ Phases, all in one run on the same frames (the demo clips) and models (CenterFac
  5. 150 cameras  fairness and lag with many cameras at a low inferenceFps
  6. overload     2x saturation with maxFrameAgeMs 2000: bounded latency, drops with reasons
  7. autoscaling  a load step with fast autoscaling settings: seconds to scale up and back down
+ 8. live cameras producer CPU per 1080p30 RTSP/MJPEG camera by decoding mode, and cameras per core (`live.py`)
 Memory and CPU are sampled all along (`probe.py`); stage CPU comes from CAMERAFLEET_PROFILE_DIR.
 Kafka is started for the run unless KAFKA_BOOTSTRAP names a broker.
 """
@@ -32,6 +33,7 @@ from camerafleet.api.manifest import FleetSpec
 from camerafleet.api.settings import Settings
 from camerafleet.runner import FleetRunner
 from camerafleet_dev.bench.limit import measure_limit
+from camerafleet_dev.bench.live import measure_live
 from camerafleet_dev.bench.phases import BASELINE, FAST_AUTOSCALING, Bench, PhaseResult
 from camerafleet_dev.bench.profiles import PROFILES, BenchProfile
 from camerafleet_dev.bench.report import write_report
@@ -200,7 +202,17 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
     finally:
         serve.shutdown()
         ray.shutdown()
-    return {"profile": p, "limit": limit, "load_reference": reference, "phases": phases, "series": bench.all_series, "gpus": bench.gpus}
+    say(f"== live cameras: producer CPU per 1080p30 camera, {', '.join(p.live_streams)} ==")
+    live = await asyncio.to_thread(measure_live, out / "live", p.live_seconds, p.live_streams, p.live_fps, p.live_capacity, say)
+    return {
+        "profile": p,
+        "limit": limit,
+        "load_reference": reference,
+        "phases": phases,
+        "series": bench.all_series,
+        "gpus": bench.gpus,
+        "live": live,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,10 @@ class BenchProfile(BaseModel):
         gt=0, description="How often replicas, lag, memory and CPU are sampled (the sampling costs CPU too)."
     )
     step_sample_interval_seconds: float = Field(gt=0, description="The same during the autoscaling phase, which times replica changes.")
+    live_seconds: float = Field(gt=0, description="Live cameras phase: measured seconds of each cost cell and capacity step.")
+    live_streams: tuple[str, ...] = Field(description="Live cameras phase: test streams measured (h264, h265, mjpeg).")
+    live_fps: tuple[float, ...] = Field(description="Live cameras phase: inferenceFps values compared.")
+    live_capacity: tuple[int, ...] = Field(description="Live cameras phase: camera counts tried on one core, until a slot is missed.")
 
 
 PROFILES: dict[str, BenchProfile] = {
@@ -47,6 +51,10 @@ PROFILES: dict[str, BenchProfile] = {
             step_after_seconds=8,
             sample_interval_seconds=1.0,
             step_sample_interval_seconds=0.5,
+            live_seconds=3,
+            live_streams=("h264",),
+            live_fps=(1.0,),
+            live_capacity=(2,),
         ),
         BenchProfile(
             name="quick",
@@ -64,6 +72,10 @@ PROFILES: dict[str, BenchProfile] = {
             step_after_seconds=25,
             sample_interval_seconds=1.0,
             step_sample_interval_seconds=0.5,
+            live_seconds=10,
+            live_streams=("h264", "h265", "mjpeg"),
+            live_fps=(1.0, 5.0, 15.0),
+            live_capacity=(4, 8, 16, 32),
         ),
         BenchProfile(
             name="full",
@@ -81,6 +93,10 @@ PROFILES: dict[str, BenchProfile] = {
             step_after_seconds=40,
             sample_interval_seconds=1.0,
             step_sample_interval_seconds=0.5,
+            live_seconds=20,
+            live_streams=("h264", "h265", "mjpeg"),
+            live_fps=(1.0, 5.0, 15.0),
+            live_capacity=(4, 8, 16, 32, 64, 128),
         ),
     )
 }

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from camerafleet_dev.bench import live
+
 # Processes that cost CPU whatever the load: the broker, Ray's own daemons, Serve's controller and proxy, the
 # benchmark's sampling. They are part of the pipeline's cost, but not per-frame work.
 PLATFORM = ("kafka broker", "ray system", "ray idle workers", "serve system", "bench driver", "other")
@@ -83,6 +85,7 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
     p99_50 = ph["load_50"]["latency_ms"]["p99"]
     batch_ms = limit["batch_ms"]["p50"]
     over = ph["overload"]
+    live_ratio = live.ratios(results["live"]).get("h264", {}).get("1.0")
     whole_peak: dict[str, int] = {}
     for row in results["series"]:
         whole_peak["total"] = max(whole_peak.get("total", 0), sum(row["rss"].values()))
@@ -179,6 +182,13 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             ("overload",),
         ),
         ("overload: ledger balances", f"{over['ledger']}", "balanced", over["ledger"]["ledger_balanced"], ()),
+        (
+            "live 1080p30 H.264 camera at 1 fps (1 s keyframes): producer CPU, every frame decoded / live source",
+            f"{live_ratio}x",
+            ">= 5x",
+            live_ratio is not None and live_ratio >= 5,
+            (),
+        ),
     ]
     return {
         "profile": results["profile"].model_dump(),
@@ -209,6 +219,7 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         },
         "peak_rss_bytes": whole_peak,
         "phases": ph,
+        "live": results["live"],
     }
 
 
@@ -326,6 +337,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"`{r['phases']['autoscaling'].get('autoscaling', {}).get('settings')}`",
         "",
+        live.markdown(r["live"]),
         "## Plots",
         "",
         *[f"![{p}]({p})" for p in PLOTS],
@@ -334,7 +346,7 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-PLOTS = ("throughput.png", "latency.png", "batch_sizes.png", "replicas_lag.png", "stages.png")
+PLOTS = ("throughput.png", "latency.png", "batch_sizes.png", "replicas_lag.png", "stages.png", "live_cpu.png")
 
 
 def plots(r: dict[str, Any], results: dict[str, Any], out: Path) -> None:
@@ -425,5 +437,6 @@ def write_report(results: dict[str, Any], out: Path) -> str:
     (out / "report.json").write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     (out / "report.md").write_text(markdown(r))
     plots(r, results, out)
+    live.plot(results["live"], out)
     table = markdown(r).split("## Phases")[0]
     return table + f"\nreport: {out / 'report.md'} (plots and report.json beside it)"
