@@ -144,5 +144,5 @@ def test_metadata_extras_that_json_cannot_carry_are_refused_naming_the_key():
         "metadata": {"name": "f", "labels": {"x": float("inf")}},
         "spec": {"cameras": [{"id": "1", "source": "synthetic:"}], "models": [{"name": "m", "type": "camera-health"}]},
     }
-    with pytest.raises(ManifestError, match="metadata.labels"):
+    with pytest.raises(ManifestError, match=r"metadata\.labels"):
         parse_manifest(doc)
