@@ -138,15 +138,24 @@ def measure_live(
                     results["cost"].setdefault(name, {}).setdefault(str(fps), {})[reader] = r
                     say(f"live {name} {fps:g} fps {reader}: {r}")
         for name, url in urls.items():
-            rows = []
+            rows, stopped_by = [], "not reached"
             for n in capacity_counts:
                 r = run_worker(url, "pyav", 1.0, n, seconds, worker_core)
                 rows.append({"cameras": n, **r})
                 say(f"live capacity {name} at 1 fps, {n} cameras on one core: {r}")
                 if "error" in r or r["missed"] > 0 or r["taken"] < r["expected"] * 0.95:
+                    # A busy worker core is the producer's limit; an idle one missing slots means the camera
+                    # server (encoding 1080p30 live on the other core of a small machine) could not feed them.
+                    stopped_by = "producer core" if r.get("cpu_cores", 0) >= 0.9 else "camera server (the producer core was not busy)"
                     break
             ok = [row["cameras"] for row in rows if "error" not in row and row["missed"] == 0 and row["taken"] >= row["expected"] * 0.95]
-            results["capacity"][name] = {"rows": rows, "cameras_without_missed_slots": max(ok, default=0)}
+            one = results["cost"].get(name, {}).get("1.0", {}).get("pyav", {}).get("cpu_cores")
+            results["capacity"][name] = {
+                "rows": rows,
+                "cameras_without_missed_slots": max(ok, default=0),
+                "stopped_by": stopped_by,
+                "estimated_from_cpu_per_camera": int(1 / one) if one else None,
+            }
     return results
 
 
@@ -177,10 +186,16 @@ def markdown(results: dict[str, Any]) -> str:
                 for c in (r["pyav"], r["opencv_every_frame"])
             ]
             lines.append(f"| {name} | {float(fps):g} | {cells[0]} | {cells[1]} | {ratio[name][fps] or '-'}x |")
-    lines += ["", "| stream | cameras at 1 fps one core holds with no missed slot (tried) |", "|---|---|"]
+    lines += [
+        "",
+        "| stream | cameras at 1 fps on one core with no missed slot | stopped by | 1 core / CPU per camera | tried (cameras: missed, CPU cores) |",
+        "|---|---|---|---|---|",
+    ]
     for name, cap in results["capacity"].items():
-        tried = ", ".join(f"{row['cameras']}: {row.get('missed', 'error')} missed" for row in cap["rows"])
-        lines.append(f"| {name} | {cap['cameras_without_missed_slots']} ({tried}) |")
+        tried = ", ".join(f"{row['cameras']}: {row.get('missed', 'error')}, {row.get('cpu_cores', '-')}" for row in cap["rows"])
+        lines.append(
+            f"| {name} | {cap['cameras_without_missed_slots']} | {cap['stopped_by']} | {cap['estimated_from_cpu_per_camera']} | {tried} |"
+        )
     return "\n".join(lines) + "\n"
 
 
