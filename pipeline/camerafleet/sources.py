@@ -69,11 +69,11 @@ class Sampler:
 
     def miss_until(self, t: float) -> int:
         """Give up this shard's slots up to the one at `t` (its source is down); returns how many."""
-        slot = self.slot_of(t)
-        missed = 0
-        while self.next_slot() <= slot:
-            self.last_slot = self.next_slot()
-            missed += 1
+        first, slot = self.next_slot(), self.slot_of(t)
+        if slot < first:
+            return 0
+        missed = (slot - first) // self.shards + 1
+        self.last_slot = first + (missed - 1) * self.shards
         return missed
 
     def accept(self, t: float) -> int | None:
