@@ -174,7 +174,7 @@ def build_summary(
         missed: Counter[str] = Counter({MissedReason.SKIPPED.value: p.skipped_slots, MissedReason.SOURCE_DOWN.value: p.down_slots})
         rest = gaps - p.skipped_slots - p.down_slots - p.unannounced - max(0, in_flight)
         if rest > 0:
-            missed[MissedReason.PRODUCER_RESTART if p.restarts else MissedReason.UNACCOUNTED] += rest
+            missed[(MissedReason.PRODUCER_RESTART if p.restarts else MissedReason.UNACCOUNTED).value] += rest
         missed = +missed
         dropped_by_reason += dropped
         failed_by_reason += failed

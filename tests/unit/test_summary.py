@@ -57,7 +57,7 @@ def summary(log, stats, cameras=("1",), kafka=None, shards=None):
 
 
 def span(cam, *parts):
-    return {cam: {"topic": f"camera_{cam}", "offsets": {p: list(lo_hi) for p, lo_hi in enumerate(parts)}}}
+    return {cam: {"topic": f"camera_{cam}", "offsets": {str(p): list(lo_hi) for p, lo_hi in enumerate(parts)}}}  # as the runner
 
 
 def test_producer_counts_without_kafka_offsets(tmp_path):
@@ -150,3 +150,5 @@ def test_missed_slots_name_their_reason(tmp_path):
     assert s["per_camera"]["2"]["missed_by_reason"] == {"skipped": 4, "unaccounted": 6}
     assert s["missed_slots"] == 10 + 10 - 2 and s["ledger_balanced"]
     assert "missed slots" in format_summary(s)
+    # The runner writes it with orjson, which takes plain str keys only (an enum member key once failed here).
+    assert orjson.loads(orjson.dumps(s))["per_camera"]["1"]["missed_by_reason"]["producer_restart"] == 5
