@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from camerafleet_dev.cluster import addons, network
 from camerafleet_dev.cluster.node import NODE_NAME, Containerd, Kubelet, KubeProxy, KubeScheduler
 from camerafleet_dev.devservers import helm
@@ -244,8 +246,11 @@ def restart_kubelet(data_dir: Path) -> int:
     if pid is not None and pid_alive(pid):
         stop_process_group(pid, 30.0)
     control = ControlPlane(data_dir / "controlplane", detached=True, network=network.NETWORK)
+    # The running API server's address, from the kubeconfig it was started with: a new ControlPlane object
+    # only knows the CA (its ports are chosen afresh), and a kubelet pointed elsewhere never reports again.
+    server = yaml.safe_load((data_dir / "controlplane" / "kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
     kubelet = Kubelet(
-        data_dir, pki=control._pki, server=control.server, containerd_socket=data_dir / "containerd" / "containerd.sock", detached=True
+        data_dir, pki=control._pki, server=server, containerd_socket=data_dir / "containerd" / "containerd.sock", detached=True
     )
     kubelet.start()
     state["pids"]["kubelet"] = kubelet.pid
