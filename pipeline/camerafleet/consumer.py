@@ -214,9 +214,12 @@ class ConsumerActor:
                     else:
                         live.append(outcome)
         if live:
-            replies = await self._infer([m for m, _ in live])
-            done_ms = int(time.time() * 1000)
-            records += [ResultRecord.of_frame(msg, at, done_ms, reply=reply) for (msg, at), reply in zip(live, replies, strict=True)]
+            # One request per model batch's worth of frames, all at once: a frame's result is taken when its own
+            # request answers, not after the slowest of the micro-batch (which would add batches to its latency).
+            size = min((m.batching.max_batch_size for m in spec.models), default=len(live))
+            chunks = [live[i : i + size] for i in range(0, len(live), size)]
+            for chunk, (replies, done_ms) in zip(chunks, await asyncio.gather(*(self._infer(chunk) for chunk in chunks)), strict=True):
+                records += [ResultRecord.of_frame(msg, at, done_ms, reply=reply) for (msg, at), reply in zip(chunk, replies, strict=True)]
         await self._write(records)
         self._count(records)
 
@@ -241,9 +244,14 @@ class ConsumerActor:
             return ResultRecord.of_frame(msg, at, now_ms, reason=Reason.STALE, message="older than maxFrameAgeMs when consumed")
         return msg, at
 
-    async def _infer(self, frames: list[FrameMessage]) -> list[InferenceReply]:
+    async def _infer(self, frames: list[tuple[FrameMessage, KafkaPosition]]) -> tuple[list[InferenceReply], int]:
+        """The frames' replies, and when they came (ms since the epoch)."""
+        replies = await self._ask(frames)
+        return replies, int(time.time() * 1000)
+
+    async def _ask(self, frames: list[tuple[FrameMessage, KafkaPosition]]) -> list[InferenceReply]:
         assert self.transport is not None
-        references = [m.reference() for m in frames]
+        references = [m.reference() for m, _ in frames]
         delay = 0.5
         for attempt in range(INFER_RETRIES + 1):
             try:

@@ -67,3 +67,12 @@ def source_up() -> ray_metrics.Gauge:
     return ray_metrics.Gauge(
         "camerafleet_source_up", "1 while the camera source delivers frames, 0 while it is reconnecting.", tag_keys=("camera",)
     )
+
+
+@cache
+def slots_shed() -> ray_metrics.Counter:
+    return ray_metrics.Counter(
+        "camerafleet_slots_shed",
+        "Sampling slots not admitted at the source (the pipeline could not process them in time).",
+        tag_keys=("camera",),
+    )

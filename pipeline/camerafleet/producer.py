@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import BrokerResponseError, KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumber, ProducerClosed, ProducerFenced
 
 from camerafleet import metrics
+from camerafleet.admission import Admission, SlotCredit
 from camerafleet.api.manifest import CameraSpec, FleetSpec
 from camerafleet.api.messages import FrameMessage
 from camerafleet.api.outcomes import Reason
@@ -146,6 +147,7 @@ class ProducerActor:
         # A live camera holds a thread while it waits in socket reads (no spinning); threads are created only as needed.
         self.capture_pool = ThreadPoolExecutor(max_workers=1024, thread_name_prefix="capture")
         self.last_sweep: dict[str, float] = {}
+        self.admission = Admission(self.spec)
 
     async def _producer(self) -> AIOKafkaProducer:
         """The actor's Kafka client, started on first use (and again after a reset); raises while Kafka is unreachable."""
@@ -184,6 +186,8 @@ class ProducerActor:
         take the slots from that time on and workers leaving this actor produce the slots before it, so a
         shard moving between actors is neither interrupted nor doubled."""
         self.spec = FleetSpec.model_validate_json(spec_json)
+        self.admission.update_spec(self.spec)
+        self.admission.start()
         cameras = {c.id: c for c in self.spec.cameras}
         wanted = {f"{cid}#{i}/{n}": Shard(cameras[cid], i, n) for cid, i, n in shards}
         try:
@@ -231,6 +235,7 @@ class ProducerActor:
         backoff = self.spec.producer.reconnect_initial_seconds
         seed = sum(cam.id.encode())
         skipped_seen = 0
+        credit = SlotCredit()
         while not stop.is_set():
             source = None
             try:
@@ -247,7 +252,7 @@ class ProducerActor:
                 metrics.source_up().set(1, tags={"camera": cam.id})
                 log.info("camera %s: source %s open", cam.id, source.name)
                 while not stop.is_set() and (worker.end_slot is None or sampler.next_slot() < worker.end_slot):
-                    await self._one_frame(shard, source, sampler, counts, stop)
+                    await self._one_frame(shard, source, sampler, counts, stop, credit)
                     counts.skipped_slots += sampler.skipped_slots - skipped_seen
                     skipped_seen = sampler.skipped_slots
                     backoff = self.spec.producer.reconnect_initial_seconds
@@ -280,12 +285,21 @@ class ProducerActor:
         metrics.source_problems().inc(tags={"camera": cam.id, "problem": error.problem.value})
         log.error("camera %s: %s; retrying in %.1f s", cam.id, error, backoff)
 
-    async def _one_frame(self, shard: Shard, source: FrameSource, sampler: Sampler, counts: CameraCounts, stop: asyncio.Event) -> None:
+    async def _one_frame(
+        self, shard: Shard, source: FrameSource, sampler: Sampler, counts: CameraCounts, stop: asyncio.Event, credit: SlotCredit
+    ) -> None:
         cam = shard.camera
-        if not source.live:  # wait here, not in a thread: 150 cameras must not hold 150 pool threads asleep
+        admitted = credit.take(self.admission.share)
+        # Wait here, not in a thread: 150 cameras must not hold 150 pool threads asleep. A live source waits
+        # in its own reads, except for a shed slot, which is not read at all.
+        if not source.live or not admitted:
             await _wait(stop, max(0.0, sampler.next_due() - time.time()))
             if stop.is_set():  # a slow camera's next slot may be many seconds away: stopping does not wait for it
                 return
+        if not admitted:  # shed before anything is captured, encoded or stored
+            counts.shed_slots += sampler.shed_next()
+            metrics.slots_shed().inc(tags={"camera": cam.id})
+            return
         # Decided before the frame is stored: a frame Kafka cannot take is not written to the bucket either.
         store = len(counts.pending) < self.spec.producer.max_buffered_frames
         work = asyncio.get_running_loop().run_in_executor(self.capture_pool, self._capture_and_store, shard, source, sampler, store)
@@ -414,13 +428,17 @@ class ProducerActor:
         """Per camera: frames sampled, those that never reached Kafka by reason, those announced with a
         producer error, buffered announcements, source health; and this incarnation's identity."""
         return ProducerStats(
-            incarnation=self.incarnation, restarted=self.restarted, cameras={cid: c.snapshot() for cid, c in self.counts.items()}
+            incarnation=self.incarnation,
+            restarted=self.restarted,
+            cameras={cid: c.snapshot() for cid, c in self.counts.items()},
+            admission_share=self.admission.share,
         )
 
     async def stop(self) -> ProducerStats:
         """Stop every worker, wait for the announcements Kafka has not taken yet (a while), close Kafka;
         returns the final stats. Announcements still waiting after that are dropped and counted."""
         await asyncio.gather(*(self._stop_worker(key) for key in list(self.workers)))
+        await self.admission.stop()
         if self.pending:
             await asyncio.wait(list(self.pending), timeout=STOP_FLUSH_TIMEOUT_S)
         left = list(self.pending)

@@ -28,7 +28,7 @@ class RunMetrics:
         )
         self.missed_slots = Gauge(
             "camerafleet_run_missed_slots",
-            "Sampling slots of this run that produced no frame, by reason (skipped, source_down).",
+            "Sampling slots of this run that produced no frame, by reason (skipped, source_down, shed).",
             ("fleet", "camera", "reason"),
             registry=self.registry,
         )
@@ -45,6 +45,7 @@ class RunMetrics:
                 self.source_problems.labels(self.fleet, cam, problem.value).set(times)
             self.missed_slots.labels(self.fleet, cam, MissedReason.SKIPPED.value).set(p.skipped_slots)
             self.missed_slots.labels(self.fleet, cam, MissedReason.SOURCE_DOWN.value).set(p.down_slots)
+            self.missed_slots.labels(self.fleet, cam, MissedReason.SHED.value).set(p.shed_slots)
         for cam, outcomes in merge_outcomes(consumers).items():
             for outcome in Outcome:
                 self.frames.labels(self.fleet, cam, outcome.value).set(outcomes.total(outcome))

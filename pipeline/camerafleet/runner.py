@@ -90,6 +90,7 @@ class FleetRunner:
         # The last stats seen of every producer actor incarnation, retired or crashed ones included: an
         # actor Ray restarts comes back with zeroed counters, so its predecessor's stay counted here.
         self.producer_stats: dict[str, ProducerStats] = {}
+        self.admission_shares: list[float] = []  # each live producer actor's admitted share of slots, last seen
         # Per camera topic, each partition's end offset when the run (or the camera) started: the ledger
         # counts what was announced during the run from Kafka itself, which outlives any actor.
         self.start_offsets: dict[str, dict[int, int]] = {}
@@ -350,7 +351,9 @@ class FleetRunner:
             self.producer_stats[stats.incarnation] = stats
 
     async def gather_stats(self) -> tuple[dict[str, ProducerCameraStats], list[ConsumerStats]]:
-        self.note_producer_stats(await _answers(a.stats.remote() for a in self.producers))
+        answers = await _answers(a.stats.remote() for a in self.producers)
+        self.note_producer_stats(answers)
+        self.admission_shares = [a.admission_share for a in answers]
         producer = merge_producer_stats(self.producer_stats.values())
         return producer, await _answers(c.stats.remote() for c in self.consumers)
 
@@ -364,9 +367,11 @@ class FleetRunner:
         processed, dropped, failed = (sum(o.total(kind) for o in outcomes) for kind in (Outcome.PROCESSED, Outcome.DROPPED, Outcome.FAILED))
         lat = percentiles([x for c in consumers for x in c.latencies_ms[-500:]])
         down = sorted(cam for cam, p in producer.items() if not p.source_up)
+        shed = sum(p.shed_slots for p in producer.values())
+        admitting = f"  shed {shed} (admitting {min(self.admission_shares):.0%})" if shed and self.admission_shares else ""
         self.say(
             f"[{elapsed:6.0f}s] produced {produced} ({produced / max(elapsed, 1e-9):.1f}/s)  processed {processed}  "
-            f"dropped {dropped}  failed {failed}  lag {sum(c.total_lag for c in consumers)}  p50 {lat['p50']} ms"
+            f"dropped {dropped}  failed {failed}{admitting}  lag {sum(c.total_lag for c in consumers)}  p50 {lat['p50']} ms"
             + (f"  cameras down: {', '.join(down)}" if down else "")
         )
 

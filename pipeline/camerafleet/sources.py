@@ -76,6 +76,11 @@ class Sampler:
         self.last_slot = first + (missed - 1) * self.shards
         return missed
 
+    def shed_next(self) -> int:
+        """Give up this shard's next slot (not admitted: the pipeline could not process it in time); returns 1."""
+        self.last_slot = self.next_slot()
+        return 1
+
     def accept(self, t: float) -> int | None:
         """The frame's sequence number if a frame captured at `t` is this shard's next sample, else None."""
         slot = self.slot_of(t)

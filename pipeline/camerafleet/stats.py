@@ -29,6 +29,7 @@ class ProducerCameraStats:
     kafka_retries: int = 0
     skipped_slots: int = 0
     down_slots: int = 0  # slots given up while the source was down
+    shed_slots: int = 0  # slots not admitted: the pipeline could not have processed them in time
     reconnects: int = 0
     source_problems: Counter[SourceProblem] = field(default_factory=Counter)
     decode_mode: DecodeMode | None = None  # live cameras: which frames are decoded (last seen)
@@ -53,6 +54,7 @@ class ProducerStats:
     incarnation: str
     restarted: bool
     cameras: dict[str, ProducerCameraStats] = field(default_factory=dict)
+    admission_share: float = 1.0  # share of slots this actor admits now
 
 
 def merge_producer_stats(stats: Iterable[ProducerStats]) -> dict[str, ProducerCameraStats]:
@@ -72,6 +74,7 @@ def merge_producer_stats(stats: Iterable[ProducerStats]) -> dict[str, ProducerCa
             m.kafka_retries += s.kafka_retries
             m.skipped_slots += s.skipped_slots
             m.down_slots += s.down_slots
+            m.shed_slots += s.shed_slots
             m.reconnects += s.reconnects
             m.source_problems.update(s.source_problems)
             m.decode_mode = s.decode_mode or m.decode_mode

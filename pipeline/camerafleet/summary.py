@@ -171,8 +171,14 @@ def build_summary(
             produced = p.produced
         in_flight = produced - processed - sum(dropped.values()) - sum(failed.values())
         gaps = grid_gaps((r["seq"] for r in recs if r.get("epochMs") == epoch_ms and "seq" in r), (shards or {}).get(cam, 1))
-        missed: Counter[str] = Counter({MissedReason.SKIPPED.value: p.skipped_slots, MissedReason.SOURCE_DOWN.value: p.down_slots})
-        rest = gaps - p.skipped_slots - p.down_slots - p.unannounced - max(0, in_flight)
+        missed: Counter[str] = Counter(
+            {
+                MissedReason.SKIPPED.value: p.skipped_slots,
+                MissedReason.SOURCE_DOWN.value: p.down_slots,
+                MissedReason.SHED.value: p.shed_slots,
+            }
+        )
+        rest = gaps - p.skipped_slots - p.down_slots - p.shed_slots - p.unannounced - max(0, in_flight)
         if rest > 0:
             missed[(MissedReason.PRODUCER_RESTART if p.restarts else MissedReason.UNACCOUNTED).value] += rest
         missed = +missed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,6 +166,37 @@ class BucketSpec(Strict):
     )
 
 
+class AdmissionMode(StrEnum):
+    """Whether producers admit frames by the pipeline's backlog."""
+
+    BACKLOG = "backlog"
+    OFF = "off"
+
+
+class AdmissionSpec(Strict):
+    mode: AdmissionMode = Field(
+        default=AdmissionMode.BACKLOG,
+        description="`backlog`: producers read the consumer group's backlog from Kafka and take only the share of slots the "
+        "pipeline can process before they age out; the others are shed (missed slots with reason `shed`, counted per camera) "
+        "before anything is captured, encoded or stored. `off`: every slot is taken and what ages out is dropped as `stale`.",
+    )
+    target_wait_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_INT,
+        description="How long a new frame may expect to wait in Kafka and at the inference service (backlog / drain rate) "
+        "before producers shed slots. Default: half of consumer.maxFrameAgeMs.",
+    )
+    min_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of each camera's slots always taken, however large the backlog: no camera is ever starved, and the "
+        "backlog's drain keeps being measured.",
+    )
+    interval_ms: int = Field(default=500, ge=50, le=60_000, description="How often each producer actor reads the backlog from Kafka.")
+
+
 class ProducerSpec(Strict):
     actors: int = Field(
         default=1,
@@ -185,6 +217,9 @@ class ProducerSpec(Strict):
         description="Frames (per camera, per producer actor) announced to Kafka but not yet acknowledged, e.g. "
         "while the broker is down: they are retried with backoff. A frame sampled while this many are waiting is "
         "dropped and counted with reason `kafka_unavailable`. 300 holds one minute of a 5 fps camera.",
+    )
+    admission: AdmissionSpec = Field(
+        default_factory=AdmissionSpec, description="Admission at the source: shed slots the pipeline could not process in time."
     )
 
 

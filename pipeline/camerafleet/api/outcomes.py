@@ -123,6 +123,7 @@ class MissedReason(StrEnum):
 
     SKIPPED = "skipped"
     SOURCE_DOWN = "source_down"
+    SHED = "shed"
     PRODUCER_RESTART = "producer_restart"
     UNACCOUNTED = "unaccounted"
 
@@ -134,6 +135,8 @@ class MissedReason(StrEnum):
 _MISSED: dict[MissedReason, str] = {
     MissedReason.SKIPPED: "the producer skipped the slot: the source was late (a keyframe or frame came after the slot) or the actor behind",
     MissedReason.SOURCE_DOWN: "the camera's source was down (unreachable, stalled, refused the credentials): slots from its failure until it was back",
+    MissedReason.SHED: "not admitted at the source: the pipeline's backlog meant the frame would not be processed before it aged "
+    "out (`producer.admission`), so nothing was captured, encoded or stored for it",
     MissedReason.PRODUCER_RESTART: "a producer actor crashed: what it had not announced yet, and the slots until its restart",
     MissedReason.UNACCOUNTED: "neither of the above: a bug, please report it",
 }

@@ -1,0 +1,191 @@
+"""Admission at the source: producers take only the frames the pipeline can process before they age out.
+
+Without it an overloaded fleet captures, encodes, stores and announces every slot, and the consumers
+then drop most of them as stale: the work spent on a dropped frame is work the frames that could still
+make it do not get, and throughput collapses under overload. With it, each producer actor reads the
+fleet's backlog from Kafka (messages on the cameras' topics the consumer group has not committed yet,
+i.e. not yet consumed or still at the inference service) and how fast it drains, and admits the share
+of slots that keeps a new frame's expected wait (backlog / drain rate) under the target. A slot not
+admitted is *shed*: nothing is captured, encoded or stored for it, and it is counted as a missed slot.
+
+Kafka is the signal because it is the one thing every producer shares with the consumers, on one
+machine and on a cluster (where producers and consumers are separate Ray jobs). Every actor computes
+the same share from the same readings, and each camera takes that share of its own slots through a
+credit counter, so shedding is spread evenly over the cameras: none is starved while others flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from camerafleet.api.manifest import AdmissionMode, FleetSpec
+
+log = logging.getLogger("camerafleet.admission")
+
+SHARE_STEP_UP = 0.05  # share added per reading while the backlog is under target: probes for spare capacity
+DRAIN_SMOOTHING = 0.3  # weight of the newest drain-rate reading (commits arrive in batches; one reading is noisy)
+
+
+@dataclass(frozen=True)
+class BacklogReading:
+    """The fleet's backlog at one moment, from Kafka."""
+
+    at_s: float  # monotonic time of the reading
+    waiting: int  # messages announced and not yet committed by the consumer group
+    committed: int  # sum of the group's committed offsets (its growth over time is the drain rate)
+    partitions: frozenset[tuple[str, int]]  # partitions summed (a change makes the committed sums incomparable)
+
+
+@dataclass
+class AdmissionController:
+    """Turns backlog readings into the share of slots to take (pure; one per producer actor).
+
+    Under target (backlog clears within the target wait at the current drain rate) the share rises by a
+    step per reading; above it, it falls at once to the rate that clears the excess within one target
+    wait, as a share of the fleet's offered frames per second, never under `min_share`."""
+
+    offered_fps: float
+    target_wait_s: float
+    min_share: float
+    share: float = 1.0
+    drain_fps: float | None = None
+    last: BacklogReading | None = None
+
+    def update(self, reading: BacklogReading) -> float:
+        last, self.last = self.last, reading
+        if last is not None and reading.partitions == last.partitions and reading.at_s > last.at_s:
+            rate = max(0, reading.committed - last.committed) / (reading.at_s - last.at_s)
+            self.drain_fps = rate if self.drain_fps is None else (1 - DRAIN_SMOOTHING) * self.drain_fps + DRAIN_SMOOTHING * rate
+        if self.drain_fps is None or self.offered_fps <= 0:
+            return self.share
+        clears_in_time = self.drain_fps * self.target_wait_s
+        if reading.waiting <= clears_in_time:
+            self.share = min(1.0, self.share + SHARE_STEP_UP)
+        else:
+            sustainable_fps = max(0.0, self.drain_fps - (reading.waiting - clears_in_time) / self.target_wait_s)
+            self.share = max(self.min_share, min(self.share, sustainable_fps / self.offered_fps))
+        return self.share
+
+
+@dataclass
+class SlotCredit:
+    """One camera shard's credit: each slot adds the share; a slot is taken when a whole credit is there.
+    Deterministic and even: at share 0.25 every fourth slot is taken, whatever the other cameras do."""
+
+    credit: float = 1.0  # the first slot is always taken
+
+    def take(self, share: float) -> bool:
+        self.credit = min(self.credit + share, 1.0 + share)  # no bursts after a long full-share period
+        if self.credit >= 1.0 - 1e-9:  # 0.1 added ten times is 0.9999999999999999
+            self.credit -= 1.0
+            return True
+        return False
+
+
+class KafkaBacklog:
+    """Reads the fleet's backlog: end offsets of the cameras' topics and the consumer group's commits."""
+
+    def __init__(self, bootstrap: str, group: str):
+        self.bootstrap, self.group = bootstrap, group
+        self.admin: AIOKafkaAdminClient | None = None
+        self.offsets: AIOKafkaConsumer | None = None
+        self.assigned: frozenset[TopicPartition] = frozenset()
+
+    async def read(self, partitions: list[TopicPartition]) -> BacklogReading:
+        if self.admin is None or self.offsets is None:
+            self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+            self.offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=5000)
+            await self.admin.start()
+            await self.offsets.start()
+            self.assigned = frozenset()
+        if frozenset(partitions) != self.assigned:
+            self.offsets.assign(partitions)  # loads these topics' metadata, so end_offsets does not wait for it
+            self.assigned = frozenset(partitions)
+        committed = await self.admin.list_consumer_group_offsets(self.group, partitions=partitions)
+        ends = await self.offsets.end_offsets(partitions)
+        waiting = total = 0
+        counted = set()
+        for tp in partitions:
+            done = committed.get(tp)
+            if done is None or done.offset < 0 or tp not in ends:
+                continue  # the group has not committed here yet: no backlog information
+            waiting += max(0, ends[tp] - done.offset)
+            total += done.offset
+            counted.add((tp.topic, tp.partition))
+        return BacklogReading(at_s=time.monotonic(), waiting=waiting, committed=total, partitions=frozenset(counted))
+
+    async def close(self) -> None:
+        offsets, admin, self.offsets, self.admin = self.offsets, self.admin, None, None
+        with contextlib.suppress(KafkaError, OSError, TimeoutError):
+            if offsets is not None:
+                await asyncio.wait_for(offsets.stop(), timeout=5)
+            if admin is not None:
+                await asyncio.wait_for(admin.close(), timeout=5)
+
+
+class Admission:
+    """A producer actor's admission: reads the backlog every `intervalMs` and keeps the current share."""
+
+    def __init__(self, spec: FleetSpec):
+        self.spec = spec
+        self.controller = self._controller(spec)
+        self.backlog = KafkaBacklog(spec.kafka.bootstrap_servers, spec.kafka.consumer_group)
+        self.task: asyncio.Task[None] | None = None
+        self.last_error: str | None = None
+
+    @staticmethod
+    def _controller(spec: FleetSpec, share: float = 1.0) -> AdmissionController:
+        a = spec.producer.admission
+        target_ms = a.target_wait_ms or spec.consumer.max_frame_age_ms / 2
+        offered = sum(c.inference_fps for c in spec.cameras if c.enabled)
+        return AdmissionController(offered_fps=offered, target_wait_s=target_ms / 1000, min_share=a.min_share, share=share)
+
+    @property
+    def share(self) -> float:
+        return 1.0 if self.spec.producer.admission.mode == AdmissionMode.OFF else self.controller.share
+
+    def update_spec(self, spec: FleetSpec) -> None:
+        """A changed manifest (cameras, rates, settings): same share, new offered rate and target."""
+        self.spec = spec
+        kept = self.controller
+        self.controller = self._controller(spec, kept.share)
+        self.controller.drain_fps, self.controller.last = kept.drain_fps, kept.last
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            interval_s = self.spec.producer.admission.interval_ms / 1000
+            if self.spec.producer.admission.mode == AdmissionMode.BACKLOG:
+                partitions = [
+                    TopicPartition(self.spec.topic(c.id), p) for c in self.spec.cameras for p in range(self.spec.kafka.partitions_per_topic)
+                ]
+                try:
+                    self.controller.update(await asyncio.wait_for(self.backlog.read(partitions), timeout=max(5.0, interval_s)))
+                    self.last_error = None
+                except (KafkaError, OSError, TimeoutError) as err:  # Kafka down: keep the last share; announcements wait anyway
+                    if self.last_error is None:
+                        log.warning(
+                            "admission: cannot read the backlog from Kafka (%s); keeping share %.2f", type(err).__name__, self.share
+                        )
+                    self.last_error = f"{type(err).__name__}: {err}"
+                    await self.backlog.close()
+            await asyncio.sleep(interval_s)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+        await self.backlog.close()
