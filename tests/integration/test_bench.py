@@ -21,7 +21,20 @@ from camerafleet_dev.bench.report import PLOTS, STAGES
 from camerafleet_dev.devservers._process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-PHASES = {"saturation", "old_design", "load_50", "load_80", "old_design_load_50", "many_cameras", "overload", "autoscaling"}
+PHASES = {
+    "saturation",
+    "old_design",
+    "load_50",
+    "load_80",
+    "old_design_load_50",
+    "many_cameras",
+    "overload",
+    "overload_no_admission",
+    "load_100",
+    "load_150",
+    "load_300",
+    "autoscaling",
+}
 # The tiny profile takes ~6 minutes on an idle 2-core machine and ~10 with both cores hogged; 30 leave room.
 BENCH_TIMEOUT_S = 1800
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(BENCH_TIMEOUT_S + 300)]
@@ -111,6 +124,36 @@ def test_many_cameras_memory_stages_and_autoscaling_are_reported(report):
     assert (why["old_design_cpu_ms_per_frame"] is None) == ("old_design" in r["phases_without_frames"])
     assert r["phases"]["autoscaling"]["autoscaling"]["settings"] == FAST_AUTOSCALING
     assert r["phases"]["overload"]["max_frame_age_ms"] > 0
+
+
+def test_load_sweep_and_latency_bound_are_derived_from_the_phases(report):
+    _, r = report
+    h, ph = r["headline"], r["phases"]
+    assert [x["multiple"] for x in h["sweep"]] == [0.5, 1.0, 1.5, 2.0, 3.0]
+    for x in h["sweep"]:
+        p = ph[x["phase"]]
+        assert x["offered_fps"] == p["offered_fps"] == pytest.approx(x["multiple"] * h["load_reference"]["fps"], rel=0.02)
+        assert x["processed_fps"] == p["processed_fps"] and x["limit_fps"] == round(min(p["offered_fps"], h["limit_fps"]), 2)
+        assert x["shed"] == p["missed_by_reason"].get("shed", 0) and x["stale"] == p["dropped_by_reason"].get("stale", 0)
+    # Every phase at maxFrameAgeMs 2000 reports its frames against the bound, and the headline counts them.
+    assert set(h["frames_over_latency_bound"]) == {"overload", "overload_no_admission", "load_100", "load_150", "load_300"}
+    for name, over in h["frames_over_latency_bound"].items():
+        assert over == ph[name]["latency_bound"]["frames_over_bound"] >= 0
+    assert h["overload"]["of_saturation"] == _ratio(ph["overload"]["processed_fps"], h["saturation_fps"], 3)
+
+
+def test_limit_variants_are_compared_on_the_same_frames(report):
+    out, r = report
+    v = r["variants"]
+    rows = {row["name"]: row for row in v["variants"]}
+    assert v["reference"] in rows and "error" not in rows[v["reference"]]
+    assert rows[v["reference"]]["accuracy"]["recall"] == 1.0  # the reference matches itself
+    for row in rows.values():
+        if "error" not in row:
+            assert row["frames_per_core_second"] > 0 and row["accuracy"]["frames"] == v["accuracy_frames"], row
+    if v["best"] is not None:  # only a variant that kept the accuracy can be the best
+        assert rows[v["best"]["name"]]["accuracy"]["kept"]
+    assert "## Per-frame cost" in (out / "report.md").read_text()
 
 
 def test_markdown_and_plots_are_written(report):

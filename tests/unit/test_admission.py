@@ -19,35 +19,42 @@ def reading(at_s: float, waiting: int, committed: int) -> BacklogReading:
 
 def test_share_falls_to_what_the_pipeline_drains_and_rises_again_when_the_backlog_clears():
     c = AdmissionController(offered_fps=40.0, target_wait_s=1.0, min_share=0.05)
-    assert c.update(reading(0.0, 0, 0)) == 1.0  # no drain rate yet: nothing to judge
-    # Draining 10 frames/s while 100 wait: 90 more than clear within the target wait.
-    share = c.update(reading(1.0, 100, 10))
-    assert share == pytest.approx(0.05)  # the excess cannot clear: down to the floor at once
-    # Backlog back under target (10 frames/s x 1 s): the share probes upwards step by step, never jumps.
-    assert c.update(reading(2.0, 5, 20)) == pytest.approx(0.10)
-    assert c.update(reading(3.0, 5, 30)) == pytest.approx(0.15)
+    assert c.update(reading(0.0, 0, 0)) == 1.0
+    assert c.update(reading(1.0, 50, 10)) == 1.0  # not yet a drain window (2 s): nothing to judge
+    # Draining 10 frames/s while 100 wait, 90 more than clear within the target wait: the intake falls to
+    # the drain rate minus the excess over two target waits, floored.
+    assert c.update(reading(2.0, 100, 20)) == pytest.approx(0.05)
+    assert c.drain_fps == pytest.approx(10.0)
+    # Backlog well under target (10 frames/s x 1 s): the share grows step by step, never jumps.
+    assert c.update(reading(3.0, 2, 30)) == pytest.approx(0.05 * 1.25)
+    assert c.update(reading(4.0, 2, 40)) == pytest.approx(0.05 * 1.25**2)
 
 
-def test_share_tracks_the_drain_rate_under_a_steady_overload():
+def test_share_settles_at_the_drain_rate_under_a_steady_overload():
     c = AdmissionController(offered_fps=40.0, target_wait_s=2.0, min_share=0.05)
-    c.update(reading(0.0, 0, 0))
-    share = c.update(reading(1.0, 30, 20))  # 20 frames/s drained, 30 waiting: under 40 (2 s of drain)
-    assert share == 1.0
-    share = c.update(reading(2.0, 50, 40))  # 50 waiting, 40 clear in time: shed to (20 - 10/2) / 40
-    assert share == pytest.approx((20 - 10 / 2) / 40)
+    for t in range(3):
+        c.update(reading(float(t), 30, 20 * t))  # 20 frames/s drained, 30 waiting, 40 would clear in time
+    assert c.share == pytest.approx((20 + 10 / 4) / 40)  # offered 40: about half is what the pipeline takes
+    share = c.update(reading(3.0, 50, 60))  # 50 waiting, 40 clear in time: (20 - 10 / 4) / 40
+    assert share == pytest.approx((20 - 10 / 4) / 40)
+    share = c.update(reading(4.0, 40, 80))  # at target: intake = drain
+    assert share == pytest.approx(20 / 40)
 
 
 def test_share_never_goes_under_the_floor_even_when_nothing_drains():
     c = AdmissionController(offered_fps=10.0, target_wait_s=1.0, min_share=0.2)
-    c.update(reading(0.0, 50, 0))
-    assert c.update(reading(1.0, 60, 0)) == pytest.approx(0.2)
+    for t in range(4):
+        c.update(reading(float(t), 50 + t, 0))
+    assert c.share == pytest.approx(0.2)
 
 
 def test_a_changed_set_of_partitions_is_not_read_as_a_drain():
     c = AdmissionController(offered_fps=10.0, target_wait_s=1.0, min_share=0.1)
-    c.update(reading(0.0, 0, 0))
-    c.update(BacklogReading(at_s=1.0, waiting=0, committed=10_000, partitions=frozenset({("t", 0), ("u", 0)})))
-    assert c.drain_fps is None
+    for t in range(3):
+        c.update(reading(float(t), 0, 0))
+    c.update(BacklogReading(at_s=3.0, waiting=0, committed=10_000, partitions=frozenset({("t", 0), ("u", 0)})))
+    assert c.drain_fps == 0.0  # the last drain measured on the old partitions, not a jump of 10,000
+    assert len(c.readings) == 1
 
 
 @pytest.mark.parametrize("share", [1.0, 0.5, 0.25, 0.1, 1 / 3])

@@ -1,12 +1,15 @@
 """`python -m camerafleet_dev.bench --profile quick|full|tiny --out out/bench` (what `make bench` runs).
 
 Phases, all in one run on the same frames (the demo clips) and models (CenterFace + camera health):
- 1. limit        the per-frame work in tight loops on every core, nothing distributed (`limit.py`)
+ 1. limit        the per-frame work in tight loops on every core, nothing distributed (`limit.py`); and its variants
+                 side by side: decode at the models' scale, OpenVINO, INT8, each with its accuracy against today's path
  2. saturation   the pipeline offered ~1.1x the limit (cameras at 5 fps): processed frames/s = saturation; efficiency
  3. old design   the same load through the original design (`baseline.py`: a frame per request, models in turn)
  4. load 50/80%  latency at half and four fifths of saturation; the old design at 50% too
  5. 150 cameras  fairness and lag with many cameras at a low inferenceFps
- 6. overload     2x saturation with maxFrameAgeMs 2000: bounded latency, drops with reasons
+ 6. overload     2x saturation with maxFrameAgeMs 2000: bounded latency, drops with reasons; the same without admission
+                 at the source (producers take every slot); and the load sweep 1x, 1.5x, 3x (with 0.5x and 2x:
+                 throughput and latency against offered load)
  7. autoscaling  a load step with fast autoscaling settings: seconds to scale up and back down
  8. live cameras producer CPU per 1080p30 RTSP/MJPEG camera by decoding mode, and cameras per core (`live.py`)
 Memory and CPU are sampled all along (`probe.py`); stage CPU comes from CAMERAFLEET_PROFILE_DIR.
@@ -32,7 +35,7 @@ from camerafleet import profiling
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.api.settings import Settings
 from camerafleet.runner import FleetRunner
-from camerafleet_dev.bench.limit import measure_limit
+from camerafleet_dev.bench.limit import format_variants, measure_limit, measure_variants
 from camerafleet_dev.bench.live import measure_live
 from camerafleet_dev.bench.phases import BASELINE, FAST_AUTOSCALING, Bench, PhaseResult
 from camerafleet_dev.bench.profiles import PROFILES, BenchProfile
@@ -42,6 +45,14 @@ ROOT = Path.cwd()
 OVERLOAD_MAX_FRAME_AGE_MS = 2000
 CLIP_FPS = 30  # the demo clips' frame rate
 SATURATION_CAMERA_FPS = 5.0  # the limit loop decodes the 5 frames between two samples as producers do
+
+
+SWEEP_MULTIPLES = (0.5, 1.0, 1.5, 2.0, 3.0)  # offered load as multiples of saturation, for the load sweep
+
+
+def sweep_phase(multiple: float) -> str:
+    """The phase of the load sweep at `multiple` x saturation: 0.5x and 2x are the 50% load and overload phases."""
+    return {0.5: "load_50", 2.0: "overload"}.get(multiple, f"load_{round(multiple * 100)}")
 
 
 def say(text: str) -> None:
@@ -159,6 +170,16 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
         limit_spec = FleetSpec.model_validate(bench.manifest("limit", cams, SATURATION_CAMERA_FPS)["spec"])
         limit = measure_limit(limit_spec, grabs_per_frame=round(CLIP_FPS / SATURATION_CAMERA_FPS), seconds=p.limit_seconds)
         say(f"limit: {limit['fps']} frames/s")
+        say(f"== limit variants: decode scale, inference engines, INT8; {p.variant_seconds:.0f} s each ==")
+        variants = measure_variants(
+            limit_spec,
+            grabs_per_frame=round(CLIP_FPS / SATURATION_CAMERA_FPS),
+            seconds=p.variant_seconds,
+            work_dir=out / "models",
+            accuracy_frames_per_camera=p.accuracy_frames_per_camera,
+            say=say,
+        )
+        say(format_variants(variants))
         # Saturation cameras sample exactly as the limit loop does (every 6th frame of the 30 fps clips).
         sat_cams = max(1, round(1.1 * limit["fps"] / SATURATION_CAMERA_FPS))
         phases["saturation"] = await bench.run(
@@ -196,7 +217,19 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
             p.overload_seconds,
             p.warmup_seconds,
         )
-        phases["overload"].notes["max_frame_age_ms"] = OVERLOAD_MAX_FRAME_AGE_MS
+        phases["overload_no_admission"] = await bench.run(
+            "overload_no_admission",
+            bench.manifest("overload_no_admission", cams, 2 * sat / cams, max_frame_age_ms=OVERLOAD_MAX_FRAME_AGE_MS, admission=False),
+            p.overload_seconds,
+            p.warmup_seconds,
+        )
+        for multiple in SWEEP_MULTIPLES:
+            name = sweep_phase(multiple)
+            if name not in phases:
+                manifest = bench.manifest(name, cams, multiple * sat / cams, max_frame_age_ms=OVERLOAD_MAX_FRAME_AGE_MS)
+                phases[name] = await bench.run(name, manifest, p.load_seconds, p.warmup_seconds)
+        for name in ("overload", "overload_no_admission", *(sweep_phase(m) for m in SWEEP_MULTIPLES if m > 0.5)):
+            phases[name].notes["max_frame_age_ms"] = OVERLOAD_MAX_FRAME_AGE_MS
         phases["autoscaling"] = await autoscaling_step(bench, p, sat)
         phases["autoscaling"].notes["autoscaling"] = scaling_times(phases["autoscaling"])
     finally:
@@ -207,11 +240,13 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
     return {
         "profile": p,
         "limit": limit,
+        "variants": variants,
         "load_reference": reference,
         "phases": phases,
         "series": bench.all_series,
         "gpus": bench.gpus,
         "live": live,
+        "sweep": {m: sweep_phase(m) for m in SWEEP_MULTIPLES},
     }
 
 

@@ -26,6 +26,8 @@ class BenchProfile(BaseModel):
         gt=0, description="How often replicas, lag, memory and CPU are sampled (the sampling costs CPU too)."
     )
     step_sample_interval_seconds: float = Field(gt=0, description="The same during the autoscaling phase, which times replica changes.")
+    variant_seconds: float = Field(gt=0, description="Limit-loop variants (decode scale, engines, INT8): seconds of each.")
+    accuracy_frames_per_camera: int = Field(ge=1, description="Limit-loop variants: frames per clip their detections are compared on.")
     live_seconds: float = Field(gt=0, description="Live cameras phase: measured seconds of each cost cell and capacity step.")
     live_streams: tuple[str, ...] = Field(description="Live cameras phase: test streams measured (h264, h265, mjpeg).")
     live_fps: tuple[float, ...] = Field(description="Live cameras phase: inferenceFps values compared.")
@@ -51,6 +53,8 @@ PROFILES: dict[str, BenchProfile] = {
             step_after_seconds=8,
             sample_interval_seconds=1.0,
             step_sample_interval_seconds=0.5,
+            variant_seconds=2,
+            accuracy_frames_per_camera=8,
             live_seconds=3,
             live_streams=("h264",),
             live_fps=(1.0,),
@@ -72,6 +76,8 @@ PROFILES: dict[str, BenchProfile] = {
             step_after_seconds=25,
             sample_interval_seconds=1.0,
             step_sample_interval_seconds=0.5,
+            variant_seconds=8,
+            accuracy_frames_per_camera=30,
             live_seconds=10,
             live_streams=("h264", "h265", "mjpeg"),
             live_fps=(1.0, 5.0, 15.0),
@@ -93,6 +99,8 @@ PROFILES: dict[str, BenchProfile] = {
             step_after_seconds=40,
             sample_interval_seconds=1.0,
             step_sample_interval_seconds=0.5,
+            variant_seconds=20,
+            accuracy_frames_per_camera=60,
             live_seconds=20,
             live_streams=("h264", "h265", "mjpeg"),
             live_fps=(1.0, 5.0, 15.0),

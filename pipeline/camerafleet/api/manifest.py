@@ -307,9 +307,52 @@ class AutoscalingSpec(Strict):
 
 
 class ResourcesSpec(Strict):
-    cpus: float = Field(default=1.0, ge=0, le=256, description="Ray CPUs per replica (also onnxruntime's intra-op threads, rounded up).")
+    cpus: float = Field(
+        default=1.0,
+        ge=0,
+        le=256,
+        description="Ray CPUs per replica (also the inference threads, rounded up, unless runtime.intraOpThreads says).",
+    )
     gpus: float = Field(default=0.0, ge=0, le=16, description="Ray GPUs per replica; with > 0 the CUDA execution provider is used.")
     memory_bytes: int | None = Field(default=None, ge=0, le=MAX_INT, description="Ray memory reserved per replica, in bytes.")
+
+
+InferenceEngine = Literal["onnxruntime", "openvino"]
+GraphOptimization = Literal["disabled", "basic", "extended", "all"]
+InferencePrecision = Literal["fp32", "bf16"]
+
+
+class RuntimeSpec(Strict):
+    """How a replica runs its model file: the same ONNX file, preprocessing and postprocessing on either engine."""
+
+    engine: InferenceEngine = Field(
+        default="onnxruntime",
+        description="Inference engine of each replica: `onnxruntime` (its CPU provider, or CUDA with resources.gpus > 0) or "
+        "`openvino` (OpenVINO on the CPU, from the `openvino` package; CPU only, so resources.gpus must be 0).",
+    )
+    intra_op_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Threads one inference of a replica uses. Default: the replica's resources.cpus rounded up, at least 1.",
+    )
+    graph_optimization: GraphOptimization = Field(
+        default="all",
+        description="onnxruntime's graph optimization level (`all` is onnxruntime's own default: constant folding, fusions "
+        "and the CPU's blocked layouts). OpenVINO always optimizes the graph and ignores it.",
+    )
+    precision: InferencePrecision = Field(
+        default="fp32",
+        description="Arithmetic of the model's floating-point layers: `fp32`, or `bf16` (openvino only; fast on CPUs with "
+        "AVX512-BF16 or AMX, elsewhere OpenVINO keeps fp32; 8-bit mantissas, so check the accuracy with the benchmark). "
+        "An INT8 (QDQ) model file runs its quantized layers in INT8 either way.",
+    )
+
+    @model_validator(mode="after")
+    def _engine_supports(self) -> RuntimeSpec:
+        if self.precision == "bf16" and self.engine != "openvino":
+            raise ValueError("runtime.precision bf16 needs runtime.engine openvino (onnxruntime's CPU provider computes in fp32)")
+        return self
 
 
 class FaceParams(Strict):
@@ -359,6 +402,7 @@ class ModelSpec(Strict):
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Dynamic batching of this model.")
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description="Replica autoscaling of this model.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources of each replica.")
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Inference engine and its settings for each replica.")
 
     @model_validator(mode="before")
     @classmethod
@@ -377,6 +421,11 @@ class ModelSpec(Strict):
                 raise ValueError(f"model {self.name!r} is of type {self.type!r} but sets `{field}`, which belongs to type {model_type!r}")
         if self.type != "camera-health" and not self.model_uri:
             raise ValueError(f"model {self.name!r} of type {self.type!r} needs `modelUri` (a local path or s3://bucket/key)")
+        if self.runtime.engine == "openvino" and self.resources.gpus > 0:
+            raise ValueError(
+                f"model {self.name!r}: runtime.engine openvino runs on the CPU only, but resources.gpus is {self.resources.gpus:g}; "
+                "set resources.gpus to 0, or use runtime.engine onnxruntime (CUDA) for the GPU"
+            )
         return self
 
     @property

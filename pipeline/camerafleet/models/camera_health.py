@@ -7,6 +7,7 @@ into flags with the thresholds of the manifest's `CameraHealthParams`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import cv2
@@ -14,7 +15,7 @@ import numpy as np
 import onnx
 
 from camerafleet.api.manifest import CameraHealthParams
-from camerafleet.models.base import OnnxModel
+from camerafleet.models.base import FrameSize, OnnxModel, resize_to_planes
 from camerafleet.models.graphs import camera_health_graph
 
 
@@ -38,10 +39,17 @@ class CameraHealthModel(OnnxModel[None]):
     def input_shape(self) -> tuple[int, int, int]:
         return 3, self.params.input_height, self.params.input_width
 
-    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, None]:
-        size = (self.params.input_width, self.params.input_height)
-        resized = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images]
-        return np.stack(resized).transpose(0, 3, 1, 2).astype(np.float32), None
+    def min_frame_size(self, frame_width: int, frame_height: int) -> FrameSize:
+        # INTER_AREA averages the frame down to the input size; a DCT-scaled decode averages 8x8 blocks alike.
+        return self.params.input_width, self.params.input_height
+
+    def preprocess(self, images: list[np.ndarray], frame_sizes: Sequence[FrameSize] | None = None) -> tuple[np.ndarray, None]:
+        width, height = self.params.input_width, self.params.input_height
+        batch = np.empty((len(images), 3, height, width), np.float32)
+        work = np.empty((height, width, 3), np.uint8)
+        for image, planes in zip(images, batch, strict=True):
+            resize_to_planes(image, (width, height), planes, cv2.INTER_AREA, rgb=False, work=work)
+        return batch, None  # statistics of the whole view: nothing to map back to frame pixels
 
     def postprocess(self, outputs: list[np.ndarray], meta: None) -> list[dict[str, Any]]:
         params = self.params

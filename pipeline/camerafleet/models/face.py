@@ -3,27 +3,26 @@
 CenterFace takes [N, 3, H, W] RGB float32 with raw 0-255 values and predicts, at stride 4, a face
 centre heatmap, log box sizes, centre offsets and five landmarks relative to the box. Frames are
 stretched to the fixed `FaceParams` input size so a batch stacks into one tensor; decoding is
-vectorised per frame and boxes and landmarks are scaled back to the original frame's pixels.
+vectorised per frame and boxes and landmarks are scaled back to the original frame's pixels (exactly,
+also when the frame was decoded smaller: the stretch to the input size is one affine map either way).
 The ONNX file must have dynamic batch and spatial dimensions: `python -m camerafleet.models.prepare`
 makes one from the published weights.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, cast
 
 import cv2
 import numpy as np
 
 from camerafleet.api.manifest import FaceParams
-from camerafleet.models.base import OnnxModel
+from camerafleet.models.base import FrameSize, OnnxModel, frame_sizes_of, resize_to_planes
 from camerafleet.models.boxes import detections, nms
 
 STRIDE = 4
 LANDMARKS = 5
-
-FrameSize = tuple[int, int]
-"""(width, height) of an original frame."""
 
 
 class FaceModel(OnnxModel[list[FrameSize]]):
@@ -42,17 +41,20 @@ class FaceModel(OnnxModel[list[FrameSize]]):
     def input_shape(self) -> tuple[int, int, int]:
         return 3, self.params.input_height, self.params.input_width
 
-    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[FrameSize]]:
-        size = (self.params.input_width, self.params.input_height)
-        resized = np.stack([cv2.resize(image, size, interpolation=cv2.INTER_LINEAR) for image in images])
-        batch = resized[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
-        return batch, [(image.shape[1], image.shape[0]) for image in images]
+    def min_frame_size(self, frame_width: int, frame_height: int) -> FrameSize:
+        return self.params.input_width, self.params.input_height  # every frame is stretched to the input size
+
+    def preprocess(self, images: list[np.ndarray], frame_sizes: Sequence[FrameSize] | None = None) -> tuple[np.ndarray, list[FrameSize]]:
+        width, height = self.params.input_width, self.params.input_height
+        batch = np.empty((len(images), 3, height, width), np.float32)
+        work = np.empty((height, width, 3), np.uint8)
+        for image, planes in zip(images, batch, strict=True):
+            resize_to_planes(image, (width, height), planes, cv2.INTER_LINEAR, rgb=True, work=work)
+        return batch, frame_sizes_of(images, frame_sizes)
 
     def postprocess(self, outputs: list[np.ndarray], meta: list[FrameSize]) -> list[dict[str, Any]]:
         heatmap, scale, offset, landmarks = outputs
-        return [
-            self._decode(heatmap[i, 0], scale[i], offset[i], landmarks[i], frame_size) for i, frame_size in enumerate(meta)
-        ]
+        return [self._decode(heatmap[i, 0], scale[i], offset[i], landmarks[i], frame_size) for i, frame_size in enumerate(meta)]
 
     def _decode(
         self, heatmap: np.ndarray, scale: np.ndarray, offset: np.ndarray, landmarks: np.ndarray, frame_size: FrameSize

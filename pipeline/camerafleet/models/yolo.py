@@ -3,19 +3,22 @@
 The export takes [N, 3, S, S] RGB float32 scaled to 0-1 and returns [N, 4 + C, A]: for each of A
 anchors the box centre, width and height in input pixels, then C class scores. Frames are
 letterboxed exactly like ultralytics (aspect kept, grey 114 padding centred), so results match the
-reference implementation, and boxes are mapped back to the pixels of each original frame.
+reference implementation, and boxes are mapped back to the pixels of each original frame (also when
+the frame was decoded smaller than the camera took it: the letterbox maps to the decoded image, and
+that image to the frame by the ratio of their sizes).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, cast
 
 import cv2
 import numpy as np
 
 from camerafleet.api.manifest import BucketSpec, YoloParams
-from camerafleet.models.base import OnnxModel
+from camerafleet.models.base import FrameSize, OnnxModel, frame_sizes_of
 from camerafleet.models.boxes import detections, nms
 
 PAD_VALUE = 114
@@ -23,13 +26,17 @@ PAD_VALUE = 114
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How one frame was placed in the square input: input = frame * scale + (pad_x, pad_y)."""
+    """How one image was placed in the square input: input = image * scale + (pad_x, pad_y), and how the
+    image maps to its original frame: frame = image * (to_frame_x, to_frame_y) (1, 1 unless it was
+    decoded smaller)."""
 
     scale: float
     pad_x: int
     pad_y: int
     frame_width: int
     frame_height: int
+    to_frame_x: float = 1.0
+    to_frame_y: float = 1.0
 
 
 def letterbox(image: np.ndarray, size: int, out: np.ndarray) -> Letterbox:
@@ -62,17 +69,32 @@ class YoloModel(OnnxModel[list[Letterbox]]):
 
     def load(self, store: BucketSpec | None = None) -> None:
         super().load(store)
-        shape = self._loaded_session().get_outputs()[0].shape
-        classes = shape[1] - 4 if len(shape) == 3 and isinstance(shape[1], int) else None
+        shape = self._loaded_session().output_shapes()[0]
+        classes = shape[1] - 4 if len(shape) == 3 and shape[1] is not None else None
         if len(shape) != 3 or (classes is not None and classes < 1):
-            raise ValueError(f"model {self.name!r}: output shape {shape} is not [N, 4 + classes, anchors]; {self.export_hint}")
+            shown = ["?" if d is None else d for d in shape]
+            raise ValueError(f"model {self.name!r}: output shape {shown} is not [N, 4 + classes, anchors]; {self.export_hint}")
         self._check_class_count(classes)
 
-    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
+    def min_frame_size(self, frame_width: int, frame_height: int) -> FrameSize:
+        # The letterbox shrinks the frame until its longer side is inputSize: that image, not a square, must be covered.
+        scale = min(self.params.input_size / frame_width, self.params.input_size / frame_height)
+        return round(frame_width * scale), round(frame_height * scale)
+
+    def preprocess(self, images: list[np.ndarray], frame_sizes: Sequence[FrameSize] | None = None) -> tuple[np.ndarray, list[Letterbox]]:
         size = self.params.input_size
-        canvas = np.full((len(images), size, size, 3), PAD_VALUE, dtype=np.uint8)
-        placements = [letterbox(image, size, canvas[i]) for i, image in enumerate(images)]
-        batch = canvas[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
+        batch = np.empty((len(images), 3, size, size), np.float32)
+        canvas = np.empty((size, size, 3), np.uint8)
+        placements = []
+        for image, (frame_w, frame_h), planes in zip(images, frame_sizes_of(images, frame_sizes), batch, strict=True):
+            canvas.fill(PAD_VALUE)
+            placement = letterbox(image, size, canvas)
+            if (frame_w, frame_h) != (placement.frame_width, placement.frame_height):
+                to_x, to_y = frame_w / placement.frame_width, frame_h / placement.frame_height
+                placement = replace(placement, frame_width=frame_w, frame_height=frame_h, to_frame_x=to_x, to_frame_y=to_y)
+            placements.append(placement)
+            blue, green, red = cv2.split(canvas)  # RGB planes, converted to float on the copy into the batch
+            planes[0], planes[1], planes[2] = red, green, blue
         batch *= np.float32(1 / 255)
         return batch, placements
 
@@ -93,8 +115,9 @@ class YoloModel(OnnxModel[list[Letterbox]]):
         keep = nms(boxes, scores, params.nms_iou_threshold, class_ids)[: params.max_detections]
         boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
 
-        boxes[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - placement.pad_x) / placement.scale, 0, placement.frame_width)
-        boxes[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - placement.pad_y) / placement.scale, 0, placement.frame_height)
+        to_x, to_y = placement.to_frame_x, placement.to_frame_y
+        boxes[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - placement.pad_x) / placement.scale * to_x, 0, placement.frame_width)
+        boxes[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - placement.pad_y) / placement.scale * to_y, 0, placement.frame_height)
         labels = [params.class_names[c] if params.class_names else str(c) for c in class_ids.tolist()]
         return detections(boxes, scores, labels)
 

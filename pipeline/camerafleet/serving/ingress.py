@@ -1,5 +1,6 @@
 """The ingress deployment: takes a batch of frame references, fetches each frame from the bucket and
-decodes it once, sends it to every model at the same time, and returns one `InferenceReply` per frame.
+decodes it once (at the smallest DCT scale that still covers every model's input), sends it to every
+model at the same time, and returns one `InferenceReply` per frame.
 
 Frames older than the fleet's maxFrameAgeMs are dropped (`stale`) here and by the models, so latency
 stays bounded under overload. A model call whose replica died mid-request (killed, node lost) is sent
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -32,6 +34,8 @@ from camerafleet.api.messages import FrameMessage, InferenceReply
 from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, open_bucket
 from camerafleet.imaging import ImageError, decode_jpeg
+from camerafleet.models.base import FrameSize, decode_cover
+from camerafleet.models.registry import create_model
 from camerafleet.profiling import stage
 from camerafleet.serving.model_deployment import ModelResult, SharedFrame
 
@@ -41,9 +45,13 @@ MAX_FRAMES_PER_REQUEST = 1024
 REPLICA_LOST = (RayActorError, ActorUnavailableError)
 
 
-def load_frame(frame: Any, bucket: Any, max_age_ms: int) -> tuple[FrameMessage, Any] | InferenceReply:
+def load_frame(
+    frame: Any, bucket: Any, max_age_ms: int, cover: Callable[[int, int], FrameSize | None] | None = None
+) -> tuple[FrameMessage, Any] | InferenceReply:
     """Validate a frame reference, refuse it when stale, fetch and decode it: (message, BGR image), or
-    the frame's reply when that is not possible or too late."""
+    the frame's reply when that is not possible or too late. `cover(width, height)` is the smallest image
+    the models need from a frame of that size (None: full size); the JPEG is decoded at the smallest DCT
+    scale that still covers it, so the image may be smaller than the message's width x height."""
     try:
         msg = FrameMessage.model_validate(frame)
     except ValidationError as err:
@@ -54,7 +62,8 @@ def load_frame(frame: Any, bucket: Any, max_age_ms: int) -> tuple[FrameMessage, 
         with stage("bucket get"):
             data = bucket.get(msg.uri)
         with stage("decode"):
-            return msg, decode_jpeg(data, expected_size=(msg.width, msg.height))
+            target = cover(msg.width, msg.height) if cover is not None else None
+            return msg, decode_jpeg(data, expected_size=(msg.width, msg.height), cover=target)
     except (BucketError, ImageError) as err:
         return InferenceReply.ended(err.reason, str(err))
 
@@ -66,14 +75,26 @@ class FleetIngress:
         self.bucket = open_bucket(self.app.bucket)
         self.models = models
         self.batch_sizes = {m.name: m.batching.max_batch_size for m in self.app.models}
+        self.unloaded_models = [create_model(m) for m in self.app.models]  # asked what size they need, never run here
+        self.covers: dict[tuple[int, int], FrameSize | None] = {}
 
     def _load(self, frame: Any) -> SharedFrame | InferenceReply:
-        """Fetch, decode and share one frame, or its reply when that is not possible or too late."""
-        loaded = load_frame(frame, self.bucket, self.app.max_frame_age_ms)
+        """Fetch, decode (once, at the scale that still covers every model) and share one frame, or its
+        reply when that is not possible or too late."""
+        loaded = load_frame(frame, self.bucket, self.app.max_frame_age_ms, self._decode_cover)
         if isinstance(loaded, InferenceReply):
             return loaded
         msg, image = loaded
-        return SharedFrame(ref=ray.put(image), deadline_ms=msg.capture_ts_ms + self.app.max_frame_age_ms)
+        deadline_ms = msg.capture_ts_ms + self.app.max_frame_age_ms
+        return SharedFrame(ref=ray.put(image), deadline_ms=deadline_ms, width=msg.width, height=msg.height)
+
+    def _decode_cover(self, width: int, height: int) -> FrameSize | None:
+        """What a frame of width x height must be decoded to for every model, worked out once per resolution."""
+        if (width, height) not in self.covers:
+            if len(self.covers) >= 256:  # resolutions come from frame messages: bounded however many there are
+                self.covers.clear()
+            self.covers[width, height] = decode_cover(self.unloaded_models, width, height)
+        return self.covers[width, height]
 
     async def _call_model(self, name: str, chunk: list[SharedFrame]) -> list[ModelResult]:
         try:

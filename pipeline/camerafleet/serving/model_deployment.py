@@ -1,8 +1,9 @@
 """One Serve deployment per model: dynamic batching (`BatchQueue`), inference in a worker thread so the
 replica keeps gathering the next batch while one runs.
 
-Frames arrive from the ingress as `SharedFrame`s: decoded once into Ray's object store and read here
-without a copy, with a deadline (capture time + maxFrameAgeMs) checked when their batch starts: a frame
+Frames arrive from the ingress as `SharedFrame`s: decoded once (at the smallest DCT scale that still
+covers every model) into Ray's object store and read here without a copy, with the frame's original
+size (results are in its pixels) and a deadline (capture time + maxFrameAgeMs) checked when their batch starts: a frame
 past it is skipped and answered None (stale), so an overloaded fleet drops old frames instead of
 queueing them, and a processed frame's latency stays under its deadline plus one batch."""
 
@@ -35,6 +36,8 @@ class SharedFrame:
 
     ref: ray.ObjectRef  # inside a dataclass, so Ray passes the reference instead of resolving it in transit
     deadline_ms: int
+    width: int  # the frame's size as the camera took it; the decoded image may be smaller (a DCT-scaled decode)
+    height: int
 
 
 @dataclass
@@ -148,6 +151,7 @@ class ModelDeployment:
         now_ms = time.time() * 1000
         live = [i for i, x in enumerate(items) if x.deadline_ms >= now_ms]
         results: list[ModelResult] = [None] * len(items)
-        for i, result in zip(live, self.model.infer([ray.get(items[i].ref) for i in live]), strict=True):
+        images = [ray.get(items[i].ref) for i in live]
+        for i, result in zip(live, self.model.infer(images, [(items[i].width, items[i].height) for i in live]), strict=True):
             results[i] = result
         return results
