@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import yaml
 
 from camerafleet.api.manifest import load_manifest
@@ -97,6 +98,20 @@ class PhaseResult:
             "max_lag": max((r["lag"] for r in self.series), default=0),
             **self.notes,
         }
+
+
+SETTLE_CPU_PERCENT = 35.0  # the machine counts as quiet below this much CPU use (all cores; Ray and Kafka idle at ~10-20%)
+SETTLE_MAX_S = 30.0
+
+
+async def settle() -> None:
+    """Wait (up to half a minute) until the previous phase's work has died down: an overloaded phase leaves
+    replicas finishing batches, Serve apps being deleted and Kafka compacting, which would otherwise land
+    on the first seconds of the next phase."""
+    started = time.monotonic()
+    while time.monotonic() - started < SETTLE_MAX_S and await asyncio.to_thread(psutil.cpu_percent, 1.0) > SETTLE_CPU_PERCENT:
+        pass
+    print(f"(waited {time.monotonic() - started:.0f} s for the machine to settle)", file=sys.stderr, flush=True)
 
 
 def peak_rss(series: list[dict[str, Any]]) -> dict[str, int]:
@@ -233,6 +248,7 @@ class Bench:
         during: Callable[[FleetRunner, Path], Awaitable[dict[str, Any]]] | None = None,
         sample_interval_s: float | None = None,
     ) -> PhaseResult:
+        await settle()
         path = self.write(phase, manifest)
         cams = manifest["spec"]["cameras"]
         offered = sum(c["inferenceFps"] for c in cams if c["enabled"])
