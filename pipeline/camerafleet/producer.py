@@ -230,8 +230,10 @@ class ProducerActor:
         cam, stop = shard.camera, worker.stop
         counts = self.counts.setdefault(cam.id, CameraCounts())
         sampler = Sampler(self._grid_start(cam), cam.inference_fps, shard.index, shard.shards)
-        # Start at the handover slot, or now: a worker that starts late never replays the past.
-        sampler.last_slot = (worker.first_slot if worker.first_slot is not None else sampler.slot_of(time.time())) - 1
+        # Start at the handover slot, or now: a worker that starts late never replays the past. Never before slot 0:
+        # a camera's grid starts at the run's epoch plus its phase (up to one period), which may still be ahead.
+        start = worker.first_slot if worker.first_slot is not None else sampler.slot_of(time.time())
+        sampler.last_slot = max(start, 0) - 1
         backoff = self.spec.producer.reconnect_initial_seconds
         seed = sum(cam.id.encode())
         skipped_seen = 0
@@ -258,7 +260,11 @@ class ProducerActor:
                     backoff = self.spec.producer.reconnect_initial_seconds
                 if worker.end_slot is not None:
                     await stop.wait()
-            except SourceError as err:
+            except Exception as raised:  # noqa: BLE001 - a camera is retried, never abandoned: a bug must not end its worker
+                # Only the redacted text: an error from a capture library may quote the source URL and its credentials.
+                err = (
+                    raised if isinstance(raised, SourceError) else SourceError(f"unexpected {type(raised).__name__}: {redact(str(raised))}")
+                )
                 if source is not None:  # what it decoded before it failed stays reported
                     counts.note_source(source)
                 counts.down_slots += sampler.miss_until(time.time())

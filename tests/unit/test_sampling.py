@@ -121,3 +121,12 @@ def test_slots_given_up_while_a_source_is_down_are_counted_once_and_per_shard():
     assert sampler.miss_until(104.9) == 5  # slots 1, 3, 5, 7, 9 (at 104.5) passed while down
     assert sampler.miss_until(104.9) == 0  # asking again gives up nothing more
     assert sampler.accept(106.6) == 13 and sampler.skipped_slots == 1  # slot 11 passed after it was back: skipped
+
+
+def test_no_sample_before_the_grid_starts():
+    # A camera's grid starts at the run's epoch plus its phase (up to a period): a worker that starts
+    # earlier must not take slot -1 (a frame message with a negative sequence number is invalid).
+    s = Sampler(epoch_s=100.0, fps=0.1, last_slot=-1)
+    assert s.accept(95.0) is None
+    assert s.next_due() == 100.0
+    assert s.accept(100.0) == 0
