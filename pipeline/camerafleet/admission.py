@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ class BacklogReading:
 class AdmissionController:
     """Turns backlog readings into the share of slots to take (pure; one per producer actor).
 
-    The drain rate is the growth of the group's commits over the last `DRAIN_WINDOW_S`. The backlog that
+    The drain rate is the growth of the group's commits over the last `DRAIN_WINDOW_S` (a drain that stops
+    is remembered, fading over one target wait). The backlog that
     clears within the target wait at that rate is the target backlog. Well under it (half), the share
     grows by `SHARE_GROWTH` per reading; otherwise it is set to the rate that brings the backlog to the
     target within one target wait, as a share of the fleet's offered frames per second, never under
@@ -60,6 +62,7 @@ class AdmissionController:
     min_share: float
     share: float = 1.0
     drain_fps: float | None = None
+    last_drain_at_s: float | None = None
     readings: deque[BacklogReading] = field(default_factory=deque)
 
     def update(self, reading: BacklogReading) -> float:
@@ -71,7 +74,13 @@ class AdmissionController:
         oldest = self.readings[0]
         if reading.at_s - oldest.at_s < DRAIN_WINDOW_S / 2 or self.offered_fps <= 0:
             return self.share
-        self.drain_fps = max(0, reading.committed - oldest.committed) / (reading.at_s - oldest.at_s)
+        measured = max(0, reading.committed - oldest.committed) / (reading.at_s - oldest.at_s)
+        # A drain that stops (consumers restarting, a rebalance) is remembered, fading over one target wait:
+        # a pause of seconds must not shed frames that would still be processed in time, a long one must.
+        if self.drain_fps is not None and self.last_drain_at_s is not None:
+            remembered = self.drain_fps * math.exp(-(reading.at_s - self.last_drain_at_s) / self.target_wait_s)
+            measured = max(measured, remembered)
+        self.drain_fps, self.last_drain_at_s = measured, reading.at_s
         target_backlog = self.drain_fps * self.target_wait_s
         if reading.waiting <= target_backlog / 2:
             self.share = min(1.0, self.share * SHARE_GROWTH)
@@ -165,7 +174,11 @@ class Admission:
         self.spec = spec
         kept = self.controller
         self.controller = self._controller(spec, kept.share)
-        self.controller.drain_fps, self.controller.readings = kept.drain_fps, kept.readings
+        self.controller.drain_fps, self.controller.last_drain_at_s, self.controller.readings = (
+            kept.drain_fps,
+            kept.last_drain_at_s,
+            kept.readings,
+        )
 
     def start(self) -> None:
         if self.task is None:
