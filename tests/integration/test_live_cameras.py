@@ -111,7 +111,13 @@ def test_stalled_killed_and_restarted_camera_is_reported_and_resumes(tmp_path, k
         await wait_for("frames flowing", lambda p: p.source_up and p.produced >= 4)
         cams.pause()
         seen["stall_noticed_s"] = await wait_for("stall reported", lambda p: p.source_problems[SourceProblem.STALLED] >= 1)
-        seen["metrics_while_down"] = scrape(metrics_port)
+        # The run's /metrics is refreshed with each progress line (every second here), after the stats the
+        # check above polled: wait for the refresh that carries the stall (the source is down for seconds).
+        for _ in range(20):
+            seen["metrics_while_down"] = scrape(metrics_port)
+            if 'problem="stalled"' in seen["metrics_while_down"]:
+                break
+            await asyncio.sleep(0.5)
         await asyncio.sleep(3)
         cams.resume()
         await wait_for("back after the stall", lambda p: p.source_up)
