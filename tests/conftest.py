@@ -17,4 +17,5 @@ pytest_plugins = [
     "tests.fixtures.controlplane",
     "tests.fixtures.faults",
     "tests.fixtures.cameras",
+    "tests.fixtures.browser",
 ]

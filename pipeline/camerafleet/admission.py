@@ -141,11 +141,19 @@ class KafkaBacklog:
 
     async def close(self) -> None:
         offsets, admin, self.offsets, self.admin = self.offsets, self.admin, None, None
-        with contextlib.suppress(KafkaError, OSError, TimeoutError):
-            if offsets is not None:
-                await asyncio.wait_for(offsets.stop(), timeout=5)
-            if admin is not None:
-                await asyncio.wait_for(admin.close(), timeout=5)
+        for stop in (offsets.stop if offsets else None, admin.close if admin else None):
+            if stop is None:
+                continue
+            try:
+                await asyncio.wait_for(stop(), timeout=5)
+            except (KafkaError, OSError, TimeoutError):
+                pass
+            except asyncio.CancelledError:
+                # A client stopped after one of its requests timed out can raise CancelledError from a future of
+                # its own; let it through only when the caller itself is being cancelled, else its loop would end.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
 
 
 class Admission:

@@ -37,6 +37,8 @@ def _run(args: argparse.Namespace) -> int:
         drain_timeout_s=args.drain_timeout,
         summary_path=Path(args.summary) if args.summary else None,
         metrics_port=args.metrics_port,
+        console_port=args.console_port,
+        console_host=args.console_host,
     )
     try:
         summary = asyncio.run(run_fleet(fleet, opts))
@@ -63,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     r.add_argument("--summary", metavar="PATH", help="also write the run summary JSON here")
     r.add_argument("--metrics-port", type=int, metavar="PORT", help="serve this run's ledger for Prometheus on this port")
+    r.add_argument(
+        "--console-port", type=int, metavar="PORT", help="serve the fleet console (a web page of live camera tiles) on this port"
+    )
+    r.add_argument(
+        "--console-host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address the console listens on (default 127.0.0.1; 0.0.0.0 in a Pod, behind its Service)",
+    )
     r.set_defaults(func=_run)
     args = parser.parse_args(argv)
     configure_logging(logging.WARNING)  # the progress lines and the summary are the CLI's output

@@ -286,6 +286,7 @@ class ProducerActor:
         counts.source_up = False
         counts.reconnects += 1
         counts.last_error = str(error)
+        counts.last_problem = error.problem
         counts.source_problems[error.problem] += 1
         metrics.source_up().set(0, tags={"camera": cam.id})
         metrics.source_problems().inc(tags={"camera": cam.id, "problem": error.problem.value})

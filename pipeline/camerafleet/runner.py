@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, TextIO
+from typing import TYPE_CHECKING, Any, Literal, Self, TextIO
 
 import orjson
 import ray
@@ -40,6 +40,9 @@ from camerafleet.producer import ProducerActor, plan_shards
 from camerafleet.stats import ConsumerStats, ProducerCameraStats, ProducerStats, merge_outcomes, merge_producer_stats
 from camerafleet.summary import build_summary, percentiles
 from camerafleet.topics import KafkaUnavailable, end_offsets, ensure_topics, wait_committed, wait_for_group_members
+
+if TYPE_CHECKING:
+    from camerafleet.console.service import Console
 
 log = logging.getLogger("camerafleet.run")
 
@@ -63,6 +66,8 @@ class RunOptions:
     watch_interval_s: float = 2.0
     summary_path: Path | None = None
     metrics_port: int | None = None
+    console_port: int | None = None
+    console_host: str = "127.0.0.1"
     stream: TextIO = field(default_factory=lambda: sys.stderr)
 
 
@@ -116,6 +121,7 @@ class FleetRunner:
             from camerafleet.run_metrics import RunMetrics
 
             self.metrics = RunMetrics(opts.metrics_port, fleet.metadata.name)
+        self.console: Console | None = None
 
     def say(self, text: str) -> None:
         print(text, file=self.opts.stream, flush=True)
@@ -124,6 +130,7 @@ class FleetRunner:
         try:
             await self.start()
         except BaseException:
+            await self.stop_console()
             self._release()
             raise
         self.started = time.monotonic()
@@ -134,6 +141,7 @@ class FleetRunner:
             self.summary = await self.stop()
             self.write_summary(self.summary)
         finally:
+            await self.stop_console()
             self._release()
 
     # -- start ---------------------------------------------------------------------------------------
@@ -191,12 +199,34 @@ class FleetRunner:
         models = ", ".join(f"{m.name} ({m.type})" for m in self.spec.models)
         self.say(f"serve: app {self.spec.serving.app_name!r} running with {models} in {time.monotonic() - t0:.1f} s")
 
+    async def start_console(self) -> None:
+        """The fleet console, reading the results topic from now on (before any frame of this run is produced)."""
+        if not self.opts.console_port:
+            return
+        from camerafleet.console.service import Console, ConsoleError, ConsoleOptions
+
+        console = Console(self.spec, self.fleet.metadata.name, ConsoleOptions(self.opts.console_port, self.opts.console_host))
+        try:
+            await console.start()
+        except ConsoleError as err:
+            raise RunError(f"console: {err}") from None
+        self.console = console
+        self.say(f"console: {console.url}")
+
+    async def stop_console(self) -> None:
+        console, self.console = self.console, None
+        if console is not None:
+            await console.stop()
+
     async def start(self) -> None:
         await self.prepare()
+        await self.start_console()
         self.connect_ray()
         if self.opts.role in ("all", "consumer"):
             if self.opts.role == "all":
                 self.deploy_serving()
+                if self.console is not None and self.deployed_app is not None:
+                    self.console.follow_serve(self.deployed_app)
             elif not self.spec.serving.url:
                 raise RunError("role consumer needs the inference service's URL: set spec.serving.url or CAMERAFLEET_SERVE_URL")
             await self.scale_consumers(self.spec.consumer.actors)
@@ -298,6 +328,8 @@ class FleetRunner:
             self.spec = new.model_copy(update={k: getattr(old, k) for k in ignored})
         await ensure_topics(self.spec, self.bootstrap)
         await self.note_start_offsets()
+        if self.console is not None:
+            self.console.update_spec(self.spec)
         if self.opts.role == "all" and old.serving_app() != self.spec.serving_app() and not self.spec.serving.url:
             self.deploy_serving()
         if self.opts.role in ("all", "consumer"):
@@ -388,7 +420,10 @@ class FleetRunner:
                 break
             await self.apply_manifest_change()
             await self.restart_lost_members()
-            self.note_producer_stats(await _answers(a.stats.remote() for a in self.producers))
+            live = await _answers(a.stats.remote() for a in self.producers)
+            self.note_producer_stats(live)
+            if self.console is not None:
+                self.console.update_producers(merge_producer_stats(self.producer_stats.values()), merge_producer_stats(live))
             if time.monotonic() >= next_progress:
                 await self.progress()
                 next_progress += self.opts.progress_interval_s

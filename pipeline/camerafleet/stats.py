@@ -38,6 +38,7 @@ class ProducerCameraStats:
     frames_decoded: int = 0  # live cameras: frames decoded (sampled or needed as references)
     restarts: int = 0  # merged stats only: actor incarnations Ray restarted
     source_up: bool = False
+    last_problem: SourceProblem | None = None  # why the source went down last (the console shows it while down)
     last_error: str | None = None
 
     @property
@@ -83,6 +84,7 @@ def merge_producer_stats(stats: Iterable[ProducerStats]) -> dict[str, ProducerCa
             m.frames_decoded += s.frames_decoded
             m.restarts += actor.restarted
             m.source_up = m.source_up or s.source_up
+            m.last_problem = s.last_problem or m.last_problem
             m.last_error = s.last_error or m.last_error
     return merged
 

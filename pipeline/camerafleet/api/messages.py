@@ -117,6 +117,8 @@ class ResultRecord(BaseModel):
     epoch_ms: int | None = Field(default=None, alias="epochMs", description="Start of the producing run (ms since the Unix epoch).")
     capture_ts_ms: int | None = Field(default=None, alias="captureTsMs", description="Capture time (ms since the Unix epoch).")
     uri: str | None = Field(default=None, description="The frame in the bucket.")
+    width: int | None = Field(default=None, description="Frame width in pixels (boxes and landmarks are in frame pixels).")
+    height: int | None = Field(default=None, description="Frame height in pixels.")
     outcome: Outcome = Field(description="processed, dropped or failed.")
     reason: Reason | None = Field(default=None, description="Why it was dropped or failed.")
     message: str | None = Field(default=None, description="What went wrong, for people.")
@@ -148,6 +150,8 @@ class ResultRecord(BaseModel):
             epoch_ms=msg.epoch_ms,
             capture_ts_ms=msg.capture_ts_ms,
             uri=msg.uri,
+            width=msg.width,
+            height=msg.height,
             outcome=reply.outcome,
             reason=reply.reason,
             message=reply.message[:500] or None,

@@ -11,13 +11,18 @@ from camerafleet.api.manifest import ModelSpec, ServingSpec
 APP_IMPORT_PATH = "camerafleet.serving.app:build_app"
 
 
+def deployment_name(model_name: str) -> str:
+    """The Serve deployment of a fleet's model."""
+    return f"model-{model_name}"
+
+
 def model_deployment_options(model: ModelSpec) -> dict[str, Any]:
     a, r = model.autoscaling, model.resources
     actor_options: dict[str, Any] = {"num_cpus": r.cpus, "num_gpus": r.gpus}
     if r.memory_bytes:
         actor_options["memory"] = r.memory_bytes
     return {
-        "name": f"model-{model.name}",
+        "name": deployment_name(model.name),
         "max_ongoing_requests": model.batching.effective_max_ongoing_requests,
         "ray_actor_options": actor_options,
         "autoscaling_config": {

@@ -1,0 +1,108 @@
+"""Where the console's figures come from, each a loop that feeds the `FleetView`: the results topic (every
+frame's outcome, with its detections), the consumer group's backlog (Kafka), and Serve's replica counts
+when the models run in this Ray cluster. Producer stats come from the runner, which already polls them.
+
+The results topic is read without a consumer group, from its end when the console starts: the console
+is a reader on the side, it never moves the fleet's commits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from camerafleet.admission import KafkaBacklog
+from camerafleet.api.serve_options import deployment_name
+from camerafleet.console.view import FleetView
+from camerafleet.topics import end_offsets
+
+log = logging.getLogger("camerafleet.console")
+RETRY_S = 2.0  # after Kafka or Serve failed to answer
+READ_TIMEOUT_S = 10.0  # for one reading of the consumer group's backlog
+
+
+async def follow_results(view: FleetView, bootstrap: str, topic: str, started: asyncio.Event) -> None:
+    """Read the results topic from its current end into `view`, until cancelled; `started` is set once the
+    console's position is fixed (frames whose results come later are all seen)."""
+    position: dict[int, int] = {}  # partition -> next offset to read
+    while True:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10000)
+        try:
+            if not started.is_set():
+                position = (await end_offsets(bootstrap, [topic]))[topic]
+            await consumer.start()
+            partitions = [TopicPartition(topic, p) for p in sorted(position)]
+            consumer.assign(partitions)
+            for tp in partitions:  # where this console started, or (after a retry) where it got to
+                consumer.seek(tp, position[tp.partition])
+            started.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+                for tp, records in batches.items():
+                    position[tp.partition] = records[-1].offset + 1
+                    for record in records:
+                        try:
+                            view.add_result(orjson.loads(record.value or b""))
+                        except orjson.JSONDecodeError:
+                            view.ignored_records += 1
+        except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 -- see _failed
+            _failed(err, "cannot read the results topic; retrying")
+        finally:
+            try:
+                await asyncio.wait_for(consumer.stop(), timeout=5)
+            except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 -- see _failed
+                _failed(err, "stopping the results reader", quiet=True)
+        await asyncio.sleep(RETRY_S)
+
+
+async def follow_lag(view: FleetView, backlog: KafkaBacklog, partitions: Callable[[], list[TopicPartition]], every_s: float) -> None:
+    """The consumer group's backlog over the camera topics, every `every_s`; unknown (None) while Kafka cannot tell."""
+    try:
+        while True:
+            try:
+                # A topic created moments ago can be missing from the client's first metadata, and then its end
+                # offsets wait forever: give up after a while and start again with fresh clients.
+                view.update_lag((await asyncio.wait_for(backlog.read(partitions()), timeout=READ_TIMEOUT_S)).waiting)
+            except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 -- see _failed
+                _failed(err, "consumer lag unknown for now", quiet=view.lag is None)
+                view.update_lag(None)
+                await backlog.close()
+            await asyncio.sleep(every_s)
+    finally:
+        await backlog.close()
+
+
+def _failed(err: BaseException, what: str, quiet: bool = False) -> None:
+    """A feed's call failed: log it and go on, unless the feed itself is being cancelled. aiokafka's clients
+    raise more than KafkaError, and after a request timed out a later call can raise CancelledError from a
+    future of theirs: a feed that let either through would stop for good while the console keeps running."""
+    task = asyncio.current_task()
+    if isinstance(err, asyncio.CancelledError) and task is not None and task.cancelling():
+        raise err
+    if not quiet:
+        log.warning("console: %s (%s: %s)", what, type(err).__name__, err)
+
+
+async def follow_replicas(view: FleetView, app_name: str, every_s: float) -> None:
+    """Running replicas of each model deployment of the fleet's Serve app in this Ray cluster."""
+    from ray import serve
+    from ray.serve.schema import ReplicaState
+
+    while True:
+        try:
+            status = await asyncio.to_thread(serve.status)
+            app = status.applications.get(app_name)
+            deployments = app.deployments if app is not None else {}
+            view.update_replicas(
+                {
+                    name: deployments[deployment_name(name)].replica_states.get(ReplicaState.RUNNING, 0)
+                    for name in view.models
+                    if deployment_name(name) in deployments
+                }
+            )
+        except Exception as err:  # noqa: BLE001 -- Serve's controller restarting raises many types; the figure just waits
+            log.debug("console: replicas unknown: %s", err)
+        await asyncio.sleep(every_s)

@@ -1,0 +1,196 @@
+"""The console's HTTP face, on Starlette (which Ray Serve already brings): the page, its JSON API, the
+live stream of changes (server-sent events) and the frames themselves, scaled down for the grid.
+
+Read-only by design: GET and HEAD only, no control actions. Every path parameter is checked against what
+the console knows (a camera of the fleet, one of its recent processed frames) before anything is read, and
+the bucket's own guards check the stored URI again; errors are short JSON that never carry a URI, a path
+or a trace."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from importlib import resources
+
+import cv2
+import simplejpeg
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from camerafleet.api.outcomes import Reason
+from camerafleet.bucket import BucketError, FrameBucket
+from camerafleet.console.view import FleetView, FrameNotKept
+from camerafleet.imaging import ImageError, decode_jpeg
+
+log = logging.getLogger("camerafleet.console")
+
+TILE_WIDTH = 480  # pixels: frames are scaled down to this for the grid (the detail view gets them whole)
+TILE_QUALITY = 75
+MAX_STREAMS = 64  # open live streams; more viewers than this get a 503 instead of slowing the fleet's process
+MAX_SEQ = 2**53  # larger numbers are no frame of any camera (and not safe in the page's JavaScript)
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/console.js": ("console.js", "text/javascript; charset=utf-8"),
+    "/console.css": ("console.css", "text/css; charset=utf-8"),
+}
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+
+class FrameCache:
+    """Scaled JPEGs of recent frames, so every viewer of a tile costs one bucket read and one encode."""
+
+    def __init__(self, bucket: FrameBucket, entries: int):
+        self.bucket = bucket
+        self.entries = entries
+        self.cache: OrderedDict[tuple[str, int, bool], bytes] = OrderedDict()
+
+    async def get(self, camera_id: str, seq: int, uri: str, tile: bool) -> bytes:
+        key = (camera_id, seq, tile)
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        data = await asyncio.to_thread(self._load, uri, tile)
+        self.cache[key] = data
+        while len(self.cache) > self.entries:
+            self.cache.popitem(last=False)
+        return data
+
+    def _load(self, uri: str, tile: bool) -> bytes:
+        data = self.bucket.get(uri)
+        if not tile:
+            return data
+        image = decode_jpeg(data, cover=(TILE_WIDTH, 1))
+        height, width = image.shape[:2]
+        if width > TILE_WIDTH:
+            image = cv2.resize(image, (TILE_WIDTH, max(1, round(height * TILE_WIDTH / width))), interpolation=cv2.INTER_AREA)
+        return bytes(simplejpeg.encode_jpeg(image, quality=TILE_QUALITY, colorspace="BGR"))
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class _Headers:
+    """Security headers on every response (a plain ASGI middleware: it leaves the live stream unbuffered)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = scope["path"].startswith("/api/")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+                if api and "cache-control" not in headers:
+                    headers["cache-control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping: asyncio.Event) -> Starlette:
+    """The console's ASGI app over `view`; live streams push changes every `refresh_s` and end on `stopping`."""
+    streams = 0
+
+    def camera_of(request: Request) -> str:
+        camera_id = request.path_params["camera_id"]
+        if camera_id not in view.cameras:
+            raise HTTPException(404, "no such camera in this fleet")
+        return str(camera_id)
+
+    async def page(request: Request) -> Response:
+        name, media_type = STATIC[request.url.path]
+        return Response(resources.files("camerafleet.console").joinpath("static", name).read_bytes(), media_type=media_type)
+
+    async def fleet(request: Request) -> Response:
+        return Response(view.snapshot().model_dump_json(by_alias=True), media_type="application/json")
+
+    async def camera(request: Request) -> Response:
+        return Response(view.detail(camera_of(request)).model_dump_json(by_alias=True), media_type="application/json")
+
+    async def frame(request: Request) -> Response:
+        camera_id = camera_of(request)
+        seq: int = request.path_params["seq"]
+        size = request.query_params.get("size", "tile")
+        if size not in ("tile", "full"):
+            raise HTTPException(400, "size must be tile or full")
+        if seq > MAX_SEQ:
+            raise HTTPException(404, "no such frame")
+        try:
+            uri = view.frame_uri(camera_id, seq)
+            data = await frames.get(camera_id, seq, uri, tile=size == "tile")
+        except FrameNotKept as err:
+            raise HTTPException(404, str(err)) from None
+        except BucketError as err:
+            if err.reason == Reason.BUCKET_UNAVAILABLE:
+                raise HTTPException(503, "the frame bucket does not answer; try again") from None
+            log.info("console: frame %s/%s not served: %s", camera_id, seq, err.reason)
+            raise HTTPException(404, "frame no longer in the bucket (expired)") from None
+        except ImageError:
+            raise HTTPException(404, "frame cannot be decoded") from None
+        return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=300, immutable"})
+
+    async def events(request: Request) -> Response:
+        nonlocal streams
+        if streams >= MAX_STREAMS:
+            raise HTTPException(503, f"at most {MAX_STREAMS} live views at once")
+        streams += 1
+
+        async def changes() -> AsyncIterator[bytes]:
+            nonlocal streams
+            sent: dict[str, int] | None = None
+            try:
+                while not stopping.is_set():
+                    snapshot = view.snapshot(since=sent)
+                    sent = view.versions()
+                    yield b"data: " + snapshot.model_dump_json(by_alias=True).encode() + b"\n\n"
+                    # At most one update per refresh_s whatever the fleet does: tiles refresh at a bounded rate.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), timeout=refresh_s)
+            finally:
+                streams -= 1
+
+        return StreamingResponse(changes(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+
+    async def healthz(request: Request) -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)  # browsers ask; an empty answer keeps their consoles clean
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, exc.detail if request.url.path.startswith("/api/") or exc.status_code != 404 else "not found")
+
+    get = ["GET", "HEAD"]
+    routes = [
+        *(Route(path, page, methods=get) for path in STATIC),
+        Route("/healthz", healthz, methods=get),
+        Route("/favicon.ico", no_icon, methods=get),
+        Route("/api/fleet", fleet, methods=get),
+        Route("/api/events", events, methods=get),
+        Route("/api/cameras/{camera_id}", camera, methods=get),
+        Route("/api/cameras/{camera_id}/frames/{seq:int}", frame, methods=get),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(_Headers)], exception_handlers={HTTPException: http_error})

@@ -1,0 +1,218 @@
+"""The fleet console in a real headless browser (Debian's Chromium) over a real fleet: two file cameras
+and a live RTSP camera, the CenterFace detector and the camera-health model, on the real Kafka and Ray
+Serve. Tiles appear for every camera, boxes sit where the results say, counters move, a camera taken
+down shows as down soon after its producer notices (and comes back), and the README's screenshots are
+taken here, so they always show what the console really draws.
+
+Waits are generous (the cameras, the pipeline and the browser share 2 cores); the one bound asserted is
+the console's own delay in showing a camera down, which is a few of its refresh periods, not speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from selenium.webdriver.common.by import By
+
+from camerafleet.stats import merge_producer_stats
+from camerafleet_dev.clips import write_demo_clips
+from camerafleet_dev.devservers._process import free_port
+from tests.fixtures.pipeline import MODELS, ROOT, health_model, read_results, run_fleet_for, write_fleet
+
+pytestmark = pytest.mark.integration
+
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+CONSOLE_DELAY_S = 10.0  # the runner polls producers every 0.5 s here, the page is pushed every 1 s; the rest is slack
+PATIENT_CONSUMER = {"actors": 1, "maxFrameAgeMs": 120_000, "inferenceTimeoutSeconds": 120}
+
+# One script, so a tile is read in one go (the page may redraw it between two WebDriver calls).
+READ_TILE = """
+const li = document.querySelector(`li.tile[data-camera="${arguments[0]}"]`);
+if (!li) return null;
+const img = li.querySelector('img').getBoundingClientRect();
+const count = (name) => li.querySelector(`[data-count="${name}"] dd`).textContent;
+return {
+  seq: li.dataset.seq === undefined ? null : Number(li.dataset.seq),
+  down: li.classList.contains('down'),
+  flags: [...li.querySelectorAll('h3 .flag')].map((f) => f.textContent),
+  processed: Number(count('processed')),
+  img: {left: img.left, top: img.top, width: img.width, height: img.height},
+  rects: [...li.querySelectorAll('rect.detection')].map((r) => {
+    const b = r.getBoundingClientRect();
+    return {x: +r.getAttribute('x'), y: +r.getAttribute('y'), width: +r.getAttribute('width'), height: +r.getAttribute('height'),
+            label: r.dataset.label, screen: {left: b.left, top: b.top, width: b.width, height: b.height}};
+  }),
+  viewBox: li.querySelector('svg').getAttribute('viewBox'),
+};
+"""
+
+
+@pytest.fixture(scope="session")
+def console_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_demo_clips(tmp_path_factory.mktemp("console-clips"), seconds=4)
+
+
+def face_model() -> dict[str, Any]:
+    return {
+        "name": "faces",
+        "type": "face",
+        "modelUri": str(MODELS / "centerface.onnx"),
+        "face": {"inputWidth": 640, "inputHeight": 384, "scoreThreshold": 0.5},
+        "batching": {"maxBatchSize": 4, "batchWaitTimeoutMs": 20},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
+        "resources": {"cpus": 0.5},
+    }
+
+
+async def poll(what: str, check: Callable[[], Any], timeout_s: float = 180, context: Callable[[], Any] = lambda: "") -> Any:
+    """`check`'s first true answer, asked in a thread (the console answers from the test's event loop);
+    `context` adds what to show when it never comes."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no {what} within {timeout_s:.0f} s {await asyncio.to_thread(context)}")
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_down(
+    tmp_path, kafka_server, ray_cluster, camera_server, browser, console_clips
+):
+    cams = camera_server(rtsp={"dock": "h264"})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    cameras = [
+        {"id": "entrance", "source": str(console_clips[0]), "inferenceFps": 2},
+        {"id": "loading-bay", "source": str(console_clips[1]), "inferenceFps": 2},
+        {"id": "dock", "source": cams.rtsp_url("dock"), "inferenceFps": 2, "stallTimeoutSeconds": 2},
+    ]
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "console",
+        kafka_server.bootstrap,
+        cameras=cameras,
+        models=[face_model(), health_model()],
+        consumer=PATIENT_CONSUMER,
+        producer={"reconnectInitialSeconds": 0.5, "reconnectMaxSeconds": 2},
+    )
+    seen: dict[str, Any] = {}
+
+    def tile(camera: str) -> dict[str, Any] | None:
+        return browser.execute_script(READ_TILE, camera)
+
+    async def use_console(runner) -> None:
+        def dock_up() -> bool | None:
+            stats = merge_producer_stats(runner.producer_stats.values()).get("dock")
+            return stats is not None and stats.source_up
+
+        await asyncio.to_thread(browser.set_window_size, 1280, 560)
+        await asyncio.to_thread(browser.get, url)
+        await poll("tile with a frame for every camera", lambda: all((tile(c["id"]) or {}).get("seq") is not None for c in cameras))
+        seen["boxes"] = await poll("a face drawn on the entrance tile", lambda: (t := tile("entrance")) and t["rects"] and t)
+        # Every browser and HTTP call runs in a thread: the console answers from this test's event loop.
+        before = (await asyncio.to_thread(tile, "entrance"))["processed"]
+        await poll("the entrance's processed count moving", lambda: tile("entrance")["processed"] > before, 60)
+        seen["models"] = await asyncio.to_thread(lambda: browser.find_element(By.ID, "models").text)
+        seen["page"] = await asyncio.to_thread(lambda: browser.page_source)
+        seen["api"] = (await asyncio.to_thread(get, url + "api/fleet"))[1].decode()
+        await poll(
+            "the consumer lag in the header",
+            lambda: browser.find_element(By.ID, "f-lag").text.isdigit(),
+            60,
+            lambda: get(url + "api/fleet"),
+        )
+        seq = seen["boxes"]["seq"]
+        seen["frame"] = await asyncio.to_thread(get, f"{url}api/cameras/entrance/frames/{seq}")
+        seen["hostile"] = {
+            path: await asyncio.to_thread(get, url.rstrip("/") + path)
+            for path in (
+                "/api/cameras/yard/frames/1",
+                f"/api/cameras/entrance/frames/{seq + 10**6}",
+                "/api/cameras/entrance/frames/" + "9" * 400,
+                "/api/cameras/..%2F..%2F..%2Fetc%2Fpasswd/frames/1",
+                "/api/cameras/entrance%2F..%2F..%2Fsecret/frames/1",
+                f"/api/cameras/entrance/frames/{seq}?size=../../etc/passwd",
+            )
+        }
+
+        await poll("the dock camera up", dock_up)
+        cams.stop()
+        stopped = time.monotonic()
+        await poll("the producer noticing the dock camera down", lambda: not dock_up(), 120)
+        seen["producer_down_s"] = time.monotonic() - stopped
+        await poll("the dock tile showing down", lambda: tile("dock")["down"], 120)
+        seen["page_down_s"] = time.monotonic() - stopped
+        seen["dock_down"] = await asyncio.to_thread(tile, "dock")
+        seen["header_cameras"] = await asyncio.to_thread(lambda: browser.find_element(By.ID, "f-cameras").text)
+        await asyncio.to_thread(browser.save_screenshot, str(SCREENSHOTS / "console.png"))
+
+        await asyncio.to_thread(browser.set_window_size, 1280, 900)
+        await asyncio.to_thread(browser.get, url + "#camera/entrance")
+        seen["detail_rects"] = await poll(
+            "the entrance's detail view with its boxes",
+            lambda: browser.execute_script("return document.querySelectorAll('#detail-frame rect.detection').length"),
+        )
+        seen["detail_ledger"] = await asyncio.to_thread(lambda: browser.find_element(By.ID, "detail-ledger").text)
+        await asyncio.to_thread(browser.save_screenshot, str(SCREENSHOTS / "console-camera.png"))
+
+        cams.start()
+        await asyncio.to_thread(browser.get, url)
+        await poll(
+            "the dock tile back up", lambda: (t := tile("dock")) and not t["down"] and "live" in [f.lower() for f in t["flags"]], 180
+        )
+        seen["errors"] = [e for e in await asyncio.to_thread(browser.get_log, "browser") if e["level"] == "SEVERE"]
+
+    runner, summary = asyncio.run(run_fleet_for(manifest, None, use_console, console_port=port))
+
+    assert summary["ledger_balanced"], summary
+    # Boxes sit where the results say: the SVG's rects carry the record's box in frame pixels, and on screen
+    # they are that box scaled to the drawn image.
+    boxes = seen["boxes"]
+    [shown] = [r for r in read_results(runner) if r["cameraId"] == "entrance" and r.get("seq") == boxes["seq"]]
+    faces = shown["models"]["faces"]["detections"]
+    assert boxes["viewBox"] == f"0 0 {shown['width']} {shown['height']}"
+    assert len(boxes["rects"]) == len(faces)
+    scale_x, scale_y = boxes["img"]["width"] / shown["width"], boxes["img"]["height"] / shown["height"]
+    for rect, face in zip(boxes["rects"], faces, strict=True):
+        x1, y1, x2, y2 = face["box"]
+        assert (rect["x"], rect["y"], rect["width"], rect["height"]) == pytest.approx((x1, y1, x2 - x1, y2 - y1), abs=0.01)
+        assert rect["label"] == "face"
+        screen = rect["screen"]
+        assert screen["left"] - boxes["img"]["left"] == pytest.approx(x1 * scale_x, abs=2)
+        assert screen["top"] - boxes["img"]["top"] == pytest.approx(y1 * scale_y, abs=2)
+        assert screen["width"] == pytest.approx((x2 - x1) * scale_x, abs=2)
+    # The header names the models with their replicas and batching.
+    assert "faces: 1/2 replicas" in seen["models"] or "faces: 2/2 replicas" in seen["models"], seen["models"]
+    # Down: shown on the tile, with the problem, within the console's delay after the producer noticed.
+    assert seen["dock_down"]["flags"][0].lower().startswith("down"), seen["dock_down"]
+    assert seen["header_cameras"] == "3 (1 down)"
+    assert seen["page_down_s"] - seen["producer_down_s"] <= CONSOLE_DELAY_S, seen
+    assert seen["detail_rects"] >= 1 and "processed" in seen["detail_ledger"]
+    assert seen["errors"] == [], seen["errors"]
+    # The real server (uvicorn decodes the path) serves the frame and refuses hostile requests cleanly.
+    assert seen["frame"][0] == 200 and seen["frame"][1][:2] == b"\xff\xd8"
+    for path, (status, body) in seen["hostile"].items():
+        assert status == (400 if "size=" in path else 404), (path, status, body)
+        assert set(orjson.loads(body)) == {"error"}, body
+        assert b"file://" not in body and str(tmp_path).encode() not in body and b"passwd" not in body
+    # Nothing of the bucket or the cameras' sources reaches the page or its API.
+    for text in (seen["page"], seen["api"]):
+        for secret in (runner.spec.bucket.uri, "rtsp://", str(console_clips[0]), "file://"):
+            assert secret not in text

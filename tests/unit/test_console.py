@@ -1,0 +1,249 @@
+"""The fleet console's view and API, without a fleet: result records fed by hand, frames in a real
+directory bucket, the real Starlette app through its test client. Hostile requests get a clean 4xx
+that names nothing of the bucket or the cameras' sources."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from camerafleet.api.source_report import SourceProblem
+from camerafleet.bucket import frame_key
+from camerafleet.bucket.local import DirectoryBucket
+from camerafleet.console.records import MAX_DETECTIONS, HealthFlag
+from camerafleet.console.server import SECURITY_HEADERS, TILE_WIDTH, FrameCache, console_app
+from camerafleet.console.view import RATE_WINDOW_S, RECENT_FRAMES, FleetView, FrameNotKept
+from camerafleet.stats import ProducerCameraStats
+
+EPOCH = 1_700_000_000_000
+FACE = {"box": [100.0, 50.0, 300.0, 250.0], "label": "face", "score": 0.91, "landmarks": [[150.0, 120.0], [250.0, 120.0]]}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(camera: str, seq: int, outcome: str = "processed", **extra: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "cameraId": camera,
+        "seq": seq,
+        "epochMs": EPOCH,
+        "captureTsMs": EPOCH + seq * 200,
+        "uri": f"file:///frames/{frame_key(camera, EPOCH, seq)}",
+        "width": 1280,
+        "height": 720,
+        "outcome": outcome,
+        "latencyMs": 100 + seq,
+        "topic": f"t_{camera}",
+        "partition": 0,
+        "offset": seq,
+    }
+    if outcome == "processed":
+        rec["models"] = {
+            "faces": {"detections": [FACE], "batchSize": 4, "batchMs": 30.0},
+            "health": {"health": {"brightness": 0.1}, "flags": ["dark"], "batchSize": 8, "batchMs": 2.0},
+        }
+    rec.update(extra)
+    return rec
+
+
+def view(clock: Clock | None = None) -> FleetView:
+    return FleetView("shop", {"door": 5.0, "yard": 10.0}, {"faces": 3, "health": 1}, clock=clock or Clock())
+
+
+def test_tiles_count_outcomes_and_show_the_latest_frame_with_its_detections():
+    clock = Clock()
+    v = view(clock)
+    for seq in range(5):
+        v.add_result(record("door", seq))
+    v.add_result(record("door", 5, "dropped", reason="stale"))
+    v.add_result(record("door", 6, "failed", reason="decode_error"))
+    tile = v.tile("door")
+    assert (tile.processed, tile.dropped, tile.failed) == (5, 1, 1)
+    assert tile.fps == 5 / RATE_WINDOW_S
+    assert tile.latency_ms_p50 == 102
+    assert tile.latest is not None and tile.latest.seq == 4
+    assert (tile.latest.width, tile.latest.height) == (1280, 720)
+    [face] = tile.latest.detections
+    assert (face.model, face.label, face.box, face.landmarks) == (
+        "faces",
+        "face",
+        (100.0, 50.0, 300.0, 250.0),
+        [(150.0, 120.0), (250.0, 120.0)],
+    )
+    assert tile.flags == [HealthFlag.DARK]
+    clock.now += RATE_WINDOW_S + 1
+    assert v.tile("door").fps == 0
+    detail = v.detail("door")
+    assert detail.dropped_by_reason == {"stale": 1} and detail.failed_by_reason == {"decode_error": 1}
+    assert [r.seq for r in detail.recent] == [4, 3, 2, 1, 0] and detail.recent[0].labels == {"face": 1}
+    header = v.header()
+    assert (header.processed, header.dropped, header.failed) == (5, 1, 1)
+    models = {m.name: m for m in header.models}
+    assert models["faces"].mean_batch_size == 4 and models["faces"].batch_ms_p50 == 30 and models["faces"].max_replicas == 3
+
+
+def test_records_that_are_not_results_of_this_fleet_are_ignored_and_counted():
+    v = view()
+    v.add_result(record("lobby", 1))  # not a camera of this fleet
+    v.add_result({"cameraId": "door", "outcome": "exploded"})
+    v.add_result(record("door", 1, models={"faces": {"detections": [{"box": "everywhere"}, FACE, 7]}}))
+    assert v.ignored_records == 2
+    assert [d.label for d in v.tile("door").latest.detections] == ["face"]  # the malformed detections left out
+    many = {"faces": {"detections": [FACE] * (MAX_DETECTIONS + 50)}}
+    v.add_result(record("door", 2, models=many))
+    assert len(v.tile("door").latest.detections) == MAX_DETECTIONS
+
+
+def test_a_camera_whose_source_is_down_shows_down_with_its_problem():
+    v = view()
+    v.update_producers({"door": ProducerCameraStats(produced=7, source_up=True)})
+    assert v.tile("door").up is True and v.tile("door").flags == []
+    v.update_producers({"door": ProducerCameraStats(produced=7, source_up=False, last_problem=SourceProblem.STALLED)})
+    tile = v.tile("door")
+    assert tile.up is False and tile.problem == SourceProblem.STALLED and tile.flags == [HealthFlag.DOWN]
+    assert v.header().cameras_down == 1 and v.header().produced == 7
+    assert v.tile("yard").up is None  # no producer stats: not known in this process
+
+
+def test_snapshots_send_only_the_tiles_that_changed():
+    v = view()
+    full = v.snapshot()
+    assert full.full and {t.camera_id for t in full.tiles} == {"door", "yard"} and full.camera_ids == ["door", "yard"]
+    sent = v.versions()
+    assert v.snapshot(since=sent).tiles == []
+    v.add_result(record("yard", 1))
+    assert [t.camera_id for t in v.snapshot(since=sent).tiles] == ["yard"]
+
+
+def test_frames_are_served_only_for_recent_processed_frames_of_known_cameras():
+    v = view()
+    for seq in range(RECENT_FRAMES + 5):
+        v.add_result(record("door", seq))
+    assert v.frame_uri("door", RECENT_FRAMES + 4).endswith(frame_key("door", EPOCH, RECENT_FRAMES + 4))
+    for camera, seq in (("door", 0), ("door", 10**30), ("lobby", 1), ("../door", 1)):
+        with pytest.raises(FrameNotKept):
+            v.frame_uri(camera, seq)
+
+
+def test_a_manifest_change_keeps_the_cameras_that_stay():
+    v = view()
+    v.add_result(record("door", 1))
+    v.set_fleet({"door": 2.0, "gate": 5.0}, {"faces": 4})
+    assert v.tile("door").processed == 1 and v.detail("door").stall_timeout_s == 2.0
+    assert list(v.cameras) == ["door", "gate"] and [m.name for m in v.header().models] == ["faces"]
+
+
+# -- the HTTP API ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> tuple[TestClient, FleetView, DirectoryBucket]:
+    bucket = DirectoryBucket(f"file://{tmp_path}/frames", max_frame_bytes=10_000_000)
+    bucket.prepare(300)
+    image = np.zeros((720, 1280, 3), np.uint8)
+    cv2.rectangle(image, (100, 50), (300, 250), (255, 255, 255), -1)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    v = view()
+    for seq in range(3):
+        uri = bucket.put(frame_key("door", EPOCH, seq), jpeg)
+        v.add_result(record("door", seq, uri=uri))
+    app = console_app(v, FrameCache(bucket, entries=8), refresh_s=0.05, stopping=asyncio.Event())
+    return TestClient(app), v, bucket
+
+
+def test_the_page_and_its_api_answer(console):
+    client, _, _ = console
+    page = client.get("/")
+    assert page.status_code == 200 and "console.js" in page.text
+    for name, value in SECURITY_HEADERS.items():
+        assert page.headers[name] == value
+    assert client.get("/console.js").headers["content-type"].startswith("text/javascript")
+    fleet = client.get("/api/fleet").json()
+    assert fleet["header"]["fleet"] == "shop" and fleet["cameraIds"] == ["door", "yard"]
+    door = next(t for t in fleet["tiles"] if t["cameraId"] == "door")
+    assert door["latest"]["seq"] == 2 and door["latest"]["detections"][0]["box"] == [100.0, 50.0, 300.0, 250.0]
+    detail = client.get("/api/cameras/door").json()
+    assert [r["seq"] for r in detail["recent"]] == [2, 1, 0]
+
+
+def test_frames_come_scaled_for_the_grid_and_whole_for_the_detail_view(console):
+    client, _, _ = console
+    tile = client.get("/api/cameras/door/frames/2")
+    assert tile.status_code == 200 and tile.headers["content-type"] == "image/jpeg"
+    small = cv2.imdecode(np.frombuffer(tile.content, np.uint8), cv2.IMREAD_COLOR)
+    assert small.shape[1] == TILE_WIDTH and abs(small.shape[0] - 270) <= 1
+    whole = cv2.imdecode(np.frombuffer(client.get("/api/cameras/door/frames/2?size=full").content, np.uint8), cv2.IMREAD_COLOR)
+    assert whole.shape[:2] == (720, 1280)
+
+
+def test_the_live_stream_sends_every_tile_then_only_changes(console):
+    client, v, _ = console
+    with client.stream("GET", "/api/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = stream.iter_lines()
+        first = orjson.loads(next(line for line in events if line.startswith("data: "))[6:])
+        assert first["full"] and len(first["tiles"]) == 2
+        v.add_result(record("yard", 9))
+        later = [orjson.loads(line[6:]) for line in (next(events) for _ in range(20)) if line.startswith("data: ")]
+        assert any([t["cameraId"] for t in s["tiles"]] == ["yard"] for s in later), later
+
+
+HOSTILE = [
+    ("/api/cameras/lobby", 404),  # not a camera of this fleet
+    ("/api/cameras/lobby/frames/1", 404),
+    ("/api/cameras/door/frames/7", 404),  # not one of its recent frames
+    ("/api/cameras/door/frames/99999999999999999999999999999999999999", 404),
+    ("/api/cameras/door/frames/-1", 404),
+    ("/api/cameras/door/frames/1e3", 404),
+    ("/api/cameras/door/frames/1?size=enormous", 400),
+    ("/api/cameras/..%2F..%2F..%2Fetc%2Fpasswd/frames/1", 404),
+    ("/api/cameras/door/frames/..%2F..%2F..%2Fetc%2Fpasswd", 404),
+    ("/api/cameras/%2e%2e/frames/1", 404),
+    ("/api/cameras/door%00/frames/1", 404),
+    ("/api/../../etc/passwd", 404),
+    ("/static/../pyproject.toml", 404),
+    ("/api/cameras/" + "a" * 5000, 404),
+]
+
+
+@pytest.mark.parametrize(("path", "status"), HOSTILE)
+def test_hostile_requests_get_a_clean_4xx_that_leaks_nothing(console, path, status):
+    client, _, bucket = console
+    resp = client.get(path)
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    assert set(resp.json()) == {"error"}
+    for secret in (bucket.root_uri, "file://", "/frames", "Traceback", "passwd"):
+        assert secret not in resp.text
+
+
+def test_the_console_is_read_only(console):
+    client, _, _ = console
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        assert client.request(method, "/api/cameras/door").status_code == 405
+        assert client.request(method, "/api/fleet").status_code == 405
+
+
+def test_a_result_pointing_outside_the_bucket_or_at_an_expired_frame_is_not_served(console, tmp_path):
+    client, v, bucket = console
+    (tmp_path / "secret.jpg").write_bytes(b"\xff\xd8 not for you")
+    v.add_result(record("door", 10, uri=f"file://{tmp_path}/secret.jpg"))  # a forged result on the results topic
+    v.add_result(record("door", 11, uri=f"{bucket.root_uri}/door/../../secret.jpg"))
+    v.add_result(record("door", 12, uri=bucket.uri_of(frame_key("door", EPOCH, 12))))  # never stored, or expired
+    for seq in (10, 11, 12):
+        resp = client.get(f"/api/cameras/door/frames/{seq}")
+        assert resp.status_code == 404, resp.text
+        assert "secret" not in resp.text and str(tmp_path) not in resp.text
+    assert "expired" in resp.json()["error"]
