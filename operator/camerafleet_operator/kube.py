@@ -20,6 +20,7 @@ FIELD_MANAGER = "camerafleet-operator"
 REQUEST_TIMEOUT_S = (10.0, 30.0)  # (connect, read): a call to an API server that hangs fails instead of waiting forever
 _PLURALS = {
     "ConfigMap": "configmaps",
+    "Service": "services",
     "ServiceAccount": "serviceaccounts",
     "Role": "roles",
     "RoleBinding": "rolebindings",

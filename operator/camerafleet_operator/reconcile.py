@@ -232,9 +232,16 @@ async def reconcile_fleet(
     # the Serve app through the RayService's serve Service, which KubeRay creates once the app runs: both jobs
     # wait for ServingReady, so no frame is produced only to fail or go stale while the models load.
     owner = render.owner_reference(body)
-    config, *runner_access, service, producer, consumer = render.fleet_objects(name, namespace, spec, owner)
-    for obj in (config, *runner_access, service):
-        await kube.apply(obj)
+    objects = render.fleet_objects(name, namespace, spec, owner)
+    producer, consumer = (o for o in objects if o["kind"] == "RayJob")
+    [service] = (o for o in objects if o["kind"] == "RayService")
+    for obj in objects:
+        if obj["kind"] != "RayJob":  # jobs wait for the Serve app, below
+            await kube.apply(obj)
+    if not spec.kubernetes.console:  # turned off: its Service goes (owned objects otherwise go only with the fleet)
+        console = await kube.get("v1", "Service", namespace, render.names(name)["console"])
+        if console is not None and console["metadata"].get("labels", {}).get(render.LABEL_FLEET) == name:
+            await kube.delete("v1", "Service", namespace, console["metadata"]["name"])
     serving = service_condition(await kube.get("ray.io/v1", "RayService", namespace, service["metadata"]["name"]), spec.serving.app_name)
     cond("ServingReady", serving.ok, serving.reason, serving.message)
     invalid = [serving.message] if serving.invalid else []

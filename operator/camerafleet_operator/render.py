@@ -19,6 +19,8 @@ from camerafleet.api.versions import RAY_VERSION
 
 CONFIG_DIR = "/etc/camerafleet"
 SERVE_PORT = 8000
+CONSOLE_PORT = 8090  # the fleet console, served by the producer job's driver on its head Pod
+LABEL_CONSOLE = "camerafleet.io/console"  # on the Pod that serves a fleet's console: its Service selects it
 LABEL_FLEET = "camerafleet.io/fleet"
 LABEL_COMPONENT = "camerafleet.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "camerafleet-operator", "app.kubernetes.io/part-of": "camerafleet"}
@@ -53,6 +55,7 @@ def names(fleet_name: str) -> dict[str, str]:
         "consumer": f"{fleet_name}-consumer",
         "all": f"{fleet_name}-pipeline",
         "runner": f"{fleet_name}-runner",
+        "console": f"{fleet_name}-console",
     }
 
 
@@ -238,14 +241,21 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
 def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner: dict[str, Any] | None = None) -> dict[str, Any]:
     """A RayJob running `camerafleet run` on the mounted manifest; role `all` is the whole pipeline in one job."""
     entrypoint = f"camerafleet run {CONFIG_DIR}/{CONFIG_MAP_KEY}" + ("" if role == "all" else f" --role {role}")
+    serves_console = spec.kubernetes.console and role in ("producer", "all")
+    if serves_console:  # the process that knows which cameras are down; it reads the rest from Kafka
+        entrypoint += f" --console-port {CONSOLE_PORT} --console-host 0.0.0.0"
     workers = spec.kubernetes.gpu_workers if role == "all" else spec.kubernetes.job_workers
     config = names(fleet_name)["config"]
     cluster = ray_cluster_spec(spec, workers, f"{role}-workers", config_map_name=config, service_account=runner_account(fleet_name, spec))
     # The job's driver runs on the head: it reads manifest changes from the ConfigMap through the API.
-    cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = [
+    head = cluster["headGroupSpec"]["template"]
+    head["spec"]["containers"][0]["env"] = [
         {"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": JOB_STOP_WAIT_S},
         {"name": "CAMERAFLEET_MANIFEST_CONFIGMAP", "value": config},
     ]
+    if serves_console:  # the label its Service selects (with KubeRay's head label), and a named port
+        cluster["headGroupSpec"]["template"] = {"metadata": {"labels": {LABEL_CONSOLE: fleet_name}}, **head}
+        head["spec"]["containers"][0]["ports"].append({"containerPort": CONSOLE_PORT, "name": "console"})
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
@@ -313,6 +323,20 @@ def runner_access(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[
     return objects
 
 
+def console_service(fleet_name: str, namespace: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fleet console's ClusterIP Service: in the cluster only, reached with `kubectl port-forward`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(names(fleet_name)["console"], namespace, fleet_name, "console", owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_CONSOLE: fleet_name, "ray.io/node-type": "head"},
+            "ports": [{"name": "http", "port": CONSOLE_PORT, "targetPort": "console", "protocol": "TCP"}],
+        },
+    }
+
+
 def fleet_objects(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Everything the operator keeps in Kubernetes for a fleet, in apply order."""
     return [
@@ -321,4 +345,5 @@ def fleet_objects(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[
         ray_service(fleet_name, namespace, spec, owner),
         ray_job(fleet_name, namespace, spec, "producer", owner),
         ray_job(fleet_name, namespace, spec, "consumer", owner),
+        *([console_service(fleet_name, namespace, owner)] if spec.kubernetes.console else []),
     ]

@@ -47,8 +47,11 @@ def test_crd_is_structural_and_documented():
 
 def test_standalone_manifests_are_in_sync():
     docs = list(yaml.safe_load_all((ROOT / "rayjob.yaml").read_text()))
-    assert [d["kind"] for d in docs] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "RayJob"]
-    assert docs[-1]["spec"]["entrypoint"] == "camerafleet run /etc/camerafleet/fleet.yaml"
+    assert [d["kind"] for d in docs] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "RayJob", "Service"]
+    job, console = docs[-2:]
+    assert job["spec"]["entrypoint"] == "camerafleet run /etc/camerafleet/fleet.yaml --console-port 8090 --console-host 0.0.0.0"
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    assert console["spec"]["selector"].items() <= {**head["metadata"]["labels"], "ray.io/node-type": "head"}.items()
 
 
 def test_ray_version_agrees_everywhere():

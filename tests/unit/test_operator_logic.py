@@ -128,8 +128,9 @@ def test_rendered_objects():
     s = spec()
     owner = render.owner_reference({"metadata": {"name": "f", "uid": "u-1"}})
     objects = render.fleet_objects("f", "ns", s, owner)
-    assert [o["kind"] for o in objects] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "RayService", "RayJob", "RayJob"]
-    cm, _, _, _, svc, producer, consumer = objects
+    kinds = ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "RayService", "RayJob", "RayJob", "Service"]
+    assert [o["kind"] for o in objects] == kinds
+    cm, _, _, _, svc, producer, consumer, console = objects
     assert all(o["metadata"]["ownerReferences"] == [owner] for o in objects)
     doc = yaml.safe_load(cm["data"]["fleet.yaml"])
     assert doc["spec"]["serving"]["url"] == "http://f-serving-serve-svc.ns.svc:8000/infer"
@@ -138,7 +139,19 @@ def test_rendered_objects():
     model = next(d for d in serve["deployments"] if d["name"] == "model-h")
     assert model["max_ongoing_requests"] == 10 and model["autoscaling_config"]["min_replicas"] == 1
     assert svc["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
-    assert producer["spec"]["entrypoint"].endswith("--role producer")
+    assert producer["spec"]["entrypoint"].endswith("--role producer --console-port 8090 --console-host 0.0.0.0")
+    assert "--console-port" not in consumer["spec"]["entrypoint"]
+    # The console's Service reaches the producer job's head (the process that knows which cameras are down), inside the cluster only.
+    head = producer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    assert console["spec"]["type"] == "ClusterIP" and console["metadata"]["name"] == "f-console"
+    assert console["spec"]["selector"] == {"camerafleet.io/console": "f", "ray.io/node-type": "head"}
+    assert head["metadata"]["labels"] == {"camerafleet.io/console": "f"}
+    assert {"containerPort": 8090, "name": "console"} in head["spec"]["containers"][0]["ports"]
+    assert "metadata" not in consumer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    off = s.model_copy(update={"kubernetes": s.kubernetes.model_copy(update={"console": False})})
+    objects = render.fleet_objects("f", "ns", off, owner)
+    assert "Service" not in [o["kind"] for o in objects]
+    assert "--console-port" not in next(o for o in objects if o["kind"] == "RayJob")["spec"]["entrypoint"]
     volumes = consumer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
     assert {"name": "fleet-config", "configMap": {"name": "f-config"}} in volumes and {
         "name": "shared-memory",
@@ -148,7 +161,7 @@ def test_rendered_objects():
 
 def test_job_pods_may_read_their_fleets_config_map_and_nothing_else():
     s = spec()
-    _, account, role, binding, svc, producer, consumer = render.fleet_objects("f", "ns", s)
+    _, account, role, binding, svc, producer, consumer, _ = render.fleet_objects("f", "ns", s)
     assert account["metadata"]["name"] == "f-runner"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["f-config"], "verbs": ["get"]}]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "f-runner", "namespace": "ns"}]

@@ -126,6 +126,7 @@ def test_a_new_fleet_gets_its_topics_and_objects_and_waits_for_kuberay() -> None
         ("Role", "lobby-runner"),
         ("RoleBinding", "lobby-runner"),
         ("RayService", "lobby-serving"),
+        ("Service", "lobby-console"),
     ], "the jobs wait for the Serve app"
     owners = {o["metadata"]["ownerReferences"][0]["uid"] for o in kube.objects.values()}
     assert owners == {"uid-lobby"}, "everything the fleet owns is garbage-collected with it"
@@ -297,3 +298,15 @@ def test_local_addresses_are_accepted_for_a_development_control_plane() -> None:
     body["spec"]["kafka"]["bootstrapServers"] = "127.0.0.1:9092"
     result = asyncio.run(reconcile_fleet(body, kube, now=T0, topic_admin=kafka, allow_local_addresses=True))  # type: ignore[arg-type]
     assert conditions(result)["TopicsReady"] == ("True", "Reconciled")
+
+
+def test_turning_the_console_off_removes_its_service_but_never_a_stranger() -> None:
+    kube, kafka = FakeKube(), FakeKafka()
+    reconcile(fleet(), kube, kafka)
+    assert ("Service", NS, "lobby-console") in kube.objects
+    reconcile(fleet(kubernetes={"console": False}), kube, kafka)
+    assert ("Service", NS, "lobby-console") not in kube.objects
+    # A Service of that name the operator did not make stays.
+    kube.objects[("Service", NS, "lobby-console")] = {"kind": "Service", "metadata": {"name": "lobby-console", "labels": {"app": "mine"}}}
+    reconcile(fleet(kubernetes={"console": False}), kube, kafka)
+    assert ("Service", NS, "lobby-console") in kube.objects

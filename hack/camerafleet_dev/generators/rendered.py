@@ -7,7 +7,16 @@ from pathlib import Path
 
 from camerafleet.api.manifest import CONFIG_MAP_KEY, CameraFleet, load_manifest
 from camerafleet_dev.generators import ROOT
-from camerafleet_operator.render import config_map, fleet_document, ray_job, ray_service, runner_access, to_yaml, to_yaml_all
+from camerafleet_operator.render import (
+    config_map,
+    console_service,
+    fleet_document,
+    ray_job,
+    ray_service,
+    runner_access,
+    to_yaml,
+    to_yaml_all,
+)
 
 EXAMPLE_FLEET = ROOT / "examples" / "cluster-fleet.yaml"
 
@@ -22,8 +31,16 @@ def standalone_files(fleet: CameraFleet, namespace: str = "default") -> dict[str
         "rayservice.yaml": header + to_yaml(ray_service(name, namespace, spec)),
         "rayjob.yaml": header
         + "# The whole pipeline (Serve app, consumers, producers) as one RayJob, with its manifest in a ConfigMap\n"
-        + "# that the job's service account may read (manifest edits apply within seconds).\n"
-        + to_yaml_all([pipeline_config, *runner_access(name, namespace, spec), ray_job(name, namespace, spec, "all")]),
+        + "# that the job's service account may read (manifest edits apply within seconds), and the Service of\n"
+        + "# its fleet console (`kubectl port-forward service/<fleet>-console 8090`).\n"
+        + to_yaml_all(
+            [
+                pipeline_config,
+                *runner_access(name, namespace, spec),
+                ray_job(name, namespace, spec, "all"),
+                console_service(name, namespace),
+            ]
+        ),
     }
 
 

@@ -545,6 +545,11 @@ class KubernetesSpec(Strict):
         "production cluster heads only coordinate; on a small node it saves the worker pods (set the worker groups' "
         "replicas and minReplicas to 0).",
     )
+    console: bool = Field(
+        default=True,
+        description="Serve the fleet console (read-only camera tiles with detections) from the producer job's head, "
+        "behind the ClusterIP Service `<fleet>-console` on port 8090 (`kubectl port-forward`). Off: no console, no Service.",
+    )
     job_retry_initial_seconds: int = Field(
         default=10, ge=1, le=3600, description="First wait before a failed RayJob is resubmitted; doubles per failure."
     )
