@@ -10,6 +10,7 @@ PY := $(VENV)/bin/python
 DEV := PYTHONPATH=hack $(PY)
 STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 60
+DEMO_CONSOLE_PORT ?= 8080
 DEMO_DIR := out/demo
 KAFKA_DIR := out/kafka
 CONTROLPLANE_DIR := out/controlplane
@@ -46,14 +47,15 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## Create .venv with the project, both roles and the dev tools (uv, from PyPI)
 
 .PHONY: demo
-demo: models clips ## Run the two-camera demo fleet for DEMO_SECONDS (default 60) and write out/demo/summary.json
+demo: models clips ## Run the two-camera demo fleet for DEMO_SECONDS (default 60) with its console on DEMO_CONSOLE_PORT; write out/demo/summary.json
 	@set -e; \
 	if [ -z "$$KAFKA_BOOTSTRAP" ]; then \
 	  $(DEV) -m camerafleet_dev.devservers kafka --data-dir $(DEMO_DIR)/kafka --pid-file $(DEMO_DIR)/kafka.pid --env-file $(DEMO_DIR)/kafka.env; \
 	  trap '$(DEV) -m camerafleet_dev.devservers kafka --stop --pid-file $(DEMO_DIR)/kafka.pid' EXIT; \
 	  source $(DEMO_DIR)/kafka.env; export KAFKA_BOOTSTRAP; \
 	fi; \
-	$(VENV)/bin/camerafleet run examples/demo-fleet.yaml --duration $(DEMO_SECONDS) --summary $(DEMO_DIR)/summary.json
+	$(VENV)/bin/camerafleet run examples/demo-fleet.yaml --duration $(DEMO_SECONDS) --summary $(DEMO_DIR)/summary.json \
+	  --console-port $(DEMO_CONSOLE_PORT) --console-open
 
 .PHONY: validate
 validate: $(STAMP) ## Validate every example manifest

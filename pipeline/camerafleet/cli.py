@@ -39,6 +39,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         console_port=args.console_port,
         console_host=args.console_host,
+        console_open=args.console_open,
     )
     try:
         summary = asyncio.run(run_fleet(fleet, opts))
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ADDRESS",
         help="address the console listens on (default 127.0.0.1; 0.0.0.0 in a Pod, behind its Service)",
     )
+    r.add_argument("--console-open", action="store_true", help="also open the console in the desktop's web browser")
     r.set_defaults(func=_run)
     args = parser.parse_args(argv)
     configure_logging(logging.WARNING)  # the progress lines and the summary are the CLI's output

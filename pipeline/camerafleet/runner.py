@@ -19,9 +19,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 import sys
 import time
+import webbrowser
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -68,6 +70,7 @@ class RunOptions:
     metrics_port: int | None = None
     console_port: int | None = None
     console_host: str = "127.0.0.1"
+    console_open: bool = False  # open the console in the desktop's browser, when there is a desktop
     stream: TextIO = field(default_factory=lambda: sys.stderr)
 
 
@@ -212,6 +215,8 @@ class FleetRunner:
             raise RunError(f"console: {err}") from None
         self.console = console
         self.say(f"console: {console.url}")
+        if self.opts.console_open and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            webbrowser.open(console.url)  # without a desktop, webbrowser would start a text browser in this terminal
 
     async def stop_console(self) -> None:
         console, self.console = self.console, None

@@ -184,10 +184,15 @@ def test_create_update_and_explain(cluster, kafka_server):
         "jobs wait for the Serve app"
     )
     cluster.serving_then_consumer("alpha")
-    for role in ("producer", "consumer"):
+    for role, console in (("producer", " --console-port 8090 --console-host 0.0.0.0"), ("consumer", "")):
         job = cluster.get("rayjob", f"alpha-{role}")
-        assert job["spec"]["entrypoint"] == f"camerafleet run /etc/camerafleet/fleet.yaml --role {role}"
+        assert job["spec"]["entrypoint"] == f"camerafleet run /etc/camerafleet/fleet.yaml --role {role}{console}"
         assert job["metadata"]["ownerReferences"][0]["kind"] == "CameraFleet"
+    # The console's Service, created by the operator with its least-privilege role (the API server checks it).
+    console_svc = cluster.get("service", "alpha-console")
+    assert console_svc["spec"]["type"] == "ClusterIP" and console_svc["spec"]["ports"][0]["port"] == 8090
+    assert console_svc["spec"]["selector"] == {"camerafleet.io/console": "alpha", "ray.io/node-type": "head"}
+    assert console_svc["metadata"]["ownerReferences"][0]["kind"] == "CameraFleet"
     table = cluster.kubectl("get", "camerafleets", "-n", NS).stdout
     assert "CAMERAS" in table and "PHASE" in table and "READY" in table and "alpha" in table
     described = cluster.kubectl("describe", "camerafleet", "alpha", "-n", NS).stdout
