@@ -104,6 +104,10 @@ test-faults: models tools ## The whole fault-injection suite (slow part included
 
 ##@ Benchmark
 
+.PHONY: bench-console
+bench-console: $(STAMP) ## The fleet console's own CPU and memory with 150 cameras' results streaming and two browsers watching
+	$(DEV) -m camerafleet_dev.bench.console --cameras 150 --fps 1 --viewers 2 --seconds 60
+
 .PHONY: bench
 bench: models clips tools-kafka ## Benchmark the pipeline against its limit (BENCH_PROFILE=quick|full); writes out/bench/report.md, report.json and plots
 	$(DEV) -m camerafleet_dev.bench --profile $(BENCH_PROFILE) --out out/bench

@@ -3,8 +3,8 @@ results stream in and browsers watch the page.
 
 The console runs as it does in `camerafleet run` (the same `Console`, its own process here so its CPU is
 its own), reading a real Kafka results topic; a feeder publishes one result record per camera and
-sampling slot, with two face detections each, and stores each frame (a 1280x720 JPEG) in a directory
-bucket; producer stats say every camera is up. Headless Chromium windows open the grid (1280x800: the
+sampling slot, with two face detections each, and stores each frame (a 1280x720 JPEG of the demo scene)
+in a directory bucket on tmpfs; producer stats say every camera is up. Headless Chromium windows open the grid (1280x800: the
 tiles on screen fetch frames, the others only get their counters). Reported: the console process's CPU
 (share of one core) and resident memory, and what each viewer receives per second.
 
@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import httpx
-import numpy as np
 import orjson
 import psutil
 import yaml
@@ -35,6 +33,7 @@ from camerafleet.api.manifest import CameraFleet
 from camerafleet.bucket import frame_key
 from camerafleet.bucket.local import DirectoryBucket
 from camerafleet.topics import ensure_topics
+from camerafleet_dev.clips import write_demo_frames
 from camerafleet_dev.devservers._process import free_port
 
 FACES = [
@@ -81,7 +80,8 @@ def serve(manifest: Path, port: int) -> None:
 
 async def feed(fleet: CameraFleet, bucket: DirectoryBucket, fps: float, seconds: float) -> int:
     """Publish result records for every camera at `fps`, storing each frame; returns how many."""
-    jpeg = cv2.imencode(".jpg", np.full((720, 1280, 3), 90, np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes()
+    with tempfile.TemporaryDirectory() as tmp:  # a real scene (the demo camera's), not a flat image that compresses to nothing
+        jpeg = next(write_demo_frames(Path(tmp), "camera_1", seconds=0.1, width=1280, height=720, fps=10).glob("*.jpg")).read_bytes()
     producer = AIOKafkaProducer(bootstrap_servers=fleet.spec.kafka.bootstrap_servers, linger_ms=20)
     await producer.start()
     epoch = int(time.time() * 1000)
