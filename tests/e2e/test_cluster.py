@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -19,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from camerafleet.topics import end_offsets, wait_committed
+from camerafleet_dev.devservers._process import free_port
 from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
 from tests.e2e.conftest import CLUSTER_DIR, NS, OPERATOR_NS, ROOT, Cluster, readme_fleet, wait_for
 
@@ -176,6 +180,48 @@ def test_frames_flow_for_every_camera_and_nothing_fails_or_is_lost(installed: Cl
         "ledger after start",
         f"{book['announced']} frames announced, every one with a result: {dict(Counter(k[1] for k in book['outcomes'].elements()))}",
     )
+
+
+def test_the_fleet_console_answers_through_its_service(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """The README's `kubectl port-forward service/<fleet>-console 8090`: the producer job's driver serves every
+    camera's tile with a processed frame, the frame itself, and nothing of the bucket or the sources."""
+    c = installed
+    port = free_port()
+    forward = subprocess.Popen(
+        [c.env["KUBECTL"], "port-forward", f"service/{FLEET}-console", f"{port}:8090", "-n", NS],
+        env={**os.environ, **c.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def get(path: str) -> bytes | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+                return bytes(resp.read())
+        except OSError:  # the forward is not up yet, or the driver not serving yet
+            return None
+
+    def every_tile_live() -> dict[str, Any] | None:
+        body = get("/api/fleet")
+        view = json.loads(body) if body else None
+        tiles = {t["cameraId"]: t for t in view["tiles"]} if view else {}
+        cameras = {cam["id"] for cam in fleet["spec"]["cameras"]}
+        return view if cameras <= set(tiles) and all(tiles[cam]["up"] and tiles[cam]["latest"] for cam in cameras) else None
+
+    try:
+        view = wait_for("every camera's tile live with a processed frame, through the console's Service", every_tile_live, 300)
+        tile = next(t for t in view["tiles"] if t["latest"])
+        frame = get(f"/api/cameras/{tile['cameraId']}/frames/{tile['latest']['seq']}")
+        assert frame is not None and frame[:2] == b"\xff\xd8", "the tile's frame is served"
+        assert b"console.js" in (get("/") or b"")
+        text = json.dumps(view)
+        for secret in (c.env["CAMERAFLEET_S3_ENDPOINT"], "s3://", "synthetic:"):
+            assert secret not in text
+        report("console", f"{len(view['tiles'])} tiles through service/{FLEET}-console, {view['header']['processedPerS']} frames/s")
+    finally:
+        forward.terminate()
+        forward.wait(timeout=30)
 
 
 def test_the_nodes_cpu_and_memory_while_the_fleet_runs(installed: Cluster, fleet: dict[str, Any]) -> None:

@@ -152,14 +152,13 @@ def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping:
         return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=300, immutable"})
 
     async def events(request: Request) -> Response:
-        nonlocal streams
         if streams >= MAX_STREAMS:
             raise HTTPException(503, f"at most {MAX_STREAMS} live views at once")
-        streams += 1
 
         async def changes() -> AsyncIterator[bytes]:
             nonlocal streams
             sent: dict[str, int] | None = None
+            streams += 1  # counted here, where `finally` is sure to run: a client gone before the first byte never starts it
             try:
                 while not stopping.is_set():
                     snapshot = view.snapshot(since=sent)

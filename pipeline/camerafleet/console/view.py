@@ -248,7 +248,8 @@ def _health(cam: _Camera) -> HealthFlag | None:
 def _flags(cam: _Camera) -> list[HealthFlag]:
     """Down (from the producer) first, then what the latest processed frame's health model saw."""
     down = [HealthFlag.DOWN] if _health(cam) else []
-    seen = [HealthFlag(f) for f in cam.recent[-1].view.flags if f in HealthFlag.__members__.values()] if cam.recent else []
+    known = {flag.value for flag in HealthFlag}
+    seen = [HealthFlag(f) for f in cam.recent[-1].view.flags if f in known] if cam.recent else []
     return down + seen
 
 
