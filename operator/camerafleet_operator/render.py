@@ -64,6 +64,11 @@ def serve_url(fleet_name: str, namespace: str, spec: FleetSpec) -> str:
     return f"http://{names(fleet_name)['service']}-serve-svc.{namespace}.svc:{SERVE_PORT}{spec.serving.route_prefix}"
 
 
+def serve_status_url(fleet_name: str, namespace: str) -> str:
+    """The Ray dashboard of the RayService's cluster (KubeRay's `<rayservice>-head-svc`), where Serve reports replicas."""
+    return f"http://{names(fleet_name)['service']}-head-svc.{namespace}.svc:8265"
+
+
 def _meta(name: str, namespace: str, fleet_name: str, component: str, owner: dict[str, Any] | None) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
@@ -256,6 +261,10 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
     if serves_console:  # the label its Service selects (with KubeRay's head label), and a named port
         cluster["headGroupSpec"]["template"] = {"metadata": {"labels": {LABEL_CONSOLE: fleet_name}}, **head}
         head["spec"]["containers"][0]["ports"].append({"containerPort": CONSOLE_PORT, "name": "console"})
+    if serves_console and role == "producer":  # the models run in the RayService: its dashboard has their replicas
+        head["spec"]["containers"][0]["env"].append(
+            {"name": "CAMERAFLEET_SERVE_STATUS_URL", "value": serve_status_url(fleet_name, namespace)}
+        )
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",

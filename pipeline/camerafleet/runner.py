@@ -36,6 +36,7 @@ from camerafleet.api.manifest import CameraFleet, ManifestError, manifest_from_t
 from camerafleet.api.outcomes import Outcome
 from camerafleet.api.settings import Settings
 from camerafleet.bucket import BucketConfigError, BucketError, open_bucket
+from camerafleet.console.feeds import dashboard_replicas, local_replicas
 from camerafleet.consumer import ConsumerActor
 from camerafleet.manifest_source import ConfigMapManifest, FileManifest, ManifestUnreadable
 from camerafleet.producer import ProducerActor, plan_shards
@@ -214,6 +215,8 @@ class FleetRunner:
         except ConsoleError as err:
             raise RunError(f"console: {err}") from None
         self.console = console
+        if self.settings.serve_status_url:  # the models run in another Ray cluster (a RayService)
+            console.follow_serve(dashboard_replicas(self.settings.serve_status_url, self.spec.serving.app_name))
         self.say(f"console: {console.url}")
         if self.opts.console_open and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             webbrowser.open(console.url)  # without a desktop, webbrowser would start a text browser in this terminal
@@ -231,7 +234,7 @@ class FleetRunner:
             if self.opts.role == "all":
                 self.deploy_serving()
                 if self.console is not None and self.deployed_app is not None:
-                    self.console.follow_serve(self.deployed_app)
+                    self.console.follow_serve(local_replicas(self.deployed_app))
             elif not self.spec.serving.url:
                 raise RunError("role consumer needs the inference service's URL: set spec.serving.url or CAMERAFLEET_SERVE_URL")
             await self.scale_consumers(self.spec.consumer.actors)

@@ -207,10 +207,15 @@ def test_the_fleet_console_answers_through_its_service(installed: Cluster, fleet
         view = json.loads(body) if body else None
         tiles = {t["cameraId"]: t for t in view["tiles"]} if view else {}
         cameras = {cam["id"] for cam in fleet["spec"]["cameras"]}
-        return view if cameras <= set(tiles) and all(tiles[cam]["up"] and tiles[cam]["latest"] for cam in cameras) else None
+        live = cameras <= set(tiles) and all(tiles[cam]["up"] and tiles[cam]["latest"] for cam in cameras)
+        # The models run in the RayService: their replicas come from its dashboard, as KubeRay reads them.
+        replicas = view is not None and all(isinstance(m["replicas"], int) and m["replicas"] >= 1 for m in view["header"]["models"])
+        return view if live and replicas else None
 
     try:
-        view = wait_for("every camera's tile live with a processed frame, through the console's Service", every_tile_live, 300)
+        view = wait_for(
+            "every camera's tile live with a processed frame and model replicas, through the console's Service", every_tile_live, 300
+        )
         tile = next(t for t in view["tiles"] if t["latest"])
         frame = get(f"/api/cameras/{tile['cameraId']}/frames/{tile['latest']['seq']}")
         assert frame is not None and frame[:2] == b"\xff\xd8", "the tile's frame is served"
@@ -218,7 +223,10 @@ def test_the_fleet_console_answers_through_its_service(installed: Cluster, fleet
         text = json.dumps(view)
         for secret in (c.env["CAMERAFLEET_S3_ENDPOINT"], "s3://", "synthetic:"):
             assert secret not in text
-        report("console", f"{len(view['tiles'])} tiles through service/{FLEET}-console, {view['header']['processedPerS']} frames/s")
+        models = ", ".join(f"{m['name']} {m['replicas']}/{m['maxReplicas']} replicas" for m in view["header"]["models"])
+        report(
+            "console", f"{len(view['tiles'])} tiles through service/{FLEET}-console, {view['header']['processedPerS']} frames/s, {models}"
+        )
     finally:
         forward.terminate()
         forward.wait(timeout=30)

@@ -147,6 +147,8 @@ def test_rendered_objects():
     assert console["spec"]["selector"] == {"camerafleet.io/console": "f", "ray.io/node-type": "head"}
     assert head["metadata"]["labels"] == {"camerafleet.io/console": "f"}
     assert {"containerPort": 8090, "name": "console"} in head["spec"]["containers"][0]["ports"]
+    env = head["spec"]["containers"][0]["env"]
+    assert {"name": "CAMERAFLEET_SERVE_STATUS_URL", "value": "http://f-serving-head-svc.ns.svc:8265"} in env
     assert "metadata" not in consumer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
     off = s.model_copy(update={"kubernetes": s.kubernetes.model_copy(update={"console": False})})
     objects = render.fleet_objects("f", "ns", off, owner)

@@ -37,6 +37,13 @@ class Settings(BaseModel):
         default=None, alias="CAMERAFLEET_S3_ENDPOINT", min_length=1, description="Overrides spec.bucket.endpoint."
     )
     serve_url: str | None = Field(default=None, alias="CAMERAFLEET_SERVE_URL", min_length=1, description="Overrides spec.serving.url.")
+    serve_status_url: str | None = Field(
+        default=None,
+        alias="CAMERAFLEET_SERVE_STATUS_URL",
+        pattern=r"^https?://[^\s/]+$",
+        description="The Ray dashboard (http://host:8265) of the cluster that runs the Serve app when it is not this run's: "
+        "the console reads the models' running replicas there. The operator sets it on the producer job.",
+    )
     serve_port: int = Field(
         default=8000, alias="CAMERAFLEET_SERVE_PORT", ge=1, le=65535, description="Port of the Serve HTTP proxy `camerafleet run` starts."
     )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -86,23 +87,45 @@ def _failed(err: BaseException, what: str, quiet: bool = False) -> None:
         log.warning("console: %s (%s: %s)", what, type(err).__name__, err)
 
 
-async def follow_replicas(view: FleetView, app_name: str, every_s: float) -> None:
-    """Running replicas of each model deployment of the fleet's Serve app in this Ray cluster."""
-    from ray import serve
-    from ray.serve.schema import ReplicaState
+ReplicaReader = Callable[[], Awaitable[dict[str, int]]]
+"""Reads the running replicas of each deployment of the fleet's Serve app, by deployment name."""
 
+
+def local_replicas(app_name: str) -> ReplicaReader:
+    """From Serve's controller, when this process deployed the app on its own Ray cluster."""
+
+    async def read() -> dict[str, int]:
+        from ray import serve
+        from ray.serve.schema import ReplicaState
+
+        app = (await asyncio.to_thread(serve.status)).applications.get(app_name)
+        return {name: d.replica_states.get(ReplicaState.RUNNING, 0) for name, d in (app.deployments.items() if app else ())}
+
+    return read
+
+
+def dashboard_replicas(dashboard_url: str, app_name: str) -> ReplicaReader:
+    """From the Ray dashboard of the cluster that runs the app (a RayService's head), as KubeRay reads it."""
+    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+
+    async def read() -> dict[str, int]:
+        resp = await client.get(f"{dashboard_url}/api/serve/applications/")
+        resp.raise_for_status()
+        app = (resp.json().get("applications") or {}).get(app_name) or {}
+        return {
+            name: sum(1 for r in d.get("replicas") or () if r.get("state") == "RUNNING")
+            for name, d in (app.get("deployments") or {}).items()
+        }
+
+    return read
+
+
+async def follow_replicas(view: FleetView, read: ReplicaReader, every_s: float) -> None:
+    """Running replicas of each model, every `every_s`."""
     while True:
         try:
-            status = await asyncio.to_thread(serve.status)
-            app = status.applications.get(app_name)
-            deployments = app.deployments if app is not None else {}
-            view.update_replicas(
-                {
-                    name: deployments[deployment_name(name)].replica_states.get(ReplicaState.RUNNING, 0)
-                    for name in view.models
-                    if deployment_name(name) in deployments
-                }
-            )
-        except Exception as err:  # noqa: BLE001 -- Serve's controller restarting raises many types; the figure just waits
-            log.debug("console: replicas unknown: %s", err)
+            running = await read()
+            view.update_replicas({name: running[deployment_name(name)] for name in view.models if deployment_name(name) in running})
+        except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 -- see _failed
+            _failed(err, "model replicas unknown for now", quiet=True)
         await asyncio.sleep(every_s)

@@ -20,7 +20,7 @@ from aiokafka import TopicPartition
 from camerafleet.admission import KafkaBacklog
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.bucket import open_bucket
-from camerafleet.console.feeds import follow_lag, follow_replicas, follow_results
+from camerafleet.console.feeds import ReplicaReader, follow_lag, follow_replicas, follow_results
 from camerafleet.console.server import FrameCache, console_app
 from camerafleet.console.view import FleetView
 from camerafleet.stats import ProducerCameraStats
@@ -95,9 +95,9 @@ class Console:
             await self.stop()
             raise
 
-    def follow_serve(self, app_name: str) -> None:
-        """Show the replicas of the models of this Serve app, which this process deployed on its Ray cluster."""
-        self.feeds.append(asyncio.create_task(follow_replicas(self.view, app_name, self.options.replicas_every_s)))
+    def follow_serve(self, read: ReplicaReader) -> None:
+        """Show the models' running replicas, as `read` finds them."""
+        self.feeds.append(asyncio.create_task(follow_replicas(self.view, read, self.options.replicas_every_s)))
 
     def _camera_partitions(self) -> list[TopicPartition]:
         n = self.spec.kafka.partitions_per_topic
