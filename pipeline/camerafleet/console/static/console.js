@@ -62,11 +62,16 @@ function drawDetections(svg, frame, labelLines) {
   }
 }
 
+// "face ×2, person": labels are the models' class names, so no attempt at plurals.
+function countLabels(counts) {
+  return Object.entries(counts).map(([label, n]) => (n > 1 ? `${label} ×${n}` : label)).join(", ");
+}
+
 function describe(frame) {
   if (!frame) return "no processed frame yet";
   const counts = {};
   for (const d of frame.detections) counts[d.label] = (counts[d.label] || 0) + 1;
-  const found = Object.entries(counts).map(([label, n]) => `${n} ${label}`).join(", ");
+  const found = countLabels(counts);
   return `frame ${frame.seq}: ${found || "nothing detected"}`;
 }
 
@@ -224,7 +229,7 @@ async function loadDetail(camera) {
   $("detail-source").replaceChildren(...source.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   $("detail-recent").tBodies[0].replaceChildren(...d.recent.map((r) => {
     const tr = el("tr");
-    const found = Object.entries(r.labels).map(([label, n]) => `${n} ${label}`).join(", ") || "–";
+    const found = countLabels(r.labels) || "–";
     for (const cell of [r.seq, new Date(r.captureTsMs).toLocaleTimeString(), fmt(r.latencyMs, " ms"), found, r.flags.join(", ") || "–"]) {
       tr.append(el("td", {}, String(cell)));
     }
