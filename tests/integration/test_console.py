@@ -27,13 +27,12 @@ from selenium.webdriver.common.by import By
 from camerafleet.stats import merge_producer_stats
 from camerafleet_dev.clips import write_demo_clips
 from camerafleet_dev.devservers._process import free_port
-from tests.fixtures.pipeline import MODELS, ROOT, health_model, read_results, run_fleet_for, write_fleet
+from tests.fixtures.pipeline import PATIENT_CONSUMER, ROOT, face_model, health_model, read_results, run_fleet_for, write_fleet
 
 pytestmark = pytest.mark.integration
 
 SCREENSHOTS = ROOT / "tests" / "screenshots"
 CONSOLE_DELAY_S = 10.0  # the runner polls producers every 0.5 s here, the page is pushed every 1 s; the rest is slack
-PATIENT_CONSUMER = {"actors": 1, "maxFrameAgeMs": 120_000, "inferenceTimeoutSeconds": 120}
 
 # One script, so a tile is read in one go (the page may redraw it between two WebDriver calls).
 READ_TILE = """
@@ -60,18 +59,6 @@ return {
 @pytest.fixture(scope="session")
 def console_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return write_demo_clips(tmp_path_factory.mktemp("console-clips"), seconds=4)
-
-
-def face_model() -> dict[str, Any]:
-    return {
-        "name": "faces",
-        "type": "face",
-        "modelUri": str(MODELS / "centerface.onnx"),
-        "face": {"inputWidth": 640, "inputHeight": 384, "scoreThreshold": 0.5},
-        "batching": {"maxBatchSize": 4, "batchWaitTimeoutMs": 20},
-        "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
-        "resources": {"cpus": 0.5},
-    }
 
 
 async def poll(what: str, check: Callable[[], Any], timeout_s: float = 180, context: Callable[[], Any] = lambda: "") -> Any:
@@ -116,7 +103,7 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
         "console",
         kafka_server.bootstrap,
         cameras=cameras,
-        models=[face_model(), health_model()],
+        models=[face_model(autoscaling={"minReplicas": 1, "maxReplicas": 2}), health_model()],
         consumer=PATIENT_CONSUMER,
         producer={"reconnectInitialSeconds": 0.5, "reconnectMaxSeconds": 2},
     )

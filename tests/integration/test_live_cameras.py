@@ -19,22 +19,9 @@ import pytest
 from camerafleet.api.source_report import DecodeMode, SourceProblem, TimeSource
 from camerafleet.stats import ProducerCameraStats, merge_producer_stats
 from camerafleet_dev.devservers._process import free_port
-from tests.fixtures.pipeline import MODELS, health_model, read_results, run_fleet_for, write_fleet
+from tests.fixtures.pipeline import PATIENT_CONSUMER, face_model, health_model, read_results, run_fleet_for, write_fleet
 
 pytestmark = pytest.mark.integration
-
-PATIENT_CONSUMER = {"actors": 1, "maxFrameAgeMs": 120_000, "inferenceTimeoutSeconds": 120}
-
-
-def face_model() -> dict[str, Any]:
-    return {
-        "name": "faces",
-        "type": "face",
-        "modelUri": str(MODELS / "centerface.onnx"),
-        "face": {"inputWidth": 640, "inputHeight": 384, "scoreThreshold": 0.5},
-        "batching": {"maxBatchSize": 4, "batchWaitTimeoutMs": 20},
-        "resources": {"cpus": 0.5},
-    }
 
 
 def dock_stats(runner) -> ProducerCameraStats | None:

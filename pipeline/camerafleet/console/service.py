@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import uvicorn
 from aiokafka import TopicPartition
@@ -25,7 +23,6 @@ from camerafleet.console.server import FrameCache, console_app
 from camerafleet.console.view import FleetView
 from camerafleet.stats import ProducerCameraStats
 
-log = logging.getLogger("camerafleet.console")
 START_TIMEOUT_S = 30.0  # the results topic's end offsets and the listening socket, on a busy machine
 
 
@@ -114,7 +111,7 @@ class Console:
         for cam, stats in run.items():
             current = live.get(cam)
             up, problem = (current.source_up, current.last_problem) if current is not None else (False, None)
-            now[cam] = dataclasses.replace(stats, source_up=up, last_problem=problem)
+            now[cam] = replace(stats, source_up=up, last_problem=problem)
         self.view.update_producers(now)
 
     async def stop(self) -> None:
