@@ -26,6 +26,8 @@ KIND_CLUSTER ?= camerafleet
 BENCH_PROFILE ?= quick
 HELM ?= $(shell command -v helm 2>/dev/null || $(DEV) -c 'from camerafleet_dev.devservers.helm import binary; print(binary() if binary().exists() else "")' 2>/dev/null)
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null)
+# Expanded when used (after tools-prometheus has built it), not when the Makefile is read.
+PROMTOOL = $(shell $(DEV) -c 'from camerafleet_dev.devservers.prometheus import prometheus_home; print(prometheus_home() / "bin" / "promtool")')
 OPERATOR_NAMESPACE ?= camerafleet-system
 STACK_NAMESPACE ?= default
 
@@ -64,12 +66,13 @@ validate: $(STAMP) ## Validate every example manifest
 ##@ Checks
 
 .PHONY: lint
-lint: $(STAMP) ## ruff (lint + format check), mypy, import-linter contracts, deptry, generated files up to date
+lint: $(STAMP) tools-prometheus ## ruff (lint + format check), mypy, import-linter contracts, deptry, promtool check rules, generated files up to date
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	PYTHONPATH=hack $(VENV)/bin/lint-imports
 	$(VENV)/bin/deptry pipeline operator
+	$(PROMTOOL) check rules charts/camerafleet-stack/alerts/camerafleet.rules.yaml
 	$(DEV) -m camerafleet_dev.generators --check
 
 .PHONY: format
@@ -86,7 +89,7 @@ test: ## The whole suite but tests marked slow: unit, integration and control-pl
 	if [ -n "$$failed" ]; then echo "failed tiers:$$failed"; exit 1; fi
 
 .PHONY: test-unit
-test-unit: models ## Unit tier: pure logic and hostile input, no servers
+test-unit: models tools-prometheus ## Unit tier: pure logic and hostile input, no servers
 	$(PYTEST) -m "not integration and not controlplane and not e2e and not slow"
 
 .PHONY: test-integration
@@ -132,8 +135,8 @@ generate: $(STAMP) ## Regenerate the CRD (from the pydantic models), the chart's
 
 ##@ Local servers (built once into ~/.cache/camerafleet)
 
-.PHONY: tools tools-kafka tools-minio tools-controlplane tools-helm
-tools: $(STAMP) ## Fetch Kafka (Maven Central), build MinIO, Kubernetes and helm (Go module proxy)
+.PHONY: tools tools-kafka tools-minio tools-controlplane tools-helm tools-prometheus
+tools: $(STAMP) ## Fetch Kafka (Maven Central), build MinIO, Kubernetes, helm and Prometheus (Go module proxy)
 	$(DEV) -m camerafleet_dev.devservers fetch all
 tools-kafka: $(STAMP) ## Only Kafka's jars (Maven Central)
 	$(DEV) -m camerafleet_dev.devservers fetch kafka
@@ -143,6 +146,8 @@ tools-controlplane: $(STAMP) ## Only etcd, kube-apiserver, kube-controller-manag
 	$(DEV) -m camerafleet_dev.devservers fetch controlplane
 tools-helm: $(STAMP) ## Only helm (Go module proxy)
 	$(DEV) -m camerafleet_dev.devservers fetch helm
+tools-prometheus: $(STAMP) ## Only Prometheus and promtool (Go module proxy)
+	$(DEV) -m camerafleet_dev.devservers fetch prometheus
 
 .PHONY: kafka
 kafka: tools-kafka ## Start a local Kafka broker in the background (prints KAFKA_BOOTSTRAP)

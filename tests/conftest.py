@@ -18,4 +18,5 @@ pytest_plugins = [
     "tests.fixtures.faults",
     "tests.fixtures.cameras",
     "tests.fixtures.browser",
+    "tests.fixtures.prometheus",
 ]

@@ -56,7 +56,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 def _publish(body: kopf.Body, patch: kopf.Patch, outcome: ReconcileResult) -> None:
     patch.status.update(outcome.status.model_dump(by_alias=True, mode="json"))
     metrics.record_reconcile(
-        f"{body.metadata.namespace}/{body.metadata.name}", outcome.status.phase, retry=outcome.retry_after_s is not None
+        body.metadata.namespace or "", body.metadata.name or "", outcome.status.phase, retry=outcome.retry_after_s is not None
     )
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -79,6 +79,8 @@ async def _reconcile(snapshot: dict[str, Any], kube: Kube) -> ReconcileResult:
     try:
         return await reconcile_fleet(snapshot, kube, allow_local_addresses=SETTINGS.allow_local_addresses)
     except (ApiException, TransportError) as err:
+        meta = snapshot.get("metadata") or {}
+        metrics.record_error(meta.get("namespace", ""), meta.get("name", ""))
         raise kopf.TemporaryError(f"{api_problem(err)}; retrying in {KUBE_RETRY_S:.0f} s", delay=KUBE_RETRY_S) from None
 
 
@@ -103,6 +105,12 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
             return  # the spec changed meanwhile: the change handler publishes the newer state
         outcome.retry_after_s = None  # the timer comes back on its own
         _publish(body, patch, outcome)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def forget_metrics(body: kopf.Body, **_: Any) -> None:
+    """A deleted fleet leaves the phase gauge (optional: this handler never holds the deletion up)."""
+    metrics.forget_fleet(body.metadata.namespace or "", body.metadata.name or "")
 
 
 def _deletes_topics(spec: kopf.Spec, **_: Any) -> bool:

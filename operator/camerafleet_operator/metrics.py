@@ -1,7 +1,7 @@
 """Prometheus metrics of the operator itself, served on ``--metrics-port`` (default 9090).
 
-The Helm chart's metrics Service (and its optional ServiceMonitor) scrape this endpoint. Names are part
-of the contract the Grafana dashboard in ``charts/camerafleet-stack/dashboards/`` queries.
+The Helm chart's metrics Service (and its optional ServiceMonitor) scrape this endpoint. The definitions
+are in ``camerafleet.api.telemetry``, the contract the Grafana dashboard and the alerting rules query.
 """
 
 from __future__ import annotations
@@ -10,29 +10,37 @@ import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from camerafleet.api import telemetry as t
+
 log = logging.getLogger("camerafleet.operator")
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-#: Reconciles by result: ``ok`` (status published) or ``retry`` (waiting, the operator comes back).
-RECONCILES = Counter("camerafleet_operator_reconciles", "Reconciles of CameraFleet resources, by result.", ("result",), registry=REGISTRY)
-#: Fleets by their last published phase (set per fleet, summed by phase).
-FLEETS = Gauge("camerafleet_operator_fleets", "CameraFleet resources by phase.", ("phase",), registry=REGISTRY)
+RECONCILES = Counter(t.OPERATOR_RECONCILES.name, t.OPERATOR_RECONCILES.help, t.OPERATOR_RECONCILES.labels, registry=REGISTRY)
+FLEET_PHASE = Gauge(t.OPERATOR_FLEET_PHASE.name, t.OPERATOR_FLEET_PHASE.help, t.OPERATOR_FLEET_PHASE.labels, registry=REGISTRY)
 
-#: Every metric name this module exports, as Prometheus sees it (counters get ``_total``).
-EXPORTED_NAMES = ("camerafleet_operator_reconciles_total", "camerafleet_operator_fleets")
-
-_phases: dict[str, str] = {}  # namespace/name -> last published phase
+_phases: dict[tuple[str, str], str] = {}  # (namespace, name) -> last published phase
 
 
-def record_reconcile(fleet: str, phase: str | None, *, retry: bool) -> None:
-    """Count one reconcile of ``fleet`` (``namespace/name``) and update the fleets-by-phase gauge."""
-    RECONCILES.labels(result="retry" if retry else "ok").inc()
-    if not phase:
+def record_reconcile(namespace: str, name: str, phase: str | None, *, retry: bool) -> None:
+    """Count one reconcile of a fleet and keep its phase series (one per fleet, value 1) current."""
+    RECONCILES.labels(namespace=namespace, fleet=name, result="retry" if retry else "ok").inc()
+    if not phase or _phases.get((namespace, name)) == phase:
         return
-    before = set(_phases.values())
-    _phases[fleet] = phase
-    for known in before | {phase}:
-        FLEETS.labels(phase=known).set(sum(1 for p in _phases.values() if p == known))
+    forget_fleet(namespace, name)
+    _phases[(namespace, name)] = phase
+    FLEET_PHASE.labels(namespace=namespace, fleet=name, phase=phase).set(1)
+
+
+def record_error(namespace: str, name: str) -> None:
+    """Count a reconcile that a failed Kubernetes API call cut short (kopf retries it)."""
+    RECONCILES.labels(namespace=namespace, fleet=name, result="error").inc()
+
+
+def forget_fleet(namespace: str, name: str) -> None:
+    """Drop a fleet's phase series (it changed phase, or the fleet is gone)."""
+    phase = _phases.pop((namespace, name), None)
+    if phase is not None:
+        FLEET_PHASE.remove(namespace, name, phase)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> bool:

@@ -121,7 +121,9 @@ def serve_config(fleet_name: str, spec: FleetSpec) -> dict[str, Any]:
                 "import_path": APP_IMPORT_PATH,
                 # Only what the app uses: editing cameras or actor counts leaves the Serve app (and its replicas) alone.
                 "args": {
-                    "app": spec.serving_app().model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude={"serving": {"url"}})
+                    "app": spec.serving_app(fleet_name).model_dump(
+                        mode="json", by_alias=True, exclude_defaults=True, exclude={"serving": {"url"}}
+                    )
                 },
                 "deployments": deployments,
             }

@@ -80,8 +80,9 @@ class ResultsLog:
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class ConsumerActor:
-    def __init__(self, spec_json: str, results_log: str):
+    def __init__(self, spec_json: str, results_log: str, fleet: str):
         configure_logging()
+        metrics.bind_fleet(fleet)
         self.spec = FleetSpec.model_validate_json(spec_json)
         self.bootstrap = self.spec.kafka.bootstrap_servers
         self.log = ResultsLog(results_log)
@@ -304,13 +305,19 @@ class ConsumerActor:
                 metrics.frames_failed().inc(tags={"camera": camera, "reason": str(r.reason)})
 
     async def _update_lag(self) -> None:
-        for tp in self.group.assignment():
+        assigned = self.group.assignment()
+        for tp in assigned:
             high = self.group.highwater(tp)
             if high is None:
                 continue
             lag = max(0, high - await self.group.position(tp))
             self.lag[f"{tp.topic}/{tp.partition}"] = lag
             metrics.consumer_lag().set(lag, tags={"topic": tp.topic, "partition": str(tp.partition)})
+        # Partitions another consumer took over are its to report: counted twice otherwise.
+        for key in set(self.lag) - {f"{tp.topic}/{tp.partition}" for tp in assigned}:
+            del self.lag[key]
+            topic, partition = key.rsplit("/", 1)
+            metrics.consumer_lag().forget({"topic": topic, "partition": partition})
 
     def stats(self) -> ConsumerStats:
         return ConsumerStats(

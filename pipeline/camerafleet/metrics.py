@@ -1,78 +1,149 @@
-"""Prometheus metrics of the pipeline, one definition for every process that records them.
+"""The pipeline's metrics, recorded through Ray's metrics API inside actors and Serve replicas.
 
-Inside Ray actors and Serve replicas metrics go through Ray's metrics API (exported by each node's
-metrics agent); the names below are the contract the Grafana dashboard queries.
+Definitions (names, labels, meaning) live in ``camerafleet.api.telemetry``; this module makes the Ray
+metric objects from them. Every metric carries the ``fleet`` it belongs to, set once per process with
+``bind_fleet``, so that alerts can name the fleet wherever Ray's agent is scraped.
+
+Ray's agent forgets a gauge series that no worker has reported for two report intervals (so that dead
+workers' gauges go away); a gauge set once, such as a camera that came up and stays up, would vanish
+from Prometheus. ``KeptGauge`` therefore re-reports every value it holds each second from a thread.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from functools import cache
 
 from ray.util import metrics as ray_metrics
 
-LATENCY_BOUNDARIES_MS: list[float] = [10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 30000]
-BATCH_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+from camerafleet.api import telemetry as t
+
+# An actor or Serve replica works for one fleet, so its whole process tags everything with that fleet.
+_fleet: list[str] = []
+
+
+def bind_fleet(fleet: str) -> None:
+    """Tag every metric this process records with ``fleet``; call it before the first record."""
+    _fleet[:] = [fleet]
+
+
+def _tagged(metric: ray_metrics.Metric, definition: t.MetricDef) -> None:
+    if not _fleet:
+        raise RuntimeError(f"{definition.name}: camerafleet.metrics.bind_fleet() must be called before metrics are recorded")
+    metric.set_default_tags({"fleet": _fleet[0]})
+
+
+def _counter(definition: t.MetricDef) -> ray_metrics.Counter:
+    metric = ray_metrics.Counter(definition.name, definition.help, tag_keys=definition.labels)
+    _tagged(metric, definition)
+    return metric
+
+
+class KeptGauge:
+    """A Ray gauge whose last value per tag set is reported again every ``REFRESH_S`` until replaced."""
+
+    REFRESH_S = 1.0  # Ray's shortest report interval (its agent keeps a series for two of them)
+
+    def __init__(self, definition: t.MetricDef):
+        self.metric = ray_metrics.Gauge(definition.name, definition.help, tag_keys=definition.labels)
+        _tagged(self.metric, definition)
+        self._values: dict[tuple[tuple[str, str], ...], float] = {}
+        self._lock = threading.Lock()
+        _kept.append(self)
+        _start_refresher()
+
+    def set(self, value: float, tags: dict[str, str]) -> None:
+        with self._lock:
+            self._values[tuple(sorted(tags.items()))] = value
+        self.metric.set(value, tags=tags)
+
+    def forget(self, tags: dict[str, str]) -> None:
+        """Stop reporting this series (Ray's agent drops it after two report intervals)."""
+        with self._lock:
+            self._values.pop(tuple(sorted(tags.items())), None)
+
+    def refresh(self) -> None:
+        with self._lock:
+            values = list(self._values.items())
+        for tags, value in values:
+            self.metric.set(value, tags=dict(tags))
+
+
+_kept: list[KeptGauge] = []
+_refresher: list[threading.Thread] = []
+
+
+def _start_refresher() -> None:
+    if _refresher:
+        return
+
+    def loop() -> None:
+        while True:
+            time.sleep(KeptGauge.REFRESH_S)
+            for gauge in list(_kept):
+                gauge.refresh()
+
+    _refresher.append(threading.Thread(target=loop, name="camerafleet-metrics", daemon=True))
+    _refresher[0].start()
+
+
+def _histogram(definition: t.MetricDef) -> ray_metrics.Histogram:
+    metric = ray_metrics.Histogram(definition.name, definition.help, boundaries=list(definition.boundaries), tag_keys=definition.labels)
+    _tagged(metric, definition)
+    return metric
 
 
 @cache
 def frames_produced() -> ray_metrics.Counter:
-    return ray_metrics.Counter("camerafleet_frames_produced", "Frames sampled by producers.", tag_keys=("camera",))
+    return _counter(t.FRAMES_PRODUCED)
 
 
 @cache
 def frames_processed() -> ray_metrics.Counter:
-    return ray_metrics.Counter("camerafleet_frames_processed", "Frames whose results were written.", tag_keys=("camera",))
+    return _counter(t.FRAMES_PROCESSED)
 
 
 @cache
 def frames_dropped() -> ray_metrics.Counter:
-    return ray_metrics.Counter("camerafleet_frames_dropped", "Frames dropped on purpose, by reason.", tag_keys=("camera", "reason"))
+    return _counter(t.FRAMES_DROPPED)
 
 
 @cache
 def frames_failed() -> ray_metrics.Counter:
-    return ray_metrics.Counter("camerafleet_frames_failed", "Frames that failed, by reason.", tag_keys=("camera", "reason"))
+    return _counter(t.FRAMES_FAILED)
 
 
 @cache
 def e2e_latency_ms() -> ray_metrics.Histogram:
-    return ray_metrics.Histogram(
-        "camerafleet_e2e_latency_ms", "Capture to result written, in ms.", boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("camera",)
-    )
+    return _histogram(t.E2E_LATENCY_MS)
 
 
 @cache
 def model_batch_size() -> ray_metrics.Histogram:
-    return ray_metrics.Histogram(
-        "camerafleet_model_batch_size", "Frames per model batch.", boundaries=BATCH_BOUNDARIES, tag_keys=("model",)
-    )
+    return _histogram(t.MODEL_BATCH_SIZE)
 
 
 @cache
-def consumer_lag() -> ray_metrics.Gauge:
-    return ray_metrics.Gauge("camerafleet_consumer_lag", "Messages not yet consumed, per topic partition.", tag_keys=("topic", "partition"))
+def model_max_replicas() -> KeptGauge:
+    return KeptGauge(t.MODEL_MAX_REPLICAS)
+
+
+@cache
+def consumer_lag() -> KeptGauge:
+    return KeptGauge(t.CONSUMER_LAG)
 
 
 @cache
 def source_problems() -> ray_metrics.Counter:
-    return ray_metrics.Counter(
-        "camerafleet_source_problems",
-        "Times a camera's source went down, by problem (unreachable, auth_failed, stalled, ended, unreadable).",
-        tag_keys=("camera", "problem"),
-    )
+    return _counter(t.SOURCE_PROBLEMS)
 
 
 @cache
-def source_up() -> ray_metrics.Gauge:
-    return ray_metrics.Gauge(
-        "camerafleet_source_up", "1 while the camera source delivers frames, 0 while it is reconnecting.", tag_keys=("camera",)
-    )
+def source_up() -> KeptGauge:
+    return KeptGauge(t.SOURCE_UP)
 
 
 @cache
 def slots_shed() -> ray_metrics.Counter:
-    return ray_metrics.Counter(
-        "camerafleet_slots_shed",
-        "Sampling slots not admitted at the source (the pipeline could not process them in time).",
-        tag_keys=("camera",),
-    )
+    return _counter(t.SLOTS_SHED)

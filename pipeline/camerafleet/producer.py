@@ -124,8 +124,9 @@ class _Worker:
 class ProducerActor:
     """A pool member. Methods are called by the runner; stats are polled."""
 
-    def __init__(self, spec_json: str, epoch_ms: int):
+    def __init__(self, spec_json: str, epoch_ms: int, fleet: str):
         configure_logging()
+        metrics.bind_fleet(fleet)
         self.spec = FleetSpec.model_validate_json(spec_json)
         self.epoch_ms = epoch_ms
         self.bootstrap = self.spec.kafka.bootstrap_servers
@@ -225,6 +226,9 @@ class ProducerActor:
             worker.task.cancel()
             log.warning("worker %s did not stop within 30 s; cancelled", key)
         self.workers.pop(key, None)
+        cam_id = key.split("#")[0]
+        if not any(k.split("#")[0] == cam_id for k in self.workers):
+            metrics.source_up().forget({"camera": cam_id})  # the camera's new actor reports it now
 
     async def _run_worker(self, shard: Shard, worker: _Worker) -> None:
         cam, stop = shard.camera, worker.stop

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from camerafleet.api import telemetry as t
 from camerafleet.api.outcomes import MissedReason, Outcome
 from camerafleet.stats import ConsumerStats, ProducerCameraStats, merge_outcomes
 
@@ -14,28 +15,15 @@ class RunMetrics:
     def __init__(self, port: int, fleet: str):
         self.registry = CollectorRegistry()
         self.fleet = fleet
-        self.frames = Gauge(
-            "camerafleet_run_frames", "Frames of this run by camera and outcome.", ("fleet", "camera", "outcome"), registry=self.registry
-        )
-        self.source_up = Gauge(
-            "camerafleet_run_source_up", "1 while a camera's source delivers frames.", ("fleet", "camera"), registry=self.registry
-        )
-        self.source_problems = Gauge(
-            "camerafleet_run_source_problems",
-            "Times a camera's source went down in this run, by problem (unreachable, auth_failed, stalled, ended, unreadable).",
-            ("fleet", "camera", "problem"),
-            registry=self.registry,
-        )
-        self.missed_slots = Gauge(
-            "camerafleet_run_missed_slots",
-            "Sampling slots of this run that produced no frame, by reason (skipped, source_down, shed).",
-            ("fleet", "camera", "reason"),
-            registry=self.registry,
-        )
-        self.lag = Gauge(
-            "camerafleet_run_consumer_lag", "Messages not yet consumed, all camera topics.", ("fleet",), registry=self.registry
-        )
+        self.frames = self._gauge(t.RUN_FRAMES)
+        self.source_up = self._gauge(t.RUN_SOURCE_UP)
+        self.source_problems = self._gauge(t.RUN_SOURCE_PROBLEMS)
+        self.missed_slots = self._gauge(t.RUN_MISSED_SLOTS)
+        self.lag = self._gauge(t.RUN_CONSUMER_LAG)
         start_http_server(port, addr="0.0.0.0", registry=self.registry)
+
+    def _gauge(self, definition: t.MetricDef) -> Gauge:
+        return Gauge(definition.name, definition.help, definition.labels, registry=self.registry)
 
     def update(self, producer: dict[str, ProducerCameraStats], consumers: list[ConsumerStats]) -> None:
         for cam, p in producer.items():

@@ -194,7 +194,7 @@ class FleetRunner:
         quiet = {"enable_access_log": False, "log_level": "WARNING"}
         serve.start(http_options={"host": "127.0.0.1", "port": self.settings.serve_port}, logging_config=quiet)
         serve.run(
-            fleet_app(self.spec.serving_app()),
+            fleet_app(self.spec.serving_app(self.fleet.metadata.name)),
             name=self.spec.serving.app_name,
             route_prefix=self.spec.serving.route_prefix,
             logging_config=quiet,
@@ -263,7 +263,8 @@ class FleetRunner:
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.consumers) < n:
             # ray.remote adds `.options`; mypy does not apply class decorators.
-            actor = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor).remote(spec_json, str(self.results_log))  # type: ignore[attr-defined]
+            options = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor)  # type: ignore[attr-defined]
+            actor = options.remote(spec_json, str(self.results_log), self.fleet.metadata.name)
             await actor.start.remote()
             self.consumers.append(actor)
         while len(self.consumers) > n:
@@ -276,7 +277,8 @@ class FleetRunner:
         ahead: the old owner produces the slots before it, the new owner (already started) those after."""
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.producers) < n:
-            actor = ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor).remote(spec_json, self.epoch_ms)  # type: ignore[attr-defined]
+            options = ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor)  # type: ignore[attr-defined]
+            actor = options.remote(spec_json, self.epoch_ms, self.fleet.metadata.name)
             self.producers.append(actor)
             self.producer_plan.append(set())
         plan = [{(s.camera.id, s.index, s.shards) for s in shards} for shards in plan_shards(self.spec, n)]
@@ -338,7 +340,11 @@ class FleetRunner:
         await self.note_start_offsets()
         if self.console is not None:
             self.console.update_spec(self.spec)
-        if self.opts.role == "all" and old.serving_app() != self.spec.serving_app() and not self.spec.serving.url:
+        if (
+            self.opts.role == "all"
+            and old.serving_app(self.fleet.metadata.name) != self.spec.serving_app(self.fleet.metadata.name)
+            and not self.spec.serving.url
+        ):
             self.deploy_serving()
         if self.opts.role in ("all", "consumer"):
             await asyncio.gather(*(c.update_spec.remote(self.spec.model_dump_json(by_alias=True)) for c in self.consumers))

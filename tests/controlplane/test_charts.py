@@ -112,6 +112,17 @@ def test_rendered_manifests_pass_server_side_dry_run(helm, controlplane) -> None
     assert {"name": "CAMERAFLEET_RESYNC_SECONDS", "value": "30"} in container["env"]
 
 
+def test_the_prometheus_rule_ships_the_plain_rules_file_only_when_enabled(helm) -> None:
+    rendered = _docs(
+        helm("template", "al", str(STACK_CHART), "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.labels.release=kp").stdout
+    )
+    rule = next(d for d in rendered if d["kind"] == "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["metadata"]["labels"]["release"] == "kp"
+    # Prometheus' own {{ $labels.x }} templates pass through helm untouched: the spec is the file, verbatim.
+    assert rule["spec"] == yaml.safe_load((STACK_CHART / "alerts" / "camerafleet.rules.yaml").read_text())
+    assert not any(d["kind"] == "PrometheusRule" for d in _docs(helm("template", "al", str(STACK_CHART)).stdout))
+
+
 def test_kafka_keeps_its_log_below_the_volume_root(helm) -> None:
     """Kafka takes every directory in its log dir for a partition: on a fresh ext4 volume the root holds
     lost+found, and a broker whose log dir is the root refuses to start."""
@@ -265,7 +276,7 @@ def test_chart_service_account_runs_the_operator(installed, helm, controlplane, 
         assert _get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200
         status, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200 and "camerafleet_operator_reconciles_total{result=" in text
-        assert "camerafleet_operator_fleets{" in text
+        assert "camerafleet_operator_fleet_phase{" in text
         # uninstalled while the operator runs, so that it can release the fleet (finalizer)
         helm("uninstall", "stack", "-n", INSTALL_NS, "--wait", "--timeout", "60s")
         gone = controlplane.kubectl("get", "camerafleet", "charted", "-n", INSTALL_NS, "--ignore-not-found", "-o", "name")

@@ -299,7 +299,7 @@ def test_oversized_batch_fails_every_frame(fault_report, tmp_path):
             "bucket": {"uri": f"file://{tmp_path}/frames"},
         }
     )
-    ingress = FleetIngress.func_or_class(spec.serving_app().model_dump_json(by_alias=True), {})
+    ingress = FleetIngress.func_or_class(spec.serving_app("hostile").model_dump_json(by_alias=True), {})
     now_ms = int(time.time() * 1000)
     frame = {
         "cameraId": "1",

@@ -57,7 +57,7 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
         consumer={"actors": 1, "maxFrameAgeMs": 60000},
     )
     fleet = load_manifest(manifest).spec
-    serve.run(fleet_app(fleet.serving_app()), name="badinput-service", route_prefix="/badinput-service")
+    serve.run(fleet_app(fleet.serving_app("badinput")), name="badinput-service", route_prefix="/badinput-service")
     manifest.write_text(manifest.read_text().replace("  serving:\n", f"  serving:\n    url: http://127.0.0.1:{port}/badinput-service\n", 1))
 
     bucket = open_bucket(fleet.bucket)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from camerafleet.api import telemetry
 from camerafleet_dev.generators import chart_files, crd
 from camerafleet_operator import metrics as operator_metrics
 
@@ -30,26 +31,18 @@ def test_chart_copies_of_the_crd_and_rbac_rules_are_current() -> None:
 
 
 def _ray_exported(kind: str, name: str) -> set[str]:
-    """Names Ray's metrics agent gives a metric: ``ray_`` prefix; counters as ``_total`` (and a
-    deprecated gauge without it), histograms as ``_bucket``/``_sum``/``_count``."""
+    """Names Ray's metrics agent gives a metric: ``ray_`` prefix; counters as ``_total``, histograms as
+    ``_bucket``/``_sum``/``_count``."""
     full = f"ray_{name}"
     if kind == "Counter":
-        return {full, f"{full}_total"}
+        return {f"{full}_total"}
     if kind == "Histogram":
         return {f"{full}_bucket", f"{full}_sum", f"{full}_count"}
     return {full}
 
 
 def exported_metric_names() -> set[str]:
-    names: set[str] = set()
-    pipeline = (ROOT / "pipeline" / "camerafleet" / "metrics.py").read_text()
-    found = re.findall(r'ray_metrics\.(Counter|Gauge|Histogram)\(\s*"([a-z0-9_]+)"', pipeline)
-    assert len(found) >= 8, "the pipeline's metric definitions were not found"
-    for kind, name in found:
-        names |= _ray_exported(kind, name)
-    run_metrics = (ROOT / "pipeline" / "camerafleet" / "run_metrics.py").read_text()
-    names |= set(re.findall(r'Gauge\(\s*"([a-z0-9_]+)"', run_metrics))
-    names |= set(operator_metrics.EXPORTED_NAMES)
+    names = {series for m in telemetry.ALL_METRICS for series in m.series_names}
     serve_source = "\n".join(p.read_text(errors="replace") for p in (RAY / "serve" / "_private").glob("*.py"))
     for name in RAY_SERVE_METRICS:
         match = re.search(rf'metrics\.(Counter|Gauge|Histogram)\(\s*"{name}"', serve_source)
@@ -58,10 +51,15 @@ def exported_metric_names() -> set[str]:
     return names
 
 
-def test_operator_metric_names_match_its_registry() -> None:
+def test_operator_metrics_are_the_declared_ones() -> None:
     families = {(m.name, m.type) for m in operator_metrics.REGISTRY.collect()}
-    exported = {f"{n}_total" if t == "counter" else n for n, t in families}
-    assert exported == set(operator_metrics.EXPORTED_NAMES)
+    assert families == {(m.name, m.type.value) for m in telemetry.OPERATOR_METRICS}
+
+
+def test_pipeline_metrics_are_the_declared_ones() -> None:
+    source = (ROOT / "pipeline" / "camerafleet" / "metrics.py").read_text()
+    used = set(re.findall(r"(?:_counter|KeptGauge|_histogram)\(t\.([A-Z0-9_]+)\)", source))
+    assert used == {name for name, value in vars(telemetry).items() if value in telemetry.PIPELINE_METRICS}
 
 
 def test_every_dashboard_query_uses_exported_metrics() -> None:

@@ -1,6 +1,6 @@
 """Command line for the dev servers, used by the Makefile (cache warm-up, ``make demo``).
 
-    python -m camerafleet_dev.devservers fetch {kafka,minio,controlplane,helm,all}
+    python -m camerafleet_dev.devservers fetch {kafka,minio,controlplane,helm,prometheus,all}
     python -m camerafleet_dev.devservers kafka --data-dir DIR --pid-file F [--env-file F]
     python -m camerafleet_dev.devservers kafka --stop --pid-file F [--env-file F]
     python -m camerafleet_dev.devservers kafka --status --pid-file F
@@ -43,6 +43,7 @@ from .controlplane import ETCD_VERSION, K8S_VERSION, KUBERAY_VERSION, ControlPla
 from .helm import HELM_VERSION, fetch_helm
 from .kafka import KAFKA_VERSION, KafkaServer, fetch_kafka
 from .minio import MINIO_VERSION, MinioServer, fetch_minio
+from .prometheus import PROMETHEUS_VERSION, fetch_prometheus
 
 #: Variables written to the env file that must never be printed.
 _SECRET_KEYS = frozenset({"AWS_SECRET_ACCESS_KEY"})
@@ -305,6 +306,9 @@ def _fetch(what: str) -> int:
         if what in ("helm", "all"):
             helm = fetch_helm()
             _say(f"helm {HELM_VERSION}: {helm}")
+        if what in ("prometheus", "all"):
+            bin_dir = fetch_prometheus()
+            _say(f"prometheus and promtool {PROMETHEUS_VERSION}: {bin_dir}")
     except (MissingToolError, ToolFetchError) as exc:
         _say(f"fetch failed: {exc}")
         return 1
@@ -344,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download/build the servers into the tool cache")
-    fetch.add_argument("what", choices=("kafka", "minio", "controlplane", "helm", "all"))
+    fetch.add_argument("what", choices=("kafka", "minio", "controlplane", "helm", "prometheus", "all"))
     _add_server_parser(
         sub, "kafka", f"a Kafka {KAFKA_VERSION} broker (KRaft, single node) in the background; prints KAFKA_BOOTSTRAP=host:port"
     )

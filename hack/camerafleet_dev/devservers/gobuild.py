@@ -22,15 +22,24 @@ def go_install(
     out: TextIO,
     ldflags: str | None = None,
     version_args: tuple[str, ...] = ("--version",),
+    also: tuple[str, ...] = (),
+    tags: tuple[str, ...] = (),
 ) -> str:
-    """Build ``package@version`` into ``staging/bin`` (CGO off); return what ``name version_args`` prints.
+    """Build ``package@version`` (and the packages in ``also``, of the same module) into ``staging/bin``
+    (CGO off, with build ``tags``); return what ``name version_args`` prints.
 
     Raises ToolFetchError naming the likely cause and the tail of the build log when it fails.
     """
     go = require_executable("go", go_hint)
     log = staging / "build.log"
     env = dict(os.environ, GOBIN=str(staging / "bin"), CGO_ENABLED="0", GOWORK="off")
-    argv = [go, "install", *([f"-ldflags={ldflags}"] if ldflags else []), f"{package}@{version}"]
+    argv = [
+        go,
+        "install",
+        *([f"-ldflags={ldflags}"] if ldflags else []),
+        *([f"-tags={','.join(tags)}"] if tags else []),
+        *(f"{p}@{version}" for p in (package, *also)),
+    ]
     print(
         f"[camerafleet] building {name} {version} with 'go install' (downloads its modules through the "
         f"Go module proxy; takes a few minutes on a 2-core machine; output in {log.name}) ...",

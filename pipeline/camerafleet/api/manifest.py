@@ -606,8 +606,11 @@ class FleetSpec(Strict):
             }
         )
 
-    def serving_app(self) -> ServingAppSpec:
-        return ServingAppSpec(models=self.models, bucket=self.bucket, serving=self.serving, max_frame_age_ms=self.consumer.max_frame_age_ms)
+    def serving_app(self, fleet: str) -> ServingAppSpec:
+        """The Serve application of this spec for the fleet named ``fleet``."""
+        return ServingAppSpec(
+            fleet=fleet, models=self.models, bucket=self.bucket, serving=self.serving, max_frame_age_ms=self.consumer.max_frame_age_ms
+        )
 
     def requested_cpus(self) -> float:
         """Ray CPUs the fleet reserves at start (initial replicas and actors)."""
@@ -624,6 +627,7 @@ class ServingAppSpec(Strict):
     """What the Serve application of a fleet needs, and nothing else: a RayService's `serveConfigV2` args.
     Cameras, producers and consumers are not in it, so editing them never redeploys the models."""
 
+    fleet: str = Field(pattern=_ID_PATTERN, description="The fleet's name; labels the models' metrics.")
     models: list[ModelSpec] = Field(min_length=1, description="The models every frame is sent to.")
     bucket: BucketSpec = Field(description="Where the ingress fetches frames (and s3:// models come from).")
     serving: ServingSpec = Field(description="The Ray Serve application.")

@@ -23,7 +23,8 @@ def fleet_app(app: ServingAppSpec) -> Application:
     model_deployment: Any = ModelDeployment
     ingress: Any = FleetIngress
     models = {
-        m.name: model_deployment.options(**model_deployment_options(m)).bind(m.model_dump_json(by_alias=True), bucket) for m in app.models
+        m.name: model_deployment.options(**model_deployment_options(m)).bind(m.model_dump_json(by_alias=True), bucket, app.fleet)
+        for m in app.models
     }
     return ingress.options(**ingress_options(app.serving)).bind(app.model_dump_json(by_alias=True), models)
 

@@ -114,10 +114,14 @@ class BatchQueue:
 
 @serve.deployment
 class ModelDeployment:
-    def __init__(self, model_spec_json: str, bucket_spec_json: str):
+    def __init__(self, model_spec_json: str, bucket_spec_json: str, fleet: str):
         from camerafleet.models.registry import create_model
 
         self.spec = ModelSpec.model_validate_json(model_spec_json)
+        metrics.bind_fleet(fleet)
+        # One series per live replica, valued at the ceiling: an alert sees a model pinned at its maximum
+        # without joining Serve's metrics, whose application and deployment names repeat across fleets.
+        metrics.model_max_replicas().set(self.spec.autoscaling.max_replicas, tags={"model": self.spec.name})
         self.model = create_model(self.spec)
         self.model.load(BucketSpec.model_validate_json(bucket_spec_json))  # s3:// model files come from the fleet's store
         # One inference before taking traffic: onnxruntime allocates and tunes on its first run, which
