@@ -93,11 +93,11 @@ test-unit: models tools-prometheus ## Unit tier: pure logic and hostile input, n
 	$(PYTEST) -m "not integration and not controlplane and not e2e and not slow"
 
 .PHONY: test-integration
-test-integration: models tools-kafka tools-minio ## Integration tier: real Kafka, MinIO and Ray Serve (the pipeline, the bench smoke run)
+test-integration: models tools-kafka tools-minio tools-prometheus ## Integration tier: real Kafka, MinIO and Ray Serve (the pipeline, the bench smoke run)
 	$(PYTEST) -m "integration and not controlplane and not slow"
 
 .PHONY: test-controlplane
-test-controlplane: models tools-kafka tools-controlplane tools-helm ## Control-plane tier: real etcd + kube-apiserver, helm, the operator against them
+test-controlplane: models tools-kafka tools-controlplane tools-helm tools-prometheus ## Control-plane tier: real etcd + kube-apiserver, helm, the operator against them
 	$(PYTEST) -m "controlplane and not slow"
 
 .PHONY: test-faults

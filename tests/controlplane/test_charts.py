@@ -19,6 +19,7 @@ import yaml
 
 from camerafleet_dev.devservers import helm as helm_mod
 from camerafleet_dev.generators.crd import CRD_PATH
+from tests.fixtures.prometheus import RULES, SCRAPE_S, dashboard_queries, empty_or_unlabelled
 from tests.fixtures.servers import _ensure_fetched
 
 pytestmark = pytest.mark.controlplane
@@ -212,8 +213,23 @@ def test_install_creates_the_operator_objects(installed, controlplane) -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": INSTALL_NS}]
 
 
-def test_chart_service_account_runs_the_operator(installed, helm, controlplane, kafka_server, tmp_path) -> None:
-    """The operator, with exactly the RBAC the chart grants, reconciles the stack chart's example fleet."""
+def _operator_panels_have_data(prom, started: float) -> None:
+    queries = [q for q in dashboard_queries("charted", SCRAPE_S) if q.from_operator]
+    assert queries, "the dashboard has no operator panel"
+    prom.wait_for_targets_up(60)
+    deadline = time.monotonic() + 120  # a few resyncs (3 s) and scrapes (2 s); generous for a loaded machine
+    while True:
+        problems = [p for q in queries if (p := empty_or_unlabelled(prom, q, started, time.time(), SCRAPE_S))]
+        if not problems:
+            return
+        assert time.monotonic() < deadline, "operator panels without data:\n" + "\n".join(problems)
+        time.sleep(3)
+
+
+def test_chart_service_account_runs_the_operator(installed, helm, controlplane, kafka_server, tmp_path, prometheus) -> None:
+    """The operator, with exactly the RBAC the chart grants, reconciles the stack chart's example fleet; a real
+    Prometheus scraping it gets data for every operator panel of the dashboard and sees the fleet, not yet
+    Running, as a pending CameraFleetNotReady alert."""
     kubeconfig = controlplane.service_account_kubeconfig(INSTALL_NS, FULLNAME, tmp_path / "kubeconfig")
     health_port, metrics_port = _free_port(), _free_port()
     log = tmp_path / "operator.log"
@@ -235,6 +251,8 @@ def test_chart_service_account_runs_the_operator(installed, helm, controlplane, 
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
+    prom = prometheus({"operator": [f"127.0.0.1:{metrics_port}"]}, rule_files=[RULES])
+    started = time.time()
     try:
         helm(
             "install",
@@ -274,13 +292,17 @@ def test_chart_service_account_runs_the_operator(installed, helm, controlplane, 
         rayservice = controlplane.kubectl("get", "rayservice", "charted-serving", "-n", INSTALL_NS, "-o", "json")
         assert rayservice.returncode == 0, rayservice.stderr
         assert _get(f"http://127.0.0.1:{health_port}/healthz")[0] == 200
-        status, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
-        assert status == 200 and "camerafleet_operator_reconciles_total{result=" in text
-        assert "camerafleet_operator_fleet_phase{" in text
+        _operator_panels_have_data(prom, started)
+        # The fleet cannot be Running here (no KubeRay to run its Pods): the not-Ready alert is pending for it.
+        pending = [a for a in prom.api("alerts")["alerts"] if a["labels"].get("alertname") == "CameraFleetNotReady"]
+        assert [(a["labels"]["fleet"], a["state"]) for a in pending] == [("charted", "pending")], pending
         # uninstalled while the operator runs, so that it can release the fleet (finalizer)
         helm("uninstall", "stack", "-n", INSTALL_NS, "--wait", "--timeout", "60s")
         gone = controlplane.kubectl("get", "camerafleet", "charted", "-n", INSTALL_NS, "--ignore-not-found", "-o", "name")
         assert gone.stdout.strip() == ""
+        status, text = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200 and 'result="ok"' in text
+        assert f'camerafleet_operator_fleet_phase{{namespace="{INSTALL_NS}",fleet="charted"' not in text, "a deleted fleet keeps its phase"
     finally:
         operator.terminate()
         operator.wait(timeout=30)
