@@ -69,6 +69,12 @@ def serve_status_url(fleet_name: str, namespace: str) -> str:
     return f"http://{names(fleet_name)['service']}-head-svc.{namespace}.svc:8265"
 
 
+def pod_labels(fleet_name: str, component: str) -> dict[str, str]:
+    """Labels of every Ray Pod of a fleet: what a PodMonitor (the stack chart's) selects to scrape Ray's
+    metrics agent on the Pods' `metrics` port, and what says whose Pod it is."""
+    return {LABEL_FLEET: fleet_name, LABEL_COMPONENT: component}
+
+
 def _meta(name: str, namespace: str, fleet_name: str, component: str, owner: dict[str, Any] | None) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
@@ -192,7 +198,13 @@ def _pod_spec(
 
 
 def ray_cluster_spec(
-    spec: FleetSpec, workers: WorkerGroupSpec, group_name: str, *, config_map_name: str | None, service_account: str | None
+    spec: FleetSpec,
+    workers: WorkerGroupSpec,
+    group_name: str,
+    *,
+    config_map_name: str | None,
+    service_account: str | None,
+    pod_labels: dict[str, str],
 ) -> dict[str, Any]:
     head = _container(spec, "ray-head", spec.kubernetes.head, mount_config=config_map_name)
     head["ports"] = [
@@ -216,7 +228,10 @@ def ray_cluster_spec(
             "rayStartParams": {"dashboard-host": "0.0.0.0"}
             if spec.kubernetes.head_runs_work
             else {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-            "template": {"spec": _pod_spec(head, service_account=service_account, config_map_name=config_map_name, group=None)},
+            "template": {
+                "metadata": {"labels": dict(pod_labels)},
+                "spec": _pod_spec(head, service_account=service_account, config_map_name=config_map_name, group=None),
+            },
         },
         "workerGroupSpecs": [
             {
@@ -225,7 +240,10 @@ def ray_cluster_spec(
                 "minReplicas": workers.min_replicas,
                 "maxReplicas": workers.max_replicas,
                 "rayStartParams": {},
-                "template": {"spec": _pod_spec(worker, service_account=service_account, config_map_name=config_map_name, group=workers)},
+                "template": {
+                    "metadata": {"labels": dict(pod_labels)},
+                    "spec": _pod_spec(worker, service_account=service_account, config_map_name=config_map_name, group=workers),
+                },
             }
         ],
     }
@@ -239,7 +257,12 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
         "spec": {
             "serveConfigV2": to_yaml(serve_config(fleet_name, spec)),
             "rayClusterConfig": ray_cluster_spec(
-                spec, spec.kubernetes.gpu_workers, "gpu-workers", config_map_name=None, service_account=spec.kubernetes.service_account_name
+                spec,
+                spec.kubernetes.gpu_workers,
+                "gpu-workers",
+                config_map_name=None,
+                service_account=spec.kubernetes.service_account_name,
+                pod_labels=pod_labels(fleet_name, "serving"),
             ),
         },
     }
@@ -253,7 +276,14 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
         entrypoint += f" --console-port {CONSOLE_PORT} --console-host 0.0.0.0"
     workers = spec.kubernetes.gpu_workers if role == "all" else spec.kubernetes.job_workers
     config = names(fleet_name)["config"]
-    cluster = ray_cluster_spec(spec, workers, f"{role}-workers", config_map_name=config, service_account=runner_account(fleet_name, spec))
+    cluster = ray_cluster_spec(
+        spec,
+        workers,
+        f"{role}-workers",
+        config_map_name=config,
+        service_account=runner_account(fleet_name, spec),
+        pod_labels=pod_labels(fleet_name, role),
+    )
     # The job's driver runs on the head: it reads manifest changes from the ConfigMap through the API.
     head = cluster["headGroupSpec"]["template"]
     head["spec"]["containers"][0]["env"] = [
@@ -261,7 +291,7 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
         {"name": "CAMERAFLEET_MANIFEST_CONFIGMAP", "value": config},
     ]
     if serves_console:  # the label its Service selects (with KubeRay's head label), and a named port
-        cluster["headGroupSpec"]["template"] = {"metadata": {"labels": {LABEL_CONSOLE: fleet_name}}, **head}
+        head["metadata"]["labels"][LABEL_CONSOLE] = fleet_name
         head["spec"]["containers"][0]["ports"].append({"containerPort": CONSOLE_PORT, "name": "console"})
     if serves_console and role == "producer":  # the models run in the RayService: its dashboard has their replicas
         head["spec"]["containers"][0]["env"].append(

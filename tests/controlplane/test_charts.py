@@ -19,6 +19,7 @@ import yaml
 
 from camerafleet_dev.devservers import helm as helm_mod
 from camerafleet_dev.generators.crd import CRD_PATH
+from camerafleet_operator.render import LABEL_FLEET
 from tests.fixtures.prometheus import RULES, SCRAPE_S, dashboard_queries, empty_or_unlabelled
 from tests.fixtures.servers import _ensure_fetched
 
@@ -122,6 +123,20 @@ def test_the_prometheus_rule_ships_the_plain_rules_file_only_when_enabled(helm) 
     # Prometheus' own {{ $labels.x }} templates pass through helm untouched: the spec is the file, verbatim.
     assert rule["spec"] == yaml.safe_load((STACK_CHART / "alerts" / "camerafleet.rules.yaml").read_text())
     assert not any(d["kind"] == "PrometheusRule" for d in _docs(helm("template", "al", str(STACK_CHART)).stdout))
+
+
+def test_the_pod_monitor_scrapes_every_fleets_ray_pods_only_when_enabled(helm) -> None:
+    rendered = _docs(helm("template", "pm", str(STACK_CHART), "--set", "podMonitor.enabled=true").stdout)
+    monitor = next(d for d in rendered if d["kind"] == "PodMonitor")
+    # The label the operator puts on every Ray Pod (render.pod_labels) and KubeRay's metrics port name.
+    assert monitor["spec"]["selector"] == {"matchExpressions": [{"key": LABEL_FLEET, "operator": "Exists"}]}
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    only = _docs(
+        helm("template", "pm", str(STACK_CHART), "--set", "podMonitor.enabled=true", "--set", "podMonitor.namespaces={cams}").stdout
+    )
+    assert next(d for d in only if d["kind"] == "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["cams"]}
+    assert not any(d["kind"] == "PodMonitor" for d in _docs(helm("template", "pm", str(STACK_CHART)).stdout))
 
 
 def test_kafka_keeps_its_log_below_the_volume_root(helm) -> None:

@@ -25,6 +25,7 @@ from camerafleet.topics import end_offsets, wait_committed
 from camerafleet_dev.devservers._process import free_port
 from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
 from tests.e2e.conftest import CLUSTER_DIR, NS, OPERATOR_NS, ROOT, Cluster, readme_fleet, wait_for
+from tests.fixtures.prometheus import SCRAPE_S, dashboard_queries, empty_or_unlabelled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -230,6 +231,67 @@ def test_the_fleet_console_answers_through_its_service(installed: Cluster, fleet
     finally:
         forward.terminate()
         forward.wait(timeout=30)
+
+
+def _kubernetes_scrape_configs(kubeconfig: str) -> list[dict[str, Any]]:
+    """What the stack chart's PodMonitor (Ray Pods labelled camerafleet.io/fleet, port `metrics`) and the
+    operator chart's ServiceMonitor (the operator's `metrics` port) make a Prometheus Operator scrape, as
+    plain Kubernetes service discovery."""
+
+    def pods(job: str, keep: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "job_name": job,
+            "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": kubeconfig}],
+            "relabel_configs": [
+                *keep,
+                {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "metrics", "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            ],
+        }
+
+    fleet_pods = [{"source_labels": ["__meta_kubernetes_pod_labelpresent_camerafleet_io_fleet"], "regex": "true", "action": "keep"}]
+    operator = [
+        {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_name"], "regex": "camerafleet-operator", "action": "keep"}
+    ]
+    return [pods("camerafleet-fleets", fleet_pods), pods("camerafleet-operator", operator)]
+
+
+def test_a_real_prometheus_discovers_the_fleets_pods_and_the_dashboard_fills(installed: Cluster, fleet: dict[str, Any], prometheus) -> None:
+    """Prometheus finds every Ray Pod of the fleet and the operator through Kubernetes service discovery,
+    scrapes them over the Pod network, and every panel a healthy fleet fills returns data (the panels only a
+    fault fills are checked on a faulty fleet in tests/integration/test_dashboard.py)."""
+    c = installed
+    started = time.time()
+    prom = prometheus({}, scrape_configs=_kubernetes_scrape_configs(c.env["KUBECONFIG"]))
+    ray_pods = {p["metadata"]["name"] for p in c.items("pods", "-l", "ray.io/is-ray-node=yes") if p["status"].get("phase") == "Running"}
+
+    def every_pod_scraped() -> dict[str, list[str]] | None:
+        active = prom.api("targets")["activeTargets"]
+        up = {t["labels"]["pod"] for t in active if t["health"] == "up"}
+        jobs = {
+            job: sorted(t["labels"]["pod"] for t in active if t["labels"]["job"] == job)
+            for job in ("camerafleet-fleets", "camerafleet-operator")
+        }
+        return jobs if ray_pods <= up and jobs["camerafleet-operator"] and set(jobs["camerafleet-operator"]) <= up else None
+
+    jobs = wait_for(f"the fleet's {len(ray_pods)} Ray Pods and the operator scraped", every_pod_scraped, 180)
+    queries = [q for q in dashboard_queries(FLEET, SCRAPE_S) if not q.needs_a_fault]
+
+    def panels_filled() -> bool:
+        problems[:] = [p for q in queries if (p := empty_or_unlabelled(prom, q, started, time.time(), SCRAPE_S))]
+        return not problems
+
+    problems: list[str] = []
+    try:
+        wait_for("every panel a healthy fleet fills to return data", panels_filled, 240, interval_s=5)
+    except AssertionError:
+        raise AssertionError("panels without data:\n" + "\n".join(problems)) from None
+    report(
+        "Prometheus through Kubernetes service discovery",
+        f"{len(jobs['camerafleet-fleets'])} Ray Pods and the operator scraped; {len(queries)} panel queries returned data",
+    )
 
 
 def test_the_nodes_cpu_and_memory_while_the_fleet_runs(installed: Cluster, fleet: dict[str, Any]) -> None:

@@ -145,11 +145,20 @@ def test_rendered_objects():
     head = producer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
     assert console["spec"]["type"] == "ClusterIP" and console["metadata"]["name"] == "f-console"
     assert console["spec"]["selector"] == {"camerafleet.io/console": "f", "ray.io/node-type": "head"}
-    assert head["metadata"]["labels"] == {"camerafleet.io/console": "f"}
+    assert head["metadata"]["labels"] == {
+        "camerafleet.io/console": "f",
+        "camerafleet.io/fleet": "f",
+        "camerafleet.io/component": "producer",
+    }
+    # Every Ray Pod says whose it is: the stack chart's PodMonitor scrapes Ray's metrics agent on the Pods it selects.
+    for obj in (svc, producer, consumer):
+        cluster = obj["spec"].get("rayClusterConfig") or obj["spec"]["rayClusterSpec"]
+        for template in [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]:
+            assert template["metadata"]["labels"]["camerafleet.io/fleet"] == "f"
     assert {"containerPort": 8090, "name": "console"} in head["spec"]["containers"][0]["ports"]
     env = head["spec"]["containers"][0]["env"]
     assert {"name": "CAMERAFLEET_SERVE_STATUS_URL", "value": "http://f-serving-head-svc.ns.svc:8265"} in env
-    assert "metadata" not in consumer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    assert "camerafleet.io/console" not in consumer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["metadata"]["labels"]
     off = s.model_copy(update={"kubernetes": s.kubernetes.model_copy(update={"console": False})})
     objects = render.fleet_objects("f", "ns", off, owner)
     assert "Service" not in [o["kind"] for o in objects]

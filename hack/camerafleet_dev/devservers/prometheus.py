@@ -88,7 +88,8 @@ class PrometheusServer(LocalServer):
     """Prometheus on a free loopback port, scraping ``targets`` and evaluating ``rule_files``.
 
     ``targets`` maps a job name to ``host:port`` addresses; ``set_targets`` changes them while it runs
-    (the configuration is rewritten and reloaded). Queries go through the HTTP API, as Grafana's do.
+    (the configuration is rewritten and reloaded). ``scrape_configs`` are further jobs as Prometheus
+    takes them (Kubernetes service discovery, for one). Queries go through the HTTP API, as Grafana's do.
     """
 
     kind = "prometheus"
@@ -98,6 +99,7 @@ class PrometheusServer(LocalServer):
         data_dir: str | os.PathLike[str] | None = None,
         *,
         targets: Mapping[str, Sequence[str]] | None = None,
+        scrape_configs: Sequence[Mapping[str, Any]] = (),
         rule_files: Sequence[Path] = (),
         scrape_interval_s: float = 2.0,
         evaluation_interval_s: float = 2.0,
@@ -107,6 +109,7 @@ class PrometheusServer(LocalServer):
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, out=out)
         self.port = free_port()
         self.targets = {job: list(addresses) for job, addresses in (targets or {}).items()}
+        self.scrape_configs = [dict(c) for c in scrape_configs]
         self.rule_files = [Path(p).absolute() for p in rule_files]
         self.scrape_interval_s = scrape_interval_s
         self.evaluation_interval_s = evaluation_interval_s
@@ -131,7 +134,8 @@ class PrometheusServer(LocalServer):
             "scrape_configs": [
                 {"job_name": job, "scrape_timeout": _duration(self.scrape_interval_s), "static_configs": [{"targets": addresses}]}
                 for job, addresses in self.targets.items()
-            ],
+            ]
+            + self.scrape_configs,
         }
 
     def _prepare(self) -> None:
