@@ -245,15 +245,19 @@ def image_id(name: str) -> str:
 def load(images: Sequence[str], containerd_socket: Path) -> None:
     """Export images from buildah's store and import them into a containerd (namespace k8s.io).
 
-    An image whose build is already in that containerd (recorded next to its socket) is not exported again:
-    exporting and importing the Ray image takes over a minute.
+    An image whose build is already in that containerd (recorded next to its socket, and still listed by it)
+    is not exported again: exporting and importing the Ray image takes over a minute. The listing matters:
+    an image removed from containerd behind the record's back (the Pod sandbox's, once) must come back.
     """
     record = containerd_socket.parent / "loaded-images.json"
     loaded: dict[str, str] = json.loads(record.read_text()) if record.exists() else {}
+    present = set(
+        run(["ctr", "--address", str(containerd_socket), "-n", "k8s.io", "images", "ls", "-q"], what="list the node images").split()
+    )
     with tempfile.TemporaryDirectory(prefix="camerafleet-images-", dir=ROOT / "out") as tmp:
         for image in images:
             built = image_id(image)
-            if loaded.get(image) == built:
+            if loaded.get(image) == built and image in present:
                 say(f"{image}: already loaded")
                 continue
             archive = Path(tmp) / "image.tar"

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from camerafleet_dev.devservers._process import free_port
-from tests.fixtures.pipeline import MODELS, health_model, run_fleet_for, write_fleet
+from tests.fixtures.pipeline import health_model, run_fleet_for, slow_face_model, write_fleet
 from tests.fixtures.prometheus import SCRAPE_S, dashboard, dashboard_queries, empty_or_unlabelled
 
 pytestmark = pytest.mark.integration
@@ -29,15 +29,6 @@ PANELS_DEADLINE_S = 180
 
 
 def overloaded_fleet(tmp_path, bootstrap: str) -> object:
-    slow_faces = {
-        "name": "faces",
-        "type": "face",
-        "modelUri": str(MODELS / "centerface.onnx"),
-        "face": {"inputWidth": 1920, "inputHeight": 1088},  # about half a second per frame: a 5x overload
-        "batching": {"maxBatchSize": 2, "batchWaitTimeoutMs": 20},
-        "autoscaling": {"minReplicas": 1, "maxReplicas": 1},
-        "resources": {"cpus": 0.5},
-    }
     cameras = [
         {"id": "gate", "source": "synthetic:640x360@10", "inferenceFps": 5},
         {"id": "yard", "source": "synthetic:640x360@10", "inferenceFps": 5},
@@ -48,7 +39,7 @@ def overloaded_fleet(tmp_path, bootstrap: str) -> object:
         FLEET,
         bootstrap,
         cameras=cameras,
-        models=[slow_faces, health_model()],
+        models=[slow_face_model(), health_model()],  # about half a second per frame: a 5x overload
         producer={"actors": 1, "cpusPerActor": 0.25, "admission": {"mode": "backlog", "intervalMs": 250}},
         consumer={"actors": 1, "maxBatchFrames": 8, "maxFrameAgeMs": 3000, "cpusPerActor": 0.25},
     )

@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from tests.fixtures.pipeline import MODELS, health_model, read_results, run_fleet_for, write_fleet
+from tests.fixtures.pipeline import health_model, read_results, run_fleet_for, slow_face_model, write_fleet
 
 pytestmark = pytest.mark.integration
 
@@ -29,21 +29,12 @@ TRANSIT_ALLOWANCE_MS = 1000
 
 def slow_fleet(tmp_path, name: str, bootstrap: str, admission: dict) -> object:
     cameras = [{"id": str(i), "source": "synthetic:640x360@10", "inferenceFps": 5} for i in range(1, 5)]
-    face = {
-        "name": "faces",
-        "type": "face",
-        "modelUri": str(MODELS / "centerface.onnx"),
-        "face": {"inputWidth": 1920, "inputHeight": 1088},
-        "batching": {"maxBatchSize": 2, "batchWaitTimeoutMs": 20},
-        "autoscaling": {"minReplicas": 1, "maxReplicas": 1},
-        "resources": {"cpus": 0.5},
-    }
     return write_fleet(
         tmp_path / "fleet.yaml",
         name,
         bootstrap,
         cameras=cameras,
-        models=[face, health_model()],
+        models=[slow_face_model(), health_model()],
         producer={"actors": 1, "cpusPerActor": 0.25, "admission": admission},
         consumer={"actors": 1, "maxBatchFrames": 8, "maxFrameAgeMs": MAX_FRAME_AGE_MS, "cpusPerActor": 0.25},
     )
