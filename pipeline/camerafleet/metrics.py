@@ -54,9 +54,9 @@ class KeptGauge:
         _start_refresher()
 
     def set(self, value: float, tags: dict[str, str]) -> None:
-        with self._lock:
+        with self._lock:  # held while reporting, so a refresh can never report an older value after this one
             self._values[tuple(sorted(tags.items()))] = value
-        self.metric.set(value, tags=tags)
+            self.metric.set(value, tags=tags)
 
     def forget(self, tags: dict[str, str]) -> None:
         """Stop reporting this series (Ray's agent drops it after two report intervals)."""
@@ -65,9 +65,8 @@ class KeptGauge:
 
     def refresh(self) -> None:
         with self._lock:
-            values = list(self._values.items())
-        for tags, value in values:
-            self.metric.set(value, tags=dict(tags))
+            for tags, value in self._values.items():
+                self.metric.set(value, tags=dict(tags))
 
 
 _kept: list[KeptGauge] = []
