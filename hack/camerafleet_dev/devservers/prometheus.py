@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 import urllib.error
@@ -87,9 +86,9 @@ class PrometheusError(RuntimeError):
 class PrometheusServer(LocalServer):
     """Prometheus on a free loopback port, scraping ``targets`` and evaluating ``rule_files``.
 
-    ``targets`` maps a job name to ``host:port`` addresses; ``set_targets`` changes them while it runs
-    (the configuration is rewritten and reloaded). ``scrape_configs`` are further jobs as Prometheus
-    takes them (Kubernetes service discovery, for one). Queries go through the HTTP API, as Grafana's do.
+    ``targets`` maps a job name to ``host:port`` addresses; ``scrape_configs`` are further jobs as
+    Prometheus takes them (Kubernetes service discovery, for one). Queries go through the HTTP API, as
+    Grafana's do.
     """
 
     kind = "prometheus"
@@ -151,7 +150,6 @@ class PrometheusServer(LocalServer):
             f"--config.file={self.config_path}",
             f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-lifecycle",
         ]
         return argv, dict(os.environ)
 
@@ -163,13 +161,6 @@ class PrometheusServer(LocalServer):
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
-
-    def set_targets(self, targets: Mapping[str, Sequence[str]]) -> None:
-        """Scrape these jobs from now on (rewrites the configuration and reloads it)."""
-        self.targets = {job: list(addresses) for job, addresses in targets.items()}
-        self.config_path.write_text(yaml.safe_dump(self._config(), sort_keys=False))
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGHUP)
 
     # -- the HTTP API -----------------------------------------------------------------------------
 
@@ -192,10 +183,6 @@ class PrometheusServer(LocalServer):
     def query_range(self, expr: str, start_s: float, end_s: float, step_s: float) -> list[dict[str, Any]]:
         """A range query, as a Grafana time-series panel makes it: one matrix series per label set."""
         return list(self.api("query_range", query=expr, start=start_s, end=end_s, step=step_s)["result"])
-
-    def firing(self, alertname: str) -> list[dict[str, Any]]:
-        """The alerts of that name now firing (not pending)."""
-        return [a for a in self.api("alerts")["alerts"] if a["labels"].get("alertname") == alertname and a["state"] == "firing"]
 
     def wait_for_targets_up(self, timeout_s: float) -> None:
         """Until every configured target has been scraped successfully once."""
