@@ -177,7 +177,8 @@ def down(data_dir: Path, timeout_s: float = 30.0) -> int:
     if removed := network.remove_pod_namespaces():
         say(f"removed the network namespaces of {len(removed)} stopped Pods")
     shutil.rmtree(data_dir / "cni" / "ipam", ignore_errors=True)  # their address leases
-    subprocess.run([str(binary("kube-proxy")), "--cleanup"], capture_output=True, check=False)  # its iptables rules
+    if binary("kube-proxy").exists():
+        subprocess.run([str(binary("kube-proxy")), "--cleanup"], capture_output=True, check=False)  # its iptables rules
     _unmount_below(data_dir)
     network.teardown(data_dir)
     state_file.unlink(missing_ok=True)
@@ -192,6 +193,8 @@ RUNC_ROOT = "/run/containerd/runc/k8s.io"  # where containerd's runc shims keep 
 def _stop_leftover_containers(data_dir: Path) -> None:
     """Containers live in their own process groups: stopping containerd and its shims leaves them running.
     Those whose bundle is in this node's data dir are killed and deleted with runc."""
+    if shutil.which("runc") is None:  # the node's tools were never installed: none of its containers ran
+        return
     listed = subprocess.run(["runc", "--root", RUNC_ROOT, "list", "--format", "json"], capture_output=True, text=True, check=False)
     containers = json.loads(listed.stdout or "null") or []
     root = str(data_dir.resolve())

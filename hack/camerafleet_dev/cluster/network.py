@@ -53,7 +53,14 @@ class NetworkError(RuntimeError):
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        # On a machine where `make cluster-up` never ran, iptables may not be installed yet: nothing of the
+        # node's network can be in place, so a check-only call just fails.
+        if check:
+            raise NetworkError(f"`{argv[0]}` is not installed: `make cluster-up` installs the node's tools") from None
+        return subprocess.CompletedProcess(list(argv), 127, "", f"{argv[0]}: command not found")
     if check and result.returncode != 0:
         raise NetworkError(f"`{' '.join(argv)}` failed: {result.stderr.strip() or result.stdout.strip()}")
     return result
@@ -102,7 +109,7 @@ def setup(state_dir: Path) -> None:
 
 def guard_in_place() -> bool:
     """Whether both halves of the no-egress guard are there (the e2e tests check it)."""
-    rule = f"lookup {ROUTE_TABLE}" in _run("ip", "rule", "show").stdout
+    rule = f"lookup {ROUTE_TABLE}" in _run("ip", "rule", "show", check=False).stdout
     table = _run("ip", "route", "show", "table", ROUTE_TABLE, check=False).stdout
     forward = _run("iptables", "-C", "FORWARD", *GUARD, check=False).returncode == 0
     return rule and "unreachable default" in table and forward
