@@ -17,7 +17,6 @@ credit counter, so shedding is spread evenly over the cameras: none is starved w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -29,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from camerafleet.api.manifest import AdmissionMode, FleetSpec
+from camerafleet.tasks import cancel_until_done
 
 log = logging.getLogger("camerafleet.admission")
 
@@ -212,9 +212,7 @@ class Admission:
             await asyncio.sleep(interval_s)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        task, self.task = self.task, None
+        if task is not None:
+            await cancel_until_done([task])  # its wait_for can swallow one cancel (Python 3.11)
         await self.backlog.close()

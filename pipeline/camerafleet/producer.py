@@ -41,6 +41,7 @@ from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
 from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, SourceProblem, open_source, redact, slot_phase_s
 from camerafleet.stats import ProducerCameraStats, ProducerStats
+from camerafleet.tasks import cancel_until_done
 
 log = logging.getLogger("camerafleet.producer")
 
@@ -453,10 +454,8 @@ class ProducerActor:
         if self.pending:
             await asyncio.wait(list(self.pending), timeout=STOP_FLUSH_TIMEOUT_S)
         left = list(self.pending)
-        for task in left:
-            task.cancel()
         if left:
-            await asyncio.wait(left)
+            await cancel_until_done(left)
             log.error(
                 "stopping: Kafka did not take %d announcements within %.0f s; counted as dropped (kafka_unavailable)",
                 len(left),

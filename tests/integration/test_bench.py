@@ -51,14 +51,18 @@ def report(tmp_path_factory, kafka_server) -> tuple[Path, dict]:
     }
     env.pop("RAY_ADDRESS", None)
     out = tmp / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "camerafleet_dev.bench", "--profile", "tiny", "--out", str(out), "--clips", str(tmp / "clips")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=BENCH_TIMEOUT_S,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "camerafleet_dev.bench", "--profile", "tiny", "--out", str(out), "--clips", str(tmp / "clips")],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BENCH_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as err:  # say where it stopped: the phase and its last progress lines
+        tail = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
+        pytest.fail(f"the tiny bench did not finish within {BENCH_TIMEOUT_S} s; the end of its output:\n{tail[-4000:]}")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "## Goals" in proc.stdout and "Efficiency (pipeline / limit)" in proc.stdout, "the headline table was not printed"
     return out, orjson.loads((out / "report.json").read_bytes())
