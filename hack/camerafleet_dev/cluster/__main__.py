@@ -177,8 +177,8 @@ def down(data_dir: Path, timeout_s: float = 30.0) -> int:
     if removed := network.remove_pod_namespaces():
         say(f"removed the network namespaces of {len(removed)} stopped Pods")
     shutil.rmtree(data_dir / "cni" / "ipam", ignore_errors=True)  # their address leases
-    if binary("kube-proxy").exists():
-        subprocess.run([str(binary("kube-proxy")), "--cleanup"], capture_output=True, check=False)  # its iptables rules
+    if (proxy := binary("kube-proxy")).exists():
+        subprocess.run([str(proxy), "--cleanup"], capture_output=True, check=False)  # its iptables rules
     _unmount_below(data_dir)
     network.teardown(data_dir)
     state_file.unlink(missing_ok=True)
