@@ -100,6 +100,16 @@ test-integration: models tools-kafka tools-minio tools-prometheus ## Integration
 test-controlplane: models tools-kafka tools-controlplane tools-helm tools-prometheus ## Control-plane tier: real etcd + kube-apiserver, helm, the operator against them
 	$(PYTEST) -m "controlplane and not slow"
 
+UNDER_LOAD_CORES ?= 1
+UNDER_LOAD_DUTY ?= 1.0
+UNDER_LOAD_DIR := out/under-load
+
+.PHONY: test-under-load
+test-under-load: models ## CI's .ci/run on a fresh clone of HEAD (commit first) while UNDER_LOAD_CORES hogs keep a core UNDER_LOAD_DUTY busy each (default: one core, fully); log in out/under-load/log
+	@set -eo pipefail; rm -rf $(UNDER_LOAD_DIR); mkdir -p $(UNDER_LOAD_DIR); git clone -q . $(UNDER_LOAD_DIR)/clone; \
+	$(DEV) -m camerafleet_dev.under_load --cores $(UNDER_LOAD_CORES) --duty $(UNDER_LOAD_DUTY) -- \
+	  bash -c 'cd $(UNDER_LOAD_DIR)/clone && CI=true bash .ci/run' 2>&1 | tee $(UNDER_LOAD_DIR)/log
+
 .PHONY: test-faults
 test-faults: models tools ## The whole fault-injection suite (slow part included); writes out/faults/report.md
 	$(PYTEST) -m faults

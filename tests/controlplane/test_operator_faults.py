@@ -38,6 +38,10 @@ pytestmark = [pytest.mark.controlplane, pytest.mark.faults]
 
 NS = "cf-faults"
 PASSWORD = "S3cr3tPa55"
+# The kubelet restarts the operator when its liveness probe does not answer within the chart's timeout: that is
+# the bound a blocked event loop must stay under, whatever the machine's speed.
+CHART_VALUES = Path(__file__).resolve().parents[2] / "charts" / "camerafleet-operator" / "values.yaml"
+LIVENESS_TIMEOUT_S = float(yaml.safe_load(CHART_VALUES.read_text())["livenessProbe"]["timeoutSeconds"])
 
 
 class Operator:
@@ -65,7 +69,7 @@ class Operator:
             stdout=open(self.log, "ab"),
             stderr=subprocess.STDOUT,
         )
-        wait_for("the operator's liveness endpoint", lambda: self.healthz(timeout_s=1) is not None, timeout_s=60)
+        wait_for("the operator's liveness endpoint", lambda: self.healthz(timeout_s=1) is not None, timeout_s=120)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -102,7 +106,7 @@ def probing(op: Operator, interval_s: float = 0.25) -> Iterator[Probes]:
 
     def loop() -> None:
         while not stop.is_set():
-            took = op.healthz(timeout_s=5)
+            took = op.healthz(timeout_s=LIVENESS_TIMEOUT_S)
             if took is None:
                 probes.failures += 1
             else:
@@ -206,7 +210,7 @@ def test_api_server_restart_watches_reconnect_and_converge(op_cluster, controlpl
         restart_s = time.monotonic() - started
         assert c.apply(fleet_in_ns("restart", k, cameras=3)).returncode == 0
         changed = time.monotonic()
-        wait_for("the spec change made after the restart", lambda: status_of(c, "restart").get("cameras") == 3, timeout_s=120)
+        wait_for("the spec change made after the restart", lambda: status_of(c, "restart").get("cameras") == 3, timeout_s=180)
         converge_s = time.monotonic() - changed
     # ... and stays converged: no reconcile begun on the old spec (a resync timer racing the update
     # handler) puts the old ConfigMap back. Watched over two resync periods.
@@ -241,16 +245,16 @@ def test_kafka_outage_is_reported_retried_and_recovered(op_cluster, own_kafka, f
     k = own_kafka.bootstrap
     assert c.apply(fleet_in_ns("outage", k)).returncode == 0
     c.serving_then_consumer("outage")
-    wait_for("topics ready", lambda: condition_is(c, "outage", "TopicsReady", "True"), timeout_s=90)
+    wait_for("topics ready", lambda: condition_is(c, "outage", "TopicsReady", "True"), timeout_s=180)
 
     with probing(op) as probes:
         own_kafka.stop()
         stopped = time.monotonic()
         assert c.apply(fleet_in_ns("outage", k, cameras=3)).returncode == 0
-        cond = wait_for("KafkaUnavailable", lambda: condition_is(c, "outage", "TopicsReady", "False", "KafkaUnavailable"), timeout_s=90)
+        cond = wait_for("KafkaUnavailable", lambda: condition_is(c, "outage", "TopicsReady", "False", "KafkaUnavailable"), timeout_s=180)
         reported_s = time.monotonic() - stopped
         # Everything that does not need Kafka still follows the spec while it is away.
-        wait_for("ConfigMap updated during the outage", lambda: configmap_cameras(c, "outage") == 3, timeout_s=60)
+        wait_for("ConfigMap updated during the outage", lambda: configmap_cameras(c, "outage") == 3, timeout_s=120)
         during = status_of(c, "outage")
         warnings = [e for e in events_of(c, "outage") if e["reason"] == "KafkaUnavailable"]
         # The update handler is retried by kopf (a temporary error), not given up on.
@@ -259,7 +263,7 @@ def test_kafka_outage_is_reported_retried_and_recovered(op_cluster, own_kafka, f
         alive_during = op.alive()
         own_kafka.start()
         restarted = time.monotonic()
-        wait_for("TopicsReady again", lambda: condition_is(c, "outage", "TopicsReady", "True"), timeout_s=120)
+        wait_for("TopicsReady again", lambda: condition_is(c, "outage", "TopicsReady", "True"), timeout_s=180)
         recovered_s = time.monotonic() - restarted
     topics = kafka_topics(k, ["outage_cam_1", "outage_cam_2", "outage_cam_3"])
     retries = max((p.get("retries") or 0 for p in progress.values()), default=0)
@@ -274,7 +278,7 @@ def test_kafka_outage_is_reported_retried_and_recovered(op_cluster, own_kafka, f
     assert during["phase"] == "Degraded"
     assert warnings and all(e["type"] == "Warning" for e in warnings), events_of(c, "outage")
     assert progress and retries >= 1, f"the update handler is not being retried: {annotations}"
-    assert probes.failures == 0 and max(probes.latencies_s) < 2.0, probes.describe()
+    assert probes.failures == 0 and probes.latencies_s, probes.describe()
     assert sorted(topics) == ["outage_cam_1", "outage_cam_2", "outage_cam_3"]
     assert owned_counts(c, "outage") == {"configmaps": 1, "rayservices": 1, "rayjobs": 2}
     c.kubectl("delete", "camerafleet", "outage", "-n", NS)
@@ -300,7 +304,7 @@ def test_operator_killed_between_passes_converges_without_duplicates(op_cluster,
     wait_for(
         "the old RayJob deleted",
         lambda: (j := c.get("rayjob", "killed-producer")) is None or j["metadata"]["uid"] != old_uid,
-        timeout_s=60,
+        timeout_s=120,
         interval_s=0.05,
     )
     op.kill()
@@ -320,7 +324,7 @@ def test_operator_killed_between_passes_converges_without_duplicates(op_cluster,
                 for n in ("killed-producer", "killed-consumer")
             )
         ),
-        timeout_s=90,
+        timeout_s=180,
     )
     images = {image(c.get("rayjob", n)) for n in ("killed-producer", "killed-consumer")} | {image(c.get("rayservice", "killed-serving"))}
     converge_s = time.monotonic() - restarted

@@ -245,15 +245,15 @@ def test_any_yaml_text_loads_or_fails_with_manifest_error(fault_report, tmp_path
 
 def test_yaml_alias_bomb_is_refused_quickly(fault_report, tmp_path):
     row = fault_report.row(
-        "YAML alias bomb ('billion laughs': 2x10^7 cameras by reference) as the manifest",
+        "YAML alias bomb ('billion laughs': 2x10^9 cameras by reference) as the manifest",
         "refused within seconds with a ManifestError, memory untouched",
     )
-    levels = "\n".join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 8))
+    levels = "\n".join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10))
     path = tmp_path / "bomb.yaml"
     path.write_text(
         "apiVersion: camerafleet.io/v1alpha1\nkind: CameraFleet\nmetadata:\n  name: bomb\n"
         "  l0: &l0 [{id: '1', source: 'synthetic:'}, {id: '2', source: 'synthetic:'}]\n"
-        f"{levels}\nspec:\n  cameras: *l7\n  models: [{{name: h, type: camera-health}}]\n"
+        f"{levels}\nspec:\n  cameras: *l9\n  models: [{{name: h, type: camera-health}}]\n"
     )
     started = time.monotonic()
     with pytest.raises(ManifestError) as info:
@@ -262,7 +262,9 @@ def test_yaml_alias_bomb_is_refused_quickly(fault_report, tmp_path):
     row.happened = (
         f"ManifestError after {took:.2f} s: {str(info.value).splitlines()[1].strip()} (+{len(problem_paths(info.value)) - 1} more)"
     )
-    assert took < 5
+    # Refused without walking the expansion: any walk over 2x10^9 references takes hours on any machine, the
+    # refusal milliseconds; the bound is there so that a regression fails instead of hanging the suite.
+    assert took < 60
     assert "spec.cameras.0" in str(info.value)
 
 

@@ -26,7 +26,7 @@ import ray
 
 from camerafleet_dev.devservers.kafka import KafkaServer
 from camerafleet_dev.devservers.minio import MinioServer
-from tests.fixtures.pipeline import read_results, run_fleet_for, write_fleet, yolo_model
+from tests.fixtures.pipeline import EVENT_TIMEOUT_S, read_results, run_fleet_for, wait_until, write_fleet, yolo_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -51,7 +51,7 @@ async def sigkill(actor) -> int:
     return pid
 
 
-async def back_with_new_pid(actor, old_pid: int, timeout_s: float = 60) -> tuple[int, float]:
+async def back_with_new_pid(actor, old_pid: int, timeout_s: float = EVENT_TIMEOUT_S) -> tuple[int, float]:
     """Wait until Ray has restarted the actor in a new process; (new pid, seconds it took)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
@@ -65,13 +65,8 @@ async def back_with_new_pid(actor, old_pid: int, timeout_s: float = 60) -> tuple
     raise AssertionError(f"the actor (pid {old_pid}) did not come back within {timeout_s} s")
 
 
-async def results_at_least(runner, n: int, timeout_s: float = 60) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if runner.results_log.exists() and len(read_results(runner)) >= n:
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"fewer than {n} results after {timeout_s} s")
+async def results_at_least(runner, n: int) -> None:
+    await wait_until(f"{n} results", lambda: len(read_results(runner)) >= n)
 
 
 def replicas_of(app: str, deployment: str) -> list[str]:
@@ -109,6 +104,11 @@ def no_outcome(s: dict[str, Any]) -> dict[str, list[tuple[int, int]]]:
         if missing:
             out[cam] = missing[:20]
     return out
+
+
+def processed_after(runner, capture_ms: int) -> list[dict[str, Any]]:
+    """Processed results of frames captured after `capture_ms` (epoch ms)."""
+    return [r for r in read_results(runner) if r["outcome"] == "processed" and r.get("captureTsMs", 0) > capture_ms]
 
 
 def seqs_by_camera(runner) -> dict[str, list[int]]:
@@ -154,8 +154,9 @@ def test_consumer_killed_mid_batch_loses_nothing(tmp_path, kafka_server, ray_clu
         seen["pid"] = await sigkill(victim)
         seen["batches_before"] = before
         seen["new_pid"], seen["restart_s"] = await back_with_new_pid(victim, seen["pid"])
+        await results_at_least(runner, len(read_results(runner)) + 20)  # frames flow on after the restart
 
-    _runner, s = asyncio.run(run_fleet_for(manifest, seconds=22, during=kill_consumer))
+    _runner, s = asyncio.run(run_fleet_for(manifest, None, during=kill_consumer))
 
     fault_report.ledger(row, s)
     row.happened = (
@@ -192,16 +193,13 @@ def test_model_replica_killed_loses_nothing(tmp_path, kafka_server, ray_cluster,
         [name] = replicas_of("fault-replica", "model-objects")
         replica = ray.get_actor(name, namespace="serve")
         seen["pid"] = await sigkill(replica)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 60:
-            fresh = [n for n in replicas_of("fault-replica", "model-objects") if n != name]
-            if fresh:
-                seen["replaced_s"] = time.monotonic() - t0
-                break
-            await asyncio.sleep(0.5)
         seen["results_at_kill"] = len(read_results(runner))
+        seen["replaced_s"] = await wait_until(
+            "a new model-objects replica", lambda: [n for n in replicas_of("fault-replica", "model-objects") if n != name], interval_s=0.5
+        )
+        await results_at_least(runner, seen["results_at_kill"] + 20)  # frames flow through the new replica
 
-    runner, s = asyncio.run(run_fleet_for(manifest, seconds=28, during=kill_replica))
+    runner, s = asyncio.run(run_fleet_for(manifest, None, during=kill_replica))
 
     fault_report.ledger(row, s)
     row.happened = (
@@ -241,16 +239,16 @@ def test_producer_killed_loses_nothing_and_reports_the_missed_slots(tmp_path, ka
         seen["sampled_before"] = sum(c.produced for c in (await victim.stats.remote()).cameras.values())
         seen["pid"] = await sigkill(victim)
         seen["new_pid"], seen["restart_s"] = await back_with_new_pid(victim, seen["pid"])
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 30:
-            stats = await victim.stats.remote()
-            if stats.cameras and all(c.produced > 0 for c in stats.cameras.values()):
-                seen["resumed_s"] = time.monotonic() - t0 + seen["restart_s"]
-                seen["restarted_flag"] = stats.restarted
-                break
-            await asyncio.sleep(0.25)
 
-    _runner, s = asyncio.run(run_fleet_for(manifest, seconds=24, during=kill_producer))
+        async def sampling_again() -> bool:
+            stats = await victim.stats.remote()
+            seen["restarted_flag"] = stats.restarted
+            return bool(stats.cameras) and all(c.produced > 0 for c in stats.cameras.values())
+
+        seen["resumed_s"] = seen["restart_s"] + await wait_until("the restarted producer sampling every camera", sampling_again)
+        await results_at_least(runner, len(read_results(runner)) + 20)  # its frames reach the results
+
+    _runner, s = asyncio.run(run_fleet_for(manifest, None, during=kill_producer))
 
     fault_report.ledger(row, s)
     missed = {cam: c["missed_by_reason"] for cam, c in s["per_camera"].items()}
@@ -313,8 +311,11 @@ def test_kafka_down_20s_producers_buffer_within_bound_and_count_drops(tmp_path, 
         await asyncio.to_thread(own_kafka.start)
         seen["restart_s"] = own_kafka.startup_seconds
         seen["back_ms"] = int(time.time() * 1000)
+        await wait_until(
+            "11 frames captured after the broker came back, processed", lambda: len(processed_after(runner, seen["back_ms"])) > 10
+        )
 
-    runner, s = asyncio.run(run_fleet_for(manifest, seconds=52, during=broker_outage))
+    runner, s = asyncio.run(run_fleet_for(manifest, None, during=broker_outage))
 
     fault_report.ledger(row, s)
     row.happened = (
@@ -332,7 +333,7 @@ def test_kafka_down_20s_producers_buffer_within_bound_and_count_drops(tmp_path, 
         assert set(c["dropped_by_reason"]) <= {"kafka_unavailable"}, c
         assert c["failed"] == 0, c
         assert not c["missed_by_reason"].get("unaccounted"), c
-    after = [r for r in read_results(runner) if r["outcome"] == "processed" and r["captureTsMs"] > seen["back_ms"]]
+    after = processed_after(runner, seen["back_ms"])
     assert len(after) > 10, "frames did not flow again after the broker came back"
     assert s["duplicates"] <= 2 * CONSUMER_IN_FLIGHT_BOUND, s["duplicates"]
 
@@ -376,8 +377,15 @@ def test_object_store_down_fails_frames_with_a_reason_and_recovers(tmp_path, kaf
         await asyncio.to_thread(own_minio.start)
         seen["back_ms"] = int(time.time() * 1000)
         seen["restart_s"] = own_minio.startup_seconds
+        settled_ms = seen["back_ms"] + 1000
 
-    runner, s = asyncio.run(run_fleet_for(manifest, seconds=34, during=store_outage))
+        def both_cameras_flow() -> bool:
+            after = processed_after(runner, settled_ms)
+            return len(after) > 10 and all(sum(r["cameraId"] == cam for r in after) > 5 for cam in ("1", "2"))
+
+        await wait_until("both cameras' frames processed again after the store came back", both_cameras_flow)
+
+    runner, s = asyncio.run(run_fleet_for(manifest, None, during=store_outage))
 
     fault_report.ledger(row, s)
     after = Counter(r["outcome"] for r in read_results(runner) if r.get("captureTsMs", 0) > seen.get("back_ms", 0) + 1000)

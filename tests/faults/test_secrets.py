@@ -132,7 +132,7 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
                 "--progress-interval",
                 "2",
                 "--drain-timeout",
-                "20",
+                "180",  # ends when the consumer has caught up; generous for a machine whose cores are busy
                 "--summary",
                 str(summary_path),
             ],
@@ -143,7 +143,7 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
             start_new_session=True,
         )
         try:
-            output, _ = proc.communicate(timeout=300)
+            output, _ = proc.communicate(timeout=480)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the run and the Ray processes it started
             output, _ = proc.communicate()

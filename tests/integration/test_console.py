@@ -123,15 +123,14 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
         seen["boxes"] = await poll("a face drawn on the entrance tile", lambda: (t := tile("entrance")) and t["rects"] and t)
         # Every browser and HTTP call runs in a thread: the console answers from this test's event loop.
         before = (await asyncio.to_thread(tile, "entrance"))["processed"]
-        await poll("the entrance's processed count moving", lambda: tile("entrance")["processed"] > before, 60)
+        await poll("the entrance's processed count moving", lambda: tile("entrance")["processed"] > before)
         seen["models"] = await asyncio.to_thread(lambda: browser.find_element(By.ID, "models").text)
         seen["page"] = await asyncio.to_thread(lambda: browser.page_source)
         seen["api"] = (await asyncio.to_thread(get, url + "api/fleet"))[1].decode()
         await poll(
             "the consumer lag in the header",
             lambda: browser.find_element(By.ID, "f-lag").text.isdigit(),
-            60,
-            lambda: get(url + "api/fleet"),
+            context=lambda: get(url + "api/fleet"),
         )
         seq = seen["boxes"]["seq"]
         seen["frame"] = await asyncio.to_thread(get, f"{url}api/cameras/entrance/frames/{seq}")
@@ -150,9 +149,9 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
         await poll("the dock camera up", dock_up)
         cams.stop()
         stopped = time.monotonic()
-        await poll("the producer noticing the dock camera down", lambda: not dock_up(), 120)
+        await poll("the producer noticing the dock camera down", lambda: not dock_up())
         seen["producer_down_s"] = time.monotonic() - stopped
-        await poll("the dock tile showing down", lambda: tile("dock")["down"], 120)
+        await poll("the dock tile showing down", lambda: tile("dock")["down"])
         seen["page_down_s"] = time.monotonic() - stopped
         seen["dock_down"] = await asyncio.to_thread(tile, "dock")
         seen["header_cameras"] = await asyncio.to_thread(lambda: browser.find_element(By.ID, "f-cameras").text)

@@ -15,7 +15,8 @@ from collections import Counter
 
 import pytest
 
-from tests.fixtures.pipeline import health_model, read_results, run_fleet_for, slow_face_model, write_fleet
+from camerafleet.stats import merge_outcomes, merge_producer_stats
+from tests.fixtures.pipeline import health_model, read_results, run_fleet_for, slow_face_model, until_processed, wait_until, write_fleet
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +26,9 @@ MAX_FRAME_AGE_MS = 3000
 # tests' servers share two cores, so the test allows a second. It checks that nothing waits past its
 # deadline (which would add whole batches or maxFrameAgeMs), not how fast the machine is.
 TRANSIT_ALLOWANCE_MS = 1000
+# Slots each camera sheds before the run stops: enough to judge the spread over the cameras (a camera's share
+# of shed slots differs from the others' by a slot or two per admission change).
+SHED_PER_CAMERA = 60
 
 
 def slow_fleet(tmp_path, name: str, bootstrap: str, admission: dict) -> object:
@@ -42,7 +46,17 @@ def slow_fleet(tmp_path, name: str, bootstrap: str, admission: dict) -> object:
 
 def test_a_slow_model_makes_producers_shed_evenly_and_the_ledger_balances(tmp_path, kafka_server, ray_cluster):
     manifest = slow_fleet(tmp_path, "admission", kafka_server.bootstrap, {"mode": "backlog", "intervalMs": 250})
-    runner, s = asyncio.run(run_fleet_for(manifest, seconds=30))
+
+    async def shedding(runner) -> None:
+        await until_processed(runner, 1)
+
+        def shed_enough() -> bool:
+            cams = merge_producer_stats(runner.producer_stats.values())
+            return len(cams) == 4 and min(c.shed_slots for c in cams.values()) >= SHED_PER_CAMERA
+
+        await wait_until(f"{SHED_PER_CAMERA} slots shed by every camera", shed_enough, context=lambda: runner.producer_stats)
+
+    runner, s = asyncio.run(run_fleet_for(manifest, None, shedding))
 
     shed = {cam: c["missed_by_reason"].get("shed", 0) for cam, c in s["per_camera"].items()}
     assert all(n > 0 for n in shed.values()), f"every camera sheds under overload: {shed}"
@@ -58,7 +72,19 @@ def test_a_slow_model_makes_producers_shed_evenly_and_the_ledger_balances(tmp_pa
 
 def test_no_processed_frame_exceeds_max_age_plus_its_batch_under_a_3x_overload(tmp_path, kafka_server, ray_cluster):
     manifest = slow_fleet(tmp_path, "latencybound", kafka_server.bootstrap, {"mode": "off"})
-    runner, s = asyncio.run(run_fleet_for(manifest, seconds=25))
+
+    async def aging(runner) -> None:
+        await until_processed(runner, 2)
+        stale: list[int] = []
+
+        async def frames_aged_out() -> bool:
+            _, consumers = await runner.gather_stats()
+            stale.append(sum(o.dropped.get("stale", 0) for o in merge_outcomes(consumers).values()))
+            return stale[-1] >= 10
+
+        await wait_until("10 frames dropped as stale", frames_aged_out, context=lambda: stale[-1:])
+
+    runner, s = asyncio.run(run_fleet_for(manifest, None, aging))
 
     assert s["ledger_balanced"], s
     assert s["processed"] > 0, s

@@ -10,7 +10,17 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from ray import serve
 
-from tests.fixtures.pipeline import health_model, read_results, run_fleet_for, write_fleet, yolo_model
+from camerafleet.stats import ProducerCameraStats, merge_producer_stats
+from tests.fixtures.pipeline import (
+    EVENT_TIMEOUT_S,
+    health_model,
+    read_results,
+    run_fleet_for,
+    until_processed,
+    wait_until,
+    write_fleet,
+    yolo_model,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +41,7 @@ EXPECTED_BOXES = [
 ]
 
 
-async def topic_values(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list[dict]:
+async def topic_values(bootstrap: str, topic: str, expected: int, timeout_s: float = EVENT_TIMEOUT_S) -> list[dict]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     values: list[dict] = []
@@ -43,6 +53,10 @@ async def topic_values(bootstrap: str, topic: str, expected: int, timeout_s: flo
     finally:
         await consumer.stop()
     return values
+
+
+def broken_stats(runner) -> ProducerCameraStats:
+    return merge_producer_stats(runner.producer_stats.values()).get("broken") or ProducerCameraStats()
 
 
 def test_frames_flow_end_to_end_over_s3_and_models_scale_up(tmp_path, kafka_server, minio_server, ray_cluster):
@@ -60,14 +74,20 @@ def test_frames_flow_end_to_end_over_s3_and_models_scale_up(tmp_path, kafka_serv
     )
     replicas: list[int] = []
 
-    async def watch_replicas(runner):
-        for _ in range(40):
-            status = serve.status().applications["e2e"].deployments["model-objects"]
-            replicas.append(status.replica_states.get("RUNNING", 0))
-            await asyncio.sleep(0.5)
+    def objects_replicas() -> int:
+        replicas.append(serve.status().applications["e2e"].deployments["model-objects"].replica_states.get("RUNNING", 0))
+        return replicas[-1]
 
-    runner, s = asyncio.run(run_fleet_for(manifest, seconds=20, during=watch_replicas))
-    assert replicas[0] == 1 and max(replicas) == 2, f"model-objects replicas over time: {replicas}"
+    async def scale_up_under_load(runner):
+        # The app is deployed and no frame has reached it yet: minReplicas. Once frames flow, Serve decides to scale
+        # up after upscaleDelaySeconds of load and starts a replica, which takes seconds more on a busy machine.
+        assert objects_replicas() == 1, f"model-objects started with {replicas[-1]} replicas, not minReplicas 1"
+        await until_processed(runner, 1, ["1", "2", "3"])
+        await wait_until("a second model-objects replica", lambda: objects_replicas() == 2, context=lambda: replicas[-20:])
+        await until_processed(runner, 20, ["1", "2", "3"])
+        await wait_until("two reconnects of the broken camera", lambda: broken_stats(runner).reconnects >= 2)
+
+    runner, s = asyncio.run(run_fleet_for(manifest, None, during=scale_up_under_load))
 
     assert s["ledger_balanced"], s
     assert s["failed"] == 0 and s["dropped"] == 0, s

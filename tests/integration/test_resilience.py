@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import ray
 
-from tests.fixtures.pipeline import read_results, run_fleet_for, write_fleet, yolo_model
+from tests.fixtures.pipeline import read_results, run_fleet_for, until_processed, wait_until, write_fleet, yolo_model
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ra
     )
 
     async def disturb(runner):
-        await asyncio.sleep(4)
+        await until_processed(runner, 5)
         more = [*cameras, {"id": "3", "source": "synthetic:640x360@20", "inferenceFps": 5, "producerShards": 2}]
         write_fleet(
             tmp_path / "fleet.yaml",
@@ -42,18 +42,20 @@ def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ra
             producer={"actors": 2, "cpusPerActor": 0.25},
             **common,
         )
-        for _ in range(40):
-            if len(runner.producers) == 2 and len(runner.spec.cameras) == 3:
-                break
-            await asyncio.sleep(0.25)
-        assert len(runner.producers) == 2, "the manifest change was not applied"
-        await asyncio.sleep(3)
+        # The runner reads the manifest every watch interval and starts a producer actor (a new Ray worker).
+        await wait_until("the manifest change applied", lambda: len(runner.producers) == 2 and len(runner.spec.cameras) == 3)
+        await until_processed(runner, 3, ["3"])
         # Every consumer at once (as when their Pod goes): Ray restarts each with the spec it was created with,
         # which lacks camera 3; the runner must hand them the current one.
+        before = len(read_results(runner))
         for consumer in runner.consumers:
             ray.kill(consumer, no_restart=False)
+        await wait_until(
+            "results for every camera after the consumers came back",
+            lambda: {r["cameraId"] for r in read_results(runner)[before:]} == {"1", "2", "3"},
+        )
 
-    runner, s = asyncio.run(run_fleet_for(manifest, seconds=16, during=disturb))
+    runner, s = asyncio.run(run_fleet_for(manifest, None, during=disturb))
 
     assert s["per_camera"]["3"]["processed"] > 0, "the camera added while running was not served"
     assert s["ledger_balanced"], s

@@ -14,8 +14,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.topics import ensure_topics, wait_for_group_members
+from tests.fixtures.pipeline import wait_until
 
 pytestmark = pytest.mark.integration
+
+
+async def topic_gone(admin: AIOKafkaAdminClient, topic: str) -> bool:
+    return topic not in await admin.list_topics()
 
 
 def one_camera_fleet(name: str) -> FleetSpec:
@@ -57,8 +62,10 @@ def test_a_recreated_topic_is_read_from_its_start(kafka_server):
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
         await admin.start()
         await admin.delete_topics(["again_cam_1"])
-        await admin.close()
-        await asyncio.sleep(1)  # the deletion completes on the broker
+        try:  # the deletion completes on the broker some time after it answered
+            await wait_until("the topic deleted on the broker", lambda: topic_gone(admin, "again_cam_1"), interval_s=0.5)
+        finally:
+            await admin.close()
         await ensure_topics(spec, kafka_server.bootstrap)
         return await committed()
 
