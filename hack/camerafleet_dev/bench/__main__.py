@@ -158,6 +158,7 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
         profile_dir=profile_dir,
         sample_interval_s=p.sample_interval_seconds,
         gpus=0.0,
+        settle_max_s=p.settle_max_seconds,
     )
     ray.init(address="local", namespace="camerafleet-bench", include_dashboard=False, logging_level=logging.WARNING)
     bench.gpus = 0.5 if detect_gpus() else 0.0

@@ -101,15 +101,16 @@ class PhaseResult:
 
 
 SETTLE_CPU_PERCENT = 35.0  # the machine counts as quiet below this much CPU use (all cores; Ray and Kafka idle at ~10-20%)
-SETTLE_MAX_S = 30.0
 
 
-async def settle() -> None:
-    """Wait (up to half a minute) until the previous phase's work has died down: an overloaded phase leaves
+async def settle(max_s: float) -> None:
+    """Wait (up to `max_s`) until the previous phase's work has died down: an overloaded phase leaves
     replicas finishing batches, Serve apps being deleted and Kafka compacting, which would otherwise land
     on the first seconds of the next phase."""
+    if max_s <= 0:
+        return
     started = time.monotonic()
-    while time.monotonic() - started < SETTLE_MAX_S and await asyncio.to_thread(psutil.cpu_percent, 1.0) > SETTLE_CPU_PERCENT:
+    while time.monotonic() - started < max_s and await asyncio.to_thread(psutil.cpu_percent, 1.0) > SETTLE_CPU_PERCENT:
         pass
     print(f"(waited {time.monotonic() - started:.0f} s for the machine to settle)", file=sys.stderr, flush=True)
 
@@ -151,10 +152,20 @@ class Bench:
     """Builds each phase's manifest from the bench fleet and runs it."""
 
     def __init__(
-        self, *, out: Path, bootstrap: str, clips: list[Path], models: Path, profile_dir: Path, sample_interval_s: float, gpus: float
+        self,
+        *,
+        out: Path,
+        bootstrap: str,
+        clips: list[Path],
+        models: Path,
+        profile_dir: Path,
+        sample_interval_s: float,
+        gpus: float,
+        settle_max_s: float = 30.0,
     ):
         self.out, self.bootstrap, self.clips, self.models = out, bootstrap, clips, models
         self.profile_dir, self.sample_interval_s, self.gpus = profile_dir, sample_interval_s, gpus
+        self.settle_max_s = settle_max_s
         self.probe = ProcessProbe()
         self.all_series: list[dict[str, Any]] = []
 
@@ -248,7 +259,7 @@ class Bench:
         during: Callable[[FleetRunner, Path], Awaitable[dict[str, Any]]] | None = None,
         sample_interval_s: float | None = None,
     ) -> PhaseResult:
-        await settle()
+        await settle(self.settle_max_s)
         path = self.write(phase, manifest)
         cams = manifest["spec"]["cameras"]
         offered = sum(c["inferenceFps"] for c in cams if c["enabled"])

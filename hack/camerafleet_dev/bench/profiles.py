@@ -32,6 +32,12 @@ class BenchProfile(BaseModel):
     live_streams: tuple[str, ...] = Field(description="Live cameras phase: test streams measured (h264, h265, mjpeg).")
     live_fps: tuple[float, ...] = Field(description="Live cameras phase: inferenceFps values compared.")
     live_capacity: tuple[int, ...] = Field(description="Live cameras phase: camera counts tried on one core, until a slot is missed.")
+    settle_max_seconds: float = Field(
+        ge=0,
+        description="Longest wait before each pipeline phase for the machine to quiet down, so that one phase's leftovers do not "
+        "land on the next one's numbers (0: no wait, for the tiny profile, which checks plumbing, not numbers; on a machine "
+        "with other work on it the wait always runs to this bound).",
+    )
 
 
 PROFILES: dict[str, BenchProfile] = {
@@ -59,6 +65,7 @@ PROFILES: dict[str, BenchProfile] = {
             live_streams=("h264",),
             live_fps=(1.0,),
             live_capacity=(2,),
+            settle_max_seconds=0,
         ),
         BenchProfile(
             name="quick",
@@ -82,6 +89,7 @@ PROFILES: dict[str, BenchProfile] = {
             live_streams=("h264", "h265", "mjpeg"),
             live_fps=(1.0, 5.0, 15.0),
             live_capacity=(4, 8, 16, 32),
+            settle_max_seconds=30,
         ),
         BenchProfile(
             name="full",
@@ -105,6 +113,7 @@ PROFILES: dict[str, BenchProfile] = {
             live_streams=("h264", "h265", "mjpeg"),
             live_fps=(1.0, 5.0, 15.0),
             live_capacity=(4, 8, 16, 32, 64, 128),
+            settle_max_seconds=30,
         ),
     )
 }
