@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from camerafleet.stats import merge_producer_stats
-from tests.fixtures.pipeline import PATIENT_CONSUMER, health_model, run_fleet_for, write_fleet
+from tests.fixtures.pipeline import PATIENT_CONSUMER, camera_stats, health_model, run_fleet_for, write_fleet
 from tests.fixtures.prometheus import RULES
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
@@ -61,8 +60,8 @@ def test_a_stopped_camera_stream_fires_camera_down_on_a_real_prometheus(
 
     async def fault(runner) -> None:
         def dock_up() -> bool:
-            stats = merge_producer_stats(runner.producer_stats.values()).get("dock")
-            return stats is not None and stats.source_up and stats.produced >= 4
+            stats = camera_stats(runner, "dock")
+            return stats.source_up and stats.produced >= 4
 
         await _until("frames from the dock camera", dock_up, timeout_s=120)
         await _until("a scrape of the fleet's metrics", lambda: bool(prom.query(f'ray_camerafleet_source_up{{fleet="{FLEET}"}}')), 60)

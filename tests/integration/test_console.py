@@ -24,10 +24,9 @@ import orjson
 import pytest
 from selenium.webdriver.common.by import By
 
-from camerafleet.stats import merge_producer_stats
 from camerafleet_dev.clips import write_demo_clips
 from camerafleet_dev.devservers._process import free_port
-from tests.fixtures.pipeline import PATIENT_CONSUMER, ROOT, face_model, health_model, read_results, run_fleet_for, write_fleet
+from tests.fixtures.pipeline import PATIENT_CONSUMER, ROOT, camera_stats, face_model, health_model, read_results, run_fleet_for, write_fleet
 
 pytestmark = pytest.mark.integration
 
@@ -113,9 +112,8 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
         return browser.execute_script(READ_TILE, camera)
 
     async def use_console(runner) -> None:
-        def dock_up() -> bool | None:
-            stats = merge_producer_stats(runner.producer_stats.values()).get("dock")
-            return stats is not None and stats.source_up
+        def dock_up() -> bool:
+            return camera_stats(runner, "dock").source_up
 
         await asyncio.to_thread(browser.set_window_size, 1280, 560)
         await asyncio.to_thread(browser.get, url)

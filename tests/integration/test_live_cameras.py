@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from camerafleet.api.source_report import DecodeMode, SourceProblem, TimeSource
-from camerafleet.stats import ProducerCameraStats, merge_producer_stats
 from camerafleet_dev.devservers._process import free_port
 from tests.fixtures.pipeline import (
     PATIENT_CONSUMER,
+    camera_stats,
     face_model,
     health_model,
     read_results,
@@ -31,14 +31,9 @@ from tests.fixtures.pipeline import (
 )
 
 pytestmark = pytest.mark.integration
-AUTH_WATCH_S = 20  # how long a refused camera is watched for its retries: two and a half reconnectMaxSeconds
 
 STREAMED_PACKETS = 25 * 30  # 25 s of a 30 fps camera
-
-
-def dock_stats(runner) -> ProducerCameraStats | None:
-    """The camera's producer stats as the runner last polled them (every watch interval)."""
-    return merge_producer_stats(runner.producer_stats.values()).get("dock")
+AUTH_WATCH_S = 20  # how long a refused camera is watched for its retries: two and a half reconnectMaxSeconds
 
 
 def scrape(port: int) -> str:
@@ -63,8 +58,7 @@ def test_rtsp_h264_h265_and_mjpeg_cameras_are_processed_with_their_faces(tmp_pat
         # settles) are a small part of what was read: 25 s of a 30 fps stream. The stream servers send in real
         # time however busy the machine is; the pipeline's pace does not matter.
         def streamed_long_enough() -> bool:
-            cams = merge_producer_stats(runner.producer_stats.values())
-            return all(cam in cams and cams[cam].packets_received >= STREAMED_PACKETS for cam in ("h264", "mjpeg"))
+            return all(camera_stats(runner, cam).packets_received >= STREAMED_PACKETS for cam in ("h264", "mjpeg"))
 
         await wait_until(f"{STREAMED_PACKETS} packets read from the h264 and MJPEG cameras", streamed_long_enough)
         await until_processed(runner, 5)
@@ -109,15 +103,10 @@ def test_stalled_killed_and_restarted_camera_is_reported_and_resumes(tmp_path, k
     seen: dict[str, Any] = {}
 
     async def faults(runner) -> None:
-        async def wait_for(what: str, check, timeout_s: float = 120) -> float:
-            # Generous: the pipeline, the encoder and Ray share 2 cores.
-            started = time.monotonic()
-            while time.monotonic() - started < timeout_s:
-                stats = dock_stats(runner)
-                if stats is not None and check(stats):
-                    return time.monotonic() - started
-                await asyncio.sleep(0.25)
-            raise AssertionError(f"camera dock: no {what} within {timeout_s} s; stats {dock_stats(runner)}")
+        async def wait_for(what: str, check) -> float:
+            return await wait_until(
+                f"{what} (camera dock)", lambda: check(camera_stats(runner, "dock")), context=lambda: camera_stats(runner, "dock")
+            )
 
         await wait_for("frames flowing", lambda p: p.source_up and p.produced >= 4)
         cams.pause()
@@ -136,14 +125,14 @@ def test_stalled_killed_and_restarted_camera_is_reported_and_resumes(tmp_path, k
         await asyncio.sleep(3)  # the stream stays paused a little longer: a stall, not a blip
         cams.resume()
         await wait_for("back after the stall", lambda p: p.source_up)
-        produced = dock_stats(runner).produced
+        produced = camera_stats(runner, "dock").produced
         await wait_for("frames after the stall", lambda p: p.produced >= produced + 3)
         cams.stop()
         await wait_for("a killed server reported", lambda p: not p.source_up)
         await asyncio.sleep(4)  # the server stays down for several reconnect attempts
         cams.start()
         seen["restarted_at"] = time.time()
-        produced = dock_stats(runner).produced
+        produced = camera_stats(runner, "dock").produced
         await wait_for("frames after the restart", lambda p: p.source_up and p.produced >= produced + 4)
 
     runner, s = asyncio.run(run_fleet_for(manifest, None, faults, metrics_port=metrics_port))
@@ -179,10 +168,7 @@ def test_wrong_password_is_an_auth_failure_retried_slowly_and_never_shown(tmp_pa
     observed: dict[str, float] = {}
 
     async def refused_for_a_while(runner) -> None:
-        def stats(cam: str) -> ProducerCameraStats:
-            return merge_producer_stats(runner.producer_stats.values()).get(cam) or ProducerCameraStats()
-
-        await wait_until("the wrong password refused", lambda: stats("gate").source_problems[SourceProblem.AUTH_FAILED] >= 1)
+        await wait_until("the wrong password refused", lambda: camera_stats(runner, "gate").source_problems[SourceProblem.AUTH_FAILED] >= 1)
         observed["first_refusal"] = time.monotonic()
         await until_processed(runner, 5, ["gate-ok"])
         # The retry interval is judged over AUTH_WATCH_S of the camera's own time, however fast the machine.

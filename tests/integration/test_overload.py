@@ -15,8 +15,17 @@ from collections import Counter
 
 import pytest
 
-from camerafleet.stats import merge_outcomes, merge_producer_stats
-from tests.fixtures.pipeline import health_model, read_results, run_fleet_for, slow_face_model, until_processed, wait_until, write_fleet
+from camerafleet.stats import merge_outcomes
+from tests.fixtures.pipeline import (
+    camera_stats,
+    health_model,
+    read_results,
+    run_fleet_for,
+    slow_face_model,
+    until_processed,
+    wait_until,
+    write_fleet,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,8 +60,7 @@ def test_a_slow_model_makes_producers_shed_evenly_and_the_ledger_balances(tmp_pa
         await until_processed(runner, 1)
 
         def shed_enough() -> bool:
-            cams = merge_producer_stats(runner.producer_stats.values())
-            return len(cams) == 4 and min(c.shed_slots for c in cams.values()) >= SHED_PER_CAMERA
+            return min(camera_stats(runner, c.id).shed_slots for c in runner.spec.cameras) >= SHED_PER_CAMERA
 
         await wait_until(f"{SHED_PER_CAMERA} slots shed by every camera", shed_enough, context=lambda: runner.producer_stats)
 

@@ -10,9 +10,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from ray import serve
 
-from camerafleet.stats import ProducerCameraStats, merge_producer_stats
 from tests.fixtures.pipeline import (
     EVENT_TIMEOUT_S,
+    camera_stats,
     health_model,
     read_results,
     run_fleet_for,
@@ -55,10 +55,6 @@ async def topic_values(bootstrap: str, topic: str, expected: int, timeout_s: flo
     return values
 
 
-def broken_stats(runner) -> ProducerCameraStats:
-    return merge_producer_stats(runner.producer_stats.values()).get("broken") or ProducerCameraStats()
-
-
 def test_frames_flow_end_to_end_over_s3_and_models_scale_up(tmp_path, kafka_server, minio_server, ray_cluster):
     cameras = [{"id": str(i), "source": "synthetic:1280x720@30", "inferenceFps": 8} for i in (1, 2, 3)]
     cameras.append({"id": "broken", "source": str(tmp_path / "no-such-clip.mp4")})
@@ -85,7 +81,7 @@ def test_frames_flow_end_to_end_over_s3_and_models_scale_up(tmp_path, kafka_serv
         await until_processed(runner, 1, ["1", "2", "3"])
         await wait_until("a second model-objects replica", lambda: objects_replicas() == 2, context=lambda: replicas[-20:])
         await until_processed(runner, 20, ["1", "2", "3"])
-        await wait_until("two reconnects of the broken camera", lambda: broken_stats(runner).reconnects >= 2)
+        await wait_until("two reconnects of the broken camera", lambda: camera_stats(runner, "broken").reconnects >= 2)
 
     runner, s = asyncio.run(run_fleet_for(manifest, None, during=scale_up_under_load))
 
