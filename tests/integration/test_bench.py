@@ -35,7 +35,7 @@ PHASES = {
     "load_300",
     "autoscaling",
 }
-# The tiny profile takes ~6 minutes on an idle 2-core machine and ~10 with both cores hogged; 30 leave room.
+# The tiny profile takes 6.5 minutes on an idle 2-core machine and 9 with one core hogged; 30 leave room.
 BENCH_TIMEOUT_S = 1800
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(BENCH_TIMEOUT_S + 300)]
 
@@ -80,10 +80,10 @@ def test_every_phase_ran_and_its_ledger_balances(report):
         assert led["produced"] > 0, f"{name}: no frame was even sampled"
         assert led["produced"] == led["processed"] + led["dropped"] + led["failed"] + led["in_flight"], name
         assert led["ledger_balanced"] and led["in_flight"] == 0, f"{name}: {led}"
+        # A phase is listed without frames exactly when none was processed after its warm-up (a busy machine).
+        assert (name in r["phases_without_frames"]) == (p["latency_ms"]["p99"] is None), name
         if led["processed"] == 0:
-            assert name in r["phases_without_frames"] and p["latency_ms"]["p99"] is None, name
-        else:
-            assert name not in r["phases_without_frames"] and p["latency_ms"]["p99"] is not None, name
+            assert name in r["phases_without_frames"], name
     assert r["phases"]["old_design"]["design"] == r["phases"]["old_design_load_50"]["design"] == BASELINE
     assert r["phases"]["saturation"]["design"] == BATCHED
 
@@ -119,13 +119,14 @@ def test_many_cameras_memory_stages_and_autoscaling_are_reported(report):
         assert limit[stage] > 0, f"stage {stage} of the limit loop was not measured"
     why = r["why"]
     assert why["limit_cpu_ms_per_frame"] > 0
-    if "saturation" in r["phases_without_frames"]:
+    # CPU per frame is over the whole phase (warm-up included): None only where the phase processed nothing.
+    if r["phases"]["saturation"]["ledger"]["processed"] == 0:
         assert why["pipeline_cpu_ms_per_frame"] is None and all(v is None for v in pipeline.values())
     else:
         for stage in ("capture", "encode", "bucket put", "decode", "preprocess", "inference"):
             assert pipeline[stage] > 0, f"stage {stage} was not measured"
         assert why["pipeline_cpu_ms_per_frame"] == r["components_cpu_ms_per_frame"]["total"] > why["platform_cpu_ms_per_frame"] > 0
-    assert (why["old_design_cpu_ms_per_frame"] is None) == ("old_design" in r["phases_without_frames"])
+    assert (why["old_design_cpu_ms_per_frame"] is None) == (r["phases"]["old_design"]["ledger"]["processed"] == 0)
     assert r["phases"]["autoscaling"]["autoscaling"]["settings"] == FAST_AUTOSCALING
     assert r["phases"]["overload"]["max_frame_age_ms"] > 0
 

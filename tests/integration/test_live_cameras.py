@@ -61,6 +61,13 @@ def test_rtsp_h264_h265_and_mjpeg_cameras_are_processed_with_their_faces(tmp_pat
             return all(camera_stats(runner, cam).packets_received >= STREAMED_PACKETS for cam in ("h264", "mjpeg"))
 
         await wait_until(f"{STREAMED_PACKETS} packets read from the h264 and MJPEG cameras", streamed_long_enough)
+        # A camera's decoding mode is decided once two keyframes have come; a live H.265 encoder on a busy machine
+        # sends them seconds apart.
+        await wait_until(
+            "a decoding mode decided for every camera",
+            lambda: all(camera_stats(runner, c["id"]).decode_mode not in (None, DecodeMode.EVERY_FRAME) for c in cameras),
+            context=lambda: {c["id"]: camera_stats(runner, c["id"]).decode_mode for c in cameras},
+        )
         await until_processed(runner, 5)
 
     runner, s = asyncio.run(run_fleet_for(manifest, None, sampled_and_processed))

@@ -63,10 +63,14 @@ class PhaseResult:
         done = [r for r in self.records if r["outcome"] == "processed" and lo <= (r["captureTsMs"] + r["latencyMs"]) / 1000 <= hi]
         return round(len(done) / max(hi - lo, 1e-9), 2)
 
+    def measured(self) -> list[dict[str, Any]]:
+        """Processed frames captured after the warm-up: what the phase's per-frame numbers are made of."""
+        lo, hi = self.window
+        return [r for r in self.records if r["outcome"] == "processed" and lo <= r["captureTsMs"] / 1000 <= hi]
+
     def latency(self) -> dict[str, float | None]:
         """Capture-to-result latency of the frames captured after the warm-up."""
-        lo, hi = self.window
-        return percentiles([r["latencyMs"] for r in self.records if r["outcome"] == "processed" and lo <= r["captureTsMs"] / 1000 <= hi])
+        return percentiles([r["latencyMs"] for r in self.measured()])
 
     def latency_bound(self, max_frame_age_ms: int, transit_ms: int = 100) -> dict[str, Any]:
         """Processed frames against the bound maxFrameAgeMs + their own (slowest) model batch + `transit_ms`:

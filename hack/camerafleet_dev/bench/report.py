@@ -70,9 +70,10 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
     limit = results["limit"]
     sat = ph["saturation"]["processed_fps"]
     old = ph["old_design"]["processed_fps"]
-    # A phase that processed no frame (a machine too busy to serve it) has no per-frame numbers: they are
-    # reported as None, and the goals that need it as not judged, never as a division by zero.
-    empty = sorted(name for name, p in phases.items() if p.summary["processed"] == 0)
+    # A phase that processed no frame after its warm-up (a machine too busy to serve it, or one so slow that the
+    # warm-up of a few slots filled the phase) has no per-frame numbers: they are reported as None, and the goals
+    # that need it as not judged, never as a division by zero.
+    empty = sorted(name for name, p in phases.items() if not p.measured())
     sat_frames = phases["saturation"].summary["processed"]
     pipeline_stages = stage_table(phases["saturation"].stages, sat_frames)
     component_ms = {k: _per_frame(v, sat_frames) for k, v in phases["saturation"].cpu_s.items()}
@@ -357,7 +358,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         *(
             [
-                f"Phases that processed no frame (their per-frame numbers are empty, goals needing them not judged): {', '.join(r['phases_without_frames'])}.",
+                f"Phases that processed no frame after their warm-up (their per-frame numbers are empty, goals needing them not judged): {', '.join(r['phases_without_frames'])}.",
                 "",
             ]
             if r["phases_without_frames"]
