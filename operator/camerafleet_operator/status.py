@@ -1,4 +1,5 @@
-"""The `status` of a CameraFleet: one pydantic model, used by the reconciler and for the CRD schema.
+"""The `status` of a CameraFleet: one pydantic model, used by the reconciler and for the CRD schema, and
+the accumulator a reconcile pass sets its conditions through.
 
 Conditions follow the Kubernetes convention (type, status, reason, message, lastTransitionTime,
 observedGeneration); `lastTransitionTime` only moves when a condition's status changes.
@@ -6,6 +7,7 @@ observedGeneration); `lastTransitionTime` only moves when a condition's status c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -13,12 +15,18 @@ from pydantic import Field
 
 from camerafleet.api.manifest import Strict
 
-CONDITION_TYPES = ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning", "Ready")
+# What a fleet needs to run: Ready is True when all four are.
+PARTS = ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning")
+# ServingUpToDate: the RayService's cluster matches the spec (False while a new cluster KubeRay builds for a
+# cluster-level change cannot come up). Not a part of Ready: the old cluster still serves meanwhile.
+CONDITION_TYPES = (*PARTS, "ServingUpToDate", "Ready")
+# Reasons that need a person's attention become Warning events; waiting for KubeRay is not one of them.
+WARNING_REASONS = {"InvalidSpec", "NotSupported", "Conflict", "KafkaUnavailable", "JobFailed", "ServingFailed", "UpgradeStalled"}
 Phase = Literal["Pending", "Reconciling", "Running", "Degraded", "Failed"]
 
 
 class Condition(Strict):
-    type: str = Field(description="TopicsReady, ServingReady, ProducersRunning, ConsumersRunning or Ready.")
+    type: str = Field(description="TopicsReady, ServingReady, ProducersRunning, ConsumersRunning, ServingUpToDate or Ready.")
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
     reason: str = Field(description="One CamelCase word for machines, e.g. NotSupported, Conflict, InvalidSpec.")
     message: str = Field(default="", description="What happened and what to do, for people.")
@@ -58,3 +66,61 @@ def set_condition(
         type=type_, status=status, reason=reason, message=message[:1000], last_transition_time=when, observed_generation=generation
     )
     return [c for c in conditions if c.type != type_] + [new]
+
+
+@dataclass
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+class Conditions:
+    """The conditions of one reconcile pass, started from the published ones. Setting a condition whose
+    status or reason changed records an Event when it deserves one: Normal when it turns True, Warning
+    for a reason that needs a person (WARNING_REASONS); a wait is no event."""
+
+    def __init__(self, published: list[Condition], generation: int | None):
+        self.items = list(published)
+        self.generation = generation
+        self.events: list[Event] = []
+
+    def get(self, type_: str) -> Condition | None:
+        return next((c for c in self.items if c.type == type_), None)
+
+    def set(self, type_: str, ok: bool | None, reason: str, message: str, *, event: bool = True) -> None:
+        before = self.get(type_)
+        self.items = set_condition(self.items, type_, ok, reason, message, self.generation)
+        after = self.get(type_)
+        assert after is not None
+        changed = before is None or (before.status, before.reason) != (after.status, after.reason)
+        if event and changed and (ok is True or reason in WARNING_REASONS):
+            self.events.append(Event("Warning" if reason in WARNING_REASONS else "Normal", reason, f"{type_}: {message}"))
+
+    def invalid(self, problems: list[str]) -> None:
+        """A spec that cannot run: the parts wait without an event of their own, Ready says what to fix."""
+        for type_ in PARTS:
+            if (c := self.get(type_)) is None or c.reason != "InvalidSpec":
+                self.set(type_, None, "InvalidSpec", "not reconciled: the spec is invalid", event=False)
+        self.set("Ready", False, "InvalidSpec", "fix the spec: " + "; ".join(problems))
+
+    def settle_ready(self) -> None:
+        """Ready from the parts: True when all four hold, else what each waits for."""
+        parts = {t: self.get(t) for t in PARTS}
+        pending = [f"{t} ({c.reason if c else 'not observed'})" for t, c in parts.items() if c is None or c.status != "True"]
+        if pending:
+            self.set("Ready", False, "NotReady", "waiting for " + ", ".join(pending))
+        else:
+            self.set("Ready", True, "Ready", "topics, serving, producers and consumers are all up")
+
+
+def phase_of(conditions: list[Condition]) -> Phase:
+    """Failed: the spec cannot run. Running: every part holds and nothing is False. Degraded: something
+    is False for a reason other than not existing yet. Reconciling: on its way."""
+    by_type = {c.type: c for c in conditions}
+    if any(c.reason == "InvalidSpec" for c in conditions):
+        return "Failed"
+    problems = [c for c in conditions if c.type != "Ready" and c.status == "False" and c.reason != "Missing"]
+    if all(t in by_type and by_type[t].status == "True" for t in PARTS) and not problems:
+        return "Running"
+    return "Degraded" if problems else "Reconciling"

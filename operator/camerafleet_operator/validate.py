@@ -118,3 +118,18 @@ def cluster_problems(name: str, spec: FleetSpec, *, allow_local_addresses: bool 
             if t.toleration_seconds is not None and t.effect != "NoExecute":
                 problems.append(f"{field}: tolerationSeconds only applies to effect NoExecute")
     return problems
+
+
+def operator_bootstrap(bootstrap_servers: str, namespace: str) -> str:
+    """The fleet's Kafka as the operator must dial it. The fleet's Pods resolve a short Service name
+    (`camerafleet-kafka:9092`) in their own namespace; the operator runs in another (`camerafleet-system`),
+    where the same name resolves to nothing and TopicsReady would never be True. A host without a dot that
+    is not an address becomes `<host>.<fleet namespace>.svc`; anything else is dialled as given."""
+    servers = []
+    for server in bootstrap_servers.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        host, port = (host, port) if sep else (port, "")
+        if "." not in host and not _is_local_host(host) and ":" not in host.strip("[]"):
+            host = f"{host}.{namespace}.svc"
+        servers.append(f"{host}:{port}" if sep else host)
+    return ",".join(servers)

@@ -8,8 +8,9 @@ import yaml
 from camerafleet.api.manifest import parse_manifest
 from camerafleet.topics import TopicState, plan_topics
 from camerafleet_operator import render
-from camerafleet_operator.reconcile import job_condition, next_retry, phase_of, service_condition, topic_claims
-from camerafleet_operator.status import FleetStatus, JobState, set_condition
+from camerafleet_operator.observe import job_condition, service_condition
+from camerafleet_operator.reconcile import next_retry, topic_claims
+from camerafleet_operator.status import JobState, phase_of, set_condition
 
 
 def spec(cameras=2, partitions=2, **kafka):
@@ -118,10 +119,9 @@ def test_conditions_keep_transition_time_and_phase():
     conds = set_condition([], "TopicsReady", True, "Reconciled", "ok", 1)
     again = set_condition(conds, "TopicsReady", True, "Reconciled", "still ok", 2)
     assert again[0].last_transition_time == conds[0].last_transition_time and again[0].observed_generation == 2
-    status = FleetStatus(conditions=[*again, *set_condition([], "ServingReady", None, "WaitingForKubeRay", "", 2)])
-    assert phase_of(status) == "Reconciling"
-    status = FleetStatus(conditions=set_condition(status.conditions, "TopicsReady", False, "NotSupported", "no", 2))
-    assert phase_of(status) == "Degraded"
+    conds = [*again, *set_condition([], "ServingReady", None, "WaitingForKubeRay", "", 2)]
+    assert phase_of(conds) == "Reconciling"
+    assert phase_of(set_condition(conds, "TopicsReady", False, "NotSupported", "no", 2)) == "Degraded"
 
 
 def test_rendered_objects():

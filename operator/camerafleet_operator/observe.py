@@ -1,0 +1,83 @@
+"""What KubeRay v1.6's statuses of a RayJob and a RayService say about a fleet's parts, as plain
+functions of the objects' dicts (unit-tested with statuses copied from a real KubeRay)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Serve application statuses that mean the models do not serve as the spec asks, even while KubeRay's
+# Ready (which counts healthy proxies, not applications) stays True.
+APP_FAILED = {"DEPLOY_FAILED", "UNHEALTHY"}
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One part of the fleet as its KubeRay object reports it."""
+
+    ok: bool | None  # None: not known yet (starting, waiting for KubeRay)
+    reason: str
+    message: str
+    failed: bool = False  # the job ended or failed: resubmit it after its backoff
+    invalid: bool = False  # KubeRay refused the object: only a spec change helps
+
+
+def job_condition(job: dict[str, Any] | None) -> Observed:
+    if job is None:
+        return Observed(False, "Missing", "the RayJob does not exist yet")
+    if job["metadata"].get("deletionTimestamp"):
+        return Observed(None, "Deleting", "the RayJob is being deleted (KubeRay stops its Ray job first)")
+    st = job.get("status") or {}
+    deployment, job_status, message = st.get("jobDeploymentStatus") or "", st.get("jobStatus") or "", st.get("message") or ""
+    if deployment == "ValidationFailed":
+        return Observed(False, "InvalidSpec", f"KubeRay refused the RayJob: {message}", invalid=True)
+    if deployment == "Failed" or job_status == "FAILED":
+        return Observed(False, "JobFailed", message or f"the RayJob failed (jobStatus {job_status or 'unknown'})", failed=True)
+    if deployment == "Complete":  # the pipeline runs until stopped: a job that ended is restarted
+        return Observed(False, "JobEnded", f"the RayJob ended (jobStatus {job_status or 'unknown'}) {message}".strip(), failed=True)
+    if deployment == "Running" and job_status == "RUNNING":
+        return Observed(True, "Running", "the RayJob is running")
+    if not deployment:
+        return Observed(None, "WaitingForKubeRay", "KubeRay has not picked the RayJob up yet; is the KubeRay operator running?")
+    return Observed(None, deployment, f"RayJob is {deployment} (jobStatus {job_status or 'not known yet'})")
+
+
+def service_condition(svc: dict[str, Any] | None, app_name: str) -> Observed:
+    """ServingReady from KubeRay's Ready and, always, the Serve application's own status: a model edit whose
+    replicas fail leaves Ready True (the proxies are healthy) and the app DEPLOY_FAILED or UNHEALTHY."""
+    if svc is None:
+        return Observed(False, "Missing", "the RayService does not exist yet")
+    st = svc.get("status") or {}
+    ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is None:
+        return Observed(None, "WaitingForKubeRay", "KubeRay has not picked the RayService up yet; is the KubeRay operator running?")
+    reason, message = ready.get("reason") or "", ready.get("message") or ""
+    app_state, app_text = app_status(st, app_name)
+    if reason == "ValidationFailed":
+        return Observed(False, "InvalidSpec", f"KubeRay refused the RayService: {message}", invalid=True)
+    if app_state in APP_FAILED:
+        return Observed(False, "ServingFailed", app_text)
+    if ready.get("status") == "True":
+        return Observed(True, reason or "Ready", message or "the Serve application serves")
+    if reason == "Initializing":  # a normal start (pods, then the Serve app): not yet known, not degraded
+        return Observed(None, "Initializing", "; ".join(x for x in (message, app_text) if x) or "the Serve application is starting")
+    return Observed(False, reason or "NotReady", "; ".join(x for x in (message, app_text) if x))
+
+
+def app_status(status: dict[str, Any], app_name: str) -> tuple[str, str]:
+    """The Serve application's status and a line saying it (e.g. DEPLOY_FAILED and the builder's traceback,
+    or UNHEALTHY and the failing deployment's message). The serving cluster's (active) status counts; the
+    pending cluster's only while there is no active one (a first start)."""
+    for key in ("activeServiceStatus", "pendingServiceStatus"):
+        app = ((status.get(key) or {}).get("applicationStatuses") or {}).get(app_name)
+        if not app:
+            continue
+        state = app.get("status", "")
+        messages = [app.get("message", "")] + [
+            f"{name} {d.get('status', '')}: {d.get('message', '')}"
+            for name, d in sorted((app.get("serveDeploymentStatuses") or {}).items())
+            if d.get("status") not in (None, "", "HEALTHY")
+        ]
+        text = "; ".join(m for m in messages if m)[:600]
+        return state, f"Serve app {app_name} {state}: {text}".rstrip(": ")
+    return "", ""
