@@ -4,6 +4,7 @@ functions of the objects' dicts (unit-tested with statuses copied from a real Ku
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 # Serve application statuses that mean the models do not serve as the spec asks, even while KubeRay's
@@ -81,3 +82,29 @@ def app_status(status: dict[str, Any], app_name: str) -> tuple[str, str]:
         text = "; ".join(m for m in messages if m)[:600]
         return state, f"Serve app {app_name} {state}: {text}".rstrip(": ")
     return "", ""
+
+
+def upgrade_condition(svc: dict[str, Any] | None, now: datetime, timeout_s: int) -> Observed:
+    """ServingUpToDate: whether the cluster that serves is the one the spec asks for. With upgradeStrategy
+    NewCluster KubeRay builds a pending cluster for a cluster-level change and keeps Ready True while it
+    comes up, with no timeout of its own: on a full GPU cluster it would stay Pending forever, unseen."""
+    st = (svc or {}).get("status") or {}
+    pending = (st.get("pendingServiceStatus") or {}).get("rayClusterName")
+    if not pending:
+        return Observed(True, "UpToDate", "the serving cluster matches the spec")
+    began = next((c.get("lastTransitionTime") for c in st.get("conditions") or [] if c.get("type") == "UpgradeInProgress"), None)
+    elapsed = (now - datetime.fromisoformat(began.replace("Z", "+00:00"))).total_seconds() if began else 0.0
+    pending_apps = "; ".join(
+        f"Serve app {name} {a.get('status', '')}"
+        for name, a in sorted(((st.get("pendingServiceStatus") or {}).get("applicationStatuses") or {}).items())
+    )
+    state = f" ({pending_apps})" if pending_apps else ""
+    if elapsed > timeout_s:
+        return Observed(
+            False,
+            "UpgradeStalled",
+            f"the new Ray cluster {pending} has not taken over after {elapsed:.0f} s (upgradeTimeoutSeconds {timeout_s}){state}; "
+            f"the old cluster keeps serving. Its Pods may lack capacity: kubectl get pods -l ray.io/cluster={pending}. "
+            "Free capacity, revert the change, or set kubernetes.servingUpgrade: Recreate",
+        )
+    return Observed(None, "UpgradeInProgress", f"KubeRay is bringing up the new Ray cluster {pending} for {elapsed:.0f} s{state}")

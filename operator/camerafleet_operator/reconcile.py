@@ -8,6 +8,7 @@ a cluster.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -22,13 +23,15 @@ from camerafleet.api.manifest import API_VERSION, KIND, FleetSpec, format_valida
 from camerafleet.topics import KafkaUnavailable, TopicReconciler, plan_topics
 from camerafleet_operator import render
 from camerafleet_operator.kube import Kube
-from camerafleet_operator.observe import job_condition, service_condition
+from camerafleet_operator.observe import job_condition, service_condition, upgrade_condition
 from camerafleet_operator.status import Conditions, Event, FleetStatus, JobState, phase_of
 from camerafleet_operator.validate import cluster_problems, operator_bootstrap
 
 log = logging.getLogger("camerafleet.operator")
 
 SPEC_HASH = "camerafleet.io/spec-hash"
+CLUSTER_HASH = "camerafleet.io/cluster-hash"
+RECREATE_POLL_S = 5.0
 KAFKA_RETRY_S = 15.0
 JOB_CONDITIONS = {"producer": "ProducersRunning", "consumer": "ConsumersRunning"}
 
@@ -130,8 +133,8 @@ async def reconcile_fleet(
 
     owned = await _topics(p, spec, topic_admin)
     objects = render.fleet_objects(p.name, p.namespace, spec, render.owner_reference(body))
-    await _apply_owned(p, spec, [o for o in objects if o["kind"] != "RayJob"])
-    serving = await _serving(p, spec)
+    await _apply_owned(p, spec, [o for o in objects if o["kind"] not in ("RayJob", "RayService")])
+    serving = await _serving(p, spec, next(o for o in objects if o["kind"] == "RayService"))
     jobs = {
         role: await _job(p, spec, role, job, getattr(status, f"{role}_job"), serving_ok=serving)
         for role, job in zip(("producer", "consumer"), (o for o in objects if o["kind"] == "RayJob"), strict=True)
@@ -209,13 +212,47 @@ async def _apply_owned(p: _Pass, spec: FleetSpec, objects: list[dict[str, Any]])
             await p.kube.delete("v1", "Service", p.namespace, console["metadata"]["name"])
 
 
-async def _serving(p: _Pass, spec: FleetSpec) -> bool:
-    """ServingReady; whether the Serve application serves (the jobs wait for it)."""
-    svc = await p.kube.get("ray.io/v1", "RayService", p.namespace, render.names(p.name)["service"])
-    serving = service_condition(svc, spec.serving.app_name)
+def cluster_hash(service: dict[str, Any]) -> str:
+    """What KubeRay counts as a cluster-level change of a RayService: its rayClusterConfig, less the worker
+    groups' replica counts (which the autoscaler owns)."""
+    config = copy.deepcopy(service["spec"]["rayClusterConfig"])
+    for group in config.get("workerGroupSpecs", []):
+        for key in ("replicas", "minReplicas", "maxReplicas"):
+            group.pop(key, None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+async def _serving(p: _Pass, spec: FleetSpec, service: dict[str, Any]) -> bool:
+    """ServingReady and ServingUpToDate; whether the Serve application serves (the jobs wait for it).
+
+    servingUpgrade NewCluster: KubeRay rolls a cluster-level change out on a second cluster; one that does
+    not take over within upgradeTimeoutSeconds is reported (UpgradeStalled). Recreate: KubeRay leaves such
+    changes alone (upgradeStrategy None) and the operator deletes the RayService, then creates the new one."""
+    name = service["metadata"]["name"]
+    service["metadata"].setdefault("annotations", {})[CLUSTER_HASH] = cluster_hash(service)
+    live = await p.kube.get("ray.io/v1", "RayService", p.namespace, name)
+    recreate = spec.kubernetes.serving_upgrade == "Recreate"
+    if live is not None and not live["metadata"].get("deletionTimestamp"):
+        known = (live["metadata"].get("annotations") or {}).get(CLUSTER_HASH)
+        if recreate and known is not None and known != service["metadata"]["annotations"][CLUSTER_HASH]:
+            await p.kube.delete("ray.io/v1", "RayService", p.namespace, name)
+            p.conds.events.append(Event("Normal", "ServingRecreated", f"RayService {name} deleted to be recreated: its cluster changed"))
+            live = await p.kube.get("ray.io/v1", "RayService", p.namespace, name)
+    if live is not None and live["metadata"].get("deletionTimestamp"):
+        message = f"RayService {name} is being deleted to be recreated (servingUpgrade Recreate); frames meanwhile end stale"
+        p.conds.set("ServingReady", None, "Recreating", message)
+        p.conds.set("ServingUpToDate", None, "Recreating", message)
+        p.retry(RECREATE_POLL_S)
+        return False
+    await p.kube.apply(service)
+    live = await p.kube.get("ray.io/v1", "RayService", p.namespace, name)
+    serving = service_condition(live, spec.serving.app_name)
     p.conds.set("ServingReady", serving.ok, serving.reason, serving.message)
     if serving.invalid:
         p.invalid.append(serving.message)
+    upgrade = upgrade_condition(live, p.now, spec.kubernetes.upgrade_timeout_seconds)
+    # A first cluster is up to date from the start: an event only once an upgrade was seen.
+    p.conds.set("ServingUpToDate", upgrade.ok, upgrade.reason, upgrade.message, event=p.conds.get("ServingUpToDate") is not None)
     return serving.ok is True
 
 

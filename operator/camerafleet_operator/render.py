@@ -13,8 +13,15 @@ from typing import Any, Literal
 
 import yaml
 
-from camerafleet.api.manifest import API_VERSION, CONFIG_MAP_KEY, KIND, FleetSpec, PodResources, WorkerGroupSpec
-from camerafleet.api.serve_options import APP_IMPORT_PATH, ingress_options, model_deployment_options
+from camerafleet.api.manifest import API_VERSION, CONFIG_MAP_KEY, KIND, FleetSpec, Placement, PodResources, WorkerGroupSpec
+from camerafleet.api.serve_options import (
+    APP_IMPORT_PATH,
+    app_args,
+    ingress_options,
+    ingress_user_config,
+    model_deployment_options,
+    model_user_config,
+)
 from camerafleet.api.versions import RAY_VERSION
 
 CONFIG_DIR = "/etc/camerafleet"
@@ -99,8 +106,11 @@ def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def fleet_document(fleet_name: str, spec: FleetSpec, *, serving_url: str | None) -> dict[str, Any]:
-    """The manifest the pods run: the fleet's spec, with consumers pointed at the RayService over HTTP."""
+    """The manifest the pods run: the fleet's spec, with consumers pointed at the RayService over HTTP and
+    no results log on the Pods' disks."""
     data = spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, exclude={"kubernetes"})
+    # Consumers run on worker Pods: no results file on their disks, the results topic is the record.
+    data.setdefault("results", {})["localLog"] = False
     if serving_url:
         data.setdefault("serving", {})["url"] = serving_url
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": fleet_name}, "spec": data}
@@ -117,20 +127,21 @@ def config_map(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str
 
 
 def serve_config(fleet_name: str, spec: FleetSpec) -> dict[str, Any]:
-    """serveConfigV2: one application, deployment options from the same builders as a local run."""
-    deployments = [ingress_options(spec.serving), *(model_deployment_options(m) for m in spec.models)]
+    """serveConfigV2: one application, deployment options from the same builders as a local run. What a
+    person tunes (a model's replicas, batching, resources; maxFrameAgeMs) goes per deployment, so an edit
+    restarts no replica (see `app_args`); cameras and actor counts are not in it at all."""
+    app = spec.serving_app(fleet_name)
+    deployments = [
+        {**ingress_options(spec.serving), "user_config": ingress_user_config(app)},
+        *({**model_deployment_options(m), "user_config": model_user_config(m)} for m in spec.models),
+    ]
     return {
         "applications": [
             {
                 "name": spec.serving.app_name,
                 "route_prefix": spec.serving.route_prefix,
                 "import_path": APP_IMPORT_PATH,
-                # Only what the app uses: editing cameras or actor counts leaves the Serve app (and its replicas) alone.
-                "args": {
-                    "app": spec.serving_app(fleet_name).model_dump(
-                        mode="json", by_alias=True, exclude_defaults=True, exclude={"serving": {"url"}}
-                    )
-                },
+                "args": app_args(app),
                 "deployments": deployments,
             }
         ]
@@ -156,12 +167,17 @@ SECURITY_CONTEXT = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-# Ray keeps its object store in /dev/shm, which a container gets only 64 MiB of unless given more.
-SHM_VOLUME = {"name": "shared-memory", "emptyDir": {"medium": "Memory"}}
-SHM_MOUNT = {"name": "shared-memory", "mountPath": "/dev/shm"}
+# Ray keeps its object store in /dev/shm: KubeRay mounts a memory emptyDir there sized to the container's
+# memory limit, unless the Pod already mounts something at /dev/shm (so the fleet mounts nothing there).
+#
 # A deleted or replaced RayJob stops its Ray job; the runner then drains its consumers (up to 60 s) and
-# writes the summary. Ray kills the job 3 s after SIGTERM by default.
-JOB_STOP_WAIT_S = "90"
+# writes the summary. Ray kills the job 3 s after SIGTERM by default: RAY_JOB_STOP_WAIT_TIME_S gives it
+# 90 s. KubeRay removes its finalizer right after asking for the stop, so the job's Pods are deleted at
+# once: their preStop hook (`camerafleet.prestop`) holds each Pod until what runs on it has ended, within a
+# grace period longer than the stop wait.
+JOB_STOP_WAIT_S = 90
+JOB_PRESTOP_S = JOB_STOP_WAIT_S + 15
+JOB_GRACE_PERIOD_S = JOB_STOP_WAIT_S + 30
 
 
 def _container(spec: FleetSpec, name: str, resources: PodResources, *, mount_config: str | None) -> dict[str, Any]:
@@ -172,28 +188,26 @@ def _container(spec: FleetSpec, name: str, resources: PodResources, *, mount_con
         "imagePullPolicy": k.image_pull_policy,
         "resources": _resources(resources),
         "securityContext": SECURITY_CONTEXT,
-        "volumeMounts": [SHM_MOUNT],
     }
     if spec.kubernetes.env_from_secrets:
         container["envFrom"] = _env_from(spec)
     if mount_config:
-        container["volumeMounts"].append({"name": "fleet-config", "mountPath": CONFIG_DIR, "readOnly": True})
+        container["volumeMounts"] = [{"name": "fleet-config", "mountPath": CONFIG_DIR, "readOnly": True}]
     return container
 
 
 def _pod_spec(
-    container: dict[str, Any], *, service_account: str | None, config_map_name: str | None, group: WorkerGroupSpec | None
+    container: dict[str, Any], *, service_account: str | None, config_map_name: str | None, placement: Placement
 ) -> dict[str, Any]:
-    pod: dict[str, Any] = {"containers": [container], "volumes": [SHM_VOLUME]}
+    pod: dict[str, Any] = {"containers": [container]}
     if service_account:
         pod["serviceAccountName"] = service_account
     if config_map_name:
-        pod["volumes"].append({"name": "fleet-config", "configMap": {"name": config_map_name}})
-    if group is not None:
-        if group.node_selector:
-            pod["nodeSelector"] = dict(group.node_selector)
-        if group.tolerations:
-            pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in group.tolerations]
+        pod["volumes"] = [{"name": "fleet-config", "configMap": {"name": config_map_name}}]
+    if placement.node_selector:
+        pod["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in placement.tolerations]
     return pod
 
 
@@ -218,8 +232,11 @@ def ray_cluster_spec(
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,
         # The autoscaler sidecar KubeRay adds to the head: KubeRay's default asks half a CPU for a process that
-        # mostly sleeps, and runs it without a securityContext.
+        # mostly sleeps, and runs it without a securityContext. Version v2 said, not implied: Ray 2.60 runs v2
+        # under KubeRay by default, and KubeRay 1.6 gives the Pods v2's settings (restartPolicy Never, so a Ray
+        # container that dies is replaced by KubeRay, not restarted under the autoscaler) only when told.
         "autoscalerOptions": {
+            "version": "v2",
             "resources": {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
             "securityContext": SECURITY_CONTEXT,
         },
@@ -230,7 +247,7 @@ def ray_cluster_spec(
             else {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
             "template": {
                 "metadata": {"labels": dict(pod_labels)},
-                "spec": _pod_spec(head, service_account=service_account, config_map_name=config_map_name, group=None),
+                "spec": _pod_spec(head, service_account=service_account, config_map_name=config_map_name, placement=spec.kubernetes.head),
             },
         },
         "workerGroupSpecs": [
@@ -242,7 +259,7 @@ def ray_cluster_spec(
                 "rayStartParams": {},
                 "template": {
                     "metadata": {"labels": dict(pod_labels)},
-                    "spec": _pod_spec(worker, service_account=service_account, config_map_name=config_map_name, group=workers),
+                    "spec": _pod_spec(worker, service_account=service_account, config_map_name=config_map_name, placement=workers),
                 },
             }
         ],
@@ -255,6 +272,10 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
         "kind": "RayService",
         "metadata": _meta(names(fleet_name)["service"], namespace, fleet_name, "serving", owner),
         "spec": {
+            # Explicit, with its consequences reported (ServingUpToDate): NewCluster builds the new cluster beside
+            # the old one; with Recreate KubeRay leaves cluster-level changes alone (None) and the operator
+            # replaces the RayService itself.
+            "upgradeStrategy": {"type": "NewCluster" if spec.kubernetes.serving_upgrade == "NewCluster" else "None"},
             "serveConfigV2": to_yaml(serve_config(fleet_name, spec)),
             "rayClusterConfig": ray_cluster_spec(
                 spec,
@@ -287,9 +308,12 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
     # The job's driver runs on the head: it reads manifest changes from the ConfigMap through the API.
     head = cluster["headGroupSpec"]["template"]
     head["spec"]["containers"][0]["env"] = [
-        {"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": JOB_STOP_WAIT_S},
+        {"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": str(JOB_STOP_WAIT_S)},
         {"name": "CAMERAFLEET_MANIFEST_CONFIGMAP", "value": config},
     ]
+    _drain_before_stop(head["spec"], "head")
+    for group in cluster["workerGroupSpecs"]:
+        _drain_before_stop(group["template"]["spec"], "worker")
     if serves_console:  # the label its Service selects (with KubeRay's head label), and a named port
         head["metadata"]["labels"][LABEL_CONSOLE] = fleet_name
         head["spec"]["containers"][0]["ports"].append({"containerPort": CONSOLE_PORT, "name": "console"})
@@ -305,28 +329,22 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
             "entrypoint": entrypoint,
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": 300,
-            "submissionMode": "K8sJobMode",
-            "submitterPodTemplate": _submitter(spec),
+            # The pipeline never ends on its own, so its health must not hang on a process that follows its logs.
+            # K8sJobMode's submitter Pod does: when its log stream ends (a dashboard restart, a head replaced after
+            # a failed liveness probe on a loaded node) or it is evicted three times, KubeRay fails the RayJob 30 s
+            # later and the whole job cluster is rebuilt. In HTTPMode KubeRay submits through the dashboard and,
+            # when a replaced head no longer knows the job, submits it again: the job cluster stays.
+            "submissionMode": "HTTPMode",
             "rayClusterSpec": cluster,
         },
     }
 
 
-def _submitter(spec: FleetSpec) -> dict[str, Any]:
-    """The pod that submits the Ray job (KubeRay adds its `ray job submit` command): as hardened as the Ray
-    pods, and small (KubeRay's default asks half a CPU for a process that mostly waits)."""
-    k = spec.kubernetes
-    container = {
-        "name": "ray-job-submitter",
-        "image": k.image,
-        "imagePullPolicy": k.image_pull_policy,
-        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
-        "securityContext": SECURITY_CONTEXT,
-    }
-    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
-    if k.service_account_name:
-        pod["serviceAccountName"] = k.service_account_name
-    return {"spec": pod}
+def _drain_before_stop(pod: dict[str, Any], role: Literal["head", "worker"]) -> None:
+    """A job Pod that is deleted waits until its part of the run has drained (see JOB_STOP_WAIT_S)."""
+    pod["terminationGracePeriodSeconds"] = JOB_GRACE_PERIOD_S
+    hook = ["python", "-m", "camerafleet.prestop", role, str(JOB_PRESTOP_S)]
+    pod["containers"][0]["lifecycle"] = {"preStop": {"exec": {"command": hook}}}
 
 
 def runner_account(fleet_name: str, spec: FleetSpec) -> str:

@@ -108,7 +108,11 @@ def cluster_problems(name: str, spec: FleetSpec, *, allow_local_addresses: bool 
             problems.append(
                 f"spec.{field}.cpusPerActor is {wanted:g} but a job worker has {k.job_workers.resources.cpu} CPU (spec.kubernetes.jobWorkers)"
             )
-    for group, tolerations in (("gpuWorkers", k.gpu_workers.tolerations), ("jobWorkers", k.job_workers.tolerations)):
+    for group, tolerations in (
+        ("head", k.head.tolerations),
+        ("gpuWorkers", k.gpu_workers.tolerations),
+        ("jobWorkers", k.job_workers.tolerations),
+    ):
         for i, t in enumerate(tolerations):
             field = f"spec.kubernetes.{group}.tolerations.{i}"
             if t.operator == "Exists" and t.value:

@@ -85,7 +85,7 @@ class ConsumerActor:
         metrics.bind_fleet(fleet)
         self.spec = FleetSpec.model_validate_json(spec_json)
         self.bootstrap = self.spec.kafka.bootstrap_servers
-        self.log = ResultsLog(results_log)
+        self.log = ResultsLog(results_log) if self.spec.results.local_log else None  # off: the results topic is the record
         self.settle_lock = asyncio.Lock()
         self.inflight: deque[_Batch] = deque()
         self.consumer: AIOKafkaConsumer | None = None
@@ -273,7 +273,8 @@ class ConsumerActor:
         assert self.producer is not None
         # The raw value of an unreadable message goes to the dead-letter topic only.
         rows = [r.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"value"}) for r in records]
-        await asyncio.to_thread(self._write_log, rows)
+        if self.log is not None:
+            await asyncio.to_thread(self._write_log, rows)
         k = self.spec.kafka
         with stage("results", frames=0):  # send() only appends to the client's batches
             futures = []
@@ -286,6 +287,7 @@ class ConsumerActor:
             await asyncio.gather(*futures)
 
     def _write_log(self, rows: list[dict[str, Any]]) -> None:
+        assert self.log is not None
         with stage("results", frames=len(rows)):
             self.log.write(rows)
 
@@ -339,5 +341,6 @@ class ConsumerActor:
             await self.producer.stop()
         if self.transport is not None:
             await self.transport.close()
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
         return self.stats()

@@ -35,14 +35,14 @@ import ray
 from camerafleet.api.manifest import CameraFleet, ManifestError, manifest_from_text
 from camerafleet.api.outcomes import Outcome
 from camerafleet.api.settings import Settings
-from camerafleet.bucket import BucketConfigError, BucketError, open_bucket
+from camerafleet.bucket import BucketConfigError, BucketError, open_bucket, summary_key
 from camerafleet.console.feeds import dashboard_replicas, local_replicas
 from camerafleet.consumer import ConsumerActor
 from camerafleet.manifest_source import ConfigMapManifest, FileManifest, ManifestUnreadable
 from camerafleet.producer import ProducerActor, plan_shards
 from camerafleet.stats import ConsumerStats, ProducerCameraStats, ProducerStats, merge_outcomes, merge_producer_stats
-from camerafleet.summary import build_summary, percentiles
-from camerafleet.topics import KafkaUnavailable, end_offsets, ensure_topics, wait_committed, wait_for_group_members
+from camerafleet.summary import build_summary, percentiles, read_records
+from camerafleet.topics import KafkaUnavailable, end_offsets, ensure_topics, read_span, wait_committed, wait_for_group_members
 
 if TYPE_CHECKING:
     from camerafleet.console.service import Console
@@ -103,6 +103,9 @@ class FleetRunner:
         # Per camera topic, each partition's end offset when the run (or the camera) started: the ledger
         # counts what was announced during the run from Kafka itself, which outlives any actor.
         self.start_offsets: dict[str, dict[int, int]] = {}
+        # Where consumers keep no results log (Kubernetes: they run on worker Pods), the results topic's end
+        # offsets when the run started: the run's results are that topic's messages from there on.
+        self.results_start: dict[int, int] | None = None
         self.consumers: list[Any] = []
         self.stop_event = asyncio.Event()
         self.manifest_file = FileManifest(opts.manifest)
@@ -160,6 +163,12 @@ class FleetRunner:
         for problem in plan.not_supported:
             self.say(f"kafka: {problem}; the topic is left as it is")
         await self.note_start_offsets()
+        if self.opts.role in ("all", "consumer") and not self.spec.results.local_log:
+            topic = self.spec.kafka.results_topic
+            try:
+                self.results_start = (await end_offsets(self.bootstrap, [topic]))[topic]
+            except KafkaUnavailable as err:
+                raise RunError(str(err)) from None
         try:
             bucket = open_bucket(self.spec.bucket)
             bucket.prepare(self.spec.bucket.ttl_seconds)
@@ -242,7 +251,8 @@ class FleetRunner:
             await self.wait_for_consumers()
         if self.opts.role in ("all", "producer"):
             await self.rebalance_producers(self.spec.producer.actors)
-        self.say(f"run {self.run_id}: results in {self.results_log}")
+        where = self.results_log if self.spec.results.local_log else f"Kafka topic {self.spec.kafka.results_topic}"
+        self.say(f"run {self.run_id}: results in {where}")
 
     async def wait_for_consumers(self) -> None:
         """Producers on their own (a RayJob of their own) start once a consumer has joined the group: frames
@@ -479,25 +489,51 @@ class FleetRunner:
         kafka = await self.kafka_ledger() if self.start_offsets else None
         await self.drain(kafka)
         await _answers(c.stop.remote() for c in self.consumers)
+        records, results_from = await self.results()
         return build_summary(
             fleet=self.fleet.metadata.name,
             run_id=self.run_id,
             epoch_ms=self.epoch_ms,
             duration_s=produce_seconds,
             producer=merge_producer_stats(self.producer_stats.values()),
-            log_path=self.results_log,
+            records=records,
+            results_from=results_from,
             cameras=[c.id for c in self.spec.cameras],
             kafka=kafka,
             shards={c.id: c.producer_shards for c in self.spec.cameras},
         )
 
+    async def results(self) -> tuple[list[dict[str, Any]], str]:
+        """The run's results and where they were read: the results log, or the run's span of the results topic."""
+        if self.results_start is None:
+            return read_records(self.results_log), str(self.results_log)
+        topic = self.spec.kafka.results_topic
+        try:
+            end = (await end_offsets(self.bootstrap, [topic]))[topic]
+            values = await read_span(self.bootstrap, topic, self.results_start, end)
+        except KafkaUnavailable as err:
+            self.say(f"ledger: cannot read the run's results from {topic}: {err}; they are reported in flight")
+            return [], f"kafka topic {topic} (unreadable: {err})"
+        return [orjson.loads(v) for v in values], f"kafka topic {topic}"
+
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """The summary in the run directory, at --summary, and, where the run keeps no local results (a job's
+        Pods on Kubernetes, whose disks go with them), in the bucket: `summaries/<fleet>/<run id>-<role>.json`
+        beside the frames, kept as long as they are."""
         payload = orjson.dumps(summary, option=orjson.OPT_INDENT_2)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "summary.json").write_bytes(payload)
         if self.opts.summary_path:
             self.opts.summary_path.parent.mkdir(parents=True, exist_ok=True)
             self.opts.summary_path.write_bytes(payload)
+        if not self.spec.results.local_log:
+            key = summary_key(self.fleet.metadata.name, self.run_id, self.opts.role)
+            try:
+                uri = open_bucket(self.spec.bucket).put(key, payload)
+            except (BucketConfigError, BucketError) as err:
+                self.say(f"summary: not stored in the bucket ({err}); it is in this job's log")
+            else:
+                self.say(f"summary: {uri}")
 
     def _release(self) -> None:
         """Kill the actors and delete the Serve app this run started (also after a failed start)."""

@@ -8,7 +8,8 @@ Frames are counted where they are durable, so a crashed actor cannot take its co
   a producer sampled but could not put on Kafka at all (`dropped: kafka_unavailable`, `failed:
   kafka_send_failed`; polled from the producer actors). A frame the producer could not store is still
   announced, with its reason, and ends `failed` in the results log.
-- **processed / dropped / failed** come from the run's results log (one line per outcome): each message
+- **processed / dropped / failed** come from the run's results (one record per outcome: the results log,
+  or the run's span of the results topic where consumers keep no log, as on Kubernetes): each message
   is identified by its Kafka position and keeps its first outcome, so a redelivery (at-least-once) or a
   repeated announcement is counted under `duplicates` instead of inflating the ledger.
 - **missed slots** are not frames: slots of a camera's sampling grid (between its first and last frame)
@@ -145,15 +146,17 @@ def build_summary(
     epoch_ms: int,
     duration_s: float,
     producer: dict[str, ProducerCameraStats],
-    log_path: Path,
+    records: list[dict],
+    results_from: str,
     cameras: list[str],
     kafka: dict[str, dict] | None = None,
     shards: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """`producer`: merged producer stats per camera. `kafka`: per camera, its topic and each partition's
     end offsets at the start and the end of the run (`{"topic": t, "offsets": {partition: [start, end]}}`);
-    None when unknown. `shards`: producer shards per camera (for missed slots)."""
-    ledger = _Ledger(read_records(log_path), epoch_ms, kafka)
+    None when unknown. `shards`: producer shards per camera (for missed slots). `records`: the run's results,
+    `results_from` where they were read (a log's path, or the results topic)."""
+    ledger = _Ledger(records, epoch_ms, kafka)
     outcomes = ledger.by_camera()
     per_camera: dict[str, dict[str, Any]] = {}
     dropped_by_reason: Counter = Counter()
@@ -229,7 +232,7 @@ def build_summary(
         "batch_size": batches,
         "per_camera": per_camera,
         "kafka_offsets": kafka,
-        "results_log": str(log_path),
+        "results_from": results_from,
     }
 
 

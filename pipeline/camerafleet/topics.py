@@ -313,3 +313,41 @@ async def wait_committed(bootstrap: str, group: str, want: dict[tuple[str, int],
     finally:
         if admin is not None:
             await admin.close()
+
+
+async def read_span(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int], timeout_s: float = 120.0) -> list[bytes]:
+    """The values of `topic`'s messages in [start, end) per partition (a run's results: the record of every
+    frame's outcome when the consumers keep no file of their own). Messages already expired by retention
+    are missing from the answer, never waited for; `timeout_s` bounds the whole read."""
+    want = {p: (start.get(p, 0), e) for p, e in end.items() if e > start.get(p, 0)}
+    if not want:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    values: list[bytes] = []
+    try:
+        await asyncio.wait_for(consumer.start(), timeout=30)
+        tps = {p: TopicPartition(topic, p) for p in want}
+        consumer.assign(list(tps.values()))
+        for p, (lo, _) in want.items():
+            consumer.seek(tps[p], lo)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        remaining = dict(want)
+        while remaining:
+            if loop.time() > deadline:
+                raise KafkaUnavailable(f"reading {topic} took over {timeout_s:.0f} s; {len(remaining)} partition(s) not read to their end")
+            batches = await consumer.getmany(*(tps[p] for p in remaining), timeout_ms=1000, max_records=5000)
+            for tp, messages in batches.items():
+                hi = remaining.get(tp.partition, (0, 0))[1]
+                values += [m.value for m in messages if m.offset < hi and m.value is not None]
+                if messages and messages[-1].offset + 1 >= hi:
+                    remaining.pop(tp.partition, None)
+            for p in list(remaining):  # retention may have removed the span's end: nothing more will come
+                if await consumer.position(tps[p]) >= remaining[p][1]:
+                    remaining.pop(p)
+    except (TimeoutError, KafkaError, OSError) as err:
+        raise KafkaUnavailable(f"cannot read {topic} at {bootstrap}: {type(err).__name__}: {err}") from None
+    finally:
+        with contextlib.suppress(TimeoutError, KafkaError, OSError):
+            await asyncio.wait_for(consumer.stop(), timeout=5)
+    return values

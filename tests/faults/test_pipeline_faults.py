@@ -91,7 +91,7 @@ def no_outcome(s: dict[str, Any]) -> dict[str, list[tuple[int, int]]]:
     import orjson
 
     answered: set[tuple[str, int, int]] = set()
-    with open(s["results_log"], "rb") as f:
+    with open(s["results_from"], "rb") as f:
         for line in f:
             r = orjson.loads(line)
             if "offset" in r:

@@ -164,10 +164,7 @@ def test_rendered_objects():
     assert "Service" not in [o["kind"] for o in objects]
     assert "--console-port" not in next(o for o in objects if o["kind"] == "RayJob")["spec"]["entrypoint"]
     volumes = consumer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
-    assert {"name": "fleet-config", "configMap": {"name": "f-config"}} in volumes and {
-        "name": "shared-memory",
-        "emptyDir": {"medium": "Memory"},
-    } in volumes
+    assert volumes == [{"name": "fleet-config", "configMap": {"name": "f-config"}}]
 
 
 def test_job_pods_may_read_their_fleets_config_map_and_nothing_else():

@@ -125,8 +125,8 @@ def test_a_new_fleet_gets_its_topics_and_objects_and_waits_for_kuberay() -> None
         ("ServiceAccount", "lobby-runner"),
         ("Role", "lobby-runner"),
         ("RoleBinding", "lobby-runner"),
-        ("RayService", "lobby-serving"),
         ("Service", "lobby-console"),
+        ("RayService", "lobby-serving"),
     ], "the jobs wait for the Serve app"
     owners = {o["metadata"]["ownerReferences"][0]["uid"] for o in kube.objects.values()}
     assert owners == {"uid-lobby"}, "everything the fleet owns is garbage-collected with it"
@@ -310,3 +310,102 @@ def test_turning_the_console_off_removes_its_service_but_never_a_stranger() -> N
     kube.objects[("Service", NS, "lobby-console")] = {"kind": "Service", "metadata": {"name": "lobby-console", "labels": {"app": "mine"}}}
     reconcile(fleet(kubernetes={"console": False}), kube, kafka)
     assert ("Service", NS, "lobby-console") in kube.objects
+
+
+def test_4_a_serve_app_that_fails_turns_serving_not_ready_though_kuberays_ready_stays_true() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    reconcile(body, kube, kafka)
+    kuberay_runs_everything(kube, body, kafka)
+    assert conditions(reconcile(body, kube, kafka))["Ready"] == ("True", "Ready")
+    failing = {
+        "status": "DEPLOY_FAILED",
+        "message": "Failed to update the deployments ['model-faces'].",
+        "serveDeploymentStatuses": {"model-faces": {"status": "DEPLOY_FAILED", "message": "FileNotFoundError: s3://models/none.onnx"}},
+    }
+    kube.set_status(
+        "RayService",
+        "lobby-serving",
+        {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}],
+            "activeServiceStatus": {"applicationStatuses": {"camerafleet": failing}},
+        },
+    )
+    result = reconcile(body, kube, kafka)
+    serving = next(c for c in result.status.conditions if c.type == "ServingReady")
+    assert (serving.status, serving.reason) == ("False", "ServingFailed") and "s3://models/none.onnx" in serving.message
+    assert conditions(result)["Ready"][0] == "False" and result.status.phase == "Degraded"
+    assert ("Warning", "ServingFailed") in {(e.type, e.reason) for e in result.events}
+    kuberay_serves(kube)  # the spec fixed: Serve runs the app again
+    assert conditions(reconcile(body, kube, kafka))["Ready"] == ("True", "Ready")
+
+
+def test_6_a_rayjob_kuberay_refused_is_replaced_once_the_spec_is_fixed() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    reconcile(body, kube, kafka)
+    kuberay_serves(kube)
+    reconcile(body, kube, kafka)
+    kube.set_status("RayJob", "lobby-producer", {"jobDeploymentStatus": "ValidationFailed", "message": "bad"})
+    assert reconcile(body, kube, kafka).status.phase == "Failed"
+    body["spec"]["kubernetes"] = {"image": "registry.local/camerafleet-ray:fixed"}  # the fix changes the RayJob's spec
+    body["metadata"]["generation"] = 2
+    result = reconcile(body, kube, kafka)
+    assert ("RayJob", "lobby-producer") in kube.deleted and "JobReplaced" in {e.reason for e in result.events}
+    reconcile(body, kube, kafka)
+    kuberay_runs_jobs(kube)
+    assert conditions(reconcile(body, kube, kafka))["Ready"] == ("True", "Ready")
+
+
+def upgrading(kube: FakeKube, since: str) -> None:
+    kube.set_status(
+        "RayService",
+        "lobby-serving",
+        {
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"},
+                {"type": "UpgradeInProgress", "status": "True", "reason": "BothActivePendingClustersExist", "lastTransitionTime": since},
+            ],
+            "pendingServiceStatus": {"rayClusterName": "lobby-serving-x2", "applicationStatuses": {"camerafleet": {"status": "DEPLOYING"}}},
+        },
+    )
+
+
+def test_3_a_new_serving_cluster_that_cannot_come_up_is_reported_within_the_upgrade_timeout() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    reconcile(body, kube, kafka)
+    kuberay_runs_everything(kube, body, kafka)
+    assert conditions(reconcile(body, kube, kafka))["ServingUpToDate"] == ("True", "UpToDate")
+    upgrading(kube, since="2026-11-30T11:55:00Z")  # 5 minutes before T0
+    result = reconcile(body, kube, kafka)
+    assert conditions(result)["ServingUpToDate"] == ("Unknown", "UpgradeInProgress") and result.status.phase == "Running"
+    late = reconcile(body, kube, kafka, now=T0 + timedelta(seconds=901 - 300))
+    stalled = next(c for c in late.status.conditions if c.type == "ServingUpToDate")
+    assert (stalled.status, stalled.reason) == ("False", "UpgradeStalled") and "lobby-serving-x2" in stalled.message
+    assert late.status.phase == "Degraded" and ("Warning", "UpgradeStalled") in {(e.type, e.reason) for e in late.events}
+    assert conditions(late)["ServingReady"] == ("True", "NonZeroServeEndpoints"), "the old cluster still serves"
+
+
+def test_3_recreate_replaces_the_rayservice_on_a_cluster_level_change_and_not_on_a_model_edit() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet(kubernetes={"servingUpgrade": "Recreate"})
+    reconcile(body, kube, kafka)
+    kuberay_runs_everything(kube, body, kafka)
+    body["spec"]["models"][0]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3}  # serveConfigV2 only: applied in place
+    reconcile(body, kube, kafka)
+    assert ("RayService", "lobby-serving") not in kube.deleted
+    body["spec"]["kubernetes"]["image"] = "registry.local/camerafleet-ray:2"  # cluster-level
+    result = reconcile(body, kube, kafka)
+    assert ("RayService", "lobby-serving") in kube.deleted and "ServingRecreated" in {e.reason for e in result.events}
+    reconcile(body, kube, kafka)
+    svc = kube.objects[("RayService", NS, "lobby-serving")]
+    assert svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"].endswith(":2")
+
+
+def test_10_the_operator_dials_a_short_kafka_name_in_the_fleets_namespace() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    dialled: list[str] = []
+
+    def admin(bootstrap: str) -> FakeKafka:
+        dialled.append(bootstrap)
+        return kafka
+
+    asyncio.run(reconcile_fleet(body, kube, now=T0, topic_admin=admin))  # type: ignore[arg-type]
+    assert dialled == ["kafka.cams.svc:9092"]

@@ -9,7 +9,7 @@ import orjson
 
 from camerafleet.api.outcomes import Reason
 from camerafleet.stats import ProducerCameraStats, ProducerStats, merge_producer_stats
-from camerafleet.summary import build_summary, format_summary, grid_gaps
+from camerafleet.summary import build_summary, format_summary, grid_gaps, read_records
 
 
 def rec(cam, seq, outcome, epoch=1, reason=None, latency=100, models=None, offset=None, topic=None, partition=0):
@@ -49,7 +49,8 @@ def summary(log, stats, cameras=("1",), kafka=None, shards=None):
         epoch_ms=1,
         duration_s=2.0,
         producer=merge_producer_stats(stats),
-        log_path=log,
+        records=read_records(log),
+        results_from=str(log),
         cameras=list(cameras),
         kafka=kafka,
         shards=shards,

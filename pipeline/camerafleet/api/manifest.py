@@ -462,6 +462,12 @@ class ResultsSpec(Strict):
         default="out/runs",
         description="Directory where each run writes `<runId>/results.jsonl` (one JSON record per frame) and its summary.",
     )
+    local_log: bool = Field(
+        default=True,
+        description="Also append every result to `<runId>/results.jsonl` on the consumers' disk. Off on Kubernetes (the "
+        "operator turns it off): consumers run on worker Pods whose disks are neither shared nor kept, and the file "
+        "would grow until the kubelet evicts the Pod; the results topic is the record, and the run's ledger is counted from it.",
+    )
 
 
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
@@ -497,17 +503,25 @@ class PodResources(Strict):
     memory_request: str | None = Field(default=None, pattern=_QUANTITY, description="Memory the pod requests when less than its limit.")
 
 
-class WorkerGroupSpec(Strict):
+class Placement(Strict):
+    """Where a group's Pods may run: on a cluster whose node pools are all tainted, a group without a
+    toleration never schedules."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods must run on (e.g. a GPU node pool).")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate (e.g. nvidia.com/gpu).")
+
+
+class HeadSpec(PodResources, Placement):
+    """A Ray head Pod: its resources and where it may run."""
+
+
+class WorkerGroupSpec(Placement):
     replicas: int = Field(default=1, ge=0, le=1000, description="Ray worker pods at start.")
     min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest worker pods the Ray autoscaler keeps.")
     max_replicas: int = Field(default=4, ge=1, le=1000, description="Most worker pods the Ray autoscaler creates.")
     resources: PodResources = Field(
         default_factory=lambda: PodResources(cpu="8", memory="32Gi", gpus=1), description="Resources of each worker pod."
     )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels the worker pods must run on (e.g. a GPU node pool)."
-    )
-    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the worker pods tolerate (e.g. nvidia.com/gpu).")
 
     @model_validator(mode="after")
     def _ordered(self) -> WorkerGroupSpec:
@@ -533,7 +547,9 @@ class KubernetesSpec(Strict):
         description="Secrets whose keys become environment variables of every Ray pod: S3 credentials "
         "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and camera URLs named by cameras[].sourceSecretEnv.",
     )
-    head: PodResources = Field(default_factory=lambda: PodResources(cpu="2", memory="8Gi"), description="Resources of the Ray head pods.")
+    head: HeadSpec = Field(
+        default_factory=lambda: HeadSpec(cpu="2", memory="8Gi"), description="Resources and placement of the Ray head pods."
+    )
     gpu_workers: WorkerGroupSpec = Field(default_factory=WorkerGroupSpec, description="The RayService's worker group that runs the models.")
     job_workers: WorkerGroupSpec = Field(
         default_factory=lambda: WorkerGroupSpec(replicas=1, min_replicas=1, max_replicas=4, resources=PodResources(cpu="4", memory="8Gi")),
@@ -554,6 +570,21 @@ class KubernetesSpec(Strict):
         default=10, ge=1, le=3600, description="First wait before a failed RayJob is resubmitted; doubles per failure."
     )
     job_retry_max_seconds: int = Field(default=600, ge=1, le=86400, description="Longest wait before a failed RayJob is resubmitted.")
+    serving_upgrade: Literal["NewCluster", "Recreate"] = Field(
+        default="NewCluster",
+        description="How a cluster-level change of the RayService (image, head or worker resources, secrets, service account) "
+        "is rolled out. NewCluster: KubeRay builds a second cluster and switches once its Serve app runs (no gap in "
+        "serving, but twice the capacity for a while: on a full GPU cluster it never comes up, reported as "
+        "ServingUpToDate False, reason UpgradeStalled). Recreate: the operator deletes the RayService and creates the "
+        "new one (a gap in serving: frames meanwhile end dropped as stale, counted; fits a full cluster).",
+    )
+    upgrade_timeout_seconds: int = Field(
+        default=900,
+        ge=60,
+        le=86400,
+        description="How long a new serving cluster (serving Upgrade NewCluster) may take to come up before the fleet "
+        "reports it as stalled (a Warning event and ServingUpToDate False); the old cluster keeps serving meanwhile.",
+    )
 
 
 class FleetSpec(Strict):
@@ -631,7 +662,13 @@ class ServingAppSpec(Strict):
     models: list[ModelSpec] = Field(min_length=1, description="The models every frame is sent to.")
     bucket: BucketSpec = Field(description="Where the ingress fetches frames (and s3:// models come from).")
     serving: ServingSpec = Field(description="The Ray Serve application.")
-    max_frame_age_ms: int = Field(ge=1, le=MAX_INT, description="Frames older than this are dropped as stale before and during inference.")
+    max_frame_age_ms: int = Field(
+        default_factory=lambda: ConsumerSpec().max_frame_age_ms,
+        ge=1,
+        le=MAX_INT,
+        description="Frames older than this are dropped as stale before and during inference (on a RayService it comes "
+        "through the ingress's user_config, so editing it restarts no replica).",
+    )
 
 
 class Metadata(Strict):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from camerafleet.api.manifest import ModelSpec, ServingSpec
+from camerafleet.api.manifest import ModelSpec, ServingAppSpec, ServingSpec
 
 APP_IMPORT_PATH = "camerafleet.serving.app:build_app"
 
@@ -45,3 +45,32 @@ def ingress_options(s: ServingSpec) -> dict[str, Any]:
         "max_ongoing_requests": s.ingress_max_ongoing_requests,
         "ray_actor_options": {"num_cpus": s.ingress_cpus},
     }
+
+
+# Serve restarts every replica of every deployment when an application's args change (they are hashed into
+# its code version), but hands a deployment's `user_config` to its running replicas' `reconfigure` (a
+# "lightweight update"), as it applies `autoscaling_config`, `num_replicas` and `max_ongoing_requests`, and
+# `ray_actor_options` restart only that deployment. So the args carry what defines the deployments (the
+# models, the bucket) and everything a person tunes goes per deployment: one model's minReplicas or
+# batching edited restarts no replica at all.
+TUNED_MODEL_FIELDS = {"autoscaling", "batching", "resources"}
+
+
+def app_args(app: ServingAppSpec) -> dict[str, Any]:
+    """A RayService's args for the fleet's Serve app: the spec without what goes per deployment."""
+    exclude: Any = {"serving": {"url"}, "max_frame_age_ms": True, "models": {"__all__": TUNED_MODEL_FIELDS}}
+    return {"app": app.model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude=exclude)}
+
+
+def model_user_config(model: ModelSpec) -> dict[str, Any]:
+    """What a model's running replicas take without a restart (`ModelDeployment.reconfigure`)."""
+    return {
+        "maxBatchSize": model.batching.max_batch_size,
+        "batchWaitTimeoutMs": model.batching.batch_wait_timeout_ms,
+        "maxReplicas": model.autoscaling.max_replicas,
+    }
+
+
+def ingress_user_config(app: ServingAppSpec) -> dict[str, Any]:
+    """What the ingress's running replicas take without a restart (`FleetIngress.reconfigure`)."""
+    return {"maxFrameAgeMs": app.max_frame_age_ms, "batchSizes": {m.name: m.batching.max_batch_size for m in app.models}}

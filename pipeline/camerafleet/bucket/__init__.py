@@ -7,9 +7,9 @@ node) and S3-compatible object storage (`s3://`, MinIO or any S3). Kafka carries
 from __future__ import annotations
 
 from camerafleet.api.manifest import BucketSpec
-from camerafleet.bucket.base import BucketConfigError, BucketError, FrameBucket, frame_key
+from camerafleet.bucket.base import BucketConfigError, BucketError, FrameBucket, frame_key, summary_key
 
-__all__ = ["BucketConfigError", "BucketError", "FrameBucket", "frame_key", "open_bucket"]
+__all__ = ["BucketConfigError", "BucketError", "FrameBucket", "frame_key", "open_bucket", "summary_key"]
 
 
 def open_bucket(spec: BucketSpec) -> FrameBucket:

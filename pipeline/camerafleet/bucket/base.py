@@ -28,6 +28,12 @@ def frame_key(camera_id: str, epoch_ms: int, seq: int) -> str:
     return f"{camera_id}/{epoch_ms}-{seq:09d}.jpg"
 
 
+def summary_key(fleet: str, run_id: str, role: str) -> str:
+    """Object key of a run's summary, beside the frames (and kept as long as they are). Camera ids are lower
+    case, so no camera's folder can be `Summaries`."""
+    return f"Summaries/{fleet}/{run_id}-{role}.json"
+
+
 def check_key(key: str) -> str:
     """Refuse keys that could leave the bucket: `..`, absolute paths, empty or odd segments."""
     parts = key.split("/")

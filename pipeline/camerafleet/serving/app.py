@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from ray.serve import Application
 
 from camerafleet.api.manifest import ServingAppSpec
-from camerafleet.api.serve_options import ingress_options, model_deployment_options
+from camerafleet.api.serve_options import ingress_options, ingress_user_config, model_deployment_options, model_user_config
 from camerafleet.api.settings import Settings
 from camerafleet.serving.ingress import FleetIngress
 from camerafleet.serving.model_deployment import ModelDeployment
@@ -23,10 +23,13 @@ def fleet_app(app: ServingAppSpec) -> Application:
     model_deployment: Any = ModelDeployment
     ingress: Any = FleetIngress
     models = {
-        m.name: model_deployment.options(**model_deployment_options(m)).bind(m.model_dump_json(by_alias=True), bucket, app.fleet)
+        m.name: model_deployment.options(**model_deployment_options(m), user_config=model_user_config(m)).bind(
+            m.model_dump_json(by_alias=True), bucket, app.fleet
+        )
         for m in app.models
     }
-    return ingress.options(**ingress_options(app.serving)).bind(app.model_dump_json(by_alias=True), models)
+    ingress_app = ingress.options(**ingress_options(app.serving), user_config=ingress_user_config(app))
+    return ingress_app.bind(app.model_dump_json(by_alias=True), models)
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -74,18 +74,24 @@ class FleetIngress:
         self.app = ServingAppSpec.model_validate_json(app_json)
         self.bucket = open_bucket(self.app.bucket)
         self.models = models
+        self.max_frame_age_ms = self.app.max_frame_age_ms
         self.batch_sizes = {m.name: m.batching.max_batch_size for m in self.app.models}
         self.unloaded_models = [create_model(m) for m in self.app.models]  # asked what size they need, never run here
         self.covers: dict[tuple[int, int], FrameSize | None] = {}
 
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """The tuned settings (`ingress_user_config`), applied to running replicas without a restart."""
+        self.max_frame_age_ms = int(config["maxFrameAgeMs"])
+        self.batch_sizes = {name: int(size) for name, size in config["batchSizes"].items()}
+
     def _load(self, frame: Any) -> SharedFrame | InferenceReply:
         """Fetch, decode (once, at the scale that still covers every model) and share one frame, or its
         reply when that is not possible or too late."""
-        loaded = load_frame(frame, self.bucket, self.app.max_frame_age_ms, self._decode_cover)
+        loaded = load_frame(frame, self.bucket, self.max_frame_age_ms, self._decode_cover)
         if isinstance(loaded, InferenceReply):
             return loaded
         msg, image = loaded
-        deadline_ms = msg.capture_ts_ms + self.app.max_frame_age_ms
+        deadline_ms = msg.capture_ts_ms + self.max_frame_age_ms
         return SharedFrame(ref=ray.put(image), deadline_ms=deadline_ms, width=msg.width, height=msg.height)
 
     def _decode_cover(self, width: int, height: int) -> FrameSize | None:
@@ -124,7 +130,7 @@ class FleetIngress:
                 log.warning("model %s failed on a frame: %s", name, result)
                 return InferenceReply.ended(Reason.MODEL_ERROR, f"model {name} failed: {type(result).__name__}: {str(result)[:200]}")
             if result is None:
-                return InferenceReply.ended(Reason.STALE, f"older than maxFrameAgeMs ({self.app.max_frame_age_ms} ms) when batched")
+                return InferenceReply.ended(Reason.STALE, f"older than maxFrameAgeMs ({self.max_frame_age_ms} ms) when batched")
             results[name] = result
         return InferenceReply.processed(results)
 

@@ -130,13 +130,20 @@ class ModelDeployment:
         self.batches = BatchQueue(self._infer_all, self.spec.batching.max_batch_size, self.spec.batching.batch_wait_timeout_ms / 1000)
         log.info("model %s (%s) ready, batch <= %d", self.spec.name, self.spec.type, self.spec.batching.max_batch_size)
 
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """The tuned settings (`model_user_config`), applied to running replicas without a restart: Serve calls
+        this before the first request and on every change of the deployment's user_config."""
+        self.batches.max_frames = int(config["maxBatchSize"])
+        self.batches.wait_s = int(config["batchWaitTimeoutMs"]) / 1000
+        metrics.model_max_replicas().set(int(config["maxReplicas"]), tags={"model": self.spec.name})
+
     async def infer(self, chunk: list[SharedFrame]) -> list[ModelResult]:
         """A chunk of up to maxBatchSize frames (one call per chunk, not per frame, keeps Serve's per-call
         cost off every frame); chunks are packed into batches of up to maxBatchSize frames."""
         return await self.batches.submit(chunk)
 
     def _infer_all(self, frames: list[SharedFrame]) -> list[ModelResult]:
-        size = self.spec.batching.max_batch_size
+        size = self.batches.max_frames
         results: list[ModelResult] = []
         for i in range(0, len(frames), size):
             batch = frames[i : i + size]

@@ -1,0 +1,120 @@
+"""The production layout's defects (issue 23), each pinned where it is decided: in what the operator renders
+for KubeRay 1.6 and Ray 2.60 (read from their source: see the comments in `render.py`), and in how a pass
+reads their statuses. Each test failed on the code before the fix."""
+
+from __future__ import annotations
+
+import yaml
+
+from camerafleet.api.manifest import parse_manifest
+from camerafleet.api.serve_options import model_user_config
+from camerafleet_operator import render
+from camerafleet_operator.validate import cluster_problems, operator_bootstrap
+
+
+def spec(faces=None, **kubernetes):
+    return parse_manifest(
+        {
+            "apiVersion": "camerafleet.io/v1alpha1",
+            "kind": "CameraFleet",
+            "metadata": {"name": "f"},
+            "spec": {
+                "cameras": [{"id": "1", "source": "synthetic:"}],
+                "models": [
+                    {
+                        "name": "faces",
+                        "type": "face",
+                        "modelUri": "/opt/m.onnx",
+                        "autoscaling": {"minReplicas": 1, "maxReplicas": 4},
+                        **(faces or {}),
+                    },
+                    {"name": "health", "type": "camera-health"},
+                ],
+                "kafka": {"bootstrapServers": "kafka:9092"},
+                "bucket": {"uri": "s3://frames/x", "endpoint": "http://minio:9000"},
+                "kubernetes": kubernetes,
+            },
+        }
+    ).spec
+
+
+def pods(obj):
+    cluster = obj["spec"].get("rayClusterConfig") or obj["spec"]["rayClusterSpec"]
+    return [cluster["headGroupSpec"]["template"]["spec"], *(g["template"]["spec"] for g in cluster["workerGroupSpecs"])]
+
+
+def app(s):
+    return yaml.safe_load(render.ray_service("f", "ns", s)["spec"]["serveConfigV2"])["applications"][0]
+
+
+def test_1_consumers_on_worker_pods_keep_no_results_file_and_the_ledger_reads_the_results_topic():
+    doc = yaml.safe_load(render.config_map("f", "ns", spec())["data"]["fleet.yaml"])
+    assert doc["spec"]["results"]["localLog"] is False
+
+
+def test_2_a_deleted_job_pod_waits_for_its_run_to_drain_within_a_grace_period_longer_than_the_stop_wait():
+    for role in ("producer", "consumer"):
+        job = render.ray_job("f", "ns", spec(), role)
+        head, *workers = pods(job)
+        env = {e["name"]: e["value"] for e in head["containers"][0]["env"]}
+        stop_wait = int(env["RAY_JOB_STOP_WAIT_TIME_S"])
+        for pod, kind in [(head, "head"), *((w, "worker") for w in workers)]:
+            hook = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+            assert hook[:4] == ["python", "-m", "camerafleet.prestop", kind]
+            assert stop_wait < int(hook[4]) < pod["terminationGracePeriodSeconds"], "the hook waits past the stop wait, inside the grace"
+
+
+def test_3_the_upgrade_strategy_is_explicit_and_recreate_keeps_kuberay_from_building_a_second_cluster():
+    assert render.ray_service("f", "ns", spec())["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+    assert render.ray_service("f", "ns", spec(servingUpgrade="Recreate"))["spec"]["upgradeStrategy"] == {"type": "None"}
+
+
+def test_5_a_models_replicas_or_batching_edit_changes_no_app_arg_and_no_other_deployment():
+    before = spec()
+    edited = spec(faces={"autoscaling": {"minReplicas": 2, "maxReplicas": 4}, "batching": {"maxBatchSize": 4}})
+    faces = edited.models[0]
+    old, new = app(before), app(edited)
+    assert old["args"] == new["args"], "Serve hashes the args into every replica's version: any change there restarts them all"
+    by_name = lambda a: {d["name"]: d for d in a["deployments"]}  # noqa: E731
+    assert by_name(old)["model-health"] == by_name(new)["model-health"], "the other model is left alone"
+    changed = by_name(new)["model-faces"]
+    assert changed["autoscaling_config"]["min_replicas"] == 2 and changed["user_config"] == model_user_config(faces)
+    assert changed["ray_actor_options"] == by_name(old)["model-faces"]["ray_actor_options"], "the same actor options: no restart"
+    assert "maxFrameAgeMs" not in str(new["args"]) and by_name(new)["ingress"]["user_config"]["maxFrameAgeMs"] == edited.consumer.max_frame_age_ms
+
+
+def test_7_the_autoscaler_version_is_explicit_on_every_cluster():
+    s = spec()
+    for obj in (render.ray_service("f", "ns", s), render.ray_job("f", "ns", s, "producer"), render.ray_job("f", "ns", s, "consumer")):
+        cluster = obj["spec"].get("rayClusterConfig") or obj["spec"]["rayClusterSpec"]
+        assert cluster["autoscalerOptions"]["version"] == "v2"
+
+
+def test_8_no_pod_mounts_its_own_dev_shm_so_kuberay_sizes_it_to_the_memory_limit():
+    s = spec()
+    for obj in (render.ray_service("f", "ns", s), render.ray_job("f", "ns", s, "producer")):
+        for pod in pods(obj):
+            mounts = [m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])]
+            assert "/dev/shm" not in mounts
+
+
+def test_9_heads_take_a_node_selector_and_tolerations_where_every_pool_is_tainted():
+    taint = {"key": "pool", "operator": "Equal", "value": "system", "effect": "NoSchedule"}
+    s = spec(head={"nodeSelector": {"pool": "system"}, "tolerations": [taint]})
+    for obj in (render.ray_service("f", "ns", s), render.ray_job("f", "ns", s, "consumer")):
+        head = pods(obj)[0]
+        assert head["nodeSelector"] == {"pool": "system"} and head["tolerations"] == [taint]
+    bad = spec(head={"tolerations": [{"operator": "Exists", "value": "x"}]})
+    assert "spec.kubernetes.head.tolerations.0: operator Exists takes no value" in cluster_problems("f", bad)
+
+
+def test_10_a_short_kafka_service_name_is_dialled_in_the_fleets_namespace_by_the_operator():
+    assert operator_bootstrap("camerafleet-kafka:9092", "default") == "camerafleet-kafka.default.svc:9092"
+    assert operator_bootstrap("kafka.other.svc:9092,k2:9093", "cams") == "kafka.other.svc:9092,k2.cams.svc:9093"
+    assert operator_bootstrap("10.0.0.5:9092", "cams") == "10.0.0.5:9092"
+
+
+def test_11_jobs_are_submitted_over_http_with_no_submitter_pod_following_their_logs():
+    for role in ("producer", "consumer"):
+        job = render.ray_job("f", "ns", spec(), role)["spec"]
+        assert job["submissionMode"] == "HTTPMode" and "submitterPodTemplate" not in job
