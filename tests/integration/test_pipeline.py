@@ -123,3 +123,34 @@ def test_kafka_unreachable_at_start_is_a_clear_message(tmp_path):
     assert proc.returncode == 2
     assert "cannot reach Kafka at 127.0.0.1:1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_without_a_local_results_log_the_ledger_is_counted_from_the_results_topic_and_the_summary_kept_in_the_bucket(
+    tmp_path, kafka_server, minio_server, ray_cluster
+):
+    """The Kubernetes layout's bookkeeping (issue 23, defect 1): consumers on worker Pods keep no file, so the
+    run's outcomes are read back from its span of the results topic, and the summary outlives the Pod in the
+    bucket. On one machine the consumers share the driver's disk; here nothing may be read from it."""
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "nolog",
+        kafka_server.bootstrap,
+        cameras=[{"id": str(i), "source": "synthetic:640x360@10", "inferenceFps": 5} for i in (1, 2)],
+        models=[health_model()],
+        bucket={"uri": "s3://nolog-frames/run", "endpoint": minio_server.endpoint},
+        producer={"actors": 1, "cpusPerActor": 0.25},
+        consumer={"actors": 1, "maxFrameAgeMs": 60000},
+        results={"logDir": str(tmp_path / "runs"), "localLog": False},
+    )
+    runner, s = asyncio.run(run_fleet_for(manifest, None, during=lambda r: until_processed(r, 10, ["1", "2"])))
+
+    assert not runner.results_log.exists(), "no results file on the consumers' disk"
+    assert s["results_from"] == "kafka topic nolog_results" and s["produced_from"] == "kafka_offsets"
+    assert s["ledger_balanced"] and s["failed"] == 0, s
+    assert all(s["per_camera"][cam]["processed"] >= 10 for cam in ("1", "2")), s["per_camera"]
+    from camerafleet.api.manifest import BucketSpec
+    from camerafleet.bucket import open_bucket, summary_key
+
+    bucket = open_bucket(BucketSpec(uri="s3://nolog-frames/run", endpoint=minio_server.endpoint))
+    kept = orjson.loads(bucket.get(bucket.uri_of(summary_key("nolog", runner.run_id, "all"))))
+    assert (kept["run_id"], kept["processed"], kept["ledger_balanced"]) == (runner.run_id, s["processed"], True)

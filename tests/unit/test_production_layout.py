@@ -80,7 +80,10 @@ def test_5_a_models_replicas_or_batching_edit_changes_no_app_arg_and_no_other_de
     changed = by_name(new)["model-faces"]
     assert changed["autoscaling_config"]["min_replicas"] == 2 and changed["user_config"] == model_user_config(faces)
     assert changed["ray_actor_options"] == by_name(old)["model-faces"]["ray_actor_options"], "the same actor options: no restart"
-    assert "maxFrameAgeMs" not in str(new["args"]) and by_name(new)["ingress"]["user_config"]["maxFrameAgeMs"] == edited.consumer.max_frame_age_ms
+    assert (
+        "maxFrameAgeMs" not in str(new["args"])
+        and by_name(new)["ingress"]["user_config"]["maxFrameAgeMs"] == edited.consumer.max_frame_age_ms
+    )
 
 
 def test_7_the_autoscaler_version_is_explicit_on_every_cluster():
