@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -352,13 +353,96 @@ def test_a_camera_added_with_kubectl_patch_flows_without_restarting_model_replic
         "camera added with kubectl patch",
         f"its first processed frame {flowing_s:.0f} s after the patch; no model replica or RayJob restarted",
     )
-    log = c.kubectl("logs", f"job/{FLEET}-producer", "--tail=-1").stdout
+    log = job_log(c, "producer")
     assert f"manifest change from ConfigMap {NS}/{FLEET}-config applied" in log, (
         "the producers read the edit through the API server, not from the kubelet's delayed copy of the mounted file"
     )
     assert c.get("rayservice", f"{FLEET}-serving")["spec"] == before_service["spec"], "a camera edit changed the RayService"
     assert _serving_pods(c) == before_pods, "the Serve cluster's Pods were replaced or restarted"
     assert {r: c.get("rayjob", f"{FLEET}-{r}")["metadata"]["uid"] for r in jobs} == jobs, "a RayJob was replaced"
+
+
+def dashboard(c: Cluster, head_service: str, path: str) -> Any:
+    """A Ray dashboard's JSON API, through the API server's Service proxy (nothing of the cluster is exposed)."""
+    proc = c.kubectl("get", "--raw", f"/api/v1/namespaces/{NS}/services/{head_service}:dashboard/proxy{path}", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def job_log(c: Cluster, role: str) -> str:
+    """A job's driver log, from its cluster's dashboard (HTTPMode: there is no submitter Pod to read)."""
+    status = c.get("rayjob", f"{FLEET}-{role}")["status"]
+    answer = dashboard(c, f"{status['rayClusterName']}-head-svc", f"/api/jobs/{status['jobId']}/logs")
+    return str((answer or {}).get("logs", ""))
+
+
+def serve_replicas(c: Cluster) -> dict[str, set[str]]:
+    """Each Serve deployment's live replica actor ids, as the RayService's dashboard reports them."""
+    cluster = c.get("rayservice", f"{FLEET}-serving")["status"]["activeServiceStatus"]["rayClusterName"]
+    details = dashboard(c, f"{cluster}-head-svc", "/api/serve/applications/") or {}
+    app = next(iter((details.get("applications") or {}).values()), {})
+    return {
+        name: {r["actor_id"] for r in d.get("replicas", []) if r.get("state") == "RUNNING"}
+        for name, d in (app.get("deployments") or {}).items()
+    }
+
+
+def test_a_model_edit_restarts_no_replica_of_another_model_and_the_edited_one_keeps_serving(
+    installed: Cluster, fleet: dict[str, Any]
+) -> None:
+    """Issue 23, defect 5: one model's batching and replicas go per deployment (user_config, autoscaling_config),
+    which Serve applies to running replicas; the app's args, hashed into every replica's version, stay."""
+    c = installed
+    before = wait_for("every deployment's replicas running", lambda: (r := serve_replicas(c)) and all(r.values()) and r, 300)
+    models = [dict(m) for m in fleet["spec"]["models"]]
+    faces = next(m for m in models if m["name"] == "faces")
+    faces["batching"] = {**faces["batching"], "maxBatchSize": 8}
+    patched = time.time()
+    c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": {"models": models}}))
+    fleet["spec"]["models"] = models
+
+    def applied() -> dict[str, Any] | None:
+        app = yaml.safe_load(c.get("rayservice", f"{FLEET}-serving")["spec"]["serveConfigV2"])["applications"][0]
+        model = next(d for d in app["deployments"] if d["name"] == "model-faces")
+        return app if model["user_config"]["maxBatchSize"] == 8 else None
+
+    wait_for("the edit in the RayService's serveConfigV2", applied, 120)
+    wait_for("frames processed by both models after the edit", lambda: [
+        r for r in processed_since(c, fleet["spec"]["cameras"][0]["id"], int(patched * 1000) + 15000) if set(r["models"]) == {"faces", "health"}
+    ], RECOVERY_TIMEOUT_S)  # fmt: skip
+    after = serve_replicas(c)
+    assert after == before, f"replicas were restarted by a batching edit: before {before}, after {after}"
+    report(
+        "model edit (faces maxBatchSize 16 -> 8)",
+        f"no replica restarted ({ {k: len(v) for k, v in after.items()} } replicas kept); frames processed",
+    )
+
+
+def test_a_broken_model_edit_turns_the_fleet_not_ready_with_serves_message_and_the_fix_recovers(
+    installed: Cluster, fleet: dict[str, Any]
+) -> None:
+    """Issue 23, defect 4: KubeRay's Ready counts healthy proxies, not the application: the fleet reads Serve's own
+    status. Old replicas keep serving through a failed rollout, so no frame is lost meanwhile."""
+    c = installed
+    good = [dict(m) for m in fleet["spec"]["models"]]
+    broken = [dict(m, modelUri="s3://camerafleet-frames/models/no-such-model.onnx") if m["name"] == "faces" else m for m in good]
+    started = time.time()
+    c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": {"models": broken}}))
+    try:
+        serving = wait_for(
+            "ServingReady False with Serve's message",
+            lambda: (s := c.condition(FLEET, "ServingReady")).get("reason") == "ServingFailed" and s,
+            RECOVERY_TIMEOUT_S,
+        )
+        seen_s = time.time() - started
+        assert serving["status"] == "False" and "no-such-model" in serving["message"], serving
+        assert c.condition(FLEET, "Ready").get("status") == "False"
+        events = c.kubectl("get", "events", "--field-selector", f"involvedObject.name={FLEET},reason=ServingFailed", "-o", "json").stdout
+        assert json.loads(events)["items"], "a Warning event says so"
+    finally:
+        c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": {"models": good}}))
+    wait_for("the fleet Ready again after the fix", lambda: c.condition(FLEET, "Ready").get("status") == "True", RECOVERY_TIMEOUT_S, 5)
+    report("broken model edit", f"ServingReady False ({serving['reason']}) {seen_s:.0f} s after the edit; Ready again after the fix")
+    _recovered(c, fleet, "broken model edit fixed", started)
 
 
 def _recovered(c: Cluster, fleet: dict[str, Any], name: str, started: float) -> None:
@@ -408,18 +492,26 @@ def test_fault_the_serve_worker_pod_is_deleted(installed: Cluster, fleet: dict[s
     _recovered(c, fleet, "Serve worker Pod deleted", started)
 
 
-def test_fault_the_consumer_jobs_pod_is_deleted(installed: Cluster, fleet: dict[str, Any]) -> None:
-    """The consumer job's cluster is one head Pod (the small-node fleet runs work on heads): deleting it ends the
-    Ray job; KubeRay reports the RayJob failed and the operator resubmits it after its backoff."""
+def test_fault_the_consumer_jobs_head_pod_is_deleted(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Issue 23, defect 11: a job's head lost (a failed liveness probe on a loaded node, an eviction) costs the fleet
+    neither its RayJob nor its job cluster. In HTTPMode KubeRay recreates the head and, finding the job unknown
+    there, submits it again; nothing follows a log stream that could end."""
     c = installed
-    cluster = c.get("rayjob", f"{FLEET}-consumer")["status"]["rayClusterName"]
-    [pod] = c.items("pods", "-l", f"ray.io/cluster={cluster}")
+    job = c.get("rayjob", f"{FLEET}-consumer")
+    failures = c.get("camerafleet", FLEET)["status"]["consumerJob"]["failures"]
+    cluster = job["status"]["rayClusterName"]
+    [pod] = c.items("pods", "-l", f"ray.io/cluster={cluster},ray.io/node-type=head")
     started = time.time()
     c.kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false")
-    _recovered(c, fleet, "consumer job's Pod deleted", started)
-    state = c.get("camerafleet", FLEET)["status"]["consumerJob"]
-    measured["consumer job's Pod deleted: RayJob"] = (
-        f"failures counted {state['failures']}, last failure: {str(state.get('lastFailure'))[:120]}"
+    _recovered(c, fleet, "consumer job's head Pod deleted", started)
+    after = c.get("rayjob", f"{FLEET}-consumer")
+    assert after["metadata"]["uid"] == job["metadata"]["uid"] and after["status"]["rayClusterName"] == cluster, (
+        "the RayJob and its cluster stay"
+    )
+    assert after["status"]["jobDeploymentStatus"] == "Running", after["status"]
+    assert c.get("camerafleet", FLEET)["status"]["consumerJob"]["failures"] == failures, "the RayJob never failed"
+    measured["consumer job's head Pod deleted: RayJob"] = (
+        "kept (same RayJob and RayCluster, never Failed); the job submitted again by KubeRay"
     )
 
 
@@ -517,3 +609,29 @@ def test_a_deleted_fleet_stops_its_jobs_cleanly(installed: Cluster, fleet: dict[
         f"RayJobs and RayService gone {time.time() - started:.0f} s later; job states seen: {sorted({s[1:] for s in seen})}",
     )
     assert not [s for s in seen if s[1] == "Failed" or s[2] == "FAILED"], f"a job failed on a clean stop: {sorted(seen)}"
+    # Issue 23, defect 2: each job drained within its Pods' grace period (their preStop hook held them) and kept its
+    # summary where it outlives them: the bucket.
+    summaries = wait_for("both jobs' summaries in the bucket", lambda: (k := kept_summaries(c, fleet)) and len(k) >= 2 and k, 120)
+    consumer = next(v for k, v in summaries.items() if k.endswith("-consumer.json"))
+    assert consumer["results_from"] == f"kafka topic {RESULTS}" and consumer["processed"] > 0, consumer
+    assert consumer["ledger_balanced"], f"frames unaccounted when the fleet was deleted: in flight {consumer['in_flight']}"
+    report(
+        "fleet deleted: summaries kept",
+        ", ".join(f"{k}: processed {v['processed']}, in flight {v['in_flight']}" for k, v in sorted(summaries.items())),
+    )
+
+
+def kept_summaries(c: Cluster, fleet: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fleet's job summaries in its bucket (`Summaries/<fleet>/<run id>-<role>.json` beside the frames)."""
+    from urllib.parse import urlparse
+
+    from minio import Minio
+
+    endpoint = urlparse(c.env["CAMERAFLEET_S3_ENDPOINT"])
+    client = Minio(endpoint.netloc, c.env["AWS_ACCESS_KEY_ID"], c.env["AWS_SECRET_ACCESS_KEY"], secure=endpoint.scheme == "https")
+    bucket_uri = urlparse(fleet["spec"]["bucket"]["uri"])
+    prefix = f"{bucket_uri.path.strip('/')}/Summaries/{FLEET}/"
+    return {
+        o.object_name.rsplit("/", 1)[-1]: orjson.loads(client.get_object(bucket_uri.netloc, o.object_name).read())
+        for o in client.list_objects(bucket_uri.netloc, prefix=prefix)
+    }
