@@ -255,9 +255,10 @@ cluster-status: $(STAMP) ## Say which of the cluster's processes run, and whethe
 	$(DEV) -m camerafleet_dev.cluster status --data-dir $(CLUSTER_DIR)
 
 .PHONY: test-e2e
-test-e2e: images ## On the cluster of `make cluster-up`: install the charts and a fleet as a user would, frames through Pods, faults
+E2E_LAYOUT ?= production
+test-e2e: images ## On the cluster of `make cluster-up`: charts and a fleet installed as a user would, frames through Pods, faults (E2E_LAYOUT=production|small-node)
 	$(DEV) -m camerafleet_dev.cluster load-images --data-dir $(CLUSTER_DIR)
-	CAMERAFLEET_CLUSTER_DIR=$(CLUSTER_DIR) $(PYTEST) -m e2e tests/e2e
+	E2E_LAYOUT=$(E2E_LAYOUT) CAMERAFLEET_CLUSTER_DIR=$(CLUSTER_DIR) $(PYTEST) -m e2e tests/e2e
 
 ##@ Housekeeping
 

@@ -89,18 +89,25 @@ def cluster() -> Cluster:
     return c
 
 
-SMALL_NODE_APPLY = (
-    'sed -e "s#camerafleet-kafka:9092#$KAFKA_BOOTSTRAP#" -e "s#http://camerafleet-minio:9000#$CAMERAFLEET_S3_ENDPOINT#" '
-    "examples/small-node-fleet.yaml"
-)
+# The layout under test (E2E_LAYOUT): `production` (the default) is examples/cluster-fleet.yaml as shipped with the
+# CPU-only overlay (heads do no work, the models on the GPU pool, the jobs' actors on worker Pods); `small-node`
+# is examples/small-node-fleet.yaml (every actor on the heads). Both with this cluster's Kafka and S3, which run
+# as host processes rather than the stack chart's Services.
+LAYOUT = os.environ.get("E2E_LAYOUT", "production")
+ADDRESSES = 'sed -e "s#camerafleet-kafka:9092#$KAFKA_BOOTSTRAP#" -e "s#http://camerafleet-minio:9000#$CAMERAFLEET_S3_ENDPOINT#"'
+APPLY = {
+    "small-node": f"{ADDRESSES} examples/small-node-fleet.yaml",
+    "production": '"$KUBECTL" patch --local -f examples/cluster-fleet.yaml --type merge --patch-file examples/overlays/cpu-only.yaml '
+    f"-o yaml | {ADDRESSES}",
+}
 
 
 def readme_fleet(c: Cluster) -> dict[str, Any]:
-    """The README's command for a small node (examples/small-node-fleet.yaml with this cluster's Kafka and S3),
-    run verbatim; the manifest it would pipe into `kubectl apply -f -`."""
-    proc = subprocess.run(
-        ["bash", "-c", SMALL_NODE_APPLY], cwd=ROOT, env={**os.environ, **c.env}, capture_output=True, text=True, check=True
-    )
+    """The README's command for the layout under test, run verbatim; the manifest it would pipe into
+    `kubectl apply -f -`."""
+    if LAYOUT not in APPLY:
+        pytest.fail(f"E2E_LAYOUT={LAYOUT!r}: use one of {', '.join(APPLY)}", pytrace=False)
+    proc = subprocess.run(["bash", "-c", APPLY[LAYOUT]], cwd=ROOT, env={**os.environ, **c.env}, capture_output=True, text=True, check=True)
     doc: dict[str, Any] = yaml.safe_load(proc.stdout)
     return doc
 

@@ -25,14 +25,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from camerafleet.topics import end_offsets, wait_committed
 from camerafleet_dev.devservers._process import free_port
 from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
-from tests.e2e.conftest import CLUSTER_DIR, NS, OPERATOR_NS, ROOT, Cluster, readme_fleet, wait_for
+from tests.e2e.conftest import CLUSTER_DIR, LAYOUT, NS, OPERATOR_NS, ROOT, Cluster, readme_fleet, wait_for
 from tests.fixtures.prometheus import SCRAPE_S, dashboard_queries, empty_or_unlabelled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 FLEET = "example"
 RESULTS, DEADLETTER, GROUP = "camerafleet_results", "camerafleet_deadletter", "camerafleet"
-REPORT = ROOT / "out" / "e2e" / "report.md"
+REPORT = ROOT / "out" / "e2e" / f"report-{LAYOUT}.md"
 READY_TIMEOUT_S = 900  # cold Ray pods on a busy 2-core node; typically ~2.5 minutes
 RECOVERY_TIMEOUT_S = 600
 ADDED_CAMERA = {"id": "3", "source": "synthetic:1280x720@30"}  # added with kubectl patch; its topic is made fresh too
@@ -99,7 +99,9 @@ def report(name: str, text: str) -> None:
     measured[name] = text
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(
-        "# CameraFleet on a one-node cluster (make test-e2e)\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in measured.items()) + "\n"
+        f"# CameraFleet on the cluster of make cluster-up, {LAYOUT} layout (make test-e2e)\n\n"
+        + "\n".join(f"- **{k}**: {v}" for k, v in measured.items())
+        + "\n"
     )
 
 
@@ -165,6 +167,30 @@ def test_ready_follows_the_real_kuberay_statuses(installed: Cluster, fleet: dict
     for role in ("producer", "consumer"):
         job = c.get("rayjob", f"{FLEET}-{role}")["status"]
         assert (job["jobDeploymentStatus"], job["jobStatus"]) == ("Running", "RUNNING")
+
+
+def test_work_runs_where_the_layout_puts_it(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Production layout: heads coordinate only (no CPUs for Ray), the producers' and consumers' actors run on
+    their jobs' worker Pods, the models' replicas on the GPU pool's nodes. Small-node layout: all on the heads."""
+    c = installed
+    nodes = {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in c.items("nodes")}
+    placed: dict[str, set[str]] = {}
+    for role, actor in (("producer", "ProducerActor"), ("consumer", "ConsumerActor")):
+        status = c.get("rayjob", f"{FLEET}-{role}")["status"]
+        head = f"{status['rayClusterName']}-head-svc"
+        ray_nodes = {n["node_id"]: n for n in dashboard(c, head, "/api/v0/nodes?limit=100")["data"]["result"]["result"]}
+        actors = dashboard(c, head, f"/api/v0/actors?limit=1000&filter_keys=class_name&filter_predicates=%3D&filter_values={actor}")
+        alive = [a for a in actors["data"]["result"]["result"] if a["state"] == "ALIVE"]
+        assert len(alive) == fleet["spec"][role]["actors"], alive
+        placed[role] = {"head" if ray_nodes[a["node_id"]]["is_head_node"] else "worker" for a in alive}
+    serving = c.get("rayservice", f"{FLEET}-serving")["status"]["activeServiceStatus"]["rayClusterName"]
+    replica_nodes = {p["spec"]["nodeName"] for p in c.items("pods", "-l", f"ray.io/cluster={serving},ray.io/node-type=worker")}
+    if LAYOUT == "production":
+        assert placed == {"producer": {"worker"}, "consumer": {"worker"}}, placed
+        assert all(nodes[n].get("nvidia.com/gpu.present") == "true" for n in replica_nodes), (replica_nodes, nodes)
+    else:
+        assert placed == {"producer": {"head"}, "consumer": {"head"}}, placed
+    report("placement", f"producer and consumer actors on {placed}; the models' worker Pods on {sorted(replica_nodes)}")
 
 
 def test_frames_flow_for_every_camera_and_nothing_fails_or_is_lost(installed: Cluster, fleet: dict[str, Any]) -> None:

@@ -3,8 +3,10 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from camerafleet.api.manifest import ManifestError, load_manifest, parse_manifest
+from camerafleet_operator.validate import cluster_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,3 +148,32 @@ def test_metadata_extras_that_json_cannot_carry_are_refused_naming_the_key():
     }
     with pytest.raises(ManifestError, match=r"metadata\.labels"):
         parse_manifest(doc)
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch, as `kubectl patch --type merge` applies it."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def test_the_cpu_only_overlay_keeps_the_production_layout_and_drops_only_gpus_and_sizes():
+    """examples/overlays/cpu-only.yaml, the merge patch the e2e applies to the cluster example: heads still do no
+    work, the models still run on the (tainted) GPU pool, and nothing but GPUs, sizes and that pool's selector changes."""
+    cluster = yaml.safe_load((ROOT / "examples" / "cluster-fleet.yaml").read_text())
+    patched = merge_patch(cluster, yaml.safe_load((ROOT / "examples" / "overlays" / "cpu-only.yaml").read_text()))
+    spec, original = parse_manifest(patched).spec, parse_manifest(cluster).spec
+    assert not spec.kubernetes.head_runs_work and not any(m.resources.gpus or m.resources.cpus > 1 for m in spec.models)
+    assert spec.kubernetes.gpu_workers.tolerations == original.kubernetes.gpu_workers.tolerations
+    assert spec.kubernetes.gpu_workers.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert cluster_problems("example", spec) == []
+    keep = {"kubernetes": {"head", "job_workers", "gpu_workers"}}
+    drop_sizes = [{**m, "resources": None} for m in spec.model_dump(exclude=keep)["models"]]
+    assert drop_sizes == [{**m, "resources": None} for m in original.model_dump(exclude=keep)["models"]]
+    assert spec.model_dump(exclude={**keep, "models": True}) == original.model_dump(exclude={**keep, "models": True})
