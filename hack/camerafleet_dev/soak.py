@@ -1,0 +1,325 @@
+"""`make soak`: a day of running, compressed. The production layout on the cluster of `make cluster-up`
+(the charts and examples/cluster-fleet.yaml with the CPU-only overlay, installed as the README says) runs
+for SOAK_MINUTES under its cameras' steady load, with a camera edit and one Pod deleted every few
+minutes, while every Pod's memory, ephemeral storage, open file descriptors and threads, the consumers'
+Kafka lag and the ledger are sampled. The report (out/soak/report.md, samples.json and plots) gives each
+series' slope after the warm-up: nothing may grow without bound.
+
+Memory and storage come from the kubelet's summary API (through the API server); descriptors and threads
+from /proc on this machine, where the Pods' processes run (matched to their Pod by the `pod<uid>` of their
+cgroup); lag and the ledger from Kafka alone, as the e2e tests count them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from camerafleet.topics import end_offsets
+
+ROOT = Path(__file__).resolve().parents[2]
+NS, OPERATOR_NS, FLEET = "default", "camerafleet-system", "example"
+GROUP, RESULTS = "camerafleet", "camerafleet_results"
+APPLY = (
+    '"$KUBECTL" patch --local -f examples/cluster-fleet.yaml --type merge --patch-file examples/overlays/cpu-only.yaml -o yaml '
+    '| sed -e "s#camerafleet-kafka:9092#$KAFKA_BOOTSTRAP#" -e "s#http://camerafleet-minio:9000#$CAMERAFLEET_S3_ENDPOINT#"'
+)
+EDIT_CAMERA = {"id": "soak", "source": "synthetic:1280x720@30"}
+# Pods deleted in turn, one per disturbance: the serving worker, then each job's worker and head.
+VICTIMS = ("serving worker", "consumer worker", "producer worker", "consumer head", "producer head")
+
+
+def say(text: str) -> None:
+    print(f"[soak] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+
+    def run(self, *argv: str, stdin: str | None = None, check: bool = True) -> str:
+        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, env={**os.environ, **self.env}, check=False)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:4])} ... failed: {proc.stderr[-1000:]}")
+        return proc.stdout
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        return self.run(self.env["KUBECTL"], *args, stdin=stdin, check=check)
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+
+def install(c: Cluster) -> None:
+    """The README's install, with the host's Kafka and MinIO (as `make test-e2e` does)."""
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "camerafleet-operator" / "crds"))
+    helm = c.env["HELM"]
+    c.run(
+        helm,
+        "upgrade",
+        "--install",
+        "camerafleet-operator",
+        str(ROOT / "charts" / "camerafleet-operator"),
+        "-n",
+        OPERATOR_NS,
+        "--create-namespace",
+    )
+    c.run(
+        helm, "upgrade", "--install", "camerafleet-stack", str(ROOT / "charts" / "camerafleet-stack"),
+        "--set", f"kafka.external.bootstrapServers={c.env['KAFKA_BOOTSTRAP']}",
+        "--set", f"s3.external.endpoint={c.env['CAMERAFLEET_S3_ENDPOINT']}",
+        "--set", f"s3.external.accessKeyId={c.env['AWS_ACCESS_KEY_ID']}",
+        "--set", f"s3.external.secretAccessKey={c.env['AWS_SECRET_ACCESS_KEY']}",
+    )  # fmt: skip
+    manifest = c.run("bash", "-c", APPLY)
+    c.kubectl("apply", "-f", "-", stdin=manifest)
+
+
+def ready(c: Cluster) -> bool:
+    conditions = ((c.json("get", "camerafleet", FLEET, "-n", NS).get("status") or {}).get("conditions")) or []
+    return any(x["type"] == "Ready" and x["status"] == "True" for x in conditions)
+
+
+def _pod_of_pid(pid: str) -> str | None:
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return None
+    for part in text.replace("\n", "/").split("/"):
+        if part.startswith("pod") and len(part) > 30:
+            return part[3:].replace("_", "-")
+    return None
+
+
+def process_counts() -> dict[str, tuple[int, int]]:
+    """Per Pod uid: open file descriptors and threads of all its processes."""
+    out: dict[str, tuple[int, int]] = {}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        uid = _pod_of_pid(pid)
+        if uid is None:
+            continue
+        try:
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+            threads = int(
+                next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Threads:")).split()[1]
+            )
+        except (OSError, StopIteration, ValueError):
+            continue
+        f, t = out.get(uid, (0, 0))
+        out[uid] = (f + fds, t + threads)
+    return out
+
+
+async def kafka_state(bootstrap: str, topics: list[str]) -> tuple[int, int]:
+    """(announced, lag): messages on the camera topics, and how many the consumer group has not committed."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    ends = await end_offsets(bootstrap, topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(GROUP)
+    finally:
+        await admin.close()
+    announced = sum(sum(parts.values()) for parts in ends.values())
+    done = sum(meta.offset for tp, meta in committed.items() if tp.topic in ends and meta.offset >= 0)
+    return announced, announced - done
+
+
+@dataclass
+class Series:
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, t: float, key: str, value: float) -> None:
+        self.samples.append({"t": round(t, 1), "key": key, "value": value})
+
+
+def sample(c: Cluster, started: float, series: Series, topics: list[str]) -> None:
+    t = time.time() - started
+    node = c.json("get", "nodes")["items"]
+    counts = process_counts()
+    for n in node:
+        stats = json.loads(c.kubectl("get", "--raw", f"/api/v1/nodes/{n['metadata']['name']}/proxy/stats/summary"))
+        for pod in stats["pods"]:
+            if pod["podRef"]["namespace"] != NS:
+                continue
+            name = _role_of(pod["podRef"]["name"])
+            series.add(t, f"memory MiB {name}", round(pod.get("memory", {}).get("workingSetBytes", 0) / 2**20, 1))
+            series.add(t, f"storage MiB {name}", round(pod.get("ephemeral-storage", {}).get("usedBytes", 0) / 2**20, 2))
+            fds, threads = counts.get(pod["podRef"]["uid"], (0, 0))
+            series.add(t, f"fds {name}", fds)
+            series.add(t, f"threads {name}", threads)
+    announced, lag = asyncio.run(kafka_state(c.env["KAFKA_BOOTSTRAP"], topics))
+    series.add(t, "kafka lag", lag)
+    series.add(t, "frames announced", announced)
+
+
+def _role_of(pod_name: str) -> str:
+    """A Pod's role in the fleet, stable across its replacements (names carry random suffixes)."""
+    for role in ("serving", "producer", "consumer"):
+        if pod_name.startswith(f"{FLEET}-{role}"):
+            kind = "head" if "-head" in pod_name else "worker"
+            return f"{role} {kind}"
+    return pod_name.rsplit("-", 2)[0]
+
+
+def disturb(c: Cluster, turn: int) -> str:
+    """One camera edit (the soak camera added or removed) and one Pod deleted, in turn."""
+    fleet = c.json("get", "camerafleet", FLEET, "-n", NS)
+    cameras = [cam for cam in fleet["spec"]["cameras"] if cam["id"] != EDIT_CAMERA["id"]]
+    if turn % 2 == 0:
+        cameras.append(EDIT_CAMERA)
+    c.kubectl("patch", "camerafleet", FLEET, "-n", NS, "--type=merge", "-p", json.dumps({"spec": {"cameras": cameras}}))
+    victim = VICTIMS[turn % len(VICTIMS)]
+    role, kind = victim.split()
+    pods = c.json("get", "pods", "-n", NS, "-l", f"camerafleet.io/component={role},ray.io/node-type={kind}")["items"]
+    if pods:
+        c.kubectl("delete", "pod", "-n", NS, pods[0]["metadata"]["name"], "--wait=false")
+    return f"camera {EDIT_CAMERA['id']} {'added' if turn % 2 == 0 else 'removed'}; {victim} Pod {'deleted' if pods else 'not found'}"
+
+
+def slope_per_hour(points: list[tuple[float, float]]) -> float:
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mt, mv = sum(p[0] for p in points) / n, sum(p[1] for p in points) / n
+    var = sum((p[0] - mt) ** 2 for p in points)
+    return 0.0 if var == 0 else sum((p[0] - mt) * (p[1] - mv) for p in points) / var * 3600
+
+
+def write_report(out: Path, series: Series, events: list[str], minutes: float, warmup_s: float) -> None:
+    by_key: dict[str, list[tuple[float, float]]] = {}
+    for s in series.samples:
+        by_key.setdefault(s["key"], []).append((s["t"], s["value"]))
+    rows = []
+    for key, points in sorted(by_key.items()):
+        steady = [p for p in points if p[0] >= warmup_s] or points
+        rows.append((key, steady[0][1], steady[-1][1], max(p[1] for p in steady), slope_per_hour(steady)))
+    lines = [
+        f"# Soak: {minutes:.0f} minutes of the production layout (make soak)",
+        "",
+        f"Samples every minute after a {warmup_s / 60:.0f}-minute warm-up; slope by least squares over the steady part. "
+        "Frames announced grow by design (the load); everything else should be flat.",
+        "",
+        "| series | first | last | max | slope per hour |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {k} | {a:g} | {b:g} | {m:g} | {s:+.2f} |" for k, a, b, m, s in rows),
+        "",
+        "## Disturbances",
+        *(f"- {e}" for e in events),
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "samples.json").write_text(json.dumps(series.samples))
+    _plot(out, by_key)
+
+
+def _plot(out: Path, by_key: dict[str, list[tuple[float, float]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = ("memory MiB", "storage MiB", "fds", "threads", "kafka lag")
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 3 * len(groups)), sharex=True)
+    for ax, group in zip(axes, groups, strict=True):
+        for key, points in sorted(by_key.items()):
+            if key.startswith(group):
+                ax.plot([p[0] / 60 for p in points], [p[1] for p in points], label=key.removeprefix(group).strip() or key)
+        ax.set_ylabel(group)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1].set_xlabel("minutes")
+    fig.tight_layout()
+    fig.savefig(out / "soak.png", dpi=90)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m camerafleet_dev.soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=60.0, help="how long the fleet runs once Ready (default 60)")
+    parser.add_argument("--disturb-every", type=float, default=5.0, help="minutes between disturbances (default 5)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="minutes left out of the slopes (default 5)")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "out" / "cluster")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "soak")
+    args = parser.parse_args(argv)
+    env_file = args.data_dir / "env"
+    if not env_file.is_file():
+        say(f"no cluster: {env_file} is missing; start one with `make cluster-up`")
+        return 2
+    c = Cluster(dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line))
+    install(c)
+    say("waiting for the fleet to be Ready ...")
+    deadline = time.monotonic() + 900
+    while not ready(c):
+        if time.monotonic() > deadline:
+            say("the fleet did not become Ready within 15 minutes: kubectl describe camerafleet example")
+            return 1
+        time.sleep(5)
+    topics = [f"camera_{cam['id']}" for cam in c.json("get", "camerafleet", FLEET, "-n", NS)["spec"]["cameras"]]
+    soak_topic = f"camera_{EDIT_CAMERA['id']}"
+    series, events, started = Series(), [], time.time()
+    next_disturb, turn = started + args.disturb_every * 60, 0
+    while (elapsed := time.time() - started) < args.minutes * 60:
+        try:
+            sample(c, started, series, topics)
+        except (RuntimeError, OSError, ValueError) as err:  # a Pod replaced mid-sample: the next one counts
+            say(f"sample skipped: {err}")
+        if time.time() >= next_disturb:
+            events.append(f"{elapsed / 60:.1f} min: {disturb(c, turn)}")
+            say(events[-1])
+            if soak_topic not in topics:
+                topics.append(soak_topic)  # created by the operator with the camera, and counted from then on
+            turn, next_disturb = turn + 1, next_disturb + args.disturb_every * 60
+        if int(elapsed) // 300 != int(elapsed + 60) // 300:
+            write_report(args.out, series, events, elapsed / 60, args.warmup * 60)
+            say(f"{elapsed / 60:.0f} of {args.minutes:.0f} min; report so far in {args.out / 'report.md'}")
+        time.sleep(60)
+    events.append(f"end: {final_ledger(c, topics)}")
+    write_report(args.out, series, events, args.minutes, args.warmup * 60)
+    say(f"done: {events[-1]}; {args.out / 'report.md'}, {args.out / 'soak.png'}")
+    return 0
+
+
+def final_ledger(c: Cluster, topics: list[str]) -> str:
+    """Every frame announced during the soak has a result: announced positions against the results topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read() -> tuple[int, int]:
+        bootstrap = c.env["KAFKA_BOOTSTRAP"]
+        for _ in range(60):  # the consumers catch up with the last announcements first
+            _, lag = await kafka_state(bootstrap, topics)
+            if lag == 0:
+                break
+            await asyncio.sleep(5)
+        ends = await end_offsets(bootstrap, [*topics, RESULTS])
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        answered: set[tuple[str, int, int]] = set()
+        try:
+            tps = [TopicPartition(RESULTS, p) for p in ends[RESULTS]]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            while [tp for tp in tps if await consumer.position(tp) < ends[RESULTS][tp.partition]]:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    for r in records:
+                        v = json.loads(r.value)
+                        if "offset" in v:
+                            answered.add((v["topic"], v["partition"], v["offset"]))
+        finally:
+            await consumer.stop()
+        wanted = {(t, p, o) for t in topics for p, end in ends[t].items() for o in range(end)}
+        return len(wanted), len(wanted - answered)
+
+    announced, missing = asyncio.run(read())
+    return f"ledger: {announced} frames announced, {missing} without a result"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
