@@ -163,7 +163,7 @@ class FleetRunner:
         for problem in plan.not_supported:
             self.say(f"kafka: {problem}; the topic is left as it is")
         await self.note_start_offsets()
-        if self.opts.role in ("all", "consumer") and not self.spec.results.local_log:
+        if not self.spec.results.local_log:  # every role: the producers' summary counts outcomes too
             topic = self.spec.kafka.results_topic
             try:
                 self.results_start = (await end_offsets(self.bootstrap, [topic]))[topic]
@@ -458,8 +458,8 @@ class FleetRunner:
         """Wait until consumers have caught up with everything produced, or the drain timeout. With the run's
         Kafka offsets: until the group has committed every camera topic up to its end offset (it commits only
         after writing those frames' results). Without: until no consumer lags and no batch finished for 2 s."""
-        if not self.consumers:
-            return
+        if not self.consumers and self.results_start is None:
+            return  # a producer-only run with its own results log: nobody's outcomes to wait for
         if kafka is not None:
             want = {(i["topic"], int(p)): end for i in kafka.values() for p, (start, end) in i["offsets"].items() if end > start}
             behind = await wait_committed(self.bootstrap, self.spec.kafka.consumer_group, want, self.opts.drain_timeout_s)
