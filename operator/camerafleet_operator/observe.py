@@ -90,8 +90,9 @@ def upgrade_condition(svc: dict[str, Any] | None, now: datetime, timeout_s: int)
     comes up, with no timeout of its own: on a full GPU cluster it would stay Pending forever, unseen."""
     st = (svc or {}).get("status") or {}
     pending = (st.get("pendingServiceStatus") or {}).get("rayClusterName")
-    if not pending:
-        return Observed(True, "UpToDate", "the serving cluster matches the spec")
+    active = (st.get("activeServiceStatus") or {}).get("rayClusterName")
+    if not (pending and active):  # a first start has a pending cluster only: ServingReady says how it goes
+        return Observed(True, "UpToDate", "no new serving cluster is being brought up")
     began = next((c.get("lastTransitionTime") for c in st.get("conditions") or [] if c.get("type") == "UpgradeInProgress"), None)
     elapsed = (now - datetime.fromisoformat(began.replace("Z", "+00:00"))).total_seconds() if began else 0.0
     pending_apps = "; ".join(

@@ -365,6 +365,7 @@ def upgrading(kube: FakeKube, since: str) -> None:
                 {"type": "UpgradeInProgress", "status": "True", "reason": "BothActivePendingClustersExist", "lastTransitionTime": since},
             ],
             "pendingServiceStatus": {"rayClusterName": "lobby-serving-x2", "applicationStatuses": {"camerafleet": {"status": "DEPLOYING"}}},
+            "activeServiceStatus": {"rayClusterName": "lobby-serving-x1", "applicationStatuses": {"camerafleet": {"status": "RUNNING"}}},
         },
     )
 
