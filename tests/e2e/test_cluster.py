@@ -471,6 +471,128 @@ def test_a_broken_model_edit_turns_the_fleet_not_ready_with_serves_message_and_t
     _recovered(c, fleet, "broken model edit fixed", started)
 
 
+def _active_serving_cluster(c: Cluster) -> str:
+    return str(c.get("rayservice", f"{FLEET}-serving")["status"]["activeServiceStatus"]["rayClusterName"])
+
+
+def _patch_kubernetes(c: Cluster, fleet: dict[str, Any], change: dict[str, Any]) -> None:
+    c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": {"kubernetes": change}}))
+    fleet["spec"]["kubernetes"] = {**fleet["spec"]["kubernetes"], **change}
+
+
+def test_a_new_image_tag_rolls_out_on_a_new_serving_cluster_and_replaces_the_jobs_with_nothing_lost(
+    installed: Cluster, fleet: dict[str, Any]
+) -> None:
+    """Issue 23, upgrades: a new image for the fleet is a cluster-level change. With servingUpgrade NewCluster
+    (the default) KubeRay brings a second serving cluster up and switches once its app runs; the jobs are
+    replaced (drained by their preStop hooks); every announced frame still ends with a result."""
+    c = installed
+    image = RAY_IMAGE.rsplit(":", 1)[0] + ":e2e-upgrade"
+    for socket in CLUSTER_DIR.glob("**/containerd.sock"):  # the same build under a new tag, on every node
+        c.run("ctr", "--address", str(socket), "-n", "k8s.io", "images", "tag", "--force", RAY_IMAGE, image)
+    old_cluster = _active_serving_cluster(c)
+    jobs = {r: c.get("rayjob", f"{FLEET}-{r}")["metadata"]["uid"] for r in ("producer", "consumer")}
+    seen: set[str] = set()
+    started = time.time()
+    _patch_kubernetes(c, fleet, {"image": image})
+
+    def switched() -> bool:
+        seen.add(c.condition(FLEET, "ServingUpToDate").get("reason", ""))
+        return _active_serving_cluster(c) != old_cluster and c.condition(FLEET, "Ready").get("status") == "True"
+
+    wait_for("the new serving cluster active and the fleet Ready", switched, RECOVERY_TIMEOUT_S, 5)
+    switch_s = time.time() - started
+    service = c.get("rayservice", f"{FLEET}-serving")
+    assert service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"] == image
+    wait_for("both jobs replaced and running", lambda: all(
+        (j := c.get("rayjob", f"{FLEET}-{r}")) and j["metadata"]["uid"] != jobs[r] and (j.get("status") or {}).get("jobStatus") == "RUNNING"
+        for r in jobs
+    ), RECOVERY_TIMEOUT_S, 5)  # fmt: skip
+    _recovered(c, fleet, "image upgraded", started)
+    report(
+        "image upgrade (NewCluster)",
+        f"new serving cluster active {switch_s:.0f} s after the patch; ServingUpToDate reasons seen {sorted(seen - {''})}",
+    )
+
+
+def test_a_serving_cluster_that_cannot_come_up_is_reported_within_the_upgrade_timeout(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """A cluster-level change the cluster has no room for: KubeRay's Ready stays True and it waits forever; the
+    fleet says so (ServingUpToDate False, UpgradeStalled, a Warning Event) within upgradeTimeoutSeconds plus a
+    resync, while the old cluster keeps serving. Reverting the change recovers."""
+    c = installed
+    original = dict(fleet["spec"]["kubernetes"])
+    workers = fleet["spec"]["kubernetes"]["gpuWorkers"]
+    too_big = {**workers, "resources": {**workers["resources"], "memory": "500Gi", "memoryRequest": "500Gi"}}
+    started = time.time()
+    _patch_kubernetes(c, fleet, {"gpuWorkers": too_big, "upgradeTimeoutSeconds": 60})
+    try:
+        stalled = wait_for(
+            "ServingUpToDate False (UpgradeStalled)",
+            lambda: (u := c.condition(FLEET, "ServingUpToDate")).get("reason") == "UpgradeStalled" and u,
+            RECOVERY_TIMEOUT_S,
+            5,
+        )
+        stalled_s = time.time() - started
+        assert stalled["status"] == "False" and "kubectl get pods -l ray.io/cluster=" in stalled["message"], stalled
+        assert c.condition(FLEET, "ServingReady").get("status") == "True", "the old cluster keeps serving"
+        events = c.kubectl("get", "events", "--field-selector", f"involvedObject.name={FLEET},reason=UpgradeStalled", "-o", "json").stdout
+        assert json.loads(events)["items"], "a Warning Event says so"
+        assert processed_since(c, fleet["spec"]["cameras"][0]["id"], int(started * 1000)), "frames flow meanwhile"
+    finally:
+        c.kubectl("patch", "camerafleet", FLEET, "--type=json", "-p", json.dumps([
+            {"op": "replace", "path": "/spec/kubernetes/gpuWorkers", "value": workers},
+            {"op": "remove", "path": "/spec/kubernetes/upgradeTimeoutSeconds"},
+        ]))  # fmt: skip
+        fleet["spec"]["kubernetes"] = original
+    wait_for(
+        "ServingUpToDate True after the revert",
+        lambda: c.condition(FLEET, "ServingUpToDate").get("status") == "True",
+        RECOVERY_TIMEOUT_S,
+        5,
+    )
+    report(
+        "serving cluster without room",
+        f"ServingUpToDate False (UpgradeStalled) {stalled_s:.0f} s after the change (timeout 60 s); reverting recovered",
+    )
+
+
+def test_rays_autoscaler_adds_a_serving_worker_pod_for_replicas_and_removes_it_after(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Autoscaler v2, set explicitly: four replicas of the faces model (0.5 CPU each) do not fit one worker of
+    2 CPUs beside the ingress and the health model, so Ray adds a worker Pod (on the GPU pool); back to one
+    replica, the idle Pod goes."""
+    c = installed
+    if fleet["spec"]["kubernetes"]["gpuWorkers"].get("maxReplicas", 1) < 2:
+        pytest.skip(f"the {LAYOUT} layout allows one serving worker (gpuWorkers.maxReplicas 1): nothing to scale to")
+    cluster = _active_serving_cluster(c)
+    selector = f"ray.io/cluster={cluster},ray.io/node-type=worker"
+    models = [dict(m) for m in fleet["spec"]["models"]]
+    faces = next(m for m in models if m["name"] == "faces")
+    calm = dict(faces["autoscaling"])
+
+    def set_min(n: int) -> None:
+        faces["autoscaling"] = {**calm, "minReplicas": n}
+        c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": {"models": models}}))
+
+    started = time.time()
+    set_min(4)
+    try:
+        wait_for("a second serving worker Pod Running", lambda: sum(
+            p["status"].get("phase") == "Running" for p in c.items("pods", "-l", selector)
+        ) >= 2, RECOVERY_TIMEOUT_S, 5)  # fmt: skip
+        up_s = time.time() - started
+        wait_for("four faces replicas running", lambda: len(serve_replicas(c).get("model-faces", set())) >= 4, RECOVERY_TIMEOUT_S, 5)
+        nodes = {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in c.items("nodes")}
+        assert all(nodes[p["spec"]["nodeName"]].get("nvidia.com/gpu.present") == "true" for p in c.items("pods", "-l", selector))
+    finally:
+        set_min(calm.get("minReplicas", 1))
+    down = time.time()
+    wait_for("the idle serving worker Pod removed", lambda: len(c.items("pods", "-l", selector)) == 1, RECOVERY_TIMEOUT_S, 5)
+    report(
+        "Ray autoscaler (v2)",
+        f"a second serving worker Pod Running {up_s:.0f} s after minReplicas 4; removed {time.time() - down:.0f} s after minReplicas 1",
+    )
+
+
 def _recovered(c: Cluster, fleet: dict[str, Any], name: str, started: float) -> None:
     """After a fault: frames of every camera processed again, then the ledger balances (nothing lost)."""
     since = int(started * 1000)
