@@ -436,10 +436,16 @@ def test_a_model_edit_restarts_no_replica_of_another_model_and_the_edited_one_ke
         r for r in processed_since(c, fleet["spec"]["cameras"][0]["id"], int(patched * 1000) + 15000) if set(r["models"]) == {"faces", "health"}
     ], RECOVERY_TIMEOUT_S)  # fmt: skip
     after = serve_replicas(c)
-    assert after == before, f"replicas were restarted by a batching edit: before {before}, after {after}"
+    others = {k: v for k, v in before.items() if k != "model-faces"}
+    assert {k: after.get(k) for k in others} == others, f"another deployment's replicas restarted: before {before}, after {after}"
+    # The edited model's own replicas were reconfigured, not replaced (Serve's autoscaler may add or remove some meanwhile,
+    # as the load changes: a replaced code version would leave none of them).
+    kept = before["model-faces"] & after["model-faces"]
+    assert kept, f"every faces replica was replaced: before {before['model-faces']}, after {after['model-faces']}"
     report(
         "model edit (faces maxBatchSize 16 -> 8)",
-        f"no replica restarted ({ {k: len(v) for k, v in after.items()} } replicas kept); frames processed",
+        f"ingress and health replicas unchanged; faces kept {len(kept)} of {len(before['model-faces'])} replicas "
+        f"(now {len(after['model-faces'])}); frames processed by both models",
     )
 
 
