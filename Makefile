@@ -244,7 +244,7 @@ CLUSTER_DIR := out/cluster
 
 .PHONY: cluster-up
 cluster-up: $(STAMP) ## Start the node, control plane, CoreDNS, KubeRay, Kafka and MinIO; settings in out/cluster/env
-	$(DEV) -m camerafleet_dev.cluster up --data-dir $(CLUSTER_DIR)
+	$(DEV) -m camerafleet_dev.cluster up --data-dir $(CLUSTER_DIR) --nodes $(or $(CLUSTER_NODES),2)
 
 .PHONY: cluster-down
 cluster-down: $(STAMP) ## Stop all of it and remove its network set-up (data and logs stay in out/cluster)

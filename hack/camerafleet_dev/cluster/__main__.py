@@ -1,11 +1,16 @@
-"""`python -m camerafleet_dev.cluster up|down|status --data-dir out/cluster` (`make cluster-up` /
-`make cluster-down`): the one-node cluster in the background, detached from this process.
+"""`python -m camerafleet_dev.cluster up|down|status|load-images|restart-kubelet --data-dir out/cluster`
+(`make cluster-up` / `make cluster-down` / `make cluster-status`): the cluster in the background, detached
+from this process. Two nodes by default (`--nodes 1` for one): `camerafleet-node` in the host's network
+namespace (the system pool: CoreDNS, KubeRay, the operator, Ray heads) and `camerafleet-node-2` in a
+namespace of its own (the GPU pool: labelled and tainted as one, no GPU). See `plan.py` for the addresses.
 
-`up` sets up the node's network, starts every component, loads the images into containerd, deploys
-CoreDNS and KubeRay, waits until the node is Ready and both run, and writes `<data-dir>/env` with
-KUBECONFIG, KAFKA_BOOTSTRAP, CAMERAFLEET_S3_ENDPOINT and the S3 credentials (mode 0600). `down` stops
-everything in reverse order, unmounts what the kubelet mounted and removes the network set-up; data
-and logs stay in the data directory (`*.out` per component).
+`up` sets up the network, starts every component, loads the images into every node's containerd, deploys
+CoreDNS and KubeRay, waits until the nodes are Ready (with their pools' labels and taints) and both run,
+and writes `<data-dir>/env` with KUBECONFIG, KAFKA_BOOTSTRAP, CAMERAFLEET_S3_ENDPOINT, the S3 credentials
+and CAMERAFLEET_NODES (mode 0600). `down` stops everything in reverse order, unmounts what the kubelets mounted and
+removes the network set-up; data and logs stay in the data directory (`*.out` per component, node 2's
+in `node-2/`). `restart-kubelet [--node NAME]` restarts one kubelet (node 1's unless told), a fault the
+e2e tests inject.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,26 +27,19 @@ from typing import Any
 import yaml
 
 from camerafleet_dev.cluster import addons, network
-from camerafleet_dev.cluster.node import NODE_NAME, Containerd, Kubelet, KubeProxy, KubeScheduler
+from camerafleet_dev.cluster.node import Containerd, Kubelet, KubeProxy, KubeScheduler
+from camerafleet_dev.cluster.plan import MAX_NODES, PRIMARY, NodePlan, cluster_plan, node_named
+from camerafleet_dev.cluster.state import NODE_KINDS, STOP_ORDER, ClusterState
+from camerafleet_dev.cluster.teardown import down
 from camerafleet_dev.devservers import helm
-from camerafleet_dev.devservers._process import pid_alive, stop_process_group
+from camerafleet_dev.devservers._process import LocalServer, pid_alive, stop_process_group
 from camerafleet_dev.devservers.controlplane import ControlPlane, fetch_controlplane
 from camerafleet_dev.devservers.kafka import KafkaServer, fetch_kafka
 from camerafleet_dev.devservers.minio import MinioServer, fetch_minio
-from camerafleet_dev.devservers.node_tools import binary, fetch_node_tools
+from camerafleet_dev.devservers.node_tools import fetch_node_tools
 from camerafleet_dev.images import build_node_images, load
 
-STOP_ORDER = (
-    "kube-proxy",
-    "kube-scheduler",
-    "kubelet",
-    "containerd",
-    "kube-controller-manager",
-    "kube-apiserver",
-    "etcd",
-    "kafka",
-    "minio",
-)
+__all__ = ["STOP_ORDER", "down", "main", "restart_kubelet", "status", "up"]
 
 
 def say(text: str) -> None:
@@ -50,6 +47,7 @@ def say(text: str) -> None:
 
 
 MIN_FREE_GIB = 15  # the Ray image unpacked in containerd (~9 GiB), Pod logs, and the kubelet's eviction margin
+MIN_FREE_GIB_PER_EXTRA_NODE = 10  # each further node's containerd holds its own copy of every image
 
 
 def wait_for(what: str, check: Any, timeout_s: float, interval_s: float = 1.0, explain: Any = None) -> Any:
@@ -63,14 +61,16 @@ def wait_for(what: str, check: Any, timeout_s: float, interval_s: float = 1.0, e
         time.sleep(interval_s)
 
 
-def _node_pressure(control: ControlPlane) -> str:
+def _node_pressure(control: ControlPlane, node: NodePlan, data_dir: Path) -> str:
     """Why Pods may not start: the node's pressure conditions (the kubelet evicts Pods under them)."""
-    result = control.kubectl("get", "node", NODE_NAME, "-o", "json")
+    result = control.kubectl("get", "node", node.name, "-o", "json")
     if result.returncode != 0:
-        return f"the node is not readable: {result.stderr.strip()}"
+        return f"node {node.name} is not readable: {result.stderr.strip()}; see {node.data_dir(data_dir) / 'kubelet.out'}"
     conditions = json.loads(result.stdout)["status"].get("conditions") or []
     pressure = [f"{c['type']} ({c.get('message', '')})" for c in conditions if c["type"].endswith("Pressure") and c["status"] == "True"]
-    return "node under " + ", ".join(pressure) if pressure else "no node pressure; see kubectl get pods -A and out/cluster/kubelet.out"
+    if pressure:
+        return f"node {node.name} under " + ", ".join(pressure)
+    return f"no pressure on node {node.name}; see kubectl get pods -A and {node.data_dir(data_dir) / 'kubelet.out'}"
 
 
 def _free_gib(path: Path) -> float:
@@ -79,31 +79,47 @@ def _free_gib(path: Path) -> float:
     return shutil.disk_usage(path).free / 2**30
 
 
-def up(data_dir: Path) -> int:
+def _start(component: LocalServer, node: NodePlan, state: ClusterState) -> Any:
+    """Start a node's process and record it; a failure names the node (the message names the log)."""
+    try:
+        component.start()
+    except RuntimeError as err:
+        raise RuntimeError(f"{component.kind} of node {node.name} did not start: {err}") from err
+    state.note(node.pid_key(component.kind), component.pid)
+    return component
+
+
+def up(data_dir: Path, nodes_wanted: int = MAX_NODES) -> int:
     if os.geteuid() != 0:
-        raise SystemExit("the node needs root (network set-up, containerd, kubelet): run `make cluster-up` as root")
-    state_file = data_dir / "cluster.json"
-    if state_file.exists() and any(pid_alive(pid) for pid in json.loads(state_file.read_text())["pids"].values()):
+        raise SystemExit("the nodes need root (network set-up, containerd, kubelet): run `make cluster-up` as root")
+    existing = ClusterState.load(data_dir)
+    if existing is not None and any(pid_alive(pid) for pid in existing.pids.values()):
         say(f"the cluster in {data_dir} is already (partly) running; `make cluster-down` first")
         return 1
-    if network.guard_in_place():  # one node per machine: the addresses and the kubelet's ports are fixed
+    # One cluster per machine: the addresses, the namespaces and node 1's kubelet port are fixed.
+    if network.guard_in_place() or network.namespaces_in_place(cluster_plan(MAX_NODES)):
         say("a cluster already runs on this machine (or was not taken down): `make cluster-down` in its checkout first")
         return 1
-    if (free := _free_gib(data_dir)) < MIN_FREE_GIB:
-        say(f"the node needs {MIN_FREE_GIB} GiB free where {data_dir} is ({free:.1f} GiB): the kubelet would evict its Pods")
+    needed = MIN_FREE_GIB + MIN_FREE_GIB_PER_EXTRA_NODE * (nodes_wanted - 1)
+    if (free := _free_gib(data_dir)) < needed:
+        say(
+            f"{nodes_wanted} nodes need {needed} GiB free where {data_dir} is ({free:.1f} GiB): the kubelets would evict their Pods"
+            + (" (`--nodes 1`, or CLUSTER_NODES=1 for make, needs less)" if nodes_wanted > 1 else "")
+        )
         return 1
+    nodes = cluster_plan(nodes_wanted)
     started = time.monotonic()
     for fetch in (fetch_kafka, fetch_minio, fetch_controlplane, helm.fetch_helm, fetch_node_tools):
         fetch()
     say(f"tools ready ({time.monotonic() - started:.0f} s); building the node's images (pause, CoreDNS, KubeRay) ...")
     node_images = build_node_images()
     data_dir.mkdir(parents=True, exist_ok=True)
-    network.setup(data_dir)
-    pids: dict[str, int] = {}
+    state = ClusterState(ClusterState.file(data_dir), node_names=[n.name for n in nodes])
+    state.save()
+    network.setup(data_dir, nodes)
 
     def note(component: Any) -> None:
-        pids[component.kind] = component.pid
-        state_file.write_text(json.dumps({"pids": pids}, indent=2))
+        state.note(component.kind, component.pid)
 
     minio = MinioServer(data_dir / "minio", listen_host=network.NODE_IP, detached=True).start()
     note(minio)
@@ -112,22 +128,43 @@ def up(data_dir: Path) -> int:
     control = ControlPlane(data_dir / "controlplane", detached=True, network=network.NETWORK).start()
     for component in control.components:
         note(component)
-    addons.apply(control, addons.node_rbac(), data_dir / "node-rbac.yaml")
-    containerd = Containerd(data_dir, detached=True).start()
-    note(containerd)
-    load(node_images, containerd.socket)
-    kubelet = Kubelet(data_dir, pki=control._pki, server=control.server, containerd_socket=containerd.socket, detached=True).start()
-    note(kubelet)
+    addons.apply(control, addons.node_rbac(nodes), data_dir / "node-rbac.yaml")
+    if stale := addons.forget_other_nodes(control, nodes):
+        say(f"deleted the Node objects of an earlier run that are not in this cluster: {', '.join(stale)}")
+    sockets: dict[str, Path] = {}
+    for node in nodes:
+        containerd = _start(Containerd(node.data_dir(data_dir), node=node, detached=True), node, state)
+        sockets[node.name] = containerd.socket
+        say(f"loading the node images into the containerd of {node.name} ...")
+        load(node_images, containerd.socket)
+    for node in nodes:
+        kubelet = Kubelet(
+            node.data_dir(data_dir), node=node, pki=control._pki, server=control.server, containerd_socket=sockets[node.name], detached=True
+        )
+        _start(kubelet, node, state)
     scheduler = KubeScheduler(data_dir, pki=control._pki, server=control.server, detached=True).start()
     note(scheduler)
-    proxy = KubeProxy(data_dir, pki=control._pki, server=control.server, detached=True).start()
-    note(proxy)
-    wait_for(f"node {NODE_NAME} Ready", lambda: _node_ready(control), 180)
+    for node in nodes:
+        _start(KubeProxy(node.data_dir(data_dir), node=node, pki=control._pki, server=control.server, detached=True), node, state)
+    for node in nodes:
+        wait_for(
+            f"node {node.name} Ready",
+            lambda n=node: _node_ready(control, n.name),
+            180,
+            explain=lambda n=node: _node_pressure(control, n, data_dir),
+        )
+    addons.apply_pools(control, nodes)
+    for node in nodes:
+        if missing := addons.pools_in_place(control, node):
+            raise RuntimeError(f"node {node.name} lacks its pool's {', '.join(missing)} after `kubectl label/taint`")
     addons.apply(control, addons.coredns(), data_dir / "coredns.yaml")
     addons.install_kuberay(control)
     for what, namespace, deployment in (("CoreDNS", "kube-system", "coredns"), ("the KubeRay operator", "default", "kuberay-operator")):
         wait_for(
-            f"{what} available", lambda n=namespace, d=deployment: _available(control, n, d), 300, explain=lambda: _node_pressure(control)
+            f"{what} available",
+            lambda n=namespace, d=deployment: _available(control, n, d),
+            300,
+            explain=lambda: "; ".join(_node_pressure(control, n, data_dir) for n in nodes),
         )
     env = {
         "KUBECONFIG": str(control.kubeconfig),
@@ -135,20 +172,22 @@ def up(data_dir: Path) -> int:
         "CAMERAFLEET_S3_ENDPOINT": minio.endpoint,
         "AWS_ACCESS_KEY_ID": minio.access_key,
         "AWS_SECRET_ACCESS_KEY": minio.secret_key,
-        "CONTAINERD_ADDRESS": str(containerd.socket),
+        "CONTAINERD_ADDRESS": str(sockets[PRIMARY.name]),
         "KUBECTL": str(control.kubectl_path),
         "HELM": str(helm.binary()),
+        "CAMERAFLEET_NODES": ",".join(n.name for n in nodes),
     }
     env_file = data_dir / "env"
     env_file.touch(mode=0o600)
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    say(f"cluster up in {time.monotonic() - started:.0f} s: node {NODE_NAME} Ready, CoreDNS and KubeRay running; settings in {env_file}")
+    names = ", ".join(n.name for n in nodes)
+    say(f"cluster up in {time.monotonic() - started:.0f} s: nodes {names} Ready, CoreDNS and KubeRay running; settings in {env_file}")
     print(f"KUBECONFIG={control.kubeconfig}\nKAFKA_BOOTSTRAP={kafka.bootstrap}\nCAMERAFLEET_S3_ENDPOINT={minio.endpoint}")
     return 0
 
 
-def _node_ready(control: ControlPlane) -> bool:
-    result = control.kubectl("get", "node", NODE_NAME, "-o", "json")
+def _node_ready(control: ControlPlane, name: str = PRIMARY.name) -> bool:
+    result = control.kubectl("get", "node", name, "-o", "json")
     if result.returncode != 0:
         return False
     conditions = json.loads(result.stdout)["status"].get("conditions") or []
@@ -163,102 +202,73 @@ def _available(control: ControlPlane, namespace: str, name: str) -> bool:
     return int(status.get("availableReplicas") or 0) >= 1
 
 
-def down(data_dir: Path, timeout_s: float = 30.0) -> int:
-    state_file = data_dir / "cluster.json"
-    pids: dict[str, int] = json.loads(state_file.read_text())["pids"] if state_file.exists() else {}
-    for kind in STOP_ORDER:
-        pid = pids.get(kind)
-        if pid is not None and pid_alive(pid):
-            say(f"stopping {kind} (pid {pid}) ...")
-            stop_process_group(pid, timeout_s)
-    _stop_leftover_containers(data_dir)
-    _stop_leftover_shims(data_dir)
-    # The kubelet did not tear its Pods down: release what they held in the host's network stack.
-    if removed := network.remove_pod_namespaces():
-        say(f"removed the network namespaces of {len(removed)} stopped Pods")
-    shutil.rmtree(data_dir / "cni" / "ipam", ignore_errors=True)  # their address leases
-    if (proxy := binary("kube-proxy")).exists():
-        subprocess.run([str(proxy), "--cleanup"], capture_output=True, check=False)  # its iptables rules
-    _unmount_below(data_dir)
-    network.teardown(data_dir)
-    state_file.unlink(missing_ok=True)
-    (data_dir / "env").unlink(missing_ok=True)
-    say(f"the cluster is down (data and logs stay in {data_dir})")
-    return 0
-
-
-RUNC_ROOT = "/run/containerd/runc/k8s.io"  # where containerd's runc shims keep the state of namespace k8s.io
-
-
-def _stop_leftover_containers(data_dir: Path) -> None:
-    """Containers live in their own process groups: stopping containerd and its shims leaves them running.
-    Those whose bundle is in this node's data dir are killed and deleted with runc."""
-    if shutil.which("runc") is None:  # the node's tools were never installed: none of its containers ran
-        return
-    listed = subprocess.run(["runc", "--root", RUNC_ROOT, "list", "--format", "json"], capture_output=True, text=True, check=False)
-    containers = json.loads(listed.stdout or "null") or []
-    root = str(data_dir.resolve())
-    ours = [c["id"] for c in containers if str(c.get("bundle", "")).startswith(root)]
-    for container in ours:
-        subprocess.run(["runc", "--root", RUNC_ROOT, "delete", "--force", container], capture_output=True, check=False)
-    if ours:
-        say(f"stopped {len(ours)} containers of the node")
-
-
-def _stop_leftover_shims(data_dir: Path) -> None:
-    """containerd's shims (and their containers) outlive containerd on purpose; with the node gone they go too."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and str(data_dir).encode() in b" ".join(cmdline)) or (
-            cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and b"-namespace" in cmdline and b"k8s.io" in cmdline
-        ):
-            stop_process_group(int(proc.name), 10.0)
-
-
-def _unmount_below(data_dir: Path) -> None:
-    """The kubelet and containerd mount volumes, rootfs and netns under the data directory."""
-    root = str(data_dir.resolve())
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for mount in sorted((m for m in mounts if m.startswith(root)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
-
-
 def status(data_dir: Path) -> int:
-    state_file = data_dir / "cluster.json"
-    if not state_file.exists():
+    """Each process (the cluster's, then each node's) and each namespace's no-egress guard."""
+    state = ClusterState.load(data_dir)
+    if state is None:
         print(f"no cluster in {data_dir} (`make cluster-up` starts one)")
         return 3
-    pids: dict[str, int] = json.loads(state_file.read_text())["pids"]
-    alive = {k: pid_alive(p) for k, p in pids.items()}
-    for kind, ok in alive.items():
-        print(f"{kind}: {'running' if ok else 'NOT running'} (pid {pids[kind]})")
-    print(f"no-egress guard: {'in place' if network.guard_in_place() else 'MISSING'}")
-    return 0 if alive and all(alive.values()) else 3
+    alive = {key: pid_alive(pid) for key, pid in state.pids.items()}
+
+    def line(key: str, label: str, indent: str = "") -> None:
+        if key in state.pids:
+            print(f"{indent}{label}: {'running' if alive[key] else 'NOT running'} (pid {state.pids[key]})")
+        else:
+            print(f"{indent}{label}: NOT started")
+
+    for kind in (k for k in STOP_ORDER[::-1] if k not in NODE_KINDS):
+        line(kind, kind)
+    missing = []
+    for node in state.nodes:
+        where = "the host's network namespace" if node.primary else f"network namespace {node.netns}"
+        print(f"node {node.name} ({node.node_ip}, Pods {node.pod_cidr}, {where}):")
+        for kind in NODE_KINDS[::-1]:
+            line(node.pid_key(kind), kind, "  ")
+        report = network.guard_report(node)
+        if all(report.values()):
+            print("  no-egress guard: in place" + ("" if node.primary else " (and the host's routes to its Pods)"))
+        else:
+            missing.append(node.name)
+            print(f"  no-egress guard: MISSING ({', '.join(k for k, ok in report.items() if not ok)})")
+    every_started = all(node.pid_key(kind) in state.pids for node in state.nodes for kind in NODE_KINDS)
+    print("no-egress guard: " + (f"MISSING on {', '.join(missing)}" if missing else "in place in every namespace"))
+    return 0 if alive and all(alive.values()) and every_started and not missing else 3
 
 
-def restart_kubelet(data_dir: Path) -> int:
-    """Stop the kubelet (SIGTERM) and start it again with the same configuration: a fault the e2e tests inject."""
-    state_file = data_dir / "cluster.json"
-    state = json.loads(state_file.read_text())
-    pid = state["pids"].get("kubelet")
+def restart_kubelet(data_dir: Path, node_name: str = PRIMARY.name) -> int:
+    """Stop a node's kubelet (SIGTERM) and start it again with the same configuration: a fault the e2e tests inject."""
+    state = ClusterState.load(data_dir)
+    if state is None:
+        raise RuntimeError(f"no cluster in {data_dir} (`make cluster-up` starts one)")
+    if node_name not in state.node_names:
+        raise RuntimeError(f"the cluster in {data_dir} has no node {node_name!r} (it has {', '.join(state.node_names)})")
+    node = node_named(node_name, state.nodes)
+    key = node.pid_key("kubelet")
+    pid = state.pids.get(key)
     if pid is not None and pid_alive(pid):
         stop_process_group(pid, 30.0)
     control = ControlPlane(data_dir / "controlplane", detached=True, network=network.NETWORK)
     # The running API server's address, from the kubeconfig it was started with: a new ControlPlane object
     # only knows the CA (its ports are chosen afresh), and a kubelet pointed elsewhere never reports again.
     server = yaml.safe_load((data_dir / "controlplane" / "kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
+    node_dir = node.data_dir(data_dir)
     kubelet = Kubelet(
-        data_dir, pki=control._pki, server=server, containerd_socket=data_dir / "containerd" / "containerd.sock", detached=True
+        node_dir, node=node, pki=control._pki, server=server, containerd_socket=node_dir / "containerd" / "containerd.sock", detached=True
     )
     kubelet.start()
-    state["pids"]["kubelet"] = kubelet.pid
-    state_file.write_text(json.dumps(state, indent=2))
-    say(f"kubelet restarted (pid {kubelet.pid})")
+    state.note(key, kubelet.pid)
+    say(f"kubelet of {node.name} restarted (pid {kubelet.pid})")
+    return 0
+
+
+def load_images(data_dir: Path) -> int:
+    """The project's images into every node's containerd (the node images are loaded by `up`)."""
+    from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
+
+    state = ClusterState.load(data_dir)
+    for node in state.nodes if state is not None else (PRIMARY,):
+        say(f"loading the project's images into the containerd of {node.name} ...")
+        load([OPERATOR_IMAGE, RAY_IMAGE], node.data_dir(data_dir) / "containerd" / "containerd.sock")
     return 0
 
 
@@ -268,12 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("action", choices=["up", "down", "status", "load-images", "restart-kubelet"])
     parser.add_argument("--data-dir", type=Path, default=Path("out/cluster"))
+    parser.add_argument(
+        "--nodes", type=int, choices=range(1, MAX_NODES + 1), default=MAX_NODES, help=f"up: how many nodes (default {MAX_NODES})"
+    )
+    parser.add_argument("--node", default=PRIMARY.name, help=f"restart-kubelet: whose kubelet (default {PRIMARY.name})")
     args = parser.parse_args(argv)
     data_dir = args.data_dir.absolute()
     if args.action == "up":
         try:
-            return up(data_dir)
-        except (Exception, KeyboardInterrupt) as err:  # a half-started node would block the next `up`: take it down
+            return up(data_dir, args.nodes)
+        except (Exception, KeyboardInterrupt) as err:  # a half-started cluster would block the next `up`: take it down
             say("cluster-up failed: stopping what it started ...")
             down(data_dir)
             if isinstance(err, RuntimeError):  # a condition explained in its message, not a bug
@@ -283,12 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "down":
         return down(data_dir)
     if args.action == "restart-kubelet":
-        return restart_kubelet(data_dir)
+        try:
+            return restart_kubelet(data_dir, args.node)
+        except RuntimeError as err:
+            say(f"restart-kubelet failed: {err}")
+            return 1
     if args.action == "load-images":
-        from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
-
-        load([OPERATOR_IMAGE, RAY_IMAGE], data_dir / "containerd" / "containerd.sock")
-        return 0
+        return load_images(data_dir)
     return status(data_dir)
 
 

@@ -1,5 +1,14 @@
-"""The node's processes: containerd (Debian package), kubelet, kube-scheduler and kube-proxy (built by
-`node_tools.py`), each a `LocalServer` with its configuration and state in the cluster's data directory.
+"""A node's processes: containerd (Debian package), kubelet and kube-proxy (built by `node_tools.py`), and
+the cluster's one kube-scheduler, each a `LocalServer` with its configuration and state in the node's data
+directory (node 1: the cluster's data directory; a further node: a folder of it, `node-2`).
+
+A node in a network namespace of its own (`plan.py`) runs its containerd, kubelet and kube-proxy there
+(`NodePlan.exec_prefix`), so the kubelet's node address is one of its interfaces, the CNI bridge is created
+there, and kube-proxy's rules are that namespace's. Its ports are the upstream defaults (nothing else
+listens in that namespace), and its health endpoints listen on the node's address so that the harness,
+in the host's namespace, can reach them. Its Pod logs go to a folder of its own: a kubelet deletes the
+folders of Pods it does not know in its Pod log directory, so two kubelets sharing /var/log/pods would
+delete each other's.
 
 What these VMs need (FIELD-NOTES §3b, confirmed here): containerd's CRI `restrict_oom_score_adj` (a
 negative oom_score_adj is refused), kubelet on cgroup v1 with the cgroupfs driver, no QoS cgroups and no
@@ -19,13 +28,18 @@ from pathlib import Path
 import yaml
 
 from camerafleet_dev.cluster import network
+from camerafleet_dev.cluster.plan import PRIMARY, NodePlan
 from camerafleet_dev.devservers._process import LocalServer, free_port, port_accepts
-from camerafleet_dev.devservers.controlplane import _b64_file, _Pki, _write_kubeconfig
+from camerafleet_dev.devservers.controlplane_pki import _b64_file, _Pki, _write_kubeconfig
 from camerafleet_dev.devservers.node_tools import binary
 from camerafleet_dev.images import PAUSE_IMAGE
 
-NODE_NAME = "camerafleet-node"
+NODE_NAME = PRIMARY.name
 KUBELET_PORT = 10250
+# The upstream default ports, for a node in a namespace of its own (node 1 takes free ports of the host).
+KUBELET_HEALTHZ_PORT = 10248
+PROXY_METRICS_PORT = 10249
+PROXY_HEALTHZ_PORT = 10256
 # An address nothing listens on: containerd's pulls (if any were tried) fail here, on the machine.
 NO_REGISTRY_PROXY = "http://127.0.0.1:9"
 
@@ -46,6 +60,10 @@ def component_kubeconfig(pki: _Pki, path: Path, server: str, name: str, common_n
 class Containerd(LocalServer):
     kind = "containerd"
 
+    def __init__(self, data_dir: Path, *, node: NodePlan = PRIMARY, detached: bool) -> None:
+        super().__init__(data_dir, detached=detached)
+        self.node = node
+
     @property
     def socket(self) -> Path:
         return self.data_dir / "containerd" / "containerd.sock"
@@ -58,7 +76,7 @@ class Containerd(LocalServer):
         base = self.data_dir / "containerd"
         (self.data_dir / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "cni" / "net.d" / "10-camerafleet.conflist").write_text(
-            json.dumps(network.cni_config(self.data_dir / "cni" / "ipam"), indent=2)
+            json.dumps(network.cni_config(self.data_dir / "cni" / "ipam", self.node), indent=2)
         )
         base.mkdir(parents=True, exist_ok=True)
         cri = 'plugins."io.containerd.grpc.v1.cri"'
@@ -77,7 +95,7 @@ class Containerd(LocalServer):
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
         env = dict(os.environ, HTTP_PROXY=NO_REGISTRY_PROXY, HTTPS_PROXY=NO_REGISTRY_PROXY, NO_PROXY="")
-        return ["containerd", "--config", str(self.data_dir / "containerd" / "config.toml")], env
+        return [*self.node.exec_prefix(), "containerd", "--config", str(self.data_dir / "containerd" / "config.toml")], env
 
     def _ready(self) -> bool:
         if not self.socket.exists():
@@ -94,10 +112,12 @@ class Containerd(LocalServer):
 class Kubelet(LocalServer):
     kind = "kubelet"
 
-    def __init__(self, data_dir: Path, *, pki: _Pki, server: str, containerd_socket: Path, detached: bool) -> None:
+    def __init__(
+        self, data_dir: Path, *, pki: _Pki, server: str, containerd_socket: Path, detached: bool, node: NodePlan = PRIMARY
+    ) -> None:
         super().__init__(data_dir, startup_timeout_s=120.0, detached=detached)
-        self.pki, self.server, self.containerd_socket = pki, server, containerd_socket
-        self.healthz_port = free_port()
+        self.pki, self.server, self.containerd_socket, self.node = pki, server, containerd_socket, node
+        self.healthz_port = free_port() if node.primary else KUBELET_HEALTHZ_PORT
 
     @property
     def log_path(self) -> Path:
@@ -109,9 +129,11 @@ class Kubelet(LocalServer):
 
     def _prepare(self) -> None:
         self.root_dir.mkdir(parents=True, exist_ok=True)
-        cert, key = self.pki.issue("kubelet-serving", NODE_NAME, [], server_ips=[network.NODE_IP])
+        node = self.node
+        suffix = "" if node.primary else f"-{node.name}"  # node 1's certificates keep their names
+        cert, key = self.pki.issue(f"kubelet-serving{suffix}", node.name, [], server_ips=[node.node_ip])
         component_kubeconfig(
-            self.pki, self.data_dir / "kubelet.kubeconfig", self.server, "kubelet", f"system:node:{NODE_NAME}", ["system:nodes"]
+            self.pki, self.data_dir / "kubelet.kubeconfig", self.server, f"kubelet{suffix}", f"system:node:{node.name}", ["system:nodes"]
         )
         # Pods with dnsPolicy Default (CoreDNS) get this resolver file: no nameserver, so no upstream.
         (self.data_dir / "resolv.conf").write_text("# no upstream DNS: names outside cluster.local do not resolve\n")
@@ -124,10 +146,10 @@ class Kubelet(LocalServer):
             "failCgroupV1": False,
             "failSwapOn": False,
             "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
-            "address": network.NODE_IP,
+            "address": node.node_ip,
             "port": KUBELET_PORT,
             "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1",
+            "healthzBindAddress": node.probe_host,
             "healthzPort": self.healthz_port,
             "tlsCertFile": str(cert),
             "tlsPrivateKeyFile": str(key),
@@ -148,27 +170,35 @@ class Kubelet(LocalServer):
             "registerNode": True,
             "maxPods": 64,
         }
+        if node.taints:  # from the first moment the node exists, so no Pod lands on it before `up` checks them
+            config["registerWithTaints"] = [{"key": x.key, "value": x.value, "effect": x.effect} for x in node.taints]
+        if not node.primary:
+            config["podLogsDir"] = str(self.data_dir / "pod-logs")
         (self.data_dir / "kubelet.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
+        labels = ",".join(f"{k}={v}" for k, v in self.node.labels)
         return [
+            *self.node.exec_prefix(),
             str(binary("kubelet")),
             f"--config={self.data_dir / 'kubelet.yaml'}",
             f"--kubeconfig={self.data_dir / 'kubelet.kubeconfig'}",
             f"--root-dir={self.root_dir}",
-            f"--hostname-override={NODE_NAME}",
-            f"--node-ip={network.NODE_IP}",
+            f"--hostname-override={self.node.name}",
+            f"--node-ip={self.node.node_ip}",
+            *([f"--node-labels={labels}"] if labels else []),  # applied when the node registers (`up` checks them after)
             "--v=1",
         ], dict(os.environ)
 
     def _ready(self) -> bool:
-        if not port_accepts(self.healthz_port):
+        host = self.node.probe_host
+        if not port_accepts(self.healthz_port, host=host):
             return False
         try:
             import urllib.request
 
             with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-                f"http://127.0.0.1:{self.healthz_port}/healthz", timeout=5
+                f"http://{host}:{self.healthz_port}/healthz", timeout=5
             ) as r:
                 return bool(r.status == 200)
         except OSError:
@@ -208,16 +238,20 @@ class KubeScheduler(LocalServer):
 class KubeProxy(LocalServer):
     kind = "kube-proxy"
 
-    def __init__(self, data_dir: Path, *, pki: _Pki, server: str, detached: bool) -> None:
+    def __init__(self, data_dir: Path, *, pki: _Pki, server: str, detached: bool, node: NodePlan = PRIMARY) -> None:
         super().__init__(data_dir, startup_timeout_s=60.0, detached=detached)
-        self.pki, self.server = pki, server
-        self.healthz_port, self.metrics_port = free_port(), free_port()
+        self.pki, self.server, self.node = pki, server, node
+        if node.primary:
+            self.healthz_port, self.metrics_port = free_port(), free_port()
+        else:
+            self.healthz_port, self.metrics_port = PROXY_HEALTHZ_PORT, PROXY_METRICS_PORT
 
     @property
     def log_path(self) -> Path:
         return self.stdout_path
 
     def _prepare(self) -> None:
+        node = self.node
         kubeconfig = component_kubeconfig(self.pki, self.data_dir / "proxy.kubeconfig", self.server, "kube-proxy", "system:kube-proxy", [])
         config = {
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
@@ -225,16 +259,19 @@ class KubeProxy(LocalServer):
             "clientConnection": {"kubeconfig": str(kubeconfig)},
             "mode": "iptables",
             "clusterCIDR": network.POD_CIDR,
-            "hostnameOverride": NODE_NAME,
-            "healthzBindAddress": f"127.0.0.1:{self.healthz_port}",
-            "metricsBindAddress": f"127.0.0.1:{self.metrics_port}",
+            "hostnameOverride": node.name,
+            "healthzBindAddress": f"{node.probe_host}:{self.healthz_port}",
+            "metricsBindAddress": f"{node.probe_host}:{self.metrics_port}",
             "conntrack": {"maxPerCore": 0},  # leave the host's conntrack sysctls alone
-            "nodePortAddresses": [f"{network.NODE_IP}/32"],
+            "nodePortAddresses": [f"{node.node_ip}/32"],
         }
+        if not node.primary:
+            # kube-proxy exits when it cannot set these (as sysctls of its namespace): left as they are.
+            config["conntrack"] = {"maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"}
         (self.data_dir / "kube-proxy.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
-        return [str(binary("kube-proxy")), f"--config={self.data_dir / 'kube-proxy.yaml'}"], dict(os.environ)
+        return [*self.node.exec_prefix(), str(binary("kube-proxy")), f"--config={self.data_dir / 'kube-proxy.yaml'}"], dict(os.environ)
 
     def _ready(self) -> bool:
-        return port_accepts(self.healthz_port)
+        return port_accepts(self.healthz_port, host=self.node.probe_host)

@@ -17,7 +17,7 @@ from typing import TextIO
 from . import debian
 from ._process import require_executable
 from .cache import ToolFetchError, ensure_tool, is_complete, tool_dir
-from .controlplane import (
+from .controlplane_build import (
     _GO_HINT,
     K8S_MODULE,
     K8S_STAGING_VERSION,
