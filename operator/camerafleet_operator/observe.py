@@ -75,11 +75,11 @@ def app_status(status: dict[str, Any], app_name: str) -> tuple[str, str]:
             continue
         state = app.get("status", "")
         messages = [app.get("message", "")] + [
-            f"{name} {d.get('status', '')}: {d.get('message', '')}"
+            f"{name} {d.get('status', '')}: {gist(d.get('message', ''))}"
             for name, d in sorted((app.get("serveDeploymentStatuses") or {}).items())
             if d.get("status") not in (None, "", "HEALTHY")
         ]
-        text = "; ".join(m for m in messages if m)[:600]
+        text = "; ".join(m for m in messages if m)[:900]
         return state, f"Serve app {app_name} {state}: {text}".rstrip(": ")
     return "", ""
 
@@ -109,3 +109,13 @@ def upgrade_condition(svc: dict[str, Any] | None, now: datetime, timeout_s: int)
             "Free capacity, revert the change, or set kubernetes.servingUpgrade: Recreate",
         )
     return Observed(None, "UpgradeInProgress", f"KubeRay is bringing up the new Ray cluster {pending} for {elapsed:.0f} s{state}")
+
+
+def gist(message: str, limit: int = 400) -> str:
+    """Serve's message of a failed deployment is a sentence and a traceback: the sentence and the traceback's
+    last line (the exception: what to fix, e.g. the model file that is missing) fit a condition; the frames
+    between them do not."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) <= 2:
+        return " ".join(lines)[-limit:]
+    return f"{lines[0][: limit // 2]} ... {lines[-1][-limit // 2 :]}"

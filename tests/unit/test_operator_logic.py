@@ -185,3 +185,28 @@ def test_job_pods_may_read_their_fleets_config_map_and_nothing_else():
     assert "ServiceAccount" not in [o["kind"] for o in objects], "the fleet's own service account is used, not replaced"
     binding = next(o for o in objects if o["kind"] == "RoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cameras-s3", "namespace": "ns"}]
+
+
+def test_a_failed_serve_deployment_is_told_by_its_sentence_and_its_exception_not_its_traceback():
+    traceback = "\n".join(f'  File "/x/{i}.py", line {i}, in f{i}' for i in range(40))
+    message = (
+        "The deployment failed to start 3 times in a row during a rolling update.\n"
+        f"ray::ServeReplica:app:model-faces.initialize_and_get_metadata() (pid=1, ip=198.18.1.2)\n{traceback}\n"
+        "camerafleet.models.fetch.ModelFileError: cannot download model s3://frames/models/no-such-model.onnx: NoSuchKey"
+    )
+    status = {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}],
+        "activeServiceStatus": {
+            "applicationStatuses": {
+                "app": {
+                    "status": "DEPLOY_FAILED",
+                    "message": "Failed to update the deployments ['model-faces'].",
+                    "serveDeploymentStatuses": {"model-faces": {"status": "DEPLOY_FAILED", "message": message}},
+                }
+            }
+        },
+    }
+    serving = service_condition({"status": status}, "app")
+    assert (serving.ok, serving.reason) == (False, "ServingFailed")
+    assert "failed to start 3 times" in serving.message and "no-such-model.onnx: NoSuchKey" in serving.message
+    assert "File " not in serving.message and len(serving.message) < 1000
