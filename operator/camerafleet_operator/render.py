@@ -266,7 +266,22 @@ def ray_cluster_spec(
     }
 
 
+# Serve places replicas on as few nodes as it can and, scaling down, empties the least used first: a
+# replica count that falls frees whole worker Pods for Ray's autoscaler to remove (spread by default, the
+# last replicas would keep every GPU node of a scale-up busy).
+SERVE_PACKING = {"name": "RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY", "value": "1"}
+
+
 def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    cluster = ray_cluster_spec(
+        spec,
+        spec.kubernetes.gpu_workers,
+        "gpu-workers",
+        config_map_name=None,
+        service_account=spec.kubernetes.service_account_name,
+        pod_labels=pod_labels(fleet_name, "serving"),
+    )
+    cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = [SERVE_PACKING]  # the Serve controller runs there
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -277,14 +292,7 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
             # replaces the RayService itself.
             "upgradeStrategy": {"type": "NewCluster" if spec.kubernetes.serving_upgrade == "NewCluster" else "None"},
             "serveConfigV2": to_yaml(serve_config(fleet_name, spec)),
-            "rayClusterConfig": ray_cluster_spec(
-                spec,
-                spec.kubernetes.gpu_workers,
-                "gpu-workers",
-                config_map_name=None,
-                service_account=spec.kubernetes.service_account_name,
-                pod_labels=pod_labels(fleet_name, "serving"),
-            ),
+            "rayClusterConfig": cluster,
         },
     }
 

@@ -121,3 +121,8 @@ def test_11_jobs_are_submitted_over_http_with_no_submitter_pod_following_their_l
     for role in ("producer", "consumer"):
         job = render.ray_job("f", "ns", spec(), role)["spec"]
         assert job["submissionMode"] == "HTTPMode" and "submitterPodTemplate" not in job
+
+
+def test_serve_packs_replicas_so_that_a_scale_down_frees_whole_worker_pods():
+    head = pods(render.ray_service("f", "ns", spec()))[0]
+    assert {"name": "RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY", "value": "1"} in head["containers"][0]["env"]
