@@ -80,7 +80,22 @@ def install(c: Cluster) -> None:
         "--set", f"s3.external.secretAccessKey={c.env['AWS_SECRET_ACCESS_KEY']}",
     )  # fmt: skip
     manifest = c.run("bash", "-c", APPLY)
+    asyncio.run(fresh_topics(c.env["KAFKA_BOOTSTRAP"]))
     c.kubectl("apply", "-f", "-", stdin=manifest)
+
+
+async def fresh_topics(bootstrap: str) -> None:
+    """An earlier run's topics go (the operator creates them again): the soak's ledger counts from offset 0."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        stale = [t for t in await admin.list_topics() if t.startswith("camera_") or t in (RESULTS, "camerafleet_deadletter")]
+        if stale:
+            await admin.delete_topics(stale)
+    finally:
+        await admin.close()
 
 
 def ready(c: Cluster) -> bool:
