@@ -80,7 +80,8 @@ def install(c: Cluster) -> None:
         "--set", f"s3.external.secretAccessKey={c.env['AWS_SECRET_ACCESS_KEY']}",
     )  # fmt: skip
     manifest = c.run("bash", "-c", APPLY)
-    asyncio.run(fresh_topics(c.env["KAFKA_BOOTSTRAP"]))
+    if not c.kubectl("get", "camerafleet", FLEET, "-n", NS, "--ignore-not-found", "-o", "name"):
+        asyncio.run(fresh_topics(c.env["KAFKA_BOOTSTRAP"]))  # a fleet already running keeps its topics (and ledger)
     c.kubectl("apply", "-f", "-", stdin=manifest)
 
 
@@ -103,23 +104,26 @@ def ready(c: Cluster) -> bool:
     return any(x["type"] == "Ready" and x["status"] == "True" for x in conditions)
 
 
-def _pod_of_pid(pid: str) -> str | None:
+def _container_of_pid(pid: str) -> str | None:
+    """The container a process runs in: its cgroup is `/k8s.io/<container id>` (the kubelets run with
+    cgroupsPerQOS off) or, with Pod cgroups, `.../pod<uid>/<container id>`."""
     try:
         text = Path(f"/proc/{pid}/cgroup").read_text()
     except OSError:
         return None
-    for part in text.replace("\n", "/").split("/"):
-        if part.startswith("pod") and len(part) > 30:
-            return part[3:].replace("_", "-")
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        if "/k8s.io/" in path or "/pod" in path:
+            return path.rstrip("/").rsplit("/", 1)[-1]
     return None
 
 
 def process_counts() -> dict[str, tuple[int, int]]:
-    """Per Pod uid: open file descriptors and threads of all its processes."""
+    """Per container id: open file descriptors and threads of all its processes."""
     out: dict[str, tuple[int, int]] = {}
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        uid = _pod_of_pid(pid)
-        if uid is None:
+        container = _container_of_pid(pid)
+        if container is None:
             continue
         try:
             fds = len(os.listdir(f"/proc/{pid}/fd"))
@@ -128,8 +132,19 @@ def process_counts() -> dict[str, tuple[int, int]]:
             )
         except (OSError, StopIteration, ValueError):
             continue
-        f, t = out.get(uid, (0, 0))
-        out[uid] = (f + fds, t + threads)
+        f, t = out.get(container, (0, 0))
+        out[container] = (f + fds, t + threads)
+    return out
+
+
+def pod_process_counts(c: Cluster) -> dict[str, tuple[int, int]]:
+    """Per Pod uid in the fleet's namespace: the descriptors and threads of its containers' processes."""
+    counts = process_counts()
+    out = {}
+    for pod in c.json("get", "pods", "-n", NS)["items"]:
+        ids = [s.get("containerID", "").split("//")[-1] for s in (pod.get("status") or {}).get("containerStatuses") or []]
+        per = [counts.get(i, (0, 0)) for i in ids if i]
+        out[pod["metadata"]["uid"]] = (sum(f for f, _ in per), sum(t for _, t in per))
     return out
 
 
@@ -160,7 +175,7 @@ class Series:
 def sample(c: Cluster, started: float, series: Series, topics: list[str]) -> None:
     t = time.time() - started
     node = c.json("get", "nodes")["items"]
-    counts = process_counts()
+    counts = pod_process_counts(c)
     for n in node:
         stats = json.loads(c.kubectl("get", "--raw", f"/api/v1/nodes/{n['metadata']['name']}/proxy/stats/summary"))
         for pod in stats["pods"]:
