@@ -226,9 +226,12 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
 
 
 def write_report(out: Path, series: Series, events: list[str], minutes: float, warmup_s: float) -> None:
-    by_key: dict[str, list[tuple[float, float]]] = {}
+    summed: dict[tuple[str, float], float] = {}  # the Pods of one role (two serving workers, say) add up
     for s in series.samples:
-        by_key.setdefault(s["key"], []).append((s["t"], s["value"]))
+        summed[s["key"], s["t"]] = summed.get((s["key"], s["t"]), 0) + s["value"]
+    by_key: dict[str, list[tuple[float, float]]] = {}
+    for (key, t), value in sorted(summed.items(), key=lambda kv: kv[0][1]):
+        by_key.setdefault(key, []).append((t, value))
     rows = []
     for key, points in sorted(by_key.items()):
         steady = [p for p in points if p[0] >= warmup_s] or points
@@ -249,6 +252,7 @@ def write_report(out: Path, series: Series, events: list[str], minutes: float, w
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "samples.json").write_text(json.dumps(series.samples))
+    (out / "events.json").write_text(json.dumps(events))
     _plot(out, by_key)
 
 
@@ -278,7 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=5.0, help="minutes left out of the slopes (default 5)")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "out" / "cluster")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "soak")
+    parser.add_argument("--report-only", action="store_true", help="write the report again from <out>/samples.json and stop")
     args = parser.parse_args(argv)
+    if args.report_only:
+        samples = json.loads((args.out / "samples.json").read_text())
+        events = (args.out / "events.json").read_text() if (args.out / "events.json").is_file() else "[]"
+        minutes = max((x["t"] for x in samples), default=0) / 60
+        write_report(args.out, Series(samples), json.loads(events), minutes, args.warmup * 60)
+        return 0
     env_file = args.data_dir / "env"
     if not env_file.is_file():
         say(f"no cluster: {env_file} is missing; start one with `make cluster-up`")
