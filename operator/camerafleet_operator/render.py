@@ -126,6 +126,12 @@ def config_map(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str
     }
 
 
+# Serve's access log writes a line per request to each replica's log: at 150 cameras x 5 fps through the
+# ingress and two models, ~2,250 lines a second, over a GiB an hour of the Pods' disks. Requests are
+# counted in the fleet's metrics instead.
+SERVE_LOGGING = {"enable_access_log": False}
+
+
 def serve_config(fleet_name: str, spec: FleetSpec) -> dict[str, Any]:
     """serveConfigV2: one application, deployment options from the same builders as a local run. What a
     person tunes (a model's replicas, batching, resources; maxFrameAgeMs) goes per deployment, so an edit
@@ -141,6 +147,7 @@ def serve_config(fleet_name: str, spec: FleetSpec) -> dict[str, Any]:
                 "name": spec.serving.app_name,
                 "route_prefix": spec.serving.route_prefix,
                 "import_path": APP_IMPORT_PATH,
+                "logging_config": SERVE_LOGGING,
                 "args": app_args(app),
                 "deployments": deployments,
             }
@@ -176,6 +183,13 @@ SECURITY_CONTEXT = {
 # once: their preStop hook (`camerafleet.prestop`) holds each Pod until what runs on it has ended, within a
 # grace period longer than the stop wait.
 JOB_STOP_WAIT_S = 90
+# What a Pod writes to its own disk is Ray's logs (the results go to Kafka): Ray rotates each log file at
+# 512 MiB and keeps 5 old ones, up to 3 GiB per file and dozens of files per Pod, in ephemeral storage the
+# kubelet evicts for. 64 MiB and 2 old ones keep each file under 192 MiB.
+RAY_LOG_ROTATION = (
+    {"name": "RAY_ROTATION_MAX_BYTES", "value": str(64 * 2**20)},
+    {"name": "RAY_ROTATION_BACKUP_COUNT", "value": "2"},
+)
 JOB_PRESTOP_S = JOB_STOP_WAIT_S + 15
 JOB_GRACE_PERIOD_S = JOB_STOP_WAIT_S + 30
 
@@ -188,6 +202,7 @@ def _container(spec: FleetSpec, name: str, resources: PodResources, *, mount_con
         "imagePullPolicy": k.image_pull_policy,
         "resources": _resources(resources),
         "securityContext": SECURITY_CONTEXT,
+        "env": list(RAY_LOG_ROTATION),
     }
     if spec.kubernetes.env_from_secrets:
         container["envFrom"] = _env_from(spec)
@@ -281,7 +296,7 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
         service_account=spec.kubernetes.service_account_name,
         pod_labels=pod_labels(fleet_name, "serving"),
     )
-    cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = [SERVE_PACKING]  # the Serve controller runs there
+    cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append(SERVE_PACKING)  # the Serve controller runs there
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -315,7 +330,7 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
     )
     # The job's driver runs on the head: it reads manifest changes from the ConfigMap through the API.
     head = cluster["headGroupSpec"]["template"]
-    head["spec"]["containers"][0]["env"] = [
+    head["spec"]["containers"][0]["env"] += [
         {"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": str(JOB_STOP_WAIT_S)},
         {"name": "CAMERAFLEET_MANIFEST_CONFIGMAP", "value": config},
     ]

@@ -70,6 +70,10 @@ class Cluster:
         obj = self.get("camerafleet", fleet) or {}
         return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
 
+    def condition_of_node(self, node: str, type_: str) -> dict[str, Any]:
+        obj = self.get("node", node) or {}
+        return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), {})
+
     def apply(self, obj: dict[str, Any]) -> None:
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
 

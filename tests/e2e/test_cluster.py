@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -128,6 +130,7 @@ def fleet(installed: Cluster) -> dict[str, Any]:
     c.apply(doc)
     wait_for("the fleet READY", lambda: c.condition(FLEET, "Ready").get("status") == "True", READY_TIMEOUT_S, 5)
     pods = len(c.items("pods", "-l", "ray.io/is-ray-node=yes"))
+    sample_storage(c)
     report(
         "fleet applied to READY",
         f"{time.monotonic() - started:.0f} s (a RayService and 2 RayJobs, their {pods} Ray Pods started by KubeRay)",
@@ -154,6 +157,23 @@ def test_the_operator_and_kuberay_run_our_images_and_nothing_is_pulled(installed
     ]
     assert not pulls, f"an image was pulled: {pulls[:3]}"
     assert "in place" in c.run("make", "-s", "-C", str(ROOT), "cluster-status", check=False).stdout
+
+
+# Each of the fleet's Pods' ephemeral storage (bytes) over the run, as their kubelets measure it: (time, {pod: bytes}).
+storage_samples: list[tuple[float, dict[str, int]]] = []
+STORAGE_BOUND = 2**30  # far above Ray's logs (rotated at 64 MiB, 2 kept, per file) and far below a node's eviction margin
+
+
+def sample_storage(c: Cluster) -> dict[str, int]:
+    used: dict[str, int] = {}
+    for node in c.items("nodes"):
+        proc = c.kubectl("get", "--raw", f"/api/v1/nodes/{node['metadata']['name']}/proxy/stats/summary", check=False)
+        for pod in json.loads(proc.stdout).get("pods", []) if proc.returncode == 0 else []:
+            ref = pod["podRef"]
+            if ref["namespace"] == NS and ref["name"].startswith(f"{FLEET}-"):
+                used[ref["name"]] = int((pod.get("ephemeral-storage") or {}).get("usedBytes", 0))
+    storage_samples.append((time.time(), used))
+    return used
 
 
 def test_ready_follows_the_real_kuberay_statuses(installed: Cluster, fleet: dict[str, Any]) -> None:
@@ -500,6 +520,7 @@ def test_a_new_image_tag_rolls_out_on_a_new_serving_cluster_and_replaces_the_job
     jobs = {r: c.get("rayjob", f"{FLEET}-{r}")["metadata"]["uid"] for r in ("producer", "consumer")}
     seen: set[str] = set()
     started = time.time()
+    sample_storage(c)
     _patch_kubernetes(c, fleet, {"image": image})
 
     def switched() -> bool:
@@ -515,6 +536,7 @@ def test_a_new_image_tag_rolls_out_on_a_new_serving_cluster_and_replaces_the_job
         for r in jobs
     ), RECOVERY_TIMEOUT_S, 5)  # fmt: skip
     _recovered(c, fleet, "image upgraded", started)
+    sample_storage(c)
     report(
         "image upgrade (NewCluster)",
         f"new serving cluster active {switch_s:.0f} s after the patch; ServingUpToDate reasons seen {sorted(seen - {''})}",
@@ -603,6 +625,96 @@ def test_rays_autoscaler_adds_a_serving_worker_pod_for_replicas_and_removes_it_a
         f"a second serving worker Pod Running {up_s:.0f} s after faces minReplicas 4; removed {time.time() - down:.0f} s after "
         "maxReplicas 1 (Serve packs replicas, so the emptied Pod goes idle)",
     )
+
+
+def test_the_operator_chart_upgraded_with_a_crd_change_adopts_the_running_fleet(
+    installed: Cluster, fleet: dict[str, Any], tmp_path: Path
+) -> None:
+    """The README's operator upgrade, with what a next release ships: a new operator image and a changed CRD (the
+    next chart here is this one with an `Image` column added to the CRD and its image retagged). Helm applies a
+    chart's crds/ on the first install only, so the README applies the CRD first, then `helm upgrade`. The new
+    operator adopts the running fleet: nothing it runs is replaced, frames keep flowing and are all accounted."""
+    c = installed
+    chart = tmp_path / "camerafleet-operator"
+    shutil.copytree(ROOT / "charts" / "camerafleet-operator", chart)
+    [crd_file] = (chart / "crds").glob("*.yaml")
+    crd = yaml.safe_load(crd_file.read_text())
+    crd["spec"]["versions"][0]["additionalPrinterColumns"].insert(
+        1, {"name": "Image", "type": "string", "jsonPath": ".spec.kubernetes.image"}
+    )
+    crd_file.write_text(yaml.safe_dump(crd, sort_keys=False))
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    (chart / "Chart.yaml").write_text(yaml.safe_dump({**meta, "version": f"{meta['version']}-next"}, sort_keys=False))
+    tag = "e2e-next"
+    for socket in CLUSTER_DIR.glob("**/containerd.sock"):  # the same build under the next release's tag, on every node
+        c.run(
+            "ctr",
+            "--address",
+            str(socket),
+            "-n",
+            "k8s.io",
+            "images",
+            "tag",
+            "--force",
+            OPERATOR_IMAGE,
+            f"{OPERATOR_IMAGE.rsplit(':', 1)[0]}:{tag}",
+        )
+    kept = {kind: c.get(kind, name) for kind, name in _fleet_objects()}
+    [old_pod] = c.items("pods", "-l", "app.kubernetes.io/name=camerafleet-operator", ns=OPERATOR_NS)
+    started = time.time()
+    c.kubectl("apply", "--server-side", "-f", str(chart / "crds"))  # the README's step, verbatim but for the path
+    c.helm("upgrade", "camerafleet-operator", str(chart), "-n", OPERATOR_NS, "--set", f"image.tag={tag}")
+    ready: list[str] = []
+
+    def new_operator_running() -> bool:
+        ready.append(c.condition(FLEET, "Ready").get("status", ""))
+        return any(
+            p["metadata"]["uid"] != old_pod["metadata"]["uid"]
+            and p["spec"]["containers"][0]["image"].endswith(f":{tag}")
+            and all(s.get("ready") for s in p["status"].get("containerStatuses", []))
+            for p in c.items("pods", "-l", "app.kubernetes.io/name=camerafleet-operator", ns=OPERATOR_NS)
+        )
+
+    wait_for("the upgraded operator Pod ready", new_operator_running, RECOVERY_TIMEOUT_S)
+    upgraded_s = time.time() - started
+    header = c.kubectl("get", "camerafleet", FLEET).stdout.splitlines()[0].split()
+    assert "IMAGE" in header, f"the new CRD's column is missing: {header}"
+    # A resync later (30 s in the chart) the new operator has reconciled the fleet once at least.
+    time.sleep(45)
+    ready.append(c.condition(FLEET, "Ready").get("status", ""))
+    assert set(ready) == {"True"}, f"the fleet left Ready during the operator's upgrade: {ready}"
+    for (kind, name), before in zip(_fleet_objects(), kept.values(), strict=True):
+        after = c.get(kind, name)
+        assert after["metadata"]["uid"] == before["metadata"]["uid"] and after["spec"] == before["spec"], f"{kind} {name} was changed"
+    _recovered(c, fleet, "operator chart upgraded", started)
+    report(
+        "operator chart upgrade (CRD column added, new image tag)",
+        f"new operator Pod ready {upgraded_s:.0f} s after `kubectl apply --server-side` + `helm upgrade`; the fleet stayed Ready, "
+        "its RayService and RayJobs unchanged",
+    )
+
+
+def _fleet_objects() -> list[tuple[str, str]]:
+    return [("rayservice", f"{FLEET}-serving"), ("rayjob", f"{FLEET}-producer"), ("rayjob", f"{FLEET}-consumer")]
+
+
+def test_no_pods_disk_grows_without_bound(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Issue 23: what the Pods write to their own disks is Ray's logs, rotated small (the results go to Kafka, the
+    summaries to the bucket). Each Pod's ephemeral storage, as its kubelet measures it, stays far below a bound."""
+    c = installed
+    now = sample_storage(c)
+    assert now, "the kubelets report no storage for the fleet's Pods"
+    first: dict[str, tuple[float, int]] = {}
+    for t, used in storage_samples:
+        for pod, size in used.items():
+            first.setdefault(pod, (t, size))
+    t_now = storage_samples[-1][0]
+    lines = [
+        f"{pod} {first[pod][1] / 2**20:.0f} -> {size / 2**20:.0f} MiB over {(t_now - first[pod][0]) / 60:.0f} min"
+        for pod, size in sorted(now.items())
+    ]
+    report("Pods' ephemeral storage (kubelet Summary API)", "; ".join(lines))
+    assert all(size < STORAGE_BOUND for size in now.values()), f"a Pod's disk holds over {STORAGE_BOUND >> 20} MiB: {lines}"
 
 
 def _recovered(c: Cluster, fleet: dict[str, Any], name: str, started: float) -> None:
@@ -709,6 +821,43 @@ def test_fault_the_kubelet_restarts(installed: Cluster, fleet: dict[str, Any]) -
     wait_for("the restarted kubelet reporting the node Ready", reported_since_restart, RECOVERY_TIMEOUT_S)
     _recovered(c, fleet, "kubelet restarted", started)
     assert {p["metadata"]["uid"] for p in c.items("pods", "-l", "ray.io/is-ray-node=yes")} == pods, "a kubelet restart replaced Pods"
+
+
+def test_fault_the_gpu_node_stops_and_comes_back(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Issue 23: the GPU pool's node dies (its kubelet, kube-proxy, containerd and every container killed, nothing told
+    to the API server). Its model replicas cannot go elsewhere (only that pool tolerates its taint): the fleet waits
+    visibly (the node NotReady, ServingReady False with Serve's message) while producers and consumers keep
+    accounting every frame; back, the node takes the replicas again and nothing is lost."""
+    c = installed
+    nodes = c.env.get("CAMERAFLEET_NODES", "").split(",")
+    if len(nodes) < 2 or LAYOUT != "production":
+        pytest.skip(f"{LAYOUT} layout on nodes {nodes}: nothing of the fleet runs on a second node")
+    node = nodes[1]
+    serving = _active_serving_cluster(c)
+    there = [p["metadata"]["name"] for p in c.items("pods", "-l", f"ray.io/cluster={serving}") if p["spec"].get("nodeName") == node]
+    assert there, f"no serving Pod on {node}"
+    fault = [sys.executable, "-m", "camerafleet_dev.cluster", "--data-dir", str(CLUSTER_DIR), "--node", node]
+    started = time.time()
+    c.run(*fault[:3], "stop-node", *fault[3:])
+    try:
+        wait_for(f"{node} NotReady", lambda: c.condition_of_node(node, "Ready").get("status") != "True", RECOVERY_TIMEOUT_S, 5)
+        not_ready_s = time.time() - started
+        serving_down = wait_for(
+            "ServingReady False", lambda: (s := c.condition(FLEET, "ServingReady")).get("status") == "False" and s, RECOVERY_TIMEOUT_S, 5
+        )
+        visible_s = time.time() - started
+        assert c.condition(FLEET, "Ready").get("status") == "False", "the fleet's Ready follows its serving"
+    finally:
+        c.run(*fault[:3], "start-node", *fault[3:])
+    back = time.time()
+    wait_for(f"{node} Ready again", lambda: c.condition_of_node(node, "Ready").get("status") == "True", RECOVERY_TIMEOUT_S, 5)
+    wait_for("the fleet Ready again", lambda: c.condition(FLEET, "Ready").get("status") == "True", RECOVERY_TIMEOUT_S, 5)
+    report(
+        f"{node} stopped (GPU pool)",
+        f"NotReady {not_ready_s:.0f} s, ServingReady False {visible_s:.0f} s after the fault ({serving_down['reason']}: "
+        f"{serving_down['message'][:160]}); the fleet Ready again {time.time() - back:.0f} s after the node came back",
+    )
+    _recovered(c, fleet, f"{node} stopped and started again", started)
 
 
 @pytest.mark.parametrize(

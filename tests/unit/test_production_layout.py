@@ -126,3 +126,17 @@ def test_11_jobs_are_submitted_over_http_with_no_submitter_pod_following_their_l
 def test_serve_packs_replicas_so_that_a_scale_down_frees_whole_worker_pods():
     head = pods(render.ray_service("f", "ns", spec()))[0]
     assert {"name": "RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY", "value": "1"} in head["containers"][0]["env"]
+
+
+def test_what_a_pod_writes_to_its_own_disk_is_bounded_ray_logs_rotated_small_and_no_serve_access_log():
+    """Found by `make soak`: the serving worker's disk grew steadily. Ray's default rotation allows 3 GiB per log
+    file; Serve's access log adds a line per request (~2,250 a second at 150 cameras x 5 fps)."""
+    for obj in (
+        render.ray_service("f", "ns", spec()),
+        render.ray_job("f", "ns", spec(), "producer"),
+        render.ray_job("f", "ns", spec(), "consumer"),
+    ):
+        for pod in pods(obj):
+            env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+            assert int(env["RAY_ROTATION_MAX_BYTES"]) * (1 + int(env["RAY_ROTATION_BACKUP_COUNT"])) <= 256 * 2**20, obj["kind"]
+    assert app(spec())["logging_config"] == {"enable_access_log": False}

@@ -1,4 +1,4 @@
-"""`python -m camerafleet_dev.cluster up|down|status|load-images|restart-kubelet --data-dir out/cluster`
+"""`python -m camerafleet_dev.cluster up|down|status|load-images|restart-kubelet|stop-node|start-node --data-dir out/cluster`
 (`make cluster-up` / `make cluster-down` / `make cluster-status`): the cluster in the background, detached
 from this process. Two nodes by default (`--nodes 1` for one): `camerafleet-node` in the host's network
 namespace (the system pool: CoreDNS, KubeRay, the operator, Ray heads) and `camerafleet-node-2` in a
@@ -9,8 +9,9 @@ CoreDNS and KubeRay, waits until the nodes are Ready (with their pools' labels a
 and writes `<data-dir>/env` with KUBECONFIG, KAFKA_BOOTSTRAP, CAMERAFLEET_S3_ENDPOINT, the S3 credentials
 and CAMERAFLEET_NODES (mode 0600). `down` stops everything in reverse order, unmounts what the kubelets mounted and
 removes the network set-up; data and logs stay in the data directory (`*.out` per component, node 2's
-in `node-2/`). `restart-kubelet [--node NAME]` restarts one kubelet (node 1's unless told), a fault the
-e2e tests inject.
+in `node-2/`). `restart-kubelet [--node NAME]` restarts one kubelet (node 1's unless told); `stop-node --node
+NAME` kills a node's processes and containers as if its host died and `start-node --node NAME` brings it
+back: faults the e2e tests inject (`faults.py`).
 """
 
 from __future__ import annotations
@@ -24,22 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from camerafleet_dev.cluster import addons, network
+from camerafleet_dev.cluster import addons, faults, network
 from camerafleet_dev.cluster.node import Containerd, Kubelet, KubeProxy, KubeScheduler
-from camerafleet_dev.cluster.plan import MAX_NODES, PRIMARY, NodePlan, cluster_plan, node_named
+from camerafleet_dev.cluster.plan import MAX_NODES, PRIMARY, NodePlan, cluster_plan
 from camerafleet_dev.cluster.state import NODE_KINDS, STOP_ORDER, ClusterState
 from camerafleet_dev.cluster.teardown import down
 from camerafleet_dev.devservers import helm
-from camerafleet_dev.devservers._process import LocalServer, pid_alive, stop_process_group
+from camerafleet_dev.devservers._process import LocalServer, pid_alive
 from camerafleet_dev.devservers.controlplane import ControlPlane, fetch_controlplane
 from camerafleet_dev.devservers.kafka import KafkaServer, fetch_kafka
 from camerafleet_dev.devservers.minio import MinioServer, fetch_minio
 from camerafleet_dev.devservers.node_tools import fetch_node_tools
 from camerafleet_dev.images import build_node_images, load
 
-__all__ = ["STOP_ORDER", "down", "main", "restart_kubelet", "status", "up"]
+__all__ = ["STOP_ORDER", "down", "main", "status", "up"]
 
 
 def say(text: str) -> None:
@@ -235,30 +234,7 @@ def status(data_dir: Path) -> int:
     return 0 if alive and all(alive.values()) and every_started and not missing else 3
 
 
-def restart_kubelet(data_dir: Path, node_name: str = PRIMARY.name) -> int:
-    """Stop a node's kubelet (SIGTERM) and start it again with the same configuration: a fault the e2e tests inject."""
-    state = ClusterState.load(data_dir)
-    if state is None:
-        raise RuntimeError(f"no cluster in {data_dir} (`make cluster-up` starts one)")
-    if node_name not in state.node_names:
-        raise RuntimeError(f"the cluster in {data_dir} has no node {node_name!r} (it has {', '.join(state.node_names)})")
-    node = node_named(node_name, state.nodes)
-    key = node.pid_key("kubelet")
-    pid = state.pids.get(key)
-    if pid is not None and pid_alive(pid):
-        stop_process_group(pid, 30.0)
-    control = ControlPlane(data_dir / "controlplane", detached=True, network=network.NETWORK)
-    # The running API server's address, from the kubeconfig it was started with: a new ControlPlane object
-    # only knows the CA (its ports are chosen afresh), and a kubelet pointed elsewhere never reports again.
-    server = yaml.safe_load((data_dir / "controlplane" / "kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
-    node_dir = node.data_dir(data_dir)
-    kubelet = Kubelet(
-        node_dir, node=node, pki=control._pki, server=server, containerd_socket=node_dir / "containerd" / "containerd.sock", detached=True
-    )
-    kubelet.start()
-    state.note(key, kubelet.pid)
-    say(f"kubelet of {node.name} restarted (pid {kubelet.pid})")
-    return 0
+FAULTS = {"restart-kubelet": faults.restart_kubelet, "stop-node": faults.stop_node, "start-node": faults.start_node}
 
 
 def load_images(data_dir: Path) -> int:
@@ -276,12 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m camerafleet_dev.cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=["up", "down", "status", "load-images", "restart-kubelet"])
+    parser.add_argument("action", choices=["up", "down", "status", "load-images", *FAULTS])
     parser.add_argument("--data-dir", type=Path, default=Path("out/cluster"))
     parser.add_argument(
         "--nodes", type=int, choices=range(1, MAX_NODES + 1), default=MAX_NODES, help=f"up: how many nodes (default {MAX_NODES})"
     )
-    parser.add_argument("--node", default=PRIMARY.name, help=f"restart-kubelet: whose kubelet (default {PRIMARY.name})")
+    parser.add_argument("--node", default=PRIMARY.name, help=f"restart-kubelet, stop-node, start-node: which node (default {PRIMARY.name})")
     args = parser.parse_args(argv)
     data_dir = args.data_dir.absolute()
     if args.action == "up":
@@ -296,11 +272,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
     if args.action == "down":
         return down(data_dir)
-    if args.action == "restart-kubelet":
+    if args.action in FAULTS:
         try:
-            return restart_kubelet(data_dir, args.node)
+            return FAULTS[args.action](data_dir, args.node)
         except RuntimeError as err:
-            say(f"restart-kubelet failed: {err}")
+            say(f"{args.action} failed: {err}")
             return 1
     if args.action == "load-images":
         return load_images(data_dir)

@@ -10,19 +10,17 @@ The network teardown covers every node the plan can have, not only those of the 
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from camerafleet_dev.cluster import network
+from camerafleet_dev.cluster.faults import stop_containers, stop_shims
 from camerafleet_dev.cluster.plan import MAX_NODES, cluster_plan
 from camerafleet_dev.cluster.state import STOP_ORDER, ClusterState
 from camerafleet_dev.devservers._process import pid_alive, stop_process_group
 from camerafleet_dev.devservers.node_tools import binary
-
-RUNC_ROOT = "/run/containerd/runc/k8s.io"  # where every node's containerd runc shims keep the state of namespace k8s.io
 
 
 def say(text: str) -> None:
@@ -38,8 +36,9 @@ def down(data_dir: Path, timeout_s: float = 30.0) -> int:
             if pid_alive(pid):
                 say(f"stopping {key} (pid {pid}) ...")
                 stop_process_group(pid, timeout_s)
-    _stop_leftover_containers(data_dir)
-    _stop_leftover_shims(data_dir)
+    if containers := stop_containers(data_dir):  # any node's: node 2's data is a folder of the cluster's
+        say(f"stopped {containers} containers of the nodes")
+    stop_shims()
     every = cluster_plan(MAX_NODES)
     # The kubelets did not tear their Pods down: release what they held in the host's network stack.
     if removed := network.remove_pod_namespaces(every):
@@ -55,37 +54,6 @@ def down(data_dir: Path, timeout_s: float = 30.0) -> int:
     (data_dir / "env").unlink(missing_ok=True)
     say(f"the cluster is down (data and logs stay in {data_dir})")
     return 0
-
-
-def _stop_leftover_containers(data_dir: Path) -> None:
-    """Containers live in their own process groups: stopping containerd and its shims leaves them running.
-    Those whose bundle is in the cluster's data dir (any node's: node 2's is a folder of it) are killed and
-    deleted with runc."""
-    if shutil.which("runc") is None:  # the node's tools were never installed: none of its containers ran
-        return
-    listed = subprocess.run(["runc", "--root", RUNC_ROOT, "list", "--format", "json"], capture_output=True, text=True, check=False)
-    containers = json.loads(listed.stdout or "null") or []
-    root = str(data_dir.resolve())
-    ours = [c["id"] for c in containers if str(c.get("bundle", "")).startswith(root)]
-    for container in ours:
-        subprocess.run(["runc", "--root", RUNC_ROOT, "delete", "--force", container], capture_output=True, check=False)
-    if ours:
-        say(f"stopped {len(ours)} containers of the nodes")
-
-
-def _stop_leftover_shims(data_dir: Path) -> None:
-    """containerd's shims (and their containers) outlive containerd on purpose; with the nodes gone they go too."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and str(data_dir).encode() in b" ".join(cmdline)) or (
-            cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and b"-namespace" in cmdline and b"k8s.io" in cmdline
-        ):
-            stop_process_group(int(proc.name), 10.0)
 
 
 def _unmount_below(data_dir: Path) -> None:
