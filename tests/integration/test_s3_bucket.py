@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from minio.commonconfig import ENABLED, Filter
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from camerafleet.api.manifest import BucketSpec
 from camerafleet.bucket import BucketError, open_bucket
@@ -42,7 +44,7 @@ def test_round_trip_and_limits(s3_bucket):
 
 def test_lifecycle_rule_and_sweep(s3_bucket):
     rules = s3_bucket.client.get_bucket_lifecycle("bucket-tests").rules
-    assert [(r.rule_id, r.expiration.days, r.rule_filter.prefix) for r in rules] == [("camerafleet-frame-ttl", 1, "frames/")]
+    assert [(r.rule_id, r.expiration.days, r.rule_filter.prefix) for r in rules] == [("camerafleet frames/", 1, "frames/")]
     # The new object must still be younger than the TTL when the sweep looks at it: 5 s leave a busy machine
     # time for the put and the sweep's listing; the old one is past it by then whatever the speed.
     old = s3_bucket.put("2/old.jpg", b"a")
@@ -61,3 +63,34 @@ def test_unreachable_store_is_a_reason_not_a_crash(minio_server, monkeypatch):
     with pytest.raises(BucketError) as info:
         bucket.put("1/x.jpg", b"a")
     assert info.value.reason == "bucket_unavailable"
+
+
+def test_a_shared_bucket_keeps_every_other_rule_and_object(minio_server, monkeypatch):
+    """Issue 24: a bucket shared with other data and other fleets. Preparing merges the fleet's expiry rule into
+    the lifecycle (the owner's rule and another fleet's stay; preparing again replaces only its own), and camera
+    1's sweep stays in camera 1's folder (not camera 10's, not a key that merely starts with 1)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", minio_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", minio_server.secret_key)
+    a = open_bucket(BucketSpec(uri="s3://shared-bucket/tenant-a/frames", endpoint=minio_server.endpoint))
+    b = open_bucket(BucketSpec(uri="s3://shared-bucket/tenant-b/frames", endpoint=minio_server.endpoint))
+    a.client.make_bucket("shared-bucket")
+    owners = Rule(ENABLED, rule_filter=Filter(prefix="backups/"), rule_id="owner-backups", expiration=Expiration(days=30))
+    a.client.set_bucket_lifecycle("shared-bucket", LifecycleConfig([owners]))
+    a.prepare(ttl_seconds=300)
+    b.prepare(ttl_seconds=300)
+    a.prepare(ttl_seconds=3 * 86400)  # a's TTL edited: its rule replaced, nobody else's
+
+    def rules():
+        return {(r.rule_id, r.rule_filter.prefix, r.expiration.days) for r in a.client.get_bucket_lifecycle("shared-bucket").rules}
+
+    assert rules() == {
+        ("owner-backups", "backups/", 30),
+        ("camerafleet tenant-a/frames/", "tenant-a/frames/", 3),
+        ("camerafleet tenant-b/frames/", "tenant-b/frames/", 1),
+    }
+    mine, tens, lookalike = a.put("1/0-000000001.jpg", b"1"), a.put("10/0-000000001.jpg", b"10"), a.put("1x/0-000000001.jpg", b"1x")
+    theirs = b.put("1/0-000000001.jpg", b"b1")
+    assert a.sweep("1", ttl_seconds=0) == 1
+    with pytest.raises(BucketError):
+        a.get(mine)
+    assert (a.get(tens), a.get(lookalike), b.get(theirs)) == (b"10", b"1x", b"b1")

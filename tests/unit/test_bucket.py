@@ -4,8 +4,10 @@ import os
 import time
 
 import pytest
+from pydantic import ValidationError
 
 from camerafleet.api.manifest import BucketSpec
+from camerafleet.api.settings import Settings, SettingsError
 from camerafleet.bucket import BucketConfigError, BucketError, frame_key, open_bucket
 
 
@@ -129,7 +131,7 @@ def test_sweep_deletes_only_expired_frames(bucket):
 
 
 def test_bad_bucket_uris():
-    for uri in ("ftp://x/y", "file://host/path", "file:relative", "s3://"):
+    for uri in ("ftp://x/y", "file://host/path", "file:relative"):
         with pytest.raises(BucketConfigError, match="must"):
             open_bucket(BucketSpec(uri=uri))
 
@@ -139,3 +141,13 @@ def test_s3_needs_credentials(monkeypatch):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
     with pytest.raises(BucketConfigError, match="AWS_ACCESS_KEY_ID"):
         open_bucket(BucketSpec(uri="s3://frames/x", endpoint="http://127.0.0.1:9"))
+
+
+@pytest.mark.parametrize("uri", ["s3://", "s3://frames", "s3://frames/", "s3://frames//"])
+def test_a_bucket_root_is_refused_in_the_manifest_and_from_the_environment(uri):
+    """Issue 24: a fleet's lifecycle rule and sweeper act on everything under its prefix; at a bucket's root that
+    is every object of a bucket other data may share."""
+    with pytest.raises(ValidationError, match="has no prefix"):
+        BucketSpec(uri=uri)
+    with pytest.raises(SettingsError, match="has no prefix"):
+        Settings.from_env({"CAMERAFLEET_BUCKET_URI": uri}).apply_bucket(BucketSpec())

@@ -325,7 +325,7 @@ class FakeMinio:
 def test_s3_models_are_downloaded_once_per_etag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(s3, "Minio", FakeMinio)
     settings = Settings.from_env({"CAMERAFLEET_MODEL_CACHE": str(tmp_path), "AWS_ACCESS_KEY_ID": "key", "AWS_SECRET_ACCESS_KEY": "secret"})
-    store = BucketSpec(uri="s3://frames", endpoint="http://127.0.0.1:9000")
+    store = BucketSpec(uri="s3://frames/f", endpoint="http://127.0.0.1:9000")
     FakeMinio.instances = []
 
     path = fetch.resolve_model_uri("s3://models/yolo/v1.onnx", store, settings)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 # The Kubernetes resource a manifest is (its CRD is generated from the models below).
@@ -134,6 +134,12 @@ class KafkaSpec(Strict):
     )
 
 
+SHARED_BUCKET_HINT = (
+    "a fleet's frames need a folder of their own (its lifecycle rule and its sweeper act on everything under it, and "
+    "a bucket is often shared with other data): write s3://<bucket>/<prefix>"
+)
+
+
 class BucketSpec(Strict):
     uri: str = Field(
         default="file:///dev/shm/camerafleet/frames",
@@ -164,6 +170,13 @@ class BucketSpec(Strict):
         le=MAX_INT,
         description="Largest frame object the inference service will fetch; larger ones fail with a reason.",
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _s3_has_prefix(cls, uri: str) -> str:
+        if uri.startswith("s3://") and not uri[len("s3://") :].partition("/")[2].strip("/"):
+            raise ValueError(f"{uri!r} has no prefix: {SHARED_BUCKET_HINT}")
+        return uri
 
 
 class AdmissionMode(StrEnum):

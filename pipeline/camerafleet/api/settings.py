@@ -105,7 +105,14 @@ class Settings(BaseModel):
 
     def apply_bucket(self, bucket: BucketSpec) -> BucketSpec:
         overrides = {k: v for k, v in (("uri", self.bucket_uri), ("endpoint", self.s3_endpoint)) if v}
-        return bucket.model_copy(update=overrides) if overrides else bucket
+        if not overrides:
+            return bucket
+        # Validated like the manifest's own: an override is not trusted more than the spec it replaces.
+        try:
+            return type(bucket).model_validate({**bucket.model_dump(by_alias=True), **overrides})
+        except ValidationError as err:
+            problems = "; ".join(e["msg"] for e in err.errors())
+            raise SettingsError(f"environment: CAMERAFLEET_BUCKET_URI / CAMERAFLEET_S3_ENDPOINT: {problems}") from None
 
     def s3_credentials(self) -> tuple[str, str, str | None] | None:
         """(access key, secret key, session token), or None when no credentials are set."""

@@ -18,6 +18,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
+from camerafleet.api.manifest import SHARED_BUCKET_HINT
 from camerafleet.api.outcomes import Reason
 from camerafleet.bucket.base import BucketConfigError, BucketError, FrameBucket
 from camerafleet.s3 import NETWORK_ERRORS, S3ConfigError, s3_client
@@ -30,26 +31,37 @@ class S3Bucket(FrameBucket):
             raise BucketConfigError(f"S3 bucket URI {uri!r} must look like s3://bucket/optional/prefix")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        super().__init__(f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}", max_frame_bytes)
+        if not self.prefix:  # the manifest refuses it too (BucketSpec); a URI built in code is checked here
+            raise BucketConfigError(f"S3 bucket URI {uri!r} has no prefix: {SHARED_BUCKET_HINT}")
+        super().__init__(f"s3://{self.bucket}/{self.prefix}", max_frame_bytes)
         try:
             self.client = s3_client(endpoint, region)
         except S3ConfigError as err:
             raise BucketConfigError(f"bucket {uri}: {err}") from None
 
     def _object(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
+        return f"{self.prefix}/{key}"
+
+    @property
+    def rule_id(self) -> str:
+        """The fleet's lifecycle rule, named by its prefix: fleets sharing a bucket each keep their own."""
+        return f"camerafleet {self.prefix}/"[:255]
 
     def prepare(self, ttl_seconds: int) -> None:
+        """The bucket made if missing, and the expiry rule of this prefix merged into its lifecycle: S3 sets the
+        whole configuration at once, so the other rules (another fleet's, the owner's) are read and kept."""
         try:
             if not self.client.bucket_exists(self.bucket):
                 self.client.make_bucket(self.bucket)
-            rule = Rule(
+            ours = Rule(
                 ENABLED,
-                rule_filter=Filter(prefix=f"{self.prefix}/" if self.prefix else ""),
-                rule_id="camerafleet-frame-ttl",
+                rule_filter=Filter(prefix=f"{self.prefix}/"),
+                rule_id=self.rule_id,
                 expiration=Expiration(days=max(1, math.ceil(ttl_seconds / 86400))),
             )
-            self.client.set_bucket_lifecycle(self.bucket, LifecycleConfig([rule]))
+            existing = self.client.get_bucket_lifecycle(self.bucket)  # None when the bucket has no rules
+            others = [r for r in (existing.rules if existing else []) if r.rule_id != self.rule_id]
+            self.client.set_bucket_lifecycle(self.bucket, LifecycleConfig([*others, ours]))
         except S3Error as err:
             raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot prepare bucket {self.bucket}: {err.code}: {err.message}") from None
         except NETWORK_ERRORS as err:
@@ -87,10 +99,11 @@ class S3Bucket(FrameBucket):
 
     def sweep(self, prefix: str, ttl_seconds: float) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=ttl_seconds)
+        folder = self._object(prefix.strip("/")) + "/"  # camera 1's folder, not camera 10's too
         try:
             old = [
                 DeleteObject(o.object_name)
-                for o in self.client.list_objects(self.bucket, prefix=self._object(prefix), recursive=True)
+                for o in self.client.list_objects(self.bucket, prefix=folder, recursive=True)
                 if o.last_modified is not None and o.last_modified < cutoff
             ]
             if not old:
