@@ -72,14 +72,26 @@ def spec_hash(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj["spec"], sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _stamp(when: datetime) -> str:
+    return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
 def next_retry(state: JobState, initial_s: int, max_s: int, now: datetime, reason: str) -> JobState:
     failures = state.failures + 1
     delay = min(initial_s * 2 ** (failures - 1), max_s)
-    return JobState(
-        failures=failures,
-        next_retry_at=(now + timedelta(seconds=delay)).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        last_failure=reason[:500],
-    )
+    return JobState(failures=failures, next_retry_at=_stamp(now + timedelta(seconds=delay)), last_failure=reason[:500])
+
+
+def while_running(state: JobState, now: datetime, stable_s: int) -> JobState:
+    """A RayJob that runs: once it has run as long as the longest backoff (`stable_s`) its failures are
+    forgiven, as the kubelet forgives a container after ten minutes of running, so a failure weeks later
+    waits the first backoff again (10 s), not the longest (10 min)."""
+    since = _parse_time(state.running_since)
+    if since is None:
+        return state.model_copy(update={"next_retry_at": None, "running_since": _stamp(now)})
+    if state.failures and (now - since).total_seconds() >= stable_s:
+        return state.model_copy(update={"failures": 0})
+    return state
 
 
 async def missing_references(kube: Kube, namespace: str, spec: FleetSpec) -> list[str]:
@@ -312,5 +324,5 @@ async def _reconcile_job(kube: Kube, job: dict[str, Any], state: JobState, spec:
             events.append(Event("Normal", "JobResubmitted", f"RayJob {meta['name']} resubmitted after failure {state.failures}"))
         return state
     if observed.ok:
-        state = JobState(failures=state.failures, last_failure=state.last_failure)
+        state = while_running(state, now, k.job_retry_max_seconds)
     return state

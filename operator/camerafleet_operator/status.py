@@ -35,7 +35,12 @@ class Condition(Strict):
 
 
 class JobState(Strict):
-    failures: int = Field(default=0, ge=0, description="How often this RayJob failed and was resubmitted.")
+    failures: int = Field(
+        default=0,
+        ge=0,
+        description="How often this RayJob failed and was resubmitted since it last ran for jobRetryMaxSeconds; each doubles the wait.",
+    )
+    running_since: str | None = Field(default=None, description="Since when the RayJob has been running without failing (RFC 3339).")
     next_retry_at: str | None = Field(default=None, description="When a failed RayJob will be resubmitted (RFC 3339).")
     last_failure: str | None = Field(default=None, description="Why the RayJob failed last.")
 

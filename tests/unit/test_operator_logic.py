@@ -1,7 +1,7 @@
 """The operator's decisions, without a cluster: topic plans (Strimzi semantics), ownership, job
 backoff, conditions and phase, rendered objects."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import yaml
 
@@ -9,7 +9,7 @@ from camerafleet.api.manifest import parse_manifest
 from camerafleet.topics import TopicState, plan_topics
 from camerafleet_operator import render
 from camerafleet_operator.observe import job_condition, service_condition
-from camerafleet_operator.reconcile import next_retry, topic_claims
+from camerafleet_operator.reconcile import next_retry, topic_claims, while_running
 from camerafleet_operator.status import JobState, phase_of, set_condition
 
 
@@ -113,6 +113,19 @@ def test_job_backoff():
     assert (s.failures, s.next_retry_at) == (1, "2026-01-01T00:00:10Z")
     s = next_retry(JobState(failures=7), 10, 600, now, "boom")
     assert (s.failures, s.next_retry_at) == (8, "2026-01-01T00:10:00Z")
+
+
+def test_a_job_that_ran_as_long_as_the_longest_backoff_is_forgiven_its_failures():
+    """Issue 24: after seven failures every later one waited ten minutes, however long the job had run between."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    failed = next_retry(JobState(failures=7), 10, 600, now, "boom")
+    running = while_running(failed, now + timedelta(seconds=1), 600)
+    assert (running.failures, running.next_retry_at, running.running_since) == (8, None, "2026-01-01T00:00:01Z")
+    assert while_running(running, now + timedelta(seconds=300), 600).failures == 8, "a short run forgives nothing"
+    stable = while_running(running, now + timedelta(seconds=601), 600)
+    assert stable.failures == 0
+    again = next_retry(stable, 10, 600, now + timedelta(days=7), "boom")
+    assert (again.failures, again.next_retry_at, again.running_since) == (1, "2026-01-08T00:00:10Z", None)
 
 
 def test_conditions_keep_transition_time_and_phase():
