@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import time
 import uuid
 import warnings
@@ -240,6 +241,7 @@ class ProducerActor:
         start = worker.first_slot if worker.first_slot is not None else sampler.slot_of(time.time())
         sampler.last_slot = max(start, 0) - 1
         backoff = self.spec.producer.reconnect_initial_seconds
+        jitter = random.Random()
         seed = sum(cam.id.encode())
         skipped_seen = 0
         credit = SlotCredit()
@@ -276,8 +278,9 @@ class ProducerActor:
                 # Refused credentials are retried at the slowest pace: soon would not help, and may lock the account.
                 if err.problem == SourceProblem.AUTH_FAILED:
                     backoff = self.spec.producer.reconnect_max_seconds
-                self._source_down(cam, counts, err, backoff)
-                await _wait(stop, backoff)
+                wait_s = reconnect_wait(backoff, jitter)
+                self._source_down(cam, counts, err, wait_s)
+                await _wait(stop, wait_s)
                 counts.down_slots += sampler.miss_until(time.time())
                 backoff = min(backoff * 2, self.spec.producer.reconnect_max_seconds)
             finally:
@@ -287,7 +290,7 @@ class ProducerActor:
         if counts.pending:
             await asyncio.wait(list(counts.pending))
 
-    def _source_down(self, cam: CameraSpec, counts: CameraCounts, error: SourceError, backoff: float) -> None:
+    def _source_down(self, cam: CameraSpec, counts: CameraCounts, error: SourceError, wait_s: float) -> None:
         counts.source_up = False
         counts.reconnects += 1
         counts.last_error = str(error)
@@ -295,7 +298,7 @@ class ProducerActor:
         counts.source_problems[error.problem] += 1
         metrics.source_up().set(0, tags={"camera": cam.id})
         metrics.source_problems().inc(tags={"camera": cam.id, "problem": error.problem.value})
-        log.error("camera %s: %s; retrying in %.1f s", cam.id, error, backoff)
+        log.error("camera %s: %s; retrying in %.1f s", cam.id, error, wait_s)
 
     async def _one_frame(
         self, shard: Shard, source: FrameSource, sampler: Sampler, counts: CameraCounts, stop: asyncio.Event, credit: SlotCredit
@@ -488,6 +491,12 @@ async def _close_quietly(client: AIOKafkaProducer) -> None:
         await asyncio.wait_for(client.stop(), timeout=10)
     except Exception as err:  # noqa: BLE001 - a client being thrown away
         log.debug("closing a Kafka client: %s", type(err).__name__)
+
+
+def reconnect_wait(backoff: float, rng: random.Random) -> float:
+    """Between half the backoff and all of it ("equal jitter"): the cameras of a recorder that went down
+    together (a reboot, a switch) come back spread over that window, not all in the same second."""
+    return backoff * (0.5 + 0.5 * rng.random())
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
