@@ -28,7 +28,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from camerafleet import metrics
 from camerafleet.api.manifest import FleetSpec
-from camerafleet.api.messages import FrameMessage, InferenceReply, KafkaPosition, MessageError, ResultRecord, parse_frame_message
+from camerafleet.api.messages import FrameMessage, InferenceReply, KafkaPosition, MessageError, ResultRecord, parse_frame_message, past
 from camerafleet.api.outcomes import Outcome, Reason
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
@@ -241,7 +241,7 @@ class ConsumerActor:
             return ResultRecord.of_frame(msg, at, now_ms, reason=Reason.UNKNOWN_CAMERA, message=text)
         if msg.producer_error is not None:  # sampled but never stored: announced so it is not lost silently
             return ResultRecord.of_frame(msg, at, now_ms, reason=msg.producer_error, message="the producer could not store this frame")
-        if now_ms - msg.capture_ts_ms > spec.consumer.max_frame_age_ms:
+        if past(msg.deadline_ms(spec.consumer.max_frame_age_ms), now_ms):
             return ResultRecord.of_frame(msg, at, now_ms, reason=Reason.STALE, message="older than maxFrameAgeMs when consumed")
         return msg, at
 

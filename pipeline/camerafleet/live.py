@@ -28,10 +28,20 @@ from camerafleet.api.source_report import DecodeMode, SourceProblem, TimeSource
 from camerafleet.sources import FrameSource, SourceError
 
 OPEN_TIMEOUT_S = 10.0
-# The camera's clock is trusted when it puts a frame at most this far before its arrival (older: the clock
-# is off, or the stream is far behind, which arrival time then shows) and not in the future.
 MAX_CLOCK_LAG_S = 60.0
 MAX_CLOCK_LEAD_S = 1.0
+
+
+def camera_clock_trusted(t: float, arrival: float, max_frame_age_s: float) -> bool:
+    """Whether a frame's time on the camera's clock is used as its capture time: not in the future (by more than
+    1 s), and not before its arrival by more than half the fleet's freshness budget (at most 60 s). Older: the
+    clock is slow, or the stream far behind; either way a capture time that old would spend the budget before
+    the frame is read, and every frame of the camera would be dropped as stale. Arrival time is used then
+    (the camera's report says which)."""
+    max_lag_s = min(MAX_CLOCK_LAG_S, max_frame_age_s / 2)
+    return arrival - max_lag_s <= t <= arrival + MAX_CLOCK_LEAD_S
+
+
 _KEYFRAME_INTERVALS_KEPT = 5
 _RATE_SLACK = 1.02  # a sampling period within 2% of the keyframe interval still takes one keyframe per slot
 
@@ -42,9 +52,10 @@ class LiveSource(FrameSource):
 
     live = True
 
-    def __init__(self, url: str, display_name: str, inference_fps: float, stall_timeout_s: float):
+    def __init__(self, url: str, display_name: str, inference_fps: float, stall_timeout_s: float, max_frame_age_s: float):
         super().__init__()
         self.name = display_name
+        self.max_frame_age_s = max_frame_age_s
         self.period_s = 1.0 / inference_fps
         self.stall_timeout_s = stall_timeout_s
         options = {"rtsp_transport": "tcp"} if url.lower().startswith(("rtsp://", "rtsps://")) else {}
@@ -82,7 +93,7 @@ class LiveSource(FrameSource):
         realtime_us = self.container.start_time_realtime
         if realtime_us and pts is not None and self.stream.time_base is not None:
             t = realtime_us / 1e6 + float(pts * self.stream.time_base)
-            if arrival - MAX_CLOCK_LAG_S <= t <= arrival + MAX_CLOCK_LEAD_S:
+            if camera_clock_trusted(t, arrival, self.max_frame_age_s):
                 self._use(TimeSource.CAMERA_CLOCK)
                 return t
         self._use(TimeSource.ARRIVAL)

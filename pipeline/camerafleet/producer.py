@@ -254,6 +254,7 @@ class ProducerActor:
                     epoch_s=self.epoch_ms / 1000,
                     inference_fps=cam.inference_fps,
                     stall_timeout_s=cam.stall_timeout_seconds,
+                    max_frame_age_s=self.spec.consumer.max_frame_age_ms / 1000,
                     seed=seed,
                     display_name=redact(cam.source),
                 )

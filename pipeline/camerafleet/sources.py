@@ -233,13 +233,21 @@ def redact(url: str) -> str:
 
 
 def open_source(
-    source: str, *, epoch_s: float, inference_fps: float, stall_timeout_s: float, seed: int = 0, display_name: str | None = None
+    source: str,
+    *,
+    epoch_s: float,
+    inference_fps: float,
+    stall_timeout_s: float,
+    max_frame_age_s: float,
+    seed: int = 0,
+    display_name: str | None = None,
 ) -> FrameSource:
-    """Open a camera source; SourceError with a message naming the camera otherwise."""
+    """Open a camera source; SourceError with a message naming the camera otherwise. `max_frame_age_s` is the
+    fleet's freshness budget (consumer.maxFrameAgeMs), which bounds how slow a camera's clock may be trusted."""
     if source.startswith("synthetic:"):
         return SyntheticSource(source, seed, epoch_s)
     if is_stream_url(source):
         from camerafleet.live import LiveSource  # PyAV is loaded only by producers of live cameras
 
-        return LiveSource(source, display_name or redact(source), inference_fps, stall_timeout_s)
+        return LiveSource(source, display_name or redact(source), inference_fps, stall_timeout_s, max_frame_age_s)
     return VideoFileSource(source, epoch_s, display_name)

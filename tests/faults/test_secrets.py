@@ -69,7 +69,7 @@ def test_a_secret_source_that_fails_is_named_by_its_display_name(fault_report, u
         "SourceError names the camera's display name, never the secret URL",
     )
     with pytest.raises(SourceError) as info:
-        open_source(url, epoch_s=time.time(), inference_fps=5, stall_timeout_s=5, display_name="dock-camera")
+        open_source(url, epoch_s=time.time(), inference_fps=5, stall_timeout_s=5, max_frame_age_s=5, display_name="dock-camera")
     row.happened = f"SourceError: {info.value}"
     assert PASSWORD not in str(info.value) and "dock-camera" in str(info.value)
 

@@ -61,9 +61,9 @@ def test_synthetic_source_paces_and_renders():
 
 def test_unopenable_sources_name_the_problem(tmp_path):
     with pytest.raises(SourceError, match="cannot open video file"):
-        open_source(str(tmp_path / "missing.mp4"), epoch_s=0, inference_fps=5, stall_timeout_s=5)
+        open_source(str(tmp_path / "missing.mp4"), epoch_s=0, inference_fps=5, stall_timeout_s=5, max_frame_age_s=5)
     with pytest.raises(SourceError, match="synthetic"):
-        open_source("synthetic:huge", epoch_s=0, inference_fps=5, stall_timeout_s=5)
+        open_source("synthetic:huge", epoch_s=0, inference_fps=5, stall_timeout_s=5, max_frame_age_s=5)
 
 
 def test_credentials_are_redacted():

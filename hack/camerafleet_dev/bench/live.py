@@ -62,7 +62,7 @@ class OpenCvEveryFrame:
 
 
 def _camera_loop(url: str, reader: str, fps: float, until: float, counts: dict[str, int], lock: threading.Lock) -> None:
-    source: Any = LiveSource(url, url, fps, stall_timeout_s=10) if reader == "pyav" else OpenCvEveryFrame(url)
+    source: Any = LiveSource(url, url, fps, stall_timeout_s=10, max_frame_age_s=60) if reader == "pyav" else OpenCvEveryFrame(url)
     sampler = Sampler(time.time(), fps)
     sampler.last_slot = sampler.slot_of(time.time()) - 1
     warm_until = time.time() + WARMUP_S

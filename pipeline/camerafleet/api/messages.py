@@ -39,12 +39,22 @@ class FrameMessage(BaseModel):
         "`encode_error`): the frame is still announced, so it ends `failed` with this reason instead of going missing.",
     )
 
+    def deadline_ms(self, max_age_ms: int) -> int:
+        """The last instant the frame may still be worked on (capture time + maxFrameAgeMs); after it the frame
+        is stale, for the consumer, the ingress and the models alike (see `past`)."""
+        return self.capture_ts_ms + max_age_ms
+
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
     def reference(self) -> dict[str, Any]:
         """The message as the inference service takes it (JSON types only)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def past(deadline_ms: float, now_ms: float) -> bool:
+    """Whether a frame's deadline has passed: the one rule that makes a frame `stale`."""
+    return now_ms > deadline_ms
 
 
 class MessageError(ValueError):

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from camerafleet.api.manifest import ServingAppSpec
-from camerafleet.api.messages import FrameMessage, InferenceReply
+from camerafleet.api.messages import FrameMessage, InferenceReply, past
 from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, open_bucket
 from camerafleet.imaging import ImageError, decode_jpeg
@@ -56,7 +56,7 @@ def load_frame(
         msg = FrameMessage.model_validate(frame)
     except ValidationError as err:
         return InferenceReply.ended(Reason.MALFORMED_REQUEST, f"invalid frame reference: {err.errors()[0]['msg']}")
-    if time.time() * 1000 - msg.capture_ts_ms > max_age_ms:
+    if past(msg.deadline_ms(max_age_ms), time.time() * 1000):
         return InferenceReply.ended(Reason.STALE, f"older than maxFrameAgeMs ({max_age_ms} ms) before inference")
     try:
         with stage("bucket get"):
@@ -91,8 +91,7 @@ class FleetIngress:
         if isinstance(loaded, InferenceReply):
             return loaded
         msg, image = loaded
-        deadline_ms = msg.capture_ts_ms + self.max_frame_age_ms
-        return SharedFrame(ref=ray.put(image), deadline_ms=deadline_ms, width=msg.width, height=msg.height)
+        return SharedFrame(ref=ray.put(image), deadline_ms=msg.deadline_ms(self.max_frame_age_ms), width=msg.width, height=msg.height)
 
     def _decode_cover(self, width: int, height: int) -> FrameSize | None:
         """What a frame of width x height must be decoded to for every model, worked out once per resolution."""

@@ -23,6 +23,7 @@ from ray import serve
 
 from camerafleet import metrics
 from camerafleet.api.manifest import BucketSpec, ModelSpec
+from camerafleet.api.messages import past
 
 log = logging.getLogger("camerafleet.serving")
 
@@ -160,7 +161,7 @@ class ModelDeployment:
     def _infer(self, items: list[SharedFrame]) -> list[ModelResult]:
         """Run the model on the frames still within their deadline; None for the others."""
         now_ms = time.time() * 1000
-        live = [i for i, x in enumerate(items) if x.deadline_ms >= now_ms]
+        live = [i for i, x in enumerate(items) if not past(x.deadline_ms, now_ms)]
         results: list[ModelResult] = [None] * len(items)
         images = [ray.get(items[i].ref) for i in live]
         for i, result in zip(live, self.model.infer(images, [(items[i].width, items[i].height) for i in live]), strict=True):
