@@ -97,6 +97,7 @@ class ConsumerActor:
         self.latencies_ms: deque[int] = deque(maxlen=5000)
         self.lag: dict[str, int] = {}
         self.batches = 0
+        self.loop_restarts = 0
         self.last_error: str | None = None
 
     @property
@@ -127,7 +128,7 @@ class ConsumerActor:
         )
         await self.consumer.start()
         self._subscribe()
-        self.task = asyncio.create_task(self._loop())
+        self.task = asyncio.create_task(self._supervised())
 
     def _subscribe(self) -> None:
         topics = sorted(self.spec.topic(c.id) for c in self.spec.cameras)
@@ -139,6 +140,32 @@ class ConsumerActor:
         self.spec = FleetSpec.model_validate_json(spec_json)
         if self.consumer is not None and {self.spec.topic(c.id) for c in self.spec.cameras} != old_topics:
             self._subscribe()
+
+    async def _supervised(self) -> None:
+        """The consume loop, started again when it dies of an unexpected error: the group member would keep
+        heartbeating with no loop behind it, its partitions never reassigned and nothing alerting. It resumes
+        from the committed offsets, so what was in flight is read again (at-least-once), and counts it."""
+        while True:
+            try:
+                await self._loop()
+                return
+            except Exception as err:  # noqa: BLE001 - whatever killed it, the partitions must keep moving
+                if self.stopping:
+                    self._note_error(f"the consume loop died while stopping: {type(err).__name__}: {err}")
+                    return
+                self.loop_restarts += 1
+                metrics.consumer_loop_restarts().inc()
+                self._note_error(f"the consume loop died ({type(err).__name__}: {err}); starting it again from the committed offsets")
+                await asyncio.sleep(1)
+                await self._resume_from_committed()
+
+    async def _resume_from_committed(self) -> None:
+        await asyncio.gather(*(b.task for b in self.inflight), return_exceptions=True)
+        self.inflight.clear()
+        if assigned := list(self.group.assignment()):
+            committed = await self.group.seek_to_committed(*assigned)
+            if never := [tp for tp, offset in committed.items() if not offset]:
+                await self.group.seek_to_beginning(*never)
 
     async def _loop(self) -> None:
         while not self.stopping:
@@ -202,14 +229,14 @@ class ConsumerActor:
 
     async def _handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         spec = self.spec
-        cameras = {c.id for c in spec.cameras}
+        camera_of = {spec.topic(c.id): c.id for c in spec.cameras}
         now_ms = int(time.time() * 1000)
         records: list[ResultRecord] = []
         live: list[tuple[FrameMessage, KafkaPosition]] = []
         with stage("consume", frames=sum(len(m) for m in batch.values())):
             for tp, msgs in batch.items():
                 for rec in msgs:
-                    outcome = self._before_inference(spec, cameras, tp.topic, rec, now_ms)
+                    outcome = self._before_inference(spec, camera_of, tp.topic, rec, now_ms)
                     if isinstance(outcome, ResultRecord):
                         records.append(outcome)
                     else:
@@ -225,20 +252,22 @@ class ConsumerActor:
         self._count(records)
 
     def _before_inference(
-        self, spec: FleetSpec, cameras: set[str], topic: str, rec: ConsumerRecord, now_ms: int
+        self, spec: FleetSpec, camera_of: dict[str, str], topic: str, rec: ConsumerRecord, now_ms: int
     ) -> ResultRecord | tuple[FrameMessage, KafkaPosition]:
         """The outcome of a message decided before inference (malformed, foreign, failed at the producer,
-        stale), or the frame and its position when it goes to the models."""
+        stale), or the frame and its position when it goes to the models. A message that is not its topic's
+        camera's is counted under that camera: an id read from the message would add a metric label and a
+        ledger row per message."""
         at = KafkaPosition(topic=rec.topic, partition=rec.partition, offset=rec.offset)
+        topic_camera = camera_of.get(topic, topic)  # the group subscribes to the fleet's topics only
         try:
             msg = parse_frame_message(rec.value)
         except MessageError as err:
-            record = ResultRecord.unreadable(topic.removeprefix(spec.kafka.topic_prefix), at, str(err))
-            value = rec.value.decode("utf-8", "replace") if rec.value else None
-            return record.model_copy(update={"value": value})
-        if msg.camera_id not in cameras or spec.topic(msg.camera_id) != topic:
+            return ResultRecord.unreadable(topic_camera, at, str(err), rec.value)
+        if msg.camera_id != camera_of.get(topic):
             text = f"camera {msg.camera_id!r} is not a camera of this fleet on topic {topic}"
-            return ResultRecord.of_frame(msg, at, now_ms, reason=Reason.UNKNOWN_CAMERA, message=text)
+            foreign = ResultRecord.of_frame(msg, at, now_ms, reason=Reason.UNKNOWN_CAMERA, message=text)
+            return foreign.model_copy(update={"camera_id": topic_camera})
         if msg.producer_error is not None:  # sampled but never stored: announced so it is not lost silently
             return ResultRecord.of_frame(msg, at, now_ms, reason=msg.producer_error, message="the producer could not store this frame")
         if past(msg.deadline_ms(spec.consumer.max_frame_age_ms), now_ms):
@@ -272,7 +301,7 @@ class ConsumerActor:
         from Kafka alone) and the dead-letter topic (failed frames, with the raw message when unreadable)."""
         assert self.producer is not None
         # The raw value of an unreadable message goes to the dead-letter topic only.
-        rows = [r.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"value"}) for r in records]
+        rows = [r.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"value", "value_bytes"}) for r in records]
         if self.log is not None:
             await asyncio.to_thread(self._write_log, rows)
         k = self.spec.kafka
@@ -327,6 +356,7 @@ class ConsumerActor:
             latencies_ms=list(self.latencies_ms),
             lag=dict(self.lag),
             batches=self.batches,
+            loop_restarts=self.loop_restarts,
             last_error=self.last_error,
         )
 

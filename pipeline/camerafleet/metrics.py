@@ -134,6 +134,11 @@ def consumer_lag() -> KeptGauge:
 
 
 @cache
+def consumer_loop_restarts() -> ray_metrics.Counter:
+    return _counter(t.CONSUMER_LOOP_RESTARTS)
+
+
+@cache
 def source_problems() -> ray_metrics.Counter:
     return _counter(t.SOURCE_PROBLEMS)
 

@@ -117,6 +117,7 @@ class ConsumerStats:
     latencies_ms: list[int] = field(default_factory=list)  # the most recent processed frames'
     lag: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> messages not yet consumed
     batches: int = 0
+    loop_restarts: int = 0
     last_error: str | None = None
 
     @property

@@ -15,10 +15,11 @@ import numpy as np
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
 from ray import serve
 
 from camerafleet.api.manifest import load_manifest
+from camerafleet.api.messages import MAX_DEAD_LETTER_VALUE_BYTES
 from camerafleet.bucket import open_bucket
 from camerafleet.serving.app import fleet_app
 from camerafleet.serving.ingress import MAX_FRAMES_PER_REQUEST
@@ -75,6 +76,8 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
         7: (frame("1", 7, f"{root}/../../etc/passwd"), "uri_outside_bucket"),
         8: (frame("1", 8, "file:///etc/passwd"), "uri_outside_bucket"),
         9: (frame("1", 9, "s3://another-bucket/1/x.jpg"), "uri_outside_bucket"),
+        10: (np.random.default_rng(10).bytes(2 * 2**20), "malformed_message"),
+        11: (frame("cam-" + "x" * 59, 11, bucket.put("1/free-text.jpg", good)), "unknown_camera"),
     }
     inputs = {
         0: "a good frame among the bad ones",
@@ -87,6 +90,8 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
         7: "frame URI <bucket>/../../etc/passwd",
         8: "frame URI file:///etc/passwd",
         9: "frame URI in another S3 bucket",
+        10: "2 MB of random bytes (the topic takes messages up to 4 MB)",
+        11: "frame of a 63-character camera id the fleet does not have",
     }
     rows = {
         seq: fault_report.row(
@@ -97,7 +102,17 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
     }
 
     async def inject(runner):
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap)
+        # A broker set up for large messages (some are): the 2 MB message is accepted, and its dead-letter record
+        # must still fit the dead-letter topic's default limit (1 MB).
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
+        await admin.start()
+        try:
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, "badinput_camera_1", {"max.message.bytes": str(4 * 2**20)})]
+            )
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap, max_request_size=4 * 2**20)
         await producer.start()
         try:
             for value, _ in cases.values():
@@ -146,11 +161,14 @@ def test_bad_input_fails_with_reasons_and_offsets_advance(tmp_path, kafka_server
             continue
         r = by_seq[seq]
         assert (r["outcome"] if expected == "processed" else r["reason"]) == expected, r
-    assert len(malformed) == 2 and all(r["cameraId"] == "1" and "offset" in r for r in malformed)
+    assert len(malformed) == 3 and all(r["cameraId"] == "1" and "offset" in r for r in malformed)
+    assert {r["cameraId"] for r in results} == {"1"}, "every outcome counted under the topic's camera: no label from a message"
     assert by_seq[0]["models"]["objects"]["detections"], "the good frame went through the HTTP transport"
 
     dead = asyncio.run(topic_values(kafka_server.bootstrap, "badinput_deadletter", len(cases) - 1))
     assert sorted(d["reason"] for d in dead) == sorted(e for _, e in cases.values() if e != "processed")
+    [junk] = [d for d in dead if d.get("valueBytes") == 2 * 2**20]
+    assert len(junk["value"].encode()) <= 3 * MAX_DEAD_LETTER_VALUE_BYTES, "the dead-letter record keeps the start of the message"
 
     async def committed() -> int:
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)

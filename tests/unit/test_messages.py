@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from camerafleet.api.messages import FrameMessage, MessageError, parse_frame_message
+from camerafleet.api.messages import FrameMessage, KafkaPosition, MessageError, ResultRecord, parse_frame_message
 
 GOOD = {"cameraId": "1", "seq": 3, "epochMs": 1, "captureTsMs": 2, "uri": "file:///b/1/x.jpg", "width": 640, "height": 480}
 
@@ -107,3 +107,14 @@ def test_hostile_frame_messages_fail_cleanly(fault_report):
     row.happened = (
         f"900 messages: only FrameMessage or MessageError, every field error named its field ({time.monotonic() - started:.1f} s)"
     )
+
+
+def test_a_dead_letter_record_keeps_the_start_of_a_message_it_cannot_read_and_its_size():
+    """Issue 24: the whole raw message went into the record; a message of a few hundred KB made a record over Kafka's
+    limit, the send failed, and the batch was read again forever."""
+    at = KafkaPosition(topic="camera_1", partition=0, offset=7)
+    raw = bytes(range(256)) * (8 * 1024)  # 2 MiB, not UTF-8
+    record = ResultRecord.unreadable("1", at, "not JSON", raw)
+    assert record.value_bytes == len(raw) and record.value is not None
+    assert len(orjson.dumps(record.to_dict())) < 1024 * 1024
+    assert ResultRecord.unreadable("1", at, "empty message value", None).value is None

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from camerafleet.api.outcomes import Outcome, Reason
 
 SCHEMA_VERSION: Literal[1] = 1
+# What a dead-letter record keeps of a message it could not read: far below Kafka's 1 MB default limit, with
+# the rest of the record (a few hundred bytes) and UTF-8 replacements (up to 3 bytes each) on top.
+MAX_DEAD_LETTER_VALUE_BYTES = 64 * 1024
 
 
 class FrameMessage(BaseModel):
@@ -137,7 +140,13 @@ class ResultRecord(BaseModel):
     topic: str = Field(description="Kafka topic of the frame's announcement.")
     partition: int = Field(description="Its partition.")
     offset: int = Field(description="Its offset.")
-    value: str | None = Field(default=None, description="The raw message, on the dead-letter topic, when it could not be read.")
+    value: str | None = Field(
+        default=None,
+        description="The raw message (its first 64 KiB, as UTF-8 with replacements), on the dead-letter topic, when it could not be read.",
+    )
+    value_bytes: int | None = Field(
+        default=None, alias="valueBytes", description="The raw message's whole size, when it could not be read."
+    )
 
     @classmethod
     def of_frame(
@@ -171,9 +180,19 @@ class ResultRecord(BaseModel):
         )
 
     @classmethod
-    def unreadable(cls, camera_id: str, at: KafkaPosition, error: str) -> ResultRecord:
-        """A message that is not a frame announcement at all."""
-        return cls(camera_id=camera_id, outcome=Outcome.FAILED, reason=Reason.MALFORMED_MESSAGE, message=error[:500], **at.model_dump())
+    def unreadable(cls, camera_id: str, at: KafkaPosition, error: str, raw: bytes | None) -> ResultRecord:
+        """A message that is not a frame announcement at all. The dead-letter record keeps the start of it: a
+        whole message of a few hundred KB would make a record over Kafka's size limit, which no retry sends."""
+        raw = raw or b""
+        return cls(
+            camera_id=camera_id,
+            outcome=Outcome.FAILED,
+            reason=Reason.MALFORMED_MESSAGE,
+            message=error[:500],
+            value=raw[:MAX_DEAD_LETTER_VALUE_BYTES].decode("utf-8", "replace") or None,
+            value_bytes=len(raw),
+            **at.model_dump(),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

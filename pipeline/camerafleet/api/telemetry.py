@@ -74,6 +74,11 @@ MODEL_MAX_REPLICAS = _ray(
     "model",
 )
 CONSUMER_LAG = _ray("camerafleet_consumer_lag", G, "Messages not yet consumed, per camera topic partition.", "topic", "partition")
+CONSUMER_LOOP_RESTARTS = _ray(
+    "camerafleet_consumer_loop_restarts",
+    C,
+    "Times a consumer's loop died of an unexpected error and was started again from the committed offsets.",
+)
 SOURCE_PROBLEMS = _ray(
     "camerafleet_source_problems",
     C,
@@ -131,6 +136,7 @@ PIPELINE_METRICS = (
     MODEL_BATCH_SIZE,
     MODEL_MAX_REPLICAS,
     CONSUMER_LAG,
+    CONSUMER_LOOP_RESTARTS,
     SOURCE_PROBLEMS,
     SOURCE_UP,
     SLOTS_SHED,

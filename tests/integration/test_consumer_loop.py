@@ -1,0 +1,76 @@
+"""A consumer whose loop dies of an unexpected error, against the real broker: the group member would keep
+heartbeating with no loop behind it (its partitions never reassigned, nothing alerting). The loop is started
+again from the committed offsets, counted, and every message still gets its result."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from camerafleet.api.manifest import load_manifest
+from camerafleet.consumer import ConsumerActor
+from camerafleet.topics import wait_committed
+from tests.fixtures.pipeline import write_fleet, yolo_model
+from tests.integration.test_pipeline import topic_values
+
+pytestmark = pytest.mark.integration
+MESSAGES = 6
+CATCH_UP_S = 120  # a busy 2-core machine; each frame fails fast (no inference service answers)
+
+
+def test_a_consumer_loop_that_dies_is_started_again_and_loses_nothing(tmp_path, kafka_server, ray_cluster):
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "loopdies",
+        kafka_server.bootstrap,
+        cameras=[{"id": "1", "source": "synthetic:"}],
+        models=[yolo_model()],
+        consumer={"maxFrameAgeMs": 600_000},
+        serving={"appName": "loopdies", "routePrefix": "/loopdies", "url": "http://127.0.0.1:9/loopdies"},  # nothing listens
+    )
+    spec = load_manifest(manifest).spec
+    consumer = ConsumerActor.__ray_metadata__.modified_class(
+        spec.model_dump_json(by_alias=True), str(tmp_path / "results.jsonl"), "loopdies"
+    )  # type: ignore[attr-defined]
+
+    async def scenario() -> dict[tuple[str, int], int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(t, 1, 1) for t in ("loopdies_camera_1", "loopdies_results", "loopdies_deadletter")])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap)
+        await producer.start()
+        try:
+            for seq in range(MESSAGES):
+                now = int(time.time() * 1000)
+                frame = {"cameraId": "1", "seq": seq, "epochMs": 1, "captureTsMs": now, "uri": f"file://{tmp_path}/frames/1/{seq}.jpg"}
+                await producer.send_and_wait("loopdies_camera_1", orjson.dumps({**frame, "width": 64, "height": 48}), key=b"1")
+        finally:
+            await producer.stop()
+        real_update_lag, died = consumer._update_lag, []
+
+        async def dies_once() -> None:  # a bug in the loop, once, while a batch is in flight
+            if not died and consumer.inflight:
+                died.append(True)
+                raise RuntimeError("a bug in the consume loop")
+            await real_update_lag()
+
+        consumer._update_lag = dies_once
+        await consumer.start()
+        try:
+            return await wait_committed(kafka_server.bootstrap, "loopdies", {("loopdies_camera_1", 0): MESSAGES}, CATCH_UP_S)
+        finally:
+            await consumer.stop()
+
+    behind = asyncio.run(scenario())
+    assert not behind, f"the group did not commit every message after the loop died: {behind}"
+    assert consumer.loop_restarts == 1 and "the consume loop died (RuntimeError" in (consumer.last_error or "")
+    results = asyncio.run(topic_values(kafka_server.bootstrap, "loopdies_results", MESSAGES))
+    assert {r["offset"] for r in results} == set(range(MESSAGES)), results
