@@ -2,7 +2,7 @@
 `camerafleet run` and the operator.
 
 Topics are reconciled with the semantics of Strimzi's topic operator: create what is missing; adopt
-what exists; increase partitions; apply topic configs (retention). A partition decrease or a
+what exists; increase partitions; set the fleet's topic configs (retention), key by key. A partition decrease or a
 replication-factor change is refused (NotSupported) and Kafka is left as it is. A topic another fleet
 claimed first is never touched (Conflict; only the operator knows other fleets). `plan_topics` decides,
 purely; `TopicReconciler` reads Kafka and carries the plan out; `ensure_topics` is what a run does at
@@ -22,6 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from camerafleet.api.manifest import FleetSpec
+from camerafleet.kafka_configs import ConfigRefused, set_topic_configs
 
 log = logging.getLogger("camerafleet.kafka")
 
@@ -67,14 +68,18 @@ class TopicPlan:
         return bool(self.create or self.add_partitions or self.alter_configs)
 
 
-def desired_configs(spec: FleetSpec) -> dict[str, str]:
-    return {"retention.ms": str(spec.kafka.retention_ms)}
+def desired_configs(spec: FleetSpec, topic: str) -> dict[str, str]:
+    """What the fleet sets on a topic (only these keys: the rest stays as the broker or an administrator set it).
+    Camera topics keep messages only while their frames are in the bucket; results and dead letters are the
+    record downstream readers catch up from."""
+    k = spec.kafka
+    records = topic in (k.results_topic, k.dead_letter_topic)
+    return {"retention.ms": str(k.results_retention_ms if records else k.retention_ms)}
 
 
 def plan_topics(spec: FleetSpec, existing: dict[str, TopicState], claimed_by_others: dict[str, str]) -> TopicPlan:
     """What to do in Kafka for this fleet. `claimed_by_others` maps topic -> the fleet that owns it."""
     plan = TopicPlan()
-    configs = desired_configs(spec)
     rf = spec.kafka.replication_factor
     for name, partitions in sorted(spec.topics().items()):
         if name in claimed_by_others:
@@ -93,7 +98,7 @@ def plan_topics(spec: FleetSpec, existing: dict[str, TopicState], claimed_by_oth
             plan.not_supported.append(
                 f"topic {name} has replication factor {state.replication_factor}; changing it to {rf} is not supported"
             )
-        changed = {k: v for k, v in configs.items() if state.configs.get(k) != v}
+        changed = {k: v for k, v in desired_configs(spec, name).items() if state.configs.get(k) != v}
         if changed:
             plan.alter_configs[name] = changed
     return plan
@@ -139,18 +144,16 @@ class TopicReconciler:
         try:
             if plan.create:
                 topics = [
-                    NewTopic(n, p, spec.kafka.replication_factor, topic_configs=desired_configs(spec)) for n, p in plan.create.items()
+                    NewTopic(n, p, spec.kafka.replication_factor, topic_configs=desired_configs(spec, n)) for n, p in plan.create.items()
                 ]
                 for start in range(0, len(topics), 100):
                     await self._create(topics[start : start + 100])
                 await self._start_group_at_zero(spec.kafka.consumer_group, plan.create)
             if plan.add_partitions:
                 await self.admin.create_partitions({n: NewPartitions(total_count=p) for n, p in plan.add_partitions.items()})
-            if plan.alter_configs:
-                # AlterConfigs replaces a topic's whole dynamic config: send ours in full.
-                await self.admin.alter_configs(
-                    [ConfigResource(ConfigResourceType.TOPIC, n, configs=desired_configs(spec)) for n in plan.alter_configs]
-                )
+            await set_topic_configs(self.admin, plan.alter_configs)
+        except ConfigRefused as err:
+            raise KafkaUnavailable(f"Kafka at {self.bootstrap} refused a topic change: {err}") from None
         except KafkaError as err:
             raise KafkaUnavailable(f"Kafka at {self.bootstrap} refused a topic change: {err}") from None
 

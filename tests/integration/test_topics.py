@@ -11,9 +11,10 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from camerafleet.api.manifest import FleetSpec
-from camerafleet.topics import ensure_topics, wait_for_group_members
+from camerafleet.topics import TopicReconciler, ensure_topics, wait_for_group_members
 from tests.fixtures.pipeline import wait_until
 
 pytestmark = pytest.mark.integration
@@ -95,3 +96,32 @@ def test_producers_see_when_the_consumer_group_has_members(kafka_server):
 
     alone, stopped, joined = asyncio.run(scenario())
     assert (alone, stopped, joined) == (False, False, True)
+
+
+def test_the_fleet_sets_its_own_configs_key_by_key_and_keeps_results_for_days(kafka_server):
+    """Issue 24: the legacy whole-config AlterConfigs wiped what an administrator had set on a topic, and the results
+    and dead-letter topics got the camera topics' retention (minutes). Now: only retention.ms changes, key by key
+    (IncrementalAlterConfigs), results and dead letters kept 7 days."""
+    bootstrap = kafka_server.bootstrap
+    spec = one_camera_fleet("configs")
+
+    async def scenario() -> dict[str, dict[str, str]]:
+        await ensure_topics(spec, bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:  # an administrator raises the camera topic's message size (a whole-config set, as kafka-configs.sh did)
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, "configs_cam_1", {"max.message.bytes": "2097152", "retention.ms": "120000"})]
+            )
+        finally:
+            await admin.close()
+        edited = spec.model_copy(update={"kafka": spec.kafka.model_copy(update={"retention_ms": 900_000})})
+        await ensure_topics(edited, bootstrap)
+        async with TopicReconciler(bootstrap) as kafka:
+            return {name: state.configs for name, state in (await kafka.describe(list(spec.topics()))).items()}
+
+    configs = asyncio.run(scenario())
+    camera = configs["configs_cam_1"]
+    assert (camera["retention.ms"], camera["max.message.bytes"]) == ("900000", "2097152"), "the administrator's setting stays"
+    week = str(7 * 86_400_000)
+    assert configs["configs_results"]["retention.ms"] == configs["configs_dead"]["retention.ms"] == week

@@ -32,12 +32,30 @@ def state(p, rf=1, retention="600000"):
     return TopicState(partitions=p, replication_factor=rf, configs={"retention.ms": retention})
 
 
+WEEK = str(7 * 86_400_000)
+
+
 def test_plan_creates_missing_and_grows_partitions():
-    existing = {"camera_1": state(1), "camerafleet_results": state(2), "camerafleet_deadletter": state(1)}
+    existing = {"camera_1": state(1), "camerafleet_results": state(2, retention=WEEK), "camerafleet_deadletter": state(1, retention=WEEK)}
     plan = plan_topics(spec(), existing, {})
     assert plan.create == {"camera_2": 2}
     assert plan.add_partitions == {"camera_1": 2}
     assert not plan.not_supported and not plan.conflicts and not plan.alter_configs
+
+
+def test_results_and_dead_letters_are_kept_for_days_and_only_changed_keys_are_set():
+    existing = {
+        "camera_1": state(2),
+        "camera_2": state(2, retention="60000"),
+        "camerafleet_results": state(2),
+        "camerafleet_deadletter": state(1),
+    }
+    plan = plan_topics(spec(), existing, {})
+    assert plan.alter_configs == {
+        "camera_2": {"retention.ms": "600000"},
+        "camerafleet_results": {"retention.ms": WEEK},
+        "camerafleet_deadletter": {"retention.ms": WEEK},
+    }
 
 
 def test_partition_decrease_and_rf_change_are_not_supported():

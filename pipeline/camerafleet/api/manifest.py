@@ -113,6 +113,13 @@ class KafkaSpec(Strict):
         le=MAX_INT,
         description="Retention of camera topics in milliseconds; frame messages are only useful while the frame is in the bucket.",
     )
+    results_retention_ms: int = Field(
+        default=7 * 86_400_000,
+        ge=60_000,
+        le=MAX_INT,
+        description="Retention of the results and dead-letter topics in milliseconds (7 days): a reader that is down for "
+        "a weekend still finds every result when it comes back.",
+    )
     results_topic: str = Field(
         default="camerafleet_results",
         pattern=_TOPIC_PATTERN,
