@@ -75,6 +75,29 @@ class RunOptions:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
 
 
+# A pool member that does not answer a routine call (stats, a new spec, its shards) in this time is left out
+# of that round, logged: a restarting actor answers within seconds, a hung one never would.
+ACTOR_CALL_S = 30.0
+# How long a new consumer may take to join its group and start (Kafka's group join waits up to a rebalance).
+ACTOR_START_S = 120.0
+# The whole stop (producers, drain, consumers, the run's results read back): a job's Ray job is killed
+# RAY_JOB_STOP_WAIT_TIME_S (90 s) after it is asked to stop, and the summary must be written before then.
+# Locally, a longer --drain-timeout gets its drain plus this reserve.
+STOP_BUDGET_S = 80.0
+STOP_RESERVE_S = 20.0
+
+
+class StopBudget:
+    """What is left of the stop's time, shared out to its steps."""
+
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+
+    def left(self, at_most: float, keep: float = 0.0) -> float:
+        """At most `at_most` seconds, leaving `keep` for the steps after it (at least 1 s)."""
+        return max(1.0, min(at_most, self.end - keep - time.monotonic()))
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -275,11 +298,11 @@ class FleetRunner:
             # ray.remote adds `.options`; mypy does not apply class decorators.
             options = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor)  # type: ignore[attr-defined]
             actor = options.remote(spec_json, str(self.results_log), self.fleet.metadata.name)
-            await actor.start.remote()
-            self.consumers.append(actor)
+            self.consumers.append(actor)  # released with the others if it never starts
+            await _answer(actor.start.remote(), ACTOR_START_S, "a new consumer's start")
         while len(self.consumers) > n:
             actor = self.consumers.pop()
-            await actor.stop.remote()
+            await _answers([actor.stop.remote()], ACTOR_START_S)
             ray.kill(actor)
 
     async def rebalance_producers(self, n: int) -> None:
@@ -295,11 +318,16 @@ class FleetRunner:
         plan += [set() for _ in range(len(self.producers) - n)]
         handover = time.time() + HANDOVER_S if any(self.producer_plan) else None
         self.producer_plan = plan
-        await asyncio.gather(*(a.assign.remote(spec_json, sorted(p), handover) for a, p in zip(self.producers, plan, strict=True)))
+        await asyncio.gather(
+            *(
+                _answer(a.assign.remote(spec_json, sorted(p), handover), ACTOR_START_S, "a producer's shards")
+                for a, p in zip(self.producers, plan, strict=True)
+            )
+        )
         while len(self.producers) > n:
             actor = self.producers.pop()
             self.producer_plan.pop()
-            self.note_producer_stats([await actor.stop.remote()])
+            self.note_producer_stats(await _answers([actor.stop.remote()], ACTOR_START_S))
             ray.kill(actor)
 
     # -- while running ---------------------------------------------------------------------------------
@@ -357,7 +385,7 @@ class FleetRunner:
         ):
             self.deploy_serving()
         if self.opts.role in ("all", "consumer"):
-            await asyncio.gather(*(c.update_spec.remote(self.spec.model_dump_json(by_alias=True)) for c in self.consumers))
+            await _answers(c.update_spec.remote(self.spec.model_dump_json(by_alias=True)) for c in self.consumers)
             await self.scale_consumers(self.spec.consumer.actors)
         if self.opts.role in ("all", "producer"):
             await self.rebalance_producers(self.spec.producer.actors)
@@ -454,22 +482,23 @@ class FleetRunner:
 
     # -- stop ----------------------------------------------------------------------------------------
 
-    async def drain(self, kafka: KafkaSpan | None = None) -> None:
+    async def drain(self, kafka: KafkaSpan | None = None, timeout_s: float | None = None) -> None:
         """Wait until consumers have caught up with everything produced, or the drain timeout. With the run's
         Kafka offsets: until the group has committed every camera topic up to its end offset (it commits only
         after writing those frames' results). Without: until no consumer lags and no batch finished for 2 s."""
+        timeout_s = self.opts.drain_timeout_s if timeout_s is None else timeout_s
         if not self.consumers and self.results_start is None:
             return  # a producer-only run with its own results log: nobody's outcomes to wait for
         if kafka is not None:
             want = {(i["topic"], int(p)): end for i in kafka.values() for p, (start, end) in i["offsets"].items() if end > start}
-            behind = await wait_committed(self.bootstrap, self.spec.kafka.consumer_group, want, self.opts.drain_timeout_s)
+            behind = await wait_committed(self.bootstrap, self.spec.kafka.consumer_group, want, timeout_s)
             if behind:
                 self.say(
-                    f"drain: consumers did not catch up within {self.opts.drain_timeout_s:.0f} s ({sum(behind.values())} messages "
+                    f"drain: consumers did not catch up within {timeout_s:.0f} s ({sum(behind.values())} messages "
                     "without results); the rest is reported in flight"
                 )
             return
-        deadline = time.monotonic() + self.opts.drain_timeout_s
+        deadline = time.monotonic() + timeout_s
         quiet_since, last_batches = time.monotonic(), -1
         while time.monotonic() < deadline:
             stats: list[ConsumerStats] = await _answers(c.stats.remote() for c in self.consumers)
@@ -479,17 +508,18 @@ class FleetRunner:
             if sum(s.total_lag for s in stats) == 0 and time.monotonic() - quiet_since > 2.0:
                 return
             await asyncio.sleep(0.5)
-        self.say(f"drain: consumers did not catch up within {self.opts.drain_timeout_s:.0f} s; the rest is reported in flight")
+        self.say(f"drain: consumers did not catch up within {timeout_s:.0f} s; the rest is reported in flight")
 
     async def stop(self) -> dict[str, Any]:
         """Stop producers, drain consumers, stop them; the run's summary."""
         self.say("stopping producers, draining consumers ...")
         produce_seconds = time.monotonic() - self.started
-        self.note_producer_stats(await _answers(a.stop.remote() for a in self.producers))
+        budget = StopBudget(max(STOP_BUDGET_S, self.opts.drain_timeout_s + STOP_RESERVE_S))
+        self.note_producer_stats(await _answers((a.stop.remote() for a in self.producers), budget.left(15)))
         kafka = await self.kafka_ledger() if self.start_offsets else None
-        await self.drain(kafka)
-        await _answers(c.stop.remote() for c in self.consumers)
-        records, results_from = await self.results()
+        await self.drain(kafka, budget.left(self.opts.drain_timeout_s, keep=STOP_RESERVE_S))
+        await _answers((c.stop.remote() for c in self.consumers), budget.left(15, keep=5))
+        records, results_from = await self.results(budget.left(60))
         return build_summary(
             fleet=self.fleet.metadata.name,
             run_id=self.run_id,
@@ -503,14 +533,15 @@ class FleetRunner:
             shards={c.id: c.producer_shards for c in self.spec.cameras},
         )
 
-    async def results(self) -> tuple[list[dict[str, Any]], str]:
-        """The run's results and where they were read: the results log, or the run's span of the results topic."""
+    async def results(self, timeout_s: float = 120.0) -> tuple[list[dict[str, Any]], str]:
+        """The run's results and where they were read: the results log, or the run's span of the results topic
+        (what is not read within `timeout_s` is reported in flight)."""
         if self.results_start is None:
             return read_records(self.results_log), str(self.results_log)
         topic = self.spec.kafka.results_topic
         try:
             end = (await end_offsets(self.bootstrap, [topic]))[topic]
-            values = await read_span(self.bootstrap, topic, self.results_start, end)
+            values = await read_span(self.bootstrap, topic, self.results_start, end, timeout_s)
         except KafkaUnavailable as err:
             self.say(f"ledger: cannot read the run's results from {topic}: {err}; they are reported in flight")
             return [], f"kafka topic {topic} (unreadable: {err})"
@@ -549,12 +580,22 @@ class FleetRunner:
             self.deployed_app = None
 
 
-async def _answers(calls: Any) -> list[Any]:
-    """Results of actor calls, leaving out members that are dead or restarting (logged)."""
-    results = await asyncio.gather(*calls, return_exceptions=True)
+async def _answers(calls: Any, timeout_s: float = ACTOR_CALL_S) -> list[Any]:
+    """Results of actor calls, leaving out members that are dead, restarting or do not answer within
+    `timeout_s` (logged)."""
+    results = await asyncio.gather(*(asyncio.wait_for(c, timeout_s) for c in calls), return_exceptions=True)
     for err in (r for r in results if isinstance(r, BaseException)):
-        log.warning("a pool member did not answer: %s", type(err).__name__)
+        why = f"no answer within {timeout_s:.0f} s" if isinstance(err, TimeoutError) else type(err).__name__
+        log.warning("a pool member did not answer: %s", why)
     return [r for r in results if not isinstance(r, BaseException)]
+
+
+async def _answer(call: Any, timeout_s: float, what: str) -> Any:
+    """One actor call that must succeed (a start, an assignment), within `timeout_s`."""
+    try:
+        return await asyncio.wait_for(call, timeout_s)
+    except TimeoutError:
+        raise RuntimeError(f"{what} did not finish within {timeout_s:.0f} s; is the Ray cluster short of CPUs? (`ray status`)") from None
 
 
 async def run_fleet(fleet: CameraFleet, opts: RunOptions) -> dict[str, Any]:
