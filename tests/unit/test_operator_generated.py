@@ -60,3 +60,20 @@ def test_ray_version_agrees_everywhere():
     assert RAY_VERSION == pinned == version("ray")
     service = yaml.safe_load((ROOT / "rayservice.yaml").read_text())
     assert service["spec"]["rayClusterConfig"]["rayVersion"] == RAY_VERSION
+
+
+def test_every_list_map_and_number_of_the_crd_is_bounded():
+    """Issue 24: the API server accepted a fleet of any number of cameras, models or partitions (each a Kafka topic,
+    a Serve deployment, work for the operator): every array, map and number has a bound now."""
+    schema = crd.camerafleet_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    unbounded = []
+    for path, node in walk(schema):
+        kind = node.get("type")
+        if kind == "array" and "maxItems" not in node:
+            unbounded.append(path)
+        elif kind == "object" and "additionalProperties" in node and "maxProperties" not in node:
+            unbounded.append(path)
+        elif kind in ("integer", "number") and "maximum" not in node:
+            unbounded.append(path)
+    assert not unbounded, unbounded
+    assert schema["properties"]["cameras"]["maxItems"] == 4096 and schema["properties"]["models"]["maxItems"] == 16

@@ -30,6 +30,10 @@ _TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,200}$"
 # Upper bound of otherwise unbounded integers: Kafka configs are Java longs and Kubernetes stores int64,
 # but CRD schema bounds are float64, exact only up to 2**53 (2**63 - 1 rounds up and overflows there).
 MAX_INT = 2**53
+# Bounds the API server enforces too (the CRD is generated from these models): a fleet's size is the
+# operator's and Kafka's work, so no manifest may ask for an unbounded amount of either.
+MAX_CAMERAS = 4096
+MAX_MODELS = 16
 CONFIG_MAP_KEY = "fleet.yaml"  # the key of the manifest in the ConfigMap the operator writes for a fleet
 
 
@@ -55,6 +59,7 @@ class CameraSpec(Strict):
     )
     source: str = Field(
         min_length=1,
+        max_length=2048,
         description="Where frames come from: a video file path (played at its own frame rate, looping), "
         "a live camera URL (rtsp:// or rtsps:// H.264/H.265, RTSP over TCP; http:// or https:// MJPEG or another "
         "stream FFmpeg reads), or `synthetic:` (optionally `synthetic:WIDTHxHEIGHT@FPS`) for a built-in generated scene.",
@@ -388,7 +393,7 @@ class YoloParams(Strict):
     nms_iou_threshold: float = Field(default=0.45, gt=0, le=1, description="Same-class boxes overlapping above this IoU are suppressed.")
     max_detections: int = Field(default=300, ge=1, le=10_000, description="Most boxes kept per frame after NMS.")
     class_names: list[str] = Field(
-        default_factory=list, description="Label of each class index; class indices are used as labels when empty."
+        default_factory=list, max_length=10_000, description="Label of each class index; class indices are used as labels when empty."
     )
 
 
@@ -399,7 +404,12 @@ class CameraHealthParams(Strict):
     covered_contrast_max: float = Field(
         default=8.0, ge=0, le=255, description="Grey-level standard deviation below which a camera is `covered` (uniform view)."
     )
-    blurred_sharpness_max: float = Field(default=20.0, ge=0, description="Variance of the Laplacian below which a camera is `blurred`.")
+    blurred_sharpness_max: float = Field(
+        default=20.0,
+        ge=0,
+        le=1020**2,  # the 4-neighbour Laplacian of 8-bit pixels lies in [-1020, 1020]
+        description="Variance of the Laplacian below which a camera is `blurred`.",
+    )
 
 
 ModelType = Literal["face", "yolo", "camera-health"]
@@ -527,8 +537,8 @@ class Placement(Strict):
     """Where a group's Pods may run: on a cluster whose node pools are all tainted, a group without a
     toleration never schedules."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods must run on (e.g. a GPU node pool).")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pods tolerate (e.g. nvidia.com/gpu).")
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32, description="Node labels the pods must run on (e.g. a GPU node pool).")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints the pods tolerate (e.g. nvidia.com/gpu).")
 
 
 class HeadSpec(PodResources, Placement):
@@ -564,6 +574,7 @@ class KubernetesSpec(Strict):
     service_account_name: str | None = Field(default=None, description="ServiceAccount of the Ray pods (default: the namespace's default).")
     env_from_secrets: list[str] = Field(
         default_factory=list,
+        max_length=32,
         description="Secrets whose keys become environment variables of every Ray pod: S3 credentials "
         "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and camera URLs named by cameras[].sourceSecretEnv.",
     )
@@ -608,8 +619,14 @@ class KubernetesSpec(Strict):
 
 
 class FleetSpec(Strict):
-    cameras: list[CameraSpec] = Field(min_length=1, description="The cameras of the fleet.")
-    models: list[ModelSpec] = Field(min_length=1, description="The models every frame is sent to, concurrently.")
+    cameras: list[CameraSpec] = Field(
+        min_length=1,
+        max_length=MAX_CAMERAS,
+        description=f"The cameras of the fleet (at most {MAX_CAMERAS}: each is a Kafka topic and a line of the fleet's status).",
+    )
+    models: list[ModelSpec] = Field(
+        min_length=1, max_length=MAX_MODELS, description=f"The models every frame is sent to, concurrently (at most {MAX_MODELS})."
+    )
     kafka: KafkaSpec = Field(default_factory=KafkaSpec, description="Kafka connection and topics.")
     bucket: BucketSpec = Field(default_factory=BucketSpec, description="Frame storage between producers and the inference service.")
     producer: ProducerSpec = Field(default_factory=ProducerSpec, description="The producer actor pool.")
@@ -679,7 +696,7 @@ class ServingAppSpec(Strict):
     Cameras, producers and consumers are not in it, so editing them never redeploys the models."""
 
     fleet: str = Field(pattern=_ID_PATTERN, description="The fleet's name; labels the models' metrics.")
-    models: list[ModelSpec] = Field(min_length=1, description="The models every frame is sent to.")
+    models: list[ModelSpec] = Field(min_length=1, max_length=MAX_MODELS, description="The models every frame is sent to.")
     bucket: BucketSpec = Field(description="Where the ingress fetches frames (and s3:// models come from).")
     serving: ServingSpec = Field(description="The Ray Serve application.")
     max_frame_age_ms: int = Field(
