@@ -66,14 +66,12 @@ def test_every_list_map_and_number_of_the_crd_is_bounded():
     """Issue 24: the API server accepted a fleet of any number of cameras, models or partitions (each a Kafka topic,
     a Serve deployment, work for the operator): every array, map and number has a bound now."""
     schema = crd.camerafleet_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    unbounded = []
-    for path, node in walk(schema):
-        kind = node.get("type")
-        if kind == "array" and "maxItems" not in node:
-            unbounded.append(path)
-        elif kind == "object" and "additionalProperties" in node and "maxProperties" not in node:
-            unbounded.append(path)
-        elif kind in ("integer", "number") and "maximum" not in node:
-            unbounded.append(path)
+    bound_of = {"array": "maxItems", "integer": "maximum", "number": "maximum"}
+    unbounded = [
+        path
+        for path, node in walk(schema)
+        if (node.get("type") in bound_of and bound_of[node["type"]] not in node)
+        or ("additionalProperties" in node and "maxProperties" not in node)
+    ]
     assert not unbounded, unbounded
     assert schema["properties"]["cameras"]["maxItems"] == 4096 and schema["properties"]["models"]["maxItems"] == 16
