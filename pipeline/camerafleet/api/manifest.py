@@ -537,8 +537,12 @@ class Placement(Strict):
     """Where a group's Pods may run: on a cluster whose node pools are all tainted, a group without a
     toleration never schedules."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32, description="Node labels the pods must run on (e.g. a GPU node pool).")
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Taints the pods tolerate (e.g. nvidia.com/gpu).")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, max_length=32, description="Node labels the pods must run on (e.g. a GPU node pool)."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints the pods tolerate (e.g. nvidia.com/gpu)."
+    )
 
 
 class HeadSpec(PodResources, Placement):
