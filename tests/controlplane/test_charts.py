@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from camerafleet_dev.devservers import helm as helm_mod
+from camerafleet_dev.generators import chart_files
 from camerafleet_dev.generators.crd import CRD_PATH
 from camerafleet_operator.render import LABEL_FLEET
 from tests.fixtures.prometheus import RULES, SCRAPE_S, dashboard_queries, empty_or_unlabelled
@@ -220,12 +221,26 @@ def test_install_creates_the_operator_objects(installed, controlplane) -> None:
     get("serviceaccount", FULLNAME, "-n", INSTALL_NS)
     service = get("service", f"{FULLNAME}-metrics", "-n", INSTALL_NS)
     assert {p["port"] for p in service["spec"]["ports"]} == {9090, 8080}
-    role = get("clusterrole", FULLNAME)
-    shipped = yaml.safe_load((ROOT / "operator" / "config" / "rbac" / "role.yaml").read_text())["rules"]
-    normalized = [{k: v for k, v in r.items() if k in ("apiGroups", "resources", "verbs")} for r in role["rules"]]
-    assert normalized == shipped
-    binding = get("clusterrolebinding", FULLNAME)
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": INSTALL_NS}]
+    shipped = chart_files.role_rules()
+    for role_name, installed_name in (("camerafleet-operator", FULLNAME), ("camerafleet-operator-cluster", f"{FULLNAME}-cluster")):
+        role = get("clusterrole", installed_name)
+        normalized = [{k: v for k, v in r.items() if k in ("apiGroups", "resources", "verbs")} for r in role["rules"]]
+        assert normalized == shipped[role_name], installed_name
+    subject = [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": INSTALL_NS}]
+    assert get("clusterrolebinding", f"{FULLNAME}-cluster")["subjects"] == subject
+    # Issue 24: with watchNamespaces the rights to change things are bound in those namespaces only.
+    assert get("rolebinding", FULLNAME, "-n", INSTALL_NS)["subjects"] == subject
+    assert controlplane.kubectl("get", "clusterrolebinding", FULLNAME).returncode != 0, "no cluster-wide binding of the write rules"
+    account = f"system:serviceaccount:{INSTALL_NS}:{FULLNAME}"
+
+    def can(*args: str) -> bool:
+        return controlplane.kubectl("auth", "can-i", *args, f"--as={account}").stdout.strip() == "yes"
+
+    assert can("create", "rayjobs.ray.io", "-n", INSTALL_NS) and can("patch", "configmaps", "-n", INSTALL_NS)
+    assert can("list", "camerafleets.camerafleet.io", "--all-namespaces"), "reads every fleet (topic claims across namespaces)"
+    for verb, resource in (("create", "rayjobs.ray.io"), ("patch", "configmaps"), ("create", "roles.rbac.authorization.k8s.io")):
+        assert not can(verb, resource, "-n", "default"), f"{verb} {resource} outside the watched namespaces"
+    assert not can("patch", "camerafleets.camerafleet.io", "-n", "default")
 
 
 def _operator_panels_have_data(prom, started: float) -> None:

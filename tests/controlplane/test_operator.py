@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from camerafleet.api.manifest import manifest_from_text
 from camerafleet.manifest_source import ConfigMapManifest, ManifestUnreadable
 from camerafleet.topics import TopicReconciler
+from camerafleet_dev.generators import chart_files
 from camerafleet_dev.generators.crd import CRD_PATH
 
 pytestmark = pytest.mark.controlplane
@@ -94,14 +95,15 @@ def operator_kubeconfig(controlplane, c: Cluster, tmp: Path) -> Path:
     for ns in (c.ns, OPERATOR_NS):
         c.kubectl("create", "namespace", ns, check=False)
     c.kubectl("apply", "-f", str(ROOT / "operator" / "config" / "rbac" / "role.yaml"))
-    c.kubectl(
-        "create",
-        "clusterrolebinding",
-        "camerafleet-operator",
-        "--clusterrole=camerafleet-operator",
-        f"--serviceaccount={OPERATOR_NS}:camerafleet-operator",
-        check=False,
-    )
+    for role in ("camerafleet-operator", "camerafleet-operator-cluster"):  # the chart without watchNamespaces
+        c.kubectl(
+            "create",
+            "clusterrolebinding",
+            role,
+            f"--clusterrole={role}",
+            f"--serviceaccount={OPERATOR_NS}:camerafleet-operator",
+            check=False,
+        )
     return controlplane.service_account_kubeconfig(OPERATOR_NS, "camerafleet-operator", tmp / "kubeconfig")
 
 
@@ -379,10 +381,8 @@ def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_pa
         "(Secrets, Pods, exec, RBAC escalation, impersonation, CRD changes, ...)",
         f"every one refused by the real API server; the {len(NEEDED)} rights it needs granted",
     )
-    chart_rules = yaml.safe_load((ROOT / "charts" / "camerafleet-operator" / "files" / "rbac-rules.yaml").read_text())
-    assert chart_rules == yaml.safe_load((ROOT / "operator" / "config" / "rbac" / "role.yaml").read_text())["rules"], (
-        "the tests bind role.yaml; the chart must ship the same rules"
-    )
+    shipped = {name: yaml.safe_load(path.read_text()) for name, path in chart_files.CHART_RULES.items()}
+    assert shipped == chart_files.role_rules(), "the tests bind role.yaml; the chart must ship the same rules"
     sa = controlplane.service_account_kubeconfig(OPERATOR_NS, "camerafleet-operator", tmp_path / "kubeconfig")
     env = {**os.environ, "KUBECONFIG": str(sa)}
 

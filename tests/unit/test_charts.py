@@ -26,8 +26,9 @@ _METRIC = re.compile(r"\b((?:ray_|camerafleet_)[a-zA-Z0-9_]+)\b")
 
 def test_chart_copies_of_the_crd_and_rbac_rules_are_current() -> None:
     assert crd.CHART_CRD_PATH.read_text() == crd.CRD_PATH.read_text()
-    role = yaml.safe_load(chart_files.ROLE_PATH.read_text())
-    assert yaml.safe_load(chart_files.CHART_RULES_PATH.read_text()) == role["rules"]
+    rules = chart_files.role_rules()
+    for name, path in chart_files.CHART_RULES.items():
+        assert yaml.safe_load(path.read_text()) == rules[name], path
 
 
 def _ray_exported(kind: str, name: str) -> set[str]:
