@@ -30,9 +30,11 @@ from camerafleet.topics import KafkaUnavailable, TopicReconciler
 from camerafleet_operator import metrics
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.reconcile import ReconcileResult, reconcile_fleet, topic_claims
+from camerafleet_operator.validate import ClusterPolicy
 
 SETTINGS = Settings.from_env()
 RESYNC_SECONDS = SETTINGS.resync_seconds
+POLICY = ClusterPolicy.of(SETTINGS)
 KUBE_RETRY_S = 10.0
 log = logging.getLogger("camerafleet.operator")
 
@@ -77,7 +79,7 @@ def api_problem(err: ApiException | TransportError) -> str:
 
 async def _reconcile(snapshot: dict[str, Any], kube: Kube) -> ReconcileResult:
     try:
-        return await reconcile_fleet(snapshot, kube, allow_local_addresses=SETTINGS.allow_local_addresses)
+        return await reconcile_fleet(snapshot, kube, policy=POLICY)
     except (ApiException, TransportError) as err:
         meta = snapshot.get("metadata") or {}
         metrics.record_error(meta.get("namespace", ""), meta.get("name", ""))

@@ -25,7 +25,7 @@ from camerafleet_operator import render
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.observe import job_condition, service_condition, upgrade_condition
 from camerafleet_operator.status import Conditions, Event, FleetStatus, JobState, phase_of
-from camerafleet_operator.validate import cluster_problems, operator_bootstrap
+from camerafleet_operator.validate import DEFAULT_POLICY, ClusterPolicy, cluster_problems, operator_bootstrap
 
 log = logging.getLogger("camerafleet.operator")
 
@@ -131,14 +131,14 @@ async def reconcile_fleet(
     kube: Kube,
     now: datetime | None = None,
     topic_admin: Callable[[str], TopicReconciler] = TopicReconciler,
-    allow_local_addresses: bool = False,
+    policy: ClusterPolicy = DEFAULT_POLICY,
 ) -> ReconcileResult:
     """One pass over a fleet: its topics (through `topic_admin`, Kafka), its Kubernetes objects (through
     `kube`), and the status and events that describe what was observed."""
     meta = body["metadata"]
     status = FleetStatus.model_validate({k: v for k, v in (body.get("status") or {}).items() if k in _FIELDS})
     p = _Pass(body, kube, now or datetime.now(UTC), Conditions(status.conditions, meta.get("generation")), meta["name"], meta["namespace"])
-    spec, problems = await _checked_spec(p, allow_local_addresses)
+    spec, problems = await _checked_spec(p, policy)
     if spec is None:  # nothing is touched: one Warning event (Ready's), the other conditions say why they wait
         p.conds.invalid(problems)
         return _result(p, status, {})
@@ -179,14 +179,14 @@ def _result(p: _Pass, status: FleetStatus, update: dict[str, Any]) -> ReconcileR
     return ReconcileResult(new, p.conds.events, p.retry_after, p.retry_reason)
 
 
-async def _checked_spec(p: _Pass, allow_local_addresses: bool) -> tuple[FleetSpec | None, list[str]]:
+async def _checked_spec(p: _Pass, policy: ClusterPolicy) -> tuple[FleetSpec | None, list[str]]:
     """The fleet's spec, or None and every problem that keeps it from running on this cluster."""
     try:
         spec = FleetSpec.model_validate(p.body.get("spec") or {})
     except ValidationError as err:
         text = format_validation_error(err, f"CameraFleet {p.namespace}/{p.name}").split("\n", 1)[-1]
         return None, [line.strip(" -") for line in text.splitlines()]
-    problems = cluster_problems(p.name, spec, allow_local_addresses=allow_local_addresses)
+    problems = cluster_problems(p.name, spec, policy)
     problems += await missing_references(p.kube, p.namespace, spec)
     return (None if problems else spec), problems
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from camerafleet.api.manifest import FleetSpec, PodResources
+from camerafleet.api.settings import Settings
 
 # KubeRay (v1.6, utils/validation.go): RayJob and RayService names are DNS-1035 labels of at most 47
 # characters (a RayCluster name's 53 less the 6 of its suffix); the fleet's objects add "-producer",
@@ -55,16 +57,37 @@ def _group_problems(field: str, resources: PodResources) -> list[str]:
     return problems
 
 
-def cluster_problems(name: str, spec: FleetSpec, *, allow_local_addresses: bool = False) -> list[str]:
+@dataclass(frozen=True)
+class ClusterPolicy:
+    """What the operator's installation allows fleets (the chart's values, through the operator's environment)."""
+
+    allow_local_addresses: bool = False  # a development control plane where nothing runs in Pods
+    allowed_images: tuple[str, ...] = ()  # image prefixes fleets may run; empty: any
+
+    @classmethod
+    def of(cls, settings: Settings) -> ClusterPolicy:
+        return cls(settings.allow_local_addresses, settings.allowed_images)
+
+
+DEFAULT_POLICY = ClusterPolicy()
+
+
+def cluster_problems(name: str, spec: FleetSpec, policy: ClusterPolicy = DEFAULT_POLICY) -> list[str]:
     """Every reason the fleet cannot run on a cluster, as `field: problem; what to do` lines (empty: none)."""
     problems: list[str] = []
+    image = spec.kubernetes.image
+    if policy.allowed_images and not image.startswith(policy.allowed_images):
+        problems.append(
+            f"spec.kubernetes.image {image}: not an image this cluster's operator allows ({', '.join(policy.allowed_images)}); "
+            "ask its administrators, or use one of those"
+        )
     if len(name) > MAX_FLEET_NAME:
         problems.append(
             f"metadata.name: {len(name)} characters; at most {MAX_FLEET_NAME} (KubeRay limits the RayJob names derived from it)"
         )
     if not _DNS_1035.match(name):
         problems.append(f"metadata.name {name!r}: must start with a letter and hold only a-z, 0-9 and '-' (KubeRay needs DNS-1035 names)")
-    if not allow_local_addresses:
+    if not policy.allow_local_addresses:
         local = [s for s in spec.kafka.bootstrap_servers.split(",") if _is_local_host(s.strip().rsplit(":", 1)[0])]
         if local:
             problems.append(

@@ -106,10 +106,17 @@ def test_rendered_manifests_pass_server_side_dry_run(helm, controlplane) -> None
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert not any(d["kind"] == "ServiceMonitor" for d in _docs(helm("template", "mon", str(OPERATOR_CHART)).stdout))
 
-    namespaced = _docs(helm("template", "ns", str(OPERATOR_CHART), "--set", "watchNamespaces={a,b}").stdout)
+    namespaced = _docs(
+        helm(
+            "template", "ns", str(OPERATOR_CHART), "--set", "watchNamespaces={a,b}", "--set", "allowedImages={registry.example.com/vision/}"
+        ).stdout
+    )
     deployment = next(d for d in namespaced if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][:4] == ["--namespace", "a", "--namespace", "b"]
+    assert {"name": "CAMERAFLEET_ALLOWED_IMAGES", "value": "registry.example.com/vision/"} in container["env"]
+    assert sorted(d["metadata"]["namespace"] for d in namespaced if d["kind"] == "RoleBinding") == ["a", "b"]
+    assert [d["metadata"]["name"] for d in namespaced if d["kind"] == "ClusterRoleBinding"] == ["ns-camerafleet-operator-cluster"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "CAMERAFLEET_RESYNC_SECONDS", "value": "30"} in container["env"]

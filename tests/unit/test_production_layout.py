@@ -8,8 +8,9 @@ import yaml
 
 from camerafleet.api.manifest import parse_manifest
 from camerafleet.api.serve_options import model_user_config
+from camerafleet.api.settings import Settings
 from camerafleet_operator import render
-from camerafleet_operator.validate import cluster_problems, operator_bootstrap
+from camerafleet_operator.validate import ClusterPolicy, cluster_problems, operator_bootstrap
 
 
 def spec(faces=None, **kubernetes):
@@ -140,3 +141,14 @@ def test_what_a_pod_writes_to_its_own_disk_is_bounded_ray_logs_rotated_small_and
             env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
             assert int(env["RAY_ROTATION_MAX_BYTES"]) * (1 + int(env["RAY_ROTATION_BACKUP_COUNT"])) <= 256 * 2**20, obj["kind"]
     assert app(spec())["logging_config"] == {"enable_access_log": False}
+
+
+def test_an_operator_that_allows_some_images_refuses_a_fleet_naming_another():
+    """Issue 24: a fleet could run any image of any registry with the fleet's service account and secrets."""
+    policy = ClusterPolicy(allowed_images=("registry.example.com/vision/", "ghcr.io/camerafleet/"))
+    assert not [p for p in cluster_problems("f", spec(), policy) if "image" in p]
+    evil = spec(image="docker.io/someone/miner:latest")
+    [problem] = [p for p in cluster_problems("f", evil, policy) if "image" in p]
+    assert "docker.io/someone/miner:latest" in problem and "registry.example.com/vision/" in problem
+    assert not [p for p in cluster_problems("f", evil) if "image" in p], "no list: any image"
+    assert Settings.from_env({"CAMERAFLEET_ALLOWED_IMAGES": " a/, b/ ,"}).allowed_images == ("a/", "b/")

@@ -12,6 +12,7 @@ from typing import Any
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.topics import KafkaUnavailable, TopicPlan, TopicState
 from camerafleet_operator.reconcile import SPEC_HASH, ReconcileResult, reconcile_fleet
+from camerafleet_operator.validate import ClusterPolicy
 
 NS = "cams"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -296,7 +297,7 @@ def test_local_addresses_are_accepted_for_a_development_control_plane() -> None:
     kube, kafka = FakeKube(), FakeKafka()
     body = fleet()
     body["spec"]["kafka"]["bootstrapServers"] = "127.0.0.1:9092"
-    result = asyncio.run(reconcile_fleet(body, kube, now=T0, topic_admin=kafka, allow_local_addresses=True))  # type: ignore[arg-type]
+    result = asyncio.run(reconcile_fleet(body, kube, now=T0, topic_admin=kafka, policy=ClusterPolicy(allow_local_addresses=True)))  # type: ignore[arg-type]
     assert conditions(result)["TopicsReady"] == ("True", "Reconciled")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from camerafleet.api.manifest import BucketSpec, FleetSpec
 
@@ -67,6 +67,12 @@ class Settings(BaseModel):
         description="The operator accepts loopback Kafka addresses and file:// buckets: only for a development control plane "
         "where nothing runs in Pods (`make operator`); on a cluster such fleets are refused as InvalidSpec.",
     )
+    allowed_images: tuple[str, ...] = Field(
+        default=(),
+        alias="CAMERAFLEET_ALLOWED_IMAGES",
+        description="The images fleets may run, as comma-separated prefixes (`registry.example.com/vision/`): a fleet naming "
+        "another is refused as InvalidSpec. Empty: any image. The operator chart's `allowedImages` sets it.",
+    )
     manifest_config_map: str | None = Field(
         default=None,
         alias="CAMERAFLEET_MANIFEST_CONFIGMAP",
@@ -81,6 +87,11 @@ class Settings(BaseModel):
     aws_session_token: SecretStr | None = Field(
         default=None, alias="AWS_SESSION_TOKEN", description="S3 session token, for temporary credentials."
     )
+
+    @field_validator("allowed_images", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
