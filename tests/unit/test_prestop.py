@@ -3,6 +3,7 @@ real ones and no longer than it is given."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -20,15 +21,21 @@ def test_it_knows_the_driver_and_the_pipelines_actors_by_their_command_lines():
 
 
 def test_it_waits_until_the_driver_has_ended_and_no_longer_than_its_timeout():
-    code = "import sys, time; time.sleep(float(sys.argv[3]))"
-    short = subprocess.Popen([sys.executable, "-c", code, "camerafleet", "run", "1"])
+    # Only this test's drivers (a fleet's drivers on a cluster of this machine are processes of the host too).
+    marker = f"fleet-of-test-{os.getpid()}.yaml"
+
+    def ours(argv: list[str]) -> bool:
+        return prestop.is_driver(argv) and marker in argv
+
+    code = "import sys, time; time.sleep(float(sys.argv[1]))"
+    short = subprocess.Popen([sys.executable, "-c", code, "1", "camerafleet", "run", marker])
     try:
-        assert prestop.wait_until_gone(prestop.is_driver, timeout_s=120), "a driver that ends is waited for"
+        assert prestop.wait_until_gone(ours, timeout_s=120), "a driver that ends is waited for"
     finally:
         short.kill()
-    long = subprocess.Popen([sys.executable, "-c", code, "camerafleet", "run", "600"])
+    long = subprocess.Popen([sys.executable, "-c", code, "600", "camerafleet", "run", marker])
     try:
-        assert not prestop.wait_until_gone(prestop.is_driver, timeout_s=0.5), "a driver that does not end is given up on"
+        assert not prestop.wait_until_gone(ours, timeout_s=0.5), "a driver that does not end is given up on"
     finally:
         long.kill()
         long.wait()
