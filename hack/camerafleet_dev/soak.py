@@ -27,7 +27,9 @@ from camerafleet.topics import end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
 NS, OPERATOR_NS, FLEET = "default", "camerafleet-system", "example"
-GROUP, RESULTS = "camerafleet", "camerafleet_results"
+# The example leaves its Kafka names unset: on Kubernetes they are the fleet's own (the operator's tenancy.per_fleet).
+OWN = f"{NS}.{FLEET}"
+GROUP, RESULTS, DEADLETTER, CAMERA_PREFIX = OWN, f"{OWN}.results", f"{OWN}.deadletter", f"{OWN}.camera_"
 APPLY = (
     '"$KUBECTL" patch --local -f examples/cluster-fleet.yaml --type merge --patch-file examples/overlays/cpu-only.yaml -o yaml '
     '| sed -e "s#camerafleet-kafka:9092#$KAFKA_BOOTSTRAP#" -e "s#http://camerafleet-minio:9000#$CAMERAFLEET_S3_ENDPOINT#"'
@@ -92,7 +94,7 @@ async def fresh_topics(bootstrap: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        stale = [t for t in await admin.list_topics() if t.startswith("camera_") or t in (RESULTS, "camerafleet_deadletter")]
+        stale = [t for t in await admin.list_topics() if t.startswith(CAMERA_PREFIX) or t in (RESULTS, DEADLETTER)]
         if stale:
             await admin.delete_topics(stale)
     finally:
@@ -303,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             say("the fleet did not become Ready within 15 minutes: kubectl describe camerafleet example")
             return 1
         time.sleep(5)
-    topics = [f"camera_{cam['id']}" for cam in c.json("get", "camerafleet", FLEET, "-n", NS)["spec"]["cameras"]]
-    soak_topic = f"camera_{EDIT_CAMERA['id']}"
+    topics = [f"{CAMERA_PREFIX}{cam['id']}" for cam in c.json("get", "camerafleet", FLEET, "-n", NS)["spec"]["cameras"]]
+    soak_topic = f"{CAMERA_PREFIX}{EDIT_CAMERA['id']}"
     series, events, started = Series(), [], time.time()
     next_disturb, turn = started + args.disturb_every * 60, 0
     while (elapsed := time.time() - started) < args.minutes * 60:

@@ -30,7 +30,8 @@ from camerafleet.topics import KafkaUnavailable, TopicReconciler
 from camerafleet_operator import metrics
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.reconcile import ReconcileResult, reconcile_fleet, topic_claims
-from camerafleet_operator.validate import ClusterPolicy
+from camerafleet_operator.tenancy import per_fleet
+from camerafleet_operator.validate import ClusterPolicy, operator_bootstrap
 
 SETTINGS = Settings.from_env()
 RESYNC_SECONDS = SETTINGS.resync_seconds
@@ -122,20 +123,21 @@ def _deletes_topics(spec: kopf.Spec, **_: Any) -> bool:
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_deletes_topics)
 async def delete_topics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Owned Kubernetes objects go by garbage collection; only the topics need the operator."""
+    meta = body.metadata
     try:
-        spec = FleetSpec.model_validate(dict(body.spec))
+        spec = per_fleet(meta["namespace"], meta["name"], FleetSpec.model_validate(dict(body.spec)))
     except ValueError:
         return  # never reconciled: nothing was created
-    meta = body.metadata
     try:
         fleets = await memo.kube.list(API_VERSION, "CameraFleet")
     except (ApiException, TransportError) as err:
         raise kopf.TemporaryError(f"{api_problem(err)}; retrying in {KUBE_RETRY_S:.0f} s", delay=KUBE_RETRY_S) from None
     claims = topic_claims(meta["name"], meta["namespace"], meta.get("creationTimestamp", ""), spec, fleets)
+    # Only what it created (its status, which only the operator writes), never a topic it adopted.
     status: dict[str, Any] = dict(body.status or {})
-    owned = [t for t in status.get("topics", []) if t not in claims]
+    owned = [t for t in status.get("createdTopics", []) if t not in claims]
     try:
-        async with TopicReconciler(spec.kafka.bootstrap_servers) as topics:
+        async with TopicReconciler(operator_bootstrap(spec.kafka.bootstrap_servers, meta["namespace"])) as topics:
             deleted = await topics.delete(owned)
     except KafkaUnavailable as err:
         raise kopf.TemporaryError(f"cannot delete topics yet: {err}", delay=15) from None

@@ -20,11 +20,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from camerafleet.api.manifest import API_VERSION, KIND, FleetSpec, format_validation_error
-from camerafleet.topics import KafkaUnavailable, TopicReconciler, plan_topics
+from camerafleet.topics import KafkaUnavailable, TopicPlan, TopicReconciler, plan_topics
 from camerafleet_operator import render
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.observe import job_condition, service_condition, upgrade_condition
 from camerafleet_operator.status import Conditions, Event, FleetStatus, JobState, phase_of
+from camerafleet_operator.tenancy import per_fleet
 from camerafleet_operator.validate import DEFAULT_POLICY, ClusterPolicy, cluster_problems, operator_bootstrap
 
 log = logging.getLogger("camerafleet.operator")
@@ -48,9 +49,17 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
+def group_key(group: str) -> str:
+    """A consumer group's key among the claims (no topic name holds a space)."""
+    return f"consumer group {group}"
+
+
 def topic_claims(fleet_name: str, namespace: str, created: str, spec: FleetSpec, all_fleets: list[dict[str, Any]]) -> dict[str, str]:
-    """Topics that older fleets on the same Kafka already claim (the older fleet wins, like Strimzi)."""
+    """Topics and consumer groups that older fleets on the same Kafka already claim (the older fleet wins, like
+    Strimzi), each fleet with the names it runs on (`tenancy.per_fleet`). `spec` is this fleet's, per fleet.
+    The same Kafka is the same address as the operator dials it (a short Service name in its namespace)."""
     mine = (created, namespace, fleet_name)
+    kafka = operator_bootstrap(spec.kafka.bootstrap_servers, namespace)
     claims: dict[str, str] = {}
     for other in all_fleets:
         meta = other["metadata"]
@@ -58,13 +67,13 @@ def topic_claims(fleet_name: str, namespace: str, created: str, spec: FleetSpec,
         if key >= mine or meta.get("deletionTimestamp"):
             continue
         try:
-            other_spec = FleetSpec.model_validate(other.get("spec") or {})
+            other_spec = per_fleet(meta["namespace"], meta["name"], FleetSpec.model_validate(other.get("spec") or {}))
         except ValidationError:
             continue
-        if other_spec.kafka.bootstrap_servers != spec.kafka.bootstrap_servers:
+        if operator_bootstrap(other_spec.kafka.bootstrap_servers, meta["namespace"]) != kafka:
             continue
-        for topic in other_spec.topics():
-            claims.setdefault(topic, f"{meta['namespace']}/{meta['name']}")
+        for name in [*other_spec.topics(), group_key(other_spec.kafka.consumer_group)]:
+            claims.setdefault(name, f"{meta['namespace']}/{meta['name']}")
     return claims
 
 
@@ -138,12 +147,17 @@ async def reconcile_fleet(
     meta = body["metadata"]
     status = FleetStatus.model_validate({k: v for k, v in (body.get("status") or {}).items() if k in _FIELDS})
     p = _Pass(body, kube, now or datetime.now(UTC), Conditions(status.conditions, meta.get("generation")), meta["name"], meta["namespace"])
-    spec, problems = await _checked_spec(p, policy)
-    if spec is None:  # nothing is touched: one Warning event (Ready's), the other conditions say why they wait
+    checked, problems = await _checked_spec(p, policy)
+    if checked is None:  # nothing is touched: one Warning event (Ready's), the other conditions say why they wait
         p.conds.invalid(problems)
         return _result(p, status, {})
-
-    owned = await _topics(p, spec, topic_admin)
+    spec = per_fleet(p.namespace, p.name, checked)
+    topics = await _topics(p, spec, topic_admin)
+    owned = None if topics is None else topics.owned
+    created = sorted(set(status.created_topics) | set(topics.create if topics else ()))
+    if topics is not None and topics.conflicts:  # another fleet's names: nothing starts on them
+        p.conds.blocked("; ".join(topics.conflicts))
+        return _result(p, status, {"topics": owned, "created_topics": created})
     objects = render.fleet_objects(p.name, p.namespace, spec, render.owner_reference(body))
     await _apply_owned(p, spec, [o for o in objects if o["kind"] not in ("RayJob", "RayService")])
     serving = await _serving(p, spec, next(o for o in objects if o["kind"] == "RayService"))
@@ -162,6 +176,7 @@ async def reconcile_fleet(
             "cameras": len(spec.cameras),
             "models": len(spec.models),
             "topics": status.topics if owned is None else owned,
+            "created_topics": created,
             "producer_job": jobs["producer"],
             "consumer_job": jobs["consumer"],
         },
@@ -191,14 +206,20 @@ async def _checked_spec(p: _Pass, policy: ClusterPolicy) -> tuple[FleetSpec | No
     return (None if problems else spec), problems
 
 
-async def _topics(p: _Pass, spec: FleetSpec, topic_admin: Callable[[str], TopicReconciler]) -> list[str] | None:
-    """TopicsReady; the topics this fleet owns, or None when Kafka could not be asked."""
+async def _topics(p: _Pass, spec: FleetSpec, topic_admin: Callable[[str], TopicReconciler]) -> TopicPlan | None:
+    """TopicsReady; what was planned and done in Kafka (the topics this fleet owns, those it created, those
+    another fleet owns), or None when Kafka could not be asked."""
     created = p.body["metadata"].get("creationTimestamp", "")
     claims = topic_claims(p.name, p.namespace, created, spec, await p.kube.list(API_VERSION, KIND))
+    if owner := claims.get(group_key(spec.kafka.consumer_group)):
+        p.conds.set("TopicsReady", False, "Conflict", f"consumer group {spec.kafka.consumer_group} belongs to fleet {owner}")
+        return TopicPlan(conflicts=[f"consumer group {spec.kafka.consumer_group} belongs to fleet {owner}"])
     try:
         # The operator runs in its own namespace: a short Service name in the spec means the fleet's namespace.
         async with topic_admin(operator_bootstrap(spec.kafka.bootstrap_servers, p.namespace)) as topics:
             plan = plan_topics(spec, await topics.describe(sorted(spec.topics())), claims)
+            if plan.conflicts:  # the fleet cannot run on these names: Kafka is left as it is
+                plan = TopicPlan(conflicts=plan.conflicts)
             await topics.apply(spec, plan)
     except KafkaUnavailable as err:
         p.conds.set("TopicsReady", False, "KafkaUnavailable", f"{err}; retrying")
@@ -210,7 +231,7 @@ async def _topics(p: _Pass, spec: FleetSpec, topic_admin: Callable[[str], TopicR
         p.conds.set("TopicsReady", False, "NotSupported", "; ".join(plan.not_supported) + " (Kafka left unchanged)")
     else:
         p.conds.set("TopicsReady", True, "Reconciled", f"{len(plan.owned)} topics match the spec")
-    return plan.owned
+    return plan
 
 
 async def _apply_owned(p: _Pass, spec: FleetSpec, objects: list[dict[str, Any]]) -> None:

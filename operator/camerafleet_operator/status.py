@@ -50,7 +50,12 @@ class FleetStatus(Strict):
     observed_generation: int | None = Field(default=None, description="The spec generation last reconciled.")
     cameras: int = Field(default=0, ge=0, description="Cameras in the reconciled spec.")
     models: int = Field(default=0, ge=0, description="Models in the reconciled spec.")
-    topics: list[str] = Field(default_factory=list, description="Kafka topics this fleet owns.")
+    topics: list[str] = Field(default_factory=list, description="Kafka topics this fleet runs on.")
+    created_topics: list[str] = Field(
+        default_factory=list,
+        description="Kafka topics this fleet created: the only ones topicDeletionPolicy Delete deletes (never one it adopted). "
+        "Written by the operator only (the status subresource).",
+    )
     conditions: list[Condition] = Field(default_factory=list, description="Current state, one entry per condition type.")
     producer_job: JobState = Field(default_factory=JobState, description="Resubmission state of the producer RayJob.")
     consumer_job: JobState = Field(default_factory=JobState, description="Resubmission state of the consumer RayJob.")
@@ -108,6 +113,13 @@ class Conditions:
             if (c := self.get(type_)) is None or c.reason != "InvalidSpec":
                 self.set(type_, None, "InvalidSpec", "not reconciled: the spec is invalid", event=False)
         self.set("Ready", False, "InvalidSpec", "fix the spec: " + "; ".join(problems))
+
+    def blocked(self, conflict: str) -> None:
+        """Names another fleet owns: nothing starts on them, Ready says whose they are."""
+        for type_ in PARTS:
+            if type_ != "TopicsReady":
+                self.set(type_, None, "Conflict", "not started: the fleet's Kafka names belong to another fleet", event=False)
+        self.set("Ready", False, "Conflict", f"{conflict}; give this fleet other names (spec.kafka) or delete the other fleet")
 
     def settle_ready(self) -> None:
         """Ready from the parts: True when all four hold, else what each waits for."""

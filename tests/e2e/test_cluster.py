@@ -33,7 +33,9 @@ from tests.fixtures.prometheus import SCRAPE_S, dashboard_queries, empty_or_unla
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 FLEET = "example"
-RESULTS, DEADLETTER, GROUP = "camerafleet_results", "camerafleet_deadletter", "camerafleet"
+# The examples leave their Kafka names unset: on Kubernetes they are the fleet's own (the operator's tenancy.per_fleet).
+OWN = f"{NS}.{FLEET}"
+RESULTS, DEADLETTER, GROUP = f"{OWN}.results", f"{OWN}.deadletter", OWN
 REPORT = ROOT / "out" / "e2e" / f"report-{LAYOUT}.md"
 READY_TIMEOUT_S = 900  # cold Ray pods on a busy 2-core node; typically ~2.5 minutes
 RECOVERY_TIMEOUT_S = 600
@@ -42,7 +44,7 @@ measured: dict[str, str] = {}
 
 
 def camera_topics(fleet: dict[str, Any]) -> list[str]:
-    prefix = fleet["spec"]["kafka"].get("topicPrefix", "camera_")
+    prefix = fleet["spec"]["kafka"].get("topicPrefix", f"{OWN}.camera_")
     return [f"{prefix}{c['id']}" for c in fleet["spec"]["cameras"]]
 
 
@@ -931,7 +933,7 @@ def test_a_deleted_fleet_stops_its_jobs_cleanly(installed: Cluster, fleet: dict[
 
 
 def kept_summaries(c: Cluster, fleet: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The fleet's job summaries in its bucket (`Summaries/<fleet>/<run id>-<role>.json` beside the frames)."""
+    """The fleet's job summaries in its bucket (`<namespace>/<fleet>/Summaries/<fleet>/<run id>-<role>.json` beside the frames)."""
     from urllib.parse import urlparse
 
     from minio import Minio
@@ -939,7 +941,7 @@ def kept_summaries(c: Cluster, fleet: dict[str, Any]) -> dict[str, dict[str, Any
     endpoint = urlparse(c.env["CAMERAFLEET_S3_ENDPOINT"])
     client = Minio(endpoint.netloc, c.env["AWS_ACCESS_KEY_ID"], c.env["AWS_SECRET_ACCESS_KEY"], secure=endpoint.scheme == "https")
     bucket_uri = urlparse(fleet["spec"]["bucket"]["uri"])
-    prefix = f"{bucket_uri.path.strip('/')}/Summaries/{FLEET}/"
+    prefix = f"{bucket_uri.path.strip('/')}/{NS}/{FLEET}/Summaries/{FLEET}/"  # the fleet's own folder of the bucket
     return {
         o.object_name.rsplit("/", 1)[-1]: orjson.loads(client.get_object(bucket_uri.netloc, o.object_name).read())
         for o in client.list_objects(bucket_uri.netloc, prefix=prefix)

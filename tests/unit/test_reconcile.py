@@ -9,6 +9,8 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import yaml
+
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.topics import KafkaUnavailable, TopicPlan, TopicState
 from camerafleet_operator.reconcile import SPEC_HASH, ReconcileResult, reconcile_fleet
@@ -120,7 +122,9 @@ def kuberay_runs_everything(kube: FakeKube, body: dict[str, Any], kafka: FakeKaf
 def test_a_new_fleet_gets_its_topics_and_objects_and_waits_for_kuberay() -> None:
     kube, kafka, body = FakeKube(), FakeKafka(), fleet()
     result = reconcile(body, kube, kafka)
-    assert sorted(kafka.topics) == ["camerafleet_deadletter", "camerafleet_results", "lobby_cam_1", "lobby_cam_2"]
+    assert sorted(kafka.topics) == ["cams.lobby.deadletter", "cams.lobby.results", "lobby_cam_1", "lobby_cam_2"], (
+        "unset names are the fleet's own"
+    )
     assert kube.applied == [
         ("ConfigMap", "lobby-config"),
         ("ServiceAccount", "lobby-runner"),
@@ -234,6 +238,53 @@ def test_a_topic_an_older_fleet_owns_is_a_conflict_and_left_alone() -> None:
     assert conditions(result)["TopicsReady"][:2] == ("False", "Conflict")
     assert "first_cam_1" not in kafka.topics, "a conflicting fleet creates nothing it does not own"
     assert "first_cam_1" not in result.status.topics
+
+
+def in_namespace(body: dict[str, Any], namespace: str) -> dict[str, Any]:
+    return {**body, "metadata": {**body["metadata"], "namespace": namespace, "uid": f"uid-{namespace}"}}
+
+
+def test_two_fleets_from_one_example_in_two_namespaces_share_no_topic_group_or_bucket_folder() -> None:
+    """Issue 24: both took `camera_<id>`, `camerafleet_results` and group `camerafleet`: one fleet's frames went to the
+    other's consumers. Names a manifest leaves unset are now the fleet's own; so is its folder of the bucket."""
+    kube, kafka = FakeKube(), FakeKafka()
+    example = fleet("example", kafka={"bootstrapServers": "kafka.shared.svc:9092"})
+    a = in_namespace(copy.deepcopy(example), "team-a")
+    b = in_namespace(copy.deepcopy(example), "team-b")
+    asyncio.run(kube.apply(a))
+    reconcile(a, kube, kafka)
+    result = reconcile(b, kube, kafka)
+    assert conditions(result)["TopicsReady"] == ("True", "Reconciled")
+    assert sorted(kafka.topics) == [
+        f"{ns}.example.{name}" for ns in ("team-a", "team-b") for name in ("camera_1", "camera_2", "deadletter", "results")
+    ]
+    documents = {
+        ns: yaml.safe_load(kube.objects[("ConfigMap", ns, "example-config")]["data"]["fleet.yaml"])["spec"] for ns in ("team-a", "team-b")
+    }
+    assert documents["team-b"]["kafka"]["consumerGroup"] == "team-b.example" != documents["team-a"]["kafka"]["consumerGroup"]
+    assert documents["team-b"]["bucket"]["uri"] == "s3://frames/x/team-b/example"
+    assert result.status.created_topics == sorted(f"team-b.example.{n}" for n in ("camera_1", "camera_2", "deadletter", "results"))
+
+
+def test_a_consumer_group_an_older_fleet_uses_is_a_conflict_that_starts_nothing() -> None:
+    kube, kafka = FakeKube(), FakeKafka()
+    older = fleet("first", created="2026-11-30T09:00:00Z", kafka={"bootstrapServers": "kafka:9092", "consumerGroup": "shared"})
+    asyncio.run(kube.apply(older))
+    newer = fleet("second", created="2026-11-30T10:00:00Z", kafka={"bootstrapServers": "kafka:9092", "consumerGroup": "shared"})
+    result = reconcile(newer, kube, kafka)
+    assert conditions(result)["TopicsReady"] == ("False", "Conflict") and conditions(result)["Ready"] == ("False", "Conflict")
+    assert "consumer group shared belongs to fleet cams/first" in next(c.message for c in result.status.conditions if c.type == "Ready")
+    assert not kafka.topics and not [k for k in kube.applied if k[1].startswith("second")], "nothing started, nothing created"
+
+
+def test_only_topics_the_fleet_created_are_recorded_as_its_to_delete() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    kafka.topics["lobby_cam_1"] = TopicState(1, 1, {"retention.ms": "600000"})  # there before: adopted
+    result = reconcile(body, kube, kafka)
+    assert "lobby_cam_1" in result.status.topics and "lobby_cam_1" not in result.status.created_topics
+    assert "lobby_cam_2" in result.status.created_topics
+    body["spec"]["cameras"] = body["spec"]["cameras"][:1]
+    assert "lobby_cam_2" in reconcile(body, kube, kafka).status.created_topics, "a topic it created stays recorded"
 
 
 def test_partitions_only_grow() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from camerafleet.api.manifest import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, FleetSpec
+from camerafleet.api.manifest import GROUP, KIND, PER_FLEET_ON_KUBERNETES, PLURAL, SHORT_NAMES, SINGULAR, VERSION, FleetSpec
 from camerafleet_dev.generators import ROOT
 from camerafleet_operator.status import FleetStatus
 
@@ -23,6 +23,7 @@ CRD_PATH = ROOT / "operator" / "config" / "crd" / f"{GROUP}_{PLURAL}.yaml"
 CHART_CRD_PATH = ROOT / "charts" / "camerafleet-operator" / "crds" / CRD_PATH.name
 
 _DROP = {"title", "additionalProperties"}
+[PER_FLEET] = PER_FLEET_ON_KUBERNETES
 
 
 def _structural(node: Any, defs: dict[str, Any]) -> Any:
@@ -30,6 +31,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         return [_structural(n, defs) for n in node]
     if not isinstance(node, dict):
         return node
+    if node.get(PER_FLEET):  # defaulted by the operator, per fleet: no default the API server would store
+        node = {k: v for k, v in node.items() if k not in (PER_FLEET, "default")}
     if "$ref" in node:
         target = defs[node["$ref"].rsplit("/", 1)[-1]]
         extra = {k: v for k, v in node.items() if k != "$ref"}

@@ -94,6 +94,12 @@ class CameraSpec(Strict):
     enabled: bool = Field(default=True, description="A disabled camera keeps its topic but produces nothing.")
 
 
+# Kafka names a fleet on Kubernetes leaves unset are its own, `<namespace>.<fleet>.<name>` (the operator's
+# `tenancy.per_fleet`): two fleets made from one example in two namespaces share no topic and no consumer
+# group. The CRD gives these fields no default, so the operator can tell them from names a manifest sets.
+PER_FLEET_ON_KUBERNETES: dict[str, Any] = {"x-camerafleet-per-fleet": True}
+
+
 class KafkaSpec(Strict):
     bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
@@ -103,7 +109,9 @@ class KafkaSpec(Strict):
     topic_prefix: str = Field(
         default="camera_",
         pattern=r"^[a-zA-Z0-9._-]{0,100}$",
-        description="Prefix of the per-camera topics: camera `1` publishes to `camera_1` by default.",
+        description="Prefix of the per-camera topics: camera `1` publishes to `camera_1` by default (on Kubernetes, unless "
+        "set: `<namespace>.<fleet>.camera_`).",
+        json_schema_extra=PER_FLEET_ON_KUBERNETES,
     )
     partitions_per_topic: int = Field(
         default=1,
@@ -129,15 +137,22 @@ class KafkaSpec(Strict):
         default="camerafleet_results",
         pattern=_TOPIC_PATTERN,
         description="Topic that receives one JSON result record per frame, whatever its outcome (consumers of detections "
-        "take those with outcome `processed`).",
+        "take those with outcome `processed`). On Kubernetes, unless set: `<namespace>.<fleet>.results`.",
+        json_schema_extra=PER_FLEET_ON_KUBERNETES,
     )
     dead_letter_topic: str = Field(
         default="camerafleet_deadletter",
         pattern=_TOPIC_PATTERN,
-        description="Topic that receives every frame message that failed, with the reason.",
+        description="Topic that receives every frame message that failed, with the reason. On Kubernetes, unless set: "
+        "`<namespace>.<fleet>.deadletter`.",
+        json_schema_extra=PER_FLEET_ON_KUBERNETES,
     )
     consumer_group: str = Field(
-        default="camerafleet", min_length=1, description="Consumer group shared by all consumer actors of the fleet."
+        default="camerafleet",
+        min_length=1,
+        max_length=255,
+        description="Consumer group shared by all consumer actors of the fleet. On Kubernetes, unless set: `<namespace>.<fleet>`.",
+        json_schema_extra=PER_FLEET_ON_KUBERNETES,
     )
     topic_deletion_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",
