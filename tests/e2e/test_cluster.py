@@ -661,7 +661,7 @@ def test_the_operator_chart_upgraded_with_a_crd_change_adopts_the_running_fleet(
             OPERATOR_IMAGE,
             f"{OPERATOR_IMAGE.rsplit(':', 1)[0]}:{tag}",
         )
-    kept = {kind: c.get(kind, name) for kind, name in _fleet_objects()}
+    kept = {(kind, name): c.get(kind, name) for kind, name in _fleet_objects()}
     [old_pod] = c.items("pods", "-l", "app.kubernetes.io/name=camerafleet-operator", ns=OPERATOR_NS)
     started = time.time()
     c.kubectl("apply", "--server-side", "-f", str(chart / "crds"))  # the README's step, verbatim but for the path
@@ -685,7 +685,7 @@ def test_the_operator_chart_upgraded_with_a_crd_change_adopts_the_running_fleet(
     time.sleep(45)
     ready.append(c.condition(FLEET, "Ready").get("status", ""))
     assert set(ready) == {"True"}, f"the fleet left Ready during the operator's upgrade: {ready}"
-    for (kind, name), before in zip(_fleet_objects(), kept.values(), strict=True):
+    for (kind, name), before in kept.items():
         after = c.get(kind, name)
         assert after["metadata"]["uid"] == before["metadata"]["uid"] and after["spec"] == before["spec"], f"{kind} {name} was changed"
     _recovered(c, fleet, "operator chart upgraded", started)
