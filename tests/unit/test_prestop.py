@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from camerafleet import prestop
 
@@ -27,13 +28,23 @@ def test_it_waits_until_the_driver_has_ended_and_no_longer_than_its_timeout():
     def ours(argv: list[str]) -> bool:
         return prestop.is_driver(argv) and marker in argv
 
-    code = "import sys, time; time.sleep(float(sys.argv[1]))"
-    short = subprocess.Popen([sys.executable, "-c", code, "1", "camerafleet", "run", marker])
+    def started(seconds: str) -> subprocess.Popen[bytes]:
+        """A stand-in driver, once its command line shows (between fork and exec it is still pytest's)."""
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))", seconds, "camerafleet", "run", marker]
+        )
+        deadline = time.monotonic() + 60  # a process starts in milliseconds; a loaded machine gets a minute
+        while not any(ours(argv) for argv in prestop._commands()):
+            assert time.monotonic() < deadline and proc.poll() is None, "the stand-in driver never showed"
+            time.sleep(0.01)
+        return proc
+
+    short = started("2")
     try:
         assert prestop.wait_until_gone(ours, timeout_s=120), "a driver that ends is waited for"
     finally:
         short.kill()
-    long = subprocess.Popen([sys.executable, "-c", code, "600", "camerafleet", "run", marker])
+    long = started("600")
     try:
         assert not prestop.wait_until_gone(ours, timeout_s=0.5), "a driver that does not end is given up on"
     finally:
