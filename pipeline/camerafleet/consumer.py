@@ -145,8 +145,11 @@ class ConsumerActor:
         """The consume loop, started again when it dies of an unexpected error: the group member would keep
         heartbeating with no loop behind it, its partitions never reassigned and nothing alerting. It resumes
         from the committed offsets, so what was in flight is read again (at-least-once), and counts it."""
+        resume = False
         while True:
             try:
+                if resume:
+                    await self._resume_from_committed()
                 await self._loop()
                 return
             except Exception as err:  # noqa: BLE001 - whatever killed it, the partitions must keep moving
@@ -156,8 +159,8 @@ class ConsumerActor:
                 self.loop_restarts += 1
                 metrics.consumer_loop_restarts().inc()
                 self._note_error(f"the consume loop died ({type(err).__name__}: {err}); starting it again from the committed offsets")
+                resume = True  # a resume that fails (a rebalance took the partitions meanwhile) is tried again
                 await asyncio.sleep(1)
-                await self._resume_from_committed()
 
     async def _resume_from_committed(self) -> None:
         await asyncio.gather(*(b.task for b in self.inflight), return_exceptions=True)

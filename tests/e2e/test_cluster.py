@@ -606,9 +606,12 @@ def test_rays_autoscaler_adds_a_serving_worker_pod_for_replicas_and_removes_it_a
     started = time.time()
     set_replicas(4, max(4, calm.get("maxReplicas", 1)))
     try:
-        wait_for("a second serving worker Pod Running", lambda: sum(
-            p["status"].get("phase") == "Running" for p in c.items("pods", "-l", selector)
-        ) >= 2, RECOVERY_TIMEOUT_S, 5)  # fmt: skip
+        try:
+            wait_for("a second serving worker Pod Running", lambda: sum(
+                p["status"].get("phase") == "Running" for p in c.items("pods", "-l", selector)
+            ) >= 2, RECOVERY_TIMEOUT_S, 5)  # fmt: skip
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{_scheduling_state(c, cluster, selector)}") from None
         up_s = time.time() - started
         wait_for("four faces replicas running", lambda: len(serve_replicas(c).get("model-faces", set())) >= 4, RECOVERY_TIMEOUT_S, 5)
         nodes = {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in c.items("nodes")}
@@ -717,6 +720,21 @@ def test_no_pods_disk_grows_without_bound(installed: Cluster, fleet: dict[str, A
     ]
     report("Pods' ephemeral storage (kubelet Summary API)", "; ".join(lines))
     assert all(size < STORAGE_BOUND for size in now.values()), f"a Pod's disk holds over {STORAGE_BOUND >> 20} MiB: {lines}"
+
+
+def _scheduling_state(c: Cluster, cluster: str, selector: str) -> str:
+    """Why a worker Pod may not have come: the group's Pods and their conditions, the nodes' requests, and what
+    Ray's autoscaler says (its status through the dashboard)."""
+    pods = [
+        f"{p['metadata']['name']} {p['status'].get('phase')} on {p['spec'].get('nodeName')}: "
+        + "; ".join(f"{x['type']}={x['status']} {x.get('message', '')}" for x in p["status"].get("conditions", []) if x["status"] != "True")
+        for p in c.items("pods", "-l", selector)
+    ]
+    nodes = c.kubectl("describe", "nodes", check=False).stdout
+    allocated = [line.strip() for line in nodes.splitlines() if line.strip().startswith(("Name:", "cpu ", "memory "))]
+    status = dashboard(c, f"{cluster}-head-svc", "/api/cluster_status") or {}
+    report_text = json.dumps(status.get("data", status))[:3000]
+    return "Pods:\n  " + "\n  ".join(pods) + "\nNodes:\n  " + "\n  ".join(allocated) + f"\nRay autoscaler: {report_text}"
 
 
 def _recovered(c: Cluster, fleet: dict[str, Any], name: str, started: float) -> None:
