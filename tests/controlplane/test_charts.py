@@ -77,6 +77,9 @@ def test_lint_strict_every_scenario(helm) -> None:
             assert "0 chart(s) failed" in proc.stdout, proc.stdout
 
 
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+
+
 def test_rendered_manifests_pass_server_side_dry_run(helm, controlplane) -> None:
     ns = "cf-chart-dry"
     controlplane.kubectl("create", "namespace", ns)
@@ -94,9 +97,17 @@ def test_rendered_manifests_pass_server_side_dry_run(helm, controlplane) -> None
             "--set",
             "metrics.serviceMonitor.enabled=false" if chart == OPERATOR_CHART else "fleet.name=dry",
         ).stdout
-        kinds = {d["kind"] for d in _docs(rendered)}
+        docs = _docs(rendered)
+        kinds = {d["kind"] for d in docs}
         assert "ServiceMonitor" not in kinds
-        proc = controlplane.kubectl("apply", "--dry-run=server", "-n", ns, "-f", "-", input=rendered)
+        # As `helm install -n` does: the release namespace where a template names none; the namespaces the
+        # operator watches (its RoleBindings') exist.
+        for doc in docs:
+            if doc["kind"] not in CLUSTER_SCOPED:
+                doc["metadata"].setdefault("namespace", ns)
+        for other in {d["metadata"].get("namespace") for d in docs} - {None, ns}:
+            controlplane.kubectl("create", "namespace", other)
+        proc = controlplane.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(docs))
         assert proc.returncode == 0, f"{chart.name} with {values.name} refused by the API server:\n{proc.stderr}"
         if chart == OPERATOR_CHART:
             assert {"Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Pod"} <= kinds
