@@ -20,6 +20,7 @@ FIELD_MANAGER = "camerafleet-operator"
 REQUEST_TIMEOUT_S = (10.0, 30.0)  # (connect, read): a call to an API server that hangs fails instead of waiting forever
 _PLURALS = {
     "ConfigMap": "configmaps",
+    "Secret": "secrets",
     "Service": "services",
     "ServiceAccount": "serviceaccounts",
     "Role": "roles",
@@ -64,6 +65,18 @@ class Kube:
         return await self._call(
             "PATCH", path, body=obj, query=[("fieldManager", FIELD_MANAGER), ("force", "true")], content_type="application/apply-patch+yaml"
         )
+
+    async def create(self, obj: dict[str, Any]) -> bool:
+        """Create `obj` unless an object of its name exists (then nothing changes); whether it was created.
+        For what must never be rewritten once made, such as a generated token."""
+        meta = obj["metadata"]
+        try:
+            await self._call("POST", object_path(obj["apiVersion"], obj["kind"], meta["namespace"]), body=obj)
+            return True
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

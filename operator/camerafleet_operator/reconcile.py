@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -158,7 +159,9 @@ async def reconcile_fleet(
     if topics is not None and topics.conflicts:  # another fleet's names: nothing starts on them
         p.conds.blocked("; ".join(topics.conflicts))
         return _result(p, status, {"topics": owned, "created_topics": created})
-    objects = render.fleet_objects(p.name, p.namespace, spec, render.owner_reference(body))
+    owner = render.owner_reference(body)
+    objects = render.fleet_objects(p.name, p.namespace, spec, owner)
+    await p.kube.create(render.ray_token_secret(p.name, p.namespace, secrets.token_urlsafe(32), owner))  # once; kept after
     await _apply_owned(p, spec, [o for o in objects if o["kind"] not in ("RayJob", "RayService")])
     serving = await _serving(p, spec, next(o for o in objects if o["kind"] == "RayService"))
     jobs = {

@@ -29,6 +29,7 @@ SERVE_PORT = 8000
 CONSOLE_PORT = 8090  # the fleet console, served by the producer job's driver on its head Pod
 LABEL_CONSOLE = "camerafleet.io/console"  # on the Pod that serves a fleet's console: its Service selects it
 LABEL_FLEET = "camerafleet.io/fleet"
+RAY_TOKEN_KEY = "auth_token"  # the key of the token in the Secret KubeRay's authOptions.secretName names
 LABEL_COMPONENT = "camerafleet.io/component"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "camerafleet-operator", "app.kubernetes.io/part-of": "camerafleet"}
 
@@ -63,6 +64,7 @@ def names(fleet_name: str) -> dict[str, str]:
         "all": f"{fleet_name}-pipeline",
         "runner": f"{fleet_name}-runner",
         "console": f"{fleet_name}-console",
+        "ray_token": f"{fleet_name}-ray-token",
     }
 
 
@@ -231,6 +233,7 @@ def ray_cluster_spec(
     workers: WorkerGroupSpec,
     group_name: str,
     *,
+    auth_secret: str,
     config_map_name: str | None,
     service_account: str | None,
     pod_labels: dict[str, str],
@@ -245,6 +248,10 @@ def ray_cluster_spec(
     worker = _container(spec, "ray-worker", workers.resources, mount_config=config_map_name)
     return {
         "rayVersion": RAY_VERSION,
+        # Ray's dashboard (job submission), GCS and client port refuse callers without the fleet's token. One
+        # Secret for the fleet's three clusters: the producer's console reads the RayService's dashboard, and
+        # a RayService's clusters change names on every upgrade. `mode` said: KubeRay 1.6 has no default.
+        "authOptions": {"mode": "token", "secretName": auth_secret},
         "enableInTreeAutoscaling": True,
         # The autoscaler sidecar KubeRay adds to the head: KubeRay's default asks half a CPU for a process that
         # mostly sleeps, and runs it without a securityContext. Version v2 said, not implied: Ray 2.60 runs v2
@@ -292,6 +299,7 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
         spec,
         spec.kubernetes.gpu_workers,
         "gpu-workers",
+        auth_secret=names(fleet_name)["ray_token"],
         config_map_name=None,
         service_account=spec.kubernetes.service_account_name,
         pod_labels=pod_labels(fleet_name, "serving"),
@@ -324,6 +332,7 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
         spec,
         workers,
         f"{role}-workers",
+        auth_secret=names(fleet_name)["ray_token"],
         config_map_name=config,
         service_account=runner_account(fleet_name, spec),
         pod_labels=pod_labels(fleet_name, role),
@@ -403,6 +412,18 @@ def runner_access(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[
         }
     )
     return objects
+
+
+def ray_token_secret(fleet_name: str, namespace: str, token: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The token of the fleet's Ray clusters, under the key KubeRay reads (`auth_token`). Created once and
+    never read back by the operator (its role may create Secrets, not read them); deleted with the fleet."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(names(fleet_name)["ray_token"], namespace, fleet_name, "ray-auth", owner),
+        "type": "Opaque",
+        "stringData": {RAY_TOKEN_KEY: token},
+    }
 
 
 def console_service(fleet_name: str, namespace: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:

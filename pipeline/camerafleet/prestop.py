@@ -23,6 +23,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from camerafleet.ray_auth import dashboard_headers
+
 DASHBOARD = "http://127.0.0.1:8265"
 ACTORS = ("ray::ProducerActor", "ray::ConsumerActor")
 POLL_S = 1.0
@@ -58,11 +60,12 @@ def stop_running_jobs(dashboard: str = DASHBOARD) -> list[str]:
     ignored: the wait that follows is what keeps the Pod."""
     asked = []
     try:
-        with urllib.request.urlopen(f"{dashboard}/api/jobs/", timeout=5) as answer:
+        headers = dashboard_headers()  # the fleet's Ray clusters run with token authentication
+        with urllib.request.urlopen(urllib.request.Request(f"{dashboard}/api/jobs/", headers=headers), timeout=5) as answer:
             jobs = json.load(answer)
         for job in jobs:
             if job.get("status") in ("PENDING", "RUNNING") and job.get("submission_id"):
-                request = urllib.request.Request(f"{dashboard}/api/jobs/{job['submission_id']}/stop", method="POST")
+                request = urllib.request.Request(f"{dashboard}/api/jobs/{job['submission_id']}/stop", method="POST", headers=headers)
                 urllib.request.urlopen(request, timeout=5).close()
                 asked.append(job["submission_id"])
     except (OSError, ValueError) as err:

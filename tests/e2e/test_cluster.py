@@ -199,7 +199,7 @@ def test_work_runs_where_the_layout_puts_it(installed: Cluster, fleet: dict[str,
     placed: dict[str, set[str]] = {}
     for role, actor in (("producer", "ProducerActor"), ("consumer", "ConsumerActor")):
         status = c.get("rayjob", f"{FLEET}-{role}")["status"]
-        head = f"{status['rayClusterName']}-head-svc"
+        head = status["rayClusterName"]
         ray_nodes = {n["node_id"]: n for n in dashboard(c, head, "/api/v0/nodes?limit=100")["data"]["result"]["result"]}
         actors = dashboard(c, head, f"/api/v0/actors?limit=1000&filter_keys=class_name&filter_predicates=%3D&filter_values={actor}")
         alive = [a for a in actors["data"]["result"]["result"] if a["state"] == "ALIVE"]
@@ -410,23 +410,49 @@ def test_a_camera_added_with_kubectl_patch_flows_without_restarting_model_replic
     assert {r: c.get("rayjob", f"{FLEET}-{r}")["metadata"]["uid"] for r in jobs} == jobs, "a RayJob was replaced"
 
 
-def dashboard(c: Cluster, head_service: str, path: str) -> Any:
-    """A Ray dashboard's JSON API, through the API server's Service proxy (nothing of the cluster is exposed)."""
-    proc = c.kubectl("get", "--raw", f"/api/v1/namespaces/{NS}/services/{head_service}:dashboard/proxy{path}", check=False)
+# Asked from inside the head Pod with the token KubeRay put in its environment: the dashboard refuses a
+# request without it, and the API server's Service proxy cannot carry Ray's header.
+_ASK_DASHBOARD = (
+    "import json, sys, urllib.request; from camerafleet.ray_auth import dashboard_headers; "
+    "r = urllib.request.Request('http://127.0.0.1:8265' + sys.argv[1], headers=dashboard_headers()); "
+    "print(json.dumps(json.load(urllib.request.urlopen(r, timeout=30))))"
+)
+
+
+def dashboard(c: Cluster, cluster: str, path: str) -> Any:
+    """A Ray cluster's dashboard JSON API (`cluster`: the RayCluster's name), or None when it does not answer."""
+    heads = c.items("pod", "-l", f"ray.io/cluster={cluster},ray.io/node-type=head")
+    if not heads:
+        return None
+    pod = heads[0]["metadata"]["name"]
+    proc = c.kubectl("exec", "-n", NS, pod, "-c", "ray-head", "--", "python", "-c", _ASK_DASHBOARD, path, check=False)
     return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def test_rays_dashboard_refuses_a_caller_without_the_fleets_token(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Ray's job API, asked from the fleet's own head Pod without the token: 401 (KubeRay's authOptions)."""
+    cluster = installed.get("rayservice", f"{FLEET}-serving")["status"]["activeServiceStatus"]["rayClusterName"]
+    pod = installed.items("pod", "-l", f"ray.io/cluster={cluster},ray.io/node-type=head")[0]["metadata"]["name"]
+    ask = (
+        "import urllib.request, urllib.error\ntry:\n urllib.request.urlopen('http://127.0.0.1:8265/api/jobs/', timeout=30)\n"
+        " print('open')\nexcept urllib.error.HTTPError as e:\n print(e.code)"
+    )
+    answer = installed.kubectl("exec", "-n", NS, pod, "-c", "ray-head", "--", "python", "-c", ask).stdout.strip()
+    assert answer == "401", f"Ray's job API without the token answered {answer!r}"
+    assert dashboard(installed, cluster, "/api/jobs/") is not None, "with the token it answers"
 
 
 def job_log(c: Cluster, role: str) -> str:
     """A job's driver log, from its cluster's dashboard (HTTPMode: there is no submitter Pod to read)."""
     status = c.get("rayjob", f"{FLEET}-{role}")["status"]
-    answer = dashboard(c, f"{status['rayClusterName']}-head-svc", f"/api/jobs/{status['jobId']}/logs")
+    answer = dashboard(c, status["rayClusterName"], f"/api/jobs/{status['jobId']}/logs")
     return str((answer or {}).get("logs", ""))
 
 
 def serve_replicas(c: Cluster) -> dict[str, set[str]]:
     """Each Serve deployment's live replica actor ids, as the RayService's dashboard reports them."""
     cluster = c.get("rayservice", f"{FLEET}-serving")["status"]["activeServiceStatus"]["rayClusterName"]
-    details = dashboard(c, f"{cluster}-head-svc", "/api/serve/applications/") or {}
+    details = dashboard(c, cluster, "/api/serve/applications/") or {}
     app = next(iter((details.get("applications") or {}).values()), {})
     return {
         name: {r["actor_id"] for r in d.get("replicas", []) if r.get("state") == "RUNNING"}
@@ -732,7 +758,7 @@ def _scheduling_state(c: Cluster, cluster: str, selector: str) -> str:
     ]
     nodes = c.kubectl("describe", "nodes", check=False).stdout
     allocated = [line.strip() for line in nodes.splitlines() if line.strip().startswith(("Name:", "cpu ", "memory "))]
-    status = dashboard(c, f"{cluster}-head-svc", "/api/cluster_status") or {}
+    status = dashboard(c, cluster, "/api/cluster_status") or {}
     report_text = json.dumps(status.get("data", status))[:3000]
     return "Pods:\n  " + "\n  ".join(pods) + "\nNodes:\n  " + "\n  ".join(allocated) + f"\nRay autoscaler: {report_text}"
 

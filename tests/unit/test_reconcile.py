@@ -36,6 +36,13 @@ class FakeKube:
         self.applied.append((obj["kind"], obj["metadata"]["name"]))
         return copy.deepcopy(self.objects[key])
 
+    async def create(self, obj: dict[str, Any]) -> bool:
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if key in self.objects:
+            return False
+        self.objects[key] = copy.deepcopy(obj)
+        return True
+
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         obj = self.objects.get((kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
@@ -462,3 +469,21 @@ def test_10_the_operator_dials_a_short_kafka_name_in_the_fleets_namespace() -> N
 
     asyncio.run(reconcile_fleet(body, kube, now=T0, topic_admin=admin))  # type: ignore[arg-type]
     assert dialled == ["kafka.cams.svc:9092"]
+
+
+def test_the_fleets_ray_clusters_share_one_token_created_once_and_never_rewritten() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    reconcile(body, kube, kafka)
+    secret = kube.objects[("Secret", NS, "lobby-ray-token")]
+    token = secret["stringData"]["auth_token"]
+    assert len(token) >= 40 and secret["metadata"]["ownerReferences"][0]["uid"] == "uid-lobby", "random, deleted with the fleet"
+    kuberay_runs_everything(kube, body, kafka)
+    reconcile(body, kube, kafka)
+    assert kube.objects[("Secret", NS, "lobby-ray-token")]["stringData"]["auth_token"] == token, "running clusters keep theirs"
+    clusters = [kube.objects[("RayService", NS, "lobby-serving")]["spec"]["rayClusterConfig"]] + [
+        kube.objects[("RayJob", NS, f"lobby-{role}")]["spec"]["rayClusterSpec"] for role in ("producer", "consumer")
+    ]
+    assert [c["authOptions"] for c in clusters] == [{"mode": "token", "secretName": "lobby-ray-token"}] * 3
+    other = fleet("hall")
+    reconcile(other, kube, kafka)
+    assert kube.objects[("Secret", NS, "hall-ray-token")]["stringData"]["auth_token"] != token, "each fleet its own"

@@ -8,9 +8,11 @@ from pathlib import Path
 from camerafleet.api.manifest import CONFIG_MAP_KEY, CameraFleet, load_manifest
 from camerafleet_dev.generators import ROOT
 from camerafleet_operator.render import (
+    RAY_TOKEN_KEY,
     config_map,
     console_service,
     fleet_document,
+    names,
     ray_job,
     ray_service,
     runner_access,
@@ -24,7 +26,11 @@ EXAMPLE_FLEET = ROOT / "examples" / "cluster-fleet.yaml"
 def standalone_files(fleet: CameraFleet, namespace: str = "default") -> dict[str, str]:
     """The top-level rayservice.yaml and rayjob.yaml, applicable without the operator."""
     name, spec = fleet.metadata.name, fleet.spec
-    header = "# Generated from examples/cluster-fleet.yaml by `make generate`. Do not edit.\n"
+    header = (
+        "# Generated from examples/cluster-fleet.yaml by `make generate`. Do not edit.\n"
+        f"# Ray runs with token authentication: create its Secret first (the operator does this for a fleet):\n"
+        f"#   kubectl create secret generic {names(name)['ray_token']} --from-literal={RAY_TOKEN_KEY}=$(openssl rand -base64 32)\n"
+    )
     pipeline_config = config_map(name, namespace, spec)
     pipeline_config["data"][CONFIG_MAP_KEY] = to_yaml(fleet_document(name, spec, serving_url=None))
     return {

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from camerafleet.admission import KafkaBacklog
 from camerafleet.api.serve_options import deployment_name
 from camerafleet.console.view import FleetView
+from camerafleet.ray_auth import dashboard_headers
 from camerafleet.topics import end_offsets
 
 log = logging.getLogger("camerafleet.console")
@@ -106,7 +107,7 @@ def local_replicas(app_name: str) -> ReplicaReader:
 
 def dashboard_replicas(dashboard_url: str, app_name: str) -> ReplicaReader:
     """From the Ray dashboard of the cluster that runs the app (a RayService's head), as KubeRay reads it."""
-    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), headers=dashboard_headers())  # the fleet's token, from KubeRay
 
     async def read() -> dict[str, int]:
         resp = await client.get(f"{dashboard_url}/api/serve/applications/")

@@ -1,0 +1,105 @@
+"""A Ray head started as KubeRay starts a fleet's heads with `authOptions` (`ray start --head` with
+`RAY_AUTH_MODE=token` and `RAY_AUTH_TOKEN`): its job API refuses a caller without the token, and what the
+pipeline itself asks of a dashboard (the preStop hook's stop) carries the token and is obeyed.
+
+The head is a process of its own, stopped by ending it: `ray stop` would end every Ray process this
+machine can see, a cluster's Pods included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from camerafleet import prestop
+from camerafleet.ray_auth import HEADER, TOKEN_ENV, dashboard_headers
+from camerafleet_dev.devservers._process import free_port
+
+START_S = 180  # a Ray head with its dashboard starts in ~15 s here; a loaded 2-core machine gets minutes
+
+
+def _call(url: str, *, method: str = "GET", body: dict | None = None, headers: dict[str, str] | None = None) -> tuple[int, object]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(
+            request, timeout=120
+        ) as answer:  # a job submission starts its supervisor actor: seconds, minutes loaded
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def _answers(url: str, headers: dict[str, str]) -> bool:
+    try:
+        return _call(url, headers=headers)[0] == 200
+    except OSError:  # not listening yet
+        return False
+
+
+@pytest.fixture(scope="module")
+def token_head(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """(dashboard URL, token) of a one-node Ray cluster with token authentication on."""
+    token = secrets.token_urlsafe(32)
+    dashboard_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_AUTH_MODE": "token", TOKEN_ENV: token}
+    temp = tmp_path_factory.mktemp("ray-auth")
+    log = (temp / "head.log").open("wb")
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=1",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+         f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        deadline = time.monotonic() + START_S
+        while not _answers(f"{url}/api/jobs/", {HEADER: f"Bearer {token}"}):
+            assert head.poll() is None, f"the Ray head ended: {(temp / 'head.log').read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"no Ray dashboard within {START_S} s: {(temp / 'head.log').read_text()[-2000:]}"
+            time.sleep(1)
+        yield url, token
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: the head ends its cluster's processes with it
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        log.close()
+
+
+def test_without_the_token_the_job_api_refuses_and_the_prestop_hook_with_it_stops_the_job(token_head, monkeypatch):
+    url, token = token_head
+    status, _ = _call(f"{url}/api/jobs/", method="POST", body={"entrypoint": "sleep 600"})
+    assert status == 401, "a job submitted without the token must be refused"
+    status, _ = _call(f"{url}/api/jobs/", method="POST", body={"entrypoint": "sleep 600"}, headers={HEADER: "Bearer not-the-token"})
+    assert status == 403, "a wrong token must be refused"
+
+    monkeypatch.setenv(TOKEN_ENV, token)  # as KubeRay sets it in the fleet's Ray containers
+    status, job = _call(f"{url}/api/jobs/", method="POST", body={"entrypoint": "sleep 600"}, headers=dashboard_headers())
+    assert status == 200, f"the token opens the job API: {job}"
+    job_id = job["submission_id"]  # type: ignore[index]
+    assert job_id in prestop.stop_running_jobs(url)
+
+    deadline = time.monotonic() + START_S  # stopping a job takes a second or two; a loaded machine gets minutes
+    while (state := _call(f"{url}/api/jobs/{job_id}", headers=dashboard_headers())[1]["status"]) != "STOPPED":  # type: ignore[index]
+        assert time.monotonic() < deadline, f"the job asked to stop is still {state}"
+        time.sleep(1)
+
+
+def test_the_token_can_come_from_a_file(tmp_path):
+    (tmp_path / "token").write_text("from-a-file\n")
+    assert dashboard_headers({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "token")}) == {HEADER: "Bearer from-a-file"}
+    assert dashboard_headers({}) == {}, "a cluster without auth gets no header"
