@@ -21,6 +21,7 @@ REQUEST_TIMEOUT_S = (10.0, 30.0)  # (connect, read): a call to an API server tha
 _PLURALS = {
     "ConfigMap": "configmaps",
     "Secret": "secrets",
+    "NetworkPolicy": "networkpolicies",
     "Service": "services",
     "ServiceAccount": "serviceaccounts",
     "Role": "roles",

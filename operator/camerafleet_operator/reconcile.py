@@ -160,9 +160,9 @@ async def reconcile_fleet(
         p.conds.blocked("; ".join(topics.conflicts))
         return _result(p, status, {"topics": owned, "created_topics": created})
     owner = render.owner_reference(body)
-    objects = render.fleet_objects(p.name, p.namespace, spec, owner)
+    objects = render.fleet_objects(p.name, p.namespace, spec, owner, access=policy.fleet_access)
     await p.kube.create(render.ray_token_secret(p.name, p.namespace, secrets.token_urlsafe(32), owner))  # once; kept after
-    await _apply_owned(p, spec, [o for o in objects if o["kind"] not in ("RayJob", "RayService")])
+    await _apply_owned(p, [o for o in objects if o["kind"] not in ("RayJob", "RayService")])
     serving = await _serving(p, spec, next(o for o in objects if o["kind"] == "RayService"))
     jobs = {
         role: await _job(p, spec, role, job, getattr(status, f"{role}_job"), serving_ok=serving)
@@ -237,15 +237,22 @@ async def _topics(p: _Pass, spec: FleetSpec, topic_admin: Callable[[str], TopicR
     return plan
 
 
-async def _apply_owned(p: _Pass, spec: FleetSpec, objects: list[dict[str, Any]]) -> None:
-    """The objects the fleet owns (garbage-collected with it); a console turned off loses its Service, but a
-    Service of that name the operator did not make stays."""
+_OPTIONAL = (("v1", "Service", "console"), ("networking.k8s.io/v1", "NetworkPolicy", "access"))  # kept only while wanted
+
+
+async def _apply_owned(p: _Pass, objects: list[dict[str, Any]]) -> None:
+    """The objects the fleet owns (garbage-collected with it). One no longer wanted (a console turned off, the
+    operator's NetworkPolicies turned off) is deleted, but an object of that name the operator did not make stays."""
     for obj in objects:
         await p.kube.apply(obj)
-    if not spec.kubernetes.console:
-        console = await p.kube.get("v1", "Service", p.namespace, render.names(p.name)["console"])
-        if console is not None and console["metadata"].get("labels", {}).get(render.LABEL_FLEET) == p.name:
-            await p.kube.delete("v1", "Service", p.namespace, console["metadata"]["name"])
+    wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for api_version, kind, role in _OPTIONAL:
+        name = render.names(p.name)[role]
+        if (kind, name) in wanted:
+            continue
+        live = await p.kube.get(api_version, kind, p.namespace, name)
+        if live is not None and live["metadata"].get("labels", {}).get(render.LABEL_FLEET) == p.name:
+            await p.kube.delete(api_version, kind, p.namespace, name)
 
 
 def cluster_hash(service: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ a test keeps them in sync.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import yaml
@@ -22,11 +23,14 @@ from camerafleet.api.serve_options import (
     model_deployment_options,
     model_user_config,
 )
+from camerafleet.api.settings import FleetAccess
 from camerafleet.api.versions import RAY_VERSION
 
 CONFIG_DIR = "/etc/camerafleet"
 SERVE_PORT = 8000
 CONSOLE_PORT = 8090  # the fleet console, served by the producer job's driver on its head Pod
+DASHBOARD_PORT = 8265
+METRICS_PORT = 8080  # KubeRay's `metrics` port on every Ray container
 LABEL_CONSOLE = "camerafleet.io/console"  # on the Pod that serves a fleet's console: its Service selects it
 LABEL_FLEET = "camerafleet.io/fleet"
 RAY_TOKEN_KEY = "auth_token"  # the key of the token in the Secret KubeRay's authOptions.secretName names
@@ -65,6 +69,7 @@ def names(fleet_name: str) -> dict[str, str]:
         "runner": f"{fleet_name}-runner",
         "console": f"{fleet_name}-console",
         "ray_token": f"{fleet_name}-ray-token",
+        "access": f"{fleet_name}-access",
     }
 
 
@@ -75,7 +80,7 @@ def serve_url(fleet_name: str, namespace: str, spec: FleetSpec) -> str:
 
 def serve_status_url(fleet_name: str, namespace: str) -> str:
     """The Ray dashboard of the RayService's cluster (KubeRay's `<rayservice>-head-svc`), where Serve reports replicas."""
-    return f"http://{names(fleet_name)['service']}-head-svc.{namespace}.svc:8265"
+    return f"http://{names(fleet_name)['service']}-head-svc.{namespace}.svc:{DASHBOARD_PORT}"
 
 
 def pod_labels(fleet_name: str, component: str) -> dict[str, str]:
@@ -241,7 +246,7 @@ def ray_cluster_spec(
     head = _container(spec, "ray-head", spec.kubernetes.head, mount_config=config_map_name)
     head["ports"] = [
         {"containerPort": 6379, "name": "gcs-server"},
-        {"containerPort": 8265, "name": "dashboard"},
+        {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
         {"containerPort": 10001, "name": "client"},
         {"containerPort": SERVE_PORT, "name": "serve"},
     ]
@@ -440,9 +445,41 @@ def console_service(fleet_name: str, namespace: str, owner: dict[str, Any] | Non
     }
 
 
-def fleet_objects(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Everything the operator keeps in Kubernetes for a fleet, in apply order."""
+def network_policy(fleet_name: str, namespace: str, access: FleetAccess, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Who may reach the fleet's Pods: its own Pods (Ray between its nodes, consumers to Serve, the console to
+    the RayService's dashboard), KubeRay on the dashboard and Serve's port, and what `access` names on the
+    metrics and console ports; nothing else. Egress is left open (Kafka, the bucket and the cameras are
+    wherever the spec says)."""
+
+    def rule(peers: list[dict[str, Any]], *ports: int) -> list[dict[str, Any]]:
+        # A rule without peers would let everyone in: a port no one is named for gets no rule at all.
+        return [{"from": copy.deepcopy(peers), "ports": [{"protocol": "TCP", "port": p} for p in ports]}] if peers else []
+
+    own = {"podSelector": {"matchLabels": {LABEL_FLEET: fleet_name}}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(names(fleet_name)["access"], namespace, fleet_name, "access", owner),
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_FLEET: fleet_name}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [own]},
+                *rule(access.kuberay, DASHBOARD_PORT, SERVE_PORT),
+                *rule(access.metrics, METRICS_PORT),
+                *rule(access.console, CONSOLE_PORT),
+            ],
+        },
+    }
+
+
+def fleet_objects(
+    fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None, access: FleetAccess | None = None
+) -> list[dict[str, Any]]:
+    """Everything the operator keeps in Kubernetes for a fleet, in apply order (its NetworkPolicy first, so
+    no Pod of it is ever reachable by everyone)."""
     return [
+        *([network_policy(fleet_name, namespace, access, owner)] if access else []),
         config_map(fleet_name, namespace, spec, owner),
         *runner_access(fleet_name, namespace, spec, owner),
         ray_service(fleet_name, namespace, spec, owner),

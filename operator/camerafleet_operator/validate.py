@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from camerafleet.api.manifest import FleetSpec, PodResources
-from camerafleet.api.settings import Settings
+from camerafleet.api.settings import FleetAccess, Settings
 
 # KubeRay (v1.6, utils/validation.go): RayJob and RayService names are DNS-1035 labels of at most 47
 # characters (a RayCluster name's 53 less the 6 of its suffix); the fleet's objects add "-producer",
@@ -63,10 +63,11 @@ class ClusterPolicy:
 
     allow_local_addresses: bool = False  # a development control plane where nothing runs in Pods
     allowed_images: tuple[str, ...] = ()  # image prefixes fleets may run; empty: any
+    fleet_access: FleetAccess | None = None  # who may reach a fleet's Pods; None: no NetworkPolicy
 
     @classmethod
     def of(cls, settings: Settings) -> ClusterPolicy:
-        return cls(settings.allow_local_addresses, settings.allowed_images)
+        return cls(settings.allow_local_addresses, settings.allowed_images, settings.fleet_access)
 
 
 DEFAULT_POLICY = ClusterPolicy()

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from camerafleet_dev.cluster.plan import NODE_RANGE
 from camerafleet_dev.devservers.helm import binary as helm_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +125,11 @@ def installed(cluster: Cluster) -> Iterator[Cluster]:
     # The README's upgrade step: Helm installs a chart's crds/ once and never updates them, and this cluster
     # may keep the CRD of an earlier run (uninstalling leaves it, as Helm does).
     c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "camerafleet-operator" / "crds"))
-    c.helm("install", "camerafleet-operator", str(ROOT / "charts" / "camerafleet-operator"), "-n", OPERATOR_NS, "--create-namespace")
+    # Prometheus runs on the host here, as a node's process would: it scrapes from the nodes' addresses.
+    c.helm(
+        "install", "camerafleet-operator", str(ROOT / "charts" / "camerafleet-operator"), "-n", OPERATOR_NS, "--create-namespace",
+        "--set-json", f'fleetNetworkPolicy.metricsFrom=[{{"ipBlock": {{"cidr": "{NODE_RANGE}"}}}}]',
+    )  # fmt: skip
     c.helm(
         "install",
         "camerafleet-stack",

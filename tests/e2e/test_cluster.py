@@ -442,6 +442,83 @@ def test_rays_dashboard_refuses_a_caller_without_the_fleets_token(installed: Clu
     assert dashboard(installed, cluster, "/api/jobs/") is not None, "with the token it answers"
 
 
+# Run in a probe Pod: which of the given host:port answer a TCP connection.
+_PROBE = (
+    "import json, socket, sys\nout = {}\nfor target in sys.argv[1:]:\n host, port = target.rsplit(':', 1)\n try:\n"
+    "  socket.create_connection((host, int(port)), timeout=5).close(); out[target] = 'open'\n"
+    " except OSError as err:\n  out[target] = type(err).__name__\nprint(json.dumps(out))"
+)
+
+
+def probe_pod(c: Cluster, ns: str, name: str, labels: dict[str, str]) -> str:
+    """A Pod running the operator image (Python, non-root, already on the nodes) that does nothing until asked."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": OPERATOR_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["python", "-c", "import time; time.sleep(3600)"],
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False},
+                }
+            ],
+            "terminationGracePeriodSeconds": 0,
+        },
+    }
+    c.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+    wait_for(f"probe Pod {ns}/{name} running", lambda: ((c.get("pod", name, ns) or {}).get("status") or {}).get("phase") == "Running", 180)
+    return name
+
+
+def test_from_another_namespace_rays_ports_and_the_console_are_refused(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Issue 24: the fleet's NetworkPolicy, enforced by the cluster's policy agent (kube-router's firewall). From a
+    Pod in another namespace, and from a Pod of the fleet's namespace that is not the fleet's, Ray's dashboard
+    (job submission), GCS, the Ray client and Serve of the fleet's Ray clusters and the console do not answer;
+    the same Pods reach CoreDNS (their network works), and a Pod with the fleet's label reaches every one of
+    those ports (they listen; the policy is what refuses). The fleet itself keeps working: every test after
+    this one runs under the policy."""
+    c = installed
+    serving = c.get("rayservice", f"{FLEET}-serving")["status"]["activeServiceStatus"]["rayClusterName"]
+    producer = c.get("rayjob", f"{FLEET}-producer")["status"]["rayClusterName"]
+    fleet_ports = [
+        f"{serving}-head-svc.{NS}.svc:8265",
+        f"{serving}-head-svc.{NS}.svc:6379",
+        f"{serving}-head-svc.{NS}.svc:10001",
+        f"{FLEET}-serving-serve-svc.{NS}.svc:8000",
+        f"{producer}-head-svc.{NS}.svc:8265",
+        f"{producer}-head-svc.{NS}.svc:10001",
+        f"{FLEET}-console.{NS}.svc:8090",
+    ]
+    dns = "kube-dns.kube-system.svc:53"
+    c.kubectl("create", "namespace", "intruder", check=False)
+    try:
+        outsiders = [("intruder", probe_pod(c, "intruder", "probe", {})), (NS, probe_pod(c, NS, "stranger", {}))]
+        insider = probe_pod(c, NS, "insider", {"camerafleet.io/fleet": FLEET})
+
+        def answers(ns: str, pod: str) -> dict[str, str]:
+            out = c.kubectl("exec", "-n", ns, pod, "--", "python", "-c", _PROBE, dns, *fleet_ports).stdout
+            return dict(json.loads(out))
+
+        for ns, pod in outsiders:
+            seen = answers(ns, pod)
+            assert seen[dns] == "open", f"the probe Pod {ns}/{pod} has no network at all: {seen}"
+            opened = [target for target in fleet_ports if seen[target] == "open"]
+            assert not opened, f"from {ns}/{pod} the fleet's {opened} answer: {seen}"
+        seen = answers(NS, insider)
+        assert all(seen[target] == "open" for target in fleet_ports), f"the fleet's own Pods must reach each other: {seen}"
+        report(
+            "network policy",
+            f"from another namespace and an unlabelled Pod: {sorted(set(answers('intruder', 'probe').values()))}; own Pod: open",
+        )
+    finally:
+        c.kubectl("delete", "namespace", "intruder", "--wait=false", check=False)
+        c.kubectl("delete", "pod", "stranger", "insider", "-n", NS, "--wait=false", check=False)
+
+
 def job_log(c: Cluster, role: str) -> str:
     """A job's driver log, from its cluster's dashboard (HTTPMode: there is no submitter Pod to read)."""
     status = c.get("rayjob", f"{FLEET}-{role}")["status"]

@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from camerafleet_dev.cluster import addons, faults, network
+from camerafleet_dev.cluster import addons, faults, network, policy_agent
 from camerafleet_dev.cluster.node import Containerd, Kubelet, KubeProxy, KubeScheduler
 from camerafleet_dev.cluster.plan import MAX_NODES, PRIMARY, NodePlan, cluster_plan
+from camerafleet_dev.cluster.policy_agent import PolicyAgent
 from camerafleet_dev.cluster.state import NODE_KINDS, STOP_ORDER, ClusterState
 from camerafleet_dev.cluster.teardown import down
 from camerafleet_dev.devservers import helm
@@ -108,7 +109,7 @@ def up(data_dir: Path, nodes_wanted: int = MAX_NODES) -> int:
         return 1
     nodes = cluster_plan(nodes_wanted)
     started = time.monotonic()
-    for fetch in (fetch_kafka, fetch_minio, fetch_controlplane, helm.fetch_helm, fetch_node_tools):
+    for fetch in (fetch_kafka, fetch_minio, fetch_controlplane, helm.fetch_helm, fetch_node_tools, policy_agent.fetch):
         fetch()
     say(f"tools ready ({time.monotonic() - started:.0f} s); building the node's images (pause, CoreDNS, KubeRay) ...")
     node_images = build_node_images()
@@ -143,8 +144,10 @@ def up(data_dir: Path, nodes_wanted: int = MAX_NODES) -> int:
         _start(kubelet, node, state)
     scheduler = KubeScheduler(data_dir, pki=control._pki, server=control.server, detached=True).start()
     note(scheduler)
+    addons.apply(control, policy_agent.rbac(), data_dir / "policy-agent-rbac.yaml")
     for node in nodes:
         _start(KubeProxy(node.data_dir(data_dir), node=node, pki=control._pki, server=control.server, detached=True), node, state)
+        _start(PolicyAgent(node.data_dir(data_dir), node=node, pki=control._pki, server=control.server, detached=True), node, state)
     for node in nodes:
         wait_for(
             f"node {node.name} Ready",
@@ -180,7 +183,10 @@ def up(data_dir: Path, nodes_wanted: int = MAX_NODES) -> int:
     env_file.touch(mode=0o600)
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     names = ", ".join(n.name for n in nodes)
-    say(f"cluster up in {time.monotonic() - started:.0f} s: nodes {names} Ready, CoreDNS and KubeRay running; settings in {env_file}")
+    say(
+        f"cluster up in {time.monotonic() - started:.0f} s: nodes {names} Ready, NetworkPolicies enforced (kube-router), "
+        f"CoreDNS and KubeRay running; settings in {env_file}"
+    )
     print(f"KUBECONFIG={control.kubeconfig}\nKAFKA_BOOTSTRAP={kafka.bootstrap}\nCAMERAFLEET_S3_ENDPOINT={minio.endpoint}")
     return 0
 

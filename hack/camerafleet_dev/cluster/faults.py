@@ -17,6 +17,7 @@ import yaml
 from camerafleet_dev.cluster import network
 from camerafleet_dev.cluster.node import Containerd, Kubelet, KubeProxy
 from camerafleet_dev.cluster.plan import NodePlan, node_named
+from camerafleet_dev.cluster.policy_agent import PolicyAgent
 from camerafleet_dev.cluster.state import NODE_KINDS, ClusterState
 from camerafleet_dev.devservers._process import LocalServer, pid_alive, stop_process_group
 from camerafleet_dev.devservers.controlplane import ControlPlane
@@ -63,6 +64,7 @@ def _components(data_dir: Path, node: NodePlan, kinds: tuple[str, ...]) -> list[
             detached=True,
         ),
         "kube-proxy": KubeProxy(node_dir, node=node, pki=control._pki, server=server, detached=True),
+        "policy-agent": PolicyAgent(node_dir, node=node, pki=control._pki, server=server, detached=True),
     }
     return [made[kind] for kind in kinds]
 
@@ -85,16 +87,16 @@ def restart_kubelet(data_dir: Path, node_name: str) -> int:
 def stop_node(data_dir: Path, node_name: str) -> int:
     """The node's processes killed (SIGKILL: a host that died says goodbye to no one), then its containers."""
     state, node = _node(data_dir, node_name)
-    for kind in NODE_KINDS:  # kube-proxy, kubelet (so nothing restarts the containers), containerd
+    for kind in NODE_KINDS:  # the policy agent, kube-proxy, kubelet (so nothing restarts the containers), containerd
         _stop(state, node, kind, 0.0)
     containers = stop_containers(node.data_dir(data_dir) / "containerd")
     shims = stop_shims(node.data_dir(data_dir) / "containerd" / "containerd.sock")
-    say(f"node {node.name} stopped: its kubelet, kube-proxy and containerd, {shims} shims and {containers} containers killed")
+    say(f"node {node.name} stopped: its policy agent, kubelet, kube-proxy and containerd, {shims} shims and {containers} containers killed")
     return 0
 
 
 def start_node(data_dir: Path, node_name: str) -> int:
-    """The node's containerd, kubelet and kube-proxy started again on the data they had."""
+    """The node's containerd, kubelet, kube-proxy and policy agent started again on the data they had."""
     state, node = _node(data_dir, node_name)
     if running := [kind for kind in NODE_KINDS if pid_alive(state.pids.get(node.pid_key(kind), 0))]:
         raise RuntimeError(f"node {node.name} still runs its {', '.join(running)}: `stop-node` it first")

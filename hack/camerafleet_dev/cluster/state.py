@@ -12,9 +12,10 @@ from pathlib import Path
 from camerafleet_dev.cluster.plan import MAX_NODES, PRIMARY, NodePlan, cluster_plan, node_named
 
 #: The processes of each node, in the order `down` stops them (after the cluster-wide kube-scheduler).
-NODE_KINDS = ("kube-proxy", "kubelet", "containerd")
+NODE_KINDS = ("policy-agent", "kube-proxy", "kubelet", "containerd")
 #: Everything, in the order `down` stops it: a node's processes before the control plane they report to.
 STOP_ORDER = (
+    "policy-agent",
     "kube-proxy",
     "kube-scheduler",
     "kubelet",

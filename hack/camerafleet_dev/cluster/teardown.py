@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from camerafleet_dev.cluster import network
+from camerafleet_dev.cluster import network, policy_agent
 from camerafleet_dev.cluster.faults import stop_containers, stop_shims
 from camerafleet_dev.cluster.plan import MAX_NODES, cluster_plan
 from camerafleet_dev.cluster.state import STOP_ORDER, ClusterState
@@ -45,6 +45,7 @@ def down(data_dir: Path, timeout_s: float = 30.0) -> int:
         say(f"removed the network namespaces of {len(removed)} stopped Pods")
     for node in every:
         shutil.rmtree(node.data_dir(data_dir) / "cni" / "ipam", ignore_errors=True)  # their address leases
+    policy_agent.cleanup(every)  # before the namespaces go: its ipsets are referenced by its rules
     if (proxy := binary("kube-proxy")).exists():
         # Node 1's iptables rules; a further node's go with its network namespace.
         subprocess.run([str(proxy), "--cleanup"], capture_output=True, check=False)

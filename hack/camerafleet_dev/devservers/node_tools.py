@@ -43,6 +43,7 @@ DEBIAN_PACKAGES = {
     "buildah": "buildah",
     "mmdebstrap": "mmdebstrap",
     "iptables": "iptables",
+    "ipset": "ipset",  # the NetworkPolicy agent's address sets (cluster/policy_agent.py)
 }
 
 _PAUSE_GO = """// The Pod sandbox: holds the Pod's namespaces, reaps orphans, exits on SIGTERM/SIGINT.

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Json, SecretStr, ValidationError, field_validator
 
 from camerafleet.api.manifest import BucketSpec, FleetSpec
 
@@ -22,6 +22,27 @@ PROFILE_DIR_ENV = "CAMERAFLEET_PROFILE_DIR"
 
 class SettingsError(ValueError):
     """An environment variable with a value CameraFleet cannot use; the message names it."""
+
+
+NetworkPeers = list[dict[str, Any]]  # Kubernetes NetworkPolicyPeers ({podSelector, namespaceSelector} or {ipBlock})
+
+
+class FleetAccess(BaseModel):
+    """Who, besides a fleet's own Pods, may reach them: the operator chart's `fleetNetworkPolicy`, which the
+    operator turns into one NetworkPolicy per fleet. Everything else in the cluster is refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    kuberay: NetworkPeers = Field(
+        alias="kuberayFrom",
+        min_length=1,
+        description="The KubeRay operator: it submits the jobs and the Serve config through each Ray head's dashboard "
+        "(8265) and checks Serve's proxies (8000).",
+    )
+    metrics: NetworkPeers = Field(default=[], alias="metricsFrom", description="Who scrapes the Ray Pods' metrics port (8080).")
+    console: NetworkPeers = Field(
+        default=[], alias="consoleFrom", description="Who may open the fleet console (8090); `kubectl port-forward` is never refused."
+    )
 
 
 class Settings(BaseModel):
@@ -72,6 +93,12 @@ class Settings(BaseModel):
         alias="CAMERAFLEET_ALLOWED_IMAGES",
         description="The images fleets may run, as comma-separated prefixes (`registry.example.com/vision/`): a fleet naming "
         "another is refused as InvalidSpec. Empty: any image. The operator chart's `allowedImages` sets it.",
+    )
+    fleet_access: Json[FleetAccess] | None = Field(
+        default=None,
+        alias="CAMERAFLEET_FLEET_NETWORK_POLICY",
+        description="JSON: who may reach a fleet's Pods (FleetAccess); set, the operator gives each fleet a NetworkPolicy that "
+        "refuses everyone else. The operator chart's `fleetNetworkPolicy` sets it.",
     )
     manifest_config_map: str | None = Field(
         default=None,
