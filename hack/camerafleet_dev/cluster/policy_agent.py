@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -135,7 +135,7 @@ class PolicyAgent(LocalServer):
         return port_accepts(HEALTH_PORT, host=self.node.probe_host)
 
 
-def cleanup(nodes: list[NodePlan]) -> None:
+def cleanup(nodes: Sequence[NodePlan]) -> None:
     """Remove the agents' iptables chains and ipsets (node 1's are in the host's namespace; a further node's
     go with its namespace, but are removed too while it exists)."""
     if not binary().exists():
