@@ -132,9 +132,9 @@ async def delete_topics(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         fleets = await memo.kube.list(API_VERSION, "CameraFleet")
     except (ApiException, TransportError) as err:
         raise kopf.TemporaryError(f"{api_problem(err)}; retrying in {KUBE_RETRY_S:.0f} s", delay=KUBE_RETRY_S) from None
-    claims = topic_claims(meta["name"], meta["namespace"], meta.get("creationTimestamp", ""), spec, fleets)
     # Only what it created (its status, which only the operator writes), never a topic it adopted.
     status: dict[str, Any] = dict(body.status or {})
+    claims = topic_claims(meta["name"], meta["namespace"], meta.get("creationTimestamp", ""), spec, fleets, status.get("kafkaClusterId"))
     owned = [t for t in status.get("createdTopics", []) if t not in claims]
     try:
         async with TopicReconciler(operator_bootstrap(spec.kafka.bootstrap_servers, meta["namespace"])) as topics:

@@ -55,10 +55,13 @@ def group_key(group: str) -> str:
     return f"consumer group {group}"
 
 
-def topic_claims(fleet_name: str, namespace: str, created: str, spec: FleetSpec, all_fleets: list[dict[str, Any]]) -> dict[str, str]:
+def topic_claims(
+    fleet_name: str, namespace: str, created: str, spec: FleetSpec, all_fleets: list[dict[str, Any]], kafka_cluster: str | None
+) -> dict[str, str]:
     """Topics and consumer groups that older fleets on the same Kafka already claim (the older fleet wins, like
     Strimzi), each fleet with the names it runs on (`tenancy.per_fleet`). `spec` is this fleet's, per fleet.
-    The same Kafka is the same address as the operator dials it (a short Service name in its namespace)."""
+    The same Kafka is the same cluster id (`kafka_cluster`, this fleet's; another's is in its status); where
+    either is not known yet, the same address as the operator dials it."""
     mine = (created, namespace, fleet_name)
     kafka = operator_bootstrap(spec.kafka.bootstrap_servers, namespace)
     claims: dict[str, str] = {}
@@ -71,7 +74,11 @@ def topic_claims(fleet_name: str, namespace: str, created: str, spec: FleetSpec,
             other_spec = per_fleet(meta["namespace"], meta["name"], FleetSpec.model_validate(other.get("spec") or {}))
         except ValidationError:
             continue
-        if operator_bootstrap(other_spec.kafka.bootstrap_servers, meta["namespace"]) != kafka:
+        other_cluster = (other.get("status") or {}).get("kafkaClusterId")
+        if kafka_cluster and other_cluster:
+            if other_cluster != kafka_cluster:
+                continue
+        elif operator_bootstrap(other_spec.kafka.bootstrap_servers, meta["namespace"]) != kafka:
             continue
         for name in [*other_spec.topics(), group_key(other_spec.kafka.consumer_group)]:
             claims.setdefault(name, f"{meta['namespace']}/{meta['name']}")
@@ -129,6 +136,7 @@ class _Pass:
     retry_after: float | None = None
     retry_reason: str = ""
     invalid: list[str] = field(default_factory=list)  # what KubeRay refused: only a spec change helps
+    kafka_cluster: str | None = None  # Kafka's cluster id, once asked
 
     def retry(self, after_s: float, reason: str = "") -> None:
         """Come back after `after_s` (the soonest of all steps' wishes)."""
@@ -191,6 +199,8 @@ _FIELDS = set(FleetStatus.model_fields) | {f.alias for f in FleetStatus.model_fi
 
 def _result(p: _Pass, status: FleetStatus, update: dict[str, Any]) -> ReconcileResult:
     conditions = p.conds.items
+    if p.kafka_cluster:
+        update = {**update, "kafka_cluster_id": p.kafka_cluster}
     new = status.model_copy(
         update={**update, "conditions": conditions, "observed_generation": p.conds.generation, "phase": phase_of(conditions)}
     )
@@ -213,14 +223,16 @@ async def _topics(p: _Pass, spec: FleetSpec, topic_admin: Callable[[str], TopicR
     """TopicsReady; what was planned and done in Kafka (the topics this fleet owns, those it created, those
     another fleet owns), or None when Kafka could not be asked."""
     created = p.body["metadata"].get("creationTimestamp", "")
-    claims = topic_claims(p.name, p.namespace, created, spec, await p.kube.list(API_VERSION, KIND))
-    if owner := claims.get(group_key(spec.kafka.consumer_group)):
-        p.conds.set("TopicsReady", False, "Conflict", f"consumer group {spec.kafka.consumer_group} belongs to fleet {owner}")
-        return TopicPlan(conflicts=[f"consumer group {spec.kafka.consumer_group} belongs to fleet {owner}"])
+    fleets = await p.kube.list(API_VERSION, KIND)
     try:
         # The operator runs in its own namespace: a short Service name in the spec means the fleet's namespace.
         async with topic_admin(operator_bootstrap(spec.kafka.bootstrap_servers, p.namespace)) as topics:
-            plan = plan_topics(spec, await topics.describe(sorted(spec.topics())), claims)
+            p.kafka_cluster = await topics.cluster_id()
+            claims = topic_claims(p.name, p.namespace, created, spec, fleets, p.kafka_cluster)
+            if owner := claims.get(group_key(spec.kafka.consumer_group)):
+                plan = TopicPlan(conflicts=[f"consumer group {spec.kafka.consumer_group} belongs to fleet {owner}"])
+            else:
+                plan = plan_topics(spec, await topics.describe(sorted(spec.topics())), claims)
             if plan.conflicts:  # the fleet cannot run on these names: Kafka is left as it is
                 plan = TopicPlan(conflicts=plan.conflicts)
             await topics.apply(spec, plan)

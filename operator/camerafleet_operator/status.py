@@ -56,6 +56,12 @@ class FleetStatus(Strict):
         description="Kafka topics this fleet created: the only ones topicDeletionPolicy Delete deletes (never one it adopted). "
         "Written by the operator only (the status subresource).",
     )
+    kafka_cluster_id: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Kafka's own id of the cluster the fleet's topics are in: two fleets share a Kafka when these match, "
+        "whatever addresses they name it by. Written by the operator only (the status subresource).",
+    )
     conditions: list[Condition] = Field(default_factory=list, description="Current state, one entry per condition type.")
     producer_job: JobState = Field(default_factory=JobState, description="Resubmission state of the producer RayJob.")
     consumer_job: JobState = Field(default_factory=JobState, description="Resubmission state of the consumer RayJob.")

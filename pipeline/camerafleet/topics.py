@@ -118,6 +118,16 @@ class TopicReconciler:
     async def __aexit__(self, *exc: object) -> None:
         await self.admin.close()
 
+    async def cluster_id(self) -> str:
+        """Kafka's own id of the cluster: the same whatever address names it (a Service, its FQDN, a broker)."""
+        try:
+            cluster = (await self.admin.describe_cluster()).get("cluster_id")
+        except KafkaError as err:
+            raise KafkaUnavailable(f"cannot describe the cluster at {self.bootstrap}: {err}") from None
+        if not cluster:
+            raise KafkaUnavailable(f"the Kafka at {self.bootstrap} reports no cluster id (a broker older than Kafka 0.10.1)")
+        return str(cluster)
+
     async def describe(self, names: list[str]) -> dict[str, TopicState]:
         try:
             topics = [t for t in await self.admin.describe_topics(names) if t["error_code"] != UNKNOWN_TOPIC]

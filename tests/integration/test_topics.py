@@ -125,3 +125,16 @@ def test_the_fleet_sets_its_own_configs_key_by_key_and_keeps_results_for_days(ka
     assert (camera["retention.ms"], camera["max.message.bytes"]) == ("900000", "2097152"), "the administrator's setting stays"
     week = str(7 * 86_400_000)
     assert configs["configs_results"]["retention.ms"] == configs["configs_dead"]["retention.ms"] == week
+
+
+def test_the_same_broker_by_two_addresses_is_one_cluster_id(kafka_server):
+    """Issue 24: what decides whether two fleets share a Kafka is Kafka's own cluster id, not the address."""
+    host, port = kafka_server.bootstrap.rsplit(":", 1)
+    other_spelling = f"localhost:{port}" if host != "localhost" else f"127.0.0.1:{port}"
+
+    async def scenario() -> tuple[str, str]:
+        async with TopicReconciler(kafka_server.bootstrap) as a, TopicReconciler(other_spelling) as b:
+            return await a.cluster_id(), await b.cluster_id()
+
+    first, second = asyncio.run(scenario())
+    assert first and first == second, (first, second)

@@ -84,9 +84,20 @@ def test_older_fleet_owns_shared_topics():
         fleet_obj("new", "2026-02-01T00:00:00Z"),
         fleet_obj("elsewhere", "2025-01-01T00:00:00Z", bootstrapServers="other:9092"),
     ]
-    claims = topic_claims("new", "ns", "2026-02-01T00:00:00Z", spec(), fleets)
+    claims = topic_claims("new", "ns", "2026-02-01T00:00:00Z", spec(), fleets, None)
     assert claims["camera_1"] == "ns/old"
-    assert topic_claims("old", "ns", "2026-01-01T00:00:00Z", spec(), fleets) == {}
+    assert topic_claims("old", "ns", "2026-01-01T00:00:00Z", spec(), fleets, None) == {}
+
+
+def test_one_kafka_is_one_cluster_id_whatever_address_names_it():
+    """Issue 24: ownership follows Kafka's cluster id (each fleet's, in its status), not the address string."""
+    old = fleet_obj("old", "2026-01-01T00:00:00Z", bootstrapServers="kafka-0.kafka-headless.data.svc:9092") | {
+        "status": {"kafkaClusterId": "k-1"}
+    }
+    same_address_other_kafka = fleet_obj("moved", "2026-01-02T00:00:00Z") | {"status": {"kafkaClusterId": "k-2"}}
+    claims = topic_claims("new", "ns", "2026-02-01T00:00:00Z", spec(), [old, same_address_other_kafka], "k-1")
+    assert claims["camera_1"] == "ns/old", "another address of the same cluster is the same Kafka"
+    assert "ns/moved" not in claims.values(), "the same address of another cluster is another Kafka"
 
 
 def job(deployment: str | None = None, job_status: str | None = None, **meta: str) -> dict:

@@ -61,12 +61,16 @@ class FakeKube:
 class FakeKafka:
     """The topic admin seam: topics in a dict; `down` makes every call fail like an unreachable broker."""
 
-    def __init__(self) -> None:
+    def __init__(self, cluster_id: str = "kafka-cluster-1") -> None:
         self.topics: dict[str, TopicState] = {}
         self.down = False
+        self.id = cluster_id
 
     def __call__(self, bootstrap: str) -> FakeKafka:
         return self
+
+    async def cluster_id(self) -> str:
+        return self.id
 
     async def __aenter__(self) -> FakeKafka:
         if self.down:
@@ -149,6 +153,7 @@ def test_a_new_fleet_gets_its_topics_and_objects_and_waits_for_kuberay() -> None
     assert c["Ready"] == ("False", "NotReady") and result.status.phase == "Reconciling"
     assert result.retry_after_s is None and result.status.observed_generation == 1
     assert [(e.type, e.reason) for e in result.events] == [("Normal", "Reconciled")]
+    assert result.status.kafka_cluster_id == "kafka-cluster-1", "what decides which fleets share a Kafka"
 
 
 def test_the_fleet_is_ready_once_kuberay_reports_everything_running() -> None:
