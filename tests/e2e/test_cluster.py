@@ -43,8 +43,8 @@ ADDED_CAMERA = {"id": "3", "source": "synthetic:1280x720@30"}  # added with kube
 measured: dict[str, str] = {}
 
 
-def camera_topics(fleet: dict[str, Any]) -> list[str]:
-    prefix = fleet["spec"]["kafka"].get("topicPrefix", f"{OWN}.camera_")
+def camera_topics(fleet: dict[str, Any], own: str = OWN) -> list[str]:
+    prefix = fleet["spec"]["kafka"].get("topicPrefix", f"{own}.camera_")
     return [f"{prefix}{c['id']}" for c in fleet["spec"]["cameras"]]
 
 
@@ -72,16 +72,16 @@ async def _results(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         await consumer.stop()
 
 
-def ledger(c: Cluster, fleet: dict[str, Any], timeout_s: float = RECOVERY_TIMEOUT_S) -> dict[str, Any]:
+def ledger(c: Cluster, fleet: dict[str, Any], timeout_s: float = RECOVERY_TIMEOUT_S, own: str = OWN) -> dict[str, Any]:
     """The ledger from Kafka alone: every message announced on a camera topic so far must reach a result on
     the results topic (at-least-once: repeats counted once). Waits until the consumer group committed up to
-    the announced end (it commits only after the results are written)."""
-    topics = camera_topics(fleet)
+    the announced end (it commits only after the results are written). `own`: the fleet's `<namespace>.<name>`."""
+    topics = camera_topics(fleet, own)
     ends = asyncio.run(end_offsets(c.kafka, topics))
     want = {(t, p): end for t, parts in ends.items() for p, end in parts.items() if end > 0}
-    behind = asyncio.run(wait_committed(c.kafka, GROUP, want, timeout_s))
+    behind = asyncio.run(wait_committed(c.kafka, own, want, timeout_s))
     assert not behind, f"consumers did not catch up with {sum(behind.values())} announced frames within {timeout_s:.0f} s: {behind}"
-    results = asyncio.run(_results(c.kafka, RESULTS))
+    results = asyncio.run(_results(c.kafka, f"{own}.results"))
     first: dict[tuple[str, int, int], dict[str, Any]] = {}
     for r in results:
         first.setdefault((r["topic"], r["partition"], r["offset"]), r)
@@ -1001,6 +1001,82 @@ def test_fault_the_gpu_node_stops_and_comes_back(installed: Cluster, fleet: dict
         ),
     ],
 )
+def _lifecycle_rules(c: Cluster, fleet: dict[str, Any]) -> set[str]:
+    client, name, _ = bucket(c, fleet)
+    config = client.get_bucket_lifecycle(name)
+    return {r.rule_id for r in (config.rules if config else [])}
+
+
+def _has_objects(c: Cluster, fleet: dict[str, Any], ns: str) -> bool:
+    client, name, folder = bucket(c, fleet, ns)
+    return next(iter(client.list_objects(name, prefix=folder, recursive=True)), None) is not None
+
+
+def test_a_second_fleet_from_the_same_example_in_another_namespace_shares_nothing(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Issue 24, tenancy on the cluster: the same manifest (fleet `example`, Kafka names unset), applied by a
+    second team in namespace tenant-b against the same Kafka and bucket, runs on topics, a consumer group and
+    a bucket folder of its own: both fleets Ready with balanced ledgers, each results topic holding only its
+    own cameras' frames. Deleting the second (topicDeletionPolicy Delete) removes its topics only: the first
+    fleet's topics, objects and lifecycle rule stay, and it stays Ready."""
+    c = installed
+    other_ns, other_own = "tenant-b", f"tenant-b.{FLEET}"
+    c.kubectl("create", "namespace", other_ns, check=False)
+    s3 = c.get("secret", "camerafleet-s3") or {}  # the second team's own copy of the S3 credentials
+    c.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "camerafleet-s3", "namespace": other_ns}, "data": s3["data"]})
+    doc = readme_fleet(c)
+    doc["metadata"]["namespace"] = other_ns
+    doc["spec"]["kafka"]["topicDeletionPolicy"] = "Delete"
+    own_topics = [*camera_topics(doc, other_own), f"{other_own}.results", f"{other_own}.deadletter"]
+    asyncio.run(_fresh_kafka(c.kafka, own_topics))
+    c.apply(doc)
+    try:
+
+        def second_ready() -> bool:
+            status = (c.get("camerafleet", FLEET, other_ns) or {}).get("status") or {}
+            return any(x["type"] == "Ready" and x["status"] == "True" for x in status.get("conditions", []))
+
+        wait_for("the second fleet READY", second_ready, READY_TIMEOUT_S, 5)
+        first, second = c.get("camerafleet", FLEET)["status"], c.get("camerafleet", FLEET, other_ns)["status"]
+        assert first["kafkaClusterId"] == second["kafkaClusterId"], "one Kafka"
+        assert not set(first["topics"]) & set(second["topics"]), (first["topics"], second["topics"])
+        assert sorted(second["createdTopics"]) == sorted(own_topics), second["createdTopics"]
+        wait_for("frames of the second fleet processed", lambda: ledger(c, doc, own=other_own)["records"], RECOVERY_TIMEOUT_S, 10)
+        for own, manifest in ((OWN, fleet), (other_own, doc)):
+            book = ledger(c, manifest, own=own)
+            assert not book["missing"], f"{own}: {len(book['missing'])} frames without a result"
+            results = asyncio.run(_results(c.kafka, f"{own}.results"))
+            strangers = {r["topic"] for r in results} - set(camera_topics(manifest, own))
+            assert results and not strangers, f"{own}.results holds another fleet's frames: {strangers}"
+        assert _has_objects(c, fleet, NS) and _has_objects(c, doc, other_ns), "each fleet's frames in its own folder"
+        rules_before = _lifecycle_rules(c, fleet)
+        assert len(rules_before) >= 2, f"each fleet's expiry rule in the bucket's lifecycle: {rules_before}"
+    finally:
+        c.kubectl("delete", "camerafleet", FLEET, "-n", other_ns, "--wait=true", "--timeout=600s", check=False)
+    left = asyncio.run(_existing_topics(c.kafka))
+    assert not set(own_topics) & left, f"the second fleet's topics were not deleted: {set(own_topics) & left}"
+    assert set(camera_topics(fleet)) | {RESULTS, DEADLETTER} <= left, "the first fleet's topics are untouched"
+    assert _has_objects(c, fleet, NS), "the first fleet's objects are untouched"
+    first_rules = {r for r in rules_before if f"/{NS}/{FLEET}/" in r}
+    assert first_rules and first_rules <= _lifecycle_rules(c, fleet), f"the first fleet's lifecycle rule is kept: {first_rules}"
+    wait_for("the first fleet still READY", lambda: c.condition(FLEET, "Ready").get("status") == "True", RECOVERY_TIMEOUT_S, 5)
+    book = ledger(c, fleet)
+    assert not book["missing"], f"the first fleet lost {len(book['missing'])} frames"
+    report(
+        "two fleets from one example",
+        f"topics, group and folder apart; deleting tenant-b's left default's intact ({book['announced']} frames)",
+    )
+    c.kubectl("delete", "namespace", other_ns, "--wait=false", check=False)
+
+
+async def _existing_topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
 def test_a_spec_the_cluster_cannot_run_ends_invalid_not_reconciling(
     installed: Cluster, fleet: dict[str, Any], name: str, change: dict[str, Any], fragment: str
 ) -> None:
@@ -1053,8 +1129,8 @@ def test_a_deleted_fleet_stops_its_jobs_cleanly(installed: Cluster, fleet: dict[
     )
 
 
-def kept_summaries(c: Cluster, fleet: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The fleet's job summaries in its bucket (`<namespace>/<fleet>/Summaries/<fleet>/<run id>-<role>.json` beside the frames)."""
+def bucket(c: Cluster, fleet: dict[str, Any], ns: str = NS) -> tuple[Any, str, str]:
+    """(MinIO client, bucket name, the fleet's own folder of it: `<uri path>/<namespace>/<fleet>/`)."""
     from urllib.parse import urlparse
 
     from minio import Minio
@@ -1062,8 +1138,14 @@ def kept_summaries(c: Cluster, fleet: dict[str, Any]) -> dict[str, dict[str, Any
     endpoint = urlparse(c.env["CAMERAFLEET_S3_ENDPOINT"])
     client = Minio(endpoint.netloc, c.env["AWS_ACCESS_KEY_ID"], c.env["AWS_SECRET_ACCESS_KEY"], secure=endpoint.scheme == "https")
     bucket_uri = urlparse(fleet["spec"]["bucket"]["uri"])
-    prefix = f"{bucket_uri.path.strip('/')}/{NS}/{FLEET}/Summaries/{FLEET}/"  # the fleet's own folder of the bucket
+    return client, bucket_uri.netloc, f"{bucket_uri.path.strip('/')}/{ns}/{FLEET}/"
+
+
+def kept_summaries(c: Cluster, fleet: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fleet's job summaries in its bucket (`<namespace>/<fleet>/Summaries/<fleet>/<run id>-<role>.json` beside the frames)."""
+    client, name, folder = bucket(c, fleet)
+    prefix = f"{folder}Summaries/{FLEET}/"
     return {
-        o.object_name.rsplit("/", 1)[-1]: orjson.loads(client.get_object(bucket_uri.netloc, o.object_name).read())
-        for o in client.list_objects(bucket_uri.netloc, prefix=prefix)
+        o.object_name.rsplit("/", 1)[-1]: orjson.loads(client.get_object(name, o.object_name).read())
+        for o in client.list_objects(name, prefix=prefix)
     }
