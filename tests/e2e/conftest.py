@@ -117,6 +117,10 @@ def readme_fleet(c: Cluster) -> dict[str, Any]:
     return doc
 
 
+# Prometheus runs on the host here, as a node's process would: it scrapes the fleets' Pods from the nodes' addresses.
+OPERATOR_VALUES = ("--set-json", f'fleetNetworkPolicy.metricsFrom=[{{"ipBlock": {{"cidr": "{NODE_RANGE}"}}}}]')
+
+
 @pytest.fixture(scope="session")
 def installed(cluster: Cluster) -> Iterator[Cluster]:
     """The README's two helm commands (Kafka and S3 are the node's, through the stack chart's bring-your-own
@@ -125,10 +129,9 @@ def installed(cluster: Cluster) -> Iterator[Cluster]:
     # The README's upgrade step: Helm installs a chart's crds/ once and never updates them, and this cluster
     # may keep the CRD of an earlier run (uninstalling leaves it, as Helm does).
     c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "camerafleet-operator" / "crds"))
-    # Prometheus runs on the host here, as a node's process would: it scrapes from the nodes' addresses.
     c.helm(
         "install", "camerafleet-operator", str(ROOT / "charts" / "camerafleet-operator"), "-n", OPERATOR_NS, "--create-namespace",
-        "--set-json", f'fleetNetworkPolicy.metricsFrom=[{{"ipBlock": {{"cidr": "{NODE_RANGE}"}}}}]',
+        *OPERATOR_VALUES,
     )  # fmt: skip
     c.helm(
         "install",

@@ -27,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from camerafleet.topics import end_offsets, wait_committed
 from camerafleet_dev.devservers._process import free_port
 from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
-from tests.e2e.conftest import CLUSTER_DIR, LAYOUT, NS, OPERATOR_NS, ROOT, Cluster, readme_fleet, wait_for
+from tests.e2e.conftest import CLUSTER_DIR, LAYOUT, NS, OPERATOR_NS, OPERATOR_VALUES, ROOT, Cluster, readme_fleet, wait_for
 from tests.fixtures.prometheus import SCRAPE_S, dashboard_queries, empty_or_unlabelled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -771,7 +771,7 @@ def test_the_operator_chart_upgraded_with_a_crd_change_adopts_the_running_fleet(
     [old_pod] = c.items("pods", "-l", "app.kubernetes.io/name=camerafleet-operator", ns=OPERATOR_NS)
     started = time.time()
     c.kubectl("apply", "--server-side", "-f", str(chart / "crds"))  # the README's step, verbatim but for the path
-    c.helm("upgrade", "camerafleet-operator", str(chart), "-n", OPERATOR_NS, "--set", f"image.tag={tag}")
+    c.helm("upgrade", "camerafleet-operator", str(chart), "-n", OPERATOR_NS, *OPERATOR_VALUES, "--set", f"image.tag={tag}")
     ready: list[str] = []
 
     def new_operator_running() -> bool:
