@@ -55,34 +55,56 @@ def group_key(group: str) -> str:
     return f"consumer group {group}"
 
 
+def older_fleets(fleet_name: str, namespace: str, created: str, all_fleets: list[dict[str, Any]]) -> list[tuple[dict[str, Any], FleetSpec]]:
+    """The fleets created before this one and not being deleted, each with the spec it runs (`per_fleet`):
+    where two fleets want the same names, the older one keeps them (like Strimzi)."""
+    mine = (created, namespace, fleet_name)
+    older = []
+    for other in all_fleets:
+        meta = other["metadata"]
+        if (meta.get("creationTimestamp", ""), meta["namespace"], meta["name"]) >= mine or meta.get("deletionTimestamp"):
+            continue
+        try:
+            older.append((other, per_fleet(meta["namespace"], meta["name"], FleetSpec.model_validate(other.get("spec") or {}))))
+        except ValidationError:
+            continue
+    return older
+
+
+def _whose(other: dict[str, Any]) -> str:
+    return f"{other['metadata']['namespace']}/{other['metadata']['name']}"
+
+
 def topic_claims(
     fleet_name: str, namespace: str, created: str, spec: FleetSpec, all_fleets: list[dict[str, Any]], kafka_cluster: str | None
 ) -> dict[str, str]:
-    """Topics and consumer groups that older fleets on the same Kafka already claim (the older fleet wins, like
-    Strimzi), each fleet with the names it runs on (`tenancy.per_fleet`). `spec` is this fleet's, per fleet.
-    The same Kafka is the same cluster id (`kafka_cluster`, this fleet's; another's is in its status); where
-    either is not known yet, the same address as the operator dials it."""
-    mine = (created, namespace, fleet_name)
+    """Topics and consumer groups that older fleets on the same Kafka already claim, each fleet with the names it
+    runs on (`tenancy.per_fleet`). `spec` is this fleet's, per fleet. The same Kafka is the same cluster id
+    (`kafka_cluster`, this fleet's; another's is in its status); where either is not known yet, the same
+    address as the operator dials it."""
     kafka = operator_bootstrap(spec.kafka.bootstrap_servers, namespace)
     claims: dict[str, str] = {}
-    for other in all_fleets:
-        meta = other["metadata"]
-        key = (meta.get("creationTimestamp", ""), meta["namespace"], meta["name"])
-        if key >= mine or meta.get("deletionTimestamp"):
-            continue
-        try:
-            other_spec = per_fleet(meta["namespace"], meta["name"], FleetSpec.model_validate(other.get("spec") or {}))
-        except ValidationError:
-            continue
+    for other, other_spec in older_fleets(fleet_name, namespace, created, all_fleets):
         other_cluster = (other.get("status") or {}).get("kafkaClusterId")
         if kafka_cluster and other_cluster:
             if other_cluster != kafka_cluster:
                 continue
-        elif operator_bootstrap(other_spec.kafka.bootstrap_servers, meta["namespace"]) != kafka:
+        elif operator_bootstrap(other_spec.kafka.bootstrap_servers, other["metadata"]["namespace"]) != kafka:
             continue
         for name in [*other_spec.topics(), group_key(other_spec.kafka.consumer_group)]:
-            claims.setdefault(name, f"{meta['namespace']}/{meta['name']}")
+            claims.setdefault(name, _whose(other))
     return claims
+
+
+def folder_conflict(fleet_name: str, namespace: str, created: str, spec: FleetSpec, all_fleets: list[dict[str, Any]]) -> str | None:
+    """An older fleet's bucket folder that holds this fleet's, or lies inside it (one fleet's expiry rule and
+    sweeper would reach the other's frames), on the same S3 endpoint; None when there is none."""
+    mine = spec.bucket.uri.rstrip("/") + "/"
+    for other, other_spec in older_fleets(fleet_name, namespace, created, all_fleets):
+        theirs = other_spec.bucket.uri.rstrip("/") + "/"
+        if other_spec.bucket.endpoint == spec.bucket.endpoint and (mine.startswith(theirs) or theirs.startswith(mine)):
+            return f"bucket folder {mine} overlaps {theirs} of fleet {_whose(other)}"
+    return None
 
 
 def spec_hash(obj: dict[str, Any]) -> str:
@@ -161,7 +183,12 @@ async def reconcile_fleet(
         p.conds.invalid(problems)
         return _result(p, status, {})
     spec = per_fleet(p.namespace, p.name, checked)
-    topics = await _topics(p, spec, topic_admin)
+    fleets = await p.kube.list(API_VERSION, KIND)
+    if conflict := folder_conflict(p.name, p.namespace, meta.get("creationTimestamp", ""), spec, fleets):
+        p.conds.set("TopicsReady", None, "Conflict", "not reconciled: the fleet's bucket folder belongs to another fleet", event=False)
+        p.conds.blocked(conflict)
+        return _result(p, status, {})
+    topics = await _topics(p, spec, topic_admin, fleets)
     owned = None if topics is None else topics.owned
     created = sorted(set(status.created_topics) | set(topics.create if topics else ()))
     if topics is not None and topics.conflicts:  # another fleet's names: nothing starts on them
@@ -219,11 +246,12 @@ async def _checked_spec(p: _Pass, policy: ClusterPolicy) -> tuple[FleetSpec | No
     return (None if problems else spec), problems
 
 
-async def _topics(p: _Pass, spec: FleetSpec, topic_admin: Callable[[str], TopicReconciler]) -> TopicPlan | None:
+async def _topics(
+    p: _Pass, spec: FleetSpec, topic_admin: Callable[[str], TopicReconciler], fleets: list[dict[str, Any]]
+) -> TopicPlan | None:
     """TopicsReady; what was planned and done in Kafka (the topics this fleet owns, those it created, those
     another fleet owns), or None when Kafka could not be asked."""
     created = p.body["metadata"].get("creationTimestamp", "")
-    fleets = await p.kube.list(API_VERSION, KIND)
     try:
         # The operator runs in its own namespace: a short Service name in the spec means the fleet's namespace.
         async with topic_admin(operator_bootstrap(spec.kafka.bootstrap_servers, p.namespace)) as topics:

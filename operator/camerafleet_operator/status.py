@@ -124,8 +124,10 @@ class Conditions:
         """Names another fleet owns: nothing starts on them, Ready says whose they are."""
         for type_ in PARTS:
             if type_ != "TopicsReady":
-                self.set(type_, None, "Conflict", "not started: the fleet's Kafka names belong to another fleet", event=False)
-        self.set("Ready", False, "Conflict", f"{conflict}; give this fleet other names (spec.kafka) or delete the other fleet")
+                self.set(type_, None, "Conflict", "not started: the fleet's names belong to another fleet", event=False)
+        self.set(
+            "Ready", False, "Conflict", f"{conflict}; give this fleet other names (spec.kafka, spec.bucket.uri) or delete the other fleet"
+        )
 
     def settle_ready(self) -> None:
         """Ready from the parts: True when all four hold, else what each waits for."""

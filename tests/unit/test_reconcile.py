@@ -492,3 +492,20 @@ def test_the_fleets_ray_clusters_share_one_token_created_once_and_never_rewritte
     other = fleet("hall")
     reconcile(other, kube, kafka)
     assert kube.objects[("Secret", NS, "hall-ray-token")]["stringData"]["auth_token"] != token, "each fleet its own"
+
+
+def test_a_bucket_folder_inside_an_older_fleets_is_a_conflict_that_starts_nothing() -> None:
+    """Issue 24: the older fleet's expiry rule and sweeper cover everything under its folder."""
+    kube, kafka = FakeKube(), FakeKafka()
+    older = fleet("lobby")  # its folder: frames/x/cams/lobby/
+    reconcile(older, kube, kafka)
+    kube.objects[("CameraFleet", NS, "lobby")] = older
+    nested = fleet("hall", created="2026-11-30T11:00:00Z", bucket={"uri": "s3://frames/x/cams/lobby", "endpoint": "http://minio:9000"})
+    kube.objects[("CameraFleet", NS, "hall")] = nested
+    result = reconcile(nested, kube, kafka)
+    c = conditions(result)
+    assert c["Ready"] == ("False", "Conflict") and c["TopicsReady"] == ("Unknown", "Conflict"), c
+    assert "frames/x/cams/lobby/" in next(x.message for x in result.status.conditions if x.type == "Ready")
+    assert not [k for k in kube.objects if k[2].startswith("hall-")], "nothing of the younger fleet is made"
+    elsewhere = fleet("yard", created="2026-11-30T11:00:00Z", bucket={"uri": "s3://frames/y", "endpoint": "http://minio:9000"})
+    assert conditions(reconcile(elsewhere, kube, kafka))["TopicsReady"] == ("True", "Reconciled"), "a folder beside it is fine"
