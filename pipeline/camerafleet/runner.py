@@ -241,7 +241,11 @@ class FleetRunner:
             return
         from camerafleet.console.service import Console, ConsoleError, ConsoleOptions
 
-        console = Console(self.spec, self.fleet.metadata.name, ConsoleOptions(self.opts.console_port, self.opts.console_host))
+        console = Console(
+            self.spec,
+            self.fleet.metadata.name,
+            ConsoleOptions(self.opts.console_port, self.opts.console_host, token=self.settings.console_token_value()),
+        )
         try:
             await console.start()
         except ConsoleError as err:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from camerafleet.api.settings import Settings, SettingsError
 from camerafleet.api.source_report import SourceProblem
 from camerafleet.bucket import frame_key
 from camerafleet.bucket.local import DirectoryBucket
@@ -247,3 +248,29 @@ def test_a_result_pointing_outside_the_bucket_or_at_an_expired_frame_is_not_serv
         assert resp.status_code == 404, resp.text
         assert "secret" not in resp.text and str(tmp_path) not in resp.text
     assert "expired" in resp.json()["error"]
+
+
+def test_with_a_token_the_console_answers_only_those_who_carry_it(tmp_path):
+    """Issue 24: CAMERAFLEET_CONSOLE_TOKEN; a browser opens /?token=... once and keeps an HttpOnly cookie."""
+    bucket = DirectoryBucket(f"file://{tmp_path}/frames", max_frame_bytes=10_000_000)
+    token = "a-console-token-from-a-secret"
+    client = TestClient(console_app(view(), FrameCache(bucket, entries=8), refresh_s=0.05, stopping=asyncio.Event(), token=token))
+    for path in ("/", "/console.js", "/api/fleet", "/api/cameras/door", "/api/events"):
+        refused = client.get(path)
+        assert refused.status_code == 401 and "token" in refused.json()["error"] and token not in refused.text, path
+    assert client.get("/api/fleet", headers={"Authorization": "Bearer wrong-token-of-same-length!"}).status_code == 401
+    assert client.get("/healthz").status_code == 200, "probes need no token"
+    assert client.get("/api/fleet", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    opened = client.get(f"/?token={token}", follow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["location"] == "/", "the token leaves the address bar"
+    cookie = opened.headers["set-cookie"]
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    assert client.get("/api/fleet").status_code == 200, "the cookie opens the rest"
+    client.cookies.clear()
+    assert client.get("/?token=not-it", follow_redirects=False).status_code == 401
+
+
+def test_a_console_token_too_short_to_be_secret_is_refused_without_repeating_it():
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"CAMERAFLEET_CONSOLE_TOKEN": "guessable"})
+    assert "CAMERAFLEET_CONSOLE_TOKEN" in str(err.value) and "guessable" not in str(err.value)

@@ -100,6 +100,13 @@ class Settings(BaseModel):
         description="JSON: who may reach a fleet's Pods (FleetAccess); set, the operator gives each fleet a NetworkPolicy that "
         "refuses everyone else. The operator chart's `fleetNetworkPolicy` sets it.",
     )
+    console_token: SecretStr | None = Field(
+        default=None,
+        alias="CAMERAFLEET_CONSOLE_TOKEN",
+        min_length=16,
+        description="When set, the fleet console answers only requests that carry it (a browser opens /?token=<token> once). "
+        "On Kubernetes put it in a Secret named in kubernetes.envFromSecrets.",
+    )
     manifest_config_map: str | None = Field(
         default=None,
         alias="CAMERAFLEET_MANIFEST_CONFIGMAP",
@@ -127,10 +134,13 @@ class Settings(BaseModel):
         try:
             return cls.model_validate({k: v for k, v in env.items() if k in names and v != ""})
         except ValidationError as err:
+            secret = {f.alias for f in cls.model_fields.values() if f.annotation == SecretStr | None}
             problems = "; ".join(
-                f"{e['loc'][0]}={str(e.get('input'))[:80]!r}: {e['msg']}" for e in err.errors() if "AWS_" not in str(e["loc"][0])
+                # A secret's value is never repeated, not even a wrong one.
+                f"{e['loc'][0]}: {e['msg']}" if e["loc"][0] in secret else f"{e['loc'][0]}={str(e.get('input'))[:80]!r}: {e['msg']}"
+                for e in err.errors()
             )
-            raise SettingsError(f"environment: {problems or 'invalid S3 credentials'}") from None
+            raise SettingsError(f"environment: {problems}") from None
 
     def apply(self, spec: FleetSpec) -> FleetSpec:
         """The spec with the environment's overrides in place: the one every stage of a run reads."""
@@ -151,6 +161,9 @@ class Settings(BaseModel):
         except ValidationError as err:
             problems = "; ".join(e["msg"] for e in err.errors())
             raise SettingsError(f"environment: CAMERAFLEET_BUCKET_URI / CAMERAFLEET_S3_ENDPOINT: {problems}") from None
+
+    def console_token_value(self) -> str | None:
+        return self.console_token.get_secret_value() if self.console_token else None
 
     def s3_credentials(self) -> tuple[str, str, str | None] | None:
         """(access key, secret key, session token), or None when no credentials are set."""

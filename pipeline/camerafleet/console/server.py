@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -109,8 +110,42 @@ class _Headers:
         await self.app(scope, receive, with_headers)
 
 
-def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping: asyncio.Event) -> Starlette:
-    """The console's ASGI app over `view`; live streams push changes every `refresh_s` and end on `stopping`."""
+TOKEN_COOKIE = "camerafleet_console"
+OPEN_PATHS = frozenset({"/healthz", "/favicon.ico"})  # probes, and what a browser asks before any page
+
+
+class _TokenGate:
+    """With a token, every request but the probes must carry it: `Authorization: Bearer <token>` (scripts) or
+    the console's cookie. A browser opens `/?token=<token>` once: the answer sets the cookie (HttpOnly, this
+    site only) and sends it on to the same page without the token, so it stays out of history and logs."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app, self.token = app, token.encode()
+
+    def _carries(self, request: Request) -> bool:
+        offered = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or request.cookies.get(TOKEN_COOKIE, "")
+        return hmac.compare_digest(offered.encode(), self.token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        given = request.query_params.get("token")
+        if given is not None and hmac.compare_digest(given.encode(), self.token):
+            answer: Response = RedirectResponse(request.url.remove_query_params("token").path, status_code=303)
+            answer.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        elif self._carries(request):
+            await self.app(scope, receive, send)
+            return
+        else:
+            answer = _error(401, "this console needs its token: open /?token=<token> once (CAMERAFLEET_CONSOLE_TOKEN of the run)")
+        await answer(scope, receive, send)
+
+
+def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping: asyncio.Event, token: str | None = None) -> Starlette:
+    """The console's ASGI app over `view`; live streams push changes every `refresh_s` and end on `stopping`.
+    With `token`, only requests that carry it are answered (`_TokenGate`)."""
     streams = 0
 
     def camera_of(request: Request) -> str:
@@ -192,4 +227,5 @@ def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping:
         Route("/api/cameras/{camera_id}", camera, methods=get),
         Route("/api/cameras/{camera_id}/frames/{seq:int}", frame, methods=get),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_Headers)], exception_handlers={HTTPException: http_error})
+    gate = [Middleware(_TokenGate, token=token)] if token else []
+    return Starlette(routes=routes, middleware=[Middleware(_Headers), *gate], exception_handlers={HTTPException: http_error})

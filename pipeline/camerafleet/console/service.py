@@ -37,6 +37,7 @@ class ConsoleOptions:
     refresh_s: float = 1.0  # the live stream's update period
     lag_every_s: float = 2.0
     replicas_every_s: float = 5.0
+    token: str | None = None  # required of every viewer when set (CAMERAFLEET_CONSOLE_TOKEN)
 
 
 def _cameras(spec: FleetSpec) -> dict[str, float]:
@@ -54,7 +55,7 @@ class Console:
         self.view = FleetView(fleet, _cameras(spec), _models(spec))
         self.stopping = asyncio.Event()
         frames = FrameCache(open_bucket(spec.bucket), entries=2 * len(spec.cameras) + 32)
-        app = console_app(self.view, frames, options.refresh_s, self.stopping)
+        app = console_app(self.view, frames, options.refresh_s, self.stopping, options.token)
         config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False, lifespan="off")
         self.server = _EmbeddedServer(config)
         self.feeds: list[asyncio.Task[None]] = []
