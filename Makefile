@@ -260,6 +260,12 @@ test-e2e: images ## On the cluster of `make cluster-up`: charts and a fleet inst
 	$(DEV) -m camerafleet_dev.cluster load-images --data-dir $(CLUSTER_DIR)
 	E2E_LAYOUT=$(E2E_LAYOUT) CAMERAFLEET_CLUSTER_DIR=$(CLUSTER_DIR) $(PYTEST) -m e2e tests/e2e
 
+.PHONY: test-security
+test-security: images ## On the cluster of `make cluster-up`: the e2e tests of who can reach a fleet and of two fleets side by side (a part of test-e2e)
+	$(DEV) -m camerafleet_dev.cluster load-images --data-dir $(CLUSTER_DIR)
+	E2E_LAYOUT=$(E2E_LAYOUT) CAMERAFLEET_CLUSTER_DIR=$(CLUSTER_DIR) $(PYTEST) -m e2e tests/e2e \
+	  -k "token or another_namespace or second_fleet or deleted_fleet"
+
 SOAK_MINUTES ?= 60
 .PHONY: soak
 soak: images ## On the cluster of `make cluster-up`: the production layout for SOAK_MINUTES (60) with edits and Pod deletions; Pods' memory, storage, fds, threads, lag and the ledger over time (out/soak)
