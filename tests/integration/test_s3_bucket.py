@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
+from pathlib import Path
 
 import pytest
 from minio.commonconfig import ENABLED, Filter
@@ -12,6 +15,7 @@ from camerafleet.api.manifest import BucketSpec
 from camerafleet.bucket import BucketError, open_bucket
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -94,3 +98,46 @@ def test_a_shared_bucket_keeps_every_other_rule_and_object(minio_server, monkeyp
     with pytest.raises(BucketError):
         a.get(mine)
     assert (a.get(tens), a.get(lookalike), b.get(theirs)) == (b"10", b"1x", b"b1")
+
+
+def test_the_stack_charts_pipeline_user_reaches_only_its_bucket(minio_server, monkeypatch, tmp_path):
+    """Issue 24: the stack chart gives the fleets a MinIO user of their own, limited by the chart's policy
+    (`charts/camerafleet-stack/files/pipeline-s3-policy.json`, applied here as the chart's Job applies it with
+    `mc admin`): the pipeline's bucket works end to end with it (expiry rule, frames, sweep), and nothing else
+    does (another bucket, a new bucket, the list of buckets)."""
+    from minio import Minio
+    from minio.credentials import StaticProvider
+    from minio.error import S3Error
+    from minio.minioadmin import MinioAdmin
+
+    root = minio_server.client()
+    for name in ("stack-frames", "someone-elses"):
+        if not root.bucket_exists(name):
+            root.make_bucket(name)
+    root.put_object("someone-elses", "secret.txt", io.BytesIO(b"x"), 1)
+    policy = json.loads((ROOT / "charts/camerafleet-stack/files/pipeline-s3-policy.json").read_text().replace("BUCKET", "stack-frames"))
+    admin = MinioAdmin(
+        endpoint=minio_server.host, credentials=StaticProvider(minio_server.access_key, minio_server.secret_key), secure=False
+    )
+    admin.user_add("cf-pipeline", "pipeline-secret-1234")
+    admin.policy_add("camerafleet-pipeline", policy=policy)
+    admin.attach_policy(["camerafleet-pipeline"], user="cf-pipeline")
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "cf-pipeline")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "pipeline-secret-1234")
+    bucket = open_bucket(BucketSpec(uri="s3://stack-frames/default/example", endpoint=minio_server.endpoint))
+    bucket.prepare(ttl_seconds=300)  # reads and merges the lifecycle
+    uri = bucket.put("1/0-000000001.jpg", b"frame")
+    assert bucket.get(uri) == b"frame" and bucket.sweep("1", ttl_seconds=0) == 1
+
+    user = Minio(minio_server.host, access_key="cf-pipeline", secret_key="pipeline-secret-1234", secure=False)
+    for denied in (
+        lambda: user.get_object("someone-elses", "secret.txt"),
+        lambda: user.put_object("someone-elses", "mine.txt", io.BytesIO(b"y"), 1),
+        lambda: user.make_bucket("a-new-bucket"),
+        lambda: user.remove_bucket("stack-frames"),
+    ):
+        with pytest.raises(S3Error) as err:
+            denied()
+        assert err.value.code == "AccessDenied", err.value.code
+    assert [b.name for b in user.list_buckets()] == ["stack-frames"], "MinIO lists only the buckets a user may reach"

@@ -58,7 +58,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. */}}
+{{/* The Secret the fleets' Pods read (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY): with the chart's MinIO, its
+pipeline user's, limited to the frame bucket. */}}
 {{- define "camerafleet-stack.credentialsSecret" -}}
-{{- default .Values.s3.credentialsSecret .Values.minio.auth.existingSecret }}
+{{- .Values.s3.credentialsSecret }}
+{{- end }}
+
+{{/* The Secret with MinIO's root credentials (same keys): only MinIO and the set-up Job read it. */}}
+{{- define "camerafleet-stack.rootSecret" -}}
+{{- default (printf "%s-root" (include "camerafleet-stack.minioService" .)) .Values.minio.auth.existingSecret }}
 {{- end }}
