@@ -26,7 +26,7 @@ import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from camerafleet import metrics
+from camerafleet import actor_metrics as metrics
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.api.messages import FrameMessage, InferenceReply, KafkaPosition, MessageError, ResultRecord, parse_frame_message, past
 from camerafleet.api.outcomes import Outcome, Reason

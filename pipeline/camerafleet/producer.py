@@ -32,7 +32,7 @@ import ray
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import BrokerResponseError, KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumber, ProducerClosed, ProducerFenced
 
-from camerafleet import metrics
+from camerafleet import actor_metrics as metrics
 from camerafleet.admission import Admission, SlotCredit
 from camerafleet.api.manifest import CameraSpec, FleetSpec
 from camerafleet.api.messages import FrameMessage

@@ -148,7 +148,7 @@ class FleetRunner:
         self.summary: dict[str, Any] | None = None
         self.metrics = None
         if opts.metrics_port:
-            from camerafleet.run_metrics import RunMetrics
+            from camerafleet.driver_metrics import RunMetrics
 
             self.metrics = RunMetrics(opts.metrics_port, fleet.metadata.name)
         self.console: Console | None = None

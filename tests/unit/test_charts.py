@@ -58,7 +58,7 @@ def test_operator_metrics_are_the_declared_ones() -> None:
 
 
 def test_pipeline_metrics_are_the_declared_ones() -> None:
-    source = (ROOT / "pipeline" / "camerafleet" / "metrics.py").read_text()
+    source = (ROOT / "pipeline" / "camerafleet" / "actor_metrics.py").read_text()
     used = set(re.findall(r"(?:_counter|KeptGauge|_histogram)\(t\.([A-Z0-9_]+)\)", source))
     assert used == {name for name, value in vars(telemetry).items() if value in telemetry.PIPELINE_METRICS}
 

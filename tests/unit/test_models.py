@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from skimage import data
 
-from camerafleet import s3
+from camerafleet import s3_client as s3
 from camerafleet.api.manifest import BucketSpec, ModelSpec, ResourcesSpec
 from camerafleet.api.settings import Settings
 from camerafleet.models import fetch, prepare

@@ -1,6 +1,6 @@
 """S3 backend through the `minio` client: MinIO or any S3-compatible store on a cluster.
 
-The client is `camerafleet.s3`'s: credentials come only from the environment (AWS_ACCESS_KEY_ID /
+The client is `camerafleet.s3_client`'s: credentials come only from the environment (AWS_ACCESS_KEY_ID /
 AWS_SECRET_ACCESS_KEY, set from a Kubernetes Secret), never from the manifest. S3 lifecycle rules count
 in whole days, so a day-granular rule is the backstop and producers sweep expired frames of their
 cameras at the configured TTL.
@@ -21,7 +21,7 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from camerafleet.api.manifest import SHARED_BUCKET_HINT
 from camerafleet.api.outcomes import Reason
 from camerafleet.bucket.base import BucketConfigError, BucketError, FrameBucket
-from camerafleet.s3 import NETWORK_ERRORS, S3ConfigError, s3_client
+from camerafleet.s3_client import NETWORK_ERRORS, S3ConfigError, s3_client
 
 
 class S3Bucket(FrameBucket):

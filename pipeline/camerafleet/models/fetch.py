@@ -20,7 +20,7 @@ from urllib3.exceptions import HTTPError
 
 from camerafleet.api.manifest import BucketSpec
 from camerafleet.api.settings import Settings
-from camerafleet.s3 import S3ConfigError, endpoint_url, s3_client
+from camerafleet.s3_client import S3ConfigError, endpoint_url, s3_client
 
 logger = logging.getLogger("camerafleet.models")
 

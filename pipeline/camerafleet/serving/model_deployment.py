@@ -21,7 +21,7 @@ import numpy as np
 import ray
 from ray import serve
 
-from camerafleet import metrics
+from camerafleet import actor_metrics as metrics
 from camerafleet.api.manifest import BucketSpec, ModelSpec
 from camerafleet.api.messages import past
 

@@ -30,7 +30,7 @@ def bind_fleet(fleet: str) -> None:
 
 def _tagged(metric: ray_metrics.Metric, definition: t.MetricDef) -> None:
     if not _fleet:
-        raise RuntimeError(f"{definition.name}: camerafleet.metrics.bind_fleet() must be called before metrics are recorded")
+        raise RuntimeError(f"{definition.name}: camerafleet.actor_metrics.bind_fleet() must be called before metrics are recorded")
     metric.set_default_tags({"fleet": _fleet[0]})
 
 

@@ -5,7 +5,7 @@ import urllib.request
 from collections import Counter
 
 from camerafleet.api.outcomes import Reason
-from camerafleet.run_metrics import RunMetrics
+from camerafleet.driver_metrics import RunMetrics
 from camerafleet.stats import CameraOutcomes, ConsumerStats, ProducerCameraStats
 
 
