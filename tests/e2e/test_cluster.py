@@ -508,8 +508,15 @@ def test_from_another_namespace_rays_ports_and_the_console_are_refused(installed
             assert seen[dns] == "open", f"the probe Pod {ns}/{pod} has no network at all: {seen}"
             opened = [target for target in fleet_ports if seen[target] == "open"]
             assert not opened, f"from {ns}/{pod} the fleet's {opened} answer: {seen}"
-        seen = answers(NS, insider)
-        assert all(seen[target] == "open" for target in fleet_ports), f"the fleet's own Pods must reach each other: {seen}"
+        # The agent adds a new Pod to the fleet's allowed sources when it sees it (seconds): retried, bounded.
+        seen: dict[str, str] = {}
+
+        def insider_reaches_all() -> bool:
+            seen.update(answers(NS, insider))
+            return all(seen[target] == "open" for target in fleet_ports)
+
+        if not wait_for("a Pod with the fleet's label reaching every port of the fleet", insider_reaches_all, 120, 5):
+            raise AssertionError(f"the fleet's own Pods must reach each other: {seen}")
         report(
             "network policy",
             f"from another namespace and an unlabelled Pod: {sorted(set(answers('intruder', 'probe').values()))}; own Pod: open",
