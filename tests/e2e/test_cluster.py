@@ -515,8 +515,10 @@ def test_from_another_namespace_rays_ports_and_the_console_are_refused(installed
             seen.update(answers(NS, insider))
             return all(seen[target] == "open" for target in fleet_ports)
 
-        if not wait_for("a Pod with the fleet's label reaching every port of the fleet", insider_reaches_all, 120, 5):
-            raise AssertionError(f"the fleet's own Pods must reach each other: {seen}")
+        try:
+            wait_for("a Pod with the fleet's label reaching every port of the fleet", insider_reaches_all, 120, 5)
+        except AssertionError as err:
+            raise AssertionError(f"the fleet's own Pods must reach each other: {seen}") from err
         report(
             "network policy",
             f"from another namespace and an unlabelled Pod: {sorted(set(answers('intruder', 'probe').values()))}; own Pod: open",
