@@ -33,6 +33,7 @@ from ._process import (
     tail,
 )
 from .cache import ToolFetchError, ensure_tool, is_complete, tool_dir
+from .tls import make_server_certificate
 
 KAFKA_VERSION = "3.9.1"
 SCALA_BINARY_VERSION = "2.13"
@@ -161,7 +162,7 @@ def _random_cluster_id() -> str:
 
 
 def _escape_property(value: str) -> str:
-    return value.replace("\\", "\\\\")
+    return value.replace("\\", "\\\\").replace("\n", "\\n")  # a PEM value spans lines
 
 
 class KafkaServer(LocalServer):
@@ -175,6 +176,11 @@ class KafkaServer(LocalServer):
     configuration, the topic data (``kraft-logs/``) and the broker log (``log_path``).
     ``extra_config`` adds or overrides ``server.properties`` entries; ``jvm_options`` are appended to
     the JVM flags (``heap`` sets ``-Xmx``).
+
+    ``scram_users`` ({name: password}) adds a second listener, SASL_SSL with SCRAM-SHA-512 on
+    ``secure_port``, as managed Kafka services require: its certificate comes from a private CA made for
+    the broker (``tls.ca`` is what clients trust); ``secure_bootstrap`` is its address. The plain listener
+    stays (the broker's own traffic and the other tests use it).
     """
 
     kind = "kafka"
@@ -192,8 +198,12 @@ class KafkaServer(LocalServer):
         detached: bool = False,
         out: TextIO | None = None,
         listen_host: str = "127.0.0.1",
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, detached=detached, out=out)
+        self.scram_users = dict(scram_users or {})
+        self.secure_port = free_port() if self.scram_users else None
+        self.tls = make_server_certificate(self.data_dir / "tls", [listen_host, "localhost"]) if self.scram_users else None
         #: The address clients use (loopback; a node's address when Pods are the clients, ``cluster.py``).
         self.listen_host = listen_host
         self.broker_port = broker_port or free_port()
@@ -214,6 +224,13 @@ class KafkaServer(LocalServer):
     def bootstrap(self) -> str:
         """The ``bootstrap_servers`` string for clients: ``<listen host>:<broker port>``."""
         return f"{self.listen_host}:{self.broker_port}"
+
+    @property
+    def secure_bootstrap(self) -> str:
+        """The SASL_SSL listener's ``bootstrap_servers`` (with ``scram_users`` only)."""
+        if self.secure_port is None:
+            raise ValueError("this broker has no SASL_SSL listener (give it scram_users)")
+        return f"{self.listen_host}:{self.secure_port}"
 
     @property
     def log_path(self) -> Path:
@@ -260,6 +277,20 @@ class KafkaServer(LocalServer):
             "log.retention.hours": "24",
             "log.segment.bytes": str(64 * 2**20),
         }
+        if self.tls is not None:
+            secure = f"SASL_SSL://{self.listen_host}:{self.secure_port}"
+            key, chain = self.tls.key.read_text(), self.tls.cert.read_text()
+            props["listeners"] += f",{secure}"
+            props["advertised.listeners"] += f",{secure}"
+            props["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
+            props["sasl.enabled.mechanisms"] = "SCRAM-SHA-512"
+            props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+            # Inline PEM: a PEM key store in a file needs an encrypted key, inline it may be plain.
+            props["listener.name.sasl_ssl.ssl.keystore.type"] = "PEM"
+            props["listener.name.sasl_ssl.ssl.keystore.certificate.chain"] = chain
+            props["listener.name.sasl_ssl.ssl.keystore.key"] = key
         props.update({key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in self.extra_config.items()})
         return props
 
@@ -299,7 +330,12 @@ class KafkaServer(LocalServer):
     def _format_storage(self) -> None:
         """Format the empty log directory for a new single-node cluster (``kafka-storage format``)."""
         cluster_id = _random_cluster_id()
-        argv = self._java_argv("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_path), heap="256m")
+        scram = [
+            arg
+            for name, password in self.scram_users.items()
+            for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
+        argv = self._java_argv("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_path), *scram, heap="256m")
         result = subprocess.run(argv, check=False, cwd=self.data_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise ServerStartError(
