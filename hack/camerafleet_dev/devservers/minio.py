@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import ssl
 import string
 import sys
 import urllib.error
@@ -28,6 +30,7 @@ from ._process import (
 )
 from .cache import ensure_tool, is_complete, tool_dir
 from .gobuild import go_install
+from .tls import make_server_certificate
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -48,6 +51,13 @@ _SERVER_ENV = {
     "MINIO_CALLHOME_ENABLE": "off",  # no diagnostics sent anywhere
 }
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _trusting(ca: Path) -> urllib.request.OpenerDirector:
+    """An opener without proxies that trusts `ca` (a dev server's private CA)."""
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(ca)))
+    )
 
 
 def minio_home() -> Path:
@@ -109,10 +119,13 @@ class MinioServer(LocalServer):
         detached: bool = False,
         out: TextIO | None = None,
         listen_host: str = "127.0.0.1",
+        https: bool = False,
     ) -> None:
         super().__init__(data_dir, startup_timeout_s=startup_timeout_s, detached=detached, out=out)
         #: The address clients use (loopback; a node's address when Pods are the clients, ``cluster.py``).
         self.listen_host = listen_host
+        #: With ``https``: the private CA that signed MinIO's certificate (what clients trust), else None.
+        self.tls = make_server_certificate(self.data_dir / "certs-made", [listen_host, "localhost"]) if https else None
         self.port = port or free_port()
         self.console_port = console_port or free_port(exclude=[self.port])
         self.access_key = access_key or f"cf{_random_token(14)}"
@@ -129,8 +142,8 @@ class MinioServer(LocalServer):
 
     @property
     def endpoint(self) -> str:
-        """The S3 endpoint URL: ``http://<listen host>:<port>``."""
-        return f"http://{self.listen_host}:{self.port}"
+        """The S3 endpoint URL: ``http(s)://<listen host>:<port>``."""
+        return f"{'https' if self.tls else 'http'}://{self.listen_host}:{self.port}"
 
     @property
     def host(self) -> str:
@@ -154,7 +167,12 @@ class MinioServer(LocalServer):
         """A ``minio.Minio`` client with the root credentials."""
         from minio import Minio
 
-        return Minio(self.host, access_key=self.access_key, secret_key=self.secret_key, secure=False)
+        if self.tls is None:
+            return Minio(self.host, access_key=self.access_key, secret_key=self.secret_key, secure=False)
+        import urllib3
+
+        trusting = urllib3.PoolManager(ca_certs=str(self.tls.ca))
+        return Minio(self.host, access_key=self.access_key, secret_key=self.secret_key, secure=True, http_client=trusting)
 
     def _secrets(self) -> Sequence[str]:
         return (self.secret_key,)
@@ -168,6 +186,11 @@ class MinioServer(LocalServer):
                 f"'python -m camerafleet_dev.devservers fetch minio'"
             )
         self.storage_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls is not None:  # MinIO's layout: <certs dir>/public.crt and private.key
+            certs = self.data_dir / "certs"
+            certs.mkdir(exist_ok=True)
+            shutil.copyfile(self.tls.cert, certs / "public.crt")
+            shutil.copyfile(self.tls.key, certs / "private.key")
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
         assert self._binary is not None
@@ -182,6 +205,7 @@ class MinioServer(LocalServer):
             self.host,
             "--console-address",
             f"127.0.0.1:{self.console_port}",
+            *(["--certs-dir", str(self.data_dir / "certs")] if self.tls else []),
             str(self.storage_dir),
         ]
         return argv, env
@@ -195,7 +219,8 @@ class MinioServer(LocalServer):
 
     def _health(self, check: str) -> bool:
         try:
-            with _NO_PROXY.open(f"{self.endpoint}/minio/health/{check}", timeout=5) as response:
+            opener = _NO_PROXY if self.tls is None else _trusting(self.tls.ca)
+            with opener.open(f"{self.endpoint}/minio/health/{check}", timeout=5) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
