@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from camerafleet.api.manifest import AdmissionMode, FleetSpec
+from camerafleet.kafka_access import client_options
 from camerafleet.tasks import cancel_until_done
 
 log = logging.getLogger("camerafleet.admission")
@@ -118,8 +119,10 @@ class KafkaBacklog:
 
     async def read(self, partitions: list[TopicPartition]) -> BacklogReading:
         if self.admin is None or self.offsets is None:
-            self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
-            self.offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=5000)
+            self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000, **client_options())
+            self.offsets = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, request_timeout_ms=5000, **client_options()
+            )
             await self.admin.start()
             await self.offsets.start()
             self.assigned = frozenset()

@@ -30,6 +30,7 @@ from camerafleet import actor_metrics as metrics
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.api.messages import FrameMessage, InferenceReply, KafkaPosition, MessageError, ResultRecord, parse_frame_message, past
 from camerafleet.api.outcomes import Outcome, Reason
+from camerafleet.kafka_access import client_options
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
 from camerafleet.stats import CameraOutcomes, ConsumerStats
@@ -115,7 +116,7 @@ class ConsumerActor:
         if self.task is not None:
             return
         self.transport = make_transport(self.spec)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all")
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", **client_options())
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -125,6 +126,7 @@ class ConsumerActor:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
+            **client_options(),
         )
         await self.consumer.start()
         self._subscribe()

@@ -38,6 +38,7 @@ from camerafleet.api.manifest import CameraSpec, FleetSpec
 from camerafleet.api.messages import FrameMessage
 from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
+from camerafleet.kafka_access import client_options
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
 from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, SourceProblem, open_source, redact, slot_phase_s
@@ -165,6 +166,7 @@ class ProducerActor:
                     enable_idempotence=True,
                     request_timeout_ms=30_000,
                     retry_backoff_ms=250,
+                    **client_options(),
                 )
                 try:
                     await client.start()

@@ -8,6 +8,7 @@ fails the frame (counted with a reason) rather than stalling its camera.
 
 from __future__ import annotations
 
+import ssl
 from urllib.parse import urlparse
 
 import urllib3
@@ -35,7 +36,8 @@ def s3_client(endpoint: str | None, region: str | None, settings: Settings | Non
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path not in ("", "/"):
         raise S3ConfigError(f"S3 endpoint {url!r} must look like http(s)://host:port (the scheme decides whether TLS is used)")
-    credentials = (settings or Settings.from_env()).s3_credentials()
+    settings = settings or Settings.from_env()
+    credentials = settings.s3_credentials()
     if credentials is None:
         raise S3ConfigError("S3 needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (from a Secret on Kubernetes)")
     access, secret, token = credentials
@@ -45,6 +47,8 @@ def s3_client(endpoint: str | None, region: str | None, settings: Settings | Non
         timeout=urllib3.Timeout(connect=2, read=5),
         # A restarting store may ask for long Retry-After waits: a real-time frame cannot wait for them.
         retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504], respect_retry_after_header=False),
+        # A private CA as well as the system's (CAMERAFLEET_S3_CA_FILE).
+        ssl_context=ssl.create_default_context(cafile=str(settings.s3_ca_file) if settings.s3_ca_file else None),
     )
     return Minio(
         parsed.netloc,

@@ -22,6 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from camerafleet.api.manifest import FleetSpec
+from camerafleet.kafka_access import client_options
 from camerafleet.kafka_configs import ConfigRefused, set_topic_configs
 
 log = logging.getLogger("camerafleet.kafka")
@@ -32,7 +33,7 @@ class KafkaUnavailable(RuntimeError):
 
 
 async def connect_admin(bootstrap: str, timeout_s: float = 15.0) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **client_options())
     try:
         await admin.start()
     except (KafkaConnectionError, KafkaError, OSError) as err:
@@ -171,7 +172,7 @@ class TopicReconciler:
         """A topic just created is read from its start by the fleet's group. Kafka drops a deleted topic's
         committed offsets only asynchronously, so a fleet deleted with its topics and created again could
         otherwise resume at its predecessor's offsets and skip as many frames (seen on the cluster)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False, **client_options())
         try:
             await consumer.start()
             tps = [TopicPartition(t, p) for t, n in created.items() for p in range(n)]
@@ -262,7 +263,9 @@ async def end_offsets(bootstrap: str, topics: list[str], timeout_s: float = 15.0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     admin = await connect_admin(bootstrap, timeout_s)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=int(timeout_s * 1000))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=int(timeout_s * 1000), **client_options()
+    )
     try:
         while True:  # a topic created a moment ago may not be in the metadata yet
             described = {t["topic"]: t for t in await admin.describe_topics(topics)}
@@ -335,7 +338,7 @@ async def read_span(bootstrap: str, topic: str, start: dict[int, int], end: dict
     want = {p: (start.get(p, 0), e) for p, e in end.items() if e > start.get(p, 0)}
     if not want:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **client_options())
     values: list[bytes] = []
     try:
         await asyncio.wait_for(consumer.start(), timeout=30)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Json, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Json, SecretStr, ValidationError, field_validator, model_validator
 
 from camerafleet.api.manifest import BucketSpec, FleetSpec
 
@@ -107,6 +107,30 @@ class Settings(BaseModel):
         description="When set, the fleet console answers only requests that carry it (a browser opens /?token=<token> once). "
         "On Kubernetes put it in a Secret named in kubernetes.envFromSecrets.",
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        alias="KAFKA_SECURITY_PROTOCOL",
+        description="How every Kafka client connects: PLAINTEXT (local runs), SSL, SASL_PLAINTEXT or SASL_SSL (managed Kafka).",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, alias="KAFKA_SASL_MECHANISM", description="With SASL_*: the mechanism."
+    )
+    kafka_sasl_username: str | None = Field(default=None, alias="KAFKA_SASL_USERNAME", min_length=1, description="With SASL_*: the user.")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, alias="KAFKA_SASL_PASSWORD", description="With SASL_*: the password (from a Secret)."
+    )
+    kafka_ca_file: Path | None = Field(
+        default=None,
+        alias="KAFKA_SSL_CA_FILE",
+        description="With SSL or SASL_SSL: a PEM file of the CA that signed the brokers' certificates (a private CA); the "
+        "system's CAs are trusted as well.",
+    )
+    s3_ca_file: Path | None = Field(
+        default=None,
+        alias="CAMERAFLEET_S3_CA_FILE",
+        description="A PEM file of the CA that signed an https:// S3 endpoint's certificate (a private CA); the system's CAs "
+        "are trusted as well.",
+    )
     manifest_config_map: str | None = Field(
         default=None,
         alias="CAMERAFLEET_MANIFEST_CONFIGMAP",
@@ -122,6 +146,22 @@ class Settings(BaseModel):
         default=None, alias="AWS_SESSION_TOKEN", description="S3 session token, for temporary credentials."
     )
 
+    @model_validator(mode="after")
+    def _sasl_is_complete(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = [
+                alias
+                for alias, value in (
+                    ("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism),
+                    ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                    ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs {', '.join(missing)} as well")
+        return self
+
     @field_validator("allowed_images", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -135,11 +175,15 @@ class Settings(BaseModel):
             return cls.model_validate({k: v for k, v in env.items() if k in names and v != ""})
         except ValidationError as err:
             secret = {f.alias for f in cls.model_fields.values() if f.annotation == SecretStr | None}
-            problems = "; ".join(
-                # A secret's value is never repeated, not even a wrong one.
-                f"{e['loc'][0]}: {e['msg']}" if e["loc"][0] in secret else f"{e['loc'][0]}={str(e.get('input'))[:80]!r}: {e['msg']}"
-                for e in err.errors()
-            )
+
+            def problem(e: Any) -> str:
+                if not e["loc"]:  # a rule across variables: its message names them
+                    return str(e["msg"]).removeprefix("Value error, ")
+                if e["loc"][0] in secret:  # a secret's value is never repeated, not even a wrong one
+                    return f"{e['loc'][0]}: {e['msg']}"
+                return f"{e['loc'][0]}={str(e.get('input'))[:80]!r}: {e['msg']}"
+
+            problems = "; ".join(problem(e) for e in err.errors())
             raise SettingsError(f"environment: {problems}") from None
 
     def apply(self, spec: FleetSpec) -> FleetSpec:

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from camerafleet.admission import KafkaBacklog
 from camerafleet.api.serve_options import deployment_name
 from camerafleet.console.view import FleetView
+from camerafleet.kafka_access import client_options
 from camerafleet.ray_auth import dashboard_headers
 from camerafleet.topics import end_offsets
 
@@ -31,7 +32,7 @@ async def follow_results(view: FleetView, bootstrap: str, topic: str, started: a
     console's position is fixed (frames whose results come later are all seen)."""
     position: dict[int, int] = {}  # partition -> next offset to read
     while True:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10000)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10000, **client_options())
         try:
             if not started.is_set():
                 position = (await end_offsets(bootstrap, [topic]))[topic]
