@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from camerafleet.api.manifest import API_VERSION, CONFIG_MAP_KEY, KIND, FleetSpec, Placement, PodResources, WorkerGroupSpec
+from camerafleet.api.manifest import API_VERSION, CA_DIR, CONFIG_MAP_KEY, KIND, FleetSpec, Placement, PodResources, WorkerGroupSpec
 from camerafleet.api.serve_options import (
     APP_IMPORT_PATH,
     app_args,
@@ -213,19 +213,25 @@ def _container(spec: FleetSpec, name: str, resources: PodResources, *, mount_con
     }
     if spec.kubernetes.env_from_secrets:
         container["envFrom"] = _env_from(spec)
-    if mount_config:
-        container["volumeMounts"] = [{"name": "fleet-config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    mounts = [{"name": "fleet-config", "mountPath": CONFIG_DIR, "readOnly": True}] if mount_config else []
+    if k.ca_secret:
+        mounts.append({"name": "fleet-ca", "mountPath": CA_DIR, "readOnly": True})
+    if mounts:
+        container["volumeMounts"] = mounts
     return container
 
 
 def _pod_spec(
-    container: dict[str, Any], *, service_account: str | None, config_map_name: str | None, placement: Placement
+    container: dict[str, Any], *, service_account: str | None, config_map_name: str | None, ca_secret: str | None, placement: Placement
 ) -> dict[str, Any]:
     pod: dict[str, Any] = {"containers": [container]}
     if service_account:
         pod["serviceAccountName"] = service_account
-    if config_map_name:
-        pod["volumes"] = [{"name": "fleet-config", "configMap": {"name": config_map_name}}]
+    volumes = [{"name": "fleet-config", "configMap": {"name": config_map_name}}] if config_map_name else []
+    if ca_secret:
+        volumes.append({"name": "fleet-ca", "secret": {"secretName": ca_secret}})
+    if volumes:
+        pod["volumes"] = volumes
     if placement.node_selector:
         pod["nodeSelector"] = dict(placement.node_selector)
     if placement.tolerations:
@@ -274,7 +280,13 @@ def ray_cluster_spec(
             else {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
             "template": {
                 "metadata": {"labels": dict(pod_labels)},
-                "spec": _pod_spec(head, service_account=service_account, config_map_name=config_map_name, placement=spec.kubernetes.head),
+                "spec": _pod_spec(
+                    head,
+                    service_account=service_account,
+                    config_map_name=config_map_name,
+                    ca_secret=spec.kubernetes.ca_secret,
+                    placement=spec.kubernetes.head,
+                ),
             },
         },
         "workerGroupSpecs": [
@@ -286,7 +298,13 @@ def ray_cluster_spec(
                 "rayStartParams": {},
                 "template": {
                     "metadata": {"labels": dict(pod_labels)},
-                    "spec": _pod_spec(worker, service_account=service_account, config_map_name=config_map_name, placement=workers),
+                    "spec": _pod_spec(
+                        worker,
+                        service_account=service_account,
+                        config_map_name=config_map_name,
+                        ca_secret=spec.kubernetes.ca_secret,
+                        placement=workers,
+                    ),
                 },
             }
         ],

@@ -152,3 +152,13 @@ def test_an_operator_that_allows_some_images_refuses_a_fleet_naming_another():
     assert "docker.io/someone/miner:latest" in problem and "registry.example.com/vision/" in problem
     assert not [p for p in cluster_problems("f", evil) if "image" in p], "no list: any image"
     assert Settings.from_env({"CAMERAFLEET_ALLOWED_IMAGES": " a/, b/ ,"}).allowed_images == ("a/", "b/")
+
+
+def test_a_private_ca_is_mounted_in_every_ray_pod_of_the_fleet():
+    """Issue 24: Kafka or S3 signed by a private CA; KAFKA_SSL_CA_FILE / CAMERAFLEET_S3_CA_FILE point into it."""
+    s = spec(caSecret="company-ca")
+    for obj in (render.ray_service("f", "ns", s), *(render.ray_job("f", "ns", s, role) for role in ("producer", "consumer"))):
+        for pod in pods(obj):
+            assert {"name": "fleet-ca", "secret": {"secretName": "company-ca"}} in pod["volumes"]
+            assert {"name": "fleet-ca", "mountPath": "/etc/camerafleet/ca", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert all("fleet-ca" not in str(pod) for pod in pods(render.ray_service("f", "ns", spec()))), "none without caSecret"

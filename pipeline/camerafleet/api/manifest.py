@@ -35,6 +35,7 @@ MAX_INT = 2**53
 MAX_CAMERAS = 4096
 MAX_MODELS = 16
 CONFIG_MAP_KEY = "fleet.yaml"  # the key of the manifest in the ConfigMap the operator writes for a fleet
+CA_DIR = "/etc/camerafleet/ca"  # where a fleet's caSecret is mounted in its Ray pods
 
 
 class Strict(BaseModel):
@@ -595,7 +596,18 @@ class KubernetesSpec(Strict):
         default_factory=list,
         max_length=32,
         description="Secrets whose keys become environment variables of every Ray pod: S3 credentials "
-        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and camera URLs named by cameras[].sourceSecretEnv.",
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), Kafka's security settings (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, "
+        "KAFKA_SSL_CA_FILE) and camera URLs named by cameras[].sourceSecretEnv.",
+    )
+    ca_secret: str | None = Field(
+        default=None,
+        alias="caSecret",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description=f"A Secret of CA certificates (PEM) mounted read-only at {CA_DIR} in every Ray pod, for a Kafka or S3 "
+        f"signed by a private CA: point KAFKA_SSL_CA_FILE / CAMERAFLEET_S3_CA_FILE (in a Secret of envFromSecrets) at its "
+        f"files, e.g. {CA_DIR}/ca.crt.",
     )
     head: HeadSpec = Field(
         default_factory=lambda: HeadSpec(cpu="2", memory="8Gi"), description="Resources and placement of the Ray head pods."
