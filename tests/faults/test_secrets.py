@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ import pytest
 
 from camerafleet.sources import SourceError, open_source, redact
 from camerafleet_dev.devservers._process import free_port
-from tests.fixtures.pipeline import health_model, write_fleet
+from tests.fixtures.pipeline import health_model, run_in_its_own_process, write_fleet
 
 pytestmark = pytest.mark.faults
 
@@ -120,7 +118,7 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
     )
     try:
         started = time.monotonic()
-        proc = subprocess.Popen(
+        returncode, output = run_in_its_own_process(
             [
                 sys.executable,
                 "-m",
@@ -136,17 +134,10 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
                 "--summary",
                 str(summary_path),
             ],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env,
+            tmp_path,
+            timeout_s=480,
         )
-        try:
-            output, _ = proc.communicate(timeout=480)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the run and the Ray processes it started
-            output, _ = proc.communicate()
         took = time.monotonic() - started
         # Searched first, so a leak is reported even when the run itself went wrong.
         sessions = [s for s in (ray_tmp / "ray").glob("session_*") if not s.is_symlink()]  # not session_latest
@@ -164,7 +155,7 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
         cams = summary["per_camera"] if summary else {}
         down = {c: cams.get(c, {}).get("last_error") for c in ("lobby", "dock", "gate")}
         row.happened = (
-            f"run took {took:.0f} s (exit {proc.returncode}); searched the output ({len(output)} bytes), {ray_files} files "
+            f"run took {took:.0f} s (exit {returncode}); searched the output ({len(output)} bytes), {ray_files} files "
             f"of {len(sessions)} Ray session(s), the run directory and the summary: secret found in {leaks['secret'] or 'nothing'}, "
             f"inline password in {leaks['inline'] or 'nothing'}; "
             + (
@@ -180,7 +171,7 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert sessions and ray_files > 10, "the Ray session logs were not where the test looked"
     assert leaks == {"secret": [], "inline": []}
-    assert proc.returncode == 0 and summary is not None, output.decode(errors="replace")[-4000:]
+    assert returncode == 0 and summary is not None, output.decode(errors="replace")[-4000:]
     for cam, error in down.items():
         assert cams[cam]["source_up"] is False and error, (cam, cams[cam])
     assert "'lobby-entrance'" in down["lobby"] and "'loading-dock'" in down["dock"] and "'rtsp://***@127.0.0.1:1/gate'" in down["gate"]

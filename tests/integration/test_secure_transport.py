@@ -13,8 +13,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from camerafleet.kafka_access import client_options
 from camerafleet_dev.devservers._process import free_port
 from camerafleet_dev.devservers.kafka import KafkaServer
 from camerafleet_dev.devservers.minio import MinioServer
-from tests.fixtures.pipeline import health_model, write_fleet
+from tests.fixtures.pipeline import health_model, run_in_its_own_process, write_fleet
 
 pytestmark = pytest.mark.integration
 USER, PASSWORD = "fleet-a", "scram-password-of-fleet-a"
@@ -101,23 +99,11 @@ def test_the_pipeline_runs_end_to_end_over_sasl_ssl_kafka_and_an_https_bucket(se
     env.update(secure_env(secure_kafka, https_minio), RAY_TMPDIR=str(ray_tmp), CAMERAFLEET_SERVE_PORT=str(free_port()))
     argv = [sys.executable, "-m", "camerafleet.cli", "run", str(manifest), "--duration", "8", "--drain-timeout", "180"]
     try:
-        proc = subprocess.Popen(
-            [*argv, "--summary", str(summary_path)],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            output, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the run and the Ray processes it started
-            output, _ = proc.communicate()
+        returncode, output = run_in_its_own_process([*argv, "--summary", str(summary_path)], env, tmp_path, RUN_TIMEOUT_S)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     text = output.decode(errors="replace")
-    assert proc.returncode == 0, text[-4000:]
+    assert returncode == 0, text[-4000:]
     assert PASSWORD not in text, "the SASL password is never printed"
     summary = json.loads(summary_path.read_text())
     door = summary["per_camera"]["door"]
