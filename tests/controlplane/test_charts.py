@@ -259,6 +259,10 @@ def test_install_creates_the_operator_objects(installed, controlplane) -> None:
     for verb, resource in (("create", "rayjobs.ray.io"), ("patch", "configmaps"), ("create", "roles.rbac.authorization.k8s.io")):
         assert not can(verb, resource, "-n", "default"), f"{verb} {resource} outside the watched namespaces"
     assert not can("patch", "camerafleets.camerafleet.io", "-n", "default")
+    # The fleet's Ray token: created in a fleet's namespace, never read (no Secret is the operator's to see).
+    assert can("create", "secrets", "-n", INSTALL_NS) and can("create", "networkpolicies.networking.k8s.io", "-n", INSTALL_NS)
+    for verb in ("get", "list", "watch", "patch"):
+        assert not can(verb, "secrets", "-n", INSTALL_NS), f"{verb} secrets"
 
 
 def _operator_panels_have_data(prom, started: float) -> None:
