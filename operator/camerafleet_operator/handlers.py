@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -27,7 +28,7 @@ from urllib3.exceptions import HTTPError as TransportError
 from camerafleet.api.manifest import API_VERSION, GROUP, PLURAL, VERSION, FleetSpec
 from camerafleet.api.settings import Settings
 from camerafleet.topics import KafkaUnavailable, TopicReconciler
-from camerafleet_operator import metrics
+from camerafleet_operator import metrics, render
 from camerafleet_operator.kube import Kube
 from camerafleet_operator.reconcile import ReconcileResult, reconcile_fleet, topic_claims
 from camerafleet_operator.tenancy import per_fleet
@@ -114,6 +115,44 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
 def forget_metrics(body: kopf.Body, **_: Any) -> None:
     """A deleted fleet leaves the phase gauge (optional: this handler never holds the deletion up)."""
     metrics.forget_fleet(body.metadata.namespace or "", body.metadata.name or "")
+
+
+RAY_STOP_WAIT = timedelta(minutes=10)  # KubeRay stops a job in seconds and drains it within its Pods' grace period (2 min)
+RAY_STOP_POLL_S = 5.0
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def stop_ray_before_its_token_goes(body: kopf.Body, memo: kopf.Memo, runtime: timedelta, **_: Any) -> None:
+    """The fleet's RayJobs and RayService are deleted first, and the fleet waits until KubeRay has let them go.
+
+    KubeRay stops a RayJob through its head's dashboard, with the token of the fleet's Secret, before it
+    removes its finalizer. Left to garbage collection, the Secret (owned by the fleet) is deleted together
+    with the RayJobs, and a RayJob whose token is gone keeps its finalizer for ever (KubeRay 1.6: "failed
+    to get auth secret"), its Pods with it. A KubeRay that does not finish holds the deletion up
+    RAY_STOP_WAIT at most (then a Warning Event says what is left)."""
+    ns, names = body.metadata.namespace or "", render.names(body.metadata.name or "")
+    ray = [
+        ("ray.io/v1", "RayJob", names["producer"]),
+        ("ray.io/v1", "RayJob", names["consumer"]),
+        ("ray.io/v1", "RayService", names["service"]),
+    ]
+    try:
+        left = [(v, k, n) for v, k, n in ray if await memo.kube.get(v, k, ns, n) is not None]
+        for api_version, kind, name in left:
+            await memo.kube.delete(api_version, kind, ns, name)
+    except (ApiException, TransportError) as err:
+        raise kopf.TemporaryError(f"{api_problem(err)}; retrying in {KUBE_RETRY_S:.0f} s", delay=KUBE_RETRY_S) from None
+    if not left:
+        return
+    waiting = ", ".join(f"{kind} {name}" for _, kind, name in left)
+    if runtime < RAY_STOP_WAIT:
+        raise kopf.TemporaryError(f"waiting for KubeRay to stop {waiting}", delay=RAY_STOP_POLL_S)
+    kopf.event(
+        body,
+        type="Warning",
+        reason="RayNotStopped",
+        message=f"KubeRay did not let go of {waiting} within {RAY_STOP_WAIT}; deleting the fleet anyway",
+    )
 
 
 def _deletes_topics(spec: kopf.Spec, **_: Any) -> bool:

@@ -323,13 +323,29 @@ def test_drift_failed_jobs_restart_and_delete(cluster, kafka_server):
         items = json.loads(cluster.kubectl("get", kind, "-n", NS, "-l", "camerafleet.io/fleet=gamma", "-o", "json").stdout)["items"]
         assert len(items) == count, f"{kind}: {[i['metadata']['name'] for i in items]}"
 
-    # delete: owned objects are garbage-collected, topics follow the policy
-    cluster.kubectl("delete", "camerafleet", "gamma", "keep", "-n", NS, "--wait=true", "--timeout=60s")
+    # delete: the Ray objects go first, the fleet waits for KubeRay (here: a finalizer like KubeRay's, which
+    # KubeRay removes once it has stopped the job through the dashboard with the fleet's token), then owned
+    # objects are garbage-collected, the token's Secret last; topics follow the policy
+    assert cluster.get("secret", "gamma-ray-token") is not None
+    cluster.kubectl(
+        "patch", "rayjob", "gamma-consumer", "-n", NS, "--type", "merge", "-p", '{"metadata":{"finalizers":["ray.io/rayjob-finalizer"]}}'
+    )
+    cluster.kubectl("delete", "camerafleet", "gamma", "keep", "-n", NS, "--wait=false")
+    wait_for(
+        "gamma's RayJob asked to go", lambda: (cluster.get("rayjob", "gamma-consumer") or {}).get("metadata", {}).get("deletionTimestamp")
+    )
+    time.sleep(5)  # a pass of the deletion handler (it polls every 5 s): the fleet must still wait
+    assert cluster.get("camerafleet", "gamma") is not None and cluster.get("secret", "gamma-ray-token") is not None, (
+        "the fleet and its token outlive a RayJob KubeRay has not let go of"
+    )
+    cluster.kubectl("patch", "rayjob", "gamma-consumer", "-n", NS, "--type", "merge", "-p", '{"metadata":{"finalizers":[]}}')
+    wait_for("gamma deleted", lambda: cluster.get("camerafleet", "gamma") is None)
     for kind, name in (
         ("configmap", "gamma-config"),
         ("rayservice", "gamma-serving"),
         ("rayjob", "gamma-producer"),
         ("rayjob", "keep-consumer"),
+        ("secret", "gamma-ray-token"),
     ):
         wait_for(f"{kind} {name} garbage-collected", lambda kind=kind, name=name: cluster.get(kind, name) is None)
     assert kafka_topics(k, ["gamma_cam_1", "gamma_results"]) == {}
@@ -350,11 +366,15 @@ NEEDED = [
     ("create", "rolebindings.rbac.authorization.k8s.io", NS),
     ("create", "events", NS),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
+    ("create", "secrets", NS),  # the fleet's Ray token, once; never read back
+    ("patch", "networkpolicies.networking.k8s.io", NS),
 ]
 REFUSED = [
     ("get", "secrets", NS),
     ("list", "secrets", OPERATOR_NS),
-    ("create", "secrets", NS),
+    ("watch", "secrets", NS),
+    ("patch", "secrets", NS),
+    ("delete", "secrets", NS),
     ("get", "pods", NS),
     ("create", "pods", NS),
     ("create", "pods/exec", NS),

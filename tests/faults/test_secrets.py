@@ -26,6 +26,7 @@ import pytest
 from camerafleet.sources import SourceError, open_source, redact
 from camerafleet_dev.devservers._process import free_port
 from tests.fixtures.pipeline import health_model, run_in_its_own_process, write_fleet
+from tests.fixtures.servers import SASL_PASSWORD, secure_env
 
 pytestmark = pytest.mark.faults
 
@@ -85,18 +86,23 @@ def files_containing(root: Path, needle: bytes) -> list[str]:
 
 
 @pytest.mark.integration
-def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_path):
+def test_camera_passwords_reach_no_log_of_a_run(fault_report, secure_kafka, https_minio, tmp_path):
+    """Also the pipeline end to end over the transports managed services require (issue 24): Kafka only over
+    TLS with SASL/SCRAM-SHA-512 and the bucket on MinIO over HTTPS, both with certificates of a private CA,
+    every credential from the environment; neither the SASL password nor the S3 key may leak either."""
     row = fault_report.row(
         "cameras with passwords in their URLs that cannot connect: two from sourceSecretEnv (rtsp://, srt://), "
-        "one inline in the manifest with an unencoded '@' in the password; `camerafleet run` for 8 s",
-        "the password is in no byte of the run's output, the Ray session's logs, results.jsonl or summary.json; "
-        "the cameras are reported down with a redacted error, the healthy camera is processed",
+        "one inline in the manifest with an unencoded '@' in the password; `camerafleet run` for 8 s against Kafka "
+        "over SASL_SSL and MinIO over HTTPS",
+        "no password or key is in any byte of the run's output, the Ray session's logs, results.jsonl or summary.json; "
+        "the cameras are reported down with a redacted error, the healthy camera is processed, its frames in the bucket",
     )
     inline_password = "Inl1nePa55"
     manifest = write_fleet(
         tmp_path / "fleet.yaml",
         "secrets",
-        kafka_server.bootstrap,
+        secure_kafka.secure_bootstrap,
+        bucket={"uri": "s3://secure-frames/secrets", "endpoint": https_minio.endpoint},
         cameras=[
             {"id": "lobby", "source": "lobby-entrance", "sourceSecretEnv": "LOBBY_URL", "inferenceFps": 2},
             {"id": "dock", "source": "loading-dock", "sourceSecretEnv": "DOCK_URL", "inferenceFps": 2},
@@ -109,8 +115,9 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
     )
     ray_tmp = Path(tempfile.mkdtemp(prefix="cfsec-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     summary_path = tmp_path / "summary.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "KAFKA_BOOTSTRAP")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "KAFKA_BOOTSTRAP") and not k.startswith("AWS_")}
     env.update(
+        secure_env(secure_kafka, https_minio),
         LOBBY_URL=f"rtsp://admin:{PASSWORD}@127.0.0.1:1/stream",
         DOCK_URL=f"srt://admin:{PASSWORD}@127.0.0.1:1/feed",
         RAY_TMPDIR=str(ray_tmp),
@@ -143,7 +150,8 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
         sessions = [s for s in (ray_tmp / "ray").glob("session_*") if not s.is_symlink()]  # not session_latest
         ray_files = sum(1 for s in sessions for p in s.rglob("*") if p.is_file())
         leaks = {}
-        for name, password in (("secret", PASSWORD.encode()), ("inline", inline_password.encode())):
+        needles = {"secret": PASSWORD, "inline": inline_password, "sasl": SASL_PASSWORD, "s3 key": https_minio.secret_key}
+        for name, password in ((n, v.encode()) for n, v in needles.items()):
             found = [f"ray:{p}" for s in sessions for p in files_containing(s, password)]
             found += [f"runs:{p}" for p in files_containing(tmp_path / "runs", password)]  # results.jsonl, summary.json
             if password in output:
@@ -157,7 +165,8 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
         row.happened = (
             f"run took {took:.0f} s (exit {returncode}); searched the output ({len(output)} bytes), {ray_files} files "
             f"of {len(sessions)} Ray session(s), the run directory and the summary: secret found in {leaks['secret'] or 'nothing'}, "
-            f"inline password in {leaks['inline'] or 'nothing'}; "
+            f"inline password in {leaks['inline'] or 'nothing'}, SASL password in {leaks['sasl'] or 'nothing'}, "
+            f"S3 key in {leaks['s3 key'] or 'nothing'}; "
             + (
                 "; ".join(f"{c}: up={cams[c].get('source_up')} error={e!r}" for c, e in down.items())
                 + f"; yard processed {cams['yard'].get('processed')}"
@@ -170,9 +179,10 @@ def test_camera_passwords_reach_no_log_of_a_run(fault_report, kafka_server, tmp_
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert sessions and ray_files > 10, "the Ray session logs were not where the test looked"
-    assert leaks == {"secret": [], "inline": []}
+    assert leaks == {"secret": [], "inline": [], "sasl": [], "s3 key": []}
     assert returncode == 0 and summary is not None, output.decode(errors="replace")[-4000:]
     for cam, error in down.items():
         assert cams[cam]["source_up"] is False and error, (cam, cams[cam])
     assert "'lobby-entrance'" in down["lobby"] and "'loading-dock'" in down["dock"] and "'rtsp://***@127.0.0.1:1/gate'" in down["gate"]
     assert cams["yard"]["processed"] > 0 and summary["ledger_balanced"], summary
+    assert list(https_minio.client().list_objects("secure-frames", prefix="secrets/yard/", recursive=True)), "frames over HTTPS"
