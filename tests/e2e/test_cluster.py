@@ -43,6 +43,14 @@ ADDED_CAMERA = {"id": "3", "source": "synthetic:1280x720@30"}  # added with kube
 measured: dict[str, str] = {}
 
 
+def node_sockets() -> list[Path]:
+    """Every node's containerd socket (node 1's in the cluster folder, a further node's in its own); not a walk
+    of the whole folder, where MinIO's frames come and go meanwhile."""
+    return [
+        p for p in (CLUSTER_DIR / "containerd" / "containerd.sock", *CLUSTER_DIR.glob("node-*/containerd/containerd.sock")) if p.exists()
+    ]
+
+
 def camera_topics(fleet: dict[str, Any], own: str = OWN) -> list[str]:
     prefix = fleet["spec"]["kafka"].get("topicPrefix", f"{own}.camera_")
     return [f"{prefix}{c['id']}" for c in fleet["spec"]["cameras"]]
@@ -628,7 +636,7 @@ def test_a_new_image_tag_rolls_out_on_a_new_serving_cluster_and_replaces_the_job
     replaced (drained by their preStop hooks); every announced frame still ends with a result."""
     c = installed
     image = RAY_IMAGE.rsplit(":", 1)[0] + ":e2e-upgrade"
-    for socket in CLUSTER_DIR.glob("**/containerd.sock"):  # the same build under a new tag, on every node
+    for socket in node_sockets():  # the same build under a new tag, on every node
         c.run("ctr", "--address", str(socket), "-n", "k8s.io", "images", "tag", "--force", RAY_IMAGE, image)
     old_cluster = _active_serving_cluster(c)
     jobs = {r: c.get("rayjob", f"{FLEET}-{r}")["metadata"]["uid"] for r in ("producer", "consumer")}
@@ -763,7 +771,7 @@ def test_the_operator_chart_upgraded_with_a_crd_change_adopts_the_running_fleet(
     meta = yaml.safe_load((chart / "Chart.yaml").read_text())
     (chart / "Chart.yaml").write_text(yaml.safe_dump({**meta, "version": f"{meta['version']}-next"}, sort_keys=False))
     tag = "e2e-next"
-    for socket in CLUSTER_DIR.glob("**/containerd.sock"):  # the same build under the next release's tag, on every node
+    for socket in node_sockets():  # the same build under the next release's tag, on every node
         c.run(
             "ctr",
             "--address",
@@ -992,24 +1000,6 @@ def test_fault_the_gpu_node_stops_and_comes_back(installed: Cluster, fleet: dict
     _recovered(c, fleet, f"{node} stopped and started again", started)
 
 
-@pytest.mark.parametrize(
-    "name, change, fragment",
-    [
-        ("a-fleet-name-longer-than-kuberay-allows-x", {}, "metadata.name: 41 characters"),
-        ("loopback-kafka", {"kafka": {"bootstrapServers": "127.0.0.1:9092"}}, "a loopback address"),
-        ("local-bucket", {"bucket": {"uri": "file:///dev/shm/frames"}}, "a directory of one machine"),
-        ("missing-account", {"kubernetes": {"serviceAccountName": "no-such-account"}}, "ServiceAccount 'no-such-account' does not exist"),
-        (
-            "gpu-without-gpus",
-            {
-                "models": [
-                    {"name": "faces", "type": "face", "modelUri": "/opt/camerafleet/models/centerface.onnx", "resources": {"gpus": 1}}
-                ]
-            },
-            "no replica could ever be placed",
-        ),
-    ],
-)
 def _lifecycle_rules(c: Cluster, fleet: dict[str, Any]) -> set[str]:
     client, name, _ = bucket(c, fleet)
     config = client.get_bucket_lifecycle(name)
@@ -1086,6 +1076,24 @@ async def _existing_topics(bootstrap: str) -> set[str]:
         await admin.close()
 
 
+@pytest.mark.parametrize(
+    "name, change, fragment",
+    [
+        ("a-fleet-name-longer-than-kuberay-allows-x", {}, "metadata.name: 41 characters"),
+        ("loopback-kafka", {"kafka": {"bootstrapServers": "127.0.0.1:9092"}}, "a loopback address"),
+        ("local-bucket", {"bucket": {"uri": "file:///dev/shm/frames"}}, "a directory of one machine"),
+        ("missing-account", {"kubernetes": {"serviceAccountName": "no-such-account"}}, "ServiceAccount 'no-such-account' does not exist"),
+        (
+            "gpu-without-gpus",
+            {
+                "models": [
+                    {"name": "faces", "type": "face", "modelUri": "/opt/camerafleet/models/centerface.onnx", "resources": {"gpus": 1}}
+                ]
+            },
+            "no replica could ever be placed",
+        ),
+    ],
+)
 def test_a_spec_the_cluster_cannot_run_ends_invalid_not_reconciling(
     installed: Cluster, fleet: dict[str, Any], name: str, change: dict[str, Any], fragment: str
 ) -> None:
