@@ -60,7 +60,12 @@ def token_head(tmp_path_factory) -> Iterator[tuple[str, str]]:
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=1",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}", "--disable-usage-stats"],
+         f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}", "--disable-usage-stats",
+         # The job API needs the head's agent; its HTTP port defaults to 52365, which the tests' own Ray
+         # (the session's `ray_cluster`) already holds: the agent then fails to bind and every submission
+         # is answered 500 "No available agent". Every port of this head is a free one.
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{dashboard_port}"
