@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import random
 import time
@@ -26,6 +25,7 @@ import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import cv2
 import ray
@@ -41,11 +41,23 @@ from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
 from camerafleet.kafka_access import client_options
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
-from camerafleet.sources import SLOT_EPSILON, FrameSource, Sampler, SourceError, SourceProblem, open_source, redact, slot_phase_s
+from camerafleet.sources import FrameSource, Grid, Sampler, SourceError, SourceProblem, camera_grid, open_source, redact
 from camerafleet.stats import ProducerCameraStats, ProducerStats
 from camerafleet.tasks import cancel_until_done
 
 log = logging.getLogger("camerafleet.producer")
+
+
+class ShardKey(NamedTuple):
+    """Which share of a camera a producer worker runs: every `shards`-th slot from `number` (what the runner
+    plans and sends; it sorts and compares as a tuple)."""
+
+    camera_id: str
+    number: int  # not `index`, which a tuple has as a method
+    shards: int
+
+    def __str__(self) -> str:
+        return f"{self.camera_id}#{self.number}/{self.shards}"
 
 
 @dataclass(frozen=True)
@@ -57,8 +69,8 @@ class Shard:
     shards: int
 
     @property
-    def key(self) -> str:
-        return f"{self.camera.id}#{self.index}/{self.shards}"
+    def key(self) -> ShardKey:
+        return ShardKey(self.camera.id, self.index, self.shards)
 
 
 def plan_shards(spec: FleetSpec, actors: int) -> list[list[Shard]]:
@@ -138,7 +150,7 @@ class ProducerActor:
         self.kafka_lock = asyncio.Lock()
         self.kafka_start_error: tuple[float, Exception] | None = None
         self.last_kafka_warning = 0.0
-        self.workers: dict[str, _Worker] = {}
+        self.workers: dict[ShardKey, _Worker] = {}
         self.counts: dict[str, CameraCounts] = {}
         self.pending: set[asyncio.Task[None]] = set()
         self.closing: set[asyncio.Task[None]] = set()  # Kafka clients being thrown away (referenced until done)
@@ -186,7 +198,7 @@ class ProducerActor:
                 self.closing.add(task)
                 task.add_done_callback(self.closing.discard)
 
-    async def assign(self, spec_json: str, shards: list[tuple[str, int, int]], handover_s: float | None = None) -> None:
+    async def assign(self, spec_json: str, shards: list[ShardKey], handover_s: float | None = None) -> None:
         """Run exactly these (camera id, shard index, shards) workers. With a handover time, new workers
         take the slots from that time on and workers leaving this actor produce the slots before it, so a
         shard moving between actors is neither interrupted nor doubled."""
@@ -194,7 +206,7 @@ class ProducerActor:
         self.admission.update_spec(self.spec)
         self.admission.start()
         cameras = {c.id: c for c in self.spec.cameras}
-        wanted = {f"{cid}#{i}/{n}": Shard(cameras[cid], i, n) for cid, i, n in shards}
+        wanted = {key: Shard(cameras[key.camera_id], key.number, key.shards) for key in shards}
         try:
             await asyncio.wait_for(self._producer(), timeout=10)
         except Exception as err:  # noqa: BLE001 - workers start anyway: they buffer until Kafka answers
@@ -208,18 +220,16 @@ class ProducerActor:
         await asyncio.gather(*(self._stop_worker(k, handover_s) for k in leaving))
 
     def _slot_at(self, camera: CameraSpec, t: float | None) -> int | None:
-        return None if t is None else math.ceil((t - self._grid_start(camera)) * camera.inference_fps - SLOT_EPSILON)
+        return None if t is None else self._grid(camera).first_at_or_after(t)
 
-    def _grid_start(self, camera: CameraSpec) -> float:
-        """Time of slot 0 of the camera's sampling grid: the run's epoch plus the camera's phase."""
-        return self.epoch_ms / 1000 + slot_phase_s(camera.id, camera.inference_fps)
+    def _grid(self, camera: CameraSpec) -> Grid:
+        return camera_grid(self.epoch_ms / 1000, camera.id, camera.inference_fps)
 
-    async def _stop_worker(self, key: str, handover_s: float | None = None) -> None:
+    async def _stop_worker(self, key: ShardKey, handover_s: float | None = None) -> None:
         worker = self.workers[key]
         worker.leaving = True
         if handover_s is not None:
-            cam_id = key.split("#")[0]
-            camera = next((c for c in self.spec.cameras if c.id == cam_id), None)
+            camera = next((c for c in self.spec.cameras if c.id == key.camera_id), None)
             worker.end_slot = self._slot_at(camera, handover_s) if camera else None
             await asyncio.sleep(max(0.0, handover_s - time.time()))
         worker.stop.set()
@@ -230,14 +240,13 @@ class ProducerActor:
             worker.task.cancel()
             log.warning("worker %s did not stop within 30 s; cancelled", key)
         self.workers.pop(key, None)
-        cam_id = key.split("#")[0]
-        if not any(k.split("#")[0] == cam_id for k in self.workers):
-            metrics.source_up().forget({"camera": cam_id})  # the camera's new actor reports it now
+        if not any(k.camera_id == key.camera_id for k in self.workers):
+            metrics.source_up().forget({"camera": key.camera_id})  # the camera's new actor reports it now
 
     async def _run_worker(self, shard: Shard, worker: _Worker) -> None:
         cam, stop = shard.camera, worker.stop
         counts = self.counts.setdefault(cam.id, CameraCounts())
-        sampler = Sampler(self._grid_start(cam), cam.inference_fps, shard.index, shard.shards)
+        sampler = Sampler(self._grid(cam), shard.index, shard.shards)
         # Start at the handover slot, or now: a worker that starts late never replays the past. Never before slot 0:
         # a camera's grid starts at the run's epoch plus its phase (up to one period), which may still be ahead.
         start = worker.first_slot if worker.first_slot is not None else sampler.slot_of(time.time())

@@ -39,7 +39,7 @@ from camerafleet.bucket import BucketConfigError, BucketError, open_bucket, summ
 from camerafleet.console.feeds import dashboard_replicas, local_replicas
 from camerafleet.consumer import ConsumerActor
 from camerafleet.manifest_source import ConfigMapManifest, FileManifest, ManifestUnreadable
-from camerafleet.producer import ProducerActor, plan_shards
+from camerafleet.producer import ProducerActor, ShardKey, plan_shards
 from camerafleet.stats import ConsumerStats, ProducerCameraStats, ProducerStats, merge_outcomes, merge_producer_stats
 from camerafleet.summary import build_summary, percentiles, read_records
 from camerafleet.topics import KafkaUnavailable, end_offsets, ensure_topics, read_span, wait_committed, wait_for_group_members
@@ -118,7 +118,7 @@ class FleetRunner:
         self.run_dir = Path(self.spec.results.log_dir) / self.run_id
         self.results_log = self.run_dir / "results.jsonl"
         self.producers: list[Any] = []
-        self.producer_plan: list[set[tuple[str, int, int]]] = []
+        self.producer_plan: list[set[ShardKey]] = []
         # The last stats seen of every producer actor incarnation, retired or crashed ones included: an
         # actor Ray restarts comes back with zeroed counters, so its predecessor's stay counted here.
         self.producer_stats: dict[str, ProducerStats] = {}
@@ -318,7 +318,7 @@ class FleetRunner:
             actor = options.remote(spec_json, self.epoch_ms, self.fleet.metadata.name)
             self.producers.append(actor)
             self.producer_plan.append(set())
-        plan = [{(s.camera.id, s.index, s.shards) for s in shards} for shards in plan_shards(self.spec, n)]
+        plan = [{s.key for s in shards} for shards in plan_shards(self.spec, n)]
         plan += [set() for _ in range(len(self.producers) - n)]
         handover = time.time() + HANDOVER_S if any(self.producer_plan) else None
         self.producer_plan = plan

@@ -8,7 +8,7 @@ import pytest
 
 from camerafleet.admission import AdmissionController, BacklogReading, SlotCredit
 from camerafleet.serving.model_deployment import BatchQueue
-from camerafleet.sources import Sampler
+from camerafleet.sources import Grid, Sampler
 
 PARTS = frozenset({("t", 0)})
 
@@ -74,7 +74,7 @@ def test_slot_credit_does_not_bank_a_burst():
 
 
 def test_a_shed_slot_is_given_up_without_counting_as_skipped():
-    s = Sampler(epoch_s=0.0, fps=10.0, shard=1, shards=2, last_slot=2)
+    s = Sampler(Grid(0.0, 10.0), shard=1, shards=2, last_slot=2)
     assert s.shed_next() == 1
     assert s.last_slot == 3
     assert s.accept(0.5) == 5  # the shard's next slot after the shed one

@@ -2,7 +2,7 @@
 
 import pytest
 
-from camerafleet.live import camera_clock_trusted
+from camerafleet.sources.live import camera_clock_trusted
 
 
 @pytest.mark.parametrize(

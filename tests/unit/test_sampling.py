@@ -7,47 +7,47 @@ import numpy as np
 import pytest
 
 from camerafleet.api.manifest import parse_manifest
-from camerafleet.producer import plan_shards
-from camerafleet.sources import Sampler, SourceError, SyntheticSource, open_source, redact, slot_phase_s
+from camerafleet.producer import ShardKey, plan_shards
+from camerafleet.sources import Grid, Sampler, SourceError, SyntheticSource, camera_grid, open_source, redact, slot_phase_s
 
 
 def sample_all(sampler: Sampler, capture_fps: float, seconds: float) -> list[int]:
     seqs = []
     for i in range(int(seconds * capture_fps)):
-        seq = sampler.accept(sampler.epoch_s + i / capture_fps)
+        seq = sampler.accept(sampler.grid.start_s + i / capture_fps)
         if seq is not None:
             seqs.append(seq)
     return seqs
 
 
 def test_downsamples_to_inference_fps():
-    assert sample_all(Sampler(epoch_s=100.0, fps=5), capture_fps=30, seconds=2) == list(range(10))
+    assert sample_all(Sampler(Grid(100.0, 5)), capture_fps=30, seconds=2) == list(range(10))
 
 
 def test_shards_partition_the_slots():
-    shards = [sample_all(Sampler(epoch_s=0.0, fps=5, shard=k, shards=3), capture_fps=30, seconds=4) for k in range(3)]
+    shards = [sample_all(Sampler(Grid(0.0, 5), shard=k, shards=3), capture_fps=30, seconds=4) for k in range(3)]
     together = sorted(s for shard in shards for s in shard)
     assert together == list(range(20))
     assert all(s % 3 == k for k, shard in enumerate(shards) for s in shard)
 
 
 def test_next_due_is_the_next_owned_slot():
-    s = Sampler(epoch_s=10.0, fps=4, shard=1, shards=2)
+    s = Sampler(Grid(10.0, 4), shard=1, shards=2)
     assert s.next_due() == pytest.approx(10.25)
     s.accept(10.25)
     assert s.next_due() == pytest.approx(10.75)
 
 
 def test_slow_source_skips_slots_and_counts_them():
-    s = Sampler(epoch_s=0.0, fps=10)
+    s = Sampler(Grid(0.0, 10))
     assert [s.accept(t) for t in (0.0, 0.5, 0.55, 1.0)] == [0, 5, None, 10]
     assert s.skipped_slots == 8
 
 
 def test_takeover_continues_sequence():
-    first = Sampler(epoch_s=0.0, fps=5)
+    first = Sampler(Grid(0.0, 5))
     assert sample_all(first, 30, 1)[-1] == 4
-    second = Sampler(epoch_s=0.0, fps=5)
+    second = Sampler(Grid(0.0, 5))
     assert second.accept(1.0) == 5
 
 
@@ -83,7 +83,7 @@ def test_plan_spreads_shards_round_robin():
         }
     )
     plan = plan_shards(fleet.spec, 2)
-    keys = [[s.key for s in actor] for actor in plan]
+    keys = [[str(s.key) for s in actor] for actor in plan]
     assert keys == [["1#0/2", "2#0/1", "4#0/1"], ["1#1/2", "3#0/1"]]
     assert plan_shards(fleet.spec, 0) == []
 
@@ -95,7 +95,7 @@ def test_due_frames_are_always_accepted_at_real_epochs(source_fps, inference_fps
     slot, so the producer spun forever on the same slot."""
     epoch = time.time() - 3600 + 0.597  # far enough in the past that nothing sleeps
     src = SyntheticSource(f"synthetic:64x36@{source_fps}", seed=0, epoch_s=epoch)
-    sampler = Sampler(epoch_s=epoch, fps=inference_fps)
+    sampler = Sampler(Grid(epoch, inference_fps))
     accepted = []
     for _ in range(300):
         t, _frame = src.read_due(sampler.next_due())
@@ -116,7 +116,7 @@ def test_cameras_sample_at_stable_phases_spread_over_the_period():
 
 
 def test_slots_given_up_while_a_source_is_down_are_counted_once_and_per_shard():
-    sampler = Sampler(epoch_s=100.0, fps=2, shard=1, shards=2)  # owns odd slots, one every second
+    sampler = Sampler(Grid(100.0, 2), shard=1, shards=2)  # owns odd slots, one every second
     sampler.last_slot = 0
     assert sampler.miss_until(104.9) == 5  # slots 1, 3, 5, 7, 9 (at 104.5) passed while down
     assert sampler.miss_until(104.9) == 0  # asking again gives up nothing more
@@ -126,7 +126,23 @@ def test_slots_given_up_while_a_source_is_down_are_counted_once_and_per_shard():
 def test_no_sample_before_the_grid_starts():
     # A camera's grid starts at the run's epoch plus its phase (up to a period): a worker that starts
     # earlier must not take slot -1 (a frame message with a negative sequence number is invalid).
-    s = Sampler(epoch_s=100.0, fps=0.1, last_slot=-1)
+    s = Sampler(Grid(100.0, 0.1), last_slot=-1)
     assert s.accept(95.0) is None
     assert s.next_due() == 100.0
     assert s.accept(100.0) == 0
+
+
+def test_a_shard_key_is_a_typed_tuple_that_reads_as_camera_shard_of_shards():
+    key = ShardKey("lobby-2", 1, 3)
+    assert (key.camera_id, key.number, key.shards) == ("lobby-2", 1, 3)
+    assert str(key) == "lobby-2#1/3"
+    assert sorted([ShardKey("b", 0, 1), key]) == [ShardKey("b", 0, 1), key]
+
+
+def test_the_grid_rounds_instants_to_slots_exactly_far_from_the_epoch():
+    grid = camera_grid(1.8e9, "7", 5)
+    assert grid.start_s == 1.8e9 + slot_phase_s("7", 5)
+    for slot in (0, 1, 17, 10**6):
+        t = grid.time_of(slot)
+        assert grid.slot_of(t) == slot and grid.first_at_or_after(t) == slot, slot
+        assert grid.first_at_or_after(t + 1e-3) == slot + 1 and grid.slot_of(t - 1e-3) == slot - 1

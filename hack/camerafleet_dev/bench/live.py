@@ -3,7 +3,7 @@
 Side by side on the same test streams (``devservers/camera.py``: H.264 and H.265 over RTSP, MJPEG over
 HTTP, 1 s keyframe interval), each in a child process pinned to one core (the camera server on another):
 
-- ``pyav``: the product's live source (``camerafleet.live``), which decodes only what the sampler takes;
+- ``pyav``: the product's live source (``camerafleet.sources.live``), which decodes only what the sampler takes;
 - ``opencv_every_frame``: the path before it (OpenCV's capture grabs and decodes every frame, converts the
   sampled one), the baseline the goal is stated against.
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import cv2
 
-from camerafleet.live import LiveSource
-from camerafleet.sources import Sampler
+from camerafleet.sources import Grid, Sampler
+from camerafleet.sources.live import LiveSource
 from camerafleet_dev.clips import write_demo_frames
 from camerafleet_dev.devservers.camera import CameraServer
 
@@ -63,7 +63,7 @@ class OpenCvEveryFrame:
 
 def _camera_loop(url: str, reader: str, fps: float, until: float, counts: dict[str, int], lock: threading.Lock) -> None:
     source: Any = LiveSource(url, url, fps, stall_timeout_s=10, max_frame_age_s=60) if reader == "pyav" else OpenCvEveryFrame(url)
-    sampler = Sampler(time.time(), fps)
+    sampler = Sampler(Grid(time.time(), fps))
     sampler.last_slot = sampler.slot_of(time.time()) - 1
     warm_until = time.time() + WARMUP_S
     while time.time() < until:

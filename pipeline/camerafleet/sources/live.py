@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from camerafleet.api.source_report import DecodeMode, SourceProblem, TimeSource
-from camerafleet.sources import FrameSource, SourceError
+from camerafleet.sources.base import FrameSource, SourceError
 
 OPEN_TIMEOUT_S = 10.0
 MAX_CLOCK_LAG_S = 60.0
