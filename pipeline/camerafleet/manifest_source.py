@@ -10,18 +10,24 @@ stays the fallback when the API refuses (a cluster without that grant), said onc
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import os
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from camerafleet.api.manifest import CONFIG_MAP_KEY
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+log = logging.getLogger("camerafleet.run")
 REQUEST_TIMEOUT_S = 5.0  # the run's watch loop waits on this read; a hung API server must not stall it
 
 
@@ -100,3 +106,73 @@ class ConfigMapManifest:
         if not isinstance(text, str):
             raise ManifestUnreadable(f"{self.describe()}: no key {self.key!r}")
         return text
+
+
+class ManifestReader(Protocol):
+    def describe(self) -> str: ...
+
+    def read(self) -> str: ...
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class RunManifest:
+    """Where a run reads its manifest's changes, and what it does when the API cannot answer.
+
+    The ConfigMap (through the API) when the run has one, unless the API refuses from the start (a cluster
+    without the operator's grant): then the file, which the kubelet refreshes, said once. A failed read
+    otherwise waits for the next one: the file may be older, and going back to it would undo a change
+    already applied. Reads block (5 s at most): call them from a thread."""
+
+    file: ManifestReader
+    api: ManifestReader | None = None
+    say: Callable[[str], None] = print
+    api_works: bool | None = None  # unknown until the API answers
+    failing: bool = False  # said once per streak of failed reads, not every few seconds
+    applied: str | None = None  # digest of the text last taken
+
+    @classmethod
+    def open(cls, path: Path, config_map: str | None, say: Callable[[str], None]) -> RunManifest:
+        api = None
+        if config_map:
+            try:
+                api = ConfigMapManifest.in_cluster(config_map)
+            except ManifestUnreadable as err:
+                say(f"manifest changes come from {path} only: {err}")
+        run = cls(FileManifest(path), api, say)
+        with contextlib.suppress(ManifestUnreadable):  # a run of a fleet built in memory has no file
+            run.applied = digest(run.file.read())
+        return run
+
+    def read(self) -> tuple[str, str] | None:
+        """The manifest's current text and where it came from, or None when it cannot be read this time."""
+        if self.api is not None and self.api_works is not False:
+            try:
+                text = self.api.read()
+            except ManifestUnreadable as err:
+                if not (err.refused and self.api_works is None):
+                    if not self.failing:
+                        log.warning("cannot read the manifest (trying again): %s", err)
+                    self.failing = True
+                    return None
+                self.api_works = False
+                self.say(f"manifest changes come from {self.file.describe()}, refreshed by the kubelet (a minute or more): {err}")
+            else:
+                self.api_works, self.failing = True, False
+                return text, self.api.describe()
+        try:
+            return self.file.read(), self.file.describe()
+        except ManifestUnreadable as err:
+            log.warning("%s", err)
+            return None
+
+    def change(self) -> tuple[str, str] | None:
+        """The manifest's text and source when it differs from the one last taken (which it becomes), else None."""
+        current = self.read()
+        if current is None or digest(current[0]) == self.applied:
+            return None
+        self.applied = digest(current[0])
+        return current

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import signal
@@ -38,7 +37,7 @@ from camerafleet.api.settings import Settings
 from camerafleet.bucket import BucketConfigError, BucketError, open_bucket, summary_key
 from camerafleet.console.feeds import dashboard_replicas, local_replicas
 from camerafleet.consumer import ConsumerActor
-from camerafleet.manifest_source import ConfigMapManifest, FileManifest, ManifestUnreadable
+from camerafleet.manifest_source import RunManifest
 from camerafleet.producer import ProducerActor, ShardKey, plan_shards
 from camerafleet.stats import ConsumerStats, ProducerCameraStats, ProducerStats, merge_outcomes, merge_producer_stats
 from camerafleet.summary import build_summary, percentiles, read_records
@@ -98,10 +97,6 @@ class StopBudget:
         return max(1.0, min(at_most, self.end - keep - time.monotonic()))
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 class FleetRunner:
     """One run of a fleet; see the module docstring for its lifecycle."""
 
@@ -131,18 +126,7 @@ class FleetRunner:
         self.results_start: dict[int, int] | None = None
         self.consumers: list[Any] = []
         self.stop_event = asyncio.Event()
-        self.manifest_file = FileManifest(opts.manifest)
-        self.manifest_api: ConfigMapManifest | None = None
-        if self.settings.manifest_config_map:
-            try:
-                self.manifest_api = ConfigMapManifest.in_cluster(self.settings.manifest_config_map)
-            except ManifestUnreadable as err:
-                self.say(f"manifest changes come from {opts.manifest} only: {err}")
-        self.manifest_api_works: bool | None = None  # unknown until the API answers
-        self.manifest_read_failing = False  # said once per streak of failed reads, not every few seconds
-        self.manifest_digest: str | None = None
-        with contextlib.suppress(ManifestUnreadable):  # a run of a fleet built in memory has no file
-            self.manifest_digest = _digest(self.manifest_file.read())
+        self.manifest = RunManifest.open(opts.manifest, self.settings.manifest_config_map, self.say)
         self.started = time.monotonic()
         self.deployed_app: str | None = None  # the Serve app this run deployed, and deletes at the end
         self.summary: dict[str, Any] | None = None
@@ -336,38 +320,10 @@ class FleetRunner:
 
     # -- while running ---------------------------------------------------------------------------------
 
-    async def read_manifest(self) -> tuple[str, str] | None:
-        """The manifest's current text and where it came from, or None when it cannot be read this time.
-
-        The ConfigMap (through the API) when the run has one, unless the API refuses from the start (a cluster
-        without the operator's grant): then the file, which the kubelet refreshes. A failed read otherwise waits
-        for the next one: the file may be older, and going back to it would undo a change already applied."""
-        if self.manifest_api is not None and self.manifest_api_works is not False:
-            try:
-                text = await asyncio.to_thread(self.manifest_api.read)
-            except ManifestUnreadable as err:
-                if not (err.refused and self.manifest_api_works is None):
-                    if not self.manifest_read_failing:
-                        log.warning("cannot read the manifest (trying again): %s", err)
-                    self.manifest_read_failing = True
-                    return None
-                self.manifest_api_works = False
-                self.say(f"manifest changes come from {self.opts.manifest}, refreshed by the kubelet (a minute or more): {err}")
-            else:
-                self.manifest_api_works, self.manifest_read_failing = True, False
-                return text, self.manifest_api.describe()
-        try:
-            return self.manifest_file.read(), self.manifest_file.describe()
-        except ManifestUnreadable as err:
-            log.warning("%s", err)
-            return None
-
     async def apply_manifest_change(self) -> None:
-        current = await self.read_manifest()
-        if current is None or _digest(current[0]) == self.manifest_digest:
+        if (changed := await asyncio.to_thread(self.manifest.change)) is None:
             return
-        text, source = current
-        self.manifest_digest = _digest(text)
+        text, source = changed
         try:
             new = self.settings.apply(manifest_from_text(text, source).spec.with_absolute_paths(Path.cwd()))
         except ManifestError as err:

@@ -1,21 +1,16 @@
 """Where a running fleet reads manifest changes from, and what it does when the API cannot answer.
 
 The ConfigMap read itself runs against a real API server with the operator's grant in
-tests/controlplane/test_operator.py; here only the runner's choice between the API and the file."""
+tests/controlplane/test_operator.py; here only the run's choice between the API and the file."""
 
 from __future__ import annotations
 
-import asyncio
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from camerafleet.api.manifest import load_manifest
-from camerafleet.api.settings import Settings
-from camerafleet.manifest_source import ConfigMapManifest, FileManifest, ManifestUnreadable
-from camerafleet.runner import FleetRunner, RunOptions
+from camerafleet.manifest_source import ConfigMapManifest, FileManifest, ManifestUnreadable, RunManifest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo-fleet.yaml"
@@ -39,10 +34,9 @@ class ScriptedApi:
         return answer
 
 
-def runner(manifest: Path, api: ScriptedApi | None) -> FleetRunner:
-    r = FleetRunner(load_manifest(manifest), RunOptions(manifest=manifest, stream=io.StringIO()), Settings())
-    r.manifest_api = api  # type: ignore[assignment]
-    return r
+def watching(manifest: Path, api: ScriptedApi | None) -> tuple[RunManifest, list[str]]:
+    said: list[str] = []
+    return RunManifest(FileManifest(manifest), api, said.append), said
 
 
 def test_a_file_that_cannot_be_read_names_itself(tmp_path: Path) -> None:
@@ -56,31 +50,40 @@ def test_outside_a_pod_there_is_no_config_map_to_read() -> None:
 
 
 def test_without_the_api_the_file_is_read() -> None:
-    r = runner(DEMO, None)
-    assert asyncio.run(r.read_manifest()) == (DEMO.read_text(), str(DEMO))
+    r, _ = watching(DEMO, None)
+    assert r.read() == (DEMO.read_text(), str(DEMO))
 
 
 def test_an_api_that_never_answered_falls_back_to_the_file_and_says_so_once() -> None:
     api = ScriptedApi([ManifestUnreadable("ConfigMap ns/fleet-config: HTTP 403: may not get it", refused=True)])
-    r = runner(DEMO, api)
-    assert asyncio.run(r.read_manifest()) == (DEMO.read_text(), str(DEMO))
-    assert asyncio.run(r.read_manifest()) == (DEMO.read_text(), str(DEMO))
+    r, said = watching(DEMO, api)
+    assert r.read() == (DEMO.read_text(), str(DEMO))
+    assert r.read() == (DEMO.read_text(), str(DEMO))
     assert api.reads == 1, "a refusing API is not asked again every few seconds"
-    log = r.opts.stream.getvalue()  # type: ignore[attr-defined]
-    assert log.count("HTTP 403") == 1 and "refreshed by the kubelet" in log
+    assert len(said) == 1 and "HTTP 403" in said[0] and "refreshed by the kubelet" in said[0]
 
 
 def test_an_api_that_cannot_be_reached_yet_is_tried_again_not_given_up() -> None:
     api = ScriptedApi([ManifestUnreadable("ConfigMap ns/fleet-config: connection refused"), DEMO.read_text()])
-    r = runner(DEMO, api)
-    assert asyncio.run(r.read_manifest()) is None
-    assert asyncio.run(r.read_manifest()) == (DEMO.read_text(), "ConfigMap ns/fleet-config")
+    r, _ = watching(DEMO, api)
+    assert r.read() is None
+    assert r.read() == (DEMO.read_text(), "ConfigMap ns/fleet-config")
 
 
 def test_once_the_api_answered_a_failed_read_waits_instead_of_going_back_to_an_older_file() -> None:
     newer = DEMO.read_text().replace("name: demo", "name: demo-newer")
     api = ScriptedApi([newer, ManifestUnreadable("ConfigMap ns/fleet-config: HTTP 403: may not get it", refused=True), newer])
-    r = runner(DEMO, api)
-    assert asyncio.run(r.read_manifest()) == (newer, "ConfigMap ns/fleet-config")
-    assert asyncio.run(r.read_manifest()) is None
-    assert asyncio.run(r.read_manifest()) == (newer, "ConfigMap ns/fleet-config")
+    r, _ = watching(DEMO, api)
+    assert r.read() == (newer, "ConfigMap ns/fleet-config")
+    assert r.read() is None
+    assert r.read() == (newer, "ConfigMap ns/fleet-config")
+
+
+def test_a_change_is_taken_once_and_an_unchanged_manifest_is_no_change(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(DEMO.read_text())
+    r = RunManifest.open(path, None, print)
+    assert r.change() is None, "the manifest the run started from is not a change"
+    path.write_text(DEMO.read_text().replace("name: demo", "name: demo-newer"))
+    assert r.change() == (path.read_text(), str(path))
+    assert r.change() is None
