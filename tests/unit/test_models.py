@@ -21,9 +21,10 @@ from camerafleet import s3_client as s3
 from camerafleet.api.manifest import BucketSpec, ModelSpec, ResourcesSpec
 from camerafleet.api.settings import Settings
 from camerafleet.models import fetch, prepare
-from camerafleet.models.base import CPU_PROVIDER, CUDA_PROVIDER, GpuUnavailable, choose_providers, intra_op_threads
 from camerafleet.models.boxes import nms
 from camerafleet.models.camera_health import CameraHealthModel
+from camerafleet.models.engines import GpuUnavailable, intra_op_threads
+from camerafleet.models.engines.onnxruntime_engine import CPU_PROVIDER, CUDA_PROVIDER, choose_providers
 from camerafleet.models.face import FaceModel
 from camerafleet.models.graphs import camera_health_graph
 from camerafleet.models.registry import MODEL_TYPES, create_model

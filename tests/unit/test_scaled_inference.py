@@ -20,7 +20,8 @@ from skimage import data
 from camerafleet.api.manifest import ModelSpec, ResourcesSpec, RuntimeSpec
 from camerafleet.imaging import decode_jpeg, scale_divisor
 from camerafleet.models import quantize
-from camerafleet.models.base import EngineUnavailable, decode_cover, intra_op_threads
+from camerafleet.models.base import decode_cover
+from camerafleet.models.engines import EngineUnavailable, intra_op_threads
 from camerafleet.models.registry import create_model
 from camerafleet_dev.bench.limit import VARIANTS, _variant_spec, accuracy, format_variants, match_boxes
 from camerafleet_dev.test_graphs import yolo_test_graph

@@ -21,6 +21,7 @@ LAPLACIAN_3X3 = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 HEALTH_INPUT = "frames"
 HEALTH_OUTPUT = "health"
 
+
 def onnx_model(graph: onnx.GraphProto) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="camerafleet")
     model.ir_version = IR_VERSION

