@@ -177,3 +177,13 @@ def test_the_cpu_only_overlay_keeps_the_production_layout_and_drops_only_gpus_an
     drop_sizes = [{**m, "resources": None} for m in spec.model_dump(exclude=keep)["models"]]
     assert drop_sizes == [{**m, "resources": None} for m in original.model_dump(exclude=keep)["models"]]
     assert spec.model_dump(exclude={**keep, "models": True}) == original.model_dump(exclude={**keep, "models": True})
+
+
+def test_a_key_with_a_line_break_or_a_blank_is_quoted_in_the_error_so_each_problem_stays_on_its_line():
+    doc = yaml.safe_load((ROOT / "examples" / "demo-fleet.yaml").read_text())
+    doc["spec"]["bucket"] = {"\n": None, "a b": 1}
+    with pytest.raises(ManifestError) as err:
+        parse_manifest(doc, "fleet.yaml")
+    lines = str(err.value).splitlines()
+    assert "  - spec.bucket.'\\n': unknown field" in "\n".join(lines) and len(lines) == 3, lines
+    assert any(line.startswith("  - spec.bucket.'a b': unknown field") for line in lines), lines

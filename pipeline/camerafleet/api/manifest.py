@@ -780,10 +780,17 @@ class ManifestError(ValueError):
     """A manifest that cannot be run; the message lists every problem with its field path."""
 
 
+def _path_part(part: str | int) -> str:
+    """One step of a field's path as the message shows it: a key that is empty or holds a blank, a line break or
+    another unprintable character is quoted (a raw line break would break the one-problem-per-line list)."""
+    text = str(part)
+    return text if text.isprintable() and text and " " not in text else repr(text)
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"{source}: {err.error_count()} problem(s) in the CameraFleet manifest:"]
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        path = ".".join(_path_part(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check its spelling; see `camerafleet validate --help` for the schema)"
