@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -780,11 +781,14 @@ class ManifestError(ValueError):
     """A manifest that cannot be run; the message lists every problem with its field path."""
 
 
+_QUOTED_CATEGORIES = {"Cc", "Cs", "Zs", "Zl", "Zp"}
+
+
 def _path_part(part: str | int) -> str:
-    """One step of a field's path as the message shows it: a key that is empty or holds a blank, a line break or
-    another unprintable character is quoted (a raw line break would break the one-problem-per-line list)."""
+    """One step of a field's path as the message shows it: a key that is empty or holds a blank, a line break, a
+    control character or a lone surrogate is quoted (a raw line break would break the one-problem-per-line list)."""
     text = str(part)
-    return text if text.isprintable() and text and " " not in text else repr(text)
+    return text if text and not any(unicodedata.category(c) in _QUOTED_CATEGORIES for c in text) else repr(text)
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
