@@ -25,9 +25,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from camerafleet.api.manifest import PoolAutoscalingSpec
+from camerafleet.api.manifest import FleetSpec, PoolAutoscalingSpec, PoolSpec
+from camerafleet.stats import ConsumerStats, ProducerStats
 
 TOLERANCE = 0.1  # busy within 10% of the target asks for no change (the HPA's default tolerance)
+
+
+class Pool(StrEnum):
+    PRODUCER = "producer"
+    CONSUMER = "consumer"
 
 
 class ScaleReason(StrEnum):
@@ -114,3 +120,108 @@ def _reason_for(window: list[tuple[float, int, ScaleReason]], size: int) -> Scal
     """Why a pool grows: falling behind when any look in the window said so, else busy."""
     reasons = {r for _, a, r in window if a >= size}
     return ScaleReason.FALLING_BEHIND if ScaleReason.FALLING_BEHIND in reasons else ScaleReason.BUSY
+
+
+@dataclass(frozen=True)
+class ActorWork:
+    """One actor's cumulative work, as it reports it: seconds of work (a producer: CPU seconds; a consumer:
+    batch-seconds at the inference service over its maxInFlightBatches) and seconds alive."""
+
+    key: str  # stable while the actor lives; a restarted actor reports from zero again
+    work_s: float
+    alive_s: float
+
+
+@dataclass
+class BusyWatch:
+    """A pool's mean busy share between two looks, from its actors' cumulative work."""
+
+    last: dict[str, ActorWork] = field(default_factory=dict)
+
+    def look(self, actors: list[ActorWork]) -> float | None:
+        """Mean of work over time alive since the last look, across the actors seen both times; None when no
+        actor was (the first look, or every actor new or restarted)."""
+        shares = []
+        for now in actors:
+            before = self.last.get(now.key)
+            if before is not None and now.alive_s > before.alive_s and now.work_s >= before.work_s:
+                shares.append((now.work_s - before.work_s) / (now.alive_s - before.alive_s))
+        self.last = {a.key: a for a in actors}
+        return sum(shares) / len(shares) if shares else None
+
+
+@dataclass
+class GrowthWatch:
+    """Whether a total (slots shed or skipped, Kafka lag) grew by more than `slack` since the last look (lag
+    moves by a batch or so from one look to the next under a steady load: that is not falling behind)."""
+
+    slack: int = 0
+    last: int | None = None
+
+    def look(self, total: int) -> bool:
+        grew = self.last is not None and total > self.last + self.slack
+        self.last = total
+        return grew
+
+
+@dataclass
+class PoolWatch:
+    """One autoscaled pool, look by look: its actors' work and the totals that grow when it falls behind, in;
+    a decision, out (None until a look can say how busy the pool is)."""
+
+    scaler: PoolScaler
+    busy: BusyWatch = field(default_factory=BusyWatch)
+    growth: dict[str, GrowthWatch] = field(default_factory=dict)  # by signal: "lag", "shed", "skipped"
+    last_busy: float | None = None
+
+    def look(self, now: float, actors: int, work: list[ActorWork], totals: dict[str, int]) -> Decision | None:
+        share = self.busy.look(work)
+        grew = [self.growth.setdefault(name, GrowthWatch()).look(total) for name, total in totals.items()]
+        self.last_busy = share
+        if share is None:
+            return None
+        return self.scaler.decide(now, PoolLoad(actors, share, any(grew)))
+
+
+def pool_size_after_edit(pool: PoolSpec, current: int) -> int:
+    """A pool's size once its manifest changed: `actors` when fixed; when autoscaled, the size it has, within
+    the (maybe new) bounds (an edit elsewhere in the manifest must not reset what the autoscaler chose)."""
+    a = pool.autoscaling
+    if a is None:
+        return pool.actors
+    return min(a.max_actors, max(a.min_actors, current)) if current else pool.actors
+
+
+@dataclass
+class FleetPools:
+    """The autoscaled pools of one run: their watches, kept across manifest edits that leave them as they are."""
+
+    watches: dict[Pool, PoolWatch] = field(default_factory=dict)
+
+    def update_spec(self, spec: FleetSpec) -> None:
+        for pool, pool_spec in ((Pool.PRODUCER, spec.producer), (Pool.CONSUMER, spec.consumer)):
+            wanted, watch = pool_spec.autoscaling, self.watches.get(pool)
+            if wanted is None:
+                self.watches.pop(pool, None)
+            elif watch is None or watch.scaler.spec != wanted:
+                self.watches[pool] = PoolWatch(PoolScaler(wanted))
+            if pool is Pool.CONSUMER and pool in self.watches:
+                self.watches[pool].growth.setdefault("lag", GrowthWatch()).slack = spec.consumer.max_batch_frames
+
+    def look_producers(self, now: float, stats: list[ProducerStats]) -> Decision | None:
+        """Producers: CPU per core; falling behind when a worker skipped slots (it was late)."""
+        watch = self.watches.get(Pool.PRODUCER)
+        if watch is None:
+            return None
+        work = [ActorWork(s.incarnation, s.cpu_seconds, s.alive_seconds) for s in stats]
+        skipped = sum(c.skipped_slots for s in stats for c in s.cameras.values())
+        return watch.look(now, len(stats), work, {"skipped": skipped})
+
+    def look_consumers(self, now: float, stats: list[ConsumerStats], shed: int) -> Decision | None:
+        """Consumers: batches in flight per maxInFlightBatches; falling behind when lag grew by more than a
+        batch or the source admission shed slots (`shed`: slots shed so far, where this run sees producers)."""
+        watch = self.watches.get(Pool.CONSUMER)
+        if watch is None:
+            return None
+        work = [ActorWork(c.incarnation, c.busy_seconds, c.alive_seconds) for c in stats]
+        return watch.look(now, len(stats), work, {"lag": sum(c.total_lag for c in stats), "shed": shed})

@@ -151,6 +151,7 @@ class ProducerActor:
         self.kafka_start_error: tuple[float, Exception] | None = None
         self.last_kafka_warning = 0.0
         self.workers: dict[ShardKey, _Worker] = {}
+        self.born = time.monotonic()
         self.counts: dict[str, CameraCounts] = {}
         self.pending: set[asyncio.Task[None]] = set()
         self.closing: set[asyncio.Task[None]] = set()  # Kafka clients being thrown away (referenced until done)
@@ -459,6 +460,8 @@ class ProducerActor:
             restarted=self.restarted,
             cameras={cid: c.snapshot() for cid, c in self.counts.items()},
             admission_share=self.admission.share,
+            cpu_seconds=time.process_time(),
+            alive_seconds=time.monotonic() - self.born,
         )
 
     async def stop(self) -> ProducerStats:

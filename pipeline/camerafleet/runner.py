@@ -38,6 +38,7 @@ from camerafleet.bucket import BucketConfigError, BucketError, open_bucket, summ
 from camerafleet.console.feeds import dashboard_replicas, local_replicas
 from camerafleet.consumer import ConsumerActor
 from camerafleet.manifest_source import RunManifest
+from camerafleet.pool_scaling import FleetPools, Pool, pool_size_after_edit
 from camerafleet.producer import ProducerActor, ShardKey, plan_shards
 from camerafleet.stats import ConsumerStats, ProducerCameraStats, ProducerStats, merge_outcomes, merge_producer_stats
 from camerafleet.summary import build_summary, percentiles, read_records
@@ -50,6 +51,7 @@ log = logging.getLogger("camerafleet.run")
 
 Role = Literal["all", "producer", "consumer"]
 HANDOVER_S = 3.0  # lead time for a camera shard moving between producer actors to open its source
+SCALE_LOOK_S = 5.0  # how often autoscaled pools are looked at: a 15 s upscale delay then spans 4 looks
 CONSUMERS_WAIT_S = 600.0  # producers alone wait this long for consumers (their Pods may be pulling a large image)
 KafkaSpan = dict[str, dict[str, Any]]  # camera -> {"topic": t, "offsets": {partition: [start, end]}}
 
@@ -125,6 +127,9 @@ class FleetRunner:
         # offsets when the run started: the run's results are that topic's messages from there on.
         self.results_start: dict[int, int] | None = None
         self.consumers: list[Any] = []
+        self.pools = FleetPools()  # the autoscaled pools' watches (none when both pools are fixed)
+        self.pools.update_spec(self.spec)
+        self.next_scale_look = 0.0
         self.stop_event = asyncio.Event()
         self.manifest = RunManifest.open(opts.manifest, self.settings.manifest_config_map, self.say)
         self.started = time.monotonic()
@@ -334,6 +339,7 @@ class FleetRunner:
         if ignored:
             self.say(f"manifest change to {', '.join(ignored)} needs a restart; not applied")
             self.spec = new.model_copy(update={k: getattr(old, k) for k in ignored})
+        self.pools.update_spec(self.spec)
         await ensure_topics(self.spec, self.bootstrap)
         await self.note_start_offsets()
         if self.console is not None:
@@ -346,9 +352,9 @@ class FleetRunner:
             self.deploy_serving()
         if self.opts.role in ("all", "consumer"):
             await _answers(c.update_spec.remote(self.spec.model_dump_json(by_alias=True)) for c in self.consumers)
-            await self.scale_consumers(self.spec.consumer.actors)
+            await self.scale_consumers(pool_size_after_edit(self.spec.consumer, len(self.consumers)))
         if self.opts.role in ("all", "producer"):
-            await self.rebalance_producers(self.spec.producer.actors)
+            await self.rebalance_producers(pool_size_after_edit(self.spec.producer, len(self.producers)))
         self.say(
             f"manifest change from {source} applied: {len(self.spec.cameras)} cameras, {len(self.producers)} producers, {len(self.consumers)} consumers"
         )
@@ -416,6 +422,7 @@ class FleetRunner:
         self.say(
             f"[{elapsed:6.0f}s] produced {produced} ({produced / max(elapsed, 1e-9):.1f}/s)  processed {processed}  "
             f"dropped {dropped}  failed {failed}{admitting}  lag {sum(c.total_lag for c in consumers)}  p50 {lat['p50']} ms"
+            + (f"  actors {len(self.producers)} producing, {len(self.consumers)} consuming" if self.pools.watches else "")
             + (f"  cameras down: {', '.join(down)}" if down else "")
         )
 
@@ -434,11 +441,35 @@ class FleetRunner:
             await self.restart_lost_members()
             live = await _answers(a.stats.remote() for a in self.producers)
             self.note_producer_stats(live)
+            if self.pools.watches and time.monotonic() >= self.next_scale_look:
+                self.next_scale_look = time.monotonic() + SCALE_LOOK_S
+                await self.autoscale(live)
             if self.console is not None:
                 self.console.update_producers(merge_producer_stats(self.producer_stats.values()), merge_producer_stats(live))
             if time.monotonic() >= next_progress:
                 await self.progress()
                 next_progress += self.opts.progress_interval_s
+
+    async def autoscale(self, producers: list[ProducerStats]) -> None:
+        """Look at each autoscaled pool and resize it when its autoscaler decides so (`pool_scaling.py`)."""
+        now = time.monotonic()
+        decisions = [(Pool.PRODUCER, self.pools.look_producers(now, producers), len(self.producers))]
+        if Pool.CONSUMER in self.pools.watches:
+            consumers = await _answers(c.stats.remote() for c in self.consumers)
+            shed = sum(c.shed_slots for c in merge_producer_stats(self.producer_stats.values()).values())
+            decisions.append((Pool.CONSUMER, self.pools.look_consumers(now, consumers, shed), len(self.consumers)))
+        for pool, decision, current in decisions:
+            if self.metrics is not None and pool in self.pools.watches:
+                self.metrics.pool(pool, current, self.pools.watches[pool].last_busy)
+            if decision is None or not decision.changes(current):
+                continue
+            self.say(f"{pool} pool: {current} -> {decision.actors} actors ({decision.reason})")
+            if self.metrics is not None:
+                self.metrics.pool_scaled(pool, current, decision.actors, decision.reason)
+            if pool is Pool.PRODUCER:
+                await self.rebalance_producers(decision.actors)
+            else:
+                await self.scale_consumers(decision.actors)
 
     # -- stop ----------------------------------------------------------------------------------------
 

@@ -8,8 +8,20 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from camerafleet.api.manifest import PoolAutoscalingSpec
-from camerafleet.pool_scaling import PoolLoad, PoolScaler, ScaleReason, ask
+from camerafleet.api.manifest import FleetSpec, PoolAutoscalingSpec, ProducerSpec
+from camerafleet.pool_scaling import (
+    ActorWork,
+    BusyWatch,
+    FleetPools,
+    GrowthWatch,
+    Pool,
+    PoolLoad,
+    PoolScaler,
+    ScaleReason,
+    ask,
+    pool_size_after_edit,
+)
+from camerafleet.stats import ProducerStats
 
 SPEC = PoolAutoscalingSpec(min_actors=1, max_actors=6, target_busy=0.6, upscale_delay_seconds=15, downscale_delay_seconds=120)
 LOOK_S = 5.0
@@ -91,3 +103,44 @@ def test_any_load_keeps_the_pool_within_bounds_and_changes_no_faster_than_the_de
     for (t, _, _), (before, after) in zip(changes, itertools.pairwise(sizes), strict=True):
         assert t - previous >= (up if after > before else down), changes
         previous = t
+
+
+def test_the_busy_share_is_work_over_time_alive_between_looks_and_a_restarted_actor_starts_again():
+    watch = BusyWatch()
+    assert watch.look([ActorWork("a", 1.0, 10.0), ActorWork("b", 0.0, 10.0)]) is None, "one look says nothing yet"
+    assert watch.look([ActorWork("a", 4.0, 15.0), ActorWork("b", 1.0, 15.0)]) == (0.6 + 0.2) / 2
+    assert watch.look([ActorWork("a", 0.5, 1.0), ActorWork("c", 0.0, 1.0)]) is None, "a restarted and a new actor have no past"
+
+
+def test_growth_is_seen_from_the_second_look():
+    watch = GrowthWatch()
+    assert [watch.look(n) for n in (5, 5, 7, 3, 3)] == [False, False, True, False, False]
+
+
+def test_an_edit_keeps_the_autoscaled_size_within_the_new_bounds_and_a_fixed_pool_takes_its_actors():
+    fixed = ProducerSpec(actors=3)
+    auto = ProducerSpec(actors=2, autoscaling={"minActors": 1, "maxActors": 4})
+    assert pool_size_after_edit(fixed, 5) == 3
+    assert pool_size_after_edit(auto, 3) == 3, "an edit elsewhere must not undo the autoscaler's choice"
+    assert pool_size_after_edit(auto, 7) == 4 and pool_size_after_edit(auto, 0) == 2
+
+
+def test_fleet_pools_read_the_actors_reports_and_keep_their_watch_across_an_unrelated_edit():
+    spec = FleetSpec.model_validate(
+        {
+            "cameras": [{"id": "a", "source": "synthetic:"}],
+            "models": [{"name": "h", "type": "camera-health"}],
+            "producer": {"actors": 1, "autoscaling": {"minActors": 1, "maxActors": 3, "upscaleDelaySeconds": 0}},
+        }
+    )
+    pools = FleetPools()
+    pools.update_spec(spec)
+    assert set(pools.watches) == {Pool.PRODUCER}
+    watch = pools.watches[Pool.PRODUCER]
+    busy = [ProducerStats("x", False, cpu_seconds=cpu, alive_seconds=alive) for cpu, alive in ((1.0, 10.0), (5.5, 15.0))]
+    assert pools.look_producers(0.0, busy[:1]) is None, "one report says nothing of the busy share"
+    pools.update_spec(spec.model_copy(update={"cameras": [*spec.cameras]}))
+    assert pools.watches[Pool.PRODUCER] is watch
+    decision = pools.look_producers(5.0, busy[1:])
+    assert decision is not None and (decision.actors, decision.reason) == (2, ScaleReason.BUSY)  # 0.9 of a core, target 0.6
+    assert pools.look_consumers(5.0, [], 0) is None, "the consumer pool is fixed"
