@@ -377,6 +377,7 @@ class ConsumerActor:
             incarnation=self.incarnation,
             busy_seconds=self.batch_seconds / self.spec.consumer.max_in_flight_batches,
             alive_seconds=time.monotonic() - self.born,
+            node=ray.get_runtime_context().get_node_id(),
         )
 
     async def stop(self) -> ConsumerStats:

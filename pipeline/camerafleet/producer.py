@@ -462,6 +462,7 @@ class ProducerActor:
             admission_share=self.admission.share,
             cpu_seconds=time.process_time(),
             alive_seconds=time.monotonic() - self.born,
+            node=ray.get_runtime_context().get_node_id(),
         )
 
     async def stop(self) -> ProducerStats:

@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 import webbrowser
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +52,10 @@ log = logging.getLogger("camerafleet.run")
 
 Role = Literal["all", "producer", "consumer"]
 HANDOVER_S = 3.0  # lead time for a camera shard moving between producer actors to open its source
+# Pool actors are spread over the cluster's nodes (best effort; Ray's default packs them onto the driver's node
+# first): a node that dies takes fewer of a pool's actors with it, and a growing pool uses the other nodes' cores.
+POOL_PLACEMENT = "SPREAD"
+POOL_CHANGES_KEPT = 200  # the summary lists the last pool changes: a week's run must not grow it without bound
 SCALE_LOOK_S = 5.0  # how often autoscaled pools are looked at: a 15 s upscale delay then spans 4 looks
 CONSUMERS_WAIT_S = 600.0  # producers alone wait this long for consumers (their Pods may be pulling a large image)
 KafkaSpan = dict[str, dict[str, Any]]  # camera -> {"topic": t, "offsets": {partition: [start, end]}}
@@ -130,6 +135,8 @@ class FleetRunner:
         self.pools = FleetPools()  # the autoscaled pools' watches (none when both pools are fixed)
         self.pools.update_spec(self.spec)
         self.next_scale_look = 0.0
+        self.pool_changes: deque[dict[str, Any]] = deque(maxlen=POOL_CHANGES_KEPT)
+        self.consumer_nodes: set[str] = set()  # every node a consumer of this run was seen on
         self.stop_event = asyncio.Event()
         self.manifest = RunManifest.open(opts.manifest, self.settings.manifest_config_map, self.say)
         self.started = time.monotonic()
@@ -213,7 +220,9 @@ class FleetRunner:
             return
         t0 = time.monotonic()
         quiet = {"enable_access_log": False, "log_level": "WARNING"}
-        serve.start(http_options={"host": "127.0.0.1", "port": self.settings.serve_port}, logging_config=quiet)
+        # One HTTP proxy, on the head: the run's consumers call the app through handles, and a proxy on every node
+        # would bind the same loopback port on each (several Ray nodes of one machine share its address).
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.settings.serve_port}, logging_config=quiet)
         serve.run(
             fleet_app(self.spec.serving_app(self.fleet.metadata.name)),
             name=self.spec.serving.app_name,
@@ -289,7 +298,7 @@ class FleetRunner:
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.consumers) < n:
             # ray.remote adds `.options`; mypy does not apply class decorators.
-            options = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor)  # type: ignore[attr-defined]
+            options = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor, scheduling_strategy=POOL_PLACEMENT)  # type: ignore[attr-defined]
             actor = options.remote(spec_json, str(self.results_log), self.fleet.metadata.name)
             self.consumers.append(actor)  # released with the others if it never starts
             await _answer(actor.start.remote(), ACTOR_START_S, "a new consumer's start")
@@ -303,7 +312,7 @@ class FleetRunner:
         ahead: the old owner produces the slots before it, the new owner (already started) those after."""
         spec_json = self.spec.model_dump_json(by_alias=True)
         while len(self.producers) < n:
-            options = ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor)  # type: ignore[attr-defined]
+            options = ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor, scheduling_strategy=POOL_PLACEMENT)  # type: ignore[attr-defined]
             actor = options.remote(spec_json, self.epoch_ms, self.fleet.metadata.name)
             self.producers.append(actor)
             self.producer_plan.append(set())
@@ -456,6 +465,7 @@ class FleetRunner:
         decisions = [(Pool.PRODUCER, self.pools.look_producers(now, producers), len(self.producers))]
         if Pool.CONSUMER in self.pools.watches:
             consumers = await _answers(c.stats.remote() for c in self.consumers)
+            self.consumer_nodes.update(c.node for c in consumers)
             shed = sum(c.shed_slots for c in merge_producer_stats(self.producer_stats.values()).values())
             decisions.append((Pool.CONSUMER, self.pools.look_consumers(now, consumers, shed), len(self.consumers)))
         for pool, decision, current in decisions:
@@ -464,6 +474,9 @@ class FleetRunner:
             if decision is None or not decision.changes(current):
                 continue
             self.say(f"{pool} pool: {current} -> {decision.actors} actors ({decision.reason})")
+            self.pool_changes.append(
+                {"pool": pool, "from": current, "to": decision.actors, "reason": decision.reason, "atS": round(now - self.started, 1)}
+            )
             if self.metrics is not None:
                 self.metrics.pool_scaled(pool, current, decision.actors, decision.reason)
             if pool is Pool.PRODUCER:
@@ -509,9 +522,10 @@ class FleetRunner:
         self.note_producer_stats(await _answers((a.stop.remote() for a in self.producers), budget.left(15)))
         kafka = await self.kafka_ledger() if self.start_offsets else None
         await self.drain(kafka, budget.left(self.opts.drain_timeout_s, keep=STOP_RESERVE_S))
-        await _answers((c.stop.remote() for c in self.consumers), budget.left(15, keep=5))
+        stopped: list[ConsumerStats] = await _answers((c.stop.remote() for c in self.consumers), budget.left(15, keep=5))
+        self.consumer_nodes.update(c.node for c in stopped)
         records, results_from = await self.results(budget.left(60))
-        return build_summary(
+        summary = build_summary(
             fleet=self.fleet.metadata.name,
             run_id=self.run_id,
             epoch_ms=self.epoch_ms,
@@ -523,6 +537,12 @@ class FleetRunner:
             kafka=kafka,
             shards={c.id: c.producer_shards for c in self.spec.cameras},
         )
+        summary["pools"] = {
+            "producer": {"actors": len(self.producers), "nodes": sorted({s.node for s in self.producer_stats.values()})},
+            "consumer": {"actors": len(self.consumers), "nodes": sorted(self.consumer_nodes)},
+            "changes": list(self.pool_changes),
+        }
+        return summary
 
     async def results(self, timeout_s: float = 120.0) -> tuple[list[dict[str, Any]], str]:
         """The run's results and where they were read: the results log, or the run's span of the results topic
