@@ -420,6 +420,10 @@ class FleetRunner:
         producer, consumers = await self.gather_stats()
         if self.metrics is not None:
             self.metrics.update(producer, consumers)
+            if self.opts.role in ("all", "producer"):
+                self.metrics.pool(Pool.PRODUCER, len(self.producers))
+            if self.opts.role in ("all", "consumer"):
+                self.metrics.pool(Pool.CONSUMER, len(self.consumers))
         elapsed = time.monotonic() - self.started
         produced = sum(p.produced for p in producer.values())
         outcomes = merge_outcomes(consumers).values()
