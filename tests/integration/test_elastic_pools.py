@@ -11,6 +11,7 @@ for events the run prints, with bounds generous for a busy 2-core machine runnin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -65,8 +66,17 @@ class RayNodes:
     def kill(self, name: str) -> None:
         """The node dies at once: its raylet, its object store and every worker on it."""
         proc = self.procs.pop(name)
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it ended by itself
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+    def wait_for(self, count: int) -> None:
+        deadline = time.monotonic() + NODE_START_S
+        while self.alive() < count:
+            for name, proc in self.procs.items():
+                assert proc.poll() is None, f"Ray node {name} ended: {(self.temp / f'{name}.log').read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"{count} Ray nodes did not join within {NODE_START_S} s"
+            time.sleep(2)
 
     def alive(self) -> int:
         probe = "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
@@ -82,14 +92,10 @@ def ray_nodes() -> Iterator[RayNodes]:
     try:
         nodes.start("head", ["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                              f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}"])  # fmt: skip
+        nodes.wait_for(1)  # a worker started before the head's GCS answers gives up
         for name in ("worker-1", "worker-2"):
             nodes.start(name, [f"--address={nodes.address}", "--num-cpus=2"])
-        deadline = time.monotonic() + NODE_START_S
-        while nodes.alive() < 3:
-            for name, proc in nodes.procs.items():
-                assert proc.poll() is None, f"Ray node {name} ended: {(temp / f'{name}.log').read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"three Ray nodes did not join within {NODE_START_S} s"
-            time.sleep(2)
+        nodes.wait_for(3)
         yield nodes
     finally:
         for name in list(nodes.procs):
