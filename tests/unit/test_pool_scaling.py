@@ -17,6 +17,7 @@ from camerafleet.pool_scaling import (
     Pool,
     PoolLoad,
     PoolScaler,
+    PoolWatch,
     ScaleReason,
     ask,
     pool_size_after_edit,
@@ -144,3 +145,19 @@ def test_fleet_pools_read_the_actors_reports_and_keep_their_watch_across_an_unre
     decision = pools.look_producers(5.0, busy[1:])
     assert decision is not None and (decision.actors, decision.reason) == (2, ScaleReason.BUSY)  # 0.9 of a core, target 0.6
     assert pools.look_consumers(5.0, [], 0) is None, "the consumer pool is fixed"
+
+
+def test_actors_waiting_to_be_placed_count_as_idle_and_falling_behind_waits_for_them():
+    spec = PoolAutoscalingSpec.model_validate({"minActors": 1, "maxActors": 10, "targetBusy": 0.5, "upscaleDelaySeconds": 0})
+    start = [ActorWork("a", 0.0, 10.0), ActorWork("b", 0.0, 10.0)]
+    flat_out = [ActorWork("a", 5.0, 15.0), ActorWork("b", 5.0, 15.0)]  # both at a whole core, and the lag grew
+    alone = PoolWatch(PoolScaler(spec))
+    alone.look(0.0, start, {"lag": 0})
+    decision = alone.look(5.0, flat_out, {"lag": 500})
+    assert decision is not None and (decision.actors, decision.reason) == (4, ScaleReason.BUSY)
+    helped = PoolWatch(PoolScaler(spec))
+    helped.look(0.0, start, {"lag": 0})
+    decision = helped.look(5.0, flat_out, {"lag": 500}, placing=2)
+    assert decision is not None and (decision.actors, decision.reason) == (4, ScaleReason.STEADY), (
+        "4 actors (2 on their way) at half busy is the target: no more, and the growing lag waits for the 2"
+    )
