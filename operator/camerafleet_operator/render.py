@@ -14,7 +14,18 @@ from typing import Any, Literal
 
 import yaml
 
-from camerafleet.api.manifest import API_VERSION, CA_DIR, CONFIG_MAP_KEY, GROUP, KIND, PLURAL, FleetSpec, Placement, PodResources, WorkerGroupSpec
+from camerafleet.api.manifest import (
+    API_VERSION,
+    CA_DIR,
+    CONFIG_MAP_KEY,
+    GROUP,
+    KIND,
+    PLURAL,
+    FleetSpec,
+    Placement,
+    PodResources,
+    WorkerGroupSpec,
+)
 from camerafleet.api.serve_options import (
     APP_IMPORT_PATH,
     app_args,
