@@ -141,7 +141,7 @@ class FleetRunner:
             await self.stop_console()
             self._release()
             raise
-        self.started = time.monotonic()
+        self.started = self.pools.started = time.monotonic()  # pool changes are timed from here, as progress lines are
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
