@@ -215,19 +215,22 @@ class ActorPools:
     async def autoscale(self, producers: list[ProducerStats]) -> None:
         """Look at each autoscaled pool and resize it when its autoscaler decides so (`pool_scaling.py`)."""
         now = time.monotonic()
+        size = {pool: len(self.members(pool)) + len(self.placing[pool]) for pool in Pool}
+        placing = {pool: len(self.placing[pool]) for pool in Pool}
         looks: list[tuple[Pool, Decision | None]] = []
         if Pool.PRODUCER in self.desired:
-            looks.append((Pool.PRODUCER, self.scaling.look_producers(now, producers, len(self.placing[Pool.PRODUCER]))))
+            looks.append((Pool.PRODUCER, self.scaling.look_producers(now, producers, size[Pool.PRODUCER], placing[Pool.PRODUCER])))
         if Pool.CONSUMER in self.desired and Pool.CONSUMER in self.scaling.watches:
             consumers: list[ConsumerStats] = await member_answers(c.stats.remote() for c in self.consumers)
             self.consumer_nodes.update(c.node for c in consumers)
             shed = sum(c.shed_slots for c in merge_producer_stats(self.producer_stats.values()).values())
-            looks.append((Pool.CONSUMER, self.scaling.look_consumers(now, consumers, shed, len(self.placing[Pool.CONSUMER]))))
+            decision = self.scaling.look_consumers(now, consumers, shed, size[Pool.CONSUMER], placing[Pool.CONSUMER])
+            looks.append((Pool.CONSUMER, decision))
         for pool, decision in looks:
             watch = self.scaling.watches.get(pool)
             if self.metrics is not None and watch is not None:
                 self.metrics.pool(pool, len(self.members(pool)), watch.last_busy)
-            current = self.desired[pool]
+            current = size[pool]
             if decision is None or not decision.changes(current):
                 continue
             text = f"{pool} pool: {current} -> {decision.actors} actors ({decision.reason})"

@@ -174,17 +174,17 @@ class PoolWatch:
     growth: dict[str, GrowthWatch] = field(default_factory=dict)  # by signal: "lag", "shed", "skipped"
     last_busy: float | None = None
 
-    def look(self, now: float, work: list[ActorWork], totals: dict[str, int], placing: int = 0) -> Decision | None:
-        """`work`: the actors that answered; `placing`: new actors Ray has not placed yet. Those count in the
-        pool's size as idle (as the HPA counts Pods that are not ready), and while they wait, falling behind asks
-        for nothing more: the capacity it would ask for is on its way."""
+    def look(self, now: float, size: int, work: list[ActorWork], totals: dict[str, int], placing: int = 0) -> Decision | None:
+        """`size`: the pool's actors, `placing` of them new ones Ray has not placed yet; `work`: the reports of
+        those that answered (one restarting may not: the others' mean stands for it). Actors being placed count
+        as idle (as the HPA counts Pods that are not ready), and while they wait, falling behind asks for nothing
+        more: the capacity it would ask for is on its way."""
         share = self.busy.look(work)
         grew = [self.growth.setdefault(name, GrowthWatch()).look(total) for name, total in totals.items()]
         self.last_busy = share
-        if share is None:
+        if share is None or size <= 0:
             return None
-        size = len(work) + placing
-        return self.scaler.decide(now, PoolLoad(size, share * len(work) / size, any(grew) and not placing))
+        return self.scaler.decide(now, PoolLoad(size, share * (size - placing) / size, any(grew) and not placing))
 
 
 def pool_size_after_edit(pool: PoolSpec, current: int) -> int:
@@ -212,20 +212,20 @@ class FleetPools:
             if pool is Pool.CONSUMER and pool in self.watches:
                 self.watches[pool].growth.setdefault("lag", GrowthWatch()).slack = spec.consumer.max_batch_frames
 
-    def look_producers(self, now: float, stats: list[ProducerStats], placing: int = 0) -> Decision | None:
+    def look_producers(self, now: float, stats: list[ProducerStats], size: int, placing: int = 0) -> Decision | None:
         """Producers: CPU per core; falling behind when a worker skipped slots (it was late)."""
         watch = self.watches.get(Pool.PRODUCER)
         if watch is None:
             return None
         work = [ActorWork(s.incarnation, s.cpu_seconds, s.alive_seconds) for s in stats]
         skipped = sum(c.skipped_slots for s in stats for c in s.cameras.values())
-        return watch.look(now, work, {"skipped": skipped}, placing)
+        return watch.look(now, size, work, {"skipped": skipped}, placing)
 
-    def look_consumers(self, now: float, stats: list[ConsumerStats], shed: int, placing: int = 0) -> Decision | None:
+    def look_consumers(self, now: float, stats: list[ConsumerStats], shed: int, size: int, placing: int = 0) -> Decision | None:
         """Consumers: batches in flight per maxInFlightBatches; falling behind when lag grew by more than a
         batch or the source admission shed slots (`shed`: slots shed so far, where this run sees producers)."""
         watch = self.watches.get(Pool.CONSUMER)
         if watch is None:
             return None
         work = [ActorWork(c.incarnation, c.busy_seconds, c.alive_seconds) for c in stats]
-        return watch.look(now, work, {"lag": sum(c.total_lag for c in stats), "shed": shed}, placing)
+        return watch.look(now, size, work, {"lag": sum(c.total_lag for c in stats), "shed": shed}, placing)

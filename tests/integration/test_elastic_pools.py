@@ -34,6 +34,9 @@ pytestmark = pytest.mark.integration
 NODE_START_S = 240  # a Ray node joins in ~10 s idle; three on a loaded 2-core machine take minutes
 EVENT_S = 300  # a pool decision needs its delay plus a few 5 s looks; actors start in seconds, minutes loaded
 RAY = str(Path(sys.executable).parent / "ray")
+# Said, not left to the machine: a `ray start` that finds a ~/.ray/auth_token (any token-auth cluster run on this
+# machine before leaves one) turns token authentication on, and refuses this test's clients.
+NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
 
 
 def _node_ports() -> list[str]:
@@ -57,7 +60,7 @@ class RayNodes:
 
     def start(self, name: str, argv: list[str]) -> None:
         log = (self.temp / f"{name}.log").open("wb")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | NO_AUTH
         self.procs[name] = subprocess.Popen(
             [RAY, "start", "--block", "--disable-usage-stats", *argv, *_node_ports()],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -80,7 +83,8 @@ class RayNodes:
 
     def alive(self) -> int:
         probe = "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
-        out = subprocess.run([sys.executable, "-c", probe, self.address], capture_output=True, text=True, timeout=120, check=False)
+        env = os.environ | NO_AUTH
+        out = subprocess.run([sys.executable, "-c", probe, self.address], env=env, capture_output=True, text=True, timeout=120, check=False)
         return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 
 
@@ -125,15 +129,18 @@ class LiveRun:
         return int(counts[-1]) if counts else 0
 
 
-def _fleet(tmp_path: Path, bootstrap: str, enabled: int) -> Path:
-    # Four 720p cameras at 5 fps: each producer actor encodes 20 frames a second. A producer target of 5% of a
-    # core asks for more actors than the maximum; the slow face model keeps every consumer's batches in flight.
+def _fleet(tmp_path: Path, bootstrap: str, enabled: int, fps: float = 3) -> Path:
+    # Four 720p cameras at 3 fps: 12 frames a second to encode. A producer target of 5% of a core asks for more
+    # actors than the maximum; the slow face model keeps every consumer's batches in flight and the lag growing.
+    # Admission is off: shedding at the source (what the slow model would otherwise cause) would leave the
+    # producers idle, and this test is about the pools, not admission (the overload tests cover that).
     # Everything at its maximum asks for 2.75 of the cluster's 5 CPUs, so it still fits once a 2-CPU node is gone.
-    cameras = [{"id": f"cam{i}", "source": "synthetic:1280x720@30", "inferenceFps": 5, "enabled": i < enabled} for i in range(4)]
+    cameras = [{"id": f"cam{i}", "source": "synthetic:1280x720@30", "inferenceFps": fps, "enabled": i < enabled} for i in range(4)]
     pool = {"upscaleDelaySeconds": 5, "downscaleDelaySeconds": 20}
     return write_fleet(
         tmp_path / "fleet.yaml", "elastic", bootstrap, cameras=cameras, models=[slow_face_model(), health_model()],
-        producer={"actors": 1, "cpusPerActor": 0.5, "autoscaling": {"minActors": 1, "maxActors": 3, "targetBusy": 0.05, **pool}},
+        producer={"actors": 1, "cpusPerActor": 0.5, "admission": {"mode": "off"},
+                  "autoscaling": {"minActors": 1, "maxActors": 3, "targetBusy": 0.05, **pool}},
         consumer={"actors": 1, "cpusPerActor": 0.25, "maxFrameAgeMs": 60000,
                   "autoscaling": {"minActors": 1, "maxActors": 2, "targetBusy": 0.5, **pool}},
     )  # fmt: skip
@@ -143,7 +150,7 @@ def test_pools_grow_onto_other_nodes_survive_a_dead_node_and_shrink_after_with_n
     manifest = _fleet(tmp_path, kafka_server.bootstrap, enabled=4)
     summary_path = tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "KAFKA_BOOTSTRAP")}
-    env.update(RAY_ADDRESS=ray_nodes.address, CAMERAFLEET_SERVE_PORT=str(free_port()))
+    env.update(RAY_ADDRESS=ray_nodes.address, CAMERAFLEET_SERVE_PORT=str(free_port()), **NO_AUTH)
     output = tmp_path / "run.log"
     with output.open("wb") as out:
         proc = subprocess.Popen(
@@ -164,7 +171,8 @@ def test_pools_grow_onto_other_nodes_survive_a_dead_node_and_shrink_after_with_n
             assert proc.poll() is None and time.monotonic() < deadline, f"nothing processed after the node died:\n{run.text()[-4000:]}"
             time.sleep(2)
 
-        _fleet(tmp_path, kafka_server.bootstrap, enabled=1)  # the load steps down: one camera of four
+        # The load steps down: one camera of four, at a rate the slow model keeps up with (so consumers idle too).
+        _fleet(tmp_path, kafka_server.bootstrap, enabled=1, fps=0.5)
         run.wait_for("the producer pool back at its minimum", r"^producer pool: \d -> 1 actors \(idle\)")
         run.wait_for("the consumer pool back at its minimum", r"^consumer pool: 2 -> 1 actors \(idle\)")
     finally:

@@ -139,12 +139,12 @@ def test_fleet_pools_read_the_actors_reports_and_keep_their_watch_across_an_unre
     assert set(pools.watches) == {Pool.PRODUCER}
     watch = pools.watches[Pool.PRODUCER]
     busy = [ProducerStats("x", False, cpu_seconds=cpu, alive_seconds=alive) for cpu, alive in ((1.0, 10.0), (5.5, 15.0))]
-    assert pools.look_producers(0.0, busy[:1]) is None, "one report says nothing of the busy share"
+    assert pools.look_producers(0.0, busy[:1], 1) is None, "one report says nothing of the busy share"
     pools.update_spec(spec.model_copy(update={"cameras": [*spec.cameras]}))
     assert pools.watches[Pool.PRODUCER] is watch
-    decision = pools.look_producers(5.0, busy[1:])
+    decision = pools.look_producers(5.0, busy[1:], 1)
     assert decision is not None and (decision.actors, decision.reason) == (2, ScaleReason.BUSY)  # 0.9 of a core, target 0.6
-    assert pools.look_consumers(5.0, [], 0) is None, "the consumer pool is fixed"
+    assert pools.look_consumers(5.0, [], 0, 1) is None, "the consumer pool is fixed"
 
 
 def test_actors_waiting_to_be_placed_count_as_idle_and_falling_behind_waits_for_them():
@@ -152,12 +152,22 @@ def test_actors_waiting_to_be_placed_count_as_idle_and_falling_behind_waits_for_
     start = [ActorWork("a", 0.0, 10.0), ActorWork("b", 0.0, 10.0)]
     flat_out = [ActorWork("a", 5.0, 15.0), ActorWork("b", 5.0, 15.0)]  # both at a whole core, and the lag grew
     alone = PoolWatch(PoolScaler(spec))
-    alone.look(0.0, start, {"lag": 0})
-    decision = alone.look(5.0, flat_out, {"lag": 500})
+    alone.look(0.0, 2, start, {"lag": 0})
+    decision = alone.look(5.0, 2, flat_out, {"lag": 500})
     assert decision is not None and (decision.actors, decision.reason) == (4, ScaleReason.BUSY)
     helped = PoolWatch(PoolScaler(spec))
-    helped.look(0.0, start, {"lag": 0})
-    decision = helped.look(5.0, flat_out, {"lag": 500}, placing=2)
+    helped.look(0.0, 4, start, {"lag": 0}, placing=2)
+    decision = helped.look(5.0, 4, flat_out, {"lag": 500}, placing=2)
     assert decision is not None and (decision.actors, decision.reason) == (4, ScaleReason.STEADY), (
         "4 actors (2 on their way) at half busy is the target: no more, and the growing lag waits for the 2"
     )
+
+
+def test_an_actor_that_does_not_answer_is_still_part_of_the_pool():
+    """A restarting actor misses a look: the pool is the size it is, not the number of reports (a pool of 3 read
+    as 2 once shrank by one with the reason `steady`)."""
+    spec = PoolAutoscalingSpec.model_validate({"minActors": 1, "maxActors": 5, "targetBusy": 0.5, "upscaleDelaySeconds": 0})
+    watch = PoolWatch(PoolScaler(spec))
+    watch.look(0.0, 3, [ActorWork("a", 0.0, 10.0), ActorWork("b", 0.0, 10.0)], {})
+    decision = watch.look(5.0, 3, [ActorWork("a", 2.5, 15.0), ActorWork("b", 2.5, 15.0)], {})
+    assert decision is not None and (decision.actors, decision.reason) == (3, ScaleReason.STEADY)
