@@ -154,9 +154,8 @@ class ActorPools:
                 placing.remove(p)
             if pool is Pool.CONSUMER:
                 spec_json = self.spec.model_dump_json(by_alias=True)
-                for p in placed:
-                    self.consumers.append(p.actor)  # released with the others if it never starts
-                    await _answer(p.actor.start.remote(spec_json), ACTOR_START_S, "a new consumer's start")
+                self.consumers += [p.actor for p in placed]  # one that fails to start is started again by restart_lost_members
+                await member_answers((p.actor.start.remote(spec_json) for p in placed), ACTOR_START_S)
             else:
                 self.producers += [p.actor for p in placed]
                 self.producer_plan += [set() for _ in placed]
@@ -179,17 +178,16 @@ class ActorPools:
 
     async def _assign_shards(self, n: int) -> None:
         """Camera shards over the first `n` producers (the others get none). Moves happen at a handover time a few
-        seconds ahead: the old owner produces the slots before it, the new owner (already placed) those after."""
+        seconds ahead: the old owner produces the slots before it, the new owner (already placed) those after. A
+        member that cannot take its shards now (its node died, Ray is restarting it) gets them from
+        restart_lost_members once it is back."""
         spec_json = self.spec.model_dump_json(by_alias=True)
         plan = [{s.key for s in shards} for shards in plan_shards(self.spec, n)]
         plan += [set() for _ in range(len(self.producers) - n)]
         handover = time.time() + HANDOVER_S if any(self.producer_plan) else None
         self.producer_plan = plan
-        await asyncio.gather(
-            *(
-                _answer(a.assign.remote(spec_json, sorted(p), handover), ACTOR_START_S, "a producer's shards")
-                for a, p in zip(self.producers, plan, strict=True)
-            )
+        await member_answers(
+            (a.assign.remote(spec_json, sorted(p), handover) for a, p in zip(self.producers, plan, strict=True)), ACTOR_START_S
         )
 
     async def apply_spec(self, spec: FleetSpec, sizes: dict[Pool, int]) -> None:
@@ -319,9 +317,9 @@ async def member_answers(calls: Any, timeout_s: float = ACTOR_CALL_S) -> list[An
     return [r for r in results if not isinstance(r, BaseException)]
 
 
-async def _answer(call: Any, timeout_s: float, what: str) -> Any:
-    """One actor call that must succeed (a start, an assignment), within `timeout_s`."""
+async def _answer(call: asyncio.Future[Any], timeout_s: float, what: str) -> Any:
+    """One actor call that must succeed (a new actor's first answer at the start), within `timeout_s`."""
     try:
-        return await asyncio.wait_for(asyncio.shield(call) if isinstance(call, asyncio.Future) else call, timeout_s)
+        return await asyncio.wait_for(asyncio.shield(call), timeout_s)
     except TimeoutError:
         raise RuntimeError(f"{what} did not finish within {timeout_s:.0f} s; is the Ray cluster short of CPUs? (`ray status`)") from None

@@ -97,9 +97,9 @@ def ray_nodes() -> Iterator[RayNodes]:
         nodes.start("head", ["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                              f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}"])  # fmt: skip
         nodes.wait_for(1)  # a worker started before the head's GCS answers gives up
-        for name in ("worker-1", "worker-2"):
-            nodes.start(name, [f"--address={nodes.address}", "--num-cpus=2"])
-        nodes.wait_for(3)
+        for joined, name in enumerate(("worker-1", "worker-2"), start=2):  # one at a time: two joining at once on a
+            nodes.start(name, [f"--address={nodes.address}", "--num-cpus=2"])  # busy 2-core machine time out
+            nodes.wait_for(joined)
         yield nodes
     finally:
         for name in list(nodes.procs):
