@@ -118,6 +118,7 @@ class FleetRunner:
         self.results_start: dict[int, int] | None = None
         self.next_scale_look = 0.0
         self.stop_event = asyncio.Event()
+        self.signals = False  # whether SIGINT and SIGTERM stop this run (the CLI's)
         self.manifest = RunManifest.open(opts.manifest, self.settings.manifest_config_map, self.say)
         self.started = time.monotonic()
         self.deployed_app: str | None = None  # the Serve app this run deployed, and deletes at the end
@@ -177,12 +178,22 @@ class FleetRunner:
             raise RunError(f"frame bucket: {err}") from None
         self.say(f"bucket {bucket.root_uri}: ready (frames expire after {self.spec.bucket.ttl_seconds} s)")
 
+    def stop_on_signals(self) -> None:
+        """SIGINT and SIGTERM (`ray job stop`, a Pod's deletion) stop the run gracefully: drained, summarized."""
+        self.signals = True
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop_event.set)
+
     def connect_ray(self) -> None:
         address = self.settings.ray_address
         if not ray.is_initialized():
             ray.init(
                 address=address, namespace="camerafleet", logging_level=logging.WARNING, include_dashboard=False if not address else None
             )
+            if self.signals:  # ray.init makes SIGTERM a sys.exit, which skips the drain (and aborted a driver mid-call)
+                self.stop_on_signals()
         cpus = ray.cluster_resources().get("CPU", 0)
         self.say(f"ray: {'cluster ' + address if address else 'local instance'} with {cpus:.0f} CPUs")
         wanted = self.spec.requested_cpus()
@@ -508,10 +519,7 @@ class FleetRunner:
 async def run_fleet(fleet: CameraFleet, opts: RunOptions) -> dict[str, Any]:
     """The CLI's run: until the duration ends or SIGINT / SIGTERM; returns the summary."""
     runner = FleetRunner(fleet, opts)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # also while starting: producers may wait for consumers
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, runner.stop_event.set)
+    runner.stop_on_signals()  # also while starting: producers may wait for consumers
     async with runner:
         await runner.run_until_stopped()
     assert runner.summary is not None

@@ -116,9 +116,10 @@ class LiveRun:
     def text(self) -> str:
         return self.output.read_text(errors="replace")
 
-    def wait_for(self, what: str, pattern: str, timeout_s: float = EVENT_S) -> re.Match[str]:
+    def wait_for(self, what: str, pattern: str, timeout_s: float = EVENT_S, since: int = 0) -> re.Match[str]:
+        """The first line matching `pattern` printed after the first `since` characters of output."""
         deadline = time.monotonic() + timeout_s
-        while not (match := re.search(pattern, self.text(), re.MULTILINE)):
+        while not (match := re.search(pattern, self.text()[since:], re.MULTILINE)):
             assert self.proc.poll() is None, f"the run ended before {what}:\n{self.text()[-4000:]}"
             assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f} s:\n{self.text()[-4000:]}"
             time.sleep(1)
@@ -172,9 +173,10 @@ def test_pools_grow_onto_other_nodes_survive_a_dead_node_and_shrink_after_with_n
             time.sleep(2)
 
         # The load steps down: one camera of four, at a rate the slow model keeps up with (so consumers idle too).
+        stepped = len(run.text())
         _fleet(tmp_path, kafka_server.bootstrap, enabled=1, fps=0.5)
-        run.wait_for("the producer pool back at its minimum", r"^producer pool: \d -> 1 actors \(idle\)")
-        run.wait_for("the consumer pool back at its minimum", r"^consumer pool: 2 -> 1 actors \(idle\)")
+        run.wait_for("the producer pool back at its minimum", r"^producer pool: \d -> 1 actors \(idle\)", since=stepped)
+        run.wait_for("the consumer pool back at its minimum", r"^consumer pool: 2 -> 1 actors \(idle\)", since=stepped)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # the run drains and writes its summary
