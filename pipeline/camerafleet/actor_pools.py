@@ -81,7 +81,7 @@ class ActorPools:
         # actor Ray restarts comes back with zeroed counters, so its predecessor's stay counted here.
         self.producer_stats: dict[str, ProducerStats] = {}
         self.consumers: list[Any] = []
-        self.consumer_nodes: set[str] = set()  # every node a consumer of this run was seen on
+        self.nodes: dict[Pool, set[str]] = {pool: set() for pool in Pool}  # every node each pool's actors were seen on
         self.desired: dict[Pool, int] = {}  # the pools this run runs, and the size each should have
         self.placing: dict[Pool, list[Placing]] = {Pool.PRODUCER: [], Pool.CONSUMER: []}
         self.scaling = FleetPools()  # the autoscaled pools' watches (none when both pools are fixed)
@@ -152,6 +152,7 @@ class ActorPools:
                 continue
             for p in placed:
                 placing.remove(p)
+                self.nodes[pool].add(p.ready.result().node)  # its first answer: the stats of where Ray placed it
             if pool is Pool.CONSUMER:
                 spec_json = self.spec.model_dump_json(by_alias=True)
                 self.consumers += [p.actor for p in placed]  # one that fails to start is started again by restart_lost_members
@@ -166,7 +167,7 @@ class ActorPools:
         if pool is Pool.CONSUMER:
             while len(self.consumers) > n:  # each finishes its batches and leaves the group first
                 actor = self.consumers.pop()
-                self.consumer_nodes.update(s.node for s in await member_answers([actor.stop.remote()], ACTOR_START_S))
+                self.nodes[pool].update(s.node for s in await member_answers([actor.stop.remote()], ACTOR_START_S))
                 _kill(actor)
             return
         await self._assign_shards(n)  # the shards of the actors that go move to the first n
@@ -220,7 +221,7 @@ class ActorPools:
             looks.append((Pool.PRODUCER, self.scaling.look_producers(now, producers, size[Pool.PRODUCER], placing[Pool.PRODUCER])))
         if Pool.CONSUMER in self.desired and Pool.CONSUMER in self.scaling.watches:
             consumers: list[ConsumerStats] = await member_answers(c.stats.remote() for c in self.consumers)
-            self.consumer_nodes.update(c.node for c in consumers)
+            self.nodes[Pool.CONSUMER].update(c.node for c in consumers)
             shed = sum(c.shed_slots for c in merge_producer_stats(self.producer_stats.values()).values())
             decision = self.scaling.look_consumers(now, consumers, shed, size[Pool.CONSUMER], placing[Pool.CONSUMER])
             looks.append((Pool.CONSUMER, decision))
@@ -248,11 +249,7 @@ class ActorPools:
     def note_producer_stats(self, answers: Iterable[ProducerStats]) -> None:
         for stats in answers:
             self.producer_stats[stats.incarnation] = stats
-
-    def nodes(self, pool: Pool) -> set[str]:
-        if pool is Pool.CONSUMER:
-            return self.consumer_nodes
-        return {s.node for s in self.producer_stats.values()}
+            self.nodes[Pool.PRODUCER].add(stats.node)
 
     def pool_status(self, pool: Pool) -> PoolStatus:
         waiting = len(self.placing[pool])
@@ -260,7 +257,7 @@ class ActorPools:
         return PoolStatus(
             actors=len(self.members(pool)),
             desired_actors=self.desired[pool],
-            nodes=len(self.nodes(pool)),
+            nodes=len(self.nodes[pool]),
             last_scale_time=when,
             last_scale_reason=why,
             message=f"{waiting} new actor(s) waiting for Ray to place them" if waiting else "",
@@ -289,8 +286,8 @@ class ActorPools:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "producer": {"actors": len(self.producers), "nodes": sorted(self.nodes(Pool.PRODUCER))},
-            "consumer": {"actors": len(self.consumers), "nodes": sorted(self.nodes(Pool.CONSUMER))},
+            "producer": {"actors": len(self.producers), "nodes": sorted(self.nodes[Pool.PRODUCER])},
+            "consumer": {"actors": len(self.consumers), "nodes": sorted(self.nodes[Pool.CONSUMER])},
             "changes": list(self.changes),
         }
 

@@ -455,7 +455,7 @@ class FleetRunner:
         kafka = await self.kafka_ledger() if self.start_offsets else None
         await self.drain(kafka, budget.left(self.opts.drain_timeout_s, keep=STOP_RESERVE_S))
         stopped: list[ConsumerStats] = await member_answers((c.stop.remote() for c in self.pools.consumers), budget.left(15, keep=5))
-        self.pools.consumer_nodes.update(c.node for c in stopped)
+        self.pools.nodes[Pool.CONSUMER].update(c.node for c in stopped)
         records, results_from = await self.results(budget.left(60))
         summary = build_summary(
             fleet=self.fleet.metadata.name,

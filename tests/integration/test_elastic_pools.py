@@ -164,6 +164,8 @@ def test_pools_grow_onto_other_nodes_survive_a_dead_node_and_shrink_after_with_n
         run.wait_for("a producer pool that grew under load", r"^producer pool: 1 -> \d actors \((busy|falling_behind)\)")
         run.wait_for("a consumer pool that grew under load", r"^consumer pool: 1 -> 2 actors \((busy|falling_behind)\)")
         run.wait_for("three producer actors", r"^producer pool: \d -> 3 actors")
+        # Both pools at their maximum, every actor placed, before a node goes.
+        run.wait_for("both pools grown and placed", r"actors 3 producing, 2 consuming$")
 
         ray_nodes.kill("worker-2")
         before = run.processed()

@@ -14,7 +14,7 @@ class PoolStatus(Strict):
     desired_actors: int = Field(
         ge=0, description="Actors the pool should have (the manifest's, or its autoscaler's); above `actors` while new ones wait for room."
     )
-    nodes: int = Field(default=0, ge=0, description="Ray nodes the pool's actors run on.")
+    nodes: int = Field(default=0, ge=0, description="Ray nodes the pool's actors have run on in this run.")
     last_scale_time: str | None = Field(default=None, description="When the pool last changed size (RFC 3339).")
     last_scale_reason: str | None = Field(
         default=None, max_length=64, description="Why: busy, falling_behind, idle, bounds (the manifest's bounds moved) or manifest."
