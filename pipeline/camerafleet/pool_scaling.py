@@ -9,6 +9,8 @@ The signals, and why:
   consumer's capacity is its `maxInFlightBatches`, so its busy share is the mean number of batches it had at
   the inference service divided by that: a consumer waiting on slow models is busy too, and adding one adds
   the concurrency that lets Serve's own autoscaler add model replicas.
+- **Backlog**: consumers whose lag is more than their batches hold never shrink, however idle they look (dropping
+  a backlog of stale frames costs them almost nothing).
 - **Falling behind**: frames the source admission shed, slots a producer skipped because it was late, and
   Kafka lag that grew over the look. Each means capacity is missing whatever the busy share says (admission
   sheds before anyone is saturated, by design), so the pool asks for one actor more, up to its maximum.
@@ -51,6 +53,7 @@ class PoolLoad:
     actors: int
     busy: float  # mean busy share of the pool's actors (0: idle, 1: at capacity; may exceed 1)
     falling_behind: bool = False
+    backlog: bool = False  # more work waits than the pool holds in hand: it is not idle, whatever its busy share
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ def ask(load: PoolLoad, spec: PoolAutoscalingSpec) -> tuple[int, ScaleReason]:
     ratio = load.busy / spec.target_busy
     wanted = n if abs(ratio - 1) <= TOLERANCE else math.ceil(n * ratio - 1e-9)
     reason = ScaleReason.BUSY if wanted > n else ScaleReason.IDLE if wanted < n else ScaleReason.STEADY
+    if load.backlog and wanted < n:  # consumers dropping a stale backlog look idle; shrinking would deepen it
+        wanted = n
     if load.falling_behind and wanted <= n:
         wanted, reason = n + 1, ScaleReason.FALLING_BEHIND
     bounded = min(spec.max_actors, max(spec.min_actors, wanted))
@@ -174,7 +179,9 @@ class PoolWatch:
     growth: dict[str, GrowthWatch] = field(default_factory=dict)  # by signal: "lag", "shed", "skipped"
     last_busy: float | None = None
 
-    def look(self, now: float, size: int, work: list[ActorWork], totals: dict[str, int], placing: int = 0) -> Decision | None:
+    def look(
+        self, now: float, size: int, work: list[ActorWork], totals: dict[str, int], placing: int = 0, backlog: bool = False
+    ) -> Decision | None:
         """`size`: the pool's actors, `placing` of them new ones Ray has not placed yet; `work`: the reports of
         those that answered (one restarting may not: the others' mean stands for it). Actors being placed count
         as idle (as the HPA counts Pods that are not ready), and while they wait, falling behind asks for nothing
@@ -184,7 +191,7 @@ class PoolWatch:
         self.last_busy = share
         if share is None or size <= 0:
             return None
-        return self.scaler.decide(now, PoolLoad(size, share * (size - placing) / size, any(grew) and not placing))
+        return self.scaler.decide(now, PoolLoad(size, share * (size - placing) / size, any(grew) and not placing, backlog))
 
 
 def pool_size_after_edit(pool: PoolSpec, current: int) -> int:
@@ -201,6 +208,7 @@ class FleetPools:
     """The autoscaled pools of one run: their watches, kept across manifest edits that leave them as they are."""
 
     watches: dict[Pool, PoolWatch] = field(default_factory=dict)
+    in_hand: int = 0  # frames one consumer holds in its batches at most (maxBatchFrames x maxInFlightBatches)
 
     def update_spec(self, spec: FleetSpec) -> None:
         for pool, pool_spec in ((Pool.PRODUCER, spec.producer), (Pool.CONSUMER, spec.consumer)):
@@ -211,6 +219,7 @@ class FleetPools:
                 self.watches[pool] = PoolWatch(PoolScaler(wanted))
             if pool is Pool.CONSUMER and pool in self.watches:
                 self.watches[pool].growth.setdefault("lag", GrowthWatch()).slack = spec.consumer.max_batch_frames
+        self.in_hand = spec.consumer.max_batch_frames * spec.consumer.max_in_flight_batches
 
     def look_producers(self, now: float, stats: list[ProducerStats], size: int, placing: int = 0) -> Decision | None:
         """Producers: CPU per core; falling behind when a worker skipped slots (it was late)."""
@@ -228,4 +237,6 @@ class FleetPools:
         if watch is None:
             return None
         work = [ActorWork(c.incarnation, c.busy_seconds, c.alive_seconds) for c in stats]
-        return watch.look(now, size, work, {"lag": sum(c.total_lag for c in stats), "shed": shed}, placing)
+        lag = sum(c.total_lag for c in stats)
+        in_hand = self.in_hand * max(size, 1)  # frames the pool can hold in its batches at once
+        return watch.look(now, size, work, {"lag": lag, "shed": shed}, placing, backlog=lag > in_hand)

@@ -171,3 +171,10 @@ def test_an_actor_that_does_not_answer_is_still_part_of_the_pool():
     watch.look(0.0, 3, [ActorWork("a", 0.0, 10.0), ActorWork("b", 0.0, 10.0)], {})
     decision = watch.look(5.0, 3, [ActorWork("a", 2.5, 15.0), ActorWork("b", 2.5, 15.0)], {})
     assert decision is not None and (decision.actors, decision.reason) == (3, ScaleReason.STEADY)
+
+
+def test_consumers_with_a_backlog_do_not_shrink_however_idle_they_look():
+    spec = PoolAutoscalingSpec.model_validate({"minActors": 1, "maxActors": 4, "downscaleDelaySeconds": 0})
+    assert ask(PoolLoad(3, 0.05, backlog=True), spec) == (3, ScaleReason.STEADY)
+    assert ask(PoolLoad(3, 0.05), spec) == (1, ScaleReason.IDLE)
+    assert ask(PoolLoad(3, 0.9, backlog=True), spec) == (4, ScaleReason.BUSY), "a backlog never holds a pool back from growing"
