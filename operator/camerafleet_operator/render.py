@@ -14,7 +14,18 @@ from typing import Any, Literal
 
 import yaml
 
-from camerafleet.api.manifest import API_VERSION, CA_DIR, CONFIG_MAP_KEY, KIND, FleetSpec, Placement, PodResources, WorkerGroupSpec
+from camerafleet.api.manifest import (
+    API_VERSION,
+    CA_DIR,
+    CONFIG_MAP_KEY,
+    GROUP,
+    KIND,
+    PLURAL,
+    FleetSpec,
+    Placement,
+    PodResources,
+    WorkerGroupSpec,
+)
 from camerafleet.api.serve_options import (
     APP_IMPORT_PATH,
     app_args,
@@ -409,9 +420,10 @@ def runner_account(fleet_name: str, spec: FleetSpec) -> str:
 
 def runner_access(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """What lets a job's driver read its fleet's ConfigMap from the API server, seconds after an edit (the
-    mounted file waits for the kubelet's next Pod sync, a minute or more): the service account (unless the
-    fleet names its own), a Role allowing `get` on that one ConfigMap, and the binding. KubeRay does the
-    same for its autoscaler."""
+    mounted file waits for the kubelet's next Pod sync, a minute or more), and say its pools' sizes in the
+    fleet's status and Events: the service account (unless the fleet names its own), a Role allowing `get`
+    on that one ConfigMap, `patch` on that one fleet's status and `create` on Events (which cannot be
+    limited by name), and the binding. KubeRay does the same for its autoscaler."""
     name = names(fleet_name)["runner"]
     account = runner_account(fleet_name, spec)
     objects: list[dict[str, Any]] = []
@@ -422,7 +434,11 @@ def runner_access(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": _meta(name, namespace, fleet_name, "runner", owner),
-            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [names(fleet_name)["config"]], "verbs": ["get"]}],
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [names(fleet_name)["config"]], "verbs": ["get"]},
+                {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "resourceNames": [fleet_name], "verbs": ["patch"]},
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+            ],
         }
     )
     objects.append(

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from camerafleet.api.manifest import Strict
+from camerafleet.api.pool_status import PoolsStatus
 
 # What a fleet needs to run: Ready is True when all four are.
 PARTS = ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning")
@@ -65,6 +66,16 @@ class FleetStatus(Strict):
     conditions: list[Condition] = Field(default_factory=list, description="Current state, one entry per condition type.")
     producer_job: JobState = Field(default_factory=JobState, description="Resubmission state of the producer RayJob.")
     consumer_job: JobState = Field(default_factory=JobState, description="Resubmission state of the consumer RayJob.")
+
+
+class CrdStatus(FleetStatus):
+    """The status as the CRD declares it: the operator's (FleetStatus, all it reads and writes) and `pools`,
+    which only the fleet's runs write."""
+
+    pools: PoolsStatus | None = Field(
+        default=None,
+        description="The producer and consumer pools as their jobs last said: actors running and desired, like a Deployment's replicas.",
+    )
 
 
 def now_rfc3339() -> str:

@@ -17,6 +17,7 @@ import copy
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,9 @@ class ConsumerActor:
         self.latencies_ms: deque[int] = deque(maxlen=5000)
         self.lag: dict[str, int] = {}
         self.batches = 0
+        self.incarnation = uuid.uuid4().hex
+        self.born = time.monotonic()
+        self.batch_seconds = 0.0  # summed over batches: the time integral of the batches in flight
         self.loop_restarts = 0
         self.last_error: str | None = None
 
@@ -233,6 +237,13 @@ class ConsumerActor:
         log.error(text)
 
     async def _handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        began = time.monotonic()
+        try:
+            await self._handle_batch(batch)
+        finally:
+            self.batch_seconds += time.monotonic() - began
+
+    async def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         spec = self.spec
         camera_of = {spec.topic(c.id): c.id for c in spec.cameras}
         now_ms = int(time.time() * 1000)
@@ -363,6 +374,10 @@ class ConsumerActor:
             batches=self.batches,
             loop_restarts=self.loop_restarts,
             last_error=self.last_error,
+            incarnation=self.incarnation,
+            busy_seconds=self.batch_seconds / self.spec.consumer.max_in_flight_batches,
+            alive_seconds=time.monotonic() - self.born,
+            node=ray.get_runtime_context().get_node_id(),
         )
 
     async def stop(self) -> ConsumerStats:

@@ -4,7 +4,7 @@ Useful where Ray's own metrics agent is not scraped (one machine, a RayJob drive
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from camerafleet.api import telemetry as t
 from camerafleet.api.outcomes import MissedReason, Outcome
@@ -20,6 +20,10 @@ class RunMetrics:
         self.source_problems = self._gauge(t.RUN_SOURCE_PROBLEMS)
         self.missed_slots = self._gauge(t.RUN_MISSED_SLOTS)
         self.lag = self._gauge(t.RUN_CONSUMER_LAG)
+        self.pool_actors = self._gauge(t.RUN_POOL_ACTORS)
+        self.pool_busy = self._gauge(t.RUN_POOL_BUSY)
+        d = t.RUN_POOL_DECISIONS
+        self.pool_decisions = Counter(d.name, d.help, d.labels, registry=self.registry)
         start_http_server(port, addr="0.0.0.0", registry=self.registry)
 
     def _gauge(self, definition: t.MetricDef) -> Gauge:
@@ -38,3 +42,12 @@ class RunMetrics:
             for outcome in Outcome:
                 self.frames.labels(self.fleet, cam, outcome.value).set(outcomes.total(outcome))
         self.lag.labels(self.fleet).set(sum(c.total_lag for c in consumers))
+
+    def pool(self, pool: str, actors: int, busy: float | None = None) -> None:
+        self.pool_actors.labels(self.fleet, pool).set(actors)
+        if busy is not None:
+            self.pool_busy.labels(self.fleet, pool).set(busy)
+
+    def pool_scaled(self, pool: str, before: int, after: int, reason: str) -> None:
+        self.pool_decisions.labels(self.fleet, pool, "up" if after > before else "down", reason).inc()
+        self.pool(pool, after)

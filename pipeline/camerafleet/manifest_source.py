@@ -12,23 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
-import os
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from camerafleet.api.manifest import CONFIG_MAP_KEY
+from camerafleet.kube_api import KubeApi, KubeApiError
 
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 log = logging.getLogger("camerafleet.run")
-REQUEST_TIMEOUT_S = 5.0  # the run's watch loop waits on this read; a hung API server must not stall it
 
 
 class ManifestUnreadable(RuntimeError):
@@ -56,52 +49,34 @@ class FileManifest:
 
 @dataclass(frozen=True)
 class ConfigMapManifest:
-    """One key of one ConfigMap, read with a service account token (re-read each time: the kubelet
-    rotates projected tokens)."""
+    """One key of one ConfigMap in the Pod's namespace, read through the API server."""
 
-    api_server: str  # https://host:port
-    namespace: str
+    api: KubeApi
     name: str
-    token_path: Path
-    ca_path: Path
     key: str = CONFIG_MAP_KEY
 
     @classmethod
     def in_cluster(cls, name: str, environ: dict[str, str] | None = None) -> ConfigMapManifest:
         """The ConfigMap `name` in this Pod's namespace, through the `kubernetes` Service."""
-        env = os.environ if environ is None else environ
-        host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
-        if not host:
-            raise ManifestUnreadable("not in a Pod (KUBERNETES_SERVICE_HOST is not set): cannot read a ConfigMap")
         try:
-            namespace = (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip()
-        except OSError as err:
-            raise ManifestUnreadable(f"no service account mounted ({SERVICE_ACCOUNT_DIR}: {err.strerror})") from None
-        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-        return cls(server, namespace, name, SERVICE_ACCOUNT_DIR / "token", SERVICE_ACCOUNT_DIR / "ca.crt")
+            return cls(KubeApi.in_cluster(environ), name)
+        except KubeApiError as err:
+            raise ManifestUnreadable(f"cannot read a ConfigMap: {err}") from None
 
     def describe(self) -> str:
-        return f"ConfigMap {self.namespace}/{self.name}"
+        return f"ConfigMap {self.api.namespace}/{self.name}"
 
     def read(self) -> str:
-        path = f"/api/v1/namespaces/{urllib.parse.quote(self.namespace)}/configmaps/{urllib.parse.quote(self.name)}"
         try:
-            token = self.token_path.read_text().strip()
-            context = ssl.create_default_context(cafile=str(self.ca_path))
-            request = urllib.request.Request(
-                self.api_server + path, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
-            )
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S, context=context) as response:
-                body = json.load(response)
-        except urllib.error.HTTPError as err:
+            body = self.api.call("GET", self.api.path("v1", "configmaps", self.name))
+        except KubeApiError as err:
             hint = {
                 401: "the service account token was not accepted",
                 403: "the Pod's service account may not get it (the operator grants that with a Role and RoleBinding named <fleet>-runner)",
                 404: "it does not exist",
-            }.get(err.code, err.reason)
-            raise ManifestUnreadable(f"{self.describe()}: HTTP {err.code}: {hint}", refused=err.code in (401, 403, 404)) from None
-        except (OSError, ValueError) as err:  # connection, TLS, timeout, token file, JSON
-            raise ManifestUnreadable(f"{self.describe()}: {err}") from None
+            }.get(err.code or 0)
+            message = f"{self.describe()}: HTTP {err.code}: {hint}" if hint else f"{self.describe()}: {err}"
+            raise ManifestUnreadable(message, refused=err.code in (401, 403, 404)) from None
         text = (body.get("data") or {}).get(self.key)
         if not isinstance(text, str):
             raise ManifestUnreadable(f"{self.describe()}: no key {self.key!r}")

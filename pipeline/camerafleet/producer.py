@@ -126,8 +126,10 @@ def source_url(camera: CameraSpec) -> str:
 
 @dataclass
 class _Worker:
-    """A running shard: produces slots from `first_slot` (None: from now) until `end_slot` or `stop`."""
+    """A running shard of `camera` (as the spec said when it started): produces slots from `first_slot` (None: from
+    now) until `end_slot` or `stop`."""
 
+    camera: CameraSpec
     first_slot: int | None = None
     end_slot: int | None = None
     leaving: bool = False
@@ -151,6 +153,7 @@ class ProducerActor:
         self.kafka_start_error: tuple[float, Exception] | None = None
         self.last_kafka_warning = 0.0
         self.workers: dict[ShardKey, _Worker] = {}
+        self.born = time.monotonic()
         self.counts: dict[str, CameraCounts] = {}
         self.pending: set[asyncio.Task[None]] = set()
         self.closing: set[asyncio.Task[None]] = set()  # Kafka clients being thrown away (referenced until done)
@@ -211,13 +214,15 @@ class ProducerActor:
             await asyncio.wait_for(self._producer(), timeout=10)
         except Exception as err:  # noqa: BLE001 - workers start anyway: they buffer until Kafka answers
             log.warning("Kafka at %s is not reachable yet (%s); sampling anyway, announcements wait", self.bootstrap, type(err).__name__)
+        # A camera whose settings changed (its rate, its source) gets a new worker, handed over like a moving shard.
+        replaced = {k: w for k, w in self.workers.items() if k in wanted and not w.leaving and w.camera != wanted[k].camera}
+        leaving = [(k, w) for k, w in self.workers.items() if k not in wanted and not w.leaving] + list(replaced.items())
         for key, shard in wanted.items():
-            if key not in self.workers:
-                worker = _Worker(first_slot=self._slot_at(shard.camera, handover_s))
+            if key not in self.workers or key in replaced:
+                worker = _Worker(shard.camera, first_slot=self._slot_at(shard.camera, handover_s))
                 worker.task = asyncio.create_task(self._run_worker(shard, worker))
                 self.workers[key] = worker
-        leaving = [k for k, w in self.workers.items() if k not in wanted and not w.leaving]
-        await asyncio.gather(*(self._stop_worker(k, handover_s) for k in leaving))
+        await asyncio.gather(*(self._stop_worker(k, w, handover_s) for k, w in leaving))
 
     def _slot_at(self, camera: CameraSpec, t: float | None) -> int | None:
         return None if t is None else self._grid(camera).first_at_or_after(t)
@@ -225,8 +230,7 @@ class ProducerActor:
     def _grid(self, camera: CameraSpec) -> Grid:
         return camera_grid(self.epoch_ms / 1000, camera.id, camera.inference_fps)
 
-    async def _stop_worker(self, key: ShardKey, handover_s: float | None = None) -> None:
-        worker = self.workers[key]
+    async def _stop_worker(self, key: ShardKey, worker: _Worker, handover_s: float | None = None) -> None:
         worker.leaving = True
         if handover_s is not None:
             camera = next((c for c in self.spec.cameras if c.id == key.camera_id), None)
@@ -239,7 +243,8 @@ class ProducerActor:
         except TimeoutError:
             worker.task.cancel()
             log.warning("worker %s did not stop within 30 s; cancelled", key)
-        self.workers.pop(key, None)
+        if self.workers.get(key) is worker:  # not replaced by a worker with the camera's new settings
+            del self.workers[key]
         if not any(k.camera_id == key.camera_id for k in self.workers):
             metrics.source_up().forget({"camera": key.camera_id})  # the camera's new actor reports it now
 
@@ -459,12 +464,15 @@ class ProducerActor:
             restarted=self.restarted,
             cameras={cid: c.snapshot() for cid, c in self.counts.items()},
             admission_share=self.admission.share,
+            cpu_seconds=time.process_time(),
+            alive_seconds=time.monotonic() - self.born,
+            node=ray.get_runtime_context().get_node_id(),
         )
 
     async def stop(self) -> ProducerStats:
         """Stop every worker, wait for the announcements Kafka has not taken yet (a while), close Kafka;
         returns the final stats. Announcements still waiting after that are dropped and counted."""
-        await asyncio.gather(*(self._stop_worker(key) for key in list(self.workers)))
+        await asyncio.gather(*(self._stop_worker(key, worker) for key, worker in list(self.workers.items())))
         await self.admission.stop()
         if self.pending:
             await asyncio.wait(list(self.pending), timeout=STOP_FLUSH_TIMEOUT_S)

@@ -31,25 +31,27 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TextIO
 import orjson
 import ray
 
+from camerafleet.actor_pools import ActorPools, member_answers
 from camerafleet.api.manifest import CameraFleet, ManifestError, manifest_from_text
 from camerafleet.api.outcomes import Outcome
 from camerafleet.api.settings import Settings
 from camerafleet.bucket import BucketConfigError, BucketError, open_bucket, summary_key
 from camerafleet.console.feeds import dashboard_replicas, local_replicas
-from camerafleet.consumer import ConsumerActor
 from camerafleet.manifest_source import RunManifest
-from camerafleet.producer import ProducerActor, ShardKey, plan_shards
-from camerafleet.stats import ConsumerStats, ProducerCameraStats, ProducerStats, merge_outcomes, merge_producer_stats
+from camerafleet.pool_scaling import Pool, pool_size_after_edit
+from camerafleet.stats import ConsumerStats, ProducerCameraStats, merge_outcomes, merge_producer_stats
+from camerafleet.status_writer import StatusWriter
 from camerafleet.summary import build_summary, percentiles, read_records
 from camerafleet.topics import KafkaUnavailable, end_offsets, ensure_topics, read_span, wait_committed, wait_for_group_members
 
 if TYPE_CHECKING:
+    from camerafleet.console.records import PoolView
     from camerafleet.console.service import Console
 
 log = logging.getLogger("camerafleet.run")
 
 Role = Literal["all", "producer", "consumer"]
-HANDOVER_S = 3.0  # lead time for a camera shard moving between producer actors to open its source
+SCALE_LOOK_S = 5.0  # how often autoscaled pools are looked at: a 15 s upscale delay then spans 4 looks
 CONSUMERS_WAIT_S = 600.0  # producers alone wait this long for consumers (their Pods may be pulling a large image)
 KafkaSpan = dict[str, dict[str, Any]]  # camera -> {"topic": t, "offsets": {partition: [start, end]}}
 
@@ -74,11 +76,6 @@ class RunOptions:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
 
 
-# A pool member that does not answer a routine call (stats, a new spec, its shards) in this time is left out
-# of that round, logged: a restarting actor answers within seconds, a hung one never would.
-ACTOR_CALL_S = 30.0
-# How long a new consumer may take to join its group and start (Kafka's group join waits up to a rebalance).
-ACTOR_START_S = 120.0
 # The whole stop (producers, drain, consumers, the run's results read back): a job's Ray job is killed
 # RAY_JOB_STOP_WAIT_TIME_S (90 s) after it is asked to stop, and the summary must be written before then.
 # Locally, a longer --drain-timeout gets its drain plus this reserve.
@@ -112,11 +109,6 @@ class FleetRunner:
         self.run_id = f"{fleet.metadata.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(self.epoch_ms / 1000))}"
         self.run_dir = Path(self.spec.results.log_dir) / self.run_id
         self.results_log = self.run_dir / "results.jsonl"
-        self.producers: list[Any] = []
-        self.producer_plan: list[set[ShardKey]] = []
-        # The last stats seen of every producer actor incarnation, retired or crashed ones included: an
-        # actor Ray restarts comes back with zeroed counters, so its predecessor's stay counted here.
-        self.producer_stats: dict[str, ProducerStats] = {}
         self.admission_shares: list[float] = []  # each live producer actor's admitted share of slots, last seen
         # Per camera topic, each partition's end offset when the run (or the camera) started: the ledger
         # counts what was announced during the run from Kafka itself, which outlives any actor.
@@ -124,8 +116,9 @@ class FleetRunner:
         # Where consumers keep no results log (Kubernetes: they run on worker Pods), the results topic's end
         # offsets when the run started: the run's results are that topic's messages from there on.
         self.results_start: dict[int, int] | None = None
-        self.consumers: list[Any] = []
+        self.next_scale_look = 0.0
         self.stop_event = asyncio.Event()
+        self.signals = False  # whether SIGINT and SIGTERM stop this run (the CLI's)
         self.manifest = RunManifest.open(opts.manifest, self.settings.manifest_config_map, self.say)
         self.started = time.monotonic()
         self.deployed_app: str | None = None  # the Serve app this run deployed, and deletes at the end
@@ -135,6 +128,8 @@ class FleetRunner:
             from camerafleet.driver_metrics import RunMetrics
 
             self.metrics = RunMetrics(opts.metrics_port, fleet.metadata.name)
+        status = StatusWriter.for_run(self.settings.manifest_config_map, fleet.metadata.name)
+        self.pools = ActorPools(fleet.metadata.name, self.spec, self.epoch_ms, self.results_log, self.say, self.metrics, status)
         self.console: Console | None = None
 
     def say(self, text: str) -> None:
@@ -147,7 +142,7 @@ class FleetRunner:
             await self.stop_console()
             self._release()
             raise
-        self.started = time.monotonic()
+        self.started = self.pools.started = time.monotonic()  # pool changes are timed from here, as progress lines are
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -183,12 +178,22 @@ class FleetRunner:
             raise RunError(f"frame bucket: {err}") from None
         self.say(f"bucket {bucket.root_uri}: ready (frames expire after {self.spec.bucket.ttl_seconds} s)")
 
+    def stop_on_signals(self) -> None:
+        """SIGINT and SIGTERM (`ray job stop`, a Pod's deletion) stop the run gracefully: drained, summarized."""
+        self.signals = True
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop_event.set)
+
     def connect_ray(self) -> None:
         address = self.settings.ray_address
         if not ray.is_initialized():
             ray.init(
                 address=address, namespace="camerafleet", logging_level=logging.WARNING, include_dashboard=False if not address else None
             )
+            if self.signals:  # ray.init makes SIGTERM a sys.exit, which skips the drain (and aborted a driver mid-call)
+                self.stop_on_signals()
         cpus = ray.cluster_resources().get("CPU", 0)
         self.say(f"ray: {'cluster ' + address if address else 'local instance'} with {cpus:.0f} CPUs")
         wanted = self.spec.requested_cpus()
@@ -208,7 +213,9 @@ class FleetRunner:
             return
         t0 = time.monotonic()
         quiet = {"enable_access_log": False, "log_level": "WARNING"}
-        serve.start(http_options={"host": "127.0.0.1", "port": self.settings.serve_port}, logging_config=quiet)
+        # One HTTP proxy, on the head: the run's consumers call the app through handles, and a proxy on every node
+        # would bind the same loopback port on each (several Ray nodes of one machine share its address).
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.settings.serve_port}, logging_config=quiet)
         serve.run(
             fleet_app(self.spec.serving_app(self.fleet.metadata.name)),
             name=self.spec.serving.app_name,
@@ -257,11 +264,12 @@ class FleetRunner:
                     self.console.follow_serve(local_replicas(self.deployed_app))
             elif not self.spec.serving.url:
                 raise RunError("role consumer needs the inference service's URL: set spec.serving.url or CAMERAFLEET_SERVE_URL")
-            await self.scale_consumers(self.spec.consumer.actors)
+            await self.pools.resize(Pool.CONSUMER, self.spec.consumer.actors, wait=True)
         if self.opts.role == "producer":
             await self.wait_for_consumers()
         if self.opts.role in ("all", "producer"):
-            await self.rebalance_producers(self.spec.producer.actors)
+            await self.pools.resize(Pool.PRODUCER, self.spec.producer.actors, wait=True)
+        await self.pools.report(force=True)
         where = self.results_log if self.spec.results.local_log else f"Kafka topic {self.spec.kafka.results_topic}"
         self.say(f"run {self.run_id}: results in {where}")
 
@@ -277,46 +285,6 @@ class FleetRunner:
                 f"no consumer joined group {group!r} within {CONSUMERS_WAIT_S:.0f} s: producing anyway (frames no consumer "
                 "reads within maxFrameAgeMs will be dropped as stale)"
             )
-
-    # -- pools ---------------------------------------------------------------------------------------
-
-    async def scale_consumers(self, n: int) -> None:
-        spec_json = self.spec.model_dump_json(by_alias=True)
-        while len(self.consumers) < n:
-            # ray.remote adds `.options`; mypy does not apply class decorators.
-            options = ConsumerActor.options(num_cpus=self.spec.consumer.cpus_per_actor)  # type: ignore[attr-defined]
-            actor = options.remote(spec_json, str(self.results_log), self.fleet.metadata.name)
-            self.consumers.append(actor)  # released with the others if it never starts
-            await _answer(actor.start.remote(), ACTOR_START_S, "a new consumer's start")
-        while len(self.consumers) > n:
-            actor = self.consumers.pop()
-            await _answers([actor.stop.remote()], ACTOR_START_S)
-            ray.kill(actor)
-
-    async def rebalance_producers(self, n: int) -> None:
-        """Resize the producer pool and move camera shards. Moves happen at a handover time a few seconds
-        ahead: the old owner produces the slots before it, the new owner (already started) those after."""
-        spec_json = self.spec.model_dump_json(by_alias=True)
-        while len(self.producers) < n:
-            options = ProducerActor.options(num_cpus=self.spec.producer.cpus_per_actor)  # type: ignore[attr-defined]
-            actor = options.remote(spec_json, self.epoch_ms, self.fleet.metadata.name)
-            self.producers.append(actor)
-            self.producer_plan.append(set())
-        plan = [{s.key for s in shards} for shards in plan_shards(self.spec, n)]
-        plan += [set() for _ in range(len(self.producers) - n)]
-        handover = time.time() + HANDOVER_S if any(self.producer_plan) else None
-        self.producer_plan = plan
-        await asyncio.gather(
-            *(
-                _answer(a.assign.remote(spec_json, sorted(p), handover), ACTOR_START_S, "a producer's shards")
-                for a, p in zip(self.producers, plan, strict=True)
-            )
-        )
-        while len(self.producers) > n:
-            actor = self.producers.pop()
-            self.producer_plan.pop()
-            self.note_producer_stats(await _answers([actor.stop.remote()], ACTOR_START_S))
-            ray.kill(actor)
 
     # -- while running ---------------------------------------------------------------------------------
 
@@ -344,21 +312,15 @@ class FleetRunner:
             and not self.spec.serving.url
         ):
             self.deploy_serving()
-        if self.opts.role in ("all", "consumer"):
-            await _answers(c.update_spec.remote(self.spec.model_dump_json(by_alias=True)) for c in self.consumers)
-            await self.scale_consumers(self.spec.consumer.actors)
-        if self.opts.role in ("all", "producer"):
-            await self.rebalance_producers(self.spec.producer.actors)
+        sizes = {
+            Pool.PRODUCER: pool_size_after_edit(self.spec.producer, self.pools.desired.get(Pool.PRODUCER, 0)),
+            Pool.CONSUMER: pool_size_after_edit(self.spec.consumer, self.pools.desired.get(Pool.CONSUMER, 0)),
+        }
+        await self.pools.apply_spec(self.spec, sizes)
         self.say(
-            f"manifest change from {source} applied: {len(self.spec.cameras)} cameras, {len(self.producers)} producers, {len(self.consumers)} consumers"
+            f"manifest change from {source} applied: {len(self.spec.cameras)} cameras, "
+            f"{len(self.pools.producers)} producers, {len(self.pools.consumers)} consumers"
         )
-
-    async def restart_lost_members(self) -> None:
-        """Ray restarts a crashed actor with a fresh state: give it its work again (both calls are idempotent)."""
-        spec_json = self.spec.model_dump_json(by_alias=True)
-        calls = [c.start.remote(spec_json) for c in self.consumers]
-        calls += [a.assign.remote(spec_json, sorted(plan)) for a, plan in zip(self.producers, self.producer_plan, strict=True)]
-        await _answers(calls)
 
     # -- the ledger's sources ---------------------------------------------------------------------------
 
@@ -390,21 +352,18 @@ class FleetRunner:
             for topic, start in self.start_offsets.items()
         }
 
-    def note_producer_stats(self, answers: list[ProducerStats]) -> None:
-        for stats in answers:
-            self.producer_stats[stats.incarnation] = stats
-
     async def gather_stats(self) -> tuple[dict[str, ProducerCameraStats], list[ConsumerStats]]:
-        answers = await _answers(a.stats.remote() for a in self.producers)
-        self.note_producer_stats(answers)
+        answers = await member_answers(a.stats.remote() for a in self.pools.producers)
+        self.pools.note_producer_stats(answers)
         self.admission_shares = [a.admission_share for a in answers]
-        producer = merge_producer_stats(self.producer_stats.values())
-        return producer, await _answers(c.stats.remote() for c in self.consumers)
+        producer = merge_producer_stats(self.pools.producer_stats.values())
+        return producer, await member_answers(c.stats.remote() for c in self.pools.consumers)
 
     async def progress(self) -> None:
         producer, consumers = await self.gather_stats()
         if self.metrics is not None:
             self.metrics.update(producer, consumers)
+        await self.pools.report()
         elapsed = time.monotonic() - self.started
         produced = sum(p.produced for p in producer.values())
         outcomes = merge_outcomes(consumers).values()
@@ -416,6 +375,7 @@ class FleetRunner:
         self.say(
             f"[{elapsed:6.0f}s] produced {produced} ({produced / max(elapsed, 1e-9):.1f}/s)  processed {processed}  "
             f"dropped {dropped}  failed {failed}{admitting}  lag {sum(c.total_lag for c in consumers)}  p50 {lat['p50']} ms"
+            + (f"  {self.pools.describe()}" if self.pools.autoscaled() else "")
             + (f"  cameras down: {', '.join(down)}" if down else "")
         )
 
@@ -431,14 +391,30 @@ class FleetRunner:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             await self.apply_manifest_change()
-            await self.restart_lost_members()
-            live = await _answers(a.stats.remote() for a in self.producers)
-            self.note_producer_stats(live)
+            await self.pools.restart_lost_members()
+            live = await member_answers(a.stats.remote() for a in self.pools.producers)
+            self.pools.note_producer_stats(live)
+            await self.pools.settle()
+            if self.pools.autoscaled() and time.monotonic() >= self.next_scale_look:
+                self.next_scale_look = time.monotonic() + SCALE_LOOK_S
+                await self.pools.autoscale(live)
             if self.console is not None:
-                self.console.update_producers(merge_producer_stats(self.producer_stats.values()), merge_producer_stats(live))
+                self.console.update_producers(merge_producer_stats(self.pools.producer_stats.values()), merge_producer_stats(live))
+                self.console.update_pools(self.pool_views())
             if time.monotonic() >= next_progress:
                 await self.progress()
                 next_progress += self.opts.progress_interval_s
+
+    def pool_views(self) -> list[PoolView]:
+        """The console's view of the pools this run runs."""
+        from camerafleet.console.records import PoolView
+
+        views = []
+        for pool in self.pools.desired:
+            status, scaling = self.pools.pool_status(pool), getattr(self.spec, pool).autoscaling
+            max_actors = None if scaling is None else scaling.max_actors
+            views.append(PoolView(pool=pool, actors=status.actors, desired_actors=status.desired_actors, max_actors=max_actors))
+        return views
 
     # -- stop ----------------------------------------------------------------------------------------
 
@@ -447,7 +423,7 @@ class FleetRunner:
         Kafka offsets: until the group has committed every camera topic up to its end offset (it commits only
         after writing those frames' results). Without: until no consumer lags and no batch finished for 2 s."""
         timeout_s = self.opts.drain_timeout_s if timeout_s is None else timeout_s
-        if not self.consumers and self.results_start is None:
+        if not self.pools.consumers and self.results_start is None:
             return  # a producer-only run with its own results log: nobody's outcomes to wait for
         if kafka is not None:
             want = {(i["topic"], int(p)): end for i in kafka.values() for p, (start, end) in i["offsets"].items() if end > start}
@@ -461,7 +437,7 @@ class FleetRunner:
         deadline = time.monotonic() + timeout_s
         quiet_since, last_batches = time.monotonic(), -1
         while time.monotonic() < deadline:
-            stats: list[ConsumerStats] = await _answers(c.stats.remote() for c in self.consumers)
+            stats: list[ConsumerStats] = await member_answers(c.stats.remote() for c in self.pools.consumers)
             batches = sum(s.batches for s in stats)
             if batches != last_batches:
                 quiet_since, last_batches = time.monotonic(), batches
@@ -475,23 +451,26 @@ class FleetRunner:
         self.say("stopping producers, draining consumers ...")
         produce_seconds = time.monotonic() - self.started
         budget = StopBudget(max(STOP_BUDGET_S, self.opts.drain_timeout_s + STOP_RESERVE_S))
-        self.note_producer_stats(await _answers((a.stop.remote() for a in self.producers), budget.left(15)))
+        self.pools.note_producer_stats(await member_answers((a.stop.remote() for a in self.pools.producers), budget.left(15)))
         kafka = await self.kafka_ledger() if self.start_offsets else None
         await self.drain(kafka, budget.left(self.opts.drain_timeout_s, keep=STOP_RESERVE_S))
-        await _answers((c.stop.remote() for c in self.consumers), budget.left(15, keep=5))
+        stopped: list[ConsumerStats] = await member_answers((c.stop.remote() for c in self.pools.consumers), budget.left(15, keep=5))
+        self.pools.nodes[Pool.CONSUMER].update(c.node for c in stopped)
         records, results_from = await self.results(budget.left(60))
-        return build_summary(
+        summary = build_summary(
             fleet=self.fleet.metadata.name,
             run_id=self.run_id,
             epoch_ms=self.epoch_ms,
             duration_s=produce_seconds,
-            producer=merge_producer_stats(self.producer_stats.values()),
+            producer=merge_producer_stats(self.pools.producer_stats.values()),
             records=records,
             results_from=results_from,
             cameras=[c.id for c in self.spec.cameras],
             kafka=kafka,
             shards={c.id: c.producer_shards for c in self.spec.cameras},
         )
+        summary["pools"] = self.pools.summary()
+        return summary
 
     async def results(self, timeout_s: float = 120.0) -> tuple[list[dict[str, Any]], str]:
         """The run's results and where they were read: the results log, or the run's span of the results topic
@@ -528,10 +507,7 @@ class FleetRunner:
 
     def _release(self) -> None:
         """Kill the actors and delete the Serve app this run started (also after a failed start)."""
-        for actor in [*self.producers, *self.consumers]:
-            with contextlib.suppress(Exception):  # already dead
-                ray.kill(actor)
-        self.producers, self.consumers = [], []
+        self.pools.release()
         if self.deployed_app is not None:
             from ray import serve
 
@@ -540,31 +516,10 @@ class FleetRunner:
             self.deployed_app = None
 
 
-async def _answers(calls: Any, timeout_s: float = ACTOR_CALL_S) -> list[Any]:
-    """Results of actor calls, leaving out members that are dead, restarting or do not answer within
-    `timeout_s` (logged)."""
-    results = await asyncio.gather(*(asyncio.wait_for(c, timeout_s) for c in calls), return_exceptions=True)
-    for err in (r for r in results if isinstance(r, BaseException)):
-        why = f"no answer within {timeout_s:.0f} s" if isinstance(err, TimeoutError) else type(err).__name__
-        log.warning("a pool member did not answer: %s", why)
-    return [r for r in results if not isinstance(r, BaseException)]
-
-
-async def _answer(call: Any, timeout_s: float, what: str) -> Any:
-    """One actor call that must succeed (a start, an assignment), within `timeout_s`."""
-    try:
-        return await asyncio.wait_for(call, timeout_s)
-    except TimeoutError:
-        raise RuntimeError(f"{what} did not finish within {timeout_s:.0f} s; is the Ray cluster short of CPUs? (`ray status`)") from None
-
-
 async def run_fleet(fleet: CameraFleet, opts: RunOptions) -> dict[str, Any]:
     """The CLI's run: until the duration ends or SIGINT / SIGTERM; returns the summary."""
     runner = FleetRunner(fleet, opts)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # also while starting: producers may wait for consumers
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, runner.stop_event.set)
+    runner.stop_on_signals()  # also while starting: producers may wait for consumers
     async with runner:
         await runner.run_until_stopped()
     assert runner.summary is not None

@@ -56,6 +56,9 @@ class ProducerStats:
     restarted: bool
     cameras: dict[str, ProducerCameraStats] = field(default_factory=dict)
     admission_share: float = 1.0  # share of slots this actor admits now
+    cpu_seconds: float = 0.0  # CPU time of the actor's process (its threads too): the producer pool's busy share
+    alive_seconds: float = 0.0
+    node: str = ""  # the Ray node the actor runs on
 
 
 def merge_producer_stats(stats: Iterable[ProducerStats]) -> dict[str, ProducerCameraStats]:
@@ -119,6 +122,10 @@ class ConsumerStats:
     batches: int = 0
     loop_restarts: int = 0
     last_error: str | None = None
+    incarnation: str = ""
+    busy_seconds: float = 0.0  # batch-seconds at the inference service / maxInFlightBatches: the pool's busy share
+    alive_seconds: float = 0.0
+    node: str = ""  # the Ray node the actor runs on
 
     @property
     def total_lag(self) -> int:

@@ -18,7 +18,10 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
 from camerafleet.api.manifest import manifest_from_text
+from camerafleet.api.pool_status import PoolStatus
+from camerafleet.kube_api import KubeApi
 from camerafleet.manifest_source import ConfigMapManifest, ManifestUnreadable
+from camerafleet.status_writer import StatusWriter
 from camerafleet.topics import TopicReconciler
 from camerafleet_dev.generators import chart_files
 from camerafleet_dev.generators.crd import CRD_PATH
@@ -223,7 +226,7 @@ def test_create_update_and_explain(cluster, kafka_server):
     assert any(e["reason"] == "NotSupported" for e in json.loads(events)["items"])
 
 
-def test_job_pods_read_their_fleets_manifest_and_nothing_else(cluster, controlplane, kafka_server, tmp_path):
+def test_job_pods_read_their_fleets_manifest_write_its_pools_and_nothing_else(cluster, controlplane, kafka_server, tmp_path):
     """The grant the operator makes so a running job sees manifest edits in seconds (not after the
     kubelet's next sync of the mounted file): read with the runner's own code and that service account."""
     k = kafka_server.bootstrap
@@ -239,11 +242,30 @@ def test_job_pods_read_their_fleets_manifest_and_nothing_else(cluster, controlpl
     token.write_text(controlplane.kubectl("create", "token", "reader-runner", "-n", NS, check=True).stdout.strip())
 
     def source(name: str) -> ConfigMapManifest:
-        return ConfigMapManifest(controlplane.server, NS, name, token, controlplane.ca_path)
+        return ConfigMapManifest(KubeApi(controlplane.server, NS, token, controlplane.ca_path), name)
 
     assert manifest_from_text(source("reader-config").read(), "reader").spec.cameras[1].id == "2"
+    api = KubeApi(controlplane.server, NS, token, controlplane.ca_path)
+    writer = StatusWriter(api, "reader")
+    writer.pools({"producer": PoolStatus(actors=2, desired_actors=3, nodes=2, message="1 new actor(s) waiting for Ray to place them")})
+    assert not writer.failing and writer.uid == cluster.get("camerafleet", "reader")["metadata"]["uid"]
+    writer.event("PoolScaled", "producer pool: 2 -> 3 actors (busy)")
+    assert not writer.failing
     assert cluster.apply(fleet("reader", k, cameras=3)).returncode == 0
     wait_for("the edit read through the API", lambda: len(manifest_from_text(source("reader-config").read(), "reader").spec.cameras) == 3)
+    status = wait_for("the edit reconciled", lambda: (s := cluster.get("camerafleet", "reader")["status"]).get("cameras") == 3 and s)
+    assert status["pools"]["producer"]["actors"] == 2 and status["pools"]["producer"]["desiredActors"] == 3, (
+        "the operator keeps the runs' part"
+    )
+    assert "consumer" not in status["pools"], "each run writes its own pool"
+    row = cluster.kubectl("get", "camerafleet", "reader", "-n", NS).stdout
+    assert "PRODUCERS" in row.splitlines()[0] and " 2 " in row.splitlines()[1]
+    events = json.loads(cluster.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=reader", "-o", "json").stdout)
+    scaled = [e for e in events["items"] if e["reason"] == "PoolScaled"]
+    assert scaled and scaled[0]["involvedObject"]["uid"] == writer.uid and scaled[0]["source"]["component"] == "camerafleet-run"
+    stranger = StatusWriter(api, "alpha")
+    stranger.pools({"producer": PoolStatus(actors=9, desired_actors=9)})
+    assert stranger.failing, "a fleet's runs may write only their own fleet's status"
     with pytest.raises(ManifestUnreadable, match="HTTP 403: the Pod's service account may not get it"):
         source("alpha-config").read()
     runner = controlplane.service_account_kubeconfig(NS, "reader-runner", tmp_path / "kubeconfig")

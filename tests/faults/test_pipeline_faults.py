@@ -149,7 +149,7 @@ def test_consumer_killed_mid_batch_loses_nothing(tmp_path, kafka_server, ray_clu
 
     async def kill_consumer(runner):
         await results_at_least(runner, 20)
-        victim = runner.consumers[0]
+        victim = runner.pools.consumers[0]
         before = (await victim.stats.remote()).batches
         seen["pid"] = await sigkill(victim)
         seen["batches_before"] = before
@@ -235,7 +235,7 @@ def test_producer_killed_loses_nothing_and_reports_the_missed_slots(tmp_path, ka
 
     async def kill_producer(runner):
         await results_at_least(runner, 20)
-        victim = runner.producers[0]
+        victim = runner.pools.producers[0]
         seen["sampled_before"] = sum(c.produced for c in (await victim.stats.remote()).cameras.values())
         seen["pid"] = await sigkill(victim)
         seen["new_pid"], seen["restart_s"] = await back_with_new_pid(victim, seen["pid"])

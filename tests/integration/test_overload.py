@@ -62,7 +62,7 @@ def test_a_slow_model_makes_producers_shed_evenly_and_the_ledger_balances(tmp_pa
         def shed_enough() -> bool:
             return min(camera_stats(runner, c.id).shed_slots for c in runner.spec.cameras) >= SHED_PER_CAMERA
 
-        await wait_until(f"{SHED_PER_CAMERA} slots shed by every camera", shed_enough, context=lambda: runner.producer_stats)
+        await wait_until(f"{SHED_PER_CAMERA} slots shed by every camera", shed_enough, context=lambda: runner.pools.producer_stats)
 
     runner, s = asyncio.run(run_fleet_for(manifest, None, shedding))
 

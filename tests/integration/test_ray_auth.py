@@ -54,8 +54,14 @@ def token_head(tmp_path_factory) -> Iterator[tuple[str, str]]:
     """(dashboard URL, token) of a one-node Ray cluster with token authentication on."""
     token = secrets.token_urlsafe(32)
     dashboard_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_AUTH_MODE": "token", TOKEN_ENV: token}
     temp = tmp_path_factory.mktemp("ray-auth")
+    # HOME: Ray keeps the token it runs with in ~/.ray/auth_token, and every later `ray start` on the machine that
+    # finds that file turns token authentication on (its clients, without the token, are then refused).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {
+        "RAY_AUTH_MODE": "token",
+        TOKEN_ENV: token,
+        "HOME": str(temp),
+    }
     log = (temp / "head.log").open("wb")
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=1",

@@ -46,12 +46,12 @@ def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ra
             **common,
         )
         # The runner reads the manifest every watch interval and starts a producer actor (a new Ray worker).
-        await wait_until("the manifest change applied", lambda: len(runner.producers) == 2 and len(runner.spec.cameras) == 3)
+        await wait_until("the manifest change applied", lambda: len(runner.pools.producers) == 2 and len(runner.spec.cameras) == 3)
         await until_processed(runner, 3, ["3"])
         # Every consumer at once (as when their Pod goes): Ray restarts each with the spec it was created with,
         # which lacks camera 3; the runner must hand them the current one.
         before = len(read_results(runner))
-        for consumer in runner.consumers:
+        for consumer in runner.pools.consumers:
             ray.kill(consumer, no_restart=False)
         await wait_until(
             "results for every camera after the consumers came back",

@@ -209,11 +209,15 @@ def test_rendered_objects():
     assert volumes == [{"name": "fleet-config", "configMap": {"name": "f-config"}}]
 
 
-def test_job_pods_may_read_their_fleets_config_map_and_nothing_else():
+def test_job_pods_may_read_their_fleets_config_map_write_its_pools_and_nothing_else():
     s = spec()
     _, account, role, binding, svc, producer, consumer, _ = render.fleet_objects("f", "ns", s)
     assert account["metadata"]["name"] == "f-runner"
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["f-config"], "verbs": ["get"]}]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["f-config"], "verbs": ["get"]},
+        {"apiGroups": ["camerafleet.io"], "resources": ["camerafleets/status"], "resourceNames": ["f"], "verbs": ["patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "f-runner", "namespace": "ns"}]
     for job in (producer, consumer):
         cluster = job["spec"]["rayClusterSpec"]

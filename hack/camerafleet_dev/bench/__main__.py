@@ -11,6 +11,9 @@ Phases, all in one run on the same frames (the demo clips) and models (CenterFac
                  at the source (producers take every slot); and the load sweep 1x, 1.5x, 3x (with 0.5x and 2x:
                  throughput and latency against offered load)
  7. autoscaling  a load step with fast autoscaling settings: seconds to scale up and back down
+    elastic      a load step (a fifth of saturation, four fifths, a fifth) through autoscaled producer and consumer
+                 pools, and through fixed ones: when the pipeline keeps up again, when the pools are back down, and
+                 what each costs (`elastic.py`)
  8. live cameras producer CPU per 1080p30 RTSP/MJPEG camera by decoding mode, and cameras per core (`live.py`)
 Memory and CPU are sampled all along (`probe.py`); stage CPU comes from CAMERAFLEET_PROFILE_DIR.
 Kafka is started for the run unless KAFKA_BOOTSTRAP names a broker.
@@ -35,6 +38,7 @@ from camerafleet import profiling
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.api.settings import Settings
 from camerafleet.runner import FleetRunner
+from camerafleet_dev.bench.elastic import elastic_figures, elastic_step, phase_name
 from camerafleet_dev.bench.limit import format_variants, measure_limit, measure_variants
 from camerafleet_dev.bench.live import measure_live
 from camerafleet_dev.bench.phases import BASELINE, FAST_AUTOSCALING, Bench, PhaseResult
@@ -239,6 +243,9 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
             phases[name].notes["max_frame_age_ms"] = OVERLOAD_MAX_FRAME_AGE_MS
         phases["autoscaling"] = await autoscaling_step(bench, p, sat)
         phases["autoscaling"].notes["autoscaling"] = scaling_times(phases["autoscaling"])
+        for autoscaled in (True, False):
+            phases[phase_name(autoscaled)] = await elastic_step(bench, p, sat, autoscaled)
+        phases["elastic"].notes["elastic"] = elastic_figures(phases["elastic"], phases["elastic_fixed"])
     finally:
         serve.shutdown()
         ray.shutdown()

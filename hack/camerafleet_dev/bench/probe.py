@@ -93,7 +93,7 @@ def serve_replicas(app: str) -> dict[str, int]:
 
 
 class TimeSeries:
-    """Samples replicas, lag and memory of one phase every `interval` seconds until stopped."""
+    """Samples replicas, pool sizes, lag and memory of one phase every `interval` seconds until stopped."""
 
     def __init__(self, probe: ProcessProbe, runner: Any, app: str, interval: float):
         self.probe, self.runner, self.app, self.interval = probe, runner, app, interval
@@ -107,7 +107,9 @@ class TimeSeries:
             replicas = await asyncio.to_thread(serve_replicas, self.app)
             _, consumers = await self.runner.gather_stats()
             lag = sum(c.total_lag for c in consumers)
-            self.rows.append({"t": round(time.time() - self.t0, 2), "wall": time.time(), "replicas": replicas, "lag": lag, "rss": rss})
+            pools = {"producer": len(self.runner.pools.producers), "consumer": len(self.runner.pools.consumers)}
+            row = {"t": round(time.time() - self.t0, 2), "wall": time.time(), "replicas": replicas, "lag": lag, "rss": rss, "pools": pools}
+            self.rows.append(row)
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:

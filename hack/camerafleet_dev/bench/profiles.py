@@ -22,6 +22,9 @@ class BenchProfile(BaseModel):
     step_idle_seconds: float = Field(gt=0, description="Autoscaling phase: light load before the step.")
     step_load_seconds: float = Field(gt=0, description="Autoscaling phase: overload after the step.")
     step_after_seconds: float = Field(gt=0, description="Autoscaling phase: no load after the step, waiting for scale-down.")
+    elastic_idle_seconds: float = Field(gt=0, description="Elastic phases: light load (a fifth of saturation) before the step.")
+    elastic_load_seconds: float = Field(gt=0, description="Elastic phases: four fifths of saturation, held.")
+    elastic_after_seconds: float = Field(gt=0, description="Elastic phases: light load again, waiting for the pools to shrink.")
     sample_interval_seconds: float = Field(
         gt=0, description="How often replicas, lag, memory and CPU are sampled (the sampling costs CPU too)."
     )
@@ -59,6 +62,9 @@ PROFILES: dict[str, BenchProfile] = {
             step_idle_seconds=3,
             step_load_seconds=6,
             step_after_seconds=6,
+            elastic_idle_seconds=4,
+            elastic_load_seconds=10,
+            elastic_after_seconds=8,
             sample_interval_seconds=1.0,
             step_sample_interval_seconds=0.5,
             variant_seconds=2,
@@ -83,6 +89,9 @@ PROFILES: dict[str, BenchProfile] = {
             step_idle_seconds=10,
             step_load_seconds=25,
             step_after_seconds=25,
+            elastic_idle_seconds=20,
+            elastic_load_seconds=100,
+            elastic_after_seconds=80,
             sample_interval_seconds=1.0,
             step_sample_interval_seconds=0.5,
             variant_seconds=8,
@@ -107,6 +116,9 @@ PROFILES: dict[str, BenchProfile] = {
             step_idle_seconds=20,
             step_load_seconds=40,
             step_after_seconds=40,
+            elastic_idle_seconds=30,
+            elastic_load_seconds=420,
+            elastic_after_seconds=120,
             sample_interval_seconds=1.0,
             step_sample_interval_seconds=0.5,
             variant_seconds=20,

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from camerafleet_dev.bench import live
+from camerafleet_dev.bench import elastic, live
 
 # Processes that cost CPU whatever the load: the broker, Ray's own daemons, Serve's controller and proxy, the
 # benchmark's sampling. They are part of the pipeline's cost, but not per-frame work.
@@ -228,6 +228,7 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             tuple(bounded),
         ),
         ("overload: ledger balances", f"{over['ledger']}", "balanced", over["ledger"]["ledger_balanced"], ()),
+        *elastic.goals(ph["elastic"]["elastic"]),
         (
             "live 1080p30 H.264 camera at 1 fps (1 s keyframes): producer CPU, every frame decoded / live source",
             f"{live_ratio}x",
@@ -438,6 +439,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"`{r['phases']['autoscaling'].get('autoscaling', {}).get('settings')}`",
         "",
+        elastic.markdown(r["phases"]["elastic"]["elastic"]),
         live.markdown(r["live"]),
         "## Plots",
         "",
@@ -562,5 +564,6 @@ def write_report(results: dict[str, Any], out: Path) -> str:
     (out / "report.md").write_text(markdown(r))
     plots(r, results, out)
     live.plot(results["live"], out)
+    elastic.plot(results["phases"]["elastic"], results["phases"]["elastic_fixed"], out)
     table = markdown(r).split("## Phases")[0]
     return table + f"\nreport: {out / 'report.md'} (plots and report.json beside it)"

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from camerafleet.api.manifest import GROUP, KIND, PER_FLEET_ON_KUBERNETES, PLURAL, SHORT_NAMES, SINGULAR, VERSION, FleetSpec
 from camerafleet_dev.generators import ROOT
-from camerafleet_operator.status import FleetStatus
+from camerafleet_operator.status import CrdStatus
 
 CRD_PATH = ROOT / "operator" / "config" / "crd" / f"{GROUP}_{PLURAL}.yaml"
 CHART_CRD_PATH = ROOT / "charts" / "camerafleet-operator" / "crds" / CRD_PATH.name
@@ -93,6 +93,8 @@ def camerafleet_crd() -> dict[str, Any]:
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
                         {"name": "Cameras", "type": "integer", "jsonPath": ".status.cameras"},
+                        {"name": "Producers", "type": "integer", "jsonPath": ".status.pools.producer.actors"},
+                        {"name": "Consumers", "type": "integer", "jsonPath": ".status.pools.consumer.actors"},
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
@@ -107,7 +109,7 @@ def camerafleet_crd() -> dict[str, Any]:
                                 "kind": {"type": "string", "description": "CameraFleet"},
                                 "metadata": {"type": "object"},
                                 "spec": openapi_schema(FleetSpec),
-                                "status": openapi_schema(FleetStatus),
+                                "status": openapi_schema(CrdStatus),
                             },
                         }
                     },

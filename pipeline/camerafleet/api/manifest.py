@@ -239,13 +239,65 @@ class AdmissionSpec(Strict):
     interval_ms: int = Field(default=500, ge=50, le=60_000, description="How often each producer actor reads the backlog from Kafka.")
 
 
-class ProducerSpec(Strict):
+class PoolAutoscalingSpec(Strict):
+    """A producer or consumer pool that sizes itself to its load (see `pool_scaling.py` for the signals)."""
+
+    min_actors: int = Field(default=1, ge=1, le=1024, description="Fewest actors in the pool.")
+    max_actors: int = Field(default=8, ge=1, le=1024, description="Most actors in the pool; each needs its cpusPerActor free in Ray.")
+    target_busy: float = Field(
+        default=0.6,
+        gt=0,
+        le=1,
+        description="Share of its capacity each actor should be busy (a producer: one core; a consumer: its in-flight "
+        "batches). Above it actors are added, well below it removed; frames shed, slots skipped or Kafka lag growing "
+        "add one more whatever the share. 0.6 leaves room for a camera's keyframe bursts.",
+    )
+    upscale_delay_seconds: float = Field(
+        default=15.0, ge=0, le=3600, description="How long every look at the pool must ask for more actors before they are added."
+    )
+    downscale_delay_seconds: float = Field(
+        default=120.0, ge=0, le=86400, description="How long every look at the pool must ask for fewer actors before they are removed."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PoolAutoscalingSpec:
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"minActors ({self.min_actors}) is larger than maxActors ({self.max_actors})")
+        return self
+
+
+class PoolSpec(Strict):
+    """What producer and consumer pools share: their size, fixed or autoscaled."""
+
+    actors: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="Actors in the pool; with autoscaling, the size it starts at (between minActors and maxActors). Changing it "
+        "while running resizes the pool without losing frames.",
+    )
+    autoscaling: PoolAutoscalingSpec | None = Field(
+        default=None, description="Let the pool size itself to its load between minActors and maxActors; unset, `actors` is fixed."
+    )
+
+    @model_validator(mode="after")
+    def _starts_within_bounds(self) -> PoolSpec:
+        a = self.autoscaling
+        if a is not None and not a.min_actors <= self.actors <= a.max_actors:
+            raise ValueError(
+                f"actors ({self.actors}) is where the autoscaled pool starts and must lie between autoscaling.minActors "
+                f"({a.min_actors}) and autoscaling.maxActors ({a.max_actors})"
+            )
+        return self
+
+
+class ProducerSpec(PoolSpec):
     actors: int = Field(
         default=1,
         ge=0,
         le=1024,
         description="Producer actors in the pool; camera shards are spread over them round-robin. Changing it "
-        "while running moves shards without losing sampled frames.",
+        "while running moves shards without losing sampled frames. With autoscaling, the size it starts at.",
     )
     cpus_per_actor: float = Field(default=0.5, ge=0, le=64, description="Ray CPUs reserved by each producer actor.")
     reconnect_initial_seconds: float = Field(
@@ -265,8 +317,13 @@ class ProducerSpec(Strict):
     )
 
 
-class ConsumerSpec(Strict):
-    actors: int = Field(default=1, ge=0, le=1024, description="Consumer actors in the fleet's consumer group.")
+class ConsumerSpec(PoolSpec):
+    actors: int = Field(
+        default=1,
+        ge=0,
+        le=1024,
+        description="Consumer actors in the fleet's consumer group; with autoscaling, the size it starts at.",
+    )
     cpus_per_actor: float = Field(default=0.25, ge=0, le=64, description="Ray CPUs reserved by each consumer actor.")
     max_batch_frames: int = Field(
         default=16, ge=1, le=1024, description="Most frames one consumer sends to the inference service in one call."

@@ -110,6 +110,24 @@ RUN_MISSED_SLOTS = MetricDef(
     Exporter.RUN,
 )
 RUN_CONSUMER_LAG = MetricDef("camerafleet_run_consumer_lag", G, "Messages not yet consumed, all camera topics.", ("fleet",), Exporter.RUN)
+RUN_POOL_ACTORS = MetricDef(
+    "camerafleet_run_pool_actors", G, "Actors in the run's producer and consumer pools now.", ("fleet", "pool"), Exporter.RUN
+)
+RUN_POOL_BUSY = MetricDef(
+    "camerafleet_run_pool_busy",
+    G,
+    "Mean busy share of a pool's actors at the autoscaler's last look (producers: CPU per core; consumers: batches in "
+    "flight per maxInFlightBatches); the pool aims for its autoscaling.targetBusy.",
+    ("fleet", "pool"),
+    Exporter.RUN,
+)
+RUN_POOL_DECISIONS = MetricDef(
+    "camerafleet_run_pool_scaling_decisions",
+    C,
+    "Changes of a pool's size by its autoscaler, by direction (up, down) and reason (busy, falling_behind, idle, bounds).",
+    ("fleet", "pool", "direction", "reason"),
+    Exporter.RUN,
+)
 
 OPERATOR_RECONCILES = MetricDef(
     "camerafleet_operator_reconciles",
@@ -141,7 +159,16 @@ PIPELINE_METRICS = (
     SOURCE_UP,
     SLOTS_SHED,
 )
-RUN_METRICS = (RUN_FRAMES, RUN_SOURCE_UP, RUN_SOURCE_PROBLEMS, RUN_MISSED_SLOTS, RUN_CONSUMER_LAG)
+RUN_METRICS = (
+    RUN_FRAMES,
+    RUN_SOURCE_UP,
+    RUN_SOURCE_PROBLEMS,
+    RUN_MISSED_SLOTS,
+    RUN_CONSUMER_LAG,
+    RUN_POOL_ACTORS,
+    RUN_POOL_BUSY,
+    RUN_POOL_DECISIONS,
+)
 OPERATOR_METRICS = (OPERATOR_RECONCILES, OPERATOR_FLEET_PHASE)
 ALL_METRICS = PIPELINE_METRICS + RUN_METRICS + OPERATOR_METRICS
 

@@ -126,6 +126,13 @@ class ModelView(Record):
     batch_ms_p50: float | None = Field(description="Median batch time, ms.")
 
 
+class PoolView(Record):
+    pool: str = Field(description="producer or consumer.")
+    actors: int = Field(description="Actors running now.")
+    desired_actors: int = Field(description="Actors the pool should have; more than `actors` while new ones wait for room.")
+    max_actors: int | None = Field(description="The autoscaler's maxActors; empty when the pool's size is fixed.")
+
+
 class FleetHeader(Record):
     fleet: str = Field(description="Fleet name.")
     cameras: int = Field(description="Cameras in the manifest.")
@@ -138,6 +145,7 @@ class FleetHeader(Record):
     shed_slots: int | None = Field(description="Slots shed by admission in this run (not frames: never captured).")
     lag: int | None = Field(description="Announced frames without a result yet (the consumer group's backlog).")
     models: list[ModelView] = Field(description="Each model's replicas and batching.")
+    pools: list[PoolView] = Field(description="The producer and consumer pools this process runs.")
 
 
 class FleetSnapshot(Record):

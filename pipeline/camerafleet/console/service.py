@@ -19,6 +19,7 @@ from camerafleet.admission import KafkaBacklog
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.bucket import open_bucket
 from camerafleet.console.feeds import ReplicaReader, follow_lag, follow_replicas, follow_results
+from camerafleet.console.records import PoolView
 from camerafleet.console.server import FrameCache, console_app
 from camerafleet.console.view import FleetView
 from camerafleet.stats import ProducerCameraStats
@@ -114,6 +115,9 @@ class Console:
             up, problem = (current.source_up, current.last_problem) if current is not None else (False, None)
             now[cam] = replace(stats, source_up=up, last_problem=problem)
         self.view.update_producers(now)
+
+    def update_pools(self, pools: list[PoolView]) -> None:
+        self.view.update_pools(pools)
 
     async def stop(self) -> None:
         self.stopping.set()  # ends the live streams, so uvicorn's shutdown does not wait for them

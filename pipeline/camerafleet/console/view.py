@@ -25,6 +25,7 @@ from camerafleet.console.records import (
     HealthFlag,
     ModelResult,
     ModelView,
+    PoolView,
     RecentFrame,
 )
 from camerafleet.stats import ProducerCameraStats
@@ -80,6 +81,7 @@ class FleetView:
         self.cameras = {cam: _Camera(cam, stall) for cam, stall in cameras.items()}
         self.models = {name: _Model(most) for name, most in models.items()}
         self.lag: int | None = None
+        self.pools: list[PoolView] = []
         self.ignored_records = 0  # records of cameras this fleet does not have, or not readable as results
 
     # -- feeding ---------------------------------------------------------------------------------------
@@ -143,6 +145,9 @@ class FleetView:
     def update_lag(self, lag: int | None) -> None:
         self.lag = lag
 
+    def update_pools(self, pools: list[PoolView]) -> None:
+        self.pools = pools
+
     def update_replicas(self, replicas: dict[str, int]) -> None:
         """Model name -> its running replicas."""
         for name, running in replicas.items():
@@ -176,6 +181,7 @@ class FleetView:
                 )
                 for name, m in self.models.items()
             ],
+            pools=self.pools,
         )
 
     def tile(self, camera_id: str) -> CameraTile:

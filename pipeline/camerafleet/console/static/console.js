@@ -167,6 +167,12 @@ function updateHeader(h) {
   $("f-failed").textContent = h.failed;
   $("f-lag").textContent = fmt(h.lag);
   $("f-shed").textContent = fmt(h.shedSlots);
+  // "2/3 producing (max 4), 1 consuming": actors now, desired when it differs, the autoscaler's bound.
+  $("f-actors").textContent = h.pools.length ? h.pools.map((p) => {
+    const now = p.desiredActors === p.actors ? String(p.actors) : `${p.actors}/${p.desiredActors}`;
+    const max = p.maxActors === null ? "" : ` (max ${p.maxActors})`;
+    return `${now} ${p.pool === "producer" ? "producing" : "consuming"}${max}`;
+  }).join(", ") : "–";
   $("models").replaceChildren(
     ...h.models.map((m) => {
       const replicas = m.replicas === null ? `max ${m.maxReplicas} replicas` : `${m.replicas}/${m.maxReplicas} replicas`;
