@@ -192,14 +192,16 @@ class ActorPools:
         )
 
     async def apply_spec(self, spec: FleetSpec, sizes: dict[Pool, int]) -> None:
-        """A manifest edit: the new spec to every member, the pools resized to `sizes`, shards planned anew."""
+        """A manifest edit: the new spec to every member, the pools resized to `sizes`, shards planned anew over the
+        producers placed (new ones join when Ray has placed them: on Kubernetes an edit that asks for more actors
+        than the cluster holds waits for a worker Pod, or is given up and said, instead of ending the run)."""
         self.update_spec(spec)
         spec_json = spec.model_dump_json(by_alias=True)
         if Pool.CONSUMER in self.desired:
             await member_answers(c.update_spec.remote(spec_json) for c in self.consumers)
-            await self.resize(Pool.CONSUMER, sizes[Pool.CONSUMER], wait=True)
+            await self.resize(Pool.CONSUMER, sizes[Pool.CONSUMER])
         if Pool.PRODUCER in self.desired:
-            await self.resize(Pool.PRODUCER, sizes[Pool.PRODUCER], wait=True)
+            await self.resize(Pool.PRODUCER, sizes[Pool.PRODUCER])
             await self._assign_shards(len(self.producers))
 
     async def restart_lost_members(self) -> None:

@@ -317,10 +317,7 @@ class FleetRunner:
             Pool.CONSUMER: pool_size_after_edit(self.spec.consumer, self.pools.desired.get(Pool.CONSUMER, 0)),
         }
         await self.pools.apply_spec(self.spec, sizes)
-        self.say(
-            f"manifest change from {source} applied: {len(self.spec.cameras)} cameras, "
-            f"{len(self.pools.producers)} producers, {len(self.pools.consumers)} consumers"
-        )
+        self.say(f"manifest change from {source} applied: {len(self.spec.cameras)} cameras, {self.pools.describe()}")
 
     # -- the ledger's sources ---------------------------------------------------------------------------
 

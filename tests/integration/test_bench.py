@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from camerafleet_dev.bench.elastic import ELASTIC_POOLS
 from camerafleet_dev.bench.phases import BASELINE, BATCHED, FAST_AUTOSCALING
 from camerafleet_dev.bench.report import PLOTS, STAGES
 from camerafleet_dev.devservers._process import free_port
@@ -28,6 +29,8 @@ PHASES = {
     "load_80",
     "old_design_load_50",
     "many_cameras",
+    "elastic",
+    "elastic_fixed",
     "overload",
     "overload_no_admission",
     "load_100",
@@ -108,7 +111,7 @@ def test_headline_is_derived_from_the_measured_rates(report):
 
 
 def test_many_cameras_memory_stages_and_autoscaling_are_reported(report):
-    _, r = report
+    out, r = report
     fair = r["headline"]["many_cameras"]
     assert fair["cameras"] == 12 and fair["most_frames"] >= fair["fewest_frames"] >= 0
     assert fair["fairness"] == _ratio(fair["fewest_frames"], fair["most_frames"], 3)
@@ -128,6 +131,10 @@ def test_many_cameras_memory_stages_and_autoscaling_are_reported(report):
         assert why["pipeline_cpu_ms_per_frame"] == r["components_cpu_ms_per_frame"]["total"] > why["platform_cpu_ms_per_frame"] > 0
     assert (why["old_design_cpu_ms_per_frame"] is None) == (r["phases"]["old_design"]["ledger"]["processed"] == 0)
     assert r["phases"]["autoscaling"]["autoscaling"]["settings"] == FAST_AUTOSCALING
+    el = r["phases"]["elastic"]["elastic"]
+    assert el["settings"] == ELASTIC_POOLS and el["step_at_s"] < el["down_at_s"]
+    assert set(el["variants"]) == {"elastic", "fixed"} and all(v["processed"] >= 0 for v in el["variants"].values())
+    assert (out / "elastic.png").stat().st_size > 0
     assert r["phases"]["overload"]["max_frame_age_ms"] > 0
 
 
