@@ -8,13 +8,12 @@ observedGeneration); `lastTransitionTime` only moves when a condition's status c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import Field
 
 from camerafleet.api.manifest import Strict
-from camerafleet.api.pool_status import PoolsStatus
+from camerafleet.api.pool_status import PoolsStatus, now_rfc3339
 
 # What a fleet needs to run: Ready is True when all four are.
 PARTS = ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning")
@@ -76,10 +75,6 @@ class CrdStatus(FleetStatus):
         default=None,
         description="The producer and consumer pools as their jobs last said: actors running and desired, like a Deployment's replicas.",
     )
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def set_condition(

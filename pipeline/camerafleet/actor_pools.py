@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 import ray
 
 from camerafleet.api.manifest import FleetSpec
-from camerafleet.api.pool_status import PoolStatus
+from camerafleet.api.pool_status import PoolStatus, now_rfc3339
 from camerafleet.consumer import ConsumerActor
 from camerafleet.pool_scaling import Decision, FleetPools, Pool
 from camerafleet.producer import ProducerActor, ShardKey, plan_shards
 from camerafleet.stats import ConsumerStats, ProducerStats, merge_producer_stats
-from camerafleet.status_writer import StatusWriter, now_rfc3339
+from camerafleet.status_writer import StatusWriter
 
 if TYPE_CHECKING:
     from camerafleet.driver_metrics import RunMetrics

@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import logging
 import socket
-from datetime import UTC, datetime
 from typing import Any
 
 from camerafleet.api.manifest import API_VERSION, KIND, PLURAL
-from camerafleet.api.pool_status import PoolStatus
+from camerafleet.api.pool_status import PoolStatus, now_rfc3339
 from camerafleet.kube_api import KubeApi, KubeApiError
 
 log = logging.getLogger("camerafleet.run")
 COMPONENT = "camerafleet-run"
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 class StatusWriter:

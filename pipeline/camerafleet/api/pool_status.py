@@ -4,9 +4,16 @@ so the producer and consumer jobs never overwrite each other, nor the operator's
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from pydantic import Field
 
 from camerafleet.api.manifest import Strict
+
+
+def now_rfc3339() -> str:
+    """Now as a Kubernetes status writes times (RFC 3339, UTC, whole seconds): the operator's conditions and the runs' pools."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 class PoolStatus(Strict):
