@@ -28,7 +28,7 @@ import ray
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.api.pool_status import PoolStatus, now_rfc3339
 from camerafleet.consumer import ConsumerActor
-from camerafleet.pool_scaling import Decision, FleetPools, Pool
+from camerafleet.pool_scaling import Decision, FleetPools, Pool, ScaleReason, keep_order
 from camerafleet.producer import ProducerActor, ShardKey, plan_shards
 from camerafleet.stats import ConsumerStats, ProducerStats, merge_producer_stats
 from camerafleet.status_writer import StatusWriter
@@ -82,6 +82,7 @@ class ActorPools:
         self.producer_stats: dict[str, ProducerStats] = {}
         self.consumers: list[Any] = []
         self.nodes: dict[Pool, set[str]] = {pool: set() for pool in Pool}  # every node each pool's actors were seen on
+        self.node_of: dict[Any, str] = {}  # the node Ray placed each member on (by actor id), for choosing who leaves
         self.desired: dict[Pool, int] = {}  # the pools this run runs, and the size each should have
         self.placing: dict[Pool, list[Placing]] = {Pool.PRODUCER: [], Pool.CONSUMER: []}
         self.scaling = FleetPools()  # the autoscaled pools' watches (none when both pools are fixed)
@@ -152,7 +153,9 @@ class ActorPools:
                 continue
             for p in placed:
                 placing.remove(p)
-                self.nodes[pool].add(p.ready.result().node)  # its first answer: the stats of where Ray placed it
+                node = p.ready.result().node  # its first answer: the stats of where Ray placed it
+                self.nodes[pool].add(node)
+                self.node_of[p.actor._actor_id] = node
             if pool is Pool.CONSUMER:
                 spec_json = self.spec.model_dump_json(by_alias=True)
                 self.consumers += [p.actor for p in placed]  # one that fails to start is started again by restart_lost_members
@@ -163,19 +166,32 @@ class ActorPools:
                 await self._assign_shards(len(self.producers))
         await self.report()
 
+    def _order_for_leaving(self, pool: Pool) -> None:
+        """The pool's members reordered so that those to drop first are last (`keep_order`: whole nodes emptied)."""
+        members = self.members(pool)
+        order = keep_order([self.node_of.get(a._actor_id, "") for a in members])
+        members[:] = [members[i] for i in order]
+        if pool is Pool.PRODUCER:
+            self.producer_plan = [self.producer_plan[i] for i in order]
+
     async def _shrink(self, pool: Pool, n: int) -> None:
+        self._order_for_leaving(pool)
         if pool is Pool.CONSUMER:
             while len(self.consumers) > n:  # each finishes its batches and leaves the group first
                 actor = self.consumers.pop()
                 self.nodes[pool].update(s.node for s in await member_answers([actor.stop.remote()], ACTOR_START_S))
-                _kill(actor)
+                self._forget(actor)
             return
         await self._assign_shards(n)  # the shards of the actors that go move to the first n
         while len(self.producers) > n:
             actor = self.producers.pop()
             self.producer_plan.pop()
             self.note_producer_stats(await member_answers([actor.stop.remote()], ACTOR_START_S))
-            _kill(actor)
+            self._forget(actor)
+
+    def _forget(self, actor: Any) -> None:
+        self.node_of.pop(actor._actor_id, None)
+        _kill(actor)
 
     async def _assign_shards(self, n: int) -> None:
         """Camera shards over the first `n` producers (the others get none). Moves happen at a handover time a few
@@ -199,9 +215,10 @@ class ActorPools:
         spec_json = spec.model_dump_json(by_alias=True)
         if Pool.CONSUMER in self.desired:
             await member_answers(c.update_spec.remote(spec_json) for c in self.consumers)
-            await self.resize(Pool.CONSUMER, sizes[Pool.CONSUMER])
+        for pool in (Pool.CONSUMER, Pool.PRODUCER):
+            if pool in self.desired and sizes[pool] != self.desired[pool]:
+                await self._scale(pool, self.desired[pool], sizes[pool], ScaleReason.MANIFEST)
         if Pool.PRODUCER in self.desired:
-            await self.resize(Pool.PRODUCER, sizes[Pool.PRODUCER])
             await self._assign_shards(len(self.producers))
 
     async def restart_lost_members(self) -> None:
@@ -231,20 +248,20 @@ class ActorPools:
             watch = self.scaling.watches.get(pool)
             if self.metrics is not None and watch is not None:
                 self.metrics.pool(pool, len(self.members(pool)), watch.last_busy)
-            current = size[pool]
-            if decision is None or not decision.changes(current):
-                continue
-            text = f"{pool} pool: {current} -> {decision.actors} actors ({decision.reason})"
-            self.say(text)
-            self.changes.append(
-                {"pool": pool, "from": current, "to": decision.actors, "reason": decision.reason, "atS": round(now - self.started, 1)}
-            )
-            self.last_scale[pool] = (now_rfc3339(), decision.reason)
-            if self.metrics is not None:
-                self.metrics.pool_scaled(pool, current, decision.actors, decision.reason)
-            if self.status is not None:
-                await asyncio.to_thread(self.status.event, "PoolScaled", text)
-            await self.resize(pool, decision.actors)
+            if decision is not None and decision.changes(size[pool]):
+                await self._scale(pool, size[pool], decision.actors, decision.reason)
+
+    async def _scale(self, pool: Pool, current: int, n: int, reason: ScaleReason) -> None:
+        """A change of a pool's size, said (log, the summary's changes, metrics, an Event, status.pools), then made."""
+        text = f"{pool} pool: {current} -> {n} actors ({reason})"
+        self.say(text)
+        self.changes.append({"pool": pool, "from": current, "to": n, "reason": reason, "atS": round(time.monotonic() - self.started, 1)})
+        self.last_scale[pool] = (now_rfc3339(), reason)
+        if self.metrics is not None:
+            self.metrics.pool_scaled(pool, current, n, reason)
+        if self.status is not None:
+            await asyncio.to_thread(self.status.event, "PoolScaled", text)
+        await self.resize(pool, n)
 
     # -- what is seen --------------------------------------------------------------------------------
 
@@ -299,6 +316,7 @@ class ActorPools:
             _kill(actor)
         self.producers, self.consumers = [], []
         self.placing = {Pool.PRODUCER: [], Pool.CONSUMER: []}
+        self.node_of.clear()
 
 
 def _kill(actor: Any) -> None:

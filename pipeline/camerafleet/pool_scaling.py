@@ -23,7 +23,7 @@ target (no flapping under a steady load). A change is made only when every look 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -44,6 +44,7 @@ class ScaleReason(StrEnum):
     IDLE = "idle"  # the actors are well under the target
     STEADY = "steady"  # no change asked, or not for long enough yet
     BOUNDS = "bounds"  # the pool is outside minActors..maxActors (they were edited): brought in at once
+    MANIFEST = "manifest"  # a manifest edit changed a fixed pool's `actors`, or moved an autoscaled one's bounds past it
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,16 @@ class PoolWatch:
         if share is None or size <= 0:
             return None
         return self.scaler.decide(now, PoolLoad(size, share * (size - placing) / size, any(grew) and not placing, backlog))
+
+
+def keep_order(nodes: list[str]) -> list[int]:
+    """The members of a pool (given by the node each runs on, in pool order) in the order to keep them: a pool
+    that shrinks drops the last ones. Ray's autoscaler removes only an idle node (a KubeRay worker Pod), so a
+    shrinking pool empties whole nodes: those holding fewest of its actors go first, and within a node the
+    newest actors. Dropping the newest alone (a pool grown 2 -> 6 over two nodes, SPREAD alternates) would leave
+    both nodes half full."""
+    count = Counter(nodes)
+    return sorted(range(len(nodes)), key=lambda i: (-count[nodes[i]], nodes[i], i))
 
 
 def pool_size_after_edit(pool: PoolSpec, current: int) -> int:

@@ -752,6 +752,65 @@ def test_rays_autoscaler_adds_a_serving_worker_pod_for_replicas_and_removes_it_a
     )
 
 
+def _pool_status(c: Cluster, pool: str) -> dict[str, Any]:
+    return ((c.get("camerafleet", FLEET) or {}).get("status") or {}).get("pools", {}).get(pool) or {}
+
+
+def test_a_growing_producer_pool_brings_a_job_worker_pod_and_a_shrinking_one_lets_it_go(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Issue 25 on Kubernetes: the producer pool's autoscaling bounds raised to one actor more than the job's Ray
+    cluster holds (its CPUs as Ray counts them: the worker Pods', plus the head's in the small-node layout), so
+    the new actor waits until Ray's autoscaler has KubeRay add a worker Pod; the run says so in the fleet's
+    `status.pools`. Back to the fixed pool, the newest actors go first, their Pod goes idle and is removed."""
+    c = installed
+    head = c.get("rayjob", f"{FLEET}-producer")["status"]["rayClusterName"]
+    selector = f"ray.io/cluster={head},ray.io/node-type=worker"
+    nodes = dashboard(c, head, "/api/v0/nodes?limit=100")["data"]["result"]["result"]
+    cpus = sum(n["resources_total"].get("CPU", 0) for n in nodes if n["state"] == "ALIVE")
+    per_actor = fleet["spec"]["producer"].get("cpusPerActor", 0.5)
+    grown = int(cpus / per_actor) + 1
+    before = len(c.items("pods", "-l", selector))
+    fixed = fleet["spec"]["producer"]
+
+    def set_producer(producer: dict[str, Any]) -> None:
+        c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": {"producer": producer}}))
+
+    started = time.time()
+    set_producer({"actors": grown, "autoscaling": {"minActors": grown, "maxActors": grown}})
+    try:
+        try:
+            wait_for(
+                f"{grown} producer actors in status.pools",
+                lambda: _pool_status(c, "producer").get("actors") == grown,
+                RECOVERY_TIMEOUT_S,
+                5,
+            )
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{_scheduling_state(c, head, selector)}") from None
+        up_s = time.time() - started
+        pods_grown = [p for p in c.items("pods", "-l", selector) if p["status"].get("phase") == "Running"]
+        assert len(pods_grown) == before + 1, [p["metadata"]["name"] for p in pods_grown]
+        status = _pool_status(c, "producer")
+        assert status["desiredActors"] == grown and status["nodes"] >= 2, status
+        assert status["lastScaleReason"] == "manifest", status
+    finally:
+        set_producer({"actors": fixed["actors"], "autoscaling": None})
+    down = time.time()
+    wait_for(
+        f"{fixed['actors']} producer actors in status.pools",
+        lambda: _pool_status(c, "producer").get("actors") == fixed["actors"],
+        RECOVERY_TIMEOUT_S,
+        5,
+    )
+    # Ray's autoscaler lets a worker go after it has been idle for 60 s (KubeRay's idleTimeoutSeconds default).
+    wait_for(f"{before} producer worker Pod(s) again", lambda: len(c.items("pods", "-l", selector)) == before, RECOVERY_TIMEOUT_S, 5)
+    report(
+        "producer pool on Kubernetes",
+        f"{grown} actors (the cluster held {cpus:g} CPUs = {int(cpus / per_actor)} actors): all placed {up_s:.0f} s after the edit, "
+        f"job worker Pods {before} -> {before + 1}; back to {fixed['actors']} actors: Pods {before + 1} -> {before} "
+        f"{time.time() - down:.0f} s after the edit",
+    )
+
+
 def test_the_operator_chart_upgraded_with_a_crd_change_adopts_the_running_fleet(
     installed: Cluster, fleet: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -64,6 +64,7 @@ def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ra
     assert s["ledger_balanced"], s
     assert s["dropped"] == 0 and s["failed"] == 0, s
     assert s["processed"] == s["produced"] > 0
+    assert {(c["pool"], c["from"], c["to"], c["reason"]) for c in s["pools"]["changes"]} == {("producer", 1, 2, "manifest")}
     seqs = {}
     for r in read_results(runner):
         seqs.setdefault(r["cameraId"], set()).add(r["seq"])

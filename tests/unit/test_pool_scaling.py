@@ -20,6 +20,7 @@ from camerafleet.pool_scaling import (
     PoolWatch,
     ScaleReason,
     ask,
+    keep_order,
     pool_size_after_edit,
 )
 from camerafleet.stats import ProducerStats
@@ -178,3 +179,22 @@ def test_consumers_with_a_backlog_do_not_shrink_however_idle_they_look():
     assert ask(PoolLoad(3, 0.05, backlog=True), spec) == (3, ScaleReason.STEADY)
     assert ask(PoolLoad(3, 0.05), spec) == (1, ScaleReason.IDLE)
     assert ask(PoolLoad(3, 0.9, backlog=True), spec) == (4, ScaleReason.BUSY), "a backlog never holds a pool back from growing"
+
+
+def test_a_shrinking_pool_empties_whole_nodes_fewest_actors_first_newest_first():
+    """Grown 2 -> 6 with SPREAD alternating between nodes a and b, then c got one: dropping the last three
+    (newest) would leave a and b both busy; the order drops c's actor, then b's newest, b's next..."""
+    nodes = ["a", "a", "b", "a", "b", "c"]
+    order = keep_order(nodes)
+    assert [nodes[i] for i in order] == ["a", "a", "a", "b", "b", "c"]
+    assert order == [0, 1, 3, 2, 4, 5]
+    assert {nodes[i] for i in order[:3]} == {"a"}, "shrunk to 3, only node a still holds actors: b and c can go"
+    assert keep_order(["x", "x"]) == [0, 1] and keep_order([]) == []
+
+
+@given(st.lists(st.sampled_from("abcd"), max_size=12))
+def test_keep_order_is_a_permutation_that_keeps_each_nodes_actors_together(nodes):
+    order = keep_order(nodes)
+    assert sorted(order) == list(range(len(nodes)))
+    kept = [nodes[i] for i in order]
+    assert all(kept.index(n) + kept.count(n) - 1 == len(kept) - 1 - kept[::-1].index(n) for n in set(kept))
