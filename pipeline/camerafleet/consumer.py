@@ -15,26 +15,24 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 import ray
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from camerafleet import actor_metrics as metrics
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.api.messages import FrameMessage, InferenceReply, KafkaPosition, MessageError, ResultRecord, parse_frame_message, past
-from camerafleet.api.outcomes import Outcome, Reason
+from camerafleet.api.outcomes import Reason
 from camerafleet.kafka_access import client_options
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
-from camerafleet.stats import CameraOutcomes, ConsumerStats
+from camerafleet.results_out import OutcomeTally, ResultsOut
+from camerafleet.stats import ConsumerStats
 from camerafleet.transport import InferenceUnavailable, Transport, make_transport
 
 log = logging.getLogger("camerafleet.consumer")
@@ -64,41 +62,21 @@ class _FinishBatchesBeforeRevoke(ConsumerRebalanceListener):
         pass
 
 
-class ResultsLog:
-    """Appends JSON lines to the run's results log; one write per batch, O_APPEND, so several consumer
-    processes can share one file without interleaving lines."""
-
-    def __init__(self, path: str):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(self, records: list[dict[str, Any]]) -> None:
-        if records:
-            os.write(self.fd, b"".join(orjson.dumps(r) + b"\n" for r in records))
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class ConsumerActor:
     def __init__(self, spec_json: str, results_log: str, fleet: str):
         configure_logging()
         metrics.bind_fleet(fleet)
         self.spec = FleetSpec.model_validate_json(spec_json)
-        self.bootstrap = self.spec.kafka.bootstrap_servers
-        self.log = ResultsLog(results_log) if self.spec.results.local_log else None  # off: the results topic is the record
+        self.out = ResultsOut(results_log if self.spec.results.local_log else None)
+        self.tally = OutcomeTally()
         self.settle_lock = asyncio.Lock()
         self.inflight: deque[_Batch] = deque()
         self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
         self.transport: Transport | None = None
         self.task: asyncio.Task | None = None
         self.stopping = False
-        self.counts: dict[str, CameraOutcomes] = {}
-        self.latencies_ms: deque[int] = deque(maxlen=5000)
         self.lag: dict[str, int] = {}
-        self.batches = 0
         self.incarnation = uuid.uuid4().hex
         self.born = time.monotonic()
         self.batch_seconds = 0.0  # summed over batches: the time integral of the batches in flight
@@ -120,10 +98,10 @@ class ConsumerActor:
         if self.task is not None:
             return
         self.transport = make_transport(self.spec)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, acks="all", **client_options())
-        await self.producer.start()
+        bootstrap = self.spec.kafka.bootstrap_servers
+        await self.out.start(bootstrap)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            bootstrap_servers=bootstrap,
             group_id=self.spec.kafka.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -194,7 +172,7 @@ class ConsumerActor:
                     _Batch(
                         first={tp: recs[0].offset for tp, recs in batch.items()},
                         next={tp: recs[-1].offset + 1 for tp, recs in batch.items()},
-                        task=asyncio.create_task(self._handle(batch)),
+                        task=asyncio.create_task(self._handle_batch(batch)),
                     )
                 )
         await self.settle(wait_all=True)
@@ -236,36 +214,35 @@ class ConsumerActor:
         self.last_error = text
         log.error(text)
 
-    async def _handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        began = time.monotonic()
+    async def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        began = time.monotonic()  # the batch's seconds in flight: the consumer's busy share
         try:
-            await self._handle_batch(batch)
+            spec = self.spec
+            camera_of = {spec.topic(c.id): c.id for c in spec.cameras}
+            now_ms = int(time.time() * 1000)
+            records: list[ResultRecord] = []
+            live: list[tuple[FrameMessage, KafkaPosition]] = []
+            with stage("consume", frames=sum(len(m) for m in batch.values())):
+                for tp, msgs in batch.items():
+                    for rec in msgs:
+                        outcome = self._before_inference(spec, camera_of, tp.topic, rec, now_ms)
+                        if isinstance(outcome, ResultRecord):
+                            records.append(outcome)
+                        else:
+                            live.append(outcome)
+            if live:
+                # One request per model batch's worth of frames, all at once: a frame's result is taken when its own
+                # request answers, not after the slowest of the micro-batch (which would add batches to its latency).
+                size = min((m.batching.max_batch_size for m in spec.models), default=len(live))
+                chunks = [live[i : i + size] for i in range(0, len(live), size)]
+                for chunk, (replies, done_ms) in zip(chunks, await asyncio.gather(*(self._infer(chunk) for chunk in chunks)), strict=True):
+                    records += [
+                        ResultRecord.of_frame(msg, at, done_ms, reply=reply) for (msg, at), reply in zip(chunk, replies, strict=True)
+                    ]
+            await self.out.write(records, spec.kafka)
+            self.tally.add(records)
         finally:
             self.batch_seconds += time.monotonic() - began
-
-    async def _handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        spec = self.spec
-        camera_of = {spec.topic(c.id): c.id for c in spec.cameras}
-        now_ms = int(time.time() * 1000)
-        records: list[ResultRecord] = []
-        live: list[tuple[FrameMessage, KafkaPosition]] = []
-        with stage("consume", frames=sum(len(m) for m in batch.values())):
-            for tp, msgs in batch.items():
-                for rec in msgs:
-                    outcome = self._before_inference(spec, camera_of, tp.topic, rec, now_ms)
-                    if isinstance(outcome, ResultRecord):
-                        records.append(outcome)
-                    else:
-                        live.append(outcome)
-        if live:
-            # One request per model batch's worth of frames, all at once: a frame's result is taken when its own
-            # request answers, not after the slowest of the micro-batch (which would add batches to its latency).
-            size = min((m.batching.max_batch_size for m in spec.models), default=len(live))
-            chunks = [live[i : i + size] for i in range(0, len(live), size)]
-            for chunk, (replies, done_ms) in zip(chunks, await asyncio.gather(*(self._infer(chunk) for chunk in chunks)), strict=True):
-                records += [ResultRecord.of_frame(msg, at, done_ms, reply=reply) for (msg, at), reply in zip(chunk, replies, strict=True)]
-        await self._write(records)
-        self._count(records)
 
     def _before_inference(
         self, spec: FleetSpec, camera_of: dict[str, str], topic: str, rec: ConsumerRecord, now_ms: int
@@ -291,65 +268,24 @@ class ConsumerActor:
         return msg, at
 
     async def _infer(self, frames: list[tuple[FrameMessage, KafkaPosition]]) -> tuple[list[InferenceReply], int]:
-        """The frames' replies, and when they came (ms since the epoch)."""
-        replies = await self._ask(frames)
-        return replies, int(time.time() * 1000)
-
-    async def _ask(self, frames: list[tuple[FrameMessage, KafkaPosition]]) -> list[InferenceReply]:
+        """The frames' replies (asked again while the service is unavailable), and when they came (ms since the epoch)."""
         assert self.transport is not None
         references = [m.reference() for m, _ in frames]
         delay = 0.5
         for attempt in range(INFER_RETRIES + 1):
             try:
-                return await self.transport.infer(references)
+                replies = await self.transport.infer(references)
             except TimeoutError:
-                return [InferenceReply.ended(Reason.INFERENCE_TIMEOUT, "no answer within inferenceTimeoutSeconds")] * len(frames)
+                replies = [InferenceReply.ended(Reason.INFERENCE_TIMEOUT, "no answer within inferenceTimeoutSeconds")] * len(frames)
             except InferenceUnavailable as err:
-                if attempt == INFER_RETRIES:
-                    return [InferenceReply.ended(Reason.INFERENCE_UNAVAILABLE, str(err))] * len(frames)
-                log.warning("inference unavailable (%s), retrying in %.1f s", err, delay)
-                await asyncio.sleep(delay)
-                delay *= 2
+                if attempt < INFER_RETRIES:
+                    log.warning("inference unavailable (%s), retrying in %.1f s", err, delay)
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                replies = [InferenceReply.ended(Reason.INFERENCE_UNAVAILABLE, str(err))] * len(frames)
+            return replies, int(time.time() * 1000)
         raise AssertionError("unreachable")
-
-    async def _write(self, records: list[ResultRecord]) -> None:
-        """The results log first, then the results topic (every frame's record, so the ledger can be counted
-        from Kafka alone) and the dead-letter topic (failed frames, with the raw message when unreadable)."""
-        assert self.producer is not None
-        # The raw value of an unreadable message goes to the dead-letter topic only.
-        rows = [r.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"value", "value_bytes"}) for r in records]
-        if self.log is not None:
-            await asyncio.to_thread(self._write_log, rows)
-        k = self.spec.kafka
-        with stage("results", frames=0):  # send() only appends to the client's batches
-            futures = []
-            for record, row in zip(records, rows, strict=True):
-                key = record.camera_id.encode()
-                futures.append(await self.producer.send(k.results_topic, orjson.dumps(row), key=key))
-                if record.outcome == Outcome.FAILED:
-                    futures.append(await self.producer.send(k.dead_letter_topic, orjson.dumps(record.to_dict()), key=key))
-        if futures:
-            await asyncio.gather(*futures)
-
-    def _write_log(self, rows: list[dict[str, Any]]) -> None:
-        assert self.log is not None
-        with stage("results", frames=len(rows)):
-            self.log.write(rows)
-
-    def _count(self, records: list[ResultRecord]) -> None:
-        self.batches += 1
-        for r in records:
-            camera = r.camera_id
-            self.counts.setdefault(camera, CameraOutcomes()).add(r.outcome, r.reason)
-            if r.outcome == Outcome.PROCESSED:
-                assert r.latency_ms is not None
-                self.latencies_ms.append(r.latency_ms)
-                metrics.frames_processed().inc(tags={"camera": camera})
-                metrics.e2e_latency_ms().observe(r.latency_ms, tags={"camera": camera})
-            elif r.outcome == Outcome.DROPPED:
-                metrics.frames_dropped().inc(tags={"camera": camera, "reason": str(r.reason)})
-            else:
-                metrics.frames_failed().inc(tags={"camera": camera, "reason": str(r.reason)})
 
     async def _update_lag(self) -> None:
         assigned = self.group.assignment()
@@ -368,10 +304,10 @@ class ConsumerActor:
 
     def stats(self) -> ConsumerStats:
         return ConsumerStats(
-            cameras=copy.deepcopy(self.counts),
-            latencies_ms=list(self.latencies_ms),
+            cameras=copy.deepcopy(self.tally.counts),
+            latencies_ms=list(self.tally.latencies_ms),
             lag=dict(self.lag),
-            batches=self.batches,
+            batches=self.tally.batches,
             loop_restarts=self.loop_restarts,
             last_error=self.last_error,
             incarnation=self.incarnation,
@@ -387,10 +323,7 @@ class ConsumerActor:
             await asyncio.wait([self.task], timeout=60)
         if self.consumer is not None:
             await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
+        await self.out.close()
         if self.transport is not None:
             await self.transport.close()
-        if self.log is not None:
-            self.log.close()
         return self.stats()

@@ -29,16 +29,14 @@ from typing import NamedTuple
 
 import cv2
 import ray
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import BrokerResponseError, KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumber, ProducerClosed, ProducerFenced
 
 from camerafleet import actor_metrics as metrics
 from camerafleet.admission import Admission, SlotCredit
+from camerafleet.announcer import Announcer, Refused
 from camerafleet.api.manifest import CameraSpec, FleetSpec
 from camerafleet.api.messages import FrameMessage
 from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
-from camerafleet.kafka_access import client_options
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
 from camerafleet.sources import FrameSource, Grid, Sampler, SourceError, SourceProblem, camera_grid, open_source, redact
@@ -84,9 +82,6 @@ def plan_shards(spec: FleetSpec, actors: int) -> list[list[Shard]]:
     return plan
 
 
-KAFKA_RETRY_INITIAL_S = 0.25  # first wait before re-sending an announcement Kafka did not take; doubles
-KAFKA_RETRY_MAX_S = 5.0
-KAFKA_WARNING_INTERVAL_S = 10.0  # while Kafka is down, one warning per this many seconds, not one per frame
 STALL_WARNING_S = 10.0  # a frame's capture and store taking this long is logged (and again each time as long)
 STOP_FLUSH_TIMEOUT_S = 30.0  # at stop, how long announcements Kafka has not taken yet may still take
 
@@ -146,17 +141,12 @@ class ProducerActor:
         metrics.bind_fleet(fleet)
         self.spec = FleetSpec.model_validate_json(spec_json)
         self.epoch_ms = epoch_ms
-        self.bootstrap = self.spec.kafka.bootstrap_servers
         self.bucket: FrameBucket = open_bucket(self.spec.bucket)
-        self.kafka: AIOKafkaProducer | None = None
-        self.kafka_lock = asyncio.Lock()
-        self.kafka_start_error: tuple[float, Exception] | None = None
-        self.last_kafka_warning = 0.0
+        self.kafka = Announcer(self.spec.kafka.bootstrap_servers)
         self.workers: dict[ShardKey, _Worker] = {}
         self.born = time.monotonic()
         self.counts: dict[str, CameraCounts] = {}
         self.pending: set[asyncio.Task[None]] = set()
-        self.closing: set[asyncio.Task[None]] = set()  # Kafka clients being thrown away (referenced until done)
         # Ray restarts a crashed actor with a fresh state; what the lost one had not announced yet shows as
         # missed slots of its cameras, and the summary names this restart as their reason.
         with warnings.catch_warnings():  # Ray's property uses its own deprecated actor_id inside
@@ -168,39 +158,6 @@ class ProducerActor:
         self.last_sweep: dict[str, float] = {}
         self.admission = Admission(self.spec)
 
-    async def _producer(self) -> AIOKafkaProducer:
-        """The actor's Kafka client, started on first use (and again after a reset); raises while Kafka is unreachable."""
-        async with self.kafka_lock:
-            if self.kafka is None:
-                if self.kafka_start_error is not None and time.monotonic() - self.kafka_start_error[0] < KAFKA_RETRY_INITIAL_S * 4:
-                    raise self.kafka_start_error[1]  # tried a moment ago: the frames waiting need not each try again
-                client = AIOKafkaProducer(
-                    bootstrap_servers=self.bootstrap,
-                    linger_ms=5,
-                    acks="all",
-                    enable_idempotence=True,
-                    request_timeout_ms=30_000,
-                    retry_backoff_ms=250,
-                    **client_options(),
-                )
-                try:
-                    await client.start()
-                except Exception as err:
-                    self.kafka_start_error = (time.monotonic(), err)
-                    await _close_quietly(client)
-                    raise
-                self.kafka, self.kafka_start_error = client, None
-            return self.kafka
-
-    async def _reset_producer(self, client: AIOKafkaProducer) -> None:
-        """Drop a client that cannot send any more (fenced, out of sequence, sender stopped); the next send makes a new one."""
-        async with self.kafka_lock:
-            if self.kafka is client:
-                self.kafka = None
-                task = asyncio.create_task(_close_quietly(client))
-                self.closing.add(task)
-                task.add_done_callback(self.closing.discard)
-
     async def assign(self, spec_json: str, shards: list[ShardKey], handover_s: float | None = None) -> None:
         """Run exactly these (camera id, shard index, shards) workers. With a handover time, new workers
         take the slots from that time on and workers leaving this actor produce the slots before it, so a
@@ -211,9 +168,11 @@ class ProducerActor:
         cameras = {c.id: c for c in self.spec.cameras}
         wanted = {key: Shard(cameras[key.camera_id], key.number, key.shards) for key in shards}
         try:
-            await asyncio.wait_for(self._producer(), timeout=10)
+            await asyncio.wait_for(self.kafka.connect(), timeout=10)
         except Exception as err:  # noqa: BLE001 - workers start anyway: they buffer until Kafka answers
-            log.warning("Kafka at %s is not reachable yet (%s); sampling anyway, announcements wait", self.bootstrap, type(err).__name__)
+            log.warning(
+                "Kafka at %s is not reachable yet (%s); sampling anyway, announcements wait", self.kafka.bootstrap, type(err).__name__
+            )
         # A camera whose settings changed (its rate, its source) gets a new worker, handed over like a moving shard.
         replaced = {k: w for k, w in self.workers.items() if k in wanted and not w.leaving and w.camera != wanted[k].camera}
         leaving = [(k, w) for k, w in self.workers.items() if k not in wanted and not w.leaving] + list(replaced.items())
@@ -350,7 +309,7 @@ class ProducerActor:
         if error == Reason.KAFKA_UNAVAILABLE:
             counts.dropped[error] += 1
             metrics.frames_dropped().inc(tags={"camera": cam.id, "reason": error})
-            self._kafka_warning(
+            self.kafka.warn(
                 f"camera {cam.id}: {len(counts.pending)} frames wait for Kafka (producer.maxBufferedFrames); "
                 f"dropping new frames, {counts.dropped[error]} so far"
             )
@@ -366,49 +325,28 @@ class ProducerActor:
         task.add_done_callback(self.pending.discard)
 
     async def _announce(self, camera_id: str, counts: CameraCounts, msg: FrameMessage) -> None:
-        """Put one frame's announcement on Kafka, retrying with backoff while Kafka does not take it."""
-        topic, value, key = self.spec.topic(camera_id), msg.to_json(), camera_id.encode()
+        """Put one frame's announcement on Kafka (retried with backoff while Kafka does not take it); count how it ended."""
+
+        def retrying(err: BaseException) -> None:
+            counts.kafka_retries += 1
+            self.kafka.warn(
+                f"camera {camera_id}: Kafka did not take an announcement ({type(err).__name__}: {err}); "
+                f"retrying with backoff, {len(counts.pending)} frames waiting"
+            )
+
         partition = msg.seq % self.spec.kafka.partitions_per_topic
-        delay = KAFKA_RETRY_INITIAL_S
         try:
-            while True:
-                client = None
-                try:
-                    client = await self._producer()
-                    with stage("produce"):  # send() only appends to the client's batch unless it must wait for metadata
-                        fut = await client.send(topic, value, key=key, partition=partition)
-                    await fut
-                    counts.announced += 1
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as err:  # noqa: BLE001 - sorted below: retry, new client, or a counted failure
-                    action = _on_send_error(err)
-                    if action == "fail":
-                        counts.failed[Reason.KAFKA_SEND_FAILED] += 1
-                        metrics.frames_failed().inc(tags={"camera": camera_id, "reason": Reason.KAFKA_SEND_FAILED.value})
-                        log.error("camera %s frame %d: Kafka refused the announcement: %s: %s", camera_id, msg.seq, type(err).__name__, err)
-                        return
-                    counts.kafka_retries += 1
-                    if action == "reset" and client is not None:
-                        await self._reset_producer(client)
-                    self._kafka_warning(
-                        f"camera {camera_id}: Kafka did not take an announcement ({type(err).__name__}: {err}); "
-                        f"retrying with backoff, {len(counts.pending)} frames waiting"
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, KAFKA_RETRY_MAX_S)
+            await self.kafka.send(self.spec.topic(camera_id), msg.to_json(), camera_id.encode(), partition, retrying)
+            counts.announced += 1
+        except Refused as err:
+            counts.failed[Reason.KAFKA_SEND_FAILED] += 1
+            metrics.frames_failed().inc(tags={"camera": camera_id, "reason": Reason.KAFKA_SEND_FAILED.value})
+            log.error("camera %s frame %d: Kafka refused the announcement: %s", camera_id, msg.seq, err)
         except asyncio.CancelledError:
             # Stopping while Kafka still has not taken the frame: it is dropped, and counted.
             counts.dropped[Reason.KAFKA_UNAVAILABLE] += 1
             metrics.frames_dropped().inc(tags={"camera": camera_id, "reason": Reason.KAFKA_UNAVAILABLE.value})
             raise
-
-    def _kafka_warning(self, text: str) -> None:
-        now = time.monotonic()
-        if now - self.last_kafka_warning >= KAFKA_WARNING_INTERVAL_S:
-            self.last_kafka_warning = now
-            log.warning(text)
 
     def _capture_and_store(
         self, shard: Shard, source: FrameSource, sampler: Sampler, store: bool = True
@@ -484,33 +422,8 @@ class ProducerActor:
                 len(left),
                 STOP_FLUSH_TIMEOUT_S,
             )
-        if self.kafka is not None:
-            client, self.kafka = self.kafka, None
-            try:
-                await asyncio.wait_for(client.stop(), timeout=10)
-            except (TimeoutError, KafkaError) as err:
-                log.warning("closing the Kafka client: %s", type(err).__name__)
+        await self.kafka.close()
         return self.stats()
-
-
-def _on_send_error(err: BaseException) -> str:
-    """What to do after Kafka did not take an announcement: `retry` it (Kafka unreachable, slow, or moving a
-    partition), `reset` the client first (the client itself cannot send any more), or `fail` the frame
-    (Kafka refused this message, e.g. too large; retrying would not help)."""
-    if isinstance(err, (ProducerClosed, ProducerFenced, OutOfOrderSequenceNumber)):
-        return "reset"
-    if isinstance(err, KafkaTimeoutError) or getattr(err, "retriable", False):
-        return "retry"
-    if isinstance(err, BrokerResponseError):
-        return "fail"
-    return "reset" if isinstance(err, KafkaError) else "fail"
-
-
-async def _close_quietly(client: AIOKafkaProducer) -> None:
-    try:
-        await asyncio.wait_for(client.stop(), timeout=10)
-    except Exception as err:  # noqa: BLE001 - a client being thrown away
-        log.debug("closing a Kafka client: %s", type(err).__name__)
 
 
 def reconnect_wait(backoff: float, rng: random.Random) -> float:

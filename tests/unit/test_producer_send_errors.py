@@ -15,7 +15,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from camerafleet.producer import _on_send_error
+from camerafleet.announcer import on_send_error
 
 
 @pytest.mark.parametrize(
@@ -35,4 +35,4 @@ from camerafleet.producer import _on_send_error
     ],
 )
 def test_send_errors_are_sorted(err, action):
-    assert _on_send_error(err) == action
+    assert on_send_error(err) == action

@@ -51,9 +51,6 @@ CLIP_FPS = 30  # the demo clips' frame rate
 SATURATION_CAMERA_FPS = 5.0  # the limit loop decodes the 5 frames between two samples as producers do
 
 
-SWEEP_MULTIPLES = (0.5, 1.0, 1.5, 2.0, 3.0)  # offered load as multiples of saturation, for the load sweep
-
-
 def sweep_phase(multiple: float) -> str:
     """The phase of the load sweep at `multiple` x saturation: 0.5x and 2x are the 50% load and overload phases."""
     return {0.5: "load_50", 2.0: "overload"}.get(multiple, f"load_{round(multiple * 100)}")
@@ -234,12 +231,12 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
             p.overload_seconds,
             p.warmup_seconds,
         )
-        for multiple in SWEEP_MULTIPLES:
+        for multiple in p.sweep_multiples:
             name = sweep_phase(multiple)
             if name not in phases:
                 manifest = bench.manifest(name, cams, multiple * sat / cams, max_frame_age_ms=OVERLOAD_MAX_FRAME_AGE_MS)
                 phases[name] = await bench.run(name, manifest, p.load_seconds, p.warmup_seconds)
-        for name in ("overload", "overload_no_admission", *(sweep_phase(m) for m in SWEEP_MULTIPLES if m > 0.5)):
+        for name in ("overload", "overload_no_admission", *(sweep_phase(m) for m in p.sweep_multiples if m > 0.5)):
             phases[name].notes["max_frame_age_ms"] = OVERLOAD_MAX_FRAME_AGE_MS
         phases["autoscaling"] = await autoscaling_step(bench, p, sat)
         phases["autoscaling"].notes["autoscaling"] = scaling_times(phases["autoscaling"])
@@ -260,7 +257,7 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
         "series": bench.all_series,
         "gpus": bench.gpus,
         "live": live,
-        "sweep": {m: sweep_phase(m) for m in SWEEP_MULTIPLES},
+        "sweep": {m: sweep_phase(m) for m in p.sweep_multiples},
     }
 
 

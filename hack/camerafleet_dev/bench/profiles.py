@@ -19,6 +19,10 @@ class BenchProfile(BaseModel):
     fleet_seconds: float = Field(gt=0, description="Length of the many-cameras phase.")
     fleet_load_fraction: float = Field(gt=0, le=1, description="Share of saturation the many-cameras phase offers.")
     overload_seconds: float = Field(gt=0, description="Length of the overload phase (2x saturation).")
+    sweep_multiples: tuple[float, ...] = Field(
+        default=(0.5, 1.0, 1.5, 2.0, 3.0),
+        description="The load sweep: offered load as multiples of saturation (0.5 and 2 are the 50% load and overload phases).",
+    )
     step_idle_seconds: float = Field(gt=0, description="Autoscaling phase: light load before the step.")
     step_load_seconds: float = Field(gt=0, description="Autoscaling phase: overload after the step.")
     step_after_seconds: float = Field(gt=0, description="Autoscaling phase: no load after the step, waiting for scale-down.")
@@ -59,6 +63,8 @@ PROFILES: dict[str, BenchProfile] = {
             fleet_seconds=6,
             fleet_load_fraction=0.5,
             overload_seconds=5,
+            # One sweep phase of its own (the others are the 50% load and the overload): each costs ~25 s here.
+            sweep_multiples=(0.5, 1.5, 2.0),
             step_idle_seconds=3,
             step_load_seconds=6,
             step_after_seconds=6,
