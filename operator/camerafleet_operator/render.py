@@ -42,6 +42,7 @@ SERVE_PORT = 8000
 CONSOLE_PORT = 8090  # the fleet console, served by the producer job's driver on its head Pod
 DASHBOARD_PORT = 8265
 METRICS_PORT = 8080  # KubeRay's `metrics` port on every Ray container
+RUN_METRICS_PORT = 8081  # a job driver's own metrics (`camerafleet run --metrics-port`): its pools, on its head Pod
 LABEL_CONSOLE = "camerafleet.io/console"  # on the Pod that serves a fleet's console: its Service selects it
 LABEL_FLEET = "camerafleet.io/fleet"
 RAY_TOKEN_KEY = "auth_token"  # the key of the token in the Secret KubeRay's authOptions.secretName names
@@ -357,6 +358,7 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
 def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner: dict[str, Any] | None = None) -> dict[str, Any]:
     """A RayJob running `camerafleet run` on the mounted manifest; role `all` is the whole pipeline in one job."""
     entrypoint = f"camerafleet run {CONFIG_DIR}/{CONFIG_MAP_KEY}" + ("" if role == "all" else f" --role {role}")
+    entrypoint += f" --metrics-port {RUN_METRICS_PORT}"  # only the driver knows its pools' sizes (the dashboard's pools panel)
     serves_console = spec.kubernetes.console and role in ("producer", "all")
     if serves_console:  # the process that knows which cameras are down; it reads the rest from Kafka
         entrypoint += f" --console-port {CONSOLE_PORT} --console-host 0.0.0.0"
@@ -377,6 +379,7 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
         {"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": str(JOB_STOP_WAIT_S)},
         {"name": "CAMERAFLEET_MANIFEST_CONFIGMAP", "value": config},
     ]
+    head["spec"]["containers"][0]["ports"].append({"containerPort": RUN_METRICS_PORT, "name": "run-metrics"})
     _drain_before_stop(head["spec"], "head")
     for group in cluster["workerGroupSpecs"]:
         _drain_before_stop(group["template"]["spec"], "worker")
@@ -500,7 +503,7 @@ def network_policy(fleet_name: str, namespace: str, access: FleetAccess, owner: 
             "ingress": [
                 {"from": [own]},
                 *rule(access.kuberay, DASHBOARD_PORT, SERVE_PORT),
-                *rule(access.metrics, METRICS_PORT),
+                *rule(access.metrics, METRICS_PORT, RUN_METRICS_PORT),
                 *rule(access.console, CONSOLE_PORT),
             ],
         },

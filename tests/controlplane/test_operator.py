@@ -193,7 +193,7 @@ def test_create_update_and_explain(cluster, kafka_server):
     cluster.serving_then_consumer("alpha")
     for role, console in (("producer", " --console-port 8090 --console-host 0.0.0.0"), ("consumer", "")):
         job = cluster.get("rayjob", f"alpha-{role}")
-        assert job["spec"]["entrypoint"] == f"camerafleet run /etc/camerafleet/fleet.yaml --role {role}{console}"
+        assert job["spec"]["entrypoint"] == f"camerafleet run /etc/camerafleet/fleet.yaml --role {role} --metrics-port 8081{console}"
         assert job["metadata"]["ownerReferences"][0]["kind"] == "CameraFleet"
     # The console's Service, created by the operator with its least-privilege role (the API server checks it).
     console_svc = cluster.get("service", "alpha-console")

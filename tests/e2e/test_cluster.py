@@ -291,7 +291,7 @@ def test_the_fleet_console_answers_through_its_service(installed: Cluster, fleet
 
 
 def _kubernetes_scrape_configs(kubeconfig: str) -> list[dict[str, Any]]:
-    """What the stack chart's PodMonitor (Ray Pods labelled camerafleet.io/fleet, port `metrics`) and the
+    """What the stack chart's PodMonitor (Ray Pods labelled camerafleet.io/fleet, ports `metrics` and `run-metrics`) and the
     operator chart's ServiceMonitor (the operator's `metrics` port) make a Prometheus Operator scrape, as
     plain Kubernetes service discovery."""
 
@@ -301,7 +301,7 @@ def _kubernetes_scrape_configs(kubeconfig: str) -> list[dict[str, Any]]:
             "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": kubeconfig}],
             "relabel_configs": [
                 *keep,
-                {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "metrics", "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "metrics|run-metrics", "action": "keep"},
                 {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
                 {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
                 {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},

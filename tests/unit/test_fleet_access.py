@@ -38,7 +38,7 @@ def test_a_fleets_pods_accept_only_each_other_kuberay_and_the_named_peers_on_the
     assert rules == [
         ([{"podSelector": {"matchLabels": {render.LABEL_FLEET: "lobby"}}}], []),
         ([KUBERAY], [render.SERVE_PORT, render.DASHBOARD_PORT]),
-        ([PROMETHEUS], [render.METRICS_PORT]),
+        ([PROMETHEUS], [render.METRICS_PORT, render.RUN_METRICS_PORT]),
     ], "no console peers: no console rule (a rule without peers would let everyone in)"
     assert policy["metadata"]["labels"][render.LABEL_FLEET] == "lobby"
 

@@ -181,7 +181,7 @@ def test_rendered_objects():
     model = next(d for d in serve["deployments"] if d["name"] == "model-h")
     assert model["max_ongoing_requests"] == 10 and model["autoscaling_config"]["min_replicas"] == 1
     assert svc["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
-    assert producer["spec"]["entrypoint"].endswith("--role producer --console-port 8090 --console-host 0.0.0.0")
+    assert producer["spec"]["entrypoint"].endswith("--role producer --metrics-port 8081 --console-port 8090 --console-host 0.0.0.0")
     assert "--console-port" not in consumer["spec"]["entrypoint"]
     # The console's Service reaches the producer job's head (the process that knows which cameras are down), inside the cluster only.
     head = producer["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]

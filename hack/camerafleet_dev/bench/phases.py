@@ -272,6 +272,7 @@ class Bench:
             f"\n== {phase}: {len(cams)} cameras, {offered:.1f} frames/s offered, {design}, {seconds:.0f} s ==", file=sys.stderr, flush=True
         )
         fleet = load_manifest(path)
+        t_enter = time.time()
         if design == BASELINE:
             baseline.deploy(fleet.spec)
         runner = FleetRunner(
@@ -295,6 +296,12 @@ class Bench:
         assert runner.summary is not None
         await asyncio.sleep(1.5)  # let the last profile flush land
         rows = await series.stop()
+        print(
+            f"{phase}: started in {t_start - t_enter:.0f} s, ran {t_end - t_start:.0f} s (drain included), stopped in "
+            f"{time.time() - t_end:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         cpu1, prof1 = self.probe.cpu_totals(), read_profiles(self.profile_dir)
         self.all_series.extend({**r, "phase": phase} for r in rows)
         records = [orjson.loads(line) for line in runner.results_log.read_bytes().splitlines()] if runner.results_log.exists() else []
