@@ -49,7 +49,10 @@ def test_standalone_manifests_are_in_sync():
     docs = list(yaml.safe_load_all((ROOT / "rayjob.yaml").read_text()))
     assert [d["kind"] for d in docs] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "RayJob", "Service"]
     job, console = docs[-2:]
-    assert job["spec"]["entrypoint"] == "camerafleet run /etc/camerafleet/fleet.yaml --metrics-port 8081 --console-port 8090 --console-host 0.0.0.0"
+    assert (
+        job["spec"]["entrypoint"]
+        == "camerafleet run /etc/camerafleet/fleet.yaml --metrics-port 8081 --console-port 8090 --console-host 0.0.0.0"
+    )
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
     assert console["spec"]["selector"].items() <= {**head["metadata"]["labels"], "ray.io/node-type": "head"}.items()
 
