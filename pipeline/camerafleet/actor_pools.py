@@ -30,6 +30,7 @@ from camerafleet.api.pool_status import PoolStatus, now_rfc3339
 from camerafleet.consumer import ConsumerActor
 from camerafleet.pool_scaling import Decision, FleetPools, Pool, ScaleReason, keep_order
 from camerafleet.producer import ProducerActor, ShardKey, plan_shards
+from camerafleet.sources import CameraGrids, Grid
 from camerafleet.stats import ConsumerStats, ProducerStats, merge_producer_stats
 from camerafleet.status_writer import StatusWriter
 
@@ -77,6 +78,8 @@ class ActorPools:
         self.started = time.monotonic()
         self.producers: list[Any] = []
         self.producer_plan: list[set[ShardKey]] = []
+        self.grids = CameraGrids(epoch_ms / 1000)
+        self.producer_grids: dict[str, Grid] = {}  # what the producers were last given
         # The last stats seen of every producer actor incarnation, retired or crashed ones included: an
         # actor Ray restarts comes back with zeroed counters, so its predecessor's stay counted here.
         self.producer_stats: dict[str, ProducerStats] = {}
@@ -203,8 +206,10 @@ class ActorPools:
         plan += [set() for _ in range(len(self.producers) - n)]
         handover = time.time() + HANDOVER_S if any(self.producer_plan) else None
         self.producer_plan = plan
+        cameras = [(c.id, c.inference_fps) for c in self.spec.cameras if c.enabled]
+        grids = self.producer_grids = self.grids.follow(cameras, handover or time.time())
         await member_answers(
-            (a.assign.remote(spec_json, sorted(p), handover) for a, p in zip(self.producers, plan, strict=True)), ACTOR_START_S
+            (a.assign.remote(spec_json, sorted(p), grids, handover) for a, p in zip(self.producers, plan, strict=True)), ACTOR_START_S
         )
 
     async def apply_spec(self, spec: FleetSpec, sizes: dict[Pool, int]) -> None:
@@ -225,7 +230,10 @@ class ActorPools:
         """Ray restarts a crashed actor with a fresh state: give it its work again (both calls are idempotent)."""
         spec_json = self.spec.model_dump_json(by_alias=True)
         calls = [c.start.remote(spec_json) for c in self.consumers]
-        calls += [a.assign.remote(spec_json, sorted(plan)) for a, plan in zip(self.producers, self.producer_plan, strict=True)]
+        calls += [
+            a.assign.remote(spec_json, sorted(plan), self.producer_grids)
+            for a, plan in zip(self.producers, self.producer_plan, strict=True)
+        ]
         await member_answers(calls)
 
     # -- autoscaling -----------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
-from camerafleet.sources import FrameSource, Grid, Sampler, SourceError, SourceProblem, camera_grid, open_source, redact
+from camerafleet.sources import FrameSource, Grid, Sampler, SourceError, SourceProblem, open_source, redact
 from camerafleet.stats import ProducerCameraStats, ProducerStats
 from camerafleet.tasks import cancel_until_done
 
@@ -110,6 +110,11 @@ class CameraCounts(ProducerCameraStats):
         return ProducerCameraStats(**{**copied, **counters, "buffered": len(self.pending)})
 
 
+def _slot_at(grid: Grid, t: float) -> int:
+    """The first slot at or after a handover time: the first of the new owner, the end of the old one."""
+    return max(grid.first_at_or_after(t), grid.first)
+
+
 def source_url(camera: CameraSpec) -> str:
     if camera.source_secret_env:
         url = os.environ.get(camera.source_secret_env)
@@ -121,10 +126,11 @@ def source_url(camera: CameraSpec) -> str:
 
 @dataclass
 class _Worker:
-    """A running shard of `camera` (as the spec said when it started): produces slots from `first_slot` (None: from
-    now) until `end_slot` or `stop`."""
+    """A running shard of `camera` (as the spec said when it started) on the camera's `grid`: produces slots from
+    `first_slot` (None: from now) until `end_slot` or `stop`."""
 
     camera: CameraSpec
+    grid: Grid
     first_slot: int | None = None
     end_slot: int | None = None
     leaving: bool = False
@@ -158,10 +164,11 @@ class ProducerActor:
         self.last_sweep: dict[str, float] = {}
         self.admission = Admission(self.spec)
 
-    async def assign(self, spec_json: str, shards: list[ShardKey], handover_s: float | None = None) -> None:
-        """Run exactly these (camera id, shard index, shards) workers. With a handover time, new workers
-        take the slots from that time on and workers leaving this actor produce the slots before it, so a
-        shard moving between actors is neither interrupted nor doubled."""
+    async def assign(self, spec_json: str, shards: list[ShardKey], grids: dict[str, Grid], handover_s: float | None = None) -> None:
+        """Run exactly these (camera id, shard index, shards) workers, on the cameras' sampling grids as the runner
+        keeps them (`CameraGrids`). With a handover time, new workers take the slots from that time on and workers
+        leaving this actor produce the slots before it, so a shard moving between actors is neither interrupted
+        nor doubled."""
         self.spec = FleetSpec.model_validate_json(spec_json)
         self.admission.update_spec(self.spec)
         self.admission.start()
@@ -174,26 +181,24 @@ class ProducerActor:
                 "Kafka at %s is not reachable yet (%s); sampling anyway, announcements wait", self.kafka.bootstrap, type(err).__name__
             )
         # A camera whose settings changed (its rate, its source) gets a new worker, handed over like a moving shard.
-        replaced = {k: w for k, w in self.workers.items() if k in wanted and not w.leaving and w.camera != wanted[k].camera}
+        replaced = {
+            k: w
+            for k, w in self.workers.items()
+            if k in wanted and not w.leaving and (w.camera != wanted[k].camera or w.grid != grids[k.camera_id])
+        }
         leaving = [(k, w) for k, w in self.workers.items() if k not in wanted and not w.leaving] + list(replaced.items())
         for key, shard in wanted.items():
             if key not in self.workers or key in replaced:
-                worker = _Worker(shard.camera, first_slot=self._slot_at(shard.camera, handover_s))
+                grid = grids[key.camera_id]
+                worker = _Worker(shard.camera, grid, first_slot=None if handover_s is None else _slot_at(grid, handover_s))
                 worker.task = asyncio.create_task(self._run_worker(shard, worker))
                 self.workers[key] = worker
         await asyncio.gather(*(self._stop_worker(k, w, handover_s) for k, w in leaving))
 
-    def _slot_at(self, camera: CameraSpec, t: float | None) -> int | None:
-        return None if t is None else self._grid(camera).first_at_or_after(t)
-
-    def _grid(self, camera: CameraSpec) -> Grid:
-        return camera_grid(self.epoch_ms / 1000, camera.id, camera.inference_fps)
-
     async def _stop_worker(self, key: ShardKey, worker: _Worker, handover_s: float | None = None) -> None:
         worker.leaving = True
         if handover_s is not None:
-            camera = next((c for c in self.spec.cameras if c.id == key.camera_id), None)
-            worker.end_slot = self._slot_at(camera, handover_s) if camera else None
+            worker.end_slot = _slot_at(worker.grid, handover_s)
             await asyncio.sleep(max(0.0, handover_s - time.time()))
         worker.stop.set()
         assert worker.task is not None
@@ -210,11 +215,12 @@ class ProducerActor:
     async def _run_worker(self, shard: Shard, worker: _Worker) -> None:
         cam, stop = shard.camera, worker.stop
         counts = self.counts.setdefault(cam.id, CameraCounts())
-        sampler = Sampler(self._grid(cam), shard.index, shard.shards)
-        # Start at the handover slot, or now: a worker that starts late never replays the past. Never before slot 0:
-        # a camera's grid starts at the run's epoch plus its phase (up to one period), which may still be ahead.
+        sampler = Sampler(worker.grid, shard.index, shard.shards)
+        # Start at the handover slot, or now: a worker that starts late never replays the past. Never before the grid's
+        # first slot: a camera's grid starts at the run's epoch plus its phase (up to one period), which may still be
+        # ahead, or at its last rate change.
         start = worker.first_slot if worker.first_slot is not None else sampler.slot_of(time.time())
-        sampler.last_slot = max(start, 0) - 1
+        sampler.last_slot = max(start, worker.grid.first) - 1
         backoff = self.spec.producer.reconnect_initial_seconds
         jitter = random.Random()
         seed = sum(cam.id.encode())

@@ -1,9 +1,11 @@
-"""While a fleet runs: its manifest gains a camera and a producer actor (applied in place), a consumer
-actor is killed mid-stream and comes back. No frame is lost: every sampled frame is processed."""
+"""While a fleet runs: its manifest gains a camera and a producer actor (applied in place), a camera's rate is
+lowered and raised again, a consumer actor is killed mid-stream and comes back. No frame is lost: every sampled
+frame is processed, and every frame keeps a sequence number of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 import ray
@@ -36,12 +38,18 @@ def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ra
 
     async def disturb(runner):
         await until_processed(runner, 5)
-        more = [*cameras, {"id": "3", "source": "synthetic:640x360@20", "inferenceFps": 5, "producerShards": 2}]
+        # Camera 2 goes to 1 fps: its grid goes on from its next slot (numbered from the epoch at 1 fps instead, its
+        # frames would reuse the sequence numbers of its first seconds at 5 fps).
+        slower = [
+            cameras[0],
+            {**cameras[1], "inferenceFps": 1},
+            {"id": "3", "source": "synthetic:640x360@20", "inferenceFps": 5, "producerShards": 2},
+        ]
         write_fleet(
             tmp_path / "fleet.yaml",
             "resilience",
             kafka_server.bootstrap,
-            cameras=more,
+            cameras=slower,
             producer={"actors": 2, **every_slot},
             **common,
         )
@@ -57,6 +65,15 @@ def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ra
             "results for every camera after the consumers came back",
             lambda: {r["cameraId"] for r in read_results(runner)[before:]} == {"1", "2", "3"},
         )
+        faster = [cameras[0], cameras[1], slower[2]]  # camera 2 back at 5 fps
+        write_fleet(
+            tmp_path / "fleet.yaml", "resilience", kafka_server.bootstrap, cameras=faster, producer={"actors": 2, **every_slot}, **common
+        )
+        await wait_until("camera 2 back at 5 fps", lambda: runner.spec.cameras[1].inference_fps == 5)
+        before = len(read_results(runner))
+        await wait_until(
+            "camera 2's frames at 5 fps processed", lambda: sum(r["cameraId"] == "2" for r in read_results(runner)[before:]) >= 10
+        )
 
     runner, s = asyncio.run(run_fleet_for(manifest, None, during=disturb))
 
@@ -65,8 +82,19 @@ def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ra
     assert s["dropped"] == 0 and s["failed"] == 0, s
     assert s["processed"] == s["produced"] > 0
     assert {(c["pool"], c["from"], c["to"], c["reason"]) for c in s["pools"]["changes"]} == {("producer", 1, 2, "manifest")}
-    seqs = {}
+    seqs: dict[str, set[int]] = {}
+    positions: dict[tuple[str, int], set[tuple[int, int]]] = {}
+    captured: dict[str, dict[int, int]] = {}
     for r in read_results(runner):
         seqs.setdefault(r["cameraId"], set()).add(r["seq"])
+        positions.setdefault((r["cameraId"], r["seq"]), set()).add((r["partition"], r["offset"]))
+        captured.setdefault(r["cameraId"], {})[r["seq"]] = r["captureTsMs"]
+    reused = {frame: where for frame, where in positions.items() if len(where) > 1}
+    assert not reused, f"sequence numbers used by more than one frame (camera, seq) -> Kafka positions: {reused}"
     for cam in ("1", "2"):
         assert seqs[cam] == set(range(min(seqs[cam]), max(seqs[cam]) + 1)), f"camera {cam} has gaps in its sequence"
+    # Camera 2 ran at both rates, its frames in capture order: 200 ms apart at 5 fps, a second apart at 1 fps.
+    times = [captured["2"][seq] for seq in sorted(seqs["2"])]
+    steps = {b - a for a, b in itertools.pairwise(times)}
+    assert times == sorted(times), "camera 2's sequence numbers follow its capture times"
+    assert {200, 1000} <= {round(step, -2) for step in steps}, sorted(steps)

@@ -5,10 +5,12 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from camerafleet.api.manifest import parse_manifest
 from camerafleet.producer import ShardKey, plan_shards
-from camerafleet.sources import Grid, Sampler, SourceError, SyntheticSource, camera_grid, open_source, redact, slot_phase_s
+from camerafleet.sources import CameraGrids, Grid, Sampler, SourceError, SyntheticSource, camera_grid, open_source, redact, slot_phase_s
 
 
 def sample_all(sampler: Sampler, capture_fps: float, seconds: float) -> list[int]:
@@ -146,3 +148,48 @@ def test_the_grid_rounds_instants_to_slots_exactly_far_from_the_epoch():
         t = grid.time_of(slot)
         assert grid.slot_of(t) == slot and grid.first_at_or_after(t) == slot, slot
         assert grid.first_at_or_after(t + 1e-3) == slot + 1 and grid.slot_of(t - 1e-3) == slot - 1
+
+
+def test_a_lower_rate_goes_on_from_the_next_slot_instead_of_reusing_sequence_numbers():
+    # An hour in at 5 fps a camera is near slot 18,000; numbered from the epoch at 1 fps its next slot would be
+    # 3,600, a number it used 48 minutes ago.
+    grids = CameraGrids(epoch_s=1.8e9)
+    old = grids.follow([("7", 5.0)], 1.8e9)["7"]
+    t = 1.8e9 + 3600.0
+    new = grids.follow([("7", 1.0)], t)["7"]
+    assert new.fps == 1.0 and new.first == old.first_at_or_after(t) > 17_999
+    assert new.time_of(new.first) == pytest.approx(old.time_of(new.first)), (
+        "the first slot at the new rate is at the old one's next instant"
+    )
+    assert grids.follow([("7", 1.0)], t + 60)["7"] is new, "a rate that did not change keeps its grid"
+    assert Sampler(new).accept(new.time_of(new.first) - 0.5) is None, "no slot before the grid's first"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rates=st.lists(st.sampled_from([0.05, 0.2, 1.0, 2.0, 5.0, 7.5, 30.0]), min_size=2, max_size=6),
+    gaps=st.lists(st.floats(min_value=0.01, max_value=400.0), min_size=6, max_size=6),
+)
+def test_sequence_numbers_rise_across_any_rate_changes(rates, gaps):
+    """Each change hands over like the producers do: the old worker samples up to the old grid's first slot at or after
+    the handover time, the new one from the new grid's first slot: every frame keeps a number of its own, in time order."""
+    grids = CameraGrids(epoch_s=1.8e9)
+    t = 1.8e9
+    grid = grids.follow([("cam", rates[0])], t)["cam"]
+    sampler = Sampler(grid, last_slot=grid.first - 1)
+    frames: list[tuple[int, float]] = []
+    for fps, gap in zip(rates[1:], gaps, strict=False):
+        t += gap
+        new = grids.follow([("cam", fps)], t)["cam"]
+        end = max(sampler.grid.first_at_or_after(t), sampler.grid.first)
+        while sampler.next_slot() < end:
+            slot = sampler.accept(sampler.next_due())
+            frames.append((slot, sampler.grid.time_of(slot)))
+        sampler = Sampler(new, last_slot=max(new.first_at_or_after(t), new.first) - 1)
+    for _ in range(3):
+        slot = sampler.accept(sampler.next_due())
+        frames.append((slot, sampler.grid.time_of(slot)))
+    seqs = [seq for seq, _ in frames]
+    assert seqs == sorted(set(seqs)), "sequence numbers are unique and rising"
+    times = [at for _, at in frames]
+    assert times == sorted(times), "in capture order"

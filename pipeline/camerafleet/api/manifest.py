@@ -803,22 +803,27 @@ class Metadata(Strict):
     namespace: str | None = Field(default=None, description="Kubernetes namespace (ignored by `camerafleet run`).")
 
     @model_validator(mode="after")
-    def _finite_extras(self) -> Metadata:
-        """Other metadata (labels, annotations, ...) is kept as given, but must survive JSON: no inf or NaN."""
+    def _exact_extras(self) -> Metadata:
+        """Other metadata (labels, annotations, ...) is kept as given, but must survive JSON exactly: no inf or NaN, no
+        integer beyond 2**53 (Kubernetes and the console's JavaScript read numbers as float64)."""
         for key, value in (self.model_extra or {}).items():
-            if not _finite(value):
-                raise ValueError(f"metadata.{key} holds inf or NaN, which JSON and Kubernetes cannot carry")
+            if not _exact_in_json(value):
+                raise ValueError(
+                    f"metadata.{key} holds inf, NaN or an integer beyond 2**53, which JSON and Kubernetes cannot carry exactly"
+                )
         return self
 
 
-def _finite(value: Any) -> bool:
-    """No inf or NaN anywhere in `value`. Each container is visited once: YAML aliases share them, and a
+def _exact_in_json(value: Any) -> bool:
+    """No inf, NaN or integer beyond ±2**53 anywhere in `value`. Each container is visited once: YAML aliases share them, and a
     walk of every path through an alias bomb would take exponential time."""
     seen: set[int] = set()
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, int) and not -MAX_INT <= item <= MAX_INT:
             return False
         if isinstance(item, dict | list) and id(item) not in seen:
             seen.add(id(item))

@@ -2,7 +2,8 @@
 
 A source is a video file (played at its own frame rate, looping, like a camera that never stops), a
 live camera (RTSP, MJPEG over HTTP: `live.py`), or a synthetic scene. Frames are sampled down to the
-camera's `inferenceFps` on a grid anchored at the run's epoch (`grid.py`, `sampler.py`).
+camera's `inferenceFps` on a grid anchored at the run's epoch and continued at each rate change
+(`grid.py`, `sampler.py`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 from camerafleet.api.source_report import SourceProblem
 from camerafleet.sources.base import DecodeCounts, FrameSource, SourceError, is_stream_url, redact
 from camerafleet.sources.files import SyntheticSource, VideoFileSource
-from camerafleet.sources.grid import Grid, camera_grid, slot_phase_s
+from camerafleet.sources.grid import CameraGrids, Grid, camera_grid, slot_phase_s
 from camerafleet.sources.sampler import Sampler
 
 __all__ = [
-    "DecodeCounts", "FrameSource", "Grid", "Sampler", "SourceError", "SourceProblem", "SyntheticSource", "VideoFileSource",
+    "CameraGrids", "DecodeCounts", "FrameSource", "Grid", "Sampler", "SourceError", "SourceProblem", "SyntheticSource", "VideoFileSource",
     "camera_grid", "is_stream_url", "open_source", "redact", "slot_phase_s",
 ]  # fmt: skip
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 # Slack when rounding times to frame indices and slots: absolute times near 1.8e9 s carry ~2.4e-7 s of
 # float error, so 1e-4 of a frame (about a microsecond at 120 fps) keeps round trips exact.
@@ -18,10 +19,12 @@ SLOT_EPSILON = 1e-4
 
 @dataclass(frozen=True)
 class Grid:
-    """Instants `start_s + k / fps` for k = 0, 1, ...: a camera's sampling slots, or a clip's frames."""
+    """Instants `start_s + k / fps` for k = first, first + 1, ...: a camera's sampling slots, or a clip's frames.
+    A grid that continues another at a new rate (`continued`) starts at that one's next slot, not at 0."""
 
     start_s: float
     fps: float
+    first: int = 0
 
     def slot_of(self, t: float) -> int:
         """The slot `t` falls in (the last instant at or before `t`)."""
@@ -34,6 +37,17 @@ class Grid:
     def time_of(self, slot: int) -> float:
         return self.start_s + slot / self.fps
 
+    def continued(self, t: float, fps: float) -> Grid:
+        """This grid from `t` on at `fps`: its first slot is this grid's first slot at or after `t`, at the same
+        instant, so the slots (a camera's frame sequence numbers) go on rising across a rate change. Numbered from
+        the epoch at the new rate instead, a camera going from 5 to 1 fps an hour in would reuse the 14,400 numbers
+        of its last 4 hours at 1 fps: frames counted as duplicates, their stored images overwritten."""
+        if fps == self.fps:
+            return self
+        first = max(self.first_at_or_after(t), self.first)
+        at = self.time_of(first)
+        return Grid(at - first / fps, fps, first)
+
 
 def slot_phase_s(camera_id: str, fps: float) -> float:
     """Where in its sampling period a camera's slots fall: a stable fraction of the period derived from
@@ -45,3 +59,20 @@ def slot_phase_s(camera_id: str, fps: float) -> float:
 def camera_grid(epoch_s: float, camera_id: str, fps: float) -> Grid:
     """A camera's sampling grid: slot 0 is the run's epoch plus the camera's phase."""
     return Grid(epoch_s + slot_phase_s(camera_id, fps), fps)
+
+
+@dataclass
+class CameraGrids:
+    """The run's sampling grid of every camera it has sampled: the runner keeps it and hands it to every producer
+    actor with their shards, so all of a camera's shards, and an actor Ray restarts, agree on its slots."""
+
+    epoch_s: float
+    grids: dict[str, Grid] = field(default_factory=dict)  # every camera id the run has seen: one per camera of its manifests
+
+    def follow(self, cameras: Iterable[tuple[str, float]], t: float) -> dict[str, Grid]:
+        """The grids of these (camera id, fps): a camera new to the run starts on the epoch's grid, one whose rate
+        changed continues its grid from `t` (the handover time of its workers)."""
+        for camera_id, fps in cameras:
+            grid = self.grids.get(camera_id)
+            self.grids[camera_id] = camera_grid(self.epoch_s, camera_id, fps) if grid is None else grid.continued(t, fps)
+        return dict(self.grids)

@@ -51,8 +51,8 @@ class Sampler:
     def accept(self, t: float) -> int | None:
         """The frame's sequence number if a frame captured at `t` is this shard's next sample, else None."""
         slot = self.slot_of(t)
-        if slot < 0 or slot <= self.last_slot or slot % self.shards != self.shard:
-            return None  # slot 0 is the first: a frame from before the camera's grid starts is not a sample
+        if slot < self.grid.first or slot <= self.last_slot or slot % self.shards != self.shard:
+            return None  # a frame from before the camera's grid starts (the epoch, or its last rate change) is not a sample
         if self.last_slot >= 0:
             self.skipped_slots += max(0, (slot - self.last_slot) // self.shards - 1)
         self.last_slot = slot
