@@ -122,16 +122,13 @@ class Announcer:
 
     async def close(self) -> None:
         client, self.client = self.client, None
-        if client is None:
-            return
-        try:
-            await asyncio.wait_for(client.stop(), timeout=CLOSE_S)
-        except (TimeoutError, KafkaError) as err:
-            log.warning("closing the Kafka client: %s", type(err).__name__)
+        if client is not None:
+            await _close_quietly(client, logging.WARNING)
 
 
-async def _close_quietly(client: AIOKafkaProducer) -> None:
+async def _close_quietly(client: AIOKafkaProducer, level: int = logging.DEBUG) -> None:
+    """Stop a client within CLOSE_S; what goes wrong is only logged, at `level` (debug: a broken client thrown away)."""
     try:
         await asyncio.wait_for(client.stop(), timeout=CLOSE_S)
-    except Exception as err:  # noqa: BLE001 - a client being thrown away
-        log.debug("closing a Kafka client: %s", type(err).__name__)
+    except Exception as err:  # noqa: BLE001 - stopping must not fail the caller's own stop
+        log.log(level, "closing a Kafka client: %s", type(err).__name__)
