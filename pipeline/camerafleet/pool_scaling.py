@@ -14,6 +14,9 @@ The signals, and why:
 - **Falling behind**: frames the source admission shed, slots a producer skipped because it was late, and
   Kafka lag that grew over the look. Each means capacity is missing whatever the busy share says (admission
   sheds before anyone is saturated, by design), so the pool asks for one actor more, up to its maximum.
+- **What the models can use** (consumers): a consumer busy waiting on models that are at their most replicas
+  and cannot take more requests gains nothing from another consumer, which would only wait too
+  (`consumers_models_can_use`). Busy consumers grow no further than that, falling behind or not.
 
 The size asked for is Kubernetes' HPA rule: `ceil(actors x busy / target)`, unchanged within 10% of the
 target (no flapping under a steady load). A change is made only when every look over the delay asked for it
@@ -55,6 +58,7 @@ class PoolLoad:
     busy: float  # mean busy share of the pool's actors (0: idle, 1: at capacity; may exceed 1)
     falling_behind: bool = False
     backlog: bool = False  # more work waits than the pool holds in hand: it is not idle, whatever its busy share
+    useful_max: int | None = None  # consumers: the most the models can use (busy ones grow no further)
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ def ask(load: PoolLoad, spec: PoolAutoscalingSpec) -> tuple[int, ScaleReason]:
         wanted = n
     if load.falling_behind and wanted <= n:
         wanted, reason = n + 1, ScaleReason.FALLING_BEHIND
+    if load.useful_max is not None and load.busy >= spec.target_busy * (1 - TOLERANCE):  # busy waiting on the models
+        wanted = min(wanted, max(n, load.useful_max))
     bounded = min(spec.max_actors, max(spec.min_actors, wanted))
     return bounded, reason if bounded != n else ScaleReason.STEADY
 
@@ -181,7 +187,14 @@ class PoolWatch:
     last_busy: float | None = None
 
     def look(
-        self, now: float, size: int, work: list[ActorWork], totals: dict[str, int], placing: int = 0, backlog: bool = False
+        self,
+        now: float,
+        size: int,
+        work: list[ActorWork],
+        totals: dict[str, int],
+        placing: int = 0,
+        backlog: bool = False,
+        useful_max: int | None = None,
     ) -> Decision | None:
         """`size`: the pool's actors, `placing` of them new ones Ray has not placed yet; `work`: the reports of
         those that answered (one restarting may not: the others' mean stands for it). Actors being placed count
@@ -192,7 +205,8 @@ class PoolWatch:
         self.last_busy = share
         if share is None or size <= 0:
             return None
-        return self.scaler.decide(now, PoolLoad(size, share * (size - placing) / size, any(grew) and not placing, backlog))
+        load = PoolLoad(size, share * (size - placing) / size, any(grew) and not placing, backlog, useful_max)
+        return self.scaler.decide(now, load)
 
 
 def keep_order(nodes: list[str]) -> list[int]:
@@ -203,6 +217,20 @@ def keep_order(nodes: list[str]) -> list[int]:
     both nodes half full."""
     count = Counter(nodes)
     return sorted(range(len(nodes)), key=lambda i: (-count[nodes[i]], nodes[i], i))
+
+
+def consumers_models_can_use(spec: FleetSpec) -> int:
+    """The most consumers the fleet's models can use. Serve adds a model's replicas while its requests in flight
+    exceed targetOngoingRequests per replica, up to maxReplicas; a consumer keeps maxInFlightBatches batches in
+    flight, each sent to a model in chunks of its maxBatchSize. Consumers beyond what keeps every model at
+    maxReplicas x target only wait on the models with the others. The bench's elastic phase (2 face replicas,
+    fixed) grew its consumer pool 1 -> 2 during a 30 s stall of the face model and its latency got no better."""
+    c = spec.consumer
+    most = 1
+    for m in spec.models:
+        per_consumer = c.max_in_flight_batches * math.ceil(c.max_batch_frames / m.batching.max_batch_size)
+        most = max(most, math.ceil(m.autoscaling.max_replicas * m.autoscaling.target_ongoing_requests / per_consumer))
+    return most
 
 
 def pool_size_after_edit(pool: PoolSpec, current: int) -> int:
@@ -220,6 +248,7 @@ class FleetPools:
 
     watches: dict[Pool, PoolWatch] = field(default_factory=dict)
     in_hand: int = 0  # frames one consumer holds in its batches at most (maxBatchFrames x maxInFlightBatches)
+    consumers_useful: int = 1  # the most consumers the models can use (`consumers_models_can_use`)
 
     def update_spec(self, spec: FleetSpec) -> None:
         for pool, pool_spec in ((Pool.PRODUCER, spec.producer), (Pool.CONSUMER, spec.consumer)):
@@ -231,6 +260,7 @@ class FleetPools:
             if pool is Pool.CONSUMER and pool in self.watches:
                 self.watches[pool].growth.setdefault("lag", GrowthWatch()).slack = spec.consumer.max_batch_frames
         self.in_hand = spec.consumer.max_batch_frames * spec.consumer.max_in_flight_batches
+        self.consumers_useful = consumers_models_can_use(spec)
 
     def look_producers(self, now: float, stats: list[ProducerStats], size: int, placing: int = 0) -> Decision | None:
         """Producers: CPU per core; falling behind when a worker skipped slots (it was late)."""
@@ -250,4 +280,4 @@ class FleetPools:
         work = [ActorWork(c.incarnation, c.busy_seconds, c.alive_seconds) for c in stats]
         lag = sum(c.total_lag for c in stats)
         in_hand = self.in_hand * max(size, 1)  # frames the pool can hold in its batches at once
-        return watch.look(now, size, work, {"lag": lag, "shed": shed}, placing, backlog=lag > in_hand)
+        return watch.look(now, size, work, {"lag": lag, "shed": shed}, placing, backlog=lag > in_hand, useful_max=self.consumers_useful)

@@ -136,15 +136,17 @@ def _fleet(tmp_path: Path, bootstrap: str, enabled: int, fps: float = 3) -> Path
     # Admission is off: shedding at the source (what the slow model would otherwise cause) would leave the
     # producers idle, and this test is about the pools, not admission (the overload tests cover that).
     # Everything at its maximum asks for 2.75 of the cluster's 5 CPUs, so it still fits once a 2-CPU node is gone.
-    # Frames age out after 20 s: the backlog the slow model leaves (which keeps the consumers from shrinking, and which
-    # the final drain works through) is then 20 s of frames, not a minute's.
+    # A consumer keeps one request in flight to each model, whose replica takes two (targetOngoingRequests): a second
+    # consumer is one the models can use (`consumers_models_can_use`). Frames age out after 20 s: the backlog the
+    # slow model leaves (which keeps the consumers from shrinking, and which the final drain works through) is then
+    # 20 s of frames, not a minute's.
     cameras = [{"id": f"cam{i}", "source": "synthetic:1280x720@30", "inferenceFps": fps, "enabled": i < enabled} for i in range(4)]
     pool = {"upscaleDelaySeconds": 5, "downscaleDelaySeconds": 20}
     return write_fleet(
         tmp_path / "fleet.yaml", "elastic", bootstrap, cameras=cameras, models=[slow_face_model(), health_model()],
         producer={"actors": 1, "cpusPerActor": 0.5, "admission": {"mode": "off"},
                   "autoscaling": {"minActors": 1, "maxActors": 3, "targetBusy": 0.05, **pool}},
-        consumer={"actors": 1, "cpusPerActor": 0.25, "maxFrameAgeMs": 20000,
+        consumer={"actors": 1, "cpusPerActor": 0.25, "maxFrameAgeMs": 20000, "maxBatchFrames": 2, "maxInFlightBatches": 1,
                   "autoscaling": {"minActors": 1, "maxActors": 2, "targetBusy": 0.5, **pool}},
     )  # fmt: skip
 

@@ -20,6 +20,7 @@ from camerafleet.pool_scaling import (
     PoolWatch,
     ScaleReason,
     ask,
+    consumers_models_can_use,
     keep_order,
     pool_size_after_edit,
 )
@@ -179,6 +180,27 @@ def test_consumers_with_a_backlog_do_not_shrink_however_idle_they_look():
     assert ask(PoolLoad(3, 0.05, backlog=True), spec) == (3, ScaleReason.STEADY)
     assert ask(PoolLoad(3, 0.05), spec) == (1, ScaleReason.IDLE)
     assert ask(PoolLoad(3, 0.9, backlog=True), spec) == (4, ScaleReason.BUSY), "a backlog never holds a pool back from growing"
+
+
+def test_consumers_grow_only_as_far_as_the_models_can_use_them():
+    def fleet(consumer: dict, faces: dict) -> FleetSpec:
+        face = {"name": "f", "type": "face", "modelUri": "/m.onnx", **faces}
+        return FleetSpec.model_validate({"cameras": [{"id": "a", "source": "synthetic:"}], "models": [face], "consumer": consumer})
+
+    # The bench: 2 face replicas at most, 2 requests each; one consumer keeps 4 batches x 2 chunks of 8 in flight.
+    bench = fleet({"maxBatchFrames": 16, "maxInFlightBatches": 4}, {"batching": {"maxBatchSize": 8}, "autoscaling": {"maxReplicas": 2}})
+    assert consumers_models_can_use(bench) == 1
+    # Up to 8 replicas with one request in flight per consumer: 16 consumers keep them all at their target.
+    one_each = {"maxBatchFrames": 2, "maxInFlightBatches": 1}
+    assert consumers_models_can_use(fleet(one_each, {"batching": {"maxBatchSize": 2}, "autoscaling": {"maxReplicas": 8}})) == 16
+
+    spec = PoolAutoscalingSpec.model_validate({"minActors": 1, "maxActors": 4, "upscaleDelaySeconds": 0})
+    assert ask(PoolLoad(1, 1.0, useful_max=1), spec) == (1, ScaleReason.STEADY), "busy waiting on models at their maximum"
+    assert ask(PoolLoad(1, 1.0, falling_behind=True, useful_max=1), spec) == (1, ScaleReason.STEADY), "behind for the same reason"
+    assert ask(PoolLoad(1, 1.8, useful_max=2), spec) == (2, ScaleReason.BUSY), "as far as the models can use"
+    assert ask(PoolLoad(2, 0.2, falling_behind=True, useful_max=2), spec) == (3, ScaleReason.FALLING_BEHIND), (
+        "idle consumers falling behind are short of something else than the models: another one may help"
+    )
 
 
 def test_a_shrinking_pool_empties_whole_nodes_fewest_actors_first_newest_first():
