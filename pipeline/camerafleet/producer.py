@@ -110,11 +110,6 @@ class CameraCounts(ProducerCameraStats):
         return ProducerCameraStats(**{**copied, **counters, "buffered": len(self.pending)})
 
 
-def _slot_at(grid: Grid, t: float) -> int:
-    """The first slot at or after a handover time: the first of the new owner, the end of the old one."""
-    return max(grid.first_at_or_after(t), grid.first)
-
-
 def source_url(camera: CameraSpec) -> str:
     if camera.source_secret_env:
         url = os.environ.get(camera.source_secret_env)
@@ -190,7 +185,7 @@ class ProducerActor:
         for key, shard in wanted.items():
             if key not in self.workers or key in replaced:
                 grid = grids[key.camera_id]
-                worker = _Worker(shard.camera, grid, first_slot=None if handover_s is None else _slot_at(grid, handover_s))
+                worker = _Worker(shard.camera, grid, first_slot=None if handover_s is None else grid.start_at(handover_s))
                 worker.task = asyncio.create_task(self._run_worker(shard, worker))
                 self.workers[key] = worker
         await asyncio.gather(*(self._stop_worker(k, w, handover_s) for k, w in leaving))
@@ -198,7 +193,7 @@ class ProducerActor:
     async def _stop_worker(self, key: ShardKey, worker: _Worker, handover_s: float | None = None) -> None:
         worker.leaving = True
         if handover_s is not None:
-            worker.end_slot = _slot_at(worker.grid, handover_s)
+            worker.end_slot = worker.grid.start_at(handover_s)
             await asyncio.sleep(max(0.0, handover_s - time.time()))
         worker.stop.set()
         assert worker.task is not None

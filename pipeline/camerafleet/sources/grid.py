@@ -37,14 +37,20 @@ class Grid:
     def time_of(self, slot: int) -> float:
         return self.start_s + slot / self.fps
 
+    def start_at(self, t: float) -> int:
+        """The first slot of this grid at or after `t`, never before its first: where a worker taking over at `t`
+        starts, and where the one handing over stops."""
+        return max(self.first_at_or_after(t), self.first)
+
     def continued(self, t: float, fps: float) -> Grid:
         """This grid from `t` on at `fps`: its first slot is this grid's first slot at or after `t`, at the same
         instant, so the slots (a camera's frame sequence numbers) go on rising across a rate change. Numbered from
-        the epoch at the new rate instead, a camera going from 5 to 1 fps an hour in would reuse the 14,400 numbers
-        of its last 4 hours at 1 fps: frames counted as duplicates, their stored images overwritten."""
+        the epoch at the new rate instead, a camera going from 5 to 1 fps an hour in would restart near slot 3,600
+        and reuse, over the next 4 hours, the 14,400 numbers it used in the last 48 minutes: frames counted as
+        duplicates, their stored images overwritten."""
         if fps == self.fps:
             return self
-        first = max(self.first_at_or_after(t), self.first)
+        first = self.start_at(t)
         at = self.time_of(first)
         return Grid(at - first / fps, fps, first)
 
