@@ -38,6 +38,7 @@ from camerafleet_dev.devservers.camera import CameraServer
 READERS = ("pyav", "opencv_every_frame")
 JPEG_QUALITY = 85
 WARMUP_S = 4.0  # the first groups of pictures are decoded in full until the keyframe interval is known
+WARM_TIMEOUT_S = 60.0  # a camera not streaming a minute after start is measured as it is (taken 0), not waited for
 
 
 class OpenCvEveryFrame:
@@ -61,32 +62,66 @@ class OpenCvEveryFrame:
                 return now, frame
 
 
-def _camera_loop(url: str, reader: str, fps: float, until: float, counts: dict[str, int], lock: threading.Lock) -> None:
+class _Window:
+    """The measured window, shared by a worker's cameras. It opens once every camera has streamed for
+    WARMUP_S after its first frame (or after WARM_TIMEOUT_S), so a slow RTSP connect on a busy machine
+    shortens nothing: a 3 s window opened 4 s after start took 0 of 3 frames once while CI loaded the
+    machine, because the PyAV reader's connect and first group of pictures took longer than the warm-up."""
+
+    def __init__(self, cameras: int, seconds: float):
+        self.cameras, self.seconds = cameras, seconds
+        self.lock = threading.Lock()
+        self.warm = 0
+        self.start: float | None = None
+        self.until = time.time() + WARM_TIMEOUT_S + seconds
+
+    def camera_warm(self) -> None:
+        with self.lock:
+            self.warm += 1
+
+    def open_when_warm(self) -> None:
+        deadline = time.time() + WARM_TIMEOUT_S
+        while time.time() < deadline:
+            with self.lock:
+                if self.warm >= self.cameras:
+                    break
+            time.sleep(0.05)
+        self.start = time.time()
+        self.until = self.start + self.seconds
+
+
+def _camera_loop(url: str, reader: str, fps: float, window: _Window, counts: dict[str, int], lock: threading.Lock) -> None:
     source: Any = LiveSource(url, url, fps, stall_timeout_s=10, max_frame_age_s=60) if reader == "pyav" else OpenCvEveryFrame(url)
     sampler = Sampler(Grid(time.time(), fps))
     sampler.last_slot = sampler.slot_of(time.time()) - 1
-    warm_until = time.time() + WARMUP_S
-    while time.time() < until:
+    warm_at: float | None = None
+    while time.time() < window.until:
         t, frame = source.read_due(sampler.next_due())
+        now = time.time()  # the window is wall time: a camera server that falls behind lags `t`, not `now`
+        if warm_at is None:
+            warm_at = now + WARMUP_S
+        elif now >= warm_at:
+            window.camera_warm()
+            warm_at = float("inf")
         skipped = sampler.skipped_slots
         if sampler.accept(t) is None:
             continue
         cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if t >= warm_until:
+        if window.start is not None and window.start <= now < window.until:
             with lock:
                 counts["taken"] += 1
                 counts["missed"] += sampler.skipped_slots - skipped
 
 
 def worker(url: str, reader: str, fps: float, cameras: int, seconds: float) -> dict[str, Any]:
-    """Run `cameras` cameras on `url` in this process for WARMUP_S + `seconds`; CPU over the measured window."""
+    """Run `cameras` cameras on `url` in this process; CPU and frames over the measured window only."""
     cv2.setNumThreads(1)
     counts, lock = {"taken": 0, "missed": 0}, threading.Lock()
-    until = time.time() + WARMUP_S + seconds
-    threads = [threading.Thread(target=_camera_loop, args=(url, reader, fps, until, counts, lock), daemon=True) for _ in range(cameras)]
+    window = _Window(cameras, seconds)
+    threads = [threading.Thread(target=_camera_loop, args=(url, reader, fps, window, counts, lock), daemon=True) for _ in range(cameras)]
     for t in threads:
         t.start()
-    time.sleep(WARMUP_S)
+    window.open_when_warm()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.monotonic()
     for t in threads:
@@ -106,7 +141,7 @@ def run_worker(url: str, reader: str, fps: float, cameras: int, seconds: float, 
     argv = [sys.executable, "-m", "camerafleet_dev.bench.live", "--worker", url, reader, str(fps), str(cameras), str(seconds)]
     if core is not None:
         argv = ["taskset", "-c", str(core), *argv]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + WARMUP_S + 120, check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + WARM_TIMEOUT_S + 120, check=False)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
