@@ -39,7 +39,8 @@ from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, FrameBucket, frame_key, open_bucket
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
-from camerafleet.sources import FrameSource, Grid, Sampler, SourceError, SourceProblem, open_source, redact
+from camerafleet.sources import FrameSource, Grid, Sampler, SourceError, SourceProblem, redact
+from camerafleet.sources.opening import open_source
 from camerafleet.stats import ProducerCameraStats, ProducerStats
 from camerafleet.tasks import cancel_until_done
 

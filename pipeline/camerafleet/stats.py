@@ -32,10 +32,10 @@ class ProducerCameraStats:
     shed_slots: int = 0  # slots not admitted: the pipeline could not have processed them in time
     reconnects: int = 0
     source_problems: Counter[SourceProblem] = field(default_factory=Counter)
-    decode_mode: DecodeMode | None = None  # live cameras: which frames are decoded (last seen)
+    decode_mode: DecodeMode | None = None  # live cameras and files: which frames are decoded (last seen)
     time_source: TimeSource | None = None  # live cameras: where capture times come from (last seen)
-    packets_received: int = 0  # live cameras: video packets read
-    frames_decoded: int = 0  # live cameras: frames decoded (sampled or needed as references)
+    packets_received: int = 0  # live cameras and files: video packets read
+    frames_decoded: int = 0  # live cameras and files: frames decoded (sampled or needed as references)
     restarts: int = 0  # merged stats only: actor incarnations Ray restarted
     source_up: bool = False
     last_problem: SourceProblem | None = None  # why the source went down last (the console shows it while down)

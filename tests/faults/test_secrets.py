@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from camerafleet.sources import SourceError, open_source, redact
+from camerafleet.sources import SourceError, redact
+from camerafleet.sources.opening import open_source
 from camerafleet_dev.devservers._process import free_port
 from tests.fixtures.pipeline import health_model, run_in_its_own_process, write_fleet
 from tests.fixtures.servers import SASL_PASSWORD, secure_env

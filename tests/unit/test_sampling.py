@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from camerafleet.api.manifest import parse_manifest
 from camerafleet.producer import ShardKey, plan_shards
-from camerafleet.sources import CameraGrids, Grid, Sampler, SourceError, SyntheticSource, camera_grid, open_source, redact, slot_phase_s
+from camerafleet.sources import CameraGrids, Grid, Sampler, SourceError, camera_grid, redact, slot_phase_s
+from camerafleet.sources.opening import open_source
+from camerafleet.sources.synthetic import SyntheticSource
 
 
 def sample_all(sampler: Sampler, capture_fps: float, seconds: float) -> list[int]:

@@ -19,7 +19,7 @@ class SourceProblem(StrEnum):
 
 
 class DecodeMode(StrEnum):
-    """Which frames of a live camera are decoded (`sources/live.py`)."""
+    """Which frames of a camera are decoded (`sources/live.py`, `sources/files.py`)."""
 
     EVERY_FRAME = "every_frame"
     """The keyframe interval is not known yet (until two keyframes arrived), so every frame is decoded."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from camerafleet.api.source_report import DecodeMode, SourceProblem, TimeSource
 
-_STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
 class SourceError(Exception):
@@ -61,7 +61,8 @@ class FrameSource(ABC):
 
 
 def is_stream_url(source: str) -> bool:
-    return source.lower().startswith(_STREAM_SCHEMES)
+    """Any URL but file:// is a stream (rtsp, http MJPEG, srt, ...): read live, never indexed like a file."""
+    return bool(_URL.match(source)) and not source.lower().startswith("file://")
 
 
 _USERINFO = re.compile(r"(?<=://)[^?#]*@")  # up to the last '@' before the query: passwords may hold '@' or '/'
