@@ -26,13 +26,14 @@ LOW, HIGH = 0.2, 0.8  # offered load before and after the step, as shares of sat
 CPUS_PER_ACTOR = 0.1  # both variants: the largest elastic pools still fit a 2-CPU machine beside the models
 # The pools' autoscaling in the elastic variant (named in the report): the manifest's upscale delay (15 s: a model's
 # stall of a few seconds, and the catch-up after it, must not grow a pool), a downscale delay short enough for a
-# bench phase (the default is 120 s). The producers' target is 0.28 of a core, not the default 0.6: the load
-# phases put the step's producer work at about 0.25 of a core before it and 0.37 during it on a 2-core machine
-# (the clips are decoded at 30 fps whatever is sampled, issue 27), so at the default no pool would move; 0.28
-# lies between the two, each beyond the 10% tolerance. The consumers grow only as far as the models
-# can use them (`consumers_models_can_use`): with the bench's 2 fixed face replicas, not at all.
+# bench phase (the default is 120 s). The producers' target is 0.1 of a core, not the default 0.6: on a 2-core
+# machine one producer carries the step's cameras at about 0.05 of a core before it and 0.16 during it (files decode
+# only what is sampled: 13 ms per frame, 1280x720 clips), two carry the step at 0.085 each, so at 0.1 one grows to
+# two at the step, two hold it (0.85 of the target asks for 2), and two shrink to one after it (0.03 each).
+# The consumers grow only as far as the models can use them (`consumers_models_can_use`): with the bench's 2 fixed
+# face replicas, not at all.
 ELASTIC_POOLS = {
-    "producer": {"minActors": 1, "maxActors": 4, "targetBusy": 0.28, "upscaleDelaySeconds": 15, "downscaleDelaySeconds": 30},
+    "producer": {"minActors": 1, "maxActors": 4, "targetBusy": 0.1, "upscaleDelaySeconds": 15, "downscaleDelaySeconds": 30},
     "consumer": {"minActors": 1, "maxActors": 2, "targetBusy": 0.6, "upscaleDelaySeconds": 15, "downscaleDelaySeconds": 30},
 }
 FIXED_POOLS = {"producer": 2, "consumer": 1}  # the bench fleet's (and the small-node example's) sizes
@@ -131,10 +132,13 @@ def elastic_figures(elastic: PhaseResult, fixed: PhaseResult) -> dict[str, Any]:
     elastic_up = up[elastic.name]
     back = back_to_min_s(elastic, down)
     changes = elastic.summary.get("pools", {}).get("changes", [])
-    # The steady load: from when the pipeline kept up (or, where it never did, the second half of the hold) to the step down.
-    steady_from = (step + elastic_up if elastic_up is not None else (step + down) / 2) - elastic.t_start
-    steady = [c for c in changes if steady_from < c["atS"] < down - elastic.t_start]
+    # The steady load: once the pools have answered the step (two upscale delays: a growth, and one more if the
+    # first was not enough) and the pipeline kept up (where it never did, the second half of the hold), to the step
+    # down. Judged only where that leaves time (not in the tiny profile's 10 s hold).
+    answered = step + 2 * max(s["upscaleDelaySeconds"] for s in ELASTIC_POOLS.values())
+    steady_from = max(answered, step + elastic_up if elastic_up is not None else (step + down) / 2) - elastic.t_start
     steady_s = round(down - elastic.t_start - steady_from, 1)
+    steady = [c for c in changes if steady_from < c["atS"] < down - elastic.t_start] if steady_s > 0 else None
     downscale_delay = max(s["downscaleDelaySeconds"] for s in ELASTIC_POOLS.values())
 
     def costs(v: PhaseResult) -> dict[str, Any]:
@@ -160,14 +164,14 @@ def elastic_figures(elastic: PhaseResult, fixed: PhaseResult) -> dict[str, Any]:
         "down_at_s": round(down - elastic.t_start, 1),
         "back_to_min_s": back,
         "changes": changes,
-        "steady_decisions": len(steady),
+        "steady_decisions": None if steady is None else len(steady),
         "steady_seconds": steady_s,
         "variants": {"elastic": costs(elastic), "fixed": costs(fixed)},
         "goals": {
             "keeps_up_within_60_s": elastic_up is not None and elastic_up <= KEEP_UP_GOAL_S,
             "nothing_lost": elastic.summary["ledger_balanced"] and fixed.summary["ledger_balanced"],
             "back_to_min_in_time": back is not None and back <= downscale_delay + BACK_DOWN_GOAL_S,
-            "no_decision_under_steady_load": not steady,
+            "no_decision_under_steady_load": None if steady is None else not steady,
         },
     }
 
@@ -193,8 +197,8 @@ def goals(el: dict[str, Any]) -> list[tuple[str, str, str, bool | None, tuple[st
             needs,
         ),
         (
-            "elastic pools: scaling decisions under the steady load after keeping up",
-            f"{el['steady_decisions']} in {el['steady_seconds']} s",
+            "elastic pools: scaling decisions under the steady load, once the pools answered the step and kept up",
+            "hold too short to judge" if el["steady_decisions"] is None else f"{el['steady_decisions']} in {el['steady_seconds']} s",
             "0",
             g["no_decision_under_steady_load"],
             needs,
