@@ -105,8 +105,10 @@ def test_headline_is_derived_from_the_measured_rates(report):
     assert ph["overload"]["offered_fps"] == pytest.approx(2 * ref["fps"], rel=0.02)
     assert {g["goal"].split(" ")[0] for g in r["goals"]} >= {"efficiency", "throughput", "p99"}
     for g in r["goals"]:
-        judged = not set(g["needs_phases"]) & set(r["phases_without_frames"])
-        assert isinstance(g["met"], bool) if judged else g["met"] is None, g
+        if set(g["needs_phases"]) & set(r["phases_without_frames"]):
+            assert g["met"] is None, g
+        else:  # judged, unless its own figure says the phase was too short to judge (the tiny profile's elastic hold)
+            assert isinstance(g["met"], bool) or "too short to judge" in g["measured"], g
 
 
 def test_many_cameras_memory_stages_and_autoscaling_are_reported(report):
