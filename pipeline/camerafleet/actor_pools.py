@@ -31,7 +31,7 @@ from camerafleet.consumer import ConsumerActor
 from camerafleet.pool_scaling import Decision, FleetPools, Pool, ScaleReason, keep_order
 from camerafleet.producer import ProducerActor, ShardKey, plan_shards
 from camerafleet.sources import CameraGrids, Grid
-from camerafleet.stats import ConsumerStats, ProducerStats, merge_producer_stats
+from camerafleet.stats import CameraOutcomes, ConsumerStats, ProducerStats, merge_outcomes, merge_producer_stats
 from camerafleet.status_writer import StatusWriter
 
 if TYPE_CHECKING:
@@ -84,6 +84,11 @@ class ActorPools:
         # actor Ray restarts comes back with zeroed counters, so its predecessor's stay counted here.
         self.producer_stats: dict[str, ProducerStats] = {}
         self.consumers: list[Any] = []
+        # Outcomes of every consumer incarnation: the last stats of those that may still be running, and the final
+        # counts of those stopped folded into one, so the run's totals never go back when the pool shrinks (they
+        # did: processed 145 -> 78 when a consumer of two left) and stay one entry per camera however often it does.
+        self.consumer_stats: dict[str, ConsumerStats] = {}
+        self.stopped_consumers = ConsumerStats()
         self.nodes: dict[Pool, set[str]] = {pool: set() for pool in Pool}  # every node each pool's actors were seen on
         self.node_of: dict[Any, str] = {}  # the node Ray placed each member on (by actor id), for choosing who leaves
         self.desired: dict[Pool, int] = {}  # the pools this run runs, and the size each should have
@@ -182,7 +187,7 @@ class ActorPools:
         if pool is Pool.CONSUMER:
             while len(self.consumers) > n:  # each finishes its batches and leaves the group first
                 actor = self.consumers.pop()
-                self.nodes[pool].update(s.node for s in await member_answers([actor.stop.remote()], ACTOR_START_S))
+                self.note_consumer_stats(await member_answers([actor.stop.remote()], ACTOR_START_S), stopped=True)
                 self._forget(actor)
             return
         await self._assign_shards(n)  # the shards of the actors that go move to the first n
@@ -248,7 +253,7 @@ class ActorPools:
             looks.append((Pool.PRODUCER, self.scaling.look_producers(now, producers, size[Pool.PRODUCER], placing[Pool.PRODUCER])))
         if Pool.CONSUMER in self.desired and Pool.CONSUMER in self.scaling.watches:
             consumers: list[ConsumerStats] = await member_answers(c.stats.remote() for c in self.consumers)
-            self.nodes[Pool.CONSUMER].update(c.node for c in consumers)
+            self.note_consumer_stats(consumers)
             shed = sum(c.shed_slots for c in merge_producer_stats(self.producer_stats.values()).values())
             decision = self.scaling.look_consumers(now, consumers, shed, size[Pool.CONSUMER], placing[Pool.CONSUMER])
             looks.append((Pool.CONSUMER, decision))
@@ -277,6 +282,19 @@ class ActorPools:
         for stats in answers:
             self.producer_stats[stats.incarnation] = stats
             self.nodes[Pool.PRODUCER].add(stats.node)
+
+    def note_consumer_stats(self, answers: Iterable[ConsumerStats], *, stopped: bool = False) -> None:
+        for stats in answers:
+            self.nodes[Pool.CONSUMER].add(stats.node)
+            if stopped:
+                self.consumer_stats.pop(stats.incarnation, None)
+                self.stopped_consumers.cameras = merge_outcomes([self.stopped_consumers, stats])
+            else:
+                self.consumer_stats[stats.incarnation] = stats
+
+    def consumer_outcomes(self) -> dict[str, CameraOutcomes]:
+        """Outcomes per camera of the run so far, over every consumer incarnation."""
+        return merge_outcomes([self.stopped_consumers, *self.consumer_stats.values()])
 
     def pool_status(self, pool: Pool) -> PoolStatus:
         waiting = len(self.placing[pool])

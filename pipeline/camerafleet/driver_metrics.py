@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from camerafleet.api import telemetry as t
 from camerafleet.api.outcomes import MissedReason, Outcome
-from camerafleet.stats import ConsumerStats, ProducerCameraStats, merge_outcomes
+from camerafleet.stats import CameraOutcomes, ProducerCameraStats
 
 
 class RunMetrics:
@@ -29,7 +29,7 @@ class RunMetrics:
     def _gauge(self, definition: t.MetricDef) -> Gauge:
         return Gauge(definition.name, definition.help, definition.labels, registry=self.registry)
 
-    def update(self, producer: dict[str, ProducerCameraStats], consumers: list[ConsumerStats]) -> None:
+    def update(self, producer: dict[str, ProducerCameraStats], outcomes: dict[str, CameraOutcomes], lag: int) -> None:
         for cam, p in producer.items():
             self.frames.labels(self.fleet, cam, "produced").set(p.produced)
             self.source_up.labels(self.fleet, cam).set(1 if p.source_up else 0)
@@ -38,10 +38,10 @@ class RunMetrics:
             self.missed_slots.labels(self.fleet, cam, MissedReason.SKIPPED.value).set(p.skipped_slots)
             self.missed_slots.labels(self.fleet, cam, MissedReason.SOURCE_DOWN.value).set(p.down_slots)
             self.missed_slots.labels(self.fleet, cam, MissedReason.SHED.value).set(p.shed_slots)
-        for cam, outcomes in merge_outcomes(consumers).items():
+        for cam, counts in outcomes.items():
             for outcome in Outcome:
-                self.frames.labels(self.fleet, cam, outcome.value).set(outcomes.total(outcome))
-        self.lag.labels(self.fleet).set(sum(c.total_lag for c in consumers))
+                self.frames.labels(self.fleet, cam, outcome.value).set(counts.total(outcome))
+        self.lag.labels(self.fleet).set(lag)
 
     def pool(self, pool: str, actors: int, busy: float | None = None) -> None:
         self.pool_actors.labels(self.fleet, pool).set(actors)

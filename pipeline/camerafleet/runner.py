@@ -39,7 +39,7 @@ from camerafleet.bucket import BucketConfigError, BucketError, open_bucket, summ
 from camerafleet.console.feeds import dashboard_replicas, local_replicas
 from camerafleet.manifest_source import RunManifest
 from camerafleet.pool_scaling import Pool, pool_size_after_edit
-from camerafleet.stats import ConsumerStats, ProducerCameraStats, merge_outcomes, merge_producer_stats
+from camerafleet.stats import ConsumerStats, ProducerCameraStats, merge_producer_stats
 from camerafleet.status_writer import StatusWriter
 from camerafleet.summary import build_summary, percentiles, read_records
 from camerafleet.topics import KafkaUnavailable, end_offsets, ensure_topics, read_span, wait_committed, wait_for_group_members
@@ -354,24 +354,29 @@ class FleetRunner:
         self.pools.note_producer_stats(answers)
         self.admission_shares = [a.admission_share for a in answers]
         producer = merge_producer_stats(self.pools.producer_stats.values())
-        return producer, await member_answers(c.stats.remote() for c in self.pools.consumers)
+        consumers: list[ConsumerStats] = await member_answers(c.stats.remote() for c in self.pools.consumers)
+        self.pools.note_consumer_stats(consumers)
+        return producer, consumers
 
     async def progress(self) -> None:
         producer, consumers = await self.gather_stats()
+        outcomes = self.pools.consumer_outcomes()
+        lag = sum(c.total_lag for c in consumers)
         if self.metrics is not None:
-            self.metrics.update(producer, consumers)
+            self.metrics.update(producer, outcomes, lag)
         await self.pools.report()
         elapsed = time.monotonic() - self.started
         produced = sum(p.produced for p in producer.values())
-        outcomes = merge_outcomes(consumers).values()
-        processed, dropped, failed = (sum(o.total(kind) for o in outcomes) for kind in (Outcome.PROCESSED, Outcome.DROPPED, Outcome.FAILED))
+        processed, dropped, failed = (
+            sum(o.total(kind) for o in outcomes.values()) for kind in (Outcome.PROCESSED, Outcome.DROPPED, Outcome.FAILED)
+        )
         lat = percentiles([x for c in consumers for x in c.latencies_ms[-500:]])
         down = sorted(cam for cam, p in producer.items() if not p.source_up)
         shed = sum(p.shed_slots for p in producer.values())
         admitting = f"  shed {shed} (admitting {min(self.admission_shares):.0%})" if shed and self.admission_shares else ""
         self.say(
             f"[{elapsed:6.0f}s] produced {produced} ({produced / max(elapsed, 1e-9):.1f}/s)  processed {processed}  "
-            f"dropped {dropped}  failed {failed}{admitting}  lag {sum(c.total_lag for c in consumers)}  p50 {lat['p50']} ms"
+            f"dropped {dropped}  failed {failed}{admitting}  lag {lag}  p50 {lat['p50']} ms"
             + (f"  {self.pools.describe()}" if self.pools.autoscaled() else "")
             + (f"  cameras down: {', '.join(down)}" if down else "")
         )
@@ -452,7 +457,7 @@ class FleetRunner:
         kafka = await self.kafka_ledger() if self.start_offsets else None
         await self.drain(kafka, budget.left(self.opts.drain_timeout_s, keep=STOP_RESERVE_S))
         stopped: list[ConsumerStats] = await member_answers((c.stop.remote() for c in self.pools.consumers), budget.left(15, keep=5))
-        self.pools.nodes[Pool.CONSUMER].update(c.node for c in stopped)
+        self.pools.note_consumer_stats(stopped, stopped=True)
         records, results_from = await self.results(budget.left(60))
         summary = build_summary(
             fleet=self.fleet.metadata.name,

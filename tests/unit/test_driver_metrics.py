@@ -6,7 +6,7 @@ from collections import Counter
 
 from camerafleet.api.outcomes import Reason
 from camerafleet.driver_metrics import RunMetrics
-from camerafleet.stats import CameraOutcomes, ConsumerStats, ProducerCameraStats
+from camerafleet.stats import CameraOutcomes, ProducerCameraStats
 
 
 def test_ledger_is_scrapable():
@@ -16,10 +16,8 @@ def test_ledger_is_scrapable():
     m = RunMetrics(port, "demo")
     m.update(
         {"1": ProducerCameraStats(produced=10, source_up=True), "2": ProducerCameraStats(produced=3, source_up=False)},
-        [
-            ConsumerStats(cameras={"1": CameraOutcomes(processed=8, dropped=Counter({Reason.STALE: 1}))}, lag={"camera_1/0": 2}),
-            ConsumerStats(cameras={"1": CameraOutcomes(failed=Counter({Reason.DECODE_ERROR: 1}))}),
-        ],
+        {"1": CameraOutcomes(processed=8, dropped=Counter({Reason.STALE: 1}), failed=Counter({Reason.DECODE_ERROR: 1}))},
+        lag=2,
     )
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'camerafleet_run_frames{camera="1",fleet="demo",outcome="produced"} 10.0' in text
