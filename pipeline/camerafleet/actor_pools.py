@@ -31,7 +31,7 @@ from camerafleet.consumer import ConsumerActor
 from camerafleet.pool_scaling import Decision, FleetPools, Pool, ScaleReason, keep_order
 from camerafleet.producer import ProducerActor, ShardKey, plan_shards
 from camerafleet.sources import CameraGrids, Grid
-from camerafleet.stats import CameraOutcomes, ConsumerStats, ProducerStats, merge_outcomes, merge_producer_stats
+from camerafleet.stats import CameraOutcomes, ConsumerStats, ProducerCameraStats, ProducerStats, merge_outcomes, merge_producer_stats
 from camerafleet.status_writer import StatusWriter
 
 if TYPE_CHECKING:
@@ -80,9 +80,11 @@ class ActorPools:
         self.producer_plan: list[set[ShardKey]] = []
         self.grids = CameraGrids(epoch_ms / 1000)
         self.producer_grids: dict[str, Grid] = {}  # what the producers were last given
-        # The last stats seen of every producer actor incarnation, retired or crashed ones included: an
-        # actor Ray restarts comes back with zeroed counters, so its predecessor's stay counted here.
+        # The last stats seen of every producer actor incarnation that may still run, crashed ones included (an actor
+        # Ray restarts comes back with zeroed counters, so its predecessor's stay counted here), and the final stats of
+        # those stopped folded into one: one entry per camera however often the pool changes.
         self.producer_stats: dict[str, ProducerStats] = {}
+        self.stopped_producers = ProducerStats(incarnation="stopped", restarted=False)
         self.consumers: list[Any] = []
         # Outcomes of every consumer incarnation: the last stats of those that may still be running, and the final
         # counts of those stopped folded into one, so the run's totals never go back when the pool shrinks (they
@@ -194,7 +196,7 @@ class ActorPools:
         while len(self.producers) > n:
             actor = self.producers.pop()
             self.producer_plan.pop()
-            self.note_producer_stats(await member_answers([actor.stop.remote()], ACTOR_START_S))
+            self.note_producer_stats(await member_answers([actor.stop.remote()], ACTOR_START_S), stopped=True)
             self._forget(actor)
 
     def _forget(self, actor: Any) -> None:
@@ -254,7 +256,7 @@ class ActorPools:
         if Pool.CONSUMER in self.desired and Pool.CONSUMER in self.scaling.watches:
             consumers: list[ConsumerStats] = await member_answers(c.stats.remote() for c in self.consumers)
             self.note_consumer_stats(consumers)
-            shed = sum(c.shed_slots for c in merge_producer_stats(self.producer_stats.values()).values())
+            shed = sum(c.shed_slots for c in self.producer_totals().values())
             decision = self.scaling.look_consumers(now, consumers, shed, size[Pool.CONSUMER], placing[Pool.CONSUMER])
             looks.append((Pool.CONSUMER, decision))
         for pool, decision in looks:
@@ -278,10 +280,20 @@ class ActorPools:
 
     # -- what is seen --------------------------------------------------------------------------------
 
-    def note_producer_stats(self, answers: Iterable[ProducerStats]) -> None:
+    def note_producer_stats(self, answers: Iterable[ProducerStats], *, stopped: bool = False) -> None:
         for stats in answers:
-            self.producer_stats[stats.incarnation] = stats
             self.nodes[Pool.PRODUCER].add(stats.node)
+            if stopped:
+                self.producer_stats.pop(stats.incarnation, None)
+                for camera in stats.cameras.values():
+                    camera.source_up = False  # its sources are closed: whether a camera is up is for its live owner to say
+                self.stopped_producers.cameras = merge_producer_stats([self.stopped_producers, stats])
+            else:
+                self.producer_stats[stats.incarnation] = stats
+
+    def producer_totals(self) -> dict[str, ProducerCameraStats]:
+        """Each camera's producer stats of the run so far, over every producer incarnation."""
+        return merge_producer_stats([self.stopped_producers, *self.producer_stats.values()])
 
     def note_consumer_stats(self, answers: Iterable[ConsumerStats], *, stopped: bool = False) -> None:
         for stats in answers:

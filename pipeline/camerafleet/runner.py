@@ -353,7 +353,7 @@ class FleetRunner:
         answers = await member_answers(a.stats.remote() for a in self.pools.producers)
         self.pools.note_producer_stats(answers)
         self.admission_shares = [a.admission_share for a in answers]
-        producer = merge_producer_stats(self.pools.producer_stats.values())
+        producer = self.pools.producer_totals()
         consumers: list[ConsumerStats] = await member_answers(c.stats.remote() for c in self.pools.consumers)
         self.pools.note_consumer_stats(consumers)
         return producer, consumers
@@ -401,7 +401,7 @@ class FleetRunner:
                 self.next_scale_look = time.monotonic() + SCALE_LOOK_S
                 await self.pools.autoscale(live)
             if self.console is not None:
-                self.console.update_producers(merge_producer_stats(self.pools.producer_stats.values()), merge_producer_stats(live))
+                self.console.update_producers(self.pools.producer_totals(), merge_producer_stats(live))
                 self.console.update_pools(self.pool_views())
             if time.monotonic() >= next_progress:
                 await self.progress()
@@ -453,7 +453,7 @@ class FleetRunner:
         self.say("stopping producers, draining consumers ...")
         produce_seconds = time.monotonic() - self.started
         budget = StopBudget(max(STOP_BUDGET_S, self.opts.drain_timeout_s + STOP_RESERVE_S))
-        self.pools.note_producer_stats(await member_answers((a.stop.remote() for a in self.pools.producers), budget.left(15)))
+        self.pools.note_producer_stats(await member_answers((a.stop.remote() for a in self.pools.producers), budget.left(15)), stopped=True)
         kafka = await self.kafka_ledger() if self.start_offsets else None
         await self.drain(kafka, budget.left(self.opts.drain_timeout_s, keep=STOP_RESERVE_S))
         stopped: list[ConsumerStats] = await member_answers((c.stop.remote() for c in self.pools.consumers), budget.left(15, keep=5))
@@ -464,7 +464,7 @@ class FleetRunner:
             run_id=self.run_id,
             epoch_ms=self.epoch_ms,
             duration_s=produce_seconds,
-            producer=merge_producer_stats(self.pools.producer_stats.values()),
+            producer=self.pools.producer_totals(),
             records=records,
             results_from=results_from,
             cameras=[c.id for c in self.spec.cameras],

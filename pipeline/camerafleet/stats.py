@@ -85,7 +85,7 @@ def merge_producer_stats(stats: Iterable[ProducerStats]) -> dict[str, ProducerCa
             m.time_source = s.time_source or m.time_source
             m.packets_received += s.packets_received
             m.frames_decoded += s.frames_decoded
-            m.restarts += actor.restarted
+            m.restarts += s.restarts + actor.restarted
             m.source_up = m.source_up or s.source_up
             m.last_problem = s.last_problem or m.last_problem
             m.last_error = s.last_error or m.last_error
