@@ -46,6 +46,8 @@ async def connect_admin(bootstrap: str, timeout_s: float = 15.0) -> AIOKafkaAdmi
 
 
 UNKNOWN_TOPIC = 3
+METADATA_WAIT_S = 30.0  # new topics reach every broker's metadata in well under a second; a commit is tried after this anyway
+METADATA_LOOK_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,12 @@ class TopicReconciler:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False, **client_options())
         try:
             await consumer.start()
+            # The broker answers a creation before every broker's metadata has the topics: a commit before then
+            # fails (150 new topics: 59 "not found in cluster metadata" errors logged per topic, then a failed commit).
+            for _ in range(int(METADATA_WAIT_S / METADATA_LOOK_S)):
+                if set(created) <= await consumer.topics():
+                    break
+                await asyncio.sleep(METADATA_LOOK_S)
             tps = [TopicPartition(t, p) for t, n in created.items() for p in range(n)]
             consumer.assign(tps)
             await consumer.commit(dict.fromkeys(tps, 0))

@@ -138,3 +138,33 @@ def test_the_same_broker_by_two_addresses_is_one_cluster_id(kafka_server):
 
     first, second = asyncio.run(scenario())
     assert first and first == second, (first, second)
+
+
+def test_a_fleet_of_150_new_topics_starts_its_group_at_offset_0_on_every_one(kafka_server, caplog):
+    """The broker answers a creation before its metadata has the topics; committing then failed for a fleet of
+    150 cameras (59 "not found in cluster metadata" errors per topic, and a failed commit, in the bench's log)."""
+    spec = FleetSpec.model_validate(
+        {
+            "cameras": [{"id": str(i), "source": "synthetic:"} for i in range(150)],
+            "models": [{"name": "h", "type": "camera-health"}],
+            "kafka": {"topicPrefix": "many_cam_", "resultsTopic": "many_results", "deadLetterTopic": "many_dead", "consumerGroup": "many"},
+        }
+    )
+    tps = [TopicPartition(f"many_cam_{i}", 0) for i in range(150)]
+
+    async def scenario() -> dict[TopicPartition, int]:
+        await ensure_topics(spec, kafka_server.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets("many", partitions=tps)
+            return {tp: o.offset for tp, o in offsets.items()}
+        finally:
+            await admin.close()
+
+    with caplog.at_level("WARNING"):
+        assert asyncio.run(scenario()) == dict.fromkeys(tps, 0)
+    problems = [
+        r.getMessage() for r in caplog.records if "not found in cluster metadata" in r.getMessage() or "could not start" in r.getMessage()
+    ]
+    assert not problems, problems[:3]

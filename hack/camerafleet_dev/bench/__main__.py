@@ -29,6 +29,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +130,13 @@ def scaling_times(phase: PhaseResult) -> dict[str, Any]:
 def fleet_fairness(phase: PhaseResult) -> dict[str, Any]:
     lo, hi = phase.window
     per_cam = {str(i): 0 for i in range(1, phase.cameras + 1)}
+    not_processed: Counter[str] = Counter()  # after the warm-up: stale frames there mean the phase did not keep up
     for r in phase.records:
-        if r["outcome"] == "processed" and lo <= r["captureTsMs"] / 1000 <= hi:
-            per_cam[r["cameraId"]] += 1
+        if lo <= r["captureTsMs"] / 1000 <= hi:
+            if r["outcome"] == "processed":
+                per_cam[r["cameraId"]] += 1
+            else:
+                not_processed[r["reason"]] += 1
     counts = sorted(per_cam.values())
     lags = [r["lag"] for r in phase.series if lo <= r["wall"] <= hi]
     half = len(lags) // 2
@@ -140,6 +145,10 @@ def fleet_fairness(phase: PhaseResult) -> dict[str, Any]:
         "fewest_frames": counts[0],
         "most_frames": counts[-1],
         "fairness": round(counts[0] / counts[-1], 3) if counts[-1] else None,  # None: no camera got a frame through
+        "not_processed_in_window": dict(not_processed),
+        "shed": phase.summary["missed_by_reason"].get("shed", 0),  # the whole phase's: a slot shed has no capture time
+        "producer_cpu_s": round(phase.cpu_s.get("producer", 0.0), 2),
+        "models_cpu_s": round(sum(v for k, v in phase.cpu_s.items() if k.startswith("model ")), 2),
         "lag_max": max(lags, default=0),
         "lag_mean_first_half": round(sum(lags[:half]) / max(half, 1), 1),
         "lag_mean_second_half": round(sum(lags[half:]) / max(len(lags) - half, 1), 1),

@@ -200,6 +200,18 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             ("many_cameras",),
         ),
         (
+            f"{ph['many_cameras']['cameras']} cameras at half of saturation: served, shed, not processed after the warm-up; "
+            "producer / models' CPU",
+            f"{fair.get('cameras_served')} served, {fair.get('shed')} shed, {fair.get('not_processed_in_window')}; "
+            f"{fair.get('producer_cpu_s')} / {fair.get('models_cpu_s')} s",
+            "all; 0; none; producers below the models",
+            fair.get("cameras_served") == ph["many_cameras"]["cameras"]
+            and fair.get("shed") == 0
+            and not fair.get("not_processed_in_window")
+            and (fair.get("producer_cpu_s") or 0) < (fair.get("models_cpu_s") or 0),
+            ("many_cameras",),
+        ),
+        (
             "scale-up after the load step (replica added; serving)",
             f"{headline['scale_up_s']} s; {headline['scale_up_serving_s']} s",
             "<= 10 s",

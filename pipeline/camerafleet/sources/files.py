@@ -107,21 +107,21 @@ class VideoFileSource(FrameSource):
         j = bisect.bisect_right(self.keyframes, f) - 1
         return loop * self.frames + (self.keyframes[j] if j >= 0 else 0)
 
-    def _continues(self, index: int) -> bool:
-        """Whether the decoder can go on to `index` from where it is: same loop, same group or an earlier one of it."""
-        return (
-            self.next_out is not None
-            and self._start_of_group(index) <= self.next_out <= index
-            and self.next_out // self.frames == index // self.frames
-        )
+    def _decode_from(self, index: int) -> int:
+        """The frame decoding starts from to reach `index`: where the decoder is, when it can go on from there (same
+        loop, same group or an earlier one of it), else the group's keyframe."""
+        start = self._start_of_group(index)
+        if self.next_out is not None and start <= self.next_out <= index and self.next_out // self.frames == index // self.frames:
+            return self.next_out
+        return start
 
     def _cost(self, index: int) -> int:
         """Frames decoded to reach `index`."""
-        return index - (self.next_out if self._continues(index) else self._start_of_group(index)) + 1  # type: ignore[operator]
+        return index - self._decode_from(index) + 1
 
     def _decode(self, index: int) -> av.VideoFrame:
-        if not self._continues(index):
-            start = self._start_of_group(index)
+        start = self._decode_from(index)
+        if start != self.next_out:
             try:
                 self.container.seek(self.pts[start % self.frames], stream=self.stream, backward=True)
             except av.error.FFmpegError as err:
