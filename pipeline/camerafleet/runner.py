@@ -453,7 +453,8 @@ class FleetRunner:
         self.say("stopping producers, draining consumers ...")
         produce_seconds = time.monotonic() - self.started
         budget = StopBudget(max(STOP_BUDGET_S, self.opts.drain_timeout_s + STOP_RESERVE_S))
-        self.pools.note_producer_stats(await member_answers((a.stop.remote() for a in self.pools.producers), budget.left(15)), stopped=True)
+        # Noted as running, not folded as stopped: the summary says whether each camera was up when the run ended.
+        self.pools.note_producer_stats(await member_answers((a.stop.remote() for a in self.pools.producers), budget.left(15)))
         kafka = await self.kafka_ledger() if self.start_offsets else None
         await self.drain(kafka, budget.left(self.opts.drain_timeout_s, keep=STOP_RESERVE_S))
         stopped: list[ConsumerStats] = await member_answers((c.stop.remote() for c in self.pools.consumers), budget.left(15, keep=5))
