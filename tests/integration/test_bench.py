@@ -115,7 +115,12 @@ def test_many_cameras_memory_stages_and_autoscaling_are_reported(report):
     out, r = report
     fair = r["headline"]["many_cameras"]
     assert fair["cameras"] == 12 and fair["most_frames"] >= fair["fewest_frames"] >= 0
-    assert fair["fairness"] == _ratio(fair["fewest_frames"], fair["most_frames"], 3)
+    # Each camera's processed frames as a share of its own slots after the warm-up (the phase is sized for three
+    # slots per camera there; a window that starts or ends a hair off a slot holds one fewer).
+    assert fair["slots_per_camera"][0] >= 2, fair
+    assert 0 <= fair["fewest_share"] <= fair["most_share"] <= 1, fair
+    if fair["most_share"]:
+        assert fair["fairness"] == pytest.approx(fair["fewest_share"] / fair["most_share"], abs=0.002)
     assert r["peak_rss_bytes"]["total"] > 0 and any(k.startswith("model ") for k in r["peak_rss_bytes"])
     pipeline, limit = r["stages_cpu_ms_per_frame"]["pipeline"], r["stages_cpu_ms_per_frame"]["limit"]
     assert set(pipeline) == set(limit) == set(STAGES)

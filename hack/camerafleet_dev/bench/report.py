@@ -193,8 +193,9 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             ("load_50",),
         ),
         (
-            f"{ph['many_cameras']['cameras']} cameras: fewest / most frames",
-            f"{fair.get('fewest_frames')} / {fair.get('most_frames')} = {fair.get('fairness')}",
+            f"{ph['many_cameras']['cameras']} cameras: fewest / most share of a camera's slots processed after the warm-up",
+            f"{fair.get('fewest_share')} / {fair.get('most_share')} = {fair.get('fairness')} "
+            f"({fair.get('fewest_frames')} to {fair.get('most_frames')} frames of {fair.get('slots_per_camera')} slots)",
             ">= 0.8",
             (fair.get("fairness") or 0) >= 0.8,
             ("many_cameras",),
