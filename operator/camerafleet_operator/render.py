@@ -28,6 +28,7 @@ from camerafleet.api.manifest import (
 )
 from camerafleet.api.serve_options import (
     APP_IMPORT_PATH,
+    SERVE_CONTROLLER_ENV,
     app_args,
     ingress_options,
     ingress_user_config,
@@ -339,7 +340,8 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
         service_account=spec.kubernetes.service_account_name,
         pod_labels=pod_labels(fleet_name, "serving"),
     )
-    cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"].append(SERVE_PACKING)  # the Serve controller runs there
+    head_env = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]  # the Serve controller runs there
+    head_env.extend([SERVE_PACKING, *({"name": k, "value": v} for k, v in SERVE_CONTROLLER_ENV.items())])
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",

@@ -34,6 +34,7 @@ import ray
 from camerafleet.actor_pools import ActorPools, member_answers
 from camerafleet.api.manifest import CameraFleet, ManifestError, manifest_from_text
 from camerafleet.api.outcomes import Outcome
+from camerafleet.api.serve_options import SERVE_CONTROLLER_ENV
 from camerafleet.api.settings import Settings
 from camerafleet.bucket import BucketConfigError, BucketError, open_bucket, summary_key
 from camerafleet.console.feeds import dashboard_replicas, local_replicas
@@ -189,6 +190,9 @@ class FleetRunner:
     def connect_ray(self) -> None:
         address = self.settings.ray_address
         if not ray.is_initialized():
+            if not address:  # the local instance's processes (Serve's controller among them) inherit this environment
+                for name, value in SERVE_CONTROLLER_ENV.items():
+                    os.environ.setdefault(name, value)
             ray.init(
                 address=address, namespace="camerafleet", logging_level=logging.WARNING, include_dashboard=False if not address else None
             )

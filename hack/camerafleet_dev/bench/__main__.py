@@ -37,6 +37,7 @@ import yaml
 
 from camerafleet import profiling
 from camerafleet.api.manifest import FleetSpec
+from camerafleet.api.serve_options import SERVE_CONTROLLER_ENV
 from camerafleet.api.settings import Settings
 from camerafleet.runner import FleetRunner
 from camerafleet.sources.grid import camera_grid
@@ -50,7 +51,7 @@ from camerafleet_dev.bench.report import write_report
 ROOT = Path.cwd()
 OVERLOAD_MAX_FRAME_AGE_MS = 2000
 CLIP_FPS = 30  # the demo clips' frame rate
-SATURATION_CAMERA_FPS = 5.0  # the limit loop decodes the 5 frames between two samples as producers do
+SATURATION_CAMERA_FPS = 5.0  # the limit loop and the saturation phase sample every 6th frame of the clips, the same way
 
 
 def sweep_phase(multiple: float) -> str:
@@ -184,6 +185,8 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
         gpus=0.0,
         settle_max_s=p.settle_max_seconds,
     )
+    for name, value in SERVE_CONTROLLER_ENV.items():  # as `camerafleet run` starts its local instance
+        os.environ.setdefault(name, value)
     ray.init(address="local", namespace="camerafleet-bench", include_dashboard=False, logging_level=logging.WARNING)
     bench.gpus = 0.5 if detect_gpus() else 0.0
     port = Settings.from_env().serve_port
@@ -193,7 +196,7 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
     try:
         say(f"== limit: the per-frame work on {os.cpu_count()} cores, no distribution, {p.limit_seconds:.0f} s ==")
         limit_spec = FleetSpec.model_validate(bench.manifest("limit", cams, SATURATION_CAMERA_FPS)["spec"])
-        limit = measure_limit(limit_spec, grabs_per_frame=round(CLIP_FPS / SATURATION_CAMERA_FPS), seconds=p.limit_seconds)
+        limit = measure_limit(limit_spec, seconds=p.limit_seconds)
         say(f"limit: {limit['fps']} frames/s")
         say(f"== limit variants: decode scale, inference engines, INT8; {p.variant_seconds:.0f} s each ==")
         variants = measure_variants(

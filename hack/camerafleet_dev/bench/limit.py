@@ -1,9 +1,10 @@
 """The limit: the per-frame work of the pipeline in tight loops with nothing distributed.
 
 One process per core, each with its own copy of every model (one inference thread) and of the camera
-clips, repeats: decode source frames as the producer does (grabbing the frames between samples), JPEG-
-encode, decode the JPEG as the ingress does (at the smallest DCT scale that covers every model), then
-batched inference of every model (preprocess, run, postprocess). No Kafka, bucket, Ray or Serve. The
+clips, repeats: take each camera's next sample with the producer's own file source (`VideoFileSource`,
+so the same packets are read and frames decoded as in the pipeline), JPEG-encode, decode the JPEG as the
+ingress does (at the smallest DCT scale that covers every model), then batched inference of every model
+(preprocess, run, postprocess). No Kafka, bucket, Ray or Serve. The
 sum of the processes' frames/s is what the pipeline could reach if distribution cost nothing; the
 pipeline's efficiency is its own rate divided by this one.
 
@@ -34,7 +35,9 @@ import cv2
 import numpy as np
 
 from camerafleet.api.manifest import FleetSpec, ModelSpec
+from camerafleet.sources.files import VideoFileSource
 
+PAST_S = 10**6  # the limit loop replays its clips from this far back: every sample is due, none waits
 ACCURACY_IOU = 0.5
 ACCURACY_KEPT = 0.95  # share of boxes matched, both ways, for a variant to count as finding the same faces
 GOAL_SPEEDUP = 1.3
@@ -121,7 +124,6 @@ def _variant_spec(m: ModelSpec, variant: Variant | None, int8_path: str | None) 
 
 def _run_worker(
     spec_json: str,
-    grabs_per_frame: int,
     seconds: float,
     barrier: Any,
     results: Any,
@@ -174,7 +176,11 @@ def _run_worker(
             detections[index] = [d["box"] for d in result["detections"]]
 
     batch_size = min(m.batching.max_batch_size for m in spec.models)
-    caps = [cv2.VideoCapture(c.source, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1]) for c in spec.cameras if c.enabled]
+    cameras = [c for c in spec.cameras if c.enabled]
+    epoch = time.time() - PAST_S
+    periods = [1 / c.inference_fps for c in cameras]
+    sources = [VideoFileSource(c.source, epoch, period) for c, period in zip(cameras, periods, strict=True)]
+    dues = [epoch] * len(cameras)
     cpu: dict[str, float] = defaultdict(float)
     batch_ms: list[float] = []
     frames = 0
@@ -185,12 +191,12 @@ def _run_worker(
         cpu[name] += clock() - t0
         return out
 
-    def read(cap: cv2.VideoCapture) -> np.ndarray:
-        for _ in range(grabs_per_frame):
-            if not cap.grab():
-                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                cap.grab()
-        return cap.retrieve()[1]
+    def read(camera: int) -> np.ndarray:
+        """The camera's next sample, decoded as its producer would (`VideoFileSource`): the replay's clock is set
+        far enough back that every due time has passed, so nothing waits and the work is the producer's."""
+        _, frame = sources[camera].read_due(dues[camera])
+        dues[camera] += periods[camera]
+        return frame
 
     quality = [cv2.IMWRITE_JPEG_QUALITY, spec.bucket.jpeg_quality]
     profiling.enable_in_memory()  # the models' own preprocess / inference / postprocess stages
@@ -204,7 +210,7 @@ def _run_worker(
     while time.monotonic() - start < seconds:
         batch, sizes = [], []
         for i in range(batch_size):
-            frame = timed("capture", read, caps[(frames + i) % len(caps)])
+            frame = timed("capture", read, (frames + i) % len(cameras))
             jpeg = timed("encode", lambda f: cv2.imencode(".jpg", f, quality)[1].tobytes(), frame)
             batch.append(timed("decode", decode, jpeg))
             sizes.append((frame.shape[1], frame.shape[0]))
@@ -214,6 +220,8 @@ def _run_worker(
         batch_ms.append((time.perf_counter() - t0) * 1000)
         frames += batch_size
     elapsed = time.monotonic() - start
+    for source in sources:
+        source.close()
     for name, st in profiling.snapshot().items():
         cpu[name] += (st["cpuNs"] - before.get(name, {}).get("cpuNs", 0)) / 1e9
     scale = [f"{batch[0].shape[1]}x{batch[0].shape[0]}"] if frames else []
@@ -264,12 +272,12 @@ def _summary(answers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def measure_limit(spec: FleetSpec, grabs_per_frame: int, seconds: float, processes: int | None = None) -> dict[str, Any]:
+def measure_limit(spec: FleetSpec, seconds: float, processes: int | None = None) -> dict[str, Any]:
     """Frames/s of the per-frame work on all cores, the CPU ms per frame by stage, and the wall time of
     one batched inference of all models while every core is busy."""
     n = processes or os.cpu_count() or 1
     spec_json = spec.model_dump_json(by_alias=True)
-    answers = _run_processes(n, seconds, lambda i, barrier, results: (spec_json, grabs_per_frame, seconds, barrier, results))
+    answers = _run_processes(n, seconds, lambda i, barrier, results: (spec_json, seconds, barrier, results))
     return _summary(answers)
 
 
@@ -412,7 +420,7 @@ def measure_variants(
         int8_path = int8["out"] if int8 else None
 
         def worker_args(i: int, barrier: Any, results: Any, v: Variant = variant, path: str | None = int8_path) -> tuple:
-            return (spec_json, grabs_per_frame, seconds, barrier, results, asdict(v), path, indexed[i::n])
+            return (spec_json, seconds, barrier, results, asdict(v), path, indexed[i::n])
 
         answers = _run_processes(n, seconds, worker_args)
         errors = [a["error"] for a in answers if "error" in a]
@@ -530,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             result = measure_variants(spec, grabs, args.seconds, Path(tmp), args.processes, say=lambda s: print(s, file=sys.stderr))
             print(format_variants(result))
         else:
-            result = measure_limit(spec, grabs, args.seconds, args.processes)
+            result = measure_limit(spec, args.seconds, args.processes)
             print(result)
     if args.json:
         import json

@@ -30,7 +30,9 @@ class BenchProfile(BaseModel):
     elastic_load_seconds: float = Field(gt=0, description="Elastic phases: four fifths of saturation, held.")
     elastic_after_seconds: float = Field(gt=0, description="Elastic phases: light load again, waiting for the pools to shrink.")
     sample_interval_seconds: float = Field(
-        gt=0, description="How often replicas, lag, memory and CPU are sampled (the sampling costs CPU too)."
+        gt=0,
+        description="How often replicas, lag, memory and CPU are sampled. The sampling runs in the bench's own process, "
+        "which took 2.5 ms of every processed frame at saturation (a 2-core machine, with the run's driver) at one a second.",
     )
     step_sample_interval_seconds: float = Field(gt=0, description="The same during the autoscaling phase, which times replica changes.")
     variant_seconds: float = Field(gt=0, description="Limit-loop variants (decode scale, engines, INT8): seconds of each.")
@@ -98,7 +100,7 @@ PROFILES: dict[str, BenchProfile] = {
             elastic_idle_seconds=20,
             elastic_load_seconds=100,
             elastic_after_seconds=80,
-            sample_interval_seconds=1.0,
+            sample_interval_seconds=2.0,
             step_sample_interval_seconds=0.5,
             variant_seconds=8,
             accuracy_frames_per_camera=30,
@@ -125,7 +127,7 @@ PROFILES: dict[str, BenchProfile] = {
             elastic_idle_seconds=30,
             elastic_load_seconds=420,
             elastic_after_seconds=120,
-            sample_interval_seconds=1.0,
+            sample_interval_seconds=2.0,
             step_sample_interval_seconds=0.5,
             variant_seconds=20,
             accuracy_frames_per_camera=60,

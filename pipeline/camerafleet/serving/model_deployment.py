@@ -33,9 +33,11 @@ ModelResult = dict[str, Any] | None
 
 @dataclass(frozen=True)
 class SharedFrame:
-    """A decoded frame put in the object store once and sent to every model by reference."""
+    """A decoded frame put in the object store once and sent to every model by reference: image `index`
+    of the list of images `ref` holds (the ingress shares a request's frames in a few objects)."""
 
     ref: ray.ObjectRef  # inside a dataclass, so Ray passes the reference instead of resolving it in transit
+    index: int
     deadline_ms: int
     width: int  # the frame's size as the camera took it; the decoded image may be smaller (a DCT-scaled decode)
     height: int
@@ -163,7 +165,9 @@ class ModelDeployment:
         now_ms = time.time() * 1000
         live = [i for i, x in enumerate(items) if not past(x.deadline_ms, now_ms)]
         results: list[ModelResult] = [None] * len(items)
-        images = [ray.get(items[i].ref) for i in live]
+        refs = list(dict.fromkeys(items[i].ref for i in live))  # each shared piece fetched once
+        pieces = dict(zip(refs, ray.get(refs), strict=True))
+        images = [pieces[items[i].ref][items[i].index] for i in live]
         for i, result in zip(live, self.model.infer(images, [(items[i].width, items[i].height) for i in live]), strict=True):
             results[i] = result
         return results
