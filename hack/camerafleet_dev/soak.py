@@ -331,37 +331,49 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def final_ledger(c: Cluster, topics: list[str]) -> str:
-    """Every frame announced during the soak has a result: announced positions against the results topic."""
+    """Every frame announced by the end of the soak has a record: its result, or its dead letter (failed with
+    a reason). The camera topics' ends are taken first and the group waited for until it has committed up to
+    them, so frames announced while the ledger is read (the fleet keeps running) are not counted unanswered.
+    A frame answered twice (redelivered after a consumer Pod was deleted) is counted as such."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
-    async def read() -> tuple[int, int]:
+    async def read() -> tuple[int, int, int]:
         bootstrap = c.env["KAFKA_BOOTSTRAP"]
-        for _ in range(60):  # the consumers catch up with the last announcements first
-            _, lag = await kafka_state(bootstrap, topics)
-            if lag == 0:
-                break
-            await asyncio.sleep(5)
-        ends = await end_offsets(bootstrap, [*topics, RESULTS])
+        announced = await end_offsets(bootstrap, topics)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            for _ in range(60):  # the consumers catch up with the last announcements first (5 minutes at most)
+                committed = await admin.list_consumer_group_offsets(GROUP)
+                behind = [tp for tp, meta in committed.items() if tp.topic in announced and meta.offset < announced[tp.topic][tp.partition]]
+                if not behind and len(committed) >= sum(len(parts) for parts in announced.values()):
+                    break
+                await asyncio.sleep(5)
+        finally:
+            await admin.close()
+        outputs = await end_offsets(bootstrap, [RESULTS, DEADLETTER])
+        answers: dict[tuple[str, int, int], int] = {}
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
-        answered: set[tuple[str, int, int]] = set()
         try:
-            tps = [TopicPartition(RESULTS, p) for p in ends[RESULTS]]
+            tps = [TopicPartition(t, p) for t, parts in outputs.items() for p in parts]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            while [tp for tp in tps if await consumer.position(tp) < ends[RESULTS][tp.partition]]:
+            while [tp for tp in tps if await consumer.position(tp) < outputs[tp.topic][tp.partition]]:
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
                     for r in records:
                         v = json.loads(r.value)
                         if "offset" in v:
-                            answered.add((v["topic"], v["partition"], v["offset"]))
+                            key = (v["topic"], v["partition"], v["offset"])
+                            answers[key] = answers.get(key, 0) + 1
         finally:
             await consumer.stop()
-        wanted = {(t, p, o) for t in topics for p, end in ends[t].items() for o in range(end)}
-        return len(wanted), len(wanted - answered)
+        wanted = {(t, p, o) for t in topics for p, end in announced[t].items() for o in range(end)}
+        return len(wanted), len(wanted - answers.keys()), sum(1 for k in wanted if answers.get(k, 0) > 1)
 
-    announced, missing = asyncio.run(read())
-    return f"ledger: {announced} frames announced, {missing} without a result"
+    announced, missing, twice = asyncio.run(read())
+    return f"ledger: {announced} frames announced, {missing} without a result or a dead letter, {twice} answered twice (redelivered)"
 
 
 if __name__ == "__main__":
