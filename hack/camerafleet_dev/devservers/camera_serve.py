@@ -68,18 +68,30 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 
 
 class Feed:
-    """Pushes the frames into one media's appsrc at the frame rate, timestamped on arrival (a live source)."""
+    """Pushes the frames into one media's appsrc at the frame rate, each stamped with its capture time (a live
+    source). A camera stamps a frame when its sensor takes it, so the stamps are exactly one frame period apart
+    however late the frame is sent; stamping on push (``do-timestamp``) would make them as irregular as this
+    process's timer on a busy machine (tens of ms), and the keyframe interval the pipeline measures on the
+    camera's clock with them."""
 
     def __init__(self, appsrc: Gst.Element, frames: list[bytes], fps: float):
         self.appsrc, self.frames, self.fps, self.index = appsrc, frames, fps, 0
-        self.start = time.monotonic()
+        self.duration = int(Gst.SECOND / fps)
+        self.start: float | None = None  # monotonic time of frame 0, once the media runs
+        self.base = 0  # running time of frame 0
         self.timer = GLib.timeout_add(max(1, int(500 / fps)), self._tick)
 
     def _tick(self) -> bool:
+        if self.start is None:
+            running = self.appsrc.get_current_running_time()
+            if running == Gst.CLOCK_TIME_NONE:
+                return True  # the media is not playing yet: no clock to stamp with
+            self.start, self.base = time.monotonic(), running
         # Push every frame whose time has come (the timer runs at twice the rate and catches up if late).
         while self.index <= (time.monotonic() - self.start) * self.fps:
             buf = Gst.Buffer.new_wrapped(self.frames[self.index % len(self.frames)])
-            buf.duration = int(Gst.SECOND / self.fps)
+            buf.pts = self.base + round(self.index * Gst.SECOND / self.fps)
+            buf.duration = self.duration
             if self.appsrc.emit("push-buffer", buf) != Gst.FlowReturn.OK:
                 return False  # the media went away
             self.index += 1
@@ -106,7 +118,7 @@ def rtsp_server(args: argparse.Namespace, frames: list[bytes], user: str | None,
         encoder = ENCODERS[codec].format(gop=args.keyframe_interval_frames, kbps=args.bitrate_kbps)
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(
-            f"( appsrc name=src is-live=true format=time do-timestamp=true "
+            f"( appsrc name=src is-live=true format=time "
             f"caps=image/jpeg,width={width},height={height},framerate={round(args.fps)}/1 "
             f"! jpegdec ! videoconvert ! video/x-raw,format=I420 ! {encoder} )"
         )

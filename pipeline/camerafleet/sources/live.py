@@ -93,21 +93,19 @@ class LiveSource(FrameSource):
         if realtime_us and pts is not None and self.stream.time_base is not None:
             t = realtime_us / 1e6 + float(pts * self.stream.time_base)
             if camera_clock_trusted(t, arrival, self.max_frame_age_s):
-                self._use(TimeSource.CAMERA_CLOCK)
+                self.time_source = TimeSource.CAMERA_CLOCK
                 return t
-        self._use(TimeSource.ARRIVAL)
+        self.time_source = TimeSource.ARRIVAL
         return arrival
-
-    def _use(self, time_source: TimeSource) -> None:
-        if time_source != self.time_source:
-            self.keyframe_times.clear()  # intervals are measured on one clock: arrival times are noisier
-            self.time_source = time_source
 
     def _note_keyframe(self, pts: int, t: float) -> None:
         if pts == self.last_keyframe_pts:
             return  # parameter sets and the picture of one keyframe can come as packets with one timestamp
         self.last_keyframe_pts = pts
-        self.keyframe_times.append(t)
+        # Intervals are measured on the stream's own timestamps, whichever clock capture times come from: arrival
+        # times are as irregular as the network and the machine (tens of ms on a busy one), enough to flip the
+        # decoding mode of a camera whose keyframe interval is its sampling period, the commonest set-up.
+        self.keyframe_times.append(float(pts * self.stream.time_base) if self.stream.time_base is not None else t)
         self.gop_start_s = t
         interval = self.keyframe_interval_s
         if interval is not None:
