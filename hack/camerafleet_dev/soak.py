@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,32 @@ def _container_of_pid(pid: str) -> str | None:
     return None
 
 
-def process_counts() -> dict[str, tuple[int, int]]:
-    """Per container id: open file descriptors and threads of all its processes."""
-    out: dict[str, tuple[int, int]] = {}
+@dataclass
+class ProcessCounts:
+    """What a container's (or a Pod's) processes hold: open file descriptors, threads, and the Serve replicas
+    among them by deployment (their process title is `ray::ServeReplica:<app>:<deployment>`)."""
+
+    fds: int = 0
+    threads: int = 0
+    replicas: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: ProcessCounts) -> None:
+        self.fds, self.threads = self.fds + other.fds, self.threads + other.threads
+        self.replicas.update(other.replicas)
+
+
+def _replica_of(pid: str) -> str | None:
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+    except OSError:
+        return None
+    # While a replica runs a method its title ends in `.<method>`.
+    return title.rsplit(":", 1)[-1].split()[0].split(".")[0] if title.startswith("ray::ServeReplica:") else None
+
+
+def process_counts() -> dict[str, ProcessCounts]:
+    """Per container id: what its processes hold."""
+    out: dict[str, ProcessCounts] = {}
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         container = _container_of_pid(pid)
         if container is None:
@@ -134,19 +158,22 @@ def process_counts() -> dict[str, tuple[int, int]]:
             )
         except (OSError, StopIteration, ValueError):
             continue
-        f, t = out.get(container, (0, 0))
-        out[container] = (f + fds, t + threads)
+        replica = _replica_of(pid)
+        out.setdefault(container, ProcessCounts()).add(ProcessCounts(fds, threads, Counter([replica] if replica else [])))
     return out
 
 
-def pod_process_counts(c: Cluster) -> dict[str, tuple[int, int]]:
-    """Per Pod uid in the fleet's namespace: the descriptors and threads of its containers' processes."""
+def pod_process_counts(c: Cluster) -> dict[str, ProcessCounts]:
+    """Per Pod uid in the fleet's namespace: what its containers' processes hold."""
     counts = process_counts()
     out = {}
     for pod in c.json("get", "pods", "-n", NS)["items"]:
         ids = [s.get("containerID", "").split("//")[-1] for s in (pod.get("status") or {}).get("containerStatuses") or []]
-        per = [counts.get(i, (0, 0)) for i in ids if i]
-        out[pod["metadata"]["uid"]] = (sum(f for f, _ in per), sum(t for _, t in per))
+        total = ProcessCounts()
+        for i in ids:
+            if i in counts:
+                total.add(counts[i])
+        out[pod["metadata"]["uid"]] = total
     return out
 
 
@@ -186,11 +213,16 @@ def sample(c: Cluster, started: float, series: Series, topics: list[str]) -> Non
             name = _role_of(pod["podRef"]["name"])
             series.add(t, f"memory MiB {name}", round(pod.get("memory", {}).get("workingSetBytes", 0) / 2**20, 1))
             series.add(t, f"storage MiB {name}", round(pod.get("ephemeral-storage", {}).get("usedBytes", 0) / 2**20, 2))
-            fds, threads = counts.get(pod["podRef"]["uid"], (0, 0))
-            series.add(t, f"fds {name}", fds)
-            series.add(t, f"threads {name}", threads)
+            held = counts.get(pod["podRef"]["uid"], ProcessCounts())
+            series.add(t, f"fds {name}", held.fds)
+            series.add(t, f"threads {name}", held.threads)
+            for deployment, replicas in held.replicas.items():
+                series.add(t, f"replicas {deployment} on {name}", replicas)
     announced, lag = asyncio.run(kafka_state(c.env["KAFKA_BOOTSTRAP"], topics))
     series.add(t, "kafka lag", lag)
+    pools = (c.json("get", "camerafleet", FLEET, "-n", NS).get("status") or {}).get("pools") or {}
+    for role, pool in pools.items():
+        series.add(t, f"replicas {role} actors", (pool or {}).get("actors", 0))
     series.add(t, "frames announced", announced)
 
 
@@ -242,7 +274,7 @@ def write_report(out: Path, series: Series, events: list[str], minutes: float, w
         f"# Soak: {minutes:.0f} minutes of the production layout (make soak)",
         "",
         f"Samples every minute after a {warmup_s / 60:.0f}-minute warm-up; slope by least squares over the steady part. "
-        "Frames announced grow by design (the load); everything else should be flat.",
+        "Frames announced grow by design (the load), replicas and actors follow the load and the disturbances; everything else should be flat.",
         "",
         "| series | first | last | max | slope per hour |",
         "|---|---:|---:|---:|---:|",
@@ -264,7 +296,7 @@ def _plot(out: Path, by_key: dict[str, list[tuple[float, float]]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = ("memory MiB", "storage MiB", "fds", "threads", "kafka lag")
+    groups = ("memory MiB", "replicas", "storage MiB", "fds", "threads", "kafka lag")
     fig, axes = plt.subplots(len(groups), 1, figsize=(10, 3 * len(groups)), sharex=True)
     for ax, group in zip(axes, groups, strict=True):
         for key, points in sorted(by_key.items()):

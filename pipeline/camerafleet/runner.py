@@ -34,7 +34,7 @@ import ray
 from camerafleet.actor_pools import ActorPools, member_answers
 from camerafleet.api.manifest import CameraFleet, ManifestError, manifest_from_text
 from camerafleet.api.outcomes import Outcome
-from camerafleet.api.serve_options import SERVE_CONTROLLER_ENV
+from camerafleet.api.serve_options import default_serve_controller_env
 from camerafleet.api.settings import Settings
 from camerafleet.bucket import BucketConfigError, BucketError, open_bucket, summary_key
 from camerafleet.console.feeds import dashboard_replicas, local_replicas
@@ -191,8 +191,7 @@ class FleetRunner:
         address = self.settings.ray_address
         if not ray.is_initialized():
             if not address:  # the local instance's processes (Serve's controller among them) inherit this environment
-                for name, value in SERVE_CONTROLLER_ENV.items():
-                    os.environ.setdefault(name, value)
+                default_serve_controller_env(os.environ)
             ray.init(
                 address=address, namespace="camerafleet", logging_level=logging.WARNING, include_dashboard=False if not address else None
             )

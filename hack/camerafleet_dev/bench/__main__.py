@@ -37,7 +37,7 @@ import yaml
 
 from camerafleet import profiling
 from camerafleet.api.manifest import FleetSpec
-from camerafleet.api.serve_options import SERVE_CONTROLLER_ENV
+from camerafleet.api.serve_options import default_serve_controller_env
 from camerafleet.api.settings import Settings
 from camerafleet.runner import FleetRunner
 from camerafleet.sources.grid import camera_grid
@@ -185,8 +185,7 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
         gpus=0.0,
         settle_max_s=p.settle_max_seconds,
     )
-    for name, value in SERVE_CONTROLLER_ENV.items():  # as `camerafleet run` starts its local instance
-        os.environ.setdefault(name, value)
+    default_serve_controller_env(os.environ)  # as `camerafleet run` starts its local instance
     ray.init(address="local", namespace="camerafleet-bench", include_dashboard=False, logging_level=logging.WARNING)
     bench.gpus = 0.5 if detect_gpus() else 0.0
     port = Settings.from_env().serve_port

@@ -4,6 +4,7 @@ passes them to `.options()`, and the Kubernetes operator writes the same values 
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from camerafleet.api.manifest import ModelSpec, ServingAppSpec, ServingSpec
@@ -18,6 +19,12 @@ APP_IMPORT_PATH = "camerafleet.serving.app:build_app"
 # timed on the clock, not counted in loop turns, so they are unchanged. Set where Ray starts: the local
 # instance's environment, the RayService head's container.
 SERVE_CONTROLLER_ENV = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
+
+
+def default_serve_controller_env(environ: MutableMapping[str, str]) -> None:
+    """Put `SERVE_CONTROLLER_ENV` into `environ` (a local instance's, before Ray starts) where it is not set."""
+    for name, value in SERVE_CONTROLLER_ENV.items():
+        environ.setdefault(name, value)
 
 
 def deployment_name(model_name: str) -> str:
