@@ -1,0 +1,213 @@
+"""The events stage: a fleet's results topic in, events out, each camera's tracking kept with its offsets.
+
+Members of one consumer group share the results topic's partitions; the topic is keyed by camera, so every
+result of a camera reaches one member, in the order it was written (`tracking.camera` puts them back in
+capture order). For each partition a member owns, one Kafka transaction per batch holds the batch's events,
+the new tracking state of every camera the batch touched (on the state topic, compacted, keyed by camera)
+and the consumed offsets. Either all of it is committed or none, so a member that dies, or a partition that
+moves to another member, resumes from the last committed offsets with the state that goes with them:
+nothing is tracked twice and no event is sent twice (readers use `read_committed`). Each partition has its
+own transactional producer (`<group>.<partition>`), so a member that was thought dead and comes back is
+fenced off by the broker when the partition's new owner starts its producer.
+
+A camera's state is its trackers, its open events and the results waiting for their turn: a few KB for a
+camera with a handful of tracks, sent compressed with every batch that touches the camera.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+
+from camerafleet.kafka_access import client_options
+from camerafleet.tracking.camera import CameraRules, CameraTracking
+from camerafleet.tracking.events import Event
+
+log = logging.getLogger("camerafleet.events")
+
+STATE_LOAD_TIMEOUT_S = 60.0
+# Every camera's state goes to one partition of the state topic, whatever its number of partitions: a member
+# taking over reads one partition from its start (compacted: a record per camera, 10 KB each for 4,096 cameras
+# is 40 MB) instead of finding out where each camera's state went.
+STATE_PARTITION = 0
+
+
+def event_record(e: Event) -> dict[str, Any]:
+    """An event as the events topic carries it (camelCase, like the results topic)."""
+    d = asdict(e)
+    snap = d.pop("snapshot")
+    return {
+        "id": e.id,
+        "cameraId": e.camera_id,
+        "model": e.model,
+        "kind": e.kind.value,
+        "phase": e.phase.value,
+        "trackId": e.track_id,
+        "label": e.label,
+        "startMs": e.start_ms,
+        "atMs": e.at_ms,
+        "where": e.where or None,
+        "direction": e.direction or None,
+        "snapshot": {
+            "captureTsMs": snap["capture_ms"],
+            "uri": snap["uri"],
+            "box": [round(v, 2) for v in e.snapshot.box],
+            "score": snap["score"],
+        },
+    }
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, stage: EventsStage):
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.stage.release(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass  # taken over when their first batch comes (`step`): aiokafka may hand out records before this returns
+
+
+class EventsStage:
+    """One member of the events stage's consumer group. `rules` are the cameras' zones and lines, by camera id."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        results_topic: str,
+        events_topic: str,
+        state_topic: str,
+        group: str,
+        rules: Mapping[str, CameraRules],
+        max_batch: int = 500,
+    ):
+        self.bootstrap, self.results_topic, self.events_topic, self.state_topic = bootstrap, results_topic, events_topic, state_topic
+        self.group, self.rules, self.max_batch = group, dict(rules), max_batch
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producers: dict[int, AIOKafkaProducer] = {}  # by results partition
+        self.cameras: dict[str, CameraTracking] = {}
+        self.partition_of: dict[str, int] = {}
+        self.counts: Counter[str] = Counter()  # events by kind, and results not of the fleet's cameras ("foreign")
+
+    async def start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            **client_options(),
+        )
+        await self.consumer.start()
+        self.consumer.subscribe([self.results_topic], listener=_Rebalance(self))
+
+    async def take_over(self, assigned: list[TopicPartition]) -> None:
+        """Partitions given to this member: a producer for each (fencing any earlier owner's), and the saved state
+        of their cameras."""
+        partitions = {tp.partition for tp in assigned if tp.topic == self.results_topic}
+        for p in sorted(partitions - set(self.producers)):
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                transactional_id=f"{self.group}.{p}",
+                enable_idempotence=True,
+                acks="all",
+                compression_type="gzip",
+                **client_options(),
+            )
+            await producer.start()
+            self.producers[p] = producer
+        for camera, (partition, state) in (await self._saved_states()).items():
+            rules = self.rules.get(camera)
+            if partition in partitions and rules is not None:
+                self.cameras[camera] = CameraTracking.from_state(camera, rules, state)
+                self.partition_of[camera] = partition
+
+    async def release(self, revoked: list[TopicPartition]) -> None:
+        """Partitions taken away: their cameras' state is the new owner's to load (it was committed with every batch)."""
+        partitions = {tp.partition for tp in revoked if tp.topic == self.results_topic}
+        for camera in [c for c, p in self.partition_of.items() if p in partitions]:
+            del self.cameras[camera], self.partition_of[camera]
+        for p in partitions:
+            producer = self.producers.pop(p, None)
+            if producer is not None:
+                await producer.stop()
+
+    async def _saved_states(self) -> dict[str, tuple[int, dict[str, Any]]]:
+        """The last committed state of every camera on the state topic (compacted: one record per camera, and
+        the versions compaction has not removed yet)."""
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **client_options()
+        )
+        await reader.start()
+        try:
+            tps = [TopicPartition(self.state_topic, STATE_PARTITION)]
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            ends = await reader.end_offsets(tps)
+            states: dict[str, tuple[int, dict[str, Any]]] = {}
+            async with asyncio.timeout(STATE_LOAD_TIMEOUT_S):
+                while [tp for tp in tps if await reader.position(tp) < ends[tp]]:
+                    for records in (await reader.getmany(timeout_ms=1000)).values():
+                        for rec in records:
+                            if rec.key is None:
+                                continue
+                            if rec.value is None:  # a tombstone: the camera's state was dropped
+                                states.pop(rec.key.decode(), None)
+                            else:
+                                saved = orjson.loads(rec.value)
+                                states[rec.key.decode()] = (saved["partition"], saved["state"])
+            return states
+        finally:
+            await reader.stop()
+
+    async def step(self, timeout_ms: int = 1000) -> int:
+        """Read one batch and commit what it gives, partition by partition; returns the results read."""
+        assert self.consumer is not None, "start() first"
+        batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_batch)
+        if new := [tp for tp in batch if tp.partition not in self.producers]:
+            await self.take_over(new)
+        for tp, records in sorted(batch.items()):
+            await self._commit(tp, records)
+        return sum(len(r) for r in batch.values())
+
+    async def _commit(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        producer = self.producers[tp.partition]
+        touched: set[str] = set()
+        async with producer.transaction():
+            for rec in records:
+                camera = rec.key.decode() if rec.key else ""
+                tracking = self.tracking(camera, tp.partition)
+                if tracking is None:
+                    self.counts["foreign"] += 1
+                    continue
+                touched.add(camera)
+                for e in tracking.take(orjson.loads(rec.value)):
+                    self.counts[e.kind.value] += 1
+                    await producer.send(self.events_topic, orjson.dumps(event_record(e)), key=rec.key)
+            for camera in sorted(touched):
+                saved = {"partition": tp.partition, "state": self.cameras[camera].to_state()}
+                await producer.send(self.state_topic, orjson.dumps(saved), key=camera.encode(), partition=STATE_PARTITION)
+            await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, self.group)
+
+    def tracking(self, camera: str, partition: int) -> CameraTracking | None:
+        """The camera's tracking (new if none was saved); None for a camera that is not the fleet's."""
+        tracking = self.cameras.get(camera)
+        if tracking is None and camera in self.rules:
+            tracking = self.cameras[camera] = CameraTracking(camera, self.rules[camera])
+            self.partition_of[camera] = partition
+        return tracking
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()  # revokes: the producers stop
+        for producer in self.producers.values():
+            await producer.stop()
+        self.producers.clear()

@@ -1,0 +1,187 @@
+"""One camera's tracking: its results put back in capture order, a tracker per model, and the events.
+
+The results of one camera reach the results topic in the order consumers finish them, not the order the
+frames were captured: with several consumers (or a camera topic of several partitions) frame 11 can be
+written before frame 10. A tracker must see them in capture order, so results wait in a reorder buffer
+until a result captured `reorder_window_ms` later has arrived; one that comes after its turn has passed is
+counted `late` and not tracked. Release depends only on the results, never on the wall clock, so the same
+results give the same events however fast they are read, and a restored state resumes exactly.
+
+Everything here is plain data (`to_state` / `from_state`: JSON), so a camera's tracking can be saved with
+the offset of the last result it reflects and continued elsewhere.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from camerafleet.api.geometry import line_problem, polygon_problem
+from camerafleet.tracking.events import CameraEvents, Event, EventSettings, Frame, LineRule, ZoneRule
+from camerafleet.tracking.tracker import Detection, Tracker, TrackerSettings
+
+# Capture times of released results remembered to tell a result written twice from one that came too late:
+# redeliveries come within a consumer batch or a rebalance of the first copy, a few hundred results at most.
+RELEASED_KEPT = 1024
+
+
+@dataclass(frozen=True, order=True)
+class TrackedResult:
+    """What tracking needs of a processed result: when, which frame, and each detector's boxes."""
+
+    capture_ms: int
+    uri: str = field(compare=False)
+    width: int = field(compare=False)
+    height: int = field(compare=False)
+    detections: dict[str, list[Detection]] = field(compare=False)  # by model
+
+    @classmethod
+    def of_record(cls, record: dict[str, Any]) -> TrackedResult | None:
+        """From a results-topic record (its JSON as a dict); None when it has nothing to track (not processed,
+        or no detector among its models)."""
+        models = record.get("models") or {}
+        if record.get("outcome") != "processed" or record.get("captureTsMs") is None:
+            return None
+        detections = {
+            name: [Detection(tuple(d["box"]), float(d["score"]), str(d["label"])) for d in result["detections"]]
+            for name, result in sorted(models.items())
+            if isinstance(result, dict) and isinstance(result.get("detections"), list)
+        }
+        if not detections:
+            return None
+        return cls(
+            int(record["captureTsMs"]),
+            str(record.get("uri") or ""),
+            int(record.get("width") or 0),
+            int(record.get("height") or 0),
+            detections,
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "capture_ms": self.capture_ms,
+            "uri": self.uri,
+            "width": self.width,
+            "height": self.height,
+            "detections": {m: [[*d.box, d.score, d.label] for d in ds] for m, ds in self.detections.items()},
+        }
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> TrackedResult:
+        detections = {
+            m: [Detection((x1, y1, x2, y2), score, label) for x1, y1, x2, y2, score, label in ds] for m, ds in s["detections"].items()
+        }
+        return cls(s["capture_ms"], s["uri"], s["width"], s["height"], detections)
+
+
+@dataclass(frozen=True)
+class CameraRules:
+    """A camera's zones and lines, and how its tracking is tuned."""
+
+    zones: Sequence[ZoneRule] = ()
+    lines: Sequence[LineRule] = ()
+    reorder_window_ms: int = 2000
+    tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    events: EventSettings = field(default_factory=EventSettings)
+
+
+class CameraTracking:
+    """Takes one camera's results in the order they were written; gives its events in capture order."""
+
+    def __init__(self, camera_id: str, rules: CameraRules):
+        self.camera_id, self.rules = camera_id, rules
+        self.trackers: dict[str, Tracker] = {}
+        self.buffer: list[TrackedResult] = []  # a heap by capture time
+        self.released_ms = -1  # capture time of the last result given to the trackers
+        self.released: deque[int] = deque(maxlen=RELEASED_KEPT)  # ... and of the ones before it
+        self.newest_ms = -1  # newest capture time seen
+        self.counts: Counter[str] = Counter()  # tracked, late, duplicate, untracked
+        self.problems: list[str] = []  # zones or lines that do not fit the camera's frame (they are left out)
+        self.events = CameraEvents(camera_id, settings=rules.events)
+        self.frame_size: tuple[int, int] | None = None
+
+    def take(self, record: dict[str, Any]) -> list[Event]:
+        """A result from the results topic; returns the events of the results it releases."""
+        result = TrackedResult.of_record(record)
+        if result is None:
+            self.counts["untracked"] += 1
+            return []
+        if result.capture_ms in self.released or any(r.capture_ms == result.capture_ms for r in self.buffer):
+            self.counts["duplicate"] += 1  # a result written twice (redelivered to the consumers)
+            return []
+        if result.capture_ms <= self.released_ms:
+            self.counts["late"] += 1
+            return []
+        heapq.heappush(self.buffer, result)
+        self.newest_ms = max(self.newest_ms, result.capture_ms)
+        out: list[Event] = []
+        while self.buffer and self.buffer[0].capture_ms <= self.newest_ms - self.rules.reorder_window_ms:
+            out += self._track(heapq.heappop(self.buffer))
+        return out
+
+    def finish(self) -> list[Event]:
+        """Track what the buffer holds and end every track (the camera left the fleet, or the fleet stops for
+        good; a stage that only moves elsewhere saves its state instead)."""
+        out: list[Event] = []
+        while self.buffer:
+            out += self._track(heapq.heappop(self.buffer))
+        for model, tracker in sorted(self.trackers.items()):
+            out += self.events.end(model, tracker.finish())
+        return out
+
+    def _track(self, result: TrackedResult) -> list[Event]:
+        self._fit(result.width, result.height)
+        self.released_ms = result.capture_ms
+        self.released.append(result.capture_ms)
+        self.counts["tracked"] += 1
+        out: list[Event] = []
+        frame = Frame(result.capture_ms, result.uri)
+        for model in sorted(set(self.trackers) | set(result.detections)):
+            tracker = self.trackers.setdefault(model, Tracker(self.rules.tracker))
+            update = tracker.update(result.capture_ms / 1000, result.detections.get(model, []))
+            out += self.events.observe(model, frame, update)
+        return out
+
+    def _fit(self, width: int, height: int) -> None:
+        """Check the zones and lines against the frame's size, once it is known (and again if it changes)."""
+        if (width, height) == self.frame_size or not width or not height:
+            return
+        self.frame_size = (width, height)
+        self.problems = []
+        zones, lines = [], []
+        for z in self.rules.zones:
+            if problem := polygon_problem(z.polygon, width, height):
+                self.problems.append(f"camera {self.camera_id}: zone {z.name!r} is left out: {problem}")
+            else:
+                zones.append(z)
+        for line in self.rules.lines:
+            if problem := line_problem(line.a, line.b, width, height):
+                self.problems.append(f"camera {self.camera_id}: line {line.name!r} is left out: {problem}")
+            else:
+                lines.append(line)
+        self.events.zones, self.events.lines = zones, lines
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "trackers": {m: t.to_state() for m, t in self.trackers.items()},
+            "buffer": [r.to_state() for r in sorted(self.buffer)],
+            "released": list(self.released),
+            "released_ms": self.released_ms,
+            "newest_ms": self.newest_ms,
+            "counts": dict(self.counts),
+            "events": self.events.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, camera_id: str, rules: CameraRules, state: dict[str, Any]) -> CameraTracking:
+        c = cls(camera_id, rules)
+        c.trackers = {m: Tracker.from_state(t, rules.tracker) for m, t in state["trackers"].items()}
+        c.buffer = [TrackedResult.from_state(r) for r in state["buffer"]]  # sorted: a valid heap
+        c.released.extend(state["released"])
+        c.released_ms, c.newest_ms = state["released_ms"], state["newest_ms"]
+        c.counts.update(state["counts"])
+        c.events.restore(state["events"])
+        return c

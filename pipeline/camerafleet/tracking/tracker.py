@@ -1,0 +1,252 @@
+"""One camera's multi-object tracker for one model's detections: ByteTrack's association, on the clock.
+
+ByteTrack (Zhang et al., ECCV 2022) keeps low-score detections: a person half hidden behind another scores
+0.3 and would end its track if dropped, so after matching confident detections to every track, the tracks
+left are matched to the low-score ones. What differs here, for cameras sampled at 1-5 fps whose slots can
+be shed:
+
+- Time, not frame counts: the Kalman filter predicts over the seconds since a track was last seen, a lost
+  track is kept for `max_lost_s` seconds, and the matching buffer grows with the gap (`association`).
+- Labels: a detection only continues a track of its own label.
+- Determinism: the same sequence of results gives the same tracks and ids (ids count up from 1 per tracker,
+  given when a track is confirmed, so a one-frame flicker costs no id), and the whole state is plain data
+  (`to_state` / `from_state`), so a camera's tracker can be saved with its results' offset and restored.
+- A result no newer than the last one (a redelivery) changes nothing.
+
+Why not a library's tracker: supervision's ByteTrack (MIT) steps per call and counts its lost-track buffer
+in frames, has no state to save and restore, and brings matplotlib, Pillow, requests and tqdm to the Ray
+image; norfair (BSD-3) pins numpy below 2; boxmot is AGPL-3.0.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from camerafleet.tracking.association import assign, buffered, iou_matrix
+from camerafleet.tracking.kalman import BoxFilter
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: Box
+    score: float
+    label: str
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    high_score: float = 0.5  # detections at or above this are matched first and may start tracks
+    low_score: float = 0.1  # below this a detection is ignored; between the two it only continues a track
+    new_track_score: float = 0.6  # an unmatched detection starts a track at or above this
+    first_match: float = 0.2  # least buffered IoU for a confident detection to continue a track
+    second_match: float = 0.4  # ... for a low-score one (stricter: it is more likely a false detection)
+    tentative_match: float = 0.3  # ... for a detection to confirm a track seen once
+    confirm_hits: int = 2  # results a track needs before it gets an id (1: at once)
+    max_lost_s: float = 3.0  # a track not seen for this long has ended
+    # Matching buffer, as a fraction of the box's larger side per second since the track was last seen: what an
+    # object can stray from its predicted box (a person turns or stops within a second), and for a track seen
+    # once, whose velocity is unknown, how far it can go (a walking person covers about their height a second,
+    # a car its length; twice that leaves room for the box's own jitter).
+    buffer_per_s: float = 0.5
+    tentative_buffer_per_s: float = 2.0
+    max_buffer: float = 1.0
+    max_tracks: int = 256  # tracks kept at once; beyond it new detections start none (counted)
+
+
+class TrackState(enum.StrEnum):
+    TENTATIVE = "tentative"  # seen, not yet confirmed: no id
+    TRACKED = "tracked"  # seen in the last result
+    LOST = "lost"  # not seen in the last result, kept for max_lost_s
+
+
+@dataclass
+class Track:
+    label: str
+    filter: BoxFilter
+    first_seen: float
+    last_seen: float
+    score: float
+    box: Box  # the last detection's box, as measured
+    state: TrackState = TrackState.TENTATIVE
+    id: int = 0  # 0 until confirmed
+    hits: int = 1
+
+    def predicted_box(self, t: float) -> np.ndarray:
+        return self.filter.predicted(t - self.last_seen).box()
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "filter": self.filter.to_state(),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "score": self.score,
+            "box": list(self.box),
+            "state": self.state.value,
+            "id": self.id,
+            "hits": self.hits,
+        }
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> Track:
+        return cls(
+            label=s["label"],
+            filter=BoxFilter.from_state(s["filter"]),
+            first_seen=s["first_seen"],
+            last_seen=s["last_seen"],
+            score=s["score"],
+            box=tuple(s["box"]),
+            state=TrackState(s["state"]),
+            id=s["id"],
+            hits=s["hits"],
+        )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A confirmed track seen in this result: its id, and the detection (its index in the result) that continued it."""
+
+    track_id: int
+    detection: int
+    label: str
+    box: Box
+    score: float
+    first_seen: float
+
+
+@dataclass(frozen=True)
+class EndedTrack:
+    track_id: int
+    label: str
+    first_seen: float
+    last_seen: float
+
+
+@dataclass
+class TrackerUpdate:
+    observations: list[Observation] = field(default_factory=list)
+    ended: list[EndedTrack] = field(default_factory=list)
+    ignored: bool = False  # the result was not newer than the last one (a redelivery)
+    not_started: int = 0  # detections that would have started a track beyond max_tracks
+
+
+class Tracker:
+    """Tracks of one camera and one model. `update` takes each result's capture time and detections in order."""
+
+    def __init__(self, settings: TrackerSettings | None = None):
+        self.settings = settings or TrackerSettings()
+        self.tracks: list[Track] = []
+        self.next_id = 1
+        self.last_t: float | None = None
+
+    def update(self, t: float, detections: Sequence[Detection]) -> TrackerUpdate:
+        s = self.settings
+        if self.last_t is not None and t <= self.last_t:
+            return TrackerUpdate(ignored=True)
+        self.last_t = t
+        out = TrackerUpdate()
+        dets = detections
+        high = [i for i, d in enumerate(dets) if d.score >= s.high_score]
+        low = [i for i, d in enumerate(dets) if s.low_score <= d.score < s.high_score]
+        matched: dict[int, int] = {}  # id(track) -> detection index
+
+        # 1. Confident detections against every confirmed track, tracked or lost.
+        confirmed = [tr for tr in self.tracks if tr.state != TrackState.TENTATIVE]
+        pairs = self._match(confirmed, [dets[i] for i in high], t, s.first_match)
+        for r, c in pairs:
+            matched[id(confirmed[r])] = high[c]
+        high_left = [high[c] for c in range(len(high)) if c not in {c for _, c in pairs}]
+        # 2. Low-score detections against the tracks seen in the last result that are still unmatched.
+        recent = [tr for tr in confirmed if tr.state == TrackState.TRACKED and id(tr) not in matched]
+        for r, c in self._match(recent, [dets[i] for i in low], t, s.second_match):
+            matched[id(recent[r])] = low[c]
+        # 3. Tracks seen once against the confident detections left.
+        tentative = [tr for tr in self.tracks if tr.state == TrackState.TENTATIVE]
+        pairs = self._match(tentative, [dets[i] for i in high_left], t, s.tentative_match)
+        for r, c in pairs:
+            matched[id(tentative[r])] = high_left[c]
+        new = [high_left[c] for c in range(len(high_left)) if c not in {c for _, c in pairs}]
+
+        kept: list[Track] = []
+        for tr in self.tracks:
+            i = matched.get(id(tr))
+            if i is not None:
+                self._continue(tr, dets[i], t)
+                if tr.state == TrackState.TRACKED:
+                    out.observations.append(Observation(tr.id, i, tr.label, tr.box, tr.score, tr.first_seen))
+                kept.append(tr)
+            elif tr.state == TrackState.TENTATIVE:
+                continue  # seen once and not again: a flicker, forgotten
+            elif t - tr.last_seen > s.max_lost_s:
+                out.ended.append(EndedTrack(tr.id, tr.label, tr.first_seen, tr.last_seen))
+            else:
+                tr.state = TrackState.LOST
+                kept.append(tr)
+        for i in new:
+            d = dets[i]
+            if d.score < s.new_track_score:
+                continue
+            if len(kept) >= s.max_tracks:
+                out.not_started += 1
+                continue
+            tr = Track(d.label, BoxFilter.start(np.asarray(d.box, dtype=np.float64)), t, t, d.score, d.box)
+            if s.confirm_hits <= 1:
+                self._confirm(tr)
+                out.observations.append(Observation(tr.id, i, tr.label, tr.box, tr.score, tr.first_seen))
+            kept.append(tr)
+        self.tracks = kept
+        return out
+
+    def _match(self, tracks: list[Track], dets: list[Detection], t: float, minimum: float) -> list[tuple[int, int]]:
+        if not tracks or not dets:
+            return []
+        s = self.settings
+        predicted = np.array([tr.predicted_box(t) for tr in tracks])
+        rate = np.array([s.tentative_buffer_per_s if tr.state == TrackState.TENTATIVE else s.buffer_per_s for tr in tracks])
+        buffer = np.minimum(s.max_buffer, rate * np.array([t - tr.last_seen for tr in tracks]))
+        boxes = np.array([d.box for d in dets], dtype=np.float64)
+        # Each pair is compared with the track's buffer on both boxes.
+        sim = np.zeros((len(tracks), len(dets)))
+        for r in range(len(tracks)):
+            b = np.full(len(dets), buffer[r])
+            sim[r] = iou_matrix(buffered(predicted[r : r + 1], buffer[r : r + 1]), buffered(boxes, b))[0]
+        labels_differ = np.array([[tr.label != d.label for d in dets] for tr in tracks])
+        sim[labels_differ] = 0.0
+        return assign(sim, minimum)
+
+    def _continue(self, tr: Track, d: Detection, t: float) -> None:
+        tr.filter = tr.filter.predicted(t - tr.last_seen).updated(np.asarray(d.box, dtype=np.float64))
+        tr.last_seen, tr.score, tr.box = t, d.score, d.box
+        tr.hits += 1
+        if tr.state == TrackState.TENTATIVE:
+            if tr.hits >= self.settings.confirm_hits:
+                self._confirm(tr)
+        else:
+            tr.state = TrackState.TRACKED
+
+    def _confirm(self, tr: Track) -> None:
+        tr.state, tr.id = TrackState.TRACKED, self.next_id
+        self.next_id += 1
+
+    def finish(self) -> list[EndedTrack]:
+        """End every confirmed track (the camera left the fleet, or the run stops)."""
+        ended = [EndedTrack(tr.id, tr.label, tr.first_seen, tr.last_seen) for tr in self.tracks if tr.state != TrackState.TENTATIVE]
+        self.tracks = []
+        return ended
+
+    def to_state(self) -> dict[str, Any]:
+        return {"next_id": self.next_id, "last_t": self.last_t, "tracks": [tr.to_state() for tr in self.tracks]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], settings: TrackerSettings | None = None) -> Tracker:
+        tracker = cls(settings)
+        tracker.next_id, tracker.last_t = state["next_id"], state["last_t"]
+        tracker.tracks = [Track.from_state(s) for s in state["tracks"]]
+        return tracker

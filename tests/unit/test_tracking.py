@@ -1,0 +1,186 @@
+"""The tracker and the events over it, on scenes whose truth is known: people walking across a counting line
+both ways, one standing in a zone, boxes that jitter and detections that are missed, at 1, 2 and 5 fps."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from camerafleet.api.geometry import inside, line_problem, polygon_problem, segments_intersect, side
+from camerafleet.tracking import Detection, Tracker, TrackerSettings
+from camerafleet.tracking.camera import CameraRules, CameraTracking
+from camerafleet.tracking.events import CameraEvents, Event, Frame, Kind, Phase, ZoneRule
+from tests.fixtures.scenes import DOCK, DOOR, H, W, detections, records
+
+
+def run(fps: float, seed: int = 7, miss: float = 0.05, until: float = 32.0) -> tuple[list[Event], Tracker]:
+    rng, tracker = random.Random(seed), Tracker()
+    events = CameraEvents("lobby", zones=[DOCK], lines=[DOOR])
+    out: list[Event] = []
+    n = 0
+    while (t := n / fps) <= until:
+        update = tracker.update(t, detections(t, rng, miss))
+        out += events.observe("people", Frame(round(t * 1000), f"s3://frames/lobby/{n}.jpg"), update)
+        n += 1
+    out += events.end("people", tracker.finish())
+    return out, tracker
+
+
+def crossings(events: list[Event]) -> list[str]:
+    return [e.direction for e in events if e.kind == Kind.LINE]
+
+
+@pytest.mark.parametrize("fps", [5, 2, 1])
+def test_line_counts_zone_visits_and_loitering_match_the_truth(fps: float) -> None:
+    events, _ = run(fps)
+    assert sorted(crossings(events)) == ["in", "out"], [(e.track_id, e.direction, e.at_ms) for e in events if e.kind == Kind.LINE]
+    objects = [e for e in events if e.kind == Kind.OBJECT and e.phase == Phase.START]
+    assert len(objects) == 3, [(e.track_id, e.start_ms) for e in objects]  # one track per person: no id switch
+    zone = [e for e in events if e.kind == Kind.ZONE and e.phase != Phase.UPDATE]
+    assert [e.phase for e in zone] == [Phase.START, Phase.END], zone
+    assert 2800 <= zone[0].at_ms <= 2800 + 1000 / fps  # the feet enter the dock at t 2.8
+    assert 27_000 <= zone[1].at_ms <= 27_000 + 1000 / fps  # and the person vanishes at t 27
+    loiter = [e for e in events if e.kind == Kind.LOITER and e.phase != Phase.UPDATE]
+    assert [e.phase for e in loiter] == [Phase.START, Phase.END], loiter
+    assert loiter[0].at_ms - zone[0].at_ms >= 10_000
+    # Every event that starts ends, under one id; ids are unique per event.
+    starts = {e.id for e in events if e.phase == Phase.START}
+    assert starts == {e.id for e in events if e.phase == Phase.END}
+    assert len(starts) == len([e for e in events if e.phase == Phase.START])
+
+
+def test_the_same_results_give_the_same_tracks_and_events() -> None:
+    assert run(5)[0] == run(5)[0]
+
+
+def test_a_tracker_restored_from_its_state_continues_as_if_never_stopped() -> None:
+    rng, whole, restored = random.Random(3), Tracker(), Tracker()
+    got_whole, got_restored = [], []
+    for n in range(80):
+        t, dets = n / 5, detections(n / 5, rng, 0.05)
+        if n == 40:
+            restored = Tracker.from_state(json.loads(json.dumps(whole.to_state())))  # as saved: plain JSON
+        got_whole += [(o.track_id, o.box) for o in whole.update(t, dets).observations]
+        if n >= 40:
+            got_restored += [(o.track_id, o.box) for o in restored.update(t, dets).observations]
+    assert got_restored == got_whole[-len(got_restored) :]
+
+
+def test_a_redelivered_result_changes_nothing() -> None:
+    tracker = Tracker()
+    tracker.update(1.0, [Detection((0, 0, 50, 100), 0.9, "person")])
+    state = tracker.to_state()
+    assert tracker.update(1.0, [Detection((500, 500, 550, 600), 0.9, "person")]).ignored
+    assert tracker.update(0.5, []).ignored
+    assert tracker.to_state() == state
+
+
+def test_labels_never_share_a_track_and_a_flicker_costs_no_id() -> None:
+    tracker = Tracker(TrackerSettings(confirm_hits=2))
+    tracker.update(0.0, [Detection((100, 100, 200, 300), 0.9, "person")])
+    u = tracker.update(0.2, [Detection((102, 100, 202, 300), 0.9, "car")])
+    assert u.observations == []  # a car where a person was is a new tentative track, not the person's
+    tracker.update(0.4, [Detection((700, 100, 800, 300), 0.9, "person")])  # elsewhere: the car flickered out
+    u = tracker.update(0.6, [Detection((702, 100, 802, 300), 0.9, "person")])
+    assert [o.track_id for o in u.observations] == [1]
+
+
+def test_a_low_score_detection_keeps_a_track_but_never_starts_one() -> None:
+    tracker = Tracker()
+    for n in range(3):
+        tracker.update(n * 0.2, [Detection((100 + n, 100, 180 + n, 300), 0.9, "person")])
+    u = tracker.update(0.6, [Detection((104, 100, 184, 300), 0.3, "person"), Detection((900, 100, 980, 300), 0.3, "person")])
+    assert [(o.track_id, o.detection) for o in u.observations] == [(1, 0)]
+    assert len(tracker.tracks) == 1
+
+
+def test_a_lost_track_ends_after_max_lost_seconds_and_a_return_within_them_keeps_its_id() -> None:
+    tracker = Tracker(TrackerSettings(max_lost_s=2.0))
+    for n in range(3):
+        tracker.update(n * 0.5, [Detection((100, 100, 180, 300), 0.9, "person")])
+    assert tracker.update(2.5, []).ended == []
+    u = tracker.update(3.0, [Detection((100, 100, 180, 300), 0.9, "person")])
+    assert [o.track_id for o in u.observations] == [1]
+    tracker.update(4.0, [])
+    ended = tracker.update(5.5, []).ended
+    assert [e.track_id for e in ended] == [1] and ended[0].last_seen == 3.0
+
+
+def test_jitter_on_a_line_counts_no_crossing() -> None:
+    events = CameraEvents("lobby", lines=[DOOR])
+    tracker, rng, out = Tracker(), random.Random(1), []
+    for n in range(100):  # feet within a few pixels of the line for 20 s
+        x = 960 + rng.gauss(0, 4)
+        out += events.observe(
+            "people", Frame(n * 200, "u"), tracker.update(n * 0.2, [Detection((x - 40, 500, x + 40, 700), 0.9, "person")])
+        )
+    assert crossings(out) == []
+
+
+def test_shapes_the_manifest_refuses_say_why() -> None:
+    assert polygon_problem([(0, 0), (10, 0)]) == "a polygon needs at least 3 points, got 2"
+    assert "area" in (polygon_problem([(0, 0), (10, 10), (20, 20)]) or "")
+    assert "cross each other" in (polygon_problem([(0, 0), (100, 100), (100, 0), (0, 100)]) or "")
+    assert polygon_problem([(0, 0), (2000, 0), (0, 100)], 1920, 1080) == "point [2000, 0] is outside the 1920x1080 frame"
+    assert polygon_problem(list(DOCK.polygon), W, H) is None
+    assert line_problem((0, 0), (2, 2)) == "the line is shorter than 4 px"
+    assert line_problem(DOOR.a, DOOR.b, W, H) is None
+
+
+def test_geometry() -> None:
+    assert inside((1500, 300), DOCK.polygon) and not inside((1000, 300), DOCK.polygon)
+    assert side((100, 500), DOOR.a, DOOR.b) == 1 and side((1500, 500), DOOR.a, DOOR.b) == -1
+    assert side((961, 500), DOOR.a, DOOR.b, margin=2) == 0
+    assert segments_intersect((900, 500), (1000, 500), DOOR.a, DOOR.b)
+    assert not segments_intersect((900, 50), (1000, 50), DOOR.a, DOOR.b)  # past the drawn end: not a crossing
+
+
+RULES = CameraRules(zones=[DOCK], lines=[DOOR], reorder_window_ms=1000)
+
+
+def track_all(recs: list[dict[str, Any]], tracking: CameraTracking | None = None) -> tuple[list[Event], CameraTracking]:
+    tracking = tracking or CameraTracking("lobby", RULES)
+    return [e for r in recs for e in tracking.take(r)], tracking
+
+
+def test_results_written_out_of_order_within_the_window_give_the_events_of_capture_order() -> None:
+    recs = records(5)
+    in_order, tracking = track_all(recs)
+    in_order += tracking.finish()
+    assert {e.id for e in in_order if e.phase == Phase.START} == {e.id for e in in_order if e.phase == Phase.END}
+    shuffled = list(recs)
+    for i in range(0, len(shuffled) - 4, 4):  # two consumers finishing frames in turns: up to 0.8 s apart
+        shuffled[i : i + 4] = reversed(shuffled[i : i + 4])
+    events, tracking = track_all(shuffled)
+    assert events + tracking.finish() == in_order
+    assert sorted(crossings(in_order)) == ["in", "out"]
+
+
+def test_late_and_twice_written_results_are_counted_not_tracked() -> None:
+    recs = records(5, until=10)
+    late = recs.pop(10)
+    recs.insert(40, late)  # 6 s after its turn, beyond the 1 s window
+    recs.insert(30, recs[25])  # written again by a consumer that re-read it
+    recs.insert(31, {**recs[31], "outcome": "dropped", "models": None})
+    _, tracking = track_all(recs)
+    assert tracking.counts["late"] == 1 and tracking.counts["duplicate"] == 1 and tracking.counts["untracked"] == 1
+
+
+def test_tracking_restored_from_its_saved_state_gives_the_same_events() -> None:
+    recs = records(2)
+    whole, _ = track_all(recs)
+    first, tracking = track_all(recs[:25])
+    saved = json.loads(json.dumps(tracking.to_state()))
+    rest, _ = track_all(recs[25:], CameraTracking.from_state("lobby", RULES, saved))
+    assert first + rest == whole
+
+
+def test_a_zone_outside_the_cameras_frame_is_left_out_and_said() -> None:
+    off = ZoneRule("roof", ((100.0, 100.0), (2500.0, 100.0), (2500.0, 300.0)))
+    tracking = CameraTracking("lobby", CameraRules(zones=[off, DOCK], lines=[DOOR]))
+    track_all(records(5, until=2), tracking)
+    assert tracking.problems == ["camera lobby: zone 'roof' is left out: point [2500.0, 100.0] is outside the 1920x1080 frame"]
+    assert [z.name for z in tracking.events.zones] == ["dock"]
