@@ -1,0 +1,262 @@
+"""Scenes with known truth for tracks and events: real faces moving along known paths past a fixed camera.
+
+The faces are the photographs that ship inside scikit-image (the astronaut, the cameraman), cut out around
+the face and pasted on a background of real textures (brick, gravel), as a fixed camera would see people
+walk by; CenterFace finds them as it finds faces in the demo clips. Each person follows a piecewise-linear
+path, so the truth is exact and independent of any tracker: every frame's boxes and identities, and the
+events the paths make, worked out from the paths themselves (a line is crossed where a path's segment
+meets it, an entry is where it meets a zone's edge).
+
+The default scene, `lobby`, has what makes tracking hard at low rates: people crossing a counting line both
+ways, two who cross each other right on the line, one who walks up to the line and turns back, one who
+passes beyond the line's end, and one who stands at a desk (a zone) long enough to loiter.
+
+    python -m camerafleet_dev.truth_scenes --out DIR [--width 1280 --height 720 --fps 30]
+
+writes `DIR/<scene>.mp4` and `DIR/<scene>.truth.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from skimage import data as skdata
+
+from camerafleet.api.geometry import Point, inside, segments_intersect, side
+from camerafleet_dev.clips import _noise_pair, _to_bgr
+
+# Where CenterFace finds each photograph's face once it is cut out and pasted at 80-90 px wide (x1, y1, x2, y2 in
+# the photograph's pixels; measured with the fleet's own face model, scores 0.8-0.9: on the whole 512 px
+# photograph it draws a taller box, hair included), and the part of the photograph cut out around it.
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Face:
+    photo: Callable[[], np.ndarray]
+    face: Box
+    cut: tuple[int, int, int, int]
+
+
+ASTRONAUT = Face(skdata.astronaut, (178.2, 60.6, 273.1, 177.7), (150, 0, 310, 240))
+CAMERAMAN = Face(skdata.camera, (200.7, 118.8, 262.1, 196.3), (176, 70, 290, 250))
+
+
+@dataclass(frozen=True)
+class Walk:
+    """One person: a face whose box is `width` px wide, its centre at the waypoints (seconds, x, y) in frame
+    pixels of the reference 1280x720 frame, linear in between; in view from the first waypoint to the last."""
+
+    id: int
+    face: Face
+    width: float
+    waypoints: tuple[tuple[float, float, float], ...]
+
+    def centre(self, t: float) -> Point | None:
+        w = self.waypoints
+        if not w[0][0] <= t <= w[-1][0]:
+            return None
+        for (t0, x0, y0), (t1, x1, y1) in itertools.pairwise(w):
+            if t0 <= t <= t1:
+                f = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+                return (x0 + f * (x1 - x0), y0 + f * (y1 - y0))
+        return None
+
+    def box(self, t: float, scale: float = 1.0) -> Box | None:
+        c = self.centre(t)
+        if c is None:
+            return None
+        x1, y1, x2, y2 = self.face.face
+        h = self.width * (y2 - y1) / (x2 - x1)
+        return ((c[0] - self.width / 2) * scale, (c[1] - h / 2) * scale, (c[0] + self.width / 2) * scale, (c[1] + h / 2) * scale)
+
+
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    seconds: float
+    walks: tuple[Walk, ...]
+    lines: dict[str, tuple[Point, Point]]  # name -> (a, b): crossing to the right of a -> b (on screen) is "in"
+    zones: dict[str, tuple[Point, ...]]
+    loiter_s: float = 8.0
+
+
+REFERENCE = (1280, 720)
+
+LOBBY = Scene(
+    name="lobby",
+    seconds=48.0,
+    walks=(
+        Walk(1, ASTRONAUT, 90, ((1.0, 120, 450), (11.0, 1150, 450))),  # crosses the door rightwards: out
+        Walk(2, CAMERAMAN, 80, ((4.0, 1180, 560), (14.0, 140, 560))),  # leftwards: in; passes 1 at t 7.6
+        Walk(3, ASTRONAUT, 80, ((12.0, 200, 420), (15.5, 560, 420), (17.0, 560, 420), (21.0, 150, 420))),  # up to the door, back
+        Walk(4, CAMERAMAN, 90, ((16.0, 1220, 470), (19.0, 980, 220), (35.0, 990, 225), (39.0, 1220, 470))),  # loiters at the desk
+        Walk(5, ASTRONAUT, 85, ((24.0, 150, 330), (34.0, 1130, 330))),  # meets 6 on the door: out
+        Walk(6, CAMERAMAN, 85, ((24.0, 1130, 345), (34.0, 150, 345))),  # in
+        Walk(7, ASTRONAUT, 70, ((36.0, 150, 660), (46.0, 1130, 660))),  # below the door's end: no crossing
+    ),
+    lines={"door": ((640.0, 60.0), (640.0, 600.0))},
+    zones={"desk": ((880.0, 120.0), (1180.0, 120.0), (1180.0, 320.0), (880.0, 320.0))},
+)
+SCENES = {s.name: s for s in (LOBBY,)}
+
+
+def truth_events(scene: Scene, step_s: float = 0.01) -> list[dict[str, Any]]:
+    """The events the paths make, from the paths alone (face centres, sampled every `step_s`)."""
+    events: list[dict[str, Any]] = []
+    for walk in scene.walks:
+        t0, t1 = walk.waypoints[0][0], walk.waypoints[-1][0]
+        times = np.linspace(t0, t1, round((t1 - t0) / step_s) + 1)
+        points = [walk.centre(float(t)) for t in times]
+        for name, (a, b) in scene.lines.items():
+            last: tuple[int, Point] | None = None  # the last side the centre was on (not on the line), and where
+            for t, p in zip(times, points, strict=True):
+                assert p is not None
+                now = side(p, a, b)
+                if now == 0:
+                    continue
+                if last is not None and last[0] != now and segments_intersect(last[1], p, a, b):
+                    events.append(
+                        {"kind": "line", "where": name, "id": walk.id, "direction": "in" if now > 0 else "out", "t": round(float(t), 2)}
+                    )
+                last = (now, p)
+        for name, polygon in scene.zones.items():
+            inside_since: float | None = None
+            for t, p in zip(times, points, strict=True):
+                assert p is not None
+                if inside(p, polygon) and inside_since is None:
+                    inside_since = float(t)
+                elif not inside(p, polygon) and inside_since is not None:
+                    events.append(_visit(name, walk.id, inside_since, float(t), scene.loiter_s))
+                    inside_since = None
+            if inside_since is not None:
+                events.append(_visit(name, walk.id, inside_since, float(times[-1]), scene.loiter_s))
+    return sorted(events, key=lambda e: (e["t"], e["id"]))
+
+
+def _visit(zone: str, walk_id: int, enter: float, leave: float, loiter_s: float) -> dict[str, Any]:
+    return {
+        "kind": "zone",
+        "where": zone,
+        "id": walk_id,
+        "t": round(enter, 2),
+        "until": round(leave, 2),
+        "loiters": leave - enter >= loiter_s,
+    }
+
+
+def truth(scene: Scene, width: int, height: int, fps: float) -> dict[str, Any]:
+    """Everything known about the clip: per frame, the boxes and ids in view; the lines, zones and events (in
+    pixels of the clip's size)."""
+    scale = width / REFERENCE[0]
+    frames = []
+    for i in range(round(scene.seconds * fps)):
+        t = i / fps
+        frames.append([{"id": w.id, "box": [round(v, 1) for v in box]} for w in scene.walks if (box := w.box(t, scale)) is not None])
+    return {
+        "scene": scene.name,
+        "width": width,
+        "height": height,
+        "fps": fps,
+        "lines": {n: [[a[0] * scale, a[1] * scale], [b[0] * scale, b[1] * scale]] for n, (a, b) in scene.lines.items()},
+        "zones": {n: [[x * scale, y * scale] for x, y in poly] for n, poly in scene.zones.items()},
+        "loiterSeconds": scene.loiter_s,
+        "events": truth_events(scene),
+        "frames": frames,
+    }
+
+
+class _Renderer:
+    def __init__(self, scene: Scene, width: int, height: int, seed: int = 3):
+        self.scene, self.width, self.height, self.scale = scene, width, height, width / REFERENCE[0]
+        self.background = _background(width, height)
+        rng = np.random.default_rng(seed)
+        self.noise = [_noise_pair(rng, height, width) for _ in range(4)]
+        self.sprites = {id(f): _to_bgr(f.photo())[f.cut[1] : f.cut[3], f.cut[0] : f.cut[2]] for f in (ASTRONAUT, CAMERAMAN)}
+
+    def frame(self, index: int, fps: float) -> np.ndarray:
+        frame = self.background.copy()
+        t = index / fps
+        for walk in self.scene.walks:  # later walks pass in front
+            box = walk.box(t, self.scale)
+            if box is not None:
+                self._paste(frame, walk.face, box)
+        brighter, darker = self.noise[index % len(self.noise)]
+        cv2.add(frame, brighter, dst=frame)
+        cv2.subtract(frame, darker, dst=frame)
+        return frame
+
+    def _paste(self, frame: np.ndarray, face: Face, box: Box) -> None:
+        """The face's cut-out, scaled so that its face lands on `box`, with a soft oval edge."""
+        fx1, fy1, fx2, _ = face.face
+        s = (box[2] - box[0]) / (fx2 - fx1)
+        cx1, cy1, cx2, cy2 = face.cut
+        w, h = round((cx2 - cx1) * s), round((cy2 - cy1) * s)
+        sprite = cv2.resize(self.sprites[id(face)], (w, h), interpolation=cv2.INTER_AREA)
+        mask = np.zeros((h, w), np.float32)
+        cv2.ellipse(mask, (w // 2, h // 2), (w // 2 - 1, h // 2 - 1), 0, 0, 360, 1.0, -1)
+        alpha_mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, w / 30))[..., None]
+        x0, y0 = round(box[0] - (fx1 - cx1) * s), round(box[1] - (fy1 - cy1) * s)  # the sprite's corner in the frame
+        left, top, right, bottom = max(0, x0), max(0, y0), min(self.width, x0 + w), min(self.height, y0 + h)  # in view
+        if left >= right or top >= bottom:
+            return
+        region = frame[top:bottom, left:right].astype(np.float32)
+        part = sprite[top - y0 : bottom - y0, left - x0 : right - x0].astype(np.float32)
+        alpha = alpha_mask[top - y0 : bottom - y0, left - x0 : right - x0]
+        frame[top:bottom, left:right] = (alpha * part + (1 - alpha) * region).astype(np.uint8)
+
+
+def _background(width: int, height: int) -> np.ndarray:
+    """Brick above, gravel below, tinted: a wall and a floor."""
+    out = np.zeros((height, width, 3), np.uint8)
+    for texture, tint, top, bottom in (
+        (skdata.brick, (150, 172, 205), 0, int(height * 0.62)),
+        (skdata.gravel, (150, 150, 145), int(height * 0.62), height),
+    ):
+        tex = texture()
+        rows = bottom - top
+        tiled = np.tile(tex, (-(-rows // tex.shape[0]), -(-width // tex.shape[1])))[:rows, :width]
+        out[top:bottom] = (tiled[..., None].astype(np.float32) * (np.asarray(tint, np.float32) / 255)).astype(np.uint8)
+    return out
+
+
+def write_scene(scene: Scene, out_dir: Path, width: int = 1280, height: int = 720, fps: float = 30.0) -> tuple[Path, Path]:
+    """The clip (MPEG-4 part 2 in .mp4, as the demo clips) and its truth; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clip, truth_path = out_dir / f"{scene.name}.mp4", out_dir / f"{scene.name}.truth.json"
+    renderer = _Renderer(scene, width, height)
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"cannot write {clip} with OpenCV's mp4v encoder")
+    try:
+        for i in range(round(scene.seconds * fps)):
+            writer.write(renderer.frame(i, fps))
+    finally:
+        writer.release()
+    truth_path.write_text(json.dumps(truth(scene, width, height, fps)))
+    return clip, truth_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m camerafleet_dev.truth_scenes", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--scene", choices=sorted(SCENES), default="lobby")
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--fps", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    clip, truth_path = write_scene(SCENES[args.scene], args.out, args.width, args.height, args.fps)
+    print(f"{clip}\n{truth_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
