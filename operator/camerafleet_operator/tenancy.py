@@ -22,6 +22,7 @@ def per_fleet(namespace: str, fleet: str, spec: FleetSpec) -> FleetSpec:
         "topic_prefix": f"{own}.camera_",
         "results_topic": f"{own}.results",
         "dead_letter_topic": f"{own}.deadletter",
+        "events_topic": f"{own}.events",
         "consumer_group": own,
     }
     kafka = k.model_copy(update={name: value for name, value in derived.items() if name not in k.model_fields_set})

@@ -151,3 +151,8 @@ def source_up() -> KeptGauge:
 @cache
 def slots_shed() -> ray_metrics.Counter:
     return _counter(t.SLOTS_SHED)
+
+
+@cache
+def events() -> ray_metrics.Counter:
+    return _counter(t.EVENTS)

@@ -32,7 +32,7 @@ from camerafleet.tracking.events import Event
 
 log = logging.getLogger("camerafleet.events")
 
-STATE_LOAD_TIMEOUT_S = 60.0
+STATE_LOAD_TIMEOUT_S = 90.0  # above the producers' transaction timeout (60 s): a dead member's open one is aborted by then
 # Every camera's state goes to one partition of the state topic, whatever its number of partitions: a member
 # taking over reads one partition from its start (compacted: a record per camera, 10 KB each for 4,096 cameras
 # is 40 MB) instead of finding out where each camera's state went.
@@ -96,6 +96,7 @@ class EventsStage:
         self.cameras: dict[str, CameraTracking] = {}
         self.partition_of: dict[str, int] = {}
         self.counts: Counter[str] = Counter()  # events by kind, and results not of the fleet's cameras ("foreign")
+        self.committed: list[Event] = []  # events of the transactions committed since the caller last took them
 
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -142,20 +143,28 @@ class EventsStage:
 
     async def _saved_states(self) -> dict[str, tuple[int, dict[str, Any]]]:
         """The last committed state of every camera on the state topic (compacted: one record per camera, and
-        the versions compaction has not removed yet)."""
+        the versions compaction has not removed yet).
+
+        Read committed, up to the partition's end as it is now: other members' transactions are open most of
+        the time (one per batch), and a committed reader stops before the first open one until it ends, while
+        the state this member needs may have been committed after it. So the end is taken uncommitted, and the
+        committed reader waits until it gets there (a batch's time; a dead member's open transaction is aborted
+        by the broker after its timeout)."""
+        tp = TopicPartition(self.state_topic, STATE_PARTITION)
+        states: dict[str, tuple[int, dict[str, Any]]] = {}
+        ender = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, **client_options())
         reader = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **client_options()
         )
+        await ender.start()
         await reader.start()
         try:
-            tps = [TopicPartition(self.state_topic, STATE_PARTITION)]
-            reader.assign(tps)
-            await reader.seek_to_beginning(*tps)
-            ends = await reader.end_offsets(tps)
-            states: dict[str, tuple[int, dict[str, Any]]] = {}
+            end = (await ender.end_offsets([tp]))[tp]
+            reader.assign([tp])
+            await reader.seek_to_beginning(tp)
             async with asyncio.timeout(STATE_LOAD_TIMEOUT_S):
-                while [tp for tp in tps if await reader.position(tp) < ends[tp]]:
-                    for records in (await reader.getmany(timeout_ms=1000)).values():
+                while await reader.position(tp) < end:
+                    for records in (await reader.getmany(tp, timeout_ms=1000)).values():
                         for rec in records:
                             if rec.key is None:
                                 continue
@@ -167,6 +176,7 @@ class EventsStage:
             return states
         finally:
             await reader.stop()
+            await ender.stop()
 
     async def step(self, timeout_ms: int = 1000) -> int:
         """Read one batch and commit what it gives, partition by partition; returns the results read."""
@@ -181,6 +191,7 @@ class EventsStage:
     async def _commit(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         producer = self.producers[tp.partition]
         touched: set[str] = set()
+        events: list[Event] = []
         async with producer.transaction():
             for rec in records:
                 camera = rec.key.decode() if rec.key else ""
@@ -190,12 +201,29 @@ class EventsStage:
                     continue
                 touched.add(camera)
                 for e in tracking.take(orjson.loads(rec.value)):
-                    self.counts[e.kind.value] += 1
+                    events.append(e)
                     await producer.send(self.events_topic, orjson.dumps(event_record(e)), key=rec.key)
             for camera in sorted(touched):
                 saved = {"partition": tp.partition, "state": self.cameras[camera].to_state()}
                 await producer.send(self.state_topic, orjson.dumps(saved), key=camera.encode(), partition=STATE_PARTITION)
             await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, self.group)
+        self.counts.update(e.kind.value for e in events)
+        self.committed += events
+
+    def take_committed(self) -> list[Event]:
+        """The events committed since the last call (for the caller's own log and metrics)."""
+        committed, self.committed = self.committed, []
+        return committed
+
+    def update_rules(self, rules: Mapping[str, CameraRules]) -> None:
+        """A manifest edit: cameras' zones, lines and settings change from their next result on; a removed camera's
+        tracking is dropped (its saved state stays, for when it comes back)."""
+        self.rules = dict(rules)
+        for camera in list(self.cameras):
+            if camera in self.rules:
+                self.cameras[camera].update_rules(self.rules[camera])
+            else:
+                del self.cameras[camera], self.partition_of[camera]
 
     def tracking(self, camera: str, partition: int) -> CameraTracking | None:
         """The camera's tracking (new if none was saved); None for a camera that is not the fleet's."""
@@ -206,8 +234,13 @@ class EventsStage:
         return tracking
 
     async def stop(self) -> None:
+        """Leave the group. What was tracked since the last commit is dropped: the next owner (this one, started
+        again) resumes from the committed state and offsets."""
         if self.consumer is not None:
-            await self.consumer.stop()  # revokes: the producers stop
+            await self.consumer.stop()
+            self.consumer = None
         for producer in self.producers.values():
             await producer.stop()
         self.producers.clear()
+        self.cameras.clear()
+        self.partition_of.clear()

@@ -38,6 +38,7 @@ from camerafleet.api.serve_options import default_serve_controller_env
 from camerafleet.api.settings import Settings
 from camerafleet.bucket import BucketConfigError, BucketError, open_bucket, summary_key
 from camerafleet.console.feeds import dashboard_replicas, local_replicas
+from camerafleet.events_pool import EventsPool
 from camerafleet.manifest_source import RunManifest
 from camerafleet.pool_scaling import Pool, pool_size_after_edit
 from camerafleet.stats import ConsumerStats, ProducerCameraStats, merge_producer_stats
@@ -132,6 +133,8 @@ class FleetRunner:
         status = StatusWriter.for_run(self.settings.manifest_config_map, fleet.metadata.name)
         self.pools = ActorPools(fleet.metadata.name, self.spec, self.epoch_ms, self.results_log, self.say, self.metrics, status)
         self.console: Console | None = None
+        runs_events = self.spec.events.enabled and opts.role in ("all", "consumer")
+        self.events = EventsPool(fleet.metadata.name, self.spec, self.run_dir, self.say) if runs_events else None
 
     def say(self, text: str) -> None:
         print(text, file=self.opts.stream, flush=True)
@@ -268,6 +271,8 @@ class FleetRunner:
             elif not self.spec.serving.url:
                 raise RunError("role consumer needs the inference service's URL: set spec.serving.url or CAMERAFLEET_SERVE_URL")
             await self.pools.resize(Pool.CONSUMER, self.spec.consumer.actors, wait=True)
+            if self.events is not None:
+                await self.events.start()
         if self.opts.role == "producer":
             await self.wait_for_consumers()
         if self.opts.role in ("all", "producer"):
@@ -301,7 +306,7 @@ class FleetRunner:
             self.say(f"manifest changed but is invalid; still running the previous one:\n{err}")
             return
         old, self.spec = self.spec, new
-        ignored = [k for k in ("kafka", "bucket", "serving", "results") if getattr(old, k) != getattr(new, k)]
+        ignored = [k for k in ("kafka", "bucket", "serving", "results", "events") if getattr(old, k) != getattr(new, k)]
         if ignored:
             self.say(f"manifest change to {', '.join(ignored)} needs a restart; not applied")
             self.spec = new.model_copy(update={k: getattr(old, k) for k in ignored})
@@ -320,6 +325,8 @@ class FleetRunner:
             Pool.CONSUMER: pool_size_after_edit(self.spec.consumer, self.pools.desired.get(Pool.CONSUMER, 0)),
         }
         await self.pools.apply_spec(self.spec, sizes)
+        if self.events is not None:
+            await self.events.update_spec(self.spec)  # cameras' zones and lines
         self.say(f"manifest change from {source} applied: {len(self.spec.cameras)} cameras, {self.pools.describe()}")
 
     # -- the ledger's sources ---------------------------------------------------------------------------
@@ -462,6 +469,10 @@ class FleetRunner:
         await self.drain(kafka, budget.left(self.opts.drain_timeout_s, keep=STOP_RESERVE_S))
         stopped: list[ConsumerStats] = await member_answers((c.stop.remote() for c in self.pools.consumers), budget.left(15, keep=5))
         self.pools.note_consumer_stats(stopped, stopped=True)
+        events = None
+        if self.events is not None:
+            await self.events.drain(budget.left(60, keep=STOP_RESERVE_S))
+            events = await self.events.stop()
         records, results_from = await self.results(budget.left(60))
         summary = build_summary(
             fleet=self.fleet.metadata.name,
@@ -476,6 +487,8 @@ class FleetRunner:
             shards={c.id: c.producer_shards for c in self.spec.cameras},
         )
         summary["pools"] = self.pools.summary()
+        if events is not None:
+            summary["events"] = events
         return summary
 
     async def results(self, timeout_s: float = 120.0) -> tuple[list[dict[str, Any]], str]:

@@ -236,6 +236,42 @@ def build_summary(
     }
 
 
+def summarize_events(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """What a run's events add up to (each event counted once, at its start): events by kind, and per camera each
+    line's crossings by direction and each zone's entries and loiterings."""
+    started: Counter[str] = Counter()
+    cameras: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
+    for e in events:
+        if e.get("phase") not in ("start", "instant"):
+            continue
+        started[e["kind"]] += 1
+        camera = cameras.setdefault(e["cameraId"], {"lines": {}, "zones": {}})
+        if e["kind"] == "line":
+            line = camera["lines"].setdefault(e["where"], {"in": 0, "out": 0})
+            line[e["direction"]] += 1
+        elif e["kind"] in ("zone", "loiter"):
+            zone = camera["zones"].setdefault(e["where"], {"entries": 0, "loiterings": 0})
+            zone["entries" if e["kind"] == "zone" else "loiterings"] += 1
+    return {"started": dict(sorted(started.items())), "cameras": dict(sorted(cameras.items()))}
+
+
+def _format_events(ev: dict[str, Any]) -> list[str]:
+    started = ", ".join(f"{kind} {n}" for kind, n in ev.get("started", {}).items()) or "none"
+    lines = [f"  events started: {started}"]
+    for camera, c in ev.get("cameras", {}).items():
+        parts = [f"line {name} in {d['in']} out {d['out']}" for name, d in c["lines"].items()]
+        parts += [f"zone {name} entries {d['entries']} loiterings {d['loiterings']}" for name, d in c["zones"].items()]
+        if parts:
+            lines.append(f"    {camera}: " + "; ".join(parts))
+    results: Counter[str] = Counter()
+    for counts in ev.get("results", {}).values():
+        results.update(counts)
+    if results["late"] or results["duplicate"]:
+        lines.append(f"  events: {results['late']} results came later than reorderWindowMs (not tracked), {results['duplicate']} twice")
+    lines += [f"  events: {problem}" for problem in ev.get("problems", [])]
+    return lines
+
+
 def format_summary(s: dict[str, Any]) -> str:
     lat = s["latency_ms"]
     lines = [
@@ -263,4 +299,6 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(
             f"  {cam:<13} {c['produced']:>8} {c['processed']:>9} {c['dropped']:>7} {c['failed']:>6} {c['in_flight']:>9} {c.get('missed_slots', 0):>6} {src}"
         )
+    if "events" in s:
+        lines += _format_events(s["events"])
     return "\n".join(lines)

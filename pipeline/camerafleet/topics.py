@@ -73,10 +73,12 @@ class TopicPlan:
 
 def desired_configs(spec: FleetSpec, topic: str) -> dict[str, str]:
     """What the fleet sets on a topic (only these keys: the rest stays as the broker or an administrator set it).
-    Camera topics keep messages only while their frames are in the bucket; results and dead letters are the
-    record downstream readers catch up from."""
+    Camera topics keep messages only while their frames are in the bucket; results, dead letters and events are the
+    record downstream readers catch up from; the events stage's state topic is compacted."""
     k = spec.kafka
-    records = topic in (k.results_topic, k.dead_letter_topic)
+    if topic == k.events_state_topic:  # the latest state of each camera, for as long as the fleet runs
+        return {"cleanup.policy": "compact"}
+    records = topic in (k.results_topic, k.dead_letter_topic, k.events_topic)
     return {"retention.ms": str(k.results_retention_ms if records else k.retention_ms)}
 
 

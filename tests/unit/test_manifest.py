@@ -187,3 +187,36 @@ def test_a_key_with_a_line_break_or_a_blank_is_quoted_in_the_error_so_each_probl
     lines = str(err.value).splitlines()
     assert "  - spec.bucket.'\\n': unknown field" in "\n".join(lines) and len(lines) == 3, lines
     assert any(line.startswith("  - spec.bucket.'a b': unknown field") for line in lines), lines
+
+
+DOOR = {"name": "door", "points": [[640, 60], [640, 600]]}
+DESK = {"name": "desk", "points": [[880, 120], [1180, 120], [1180, 320], [880, 320]], "loiterSeconds": 8, "anchor": "center"}
+
+
+def test_zones_and_lines_need_the_events_stage_and_say_so():
+    text = problems(fleet(cameras=[{"id": "1", "source": "synthetic:", "lines": [DOOR]}]))
+    assert "camera 1 has zones or lines, which need the events stage: set events.enabled: true" in text
+    spec = parse_manifest(
+        fleet(cameras=[{"id": "1", "source": "synthetic:", "lines": [DOOR], "zones": [DESK]}], events={"enabled": True})
+    ).spec
+    assert spec.cameras[0].zones[0].anchor == "center" and spec.cameras[0].lines[0].anchor == "bottomCenter"
+    topics = spec.topics()
+    assert topics["camerafleet_events"] == 1 and topics["camerafleet_events.state"] == 1
+    assert spec.kafka.events_group == "camerafleet.events"
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ({"zones": [{"name": "z", "points": [[0, 0], [100, 100], [100, 0], [0, 100]]}]}, "zone 'z': edges 1 and 3 cross each other"),
+        ({"zones": [{"name": "z", "points": [[0, 0], [10, 10], [20, 20]]}]}, "zone 'z': the polygon's area is 0 px²"),
+        ({"zones": [{"name": "z", "points": [[0, 0], [10, 10]]}]}, "spec.cameras.0.zones.0.points"),
+        ({"lines": [{"name": "l", "points": [[5, 5], [6, 6]]}]}, "line 'l': the line is shorter than 4 px"),
+        ({"lines": [{"name": "l", "points": [[5, 5], [60, 60], [90, 90]]}]}, "spec.cameras.0.lines.0.points"),
+        ({"lines": [DOOR], "zones": [{**DESK, "name": "door"}]}, "zone and line names must be unique; more than once: door"),
+        ({"lines": [{**DOOR, "models": ["people"]}]}, "camera 1, 'door': no model named people in this fleet"),
+    ],
+)
+def test_bad_zones_and_lines_are_refused_with_what_is_wrong(shape, message):
+    text = problems(fleet(cameras=[{"id": "1", "source": "synthetic:", **shape}], events={"enabled": True}))
+    assert message in text, text

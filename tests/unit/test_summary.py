@@ -153,3 +153,29 @@ def test_missed_slots_name_their_reason(tmp_path):
     assert "missed slots" in format_summary(s)
     # The runner writes it with orjson, which takes plain str keys only (an enum member key once failed here).
     assert orjson.loads(orjson.dumps(s))["per_camera"]["1"]["missed_by_reason"]["producer_restart"] == 5
+
+
+def test_events_add_up_per_camera_and_print():
+    from camerafleet.summary import _format_events, summarize_events
+
+    def ev(kind, phase, where="", direction=None, camera="lobby"):
+        return {"cameraId": camera, "kind": kind, "phase": phase, "where": where, "direction": direction}
+
+    events = [
+        ev("object", "start"),
+        ev("line", "instant", "door", "in"),
+        ev("line", "instant", "door", "out"),
+        ev("line", "instant", "door", "in"),
+        ev("zone", "start", "desk"),
+        ev("zone", "update", "desk"),
+        ev("loiter", "start", "desk"),
+        ev("zone", "end", "desk"),
+        ev("object", "end"),
+    ]
+    s = summarize_events(events)
+    assert s["started"] == {"line": 3, "loiter": 1, "object": 1, "zone": 1}
+    assert s["cameras"]["lobby"] == {"lines": {"door": {"in": 2, "out": 1}}, "zones": {"desk": {"entries": 1, "loiterings": 1}}}
+    problem = "camera lobby: zone 'roof' is left out: point [2500.0, 100.0] is outside"
+    text = "\n".join(_format_events({**s, "problems": [problem], "results": {"lobby": {"tracked": 90, "late": 2}}}))
+    assert "line door in 2 out 1; zone desk entries 1 loiterings 1" in text and "zone 'roof' is left out" in text
+    assert "2 results came later than reorderWindowMs (not tracked), 0 twice" in text

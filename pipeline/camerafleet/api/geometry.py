@@ -8,8 +8,22 @@ Coordinates are pixels of the camera's frame, x to the right and y down, as dete
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 Point = tuple[float, float]
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2
+
+
+class Anchor(StrEnum):
+    """The point of a box that stands for the object in zones and on lines."""
+
+    BOTTOM_CENTER = "bottomCenter"  # where a person or vehicle stands: what a zone drawn on the floor means
+    CENTER = "center"  # faces, and objects seen from above
+
+    def of(self, box: Box) -> Point:
+        x1, y1, x2, y2 = box
+        return ((x1 + x2) / 2, y2 if self is Anchor.BOTTOM_CENTER else (y1 + y2) / 2)
+
 
 MIN_POLYGON_AREA = 16.0  # px²: a zone smaller than 4 x 4 pixels is a typo, not a place
 MIN_LINE_LENGTH = 4.0  # px

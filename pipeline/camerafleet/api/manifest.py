@@ -14,11 +14,13 @@ import re
 import unicodedata
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from camerafleet.api.geometry import Anchor, line_problem, polygon_problem
 
 # The Kubernetes resource a manifest is (its CRD is generated from the models below).
 GROUP, VERSION = "camerafleet.io", "v1alpha1"
@@ -51,6 +53,65 @@ class Strict(BaseModel):
         frozen=True,
         allow_inf_nan=False,
     )
+
+
+MAX_FRAME_SIDE = 16384  # pixels, as frame messages allow
+_Coordinate = Annotated[float, Field(ge=0, le=MAX_FRAME_SIDE)]
+_PointList = list[Annotated[list[_Coordinate], Field(min_length=2, max_length=2)]]
+MAX_SHAPES = 32  # zones and lines per camera
+
+
+class _Shape(Strict):
+    """What zones and lines share: a name, and which tracks they count."""
+
+    name: str = Field(pattern=_ID_PATTERN, description="Its name, unique among the camera's zones and lines; labels its events and counts.")
+    models: list[str] = Field(
+        default_factory=list, max_length=MAX_MODELS, description="The models whose tracks it counts, by name (empty: every detector)."
+    )
+    labels: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The labels it counts, as the models name them (empty: all), e.g. person, car, face.",
+    )
+    anchor: Anchor = Field(
+        default=Anchor.BOTTOM_CENTER,
+        description="The point of a box that stands for the object: bottomCenter (where a person or vehicle stands: zones "
+        "and lines drawn on the floor) or center (faces; objects seen from above).",
+    )
+
+
+class ZoneSpec(_Shape):
+    points: _PointList = Field(
+        min_length=3, max_length=64, description="The zone's corners, [x, y] in frame pixels (x to the right, y down), in order around it."
+    )
+    loiter_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="A loitering event when a track has been in the zone this long (none: no loitering events).",
+    )
+
+    @model_validator(mode="after")
+    def _a_polygon(self) -> ZoneSpec:
+        if problem := polygon_problem([(x, y) for x, y in self.points]):
+            raise ValueError(f"zone {self.name!r}: {problem}")
+        return self
+
+
+class LineSpec(_Shape):
+    points: _PointList = Field(
+        min_length=2,
+        max_length=2,
+        description="From and to, [x, y] in frame pixels. An object that crosses to the right of the line as seen walking from "
+        "`from` to `to` on the frame crosses `in`; the other way `out`. Only the drawn segment counts, not its extension.",
+    )
+
+    @model_validator(mode="after")
+    def _a_segment(self) -> LineSpec:
+        (ax, ay), (bx, by) = self.points
+        if problem := line_problem((ax, ay), (bx, by)):
+            raise ValueError(f"line {self.name!r}: {problem}")
+        return self
 
 
 class CameraSpec(Strict):
@@ -94,6 +155,24 @@ class CameraSpec(Strict):
         "down (`stalled`) and reconnected; its slots until it is back are missed with reason `source_down`.",
     )
     enabled: bool = Field(default=True, description="A disabled camera keeps its topic but produces nothing.")
+    zones: list[ZoneSpec] = Field(
+        default_factory=list,
+        max_length=MAX_SHAPES,
+        description=f"Areas of the frame (at most {MAX_SHAPES}) whose entries, exits and loitering are events (needs events.enabled). "
+        "A zone outside the camera's actual frame is left out and reported when its first frame comes.",
+    )
+    lines: list[LineSpec] = Field(
+        default_factory=list,
+        max_length=MAX_SHAPES,
+        description=f"Directed counting lines (at most {MAX_SHAPES}) whose crossings are events, by direction (needs events.enabled).",
+    )
+
+    @model_validator(mode="after")
+    def _shape_names_unique(self) -> CameraSpec:
+        names = [z.name for z in self.zones] + [ln.name for ln in self.lines]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"camera {self.id}: zone and line names must be unique; more than once: {', '.join(dupes)}")
+        return self
 
 
 # Kafka names a fleet on Kubernetes leaves unset are its own, `<namespace>.<fleet>.<name>` (the operator's
@@ -149,6 +228,14 @@ class KafkaSpec(Strict):
         "`<namespace>.<fleet>.deadletter`.",
         json_schema_extra=PER_FLEET_ON_KUBERNETES,
     )
+    events_topic: str = Field(
+        default="camerafleet_events",
+        pattern=_TOPIC_PATTERN,
+        description="Topic that receives the events of `events` (JSON, keyed by camera; read it with isolation.level "
+        "read_committed). Its tracking state goes to `<eventsTopic>.state` (compacted). On Kubernetes, unless set: "
+        "`<namespace>.<fleet>.events`.",
+        json_schema_extra=PER_FLEET_ON_KUBERNETES,
+    )
     consumer_group: str = Field(
         default="camerafleet",
         min_length=1,
@@ -161,6 +248,16 @@ class KafkaSpec(Strict):
         description="What the Kubernetes operator does with the fleet's topics when the CameraFleet is deleted: "
         "`Retain` keeps them, `Delete` deletes them (through a finalizer).",
     )
+
+    @property
+    def events_state_topic(self) -> str:
+        """Where the events stage keeps each camera's tracking state (compacted, keyed by camera)."""
+        return f"{self.events_topic}.state"
+
+    @property
+    def events_group(self) -> str:
+        """The events stage's consumer group on the results topic."""
+        return f"{self.consumer_group}.events"
 
 
 SHARED_BUCKET_HINT = (
@@ -561,6 +658,31 @@ class ServingSpec(Strict):
     ingress_max_ongoing_requests: int = Field(default=32, ge=1, le=100_000, description="Batches one ingress replica handles at once.")
 
 
+class EventsSpec(Strict):
+    enabled: bool = Field(
+        default=False,
+        description="Track the objects the models detect, per camera and model, and turn the tracks into events (an object seen, "
+        "zone entries, exits and loitering, line crossings) on the events topic: a stage of its own reading the results topic.",
+    )
+    actors: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Actors of the events stage (one consumer group on the results topic: no more of them work than it has partitions).",
+    )
+    cpus_per_actor: float = Field(default=0.25, ge=0, le=64, description="Ray CPUs reserved by each events actor.")
+    reorder_window_ms: int = Field(
+        default=2000,
+        ge=0,
+        le=60_000,
+        description="How long a camera's results wait to be put back in capture order (consumers finish frames out of order); "
+        "events come this much later, and a result later than this is counted late and not tracked.",
+    )
+    max_lost_seconds: float = Field(
+        default=3.0, gt=0, le=600, description="A track not seen for this long has ended (its events end at its last sighting)."
+    )
+
+
 class ResultsSpec(Strict):
     log_dir: str = Field(
         default="out/runs",
@@ -722,6 +844,7 @@ class FleetSpec(Strict):
     consumer: ConsumerSpec = Field(default_factory=ConsumerSpec, description="The consumer actor pool.")
     serving: ServingSpec = Field(default_factory=ServingSpec, description="The Ray Serve inference application.")
     results: ResultsSpec = Field(default_factory=ResultsSpec, description="Where results are logged.")
+    events: EventsSpec = Field(default_factory=EventsSpec, description="Tracks and events from the detections.")
     kubernetes: KubernetesSpec = Field(
         default_factory=KubernetesSpec, description="How the operator runs the fleet on Kubernetes; ignored by `camerafleet run`."
     )
@@ -735,14 +858,30 @@ class FleetSpec(Strict):
                 raise ValueError(f"duplicate {what}s: {', '.join(dupes)}; each must appear once")
         return self
 
+    @model_validator(mode="after")
+    def _shapes_need_events(self) -> FleetSpec:
+        models = {m.name for m in self.models}
+        for camera in self.cameras:
+            shapes = [*camera.zones, *camera.lines]
+            if shapes and not self.events.enabled:
+                raise ValueError(f"camera {camera.id} has zones or lines, which need the events stage: set events.enabled: true")
+            for shape in shapes:
+                if unknown := sorted(set(shape.models) - models):
+                    raise ValueError(f"camera {camera.id}, {shape.name!r}: no model named {', '.join(unknown)} in this fleet")
+        return self
+
     def topic(self, camera_id: str) -> str:
         return f"{self.kafka.topic_prefix}{camera_id}"
 
     def topics(self) -> dict[str, int]:
-        """Every topic the fleet needs, with its partition count: one per camera, results and dead letter."""
+        """Every topic the fleet needs, with its partition count: one per camera, results and dead letter, and the events
+        stage's two."""
         topics = {self.topic(c.id): self.kafka.partitions_per_topic for c in self.cameras}
         topics[self.kafka.results_topic] = self.kafka.partitions_per_topic
         topics[self.kafka.dead_letter_topic] = 1
+        if self.events.enabled:
+            topics[self.kafka.events_topic] = self.kafka.partitions_per_topic
+            topics[self.kafka.events_state_topic] = 1  # the stage reads it whole when it takes over partitions
         return topics
 
     def with_absolute_paths(self, base: Path) -> FleetSpec:
@@ -777,6 +916,7 @@ class FleetSpec(Strict):
             + self.serving.ingress_replicas * self.serving.ingress_cpus
             + self.producer.actors * self.producer.cpus_per_actor
             + self.consumer.actors * self.consumer.cpus_per_actor
+            + (self.events.actors * self.events.cpus_per_actor if self.events.enabled else 0.0)
         )
 
 

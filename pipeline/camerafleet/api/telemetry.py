@@ -90,6 +90,16 @@ SOURCE_UP = _ray("camerafleet_source_up", G, "1 while the camera's source delive
 SLOTS_SHED = _ray(
     "camerafleet_slots_shed", C, "Sampling slots not admitted at the source because the pipeline could not process them in time.", "camera"
 )
+EVENTS = _ray(
+    "camerafleet_events",
+    C,
+    "Events that started, by camera, kind (object, zone, loiter, line), zone or line (`where`, `-` for object) and "
+    "direction (line crossings: in or out; `-` otherwise). Bounded by the manifest: its cameras' zones and lines.",
+    "camera",
+    "kind",
+    "where",
+    "direction",
+)
 
 RUN_FRAMES = MetricDef(
     "camerafleet_run_frames", G, "Frames of this run by camera and outcome.", ("fleet", "camera", "outcome"), Exporter.RUN
@@ -158,6 +168,7 @@ PIPELINE_METRICS = (
     SOURCE_PROBLEMS,
     SOURCE_UP,
     SLOTS_SHED,
+    EVENTS,
 )
 RUN_METRICS = (
     RUN_FRAMES,

@@ -98,7 +98,7 @@ class CameraTracking:
         self.released_ms = -1  # capture time of the last result given to the trackers
         self.released: deque[int] = deque(maxlen=RELEASED_KEPT)  # ... and of the ones before it
         self.newest_ms = -1  # newest capture time seen
-        self.counts: Counter[str] = Counter()  # tracked, late, duplicate, untracked
+        self.counts: Counter[str] = Counter()  # tracked, late, duplicate, untracked: this process's, not saved
         self.problems: list[str] = []  # zones or lines that do not fit the camera's frame (they are left out)
         self.events = CameraEvents(camera_id, settings=rules.events)
         self.frame_size: tuple[int, int] | None = None
@@ -121,6 +121,17 @@ class CameraTracking:
         while self.buffer and self.buffer[0].capture_ms <= self.newest_ms - self.rules.reorder_window_ms:
             out += self._track(heapq.heappop(self.buffer))
         return out
+
+    def update_rules(self, rules: CameraRules) -> None:
+        """New zones, lines or settings (a manifest edit), from the next result on; tracks and open events go on."""
+        self.rules = rules
+        self.events.settings = rules.events
+        for tracker in self.trackers.values():
+            tracker.settings = rules.tracker
+        if self.frame_size is not None:
+            width, height = self.frame_size
+            self.frame_size = None
+            self._fit(width, height)
 
     def finish(self) -> list[Event]:
         """Track what the buffer holds and end every track (the camera left the fleet, or the fleet stops for
@@ -171,7 +182,6 @@ class CameraTracking:
             "released": list(self.released),
             "released_ms": self.released_ms,
             "newest_ms": self.newest_ms,
-            "counts": dict(self.counts),
             "events": self.events.to_state(),
         }
 
@@ -182,6 +192,5 @@ class CameraTracking:
         c.buffer = [TrackedResult.from_state(r) for r in state["buffer"]]  # sorted: a valid heap
         c.released.extend(state["released"])
         c.released_ms, c.newest_ms = state["released_ms"], state["newest_ms"]
-        c.counts.update(state["counts"])
         c.events.restore(state["events"])
         return c

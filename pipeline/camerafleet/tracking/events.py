@@ -18,19 +18,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from camerafleet.api.geometry import Point, inside, segments_intersect, side
-from camerafleet.tracking.tracker import Box, EndedTrack, TrackerUpdate
+from camerafleet.api.geometry import Anchor, Box, Point, inside, segments_intersect, side
+from camerafleet.tracking.tracker import EndedTrack, TrackerUpdate
 
 LINE_MARGIN = 0.05  # of the box's height: an anchor this close to a line is on neither side
-
-
-class Anchor(enum.StrEnum):
-    BOTTOM_CENTER = "bottomCenter"
-    CENTER = "center"
-
-    def of(self, box: Box) -> Point:
-        x1, y1, x2, y2 = box
-        return ((x1 + x2) / 2, y2 if self is Anchor.BOTTOM_CENTER else (y1 + y2) / 2)
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from camerafleet.api.geometry import Box
 from camerafleet.tracking.association import assign, buffered, iou_matrix
 from camerafleet.tracking.kalman import BoxFilter
-
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,113 @@
+"""Tracks and events through `camerafleet run`: a scene whose truth is known (real faces walking past a fixed
+camera: crossings of a counting line both ways, two people crossing each other on it, one who turns back,
+one who passes beyond its end, one who loiters at a desk) through the producers, Kafka, the real CenterFace
+on Ray Serve and the events stage. The line's counts by direction, the desk's visit and loitering are the
+truth's; every event that starts has one id, sent once.
+
+The clip loops and the producers start some seconds into it, however long the machine takes to start Ray
+and Serve: the run goes on until the results cover one whole loop, and the truth is counted over the same
+span of capture times as the events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from camerafleet.runner import FleetRunner
+from camerafleet_dev.devservers.kafka import KafkaServer
+from camerafleet_dev.truth_scenes import LOBBY, write_scene
+from tests.fixtures.pipeline import (
+    EVENT_TIMEOUT_S,
+    PATIENT_CONSUMER,
+    RayCluster,
+    face_model,
+    read_results,
+    run_fleet_for,
+    wait_until,
+    write_fleet,
+)
+
+pytestmark = pytest.mark.integration
+
+MARGIN_MS = 3000  # events this close to the covered span's ends are left out of both counts (a frame either side)
+
+
+def covered_span(results: list[dict[str, Any]]) -> tuple[int, int] | None:
+    processed = [r["captureTsMs"] for r in results if r.get("outcome") == "processed"]
+    return (min(processed), max(processed)) if processed else None
+
+
+def test_a_scene_with_known_crossings_gives_the_truths_counts_and_events(
+    tmp_path: Path, kafka_server: KafkaServer, ray_cluster: RayCluster
+) -> None:
+    clip, truth_path = write_scene(LOBBY, tmp_path / "scene", width=640, height=360, fps=10.0)
+    truth = json.loads(truth_path.read_text())
+    loop_ms = round(LOBBY.seconds * 1000)
+    (door_a, door_b) = truth["lines"]["door"]
+    camera = {
+        "id": "lobby",
+        "source": str(clip),
+        "inferenceFps": 5,
+        "lines": [{"name": "door", "points": [door_a, door_b], "anchor": "center", "labels": ["face"]}],
+        "zones": [{"name": "desk", "points": truth["zones"]["desk"], "anchor": "center", "loiterSeconds": LOBBY.loiter_s}],
+    }
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "events",
+        kafka_server.bootstrap,
+        cameras=[camera],
+        models=[face_model()],
+        consumer=PATIENT_CONSUMER,
+        producer={"admission": {"mode": "off"}},  # every slot taken, however busy the machine: the truth has them all
+        events={"enabled": True, "reorderWindowMs": 1000},
+    )
+
+    async def one_whole_loop(runner: FleetRunner) -> None:
+        def covered() -> bool:
+            span = covered_span(read_results(runner))
+            return span is not None and span[1] - span[0] >= loop_ms + 2 * MARGIN_MS
+
+        # The loop plays in real time however busy the machine is; the rest of the bound is the fixtures' own.
+        await wait_until("results covering one whole loop of the scene", covered, timeout_s=loop_ms / 1000 + EVENT_TIMEOUT_S, interval_s=1)
+
+    runner, summary = asyncio.run(run_fleet_for(manifest, None, one_whole_loop))
+    assert summary["ledger_balanced"], summary
+    span = covered_span(read_results(runner))
+    assert span is not None
+    start, end = span[0] + MARGIN_MS, span[1] - MARGIN_MS
+    epoch = runner.epoch_ms
+
+    def in_span(t_ms: float) -> int:
+        """How often a moment of the scene (ms into a loop) recurs within the covered span."""
+        first = epoch + t_ms + loop_ms * max(0, -(-(start - epoch - t_ms) // loop_ms))
+        return sum(1 for k in range(3) if start <= first + k * loop_ms <= end)
+
+    events = [json.loads(line) for line in (runner.run_dir / "events.jsonl").read_text().splitlines()]
+    seen = [e for e in events if start <= e["atMs"] <= end]
+    crossings = Counter(e["direction"] for e in seen if e["kind"] == "line")
+    expected: Counter[str] = Counter()
+    for e in truth["events"]:
+        if e["kind"] == "line":
+            expected[e["direction"]] += in_span(e["t"] * 1000)
+    assert crossings == expected, (
+        crossings,
+        expected,
+        [(e["trackId"], e["direction"], e["atMs"] - epoch) for e in seen if e["kind"] == "line"],
+    )
+    (visit,) = [e for e in truth["events"] if e["kind"] == "zone"]
+    entries = [e for e in seen if e["kind"] == "zone" and e["phase"] == "start"]
+    loiters = [e for e in seen if e["kind"] == "loiter" and e["phase"] == "start"]
+    assert len(entries) == in_span(visit["t"] * 1000), entries
+    assert len(loiters) == in_span((visit["t"] + LOBBY.loiter_s) * 1000), loiters
+    # Every record of an event is sent once; an event that ended had started, under the same id.
+    records = Counter((e["id"], e["phase"], e["atMs"]) for e in events)
+    assert max(records.values()) == 1
+    assert {e["id"] for e in events if e["phase"] == "end"} <= {e["id"] for e in events if e["phase"] == "start"}
+    # The run's summary adds up its events log.
+    logged = Counter(e["direction"] for e in events if e["kind"] == "line")
+    assert summary["events"]["cameras"]["lobby"]["lines"]["door"] == {"in": logged["in"], "out": logged["out"]}
