@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from camerafleet_dev.devservers._process import free_port
-from tests.fixtures.pipeline import health_model, run_fleet_for, slow_face_model, write_fleet
+from tests.fixtures.pipeline import health_model, run_fleet_for, slow_face_model, write_fleet, yolo_model
 from tests.fixtures.prometheus import SCRAPE_S, dashboard, dashboard_queries, empty_or_unlabelled
 
 pytestmark = pytest.mark.integration
@@ -30,8 +30,11 @@ MIN_RUN_S = 30  # fifteen of Ray's 2 s report intervals: long past the agent's e
 
 
 def overloaded_fleet(tmp_path, bootstrap: str) -> object:
+    # The YOLO stand-in finds its two constant boxes in every frame: tracks standing in the gate's zone fill the
+    # events panel.
+    gate_zone = {"name": "all", "points": [[0, 0], [640, 0], [640, 360], [0, 360]], "models": ["objects"], "anchor": "center"}
     cameras = [
-        {"id": "gate", "source": "synthetic:640x360@10", "inferenceFps": 5},
+        {"id": "gate", "source": "synthetic:640x360@10", "inferenceFps": 5, "zones": [gate_zone]},
         {"id": "yard", "source": "synthetic:640x360@10", "inferenceFps": 5},
         {"id": "dock", "source": f"rtsp://127.0.0.1:{free_port()}/dock", "inferenceFps": 1},  # nothing listens there
     ]
@@ -40,9 +43,10 @@ def overloaded_fleet(tmp_path, bootstrap: str) -> object:
         FLEET,
         bootstrap,
         cameras=cameras,
-        models=[slow_face_model(), health_model()],  # about half a second per frame: a 5x overload
+        models=[slow_face_model(), health_model(), yolo_model(resources={"cpus": 0.25})],  # about half a second per frame: a 5x overload
         producer={"actors": 1, "cpusPerActor": 0.25, "admission": {"mode": "backlog", "intervalMs": 250}},
         consumer={"actors": 1, "maxBatchFrames": 8, "maxFrameAgeMs": 3000, "cpusPerActor": 0.25},
+        events={"enabled": True},
     )
 
 
