@@ -1,8 +1,8 @@
 """Tracks and events through `camerafleet run`: a scene whose truth is known (real faces walking past a fixed
 camera: crossings of a counting line both ways, two people crossing each other on it, one who turns back,
 one who passes beyond its end, one who loiters at a desk) through the producers, Kafka, the real CenterFace
-on Ray Serve and the events stage. The line's counts by direction, the desk's visit and loitering are the
-truth's; every event that starts has one id, sent once.
+on Ray Serve and the events stage. Every crossing (with its direction), desk visit and loitering of the truth is
+seen within two seconds of when it happened, and nothing else is; every event that starts has one id, sent once.
 
 The clip loops and the producers start some seconds into it, however long the machine takes to start Ray
 and Serve: the run goes on until the results cover one whole loop, and the truth is counted over the same
@@ -34,7 +34,11 @@ from tests.fixtures.pipeline import (
 
 pytestmark = pytest.mark.integration
 
-MARGIN_MS = 3000  # events this close to the covered span's ends are left out of both counts (a frame either side)
+MARGIN_MS = 3000  # the truth is judged over the covered span less this at either end (a frame either side)
+# How far from the truth's moment an event may be seen: a track gets its id on its second result and a sampled
+# frame comes up to a period after the moment (at 5 fps, half a second together; 2 s leaves room for a missed
+# detection or two).
+LAG_MS = 2000
 
 
 def covered_span(results: list[dict[str, Any]]) -> tuple[int, int] | None:
@@ -81,29 +85,43 @@ def test_a_scene_with_known_crossings_gives_the_truths_counts_and_events(
     assert span is not None
     start, end = span[0] + MARGIN_MS, span[1] - MARGIN_MS
     epoch = runner.epoch_ms
-
-    def in_span(t_ms: float) -> int:
-        """How often a moment of the scene (ms into a loop) recurs within the covered span."""
-        first = epoch + t_ms + loop_ms * max(0, -(-(start - epoch - t_ms) // loop_ms))
-        return sum(1 for k in range(3) if start <= first + k * loop_ms <= end)
-
     events = [json.loads(line) for line in (runner.run_dir / "events.jsonl").read_text().splitlines()]
-    seen = [e for e in events if start <= e["atMs"] <= end]
-    crossings = Counter(e["direction"] for e in seen if e["kind"] == "line")
-    expected: Counter[str] = Counter()
-    for e in truth["events"]:
-        if e["kind"] == "line":
-            expected[e["direction"]] += in_span(e["t"] * 1000)
-    assert crossings == expected, (
-        crossings,
-        expected,
-        [(e["trackId"], e["direction"], e["atMs"] - epoch) for e in seen if e["kind"] == "line"],
-    )
-    (visit,) = [e for e in truth["events"] if e["kind"] == "zone"]
-    entries = [e for e in seen if e["kind"] == "zone" and e["phase"] == "start"]
-    loiters = [e for e in seen if e["kind"] == "loiter" and e["phase"] == "start"]
-    assert len(entries) == in_span(visit["t"] * 1000), entries
-    assert len(loiters) == in_span((visit["t"] + LOBBY.loiter_s) * 1000), loiters
+
+    def occurrences(t_s: float) -> list[int]:
+        """When a moment of the scene (seconds into a loop) happened within the covered span (capture time, ms)."""
+        t_ms = epoch + round(t_s * 1000)
+        return [t_ms + k * loop_ms for k in range(4) if start <= t_ms + k * loop_ms <= end]
+
+    # What the truth says happened in the span, and what was seen: (kind, direction) at a time.
+    truth_moments = [("line", e["direction"], at) for e in truth["events"] if e["kind"] == "line" for at in occurrences(e["t"])]
+    for visit in (e for e in truth["events"] if e["kind"] == "zone"):
+        for entry in occurrences(visit["t"]):  # loitering is timed from the entry: judged where the entry is
+            truth_moments.append(("zone", None, entry))
+            if entry + LOBBY.loiter_s * 1000 <= end:
+                truth_moments.append(("loiter", None, entry + round(LOBBY.loiter_s * 1000)))
+    # A visit already under way when the results begin is seen entering late, and loitering late: not judged.
+    entered = {(e["trackId"], e["where"]): e["atMs"] for e in events if e["kind"] == "zone" and e["phase"] == "start"}
+    seen = [
+        (e["kind"], e.get("direction"), e["atMs"])
+        for e in events
+        if e["kind"] != "object"
+        and e["phase"] in ("start", "instant")
+        and not (e["kind"] == "loiter" and entered.get((e["trackId"], e["where"]), start) < start)
+    ]
+    unmatched = list(seen)
+    missed = []
+    for kind, direction, at in sorted(truth_moments, key=lambda m: m[2]):
+        match = next((m for m in unmatched if m[:2] == (kind, direction) and abs(m[2] - at) <= LAG_MS), None)
+        if match is None:
+            missed.append((kind, direction, at - epoch))
+        else:
+            unmatched.remove(match)
+    spurious = [(k, d, at - epoch) for k, d, at in unmatched if start + LAG_MS <= at <= end - LAG_MS]
+    assert truth_moments and not missed and not spurious, {
+        "missed": missed,
+        "spurious": spurious,
+        "seen": [(k, d, at - epoch) for k, d, at in seen],
+    }
     # Every record of an event is sent once; an event that ended had started, under the same id.
     records = Counter((e["id"], e["phase"], e["atMs"]) for e in events)
     assert max(records.values()) == 1
