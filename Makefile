@@ -43,6 +43,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip uv
 	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]'
+	# TrackEval (MIT) scores tracks in `make bench-events`. Its metrics need only numpy and scipy, but it declares
+	# opencv-python, whose cv2 would replace opencv-python-headless's: it is installed without its dependencies.
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps 'trackeval==1.3.0'
 	touch $@
 
 .PHONY: venv
@@ -124,6 +127,10 @@ bench-console: $(STAMP) ## The fleet console's own CPU and memory with 150 camer
 .PHONY: bench
 bench: models clips tools-kafka ## Benchmark the pipeline against its limit (BENCH_PROFILE=quick|full); writes out/bench/report.md, report.json and plots
 	$(DEV) -m camerafleet_dev.bench --profile $(BENCH_PROFILE) --out out/bench
+
+.PHONY: bench-events
+bench-events: models tools-kafka ## Tracks and events against a scene's known truth at inferenceFps 1, 2 and 5 (HOTA, MOTA, IDF1, line counts, zone events); writes out/bench-events/report.md
+	$(DEV) -m camerafleet_dev.bench.events_accuracy --out out/bench-events
 
 ##@ Models, clips and generated files
 

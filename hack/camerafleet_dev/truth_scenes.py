@@ -106,7 +106,59 @@ LOBBY = Scene(
     lines={"door": ((640.0, 60.0), (640.0, 600.0))},
     zones={"desk": ((880.0, 120.0), (1180.0, 120.0), (1180.0, 320.0), (880.0, 320.0))},
 )
-SCENES = {s.name: s for s in (LOBBY,)}
+
+
+def plaza(seed: int = 7, seconds: float = 150.0) -> Scene:
+    """A busy scene drawn at random (but the same for a seed), for measuring rather than testing: 32 people cross
+    the door (half each way, at any height along it, some at a slant, several in view at once, so faces pass and
+    cover each other), 6 walk up to it and turn back, 6 pass below its end, and 12 visit a desk or a bench (a zone
+    each), half of them long enough to loiter. Everyone is out of view at the loop's seam, so loops do not join."""
+    rng = np.random.default_rng(seed)
+    door_x, loiter_s = 640.0, 8.0
+    desk = ((880.0, 120.0), (1180.0, 120.0), (1180.0, 320.0), (880.0, 320.0))
+    bench = ((100.0, 120.0), (400.0, 120.0), (400.0, 320.0), (100.0, 320.0))
+    kinds = ["cross"] * 32 + ["turn"] * 6 + ["below"] * 6 + ["visit"] * 12
+    rng.shuffle(kinds)
+    starts = np.sort(rng.uniform(0.5, seconds - 30.0, len(kinds)))
+    walks, visits = [], 0
+    for i, (kind, t0) in enumerate(zip(kinds, starts, strict=True), start=1):
+        t0 = float(t0)
+        width = float(rng.uniform(70, 95))
+        speed = float(rng.uniform(90, 150))  # px/s: a person crossing the frame in 7 to 12 s
+        left = bool(rng.integers(2))  # where they come in
+        x_in, x_far = (130.0, 1150.0) if left else (1150.0, 130.0)
+        if kind == "cross":
+            y_in, y_out = float(rng.uniform(140, 520)), float(rng.uniform(140, 520))
+            points = [(x_in, y_in), (x_far, y_out)]
+        elif kind == "turn":
+            y = float(rng.uniform(140, 520))
+            stop = door_x - (1 if left else -1) * float(rng.uniform(70, 140))
+            points = [(x_in, y), (stop, y), (stop, y), (x_in, y + float(rng.uniform(-40, 40)))]
+        elif kind == "below":
+            y = float(rng.uniform(625, 655))
+            points = [(x_in, y), (x_far, y)]
+        else:  # a visit: in from the side of its zone, and back out
+            zone = desk if not left else bench
+            spot = (float(rng.uniform(zone[0][0] + 60, zone[1][0] - 60)), float(rng.uniform(zone[0][1] + 50, zone[2][1] - 50)))
+            x_edge = 130.0 if left else 1150.0
+            points = [(x_edge, float(rng.uniform(380, 520))), spot, spot, (x_edge, float(rng.uniform(380, 520)))]
+        waypoints, t, last = [], t0, points[0]
+        for j, pt in enumerate(points):
+            if j and pt == last:  # standing short of the door, or at the desk or bench: every other visitor loiters, none near the bound
+                t += float(rng.uniform(0.5, 1.5) if kind != "visit" else rng.uniform(12, 16) if visits % 2 else rng.uniform(2, 4))
+            elif j:
+                t += float(np.hypot(pt[0] - last[0], pt[1] - last[1])) / speed
+            waypoints.append((round(t, 2), round(pt[0], 1), round(pt[1], 1)))
+            last = pt
+        visits += kind == "visit"
+        walks.append(Walk(i, ASTRONAUT if i % 2 else CAMERAMAN, round(width, 1), tuple(waypoints)))
+    end = max(w.waypoints[-1][0] for w in walks)
+    assert end < seconds - 0.5, f"the plaza's last walk ends at {end:.1f} s, past its loop's seam"
+    return Scene("plaza", seconds, tuple(walks), {"door": ((door_x, 80.0), (door_x, 560.0))}, {"desk": desk, "bench": bench}, loiter_s)
+
+
+PLAZA = plaza()
+SCENES = {s.name: s for s in (LOBBY, PLAZA)}
 
 
 def truth_events(scene: Scene, step_s: float = 0.01) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import pytest
 
 from camerafleet.runner import FleetRunner
 from camerafleet_dev.devservers.kafka import KafkaServer
+from camerafleet_dev.truth_judge import judge_events
 from camerafleet_dev.truth_scenes import LOBBY, write_scene
 from tests.fixtures.pipeline import (
     EVENT_TIMEOUT_S,
@@ -84,44 +85,9 @@ def test_a_scene_with_known_crossings_gives_the_truths_counts_and_events(
     span = covered_span(read_results(runner))
     assert span is not None
     start, end = span[0] + MARGIN_MS, span[1] - MARGIN_MS
-    epoch = runner.epoch_ms
     events = [json.loads(line) for line in (runner.run_dir / "events.jsonl").read_text().splitlines()]
-
-    def occurrences(t_s: float) -> list[int]:
-        """When a moment of the scene (seconds into a loop) happened within the covered span (capture time, ms)."""
-        t_ms = epoch + round(t_s * 1000)
-        return [t_ms + k * loop_ms for k in range(4) if start <= t_ms + k * loop_ms <= end]
-
-    # What the truth says happened in the span, and what was seen: (kind, direction) at a time.
-    truth_moments = [("line", e["direction"], at) for e in truth["events"] if e["kind"] == "line" for at in occurrences(e["t"])]
-    for visit in (e for e in truth["events"] if e["kind"] == "zone"):
-        for entry in occurrences(visit["t"]):  # loitering is timed from the entry: judged where the entry is
-            truth_moments.append(("zone", None, entry))
-            if entry + LOBBY.loiter_s * 1000 <= end:
-                truth_moments.append(("loiter", None, entry + round(LOBBY.loiter_s * 1000)))
-    # A visit already under way when the results begin is seen entering late, and loitering late: not judged.
-    entered = {(e["trackId"], e["where"]): e["atMs"] for e in events if e["kind"] == "zone" and e["phase"] == "start"}
-    seen = [
-        (e["kind"], e.get("direction"), e["atMs"])
-        for e in events
-        if e["kind"] != "object"
-        and e["phase"] in ("start", "instant")
-        and not (e["kind"] == "loiter" and entered.get((e["trackId"], e["where"]), start) < start)
-    ]
-    unmatched = list(seen)
-    missed = []
-    for kind, direction, at in sorted(truth_moments, key=lambda m: m[2]):
-        match = next((m for m in unmatched if m[:2] == (kind, direction) and abs(m[2] - at) <= LAG_MS), None)
-        if match is None:
-            missed.append((kind, direction, at - epoch))
-        else:
-            unmatched.remove(match)
-    spurious = [(k, d, at - epoch) for k, d, at in unmatched if start + LAG_MS <= at <= end - LAG_MS]
-    assert truth_moments and not missed and not spurious, {
-        "missed": missed,
-        "spurious": spurious,
-        "seen": [(k, d, at - epoch) for k, d, at in seen],
-    }
+    score = judge_events(LOBBY, truth["events"], events, runner.epoch_ms, (start, end), LAG_MS)
+    assert score.truth and not score.missed and not score.spurious, score
     # Every record of an event is sent once; an event that ended had started, under the same id.
     records = Counter((e["id"], e["phase"], e["atMs"]) for e in events)
     assert max(records.values()) == 1
