@@ -1,8 +1,9 @@
 """The fleet console in a real headless browser (Debian's Chromium) over a real fleet: two file cameras
 and a live RTSP camera, the CenterFace detector and the camera-health model, on the real Kafka and Ray
-Serve. Tiles appear for every camera, boxes sit where the results say, counters move, a camera taken
-down shows as down soon after its producer notices (and comes back), and the README's screenshots are
-taken here, so they always show what the console really draws.
+Serve, with the events stage tracking the faces. Tiles appear for every camera, boxes sit where the results
+say, a camera's zone and line are drawn on its tile, counters move, the fleet's events are listed and a
+visit's snapshot shows its track, a camera taken down shows as down soon after its producer notices (and
+comes back), and the README's screenshots are taken here, so they always show what the console really draws.
 
 Waits are generous (the cameras, the pipeline and the browser share 2 cores); the one bound asserted is
 the console's own delay in showing a camera down, which is a few of its refresh periods, not speed.
@@ -55,6 +56,25 @@ return {
 """
 
 
+READ_SHAPES = """
+const li = document.querySelector(`li.tile[data-camera="${arguments[0]}"]`);
+return li ? [...li.querySelectorAll('[data-shape]')].map((s) => s.dataset.shape).sort() : [];
+"""
+READ_EVENTS = """
+const section = document.getElementById('fleet-events');
+if (section.hidden) return [];
+return [...section.querySelectorAll('tbody tr')].map((tr) => ({kind: tr.dataset.kind, phase: tr.dataset.phase, cells: [...tr.cells].map((td) => td.textContent)}));
+"""
+READ_SNAPSHOT = """
+const img = document.getElementById('detail-image');
+const track = document.querySelector('#detail-frame rect.track');
+return track && img.complete && img.naturalWidth ? {track: track.dataset.track, caption: document.getElementById('detail-caption').textContent} : null;
+"""
+# The demo clip's poster face is in every frame: one track, standing in a zone over the whole frame.
+ENTRANCE_ZONE = {"name": "hall", "points": [[0, 0], [1280, 0], [1280, 720], [0, 720]], "anchor": "center"}
+ENTRANCE_LINE = {"name": "door", "points": [[640, 40], [640, 680]], "anchor": "center"}
+
+
 @pytest.fixture(scope="session")
 def console_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return write_demo_clips(tmp_path_factory.mktemp("console-clips"), seconds=4)
@@ -93,7 +113,7 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     cameras = [
-        {"id": "entrance", "source": str(console_clips[0]), "inferenceFps": 2},
+        {"id": "entrance", "source": str(console_clips[0]), "inferenceFps": 2, "zones": [ENTRANCE_ZONE], "lines": [ENTRANCE_LINE]},
         {"id": "loading-bay", "source": str(console_clips[1]), "inferenceFps": 2},
         {"id": "dock", "source": cams.rtsp_url("dock"), "inferenceFps": 2, "stallTimeoutSeconds": 2},
     ]
@@ -105,6 +125,7 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
         models=[face_model(autoscaling={"minReplicas": 1, "maxReplicas": 2}), health_model()],
         consumer=PATIENT_CONSUMER,
         producer={"reconnectInitialSeconds": 0.5, "reconnectMaxSeconds": 2},
+        events={"enabled": True, "reorderWindowMs": 1000},
     )
     seen: dict[str, Any] = {}
 
@@ -119,6 +140,26 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
         await asyncio.to_thread(browser.get, url)
         await poll("tile with a frame for every camera", lambda: all((tile(c["id"]) or {}).get("seq") is not None for c in cameras))
         seen["boxes"] = await poll("a face drawn on the entrance tile", lambda: (t := tile("entrance")) and t["rects"] and t)
+        seen["shapes"] = await asyncio.to_thread(browser.execute_script, READ_SHAPES, "entrance")
+        seen["events"] = await poll(
+            "the entrance's visit of its hall in the fleet's events",
+            lambda: (
+                (rows := browser.execute_script(READ_EVENTS)) and any(r["kind"] == "zone" and r["phase"] == "start" for r in rows) and rows
+            ),
+            context=lambda: get(url + "api/timeline"),
+        )
+        await asyncio.to_thread(
+            browser.execute_script, "document.querySelector('#fleet-events tr[data-kind=zone][data-phase=start] button').click()"
+        )
+        seen["snapshot"] = await poll(
+            "the visit's snapshot with its track in the detail view", lambda: browser.execute_script(READ_SNAPSHOT)
+        )
+        await poll(
+            "the entrance's event timeline",
+            lambda: browser.execute_script("return document.querySelectorAll('#detail-timeline rect.mark').length"),
+        )
+        await asyncio.to_thread(save_screenshot, browser, "console-events.jpg")
+        await asyncio.to_thread(browser.get, url)
         # Every browser and HTTP call runs in a thread: the console answers from this test's event loop.
         before = (await asyncio.to_thread(tile, "entrance"))["processed"]
         await poll("the entrance's processed count moving", lambda: tile("entrance")["processed"] > before)
@@ -197,6 +238,11 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
     assert seen["header_cameras"] == "3 (1 down)"
     assert seen["page_down_s"] - seen["producer_down_s"] <= CONSOLE_DELAY_S, seen
     assert seen["detail_rects"] >= 1 and "processed" in seen["detail_ledger"]
+    # Zones and lines on the tile; the visit listed with its camera and track; its snapshot shows that track.
+    assert seen["shapes"] == ["door", "hall"], seen["shapes"]
+    visit = next(r for r in seen["events"] if r["kind"] == "zone" and r["phase"] == "start")
+    assert visit["cells"][1] == "entrance" and visit["cells"][2] == "entered hall" and visit["cells"][3].startswith("#"), visit
+    assert visit["cells"][3].split()[0] == f"#{seen['snapshot']['track']}" and "entered hall" in seen["snapshot"]["caption"], seen
     assert seen["errors"] == [], seen["errors"]
     # The real server (uvicorn decodes the path) serves the frame and refuses hostile requests cleanly.
     assert seen["frame"][0] == 200 and seen["frame"][1][:2] == b"\xff\xd8"

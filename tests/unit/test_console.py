@@ -18,9 +18,9 @@ from camerafleet.api.settings import Settings, SettingsError
 from camerafleet.api.source_report import SourceProblem
 from camerafleet.bucket import frame_key
 from camerafleet.bucket.local import DirectoryBucket
-from camerafleet.console.records import MAX_DETECTIONS, HealthFlag
+from camerafleet.console.records import MAX_DETECTIONS, HealthFlag, Shape
 from camerafleet.console.server import SECURITY_HEADERS, TILE_WIDTH, FrameCache, console_app
-from camerafleet.console.view import RATE_WINDOW_S, RECENT_FRAMES, FleetView, FrameNotKept
+from camerafleet.console.view import EVENTS_KEPT, RATE_WINDOW_S, RECENT_FRAMES, TIMELINE_MOST, FleetView, FrameNotKept
 from camerafleet.stats import ProducerCameraStats
 
 EPOCH = 1_700_000_000_000
@@ -274,3 +274,86 @@ def test_a_console_token_too_short_to_be_secret_is_refused_without_repeating_it(
     with pytest.raises(SettingsError) as err:
         Settings.from_env({"CAMERAFLEET_CONSOLE_TOKEN": "guessable"})
     assert "CAMERAFLEET_CONSOLE_TOKEN" in str(err.value) and "guessable" not in str(err.value)
+
+
+# -- events: the timeline, its filters, snapshots and the tiles' zones and lines -----------------------
+
+
+def event(camera: str, kind: str, phase: str, at_s: float, track: int = 1, where: str | None = None, **extra: Any) -> dict[str, Any]:
+    """An events-topic record (`events_stage.event_record`) whose snapshot is the frame at `at_s`."""
+    at = EPOCH + round(at_s * 1000)
+    return {
+        "id": f"{camera}/faces/{kind}/{where or '-'}/{track}/{at}",
+        "cameraId": camera,
+        "model": "faces",
+        "kind": kind,
+        "phase": phase,
+        "trackId": track,
+        "label": "face",
+        "startMs": at,
+        "atMs": at,
+        "where": where,
+        "direction": extra.pop("direction", None),
+        "snapshot": {"captureTsMs": at, "uri": f"file:///frames/{camera}/{at}.jpg", "box": [1.0, 2.0, 3.0, 4.0], "score": 0.9},
+        **extra,
+    }
+
+
+def test_the_timeline_keeps_starts_ends_and_instants_newest_first_and_filters_them() -> None:
+    v = view()
+    v.add_event(event("door", "object", "start", 1.0, track=1))
+    v.add_event(event("door", "object", "update", 2.0, track=1))  # not kept: the timeline shows starts and ends
+    v.add_event(event("door", "line", "instant", 3.0, track=1, where="gate", direction="in"))
+    v.add_event(event("yard", "zone", "start", 4.0, track=7, where="dock"))
+    v.add_event(event("nowhere", "zone", "start", 5.0))  # a camera this fleet does not have
+    v.add_event({"kind": "zone"})  # not an event record
+    v.add_event(event("door", "zone", "start", 6.0, direction="sideways"))  # not a direction
+    t = v.timeline()
+    assert [(e.camera_id, e.kind, e.phase) for e in t.events] == [
+        ("yard", "zone", "start"),
+        ("door", "line", "instant"),
+        ("door", "object", "start"),
+    ]
+    assert t.kept == 3 and t.cameras == ["door", "yard"] and t.places == ["dock", "gate"] and t.labels == ["face"]
+    assert v.ignored_records == 3
+    assert [e.kind for e in v.timeline(camera="door").events] == ["line", "object"]
+    assert [e.where for e in v.timeline(place="gate").events] == ["gate"]
+    assert [e.kind for e in v.timeline(kind="zone").events] == ["zone"]
+    assert v.timeline(label="car").events == []
+    assert v.snapshot_uri("yard", EPOCH + 4000) == f"file:///frames/yard/{EPOCH + 4000}.jpg"
+    with pytest.raises(FrameNotKept):
+        v.snapshot_uri("door", EPOCH + 4000)  # another camera's
+
+
+def test_kept_events_are_bounded() -> None:
+    v = view()
+    for i in range(EVENTS_KEPT + 10):
+        v.add_event(event("door", "line", "instant", i, where="gate", direction="in"))
+    t = v.timeline()
+    assert t.kept == EVENTS_KEPT and len(t.events) == TIMELINE_MOST and t.events[0].at_ms == EPOCH + (EVENTS_KEPT + 9) * 1000
+
+
+def test_tiles_carry_their_cameras_zones_and_lines_and_change_with_them() -> None:
+    gate = Shape(kind="line", name="gate", points=[(640.0, 60.0), (640.0, 600.0)])
+    v = FleetView("shop", {"door": 10.0, "yard": 10.0}, {"faces": 2}, shapes={"door": [gate]})
+    assert v.tile("door").shapes == [gate] and v.tile("yard").shapes == []
+    before = v.versions()
+    v.set_fleet({"door": 10.0, "yard": 10.0}, {"faces": 2}, {})
+    assert v.tile("door").shapes == [] and all(v.versions()[c] > before[c] for c in before)
+
+
+def test_the_timeline_api_and_snapshots(console) -> None:
+    client, v, bucket = console
+    jpeg = cv2.imencode(".jpg", np.zeros((720, 1280, 3), np.uint8))[1].tobytes()
+    e = event("door", "loiter", "instant", 9.0, track=4, where="desk")
+    e["snapshot"]["uri"] = bucket.put(frame_key("door", EPOCH, 45), jpeg)
+    v.add_event(e)
+    answer = client.get("/api/timeline?camera=door&kind=loiter").json()
+    assert [(x["kind"], x["trackId"], x["where"]) for x in answer["events"]] == [("loiter", 4, "desk")]
+    assert "uri" not in orjson.dumps(answer).decode()  # bucket URIs never reach the page
+    shot = client.get(f"/api/cameras/door/snapshots/{EPOCH + 9000}?size=full")
+    assert shot.status_code == 200 and cv2.imdecode(np.frombuffer(shot.content, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (720, 1280)
+    assert client.get(f"/api/cameras/door/snapshots/{EPOCH + 1}").status_code == 404
+    assert client.get(f"/api/cameras/yard/snapshots/{EPOCH + 9000}").status_code == 404
+    assert client.get("/api/timeline?camera=nowhere").status_code == 404
+    assert client.get("/api/timeline?kind=all").status_code == 400

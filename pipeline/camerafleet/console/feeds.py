@@ -1,9 +1,10 @@
 """Where the console's figures come from, each a loop that feeds the `FleetView`: the results topic (every
-frame's outcome, with its detections), the consumer group's backlog (Kafka), and Serve's replica counts
-when the models run in this Ray cluster. Producer stats come from the runner, which already polls them.
+frame's outcome, with its detections), the events topic (tracks, zones, lines), the consumer group's backlog
+(Kafka), and Serve's replica counts when the models run in this Ray cluster. Producer stats come from the
+runner, which already polls them.
 
-The results topic is read without a consumer group, from its end when the console starts: the console
-is a reader on the side, it never moves the fleet's commits."""
+The topics are read without a consumer group (the results from their end when the console starts, the events
+from a little before): the console is a reader on the side, it never moves the fleet's commits."""
 
 from __future__ import annotations
 
@@ -30,12 +31,34 @@ READ_TIMEOUT_S = 10.0  # for one reading of the consumer group's backlog
 async def follow_results(view: FleetView, bootstrap: str, topic: str, started: asyncio.Event) -> None:
     """Read the results topic from its current end into `view`, until cancelled; `started` is set once the
     console's position is fixed (frames whose results come later are all seen)."""
+    await _follow(bootstrap, topic, view.add_result, started, back=0, what="the results topic", view=view)
+
+
+# Event records read back from before the console started, per partition, so that its timeline is not empty.
+EVENTS_BACK = 500
+
+
+async def follow_events(view: FleetView, bootstrap: str, topic: str) -> None:
+    """Read the events topic's committed records into `view`, from a little before its end, until cancelled."""
+    await _follow(bootstrap, topic, view.add_event, asyncio.Event(), back=EVENTS_BACK, what="the events topic", view=view)
+
+
+async def _follow(
+    bootstrap: str, topic: str, take: Callable[[dict], None], started: asyncio.Event, back: int, what: str, view: FleetView
+) -> None:
     position: dict[int, int] = {}  # partition -> next offset to read
     while True:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10000, **client_options())
+        # read_committed: the events stage writes in transactions, and an aborted one's records never happened.
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            request_timeout_ms=10000,
+            isolation_level="read_committed",
+            **client_options(),
+        )
         try:
             if not started.is_set():
-                position = (await end_offsets(bootstrap, [topic]))[topic]
+                position = {p: max(0, end - back) for p, end in (await end_offsets(bootstrap, [topic]))[topic].items()}
             await consumer.start()
             partitions = [TopicPartition(topic, p) for p in sorted(position)]
             consumer.assign(partitions)
@@ -48,16 +71,16 @@ async def follow_results(view: FleetView, bootstrap: str, topic: str, started: a
                     position[tp.partition] = records[-1].offset + 1
                     for record in records:
                         try:
-                            view.add_result(orjson.loads(record.value or b""))
+                            take(orjson.loads(record.value or b""))
                         except orjson.JSONDecodeError:
                             view.ignored_records += 1
         except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 -- see _failed
-            _failed(err, "cannot read the results topic; retrying")
+            _failed(err, f"cannot read {what}; retrying")
         finally:
             try:
                 await asyncio.wait_for(consumer.stop(), timeout=5)
             except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 -- see _failed
-                _failed(err, "stopping the results reader", quiet=True)
+                _failed(err, f"stopping the reader of {what}", quiet=True)
         await asyncio.sleep(RETRY_S)
 
 

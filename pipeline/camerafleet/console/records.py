@@ -5,7 +5,7 @@ are addressed by camera id and sequence number only."""
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -102,6 +102,41 @@ class RecentFrame(Record):
         return cls(seq=frame.seq, capture_ts_ms=frame.capture_ts_ms, latency_ms=frame.latency_ms, labels=labels, flags=frame.flags)
 
 
+class Shape(Record):
+    """A zone (polygon) or a directed line (crossing to the right of its first point to its second is "in") of the
+    camera's manifest, in frame pixels: the tiles draw them."""
+
+    kind: Literal["zone", "line"] = Field(description="zone or line.")
+    name: str = Field(description="Its name in the manifest.")
+    points: list[tuple[float, float]] = Field(description="Its points (x, y) in frame pixels.")
+
+
+class EventView(Record):
+    """One record of an event from the events topic (its start, end, or an instant one such as a crossing)."""
+
+    id: str = Field(description="The event's id, the same for its start and end.")
+    camera_id: str = Field(description="Camera id.")
+    model: str = Field(description="The model whose detections were tracked.")
+    kind: Literal["object", "zone", "loiter", "line"] = Field(description="object (a track), zone, loiter or line.")
+    phase: Literal["start", "end", "instant"] = Field(description="start, end or instant (crossings, loitering).")
+    where: str | None = Field(description="The zone or line.")
+    direction: Literal["in", "out"] | None = Field(description="A crossing's direction.")
+    label: str = Field(description="What was tracked (the model's class name).")
+    track_id: int = Field(description="The track's id (per camera and model).")
+    start_ms: int = Field(description="When the event started (capture time, ms since the Unix epoch).")
+    at_ms: int = Field(description="When this record's phase happened.")
+    box: tuple[float, float, float, float] = Field(description="The track's box on its best frame so far (x1, y1, x2, y2).")
+    snapshot_ms: int = Field(description="That frame's capture time; its JPEG is at /api/cameras/<id>/snapshots/<ms> while kept.")
+
+
+class Timeline(Record):
+    events: list[EventView] = Field(description="Matching events, newest first.")
+    kept: int = Field(description="Event records the console keeps (the most recent, since it started or a little before).")
+    cameras: list[str] = Field(description="Cameras with kept events (the filters' choices).")
+    places: list[str] = Field(description="Zones and lines with kept events.")
+    labels: list[str] = Field(description="Labels with kept events.")
+
+
 class CameraTile(Record):
     camera_id: str = Field(description="Camera id from the manifest.")
     version: int = Field(description="Grows with every change; the live stream sends a tile only when it changed.")
@@ -116,6 +151,7 @@ class CameraTile(Record):
     dropped: int = Field(description="Frames dropped (with a reason) since the console started.")
     failed: int = Field(description="Frames failed (with a reason) since the console started.")
     latest: FrameView | None = Field(description="The latest processed frame, with its detections.")
+    shapes: list[Shape] = Field(default=[], description="The camera's zones and lines.")
 
 
 class ModelView(Record):

@@ -13,7 +13,7 @@ import contextlib
 import hmac
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 
 import cv2
@@ -58,10 +58,11 @@ class FrameCache:
     def __init__(self, bucket: FrameBucket, entries: int):
         self.bucket = bucket
         self.entries = entries
-        self.cache: OrderedDict[tuple[str, int, bool], bytes] = OrderedDict()
+        self.cache: OrderedDict[tuple[str, tuple[str, int], bool], bytes] = OrderedDict()
 
-    async def get(self, camera_id: str, seq: int, uri: str, tile: bool) -> bytes:
-        key = (camera_id, seq, tile)
+    async def get(self, camera_id: str, frame: tuple[str, int], uri: str, tile: bool) -> bytes:
+        """`frame`: which of the camera's frames, ("frame", seq) or ("snapshot", capture ms)."""
+        key = (camera_id, frame, tile)
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
@@ -165,22 +166,32 @@ def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping:
         return Response(view.detail(camera_of(request)).model_dump_json(by_alias=True), media_type="application/json")
 
     async def frame(request: Request) -> Response:
-        camera_id = camera_of(request)
         seq: int = request.path_params["seq"]
+        if seq > MAX_SEQ:
+            raise HTTPException(404, "no such frame")
+        return await _jpeg(request, lambda camera_id: view.frame_uri(camera_id, seq), ("frame", seq))
+
+    async def snapshot(request: Request) -> Response:
+        capture_ms: int = request.path_params["capture_ms"]
+        if capture_ms > MAX_SEQ:
+            raise HTTPException(404, "no such snapshot")
+        return await _jpeg(request, lambda camera_id: view.snapshot_uri(camera_id, capture_ms), ("snapshot", capture_ms))
+
+    async def _jpeg(request: Request, uri_of: Callable[[str], str], key: tuple[str, int]) -> Response:
+        """A kept frame's JPEG, whole or scaled for a tile; `uri_of` finds it (FrameNotKept when it is not kept)."""
+        camera_id = camera_of(request)
         size = request.query_params.get("size", "tile")
         if size not in ("tile", "full"):
             raise HTTPException(400, "size must be tile or full")
-        if seq > MAX_SEQ:
-            raise HTTPException(404, "no such frame")
         try:
-            uri = view.frame_uri(camera_id, seq)
-            data = await frames.get(camera_id, seq, uri, tile=size == "tile")
+            uri = uri_of(camera_id)
+            data = await frames.get(camera_id, key, uri, tile=size == "tile")
         except FrameNotKept as err:
             raise HTTPException(404, str(err)) from None
         except BucketError as err:
             if err.reason == Reason.BUCKET_UNAVAILABLE:
                 raise HTTPException(503, "the frame bucket does not answer; try again") from None
-            log.info("console: frame %s/%s not served: %s", camera_id, seq, err.reason)
+            log.info("console: %s %s of camera %s not served: %s", *key, camera_id, err.reason)
             raise HTTPException(404, "frame no longer in the bucket (expired)") from None
         except ImageError:
             raise HTTPException(404, "frame cannot be decoded") from None
@@ -207,6 +218,17 @@ def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping:
 
         return StreamingResponse(changes(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
 
+    async def timeline(request: Request) -> Response:
+        q = request.query_params
+        camera = q.get("camera") or None
+        if camera is not None and camera not in view.cameras:
+            raise HTTPException(404, "no such camera in this fleet")
+        kind = q.get("kind") or None
+        if kind not in (None, "object", "zone", "loiter", "line"):
+            raise HTTPException(400, "kind must be object, zone, loiter or line")
+        answer = view.timeline(camera=camera, place=q.get("place") or None, label=q.get("label") or None, kind=kind)
+        return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
+
     async def healthz(request: Request) -> Response:
         return Response("ok\n", media_type="text/plain")
 
@@ -226,6 +248,8 @@ def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping:
         Route("/api/events", events, methods=get),
         Route("/api/cameras/{camera_id}", camera, methods=get),
         Route("/api/cameras/{camera_id}/frames/{seq:int}", frame, methods=get),
+        Route("/api/cameras/{camera_id}/snapshots/{capture_ms:int}", snapshot, methods=get),
+        Route("/api/timeline", timeline, methods=get),
     ]
     gate = [Middleware(_TokenGate, token=token)] if token else []
     return Starlette(routes=routes, middleware=[Middleware(_Headers), *gate], exception_handlers={HTTPException: http_error})

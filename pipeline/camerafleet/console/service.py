@@ -18,8 +18,8 @@ from aiokafka import TopicPartition
 from camerafleet.admission import KafkaBacklog
 from camerafleet.api.manifest import FleetSpec
 from camerafleet.bucket import open_bucket
-from camerafleet.console.feeds import ReplicaReader, follow_lag, follow_replicas, follow_results
-from camerafleet.console.records import PoolView
+from camerafleet.console.feeds import ReplicaReader, follow_events, follow_lag, follow_replicas, follow_results
+from camerafleet.console.records import PoolView, Shape
 from camerafleet.console.server import FrameCache, console_app
 from camerafleet.console.view import FleetView
 from camerafleet.stats import ProducerCameraStats
@@ -49,11 +49,20 @@ def _models(spec: FleetSpec) -> dict[str, int]:
     return {m.name: m.autoscaling.max_replicas for m in spec.models}
 
 
+def _shapes(spec: FleetSpec) -> dict[str, list[Shape]]:
+    return {
+        c.id: [Shape(kind="zone", name=z.name, points=[(x, y) for x, y in z.points]) for z in c.zones]
+        + [Shape(kind="line", name=ln.name, points=[(x, y) for x, y in ln.points]) for ln in c.lines]
+        for c in spec.cameras
+        if c.zones or c.lines
+    }
+
+
 class Console:
     def __init__(self, spec: FleetSpec, fleet: str, options: ConsoleOptions):
         self.spec = spec
         self.options = options
-        self.view = FleetView(fleet, _cameras(spec), _models(spec))
+        self.view = FleetView(fleet, _cameras(spec), _models(spec), shapes=_shapes(spec))
         self.stopping = asyncio.Event()
         frames = FrameCache(open_bucket(spec.bucket), entries=2 * len(spec.cameras) + 32)
         app = console_app(self.view, frames, options.refresh_s, self.stopping, options.token)
@@ -75,6 +84,8 @@ class Console:
             asyncio.create_task(follow_results(self.view, spec.kafka.bootstrap_servers, spec.kafka.results_topic, following)),
             asyncio.create_task(follow_lag(self.view, backlog, self._camera_partitions, self.options.lag_every_s)),
         ]
+        if spec.events.enabled:
+            self.feeds.append(asyncio.create_task(follow_events(self.view, spec.kafka.bootstrap_servers, spec.kafka.events_topic)))
         try:
             # Bound here, not by uvicorn: uvicorn ends the process (SystemExit) when it cannot bind.
             listening = socket.create_server((self.options.host, self.options.port), reuse_port=False)
@@ -104,7 +115,7 @@ class Console:
 
     def update_spec(self, spec: FleetSpec) -> None:
         self.spec = spec
-        self.view.set_fleet(_cameras(spec), _models(spec))
+        self.view.set_fleet(_cameras(spec), _models(spec), _shapes(spec))
 
     def update_producers(self, run: dict[str, ProducerCameraStats], live: dict[str, ProducerCameraStats]) -> None:
         """`run`: the run's counts, retired actor incarnations included; `live`: what the live actors say now,

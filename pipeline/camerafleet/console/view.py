@@ -1,6 +1,6 @@
 """What the console knows about a running fleet, kept apart from how it is served: a pure state fed by
-result records (from the results topic), producer stats, the consumer group's lag and Serve's replica
-counts, and read as the typed records the page's API returns.
+result records (from the results topic), event records (from the events topic), producer stats, the consumer
+group's lag and Serve's replica counts, and read as the typed records the page's API returns.
 
 Every figure is computed from what the console itself saw since it started, so a console restarted in the
 middle of a run starts its counters at zero (the run's summary and Prometheus hold the whole run)."""
@@ -11,6 +11,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,6 +20,7 @@ from camerafleet.api.outcomes import Outcome, Reason
 from camerafleet.console.records import (
     CameraDetail,
     CameraTile,
+    EventView,
     FleetHeader,
     FleetSnapshot,
     FrameView,
@@ -27,6 +29,8 @@ from camerafleet.console.records import (
     ModelView,
     PoolView,
     RecentFrame,
+    Shape,
+    Timeline,
 )
 from camerafleet.stats import ProducerCameraStats
 from camerafleet.summary import percentiles
@@ -35,6 +39,10 @@ RECENT_FRAMES = 20  # processed frames kept per camera: the detail view's histor
 LATENCIES_KEPT = 500  # per camera, for p50/p99
 RATE_WINDOW_S = 10.0  # fps and throughput are averaged over this window
 MODEL_BATCHES_KEPT = 200  # per model, for its batch size and time
+# Event records kept, fleet-wide: the timeline's and the event list's history. An event record is about 0.5 KB
+# here, and 150 cameras with a few people each make a few records a second: 2,000 are some minutes, 1 MB.
+EVENTS_KEPT = 2000
+TIMELINE_MOST = 500  # records one timeline answer carries
 
 
 class FrameNotKept(LookupError):
@@ -63,6 +71,12 @@ class _Camera:
     version: int = 0
 
 
+@dataclass(frozen=True)
+class _Event:
+    view: EventView
+    snapshot_uri: str  # where its snapshot frame is, in the bucket (never sent to the page)
+
+
 @dataclass
 class _Model:
     max_replicas: int
@@ -74,20 +88,34 @@ class _Model:
 class FleetView:
     """The console's state of one fleet. Not thread-safe: one event loop feeds and reads it."""
 
-    def __init__(self, fleet: str, cameras: dict[str, float], models: dict[str, int], clock: Callable[[], float] = time.monotonic):
-        """`cameras`: camera id -> its stallTimeoutSeconds; `models`: model name -> its maxReplicas, in manifest order."""
+    def __init__(
+        self,
+        fleet: str,
+        cameras: dict[str, float],
+        models: dict[str, int],
+        clock: Callable[[], float] = time.monotonic,
+        shapes: dict[str, list[Shape]] | None = None,
+    ):
+        """`cameras`: camera id -> its stallTimeoutSeconds; `models`: model name -> its maxReplicas, in manifest order;
+        `shapes`: camera id -> its zones and lines."""
         self.fleet = fleet
         self.clock = clock
         self.cameras = {cam: _Camera(cam, stall) for cam, stall in cameras.items()}
         self.models = {name: _Model(most) for name, most in models.items()}
+        self.shapes = shapes or {}
         self.lag: int | None = None
         self.pools: list[PoolView] = []
-        self.ignored_records = 0  # records of cameras this fleet does not have, or not readable as results
+        self.events: deque[_Event] = deque(maxlen=EVENTS_KEPT)
+        self.ignored_records = 0  # records of cameras this fleet does not have, or not readable as results or events
 
     # -- feeding ---------------------------------------------------------------------------------------
 
-    def set_fleet(self, cameras: dict[str, float], models: dict[str, int]) -> None:
+    def set_fleet(self, cameras: dict[str, float], models: dict[str, int], shapes: dict[str, list[Shape]] | None = None) -> None:
         """The manifest changed: keep the state of cameras and models that stay."""
+        if (shapes or {}) != self.shapes:
+            self.shapes = shapes or {}
+            for state in self.cameras.values():
+                state.version += 1
         self.cameras = {cam: self.cameras.get(cam) or _Camera(cam, stall) for cam, stall in cameras.items()}
         self.models = {name: self.models.get(name) or _Model(most) for name, most in models.items()}
         for cam, stall in cameras.items():
@@ -134,6 +162,51 @@ class FleetView:
             flags=sorted({f for res in results for f in res.flags}),
         )
         cam.recent.append(_Frame(frame, record.uri))
+
+    def add_event(self, raw: dict[str, Any]) -> None:
+        """One record of the events topic (`events_stage.event_record`); updates of open events are not kept (the
+        timeline shows when things started and ended)."""
+        if raw.get("phase") == "update":
+            return
+        try:
+            snapshot = raw["snapshot"]
+            event = EventView.model_validate(
+                {**{k: v for k, v in raw.items() if k != "snapshot"}, "box": snapshot["box"], "snapshotMs": snapshot["captureTsMs"]}
+            )
+            uri = str(snapshot["uri"])
+        except (ValidationError, KeyError, TypeError):
+            self.ignored_records += 1
+            return
+        if event.camera_id not in self.cameras:
+            self.ignored_records += 1
+            return
+        self.events.append(_Event(event, uri))
+
+    def timeline(self, camera: str | None = None, place: str | None = None, label: str | None = None, kind: str | None = None) -> Timeline:
+        """Kept event records that match every filter given, newest first."""
+        kept = [e.view for e in self.events]
+        matching = [
+            e
+            for e in reversed(kept)
+            if (camera is None or e.camera_id == camera)
+            and (place is None or e.where == place)
+            and (label is None or e.label == label)
+            and (kind is None or e.kind == kind)
+        ]
+        return Timeline(
+            events=matching[:TIMELINE_MOST],
+            kept=len(kept),
+            cameras=sorted({e.camera_id for e in kept}),
+            places=sorted({e.where for e in kept if e.where}),
+            labels=sorted({e.label for e in kept}),
+        )
+
+    def snapshot_uri(self, camera_id: str, capture_ms: int) -> str:
+        """The bucket URI of the snapshot frame of a kept event of the camera; FrameNotKept otherwise."""
+        for e in reversed(self.events):
+            if e.view.camera_id == camera_id and e.view.snapshot_ms == capture_ms:
+                return e.snapshot_uri
+        raise FrameNotKept(f"camera {camera_id!r} has no kept event with a snapshot at {capture_ms}")
 
     def update_producers(self, stats: dict[str, ProducerCameraStats]) -> None:
         for cam_id, stats_of in stats.items():
@@ -203,6 +276,7 @@ class FleetView:
             dropped=sum(cam.dropped.values()),
             failed=sum(cam.failed.values()),
             latest=cam.recent[-1].view if cam.recent else None,
+            shapes=self.shapes.get(camera_id, []),
         )
 
     def snapshot(self, since: dict[str, int] | None = None) -> FleetSnapshot:

@@ -1,5 +1,6 @@
-// The CameraFleet console: a grid of camera tiles fed by the server's live stream (/api/events), and a
-// camera's detail view (#camera/<id>). No framework and no build step: the DOM is built with textContent
+// The CameraFleet console: a grid of camera tiles fed by the server's live stream (/api/events), the fleet's
+// recent events (tracks, zones, lines: /api/timeline) with filters, and a camera's detail view (#camera/<id>)
+// with its event timeline and their snapshots. No framework and no build step: the DOM is built with textContent
 // only (labels and ids come from manifests and models), and a tile's frame is fetched only while the tile
 // is on screen, so a page of 150 cameras stays light.
 "use strict";
@@ -9,6 +10,8 @@ const tiles = new Map(); // camera id -> {element, tile, shownSeq, visible}
 const palette = ["#ff7b72", "#79c0ff", "#d2a8ff", "#ffa657", "#7ee787", "#f2cc60"];
 const $ = (id) => document.getElementById(id);
 let detailCamera = null;
+let pinned = null; // the event whose snapshot the detail view shows instead of the live frame
+const EVENTS_EVERY_MS = 3000;
 
 function colour(model) {
   let h = 0;
@@ -33,12 +36,13 @@ function frameUrl(camera, seq, size) {
 
 // Boxes, labels and landmarks in frame pixels: the SVG's viewBox is the frame, stretched over the image.
 // `labelLines`: how many label heights fit the frame's height (tiles are small, so their labels are larger).
-function drawDetections(svg, frame, labelLines) {
+function drawDetections(svg, frame, labelLines, shapes = []) {
   svg.replaceChildren();
   if (!frame || !frame.width || !frame.height) return;
   svg.setAttribute("viewBox", `0 0 ${frame.width} ${frame.height}`);
   svg.setAttribute("preserveAspectRatio", "none");
   const fontSize = frame.height / labelLines;
+  drawShapes(svg, shapes, fontSize);
   for (const d of frame.detections) {
     const [x1, y1, x2, y2] = d.box;
     const c = colour(d.model);
@@ -59,6 +63,33 @@ function drawDetections(svg, frame, labelLines) {
       for (const [k, v] of Object.entries({ cx: x, cy: y, r: Math.max(2, frame.height / 250), fill: c, class: "landmark" })) dot.setAttribute(k, v);
       svg.append(dot);
     }
+  }
+}
+
+function svgNode(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// Zones as dashed polygons, lines with an arrow to their "in" side: the right of first point -> second, on screen.
+function drawShapes(svg, shapes, fontSize) {
+  for (const s of shapes) {
+    const points = s.points.map(([x, y]) => `${x},${y}`).join(" ");
+    if (s.kind === "zone") {
+      svg.append(svgNode("polygon", { points, class: "shape zone", "data-shape": s.name }));
+      svg.append(svgNode("text", { x: s.points[0][0] + 4, y: s.points[0][1] + fontSize, "font-size": fontSize, class: "shape-name" }, s.name));
+      continue;
+    }
+    const [[ax, ay], [bx, by]] = s.points;
+    const len = Math.hypot(bx - ax, by - ay) || 1;
+    const [nx, ny] = [-(by - ay) / len, (bx - ax) / len];
+    const [mx, my] = [(ax + bx) / 2, (ay + by) / 2];
+    const reach = fontSize * 2;
+    svg.append(svgNode("polyline", { points, class: "shape line", "data-shape": s.name }));
+    svg.append(svgNode("polyline", { points: `${mx},${my} ${mx + nx * reach},${my + ny * reach}`, class: "shape line" }));
+    svg.append(svgNode("text", { x: mx + nx * reach * 1.1, y: my + ny * reach * 1.1, "font-size": fontSize, class: "shape-name" }, `${s.name} in`));
   }
 }
 
@@ -137,7 +168,7 @@ function showFrame(t) {
   loader.onload = () => {
     img.src = loader.src;
     img.alt = `Camera ${t.tile.cameraId}, ${describe(frame)}`;
-    drawDetections(figure.querySelector("svg"), frame, 12);
+    drawDetections(figure.querySelector("svg"), frame, 12, t.tile.shapes);
     figure.querySelector("figcaption").textContent = describe(frame);
     figure.querySelector(".placeholder").hidden = true;
     t.element.dataset.seq = frame.seq;
@@ -207,13 +238,13 @@ async function loadDetail(camera) {
   const frame = tile.latest;
   const figure = $("detail-frame");
   const img = $("detail-image");
-  if (frame && img.dataset.seq !== String(frame.seq)) {
+  if (frame && img.dataset.seq !== String(frame.seq) && pinned === null) {
     const loader = new Image();
     loader.onload = () => {
       img.src = loader.src;
       img.alt = `Camera ${camera}, ${describe(frame)}`;
       img.dataset.seq = frame.seq;
-      drawDetections(figure.querySelector("svg"), frame, 30);
+      drawDetections(figure.querySelector("svg"), frame, 30, tile.shapes);
       $("detail-caption").textContent = describe(frame);
     };
     loader.src = frameUrl(camera, frame.seq, "full");
@@ -243,14 +274,143 @@ async function loadDetail(camera) {
   }));
 }
 
+function describeEvent(e) {
+  const where = e.where || "";
+  switch (e.kind) {
+    case "line": return `crossed ${where} ${e.direction}`;
+    case "zone": return e.phase === "end" ? `left ${where}` : `entered ${where}`;
+    case "loiter": return `loitering in ${where}`;
+    default: return e.phase === "end" ? `${e.label} gone` : `${e.label} seen`;
+  }
+}
+
+function timeOf(ms) {
+  return new Date(ms).toLocaleTimeString();
+}
+
+function eventRow(e, withCamera) {
+  const tr = el("tr", { "data-kind": e.kind, "data-phase": e.phase });
+  tr.append(el("td", {}, timeOf(e.atMs)));
+  if (withCamera) {
+    const td = el("td");
+    td.append(el("a", { href: `#camera/${encodeURIComponent(e.cameraId)}` }, e.cameraId));
+    tr.append(td);
+  }
+  tr.append(el("td", {}, describeEvent(e)), el("td", {}, `#${e.trackId} ${e.label}`));
+  const td = el("td");
+  const button = el("button", { type: "button", class: "snapshot" }, "show");
+  button.addEventListener("click", () => {
+    pinned = e;
+    if (withCamera) location.hash = `#camera/${encodeURIComponent(e.cameraId)}`; // route() shows it
+    else showSnapshot(e);
+  });
+  td.append(button);
+  tr.append(td);
+  return tr;
+}
+
+// A select's choices follow what is kept; the current choice stays even when nothing matches it any more.
+function setChoices(select, values) {
+  const current = select.value;
+  const wanted = ["", ...values];
+  if (current && !wanted.includes(current)) wanted.push(current);
+  const have = [...select.options].map((o) => o.value);
+  if (have.length === wanted.length && have.every((v, i) => v === wanted[i])) return;
+  select.replaceChildren(...wanted.map((v) => el("option", { value: v }, v || "all")));
+  select.value = current;
+}
+
+async function loadFleetEvents() {
+  if (detailCamera !== null) return;
+  const form = $("event-filters");
+  const query = new URLSearchParams();
+  for (const name of ["camera", "place", "label", "kind"]) if (form.elements[name].value) query.set(name, form.elements[name].value);
+  const resp = await fetch(`api/timeline?${query}`);
+  if (!resp.ok) return;
+  const t = await resp.json();
+  $("fleet-events").hidden = t.kept === 0;
+  setChoices(form.elements.camera, t.cameras);
+  setChoices(form.elements.place, t.places);
+  setChoices(form.elements.label, t.labels);
+  $("fleet-events-table").tBodies[0].replaceChildren(...t.events.slice(0, 100).map((e) => eventRow(e, true)));
+}
+
+// The camera's kept events on a time axis, one row per kind (starts and instants as marks, visits as bars).
+function drawTimeline(svg, events) {
+  svg.replaceChildren();
+  const rows = ["line", "zone", "loiter", "object"];
+  const width = 1000, rowH = 18, left = 60;
+  svg.setAttribute("viewBox", `0 0 ${width} ${rows.length * rowH + 14}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  if (!events.length) return;
+  const t1 = Math.max(...events.map((e) => e.atMs)), t0 = Math.min(...events.map((e) => e.startMs), t1 - 60000);
+  const x = (ms) => left + ((ms - t0) / Math.max(1, t1 - t0)) * (width - left - 10);
+  rows.forEach((kind, i) => svg.append(svgNode("text", { x: 2, y: i * rowH + 13 }, kind)));
+  for (const e of events) {
+    const i = rows.indexOf(e.kind);
+    const colourOf = e.kind === "line" ? (e.direction === "in" ? "#7ee787" : "#ff7b72") : colour(e.where || e.label);
+    const [from, to] = e.phase === "end" ? [x(e.startMs), x(e.atMs)] : [x(e.atMs) - 2, x(e.atMs) + 2];
+    const mark = svgNode("rect", { x: from, y: i * rowH + 3, width: Math.max(3, to - from), height: rowH - 6, fill: colourOf, class: "mark" });
+    mark.append(svgNode("title", {}, `${timeOf(e.atMs)} ${describeEvent(e)} (#${e.trackId})`));
+    svg.append(mark);
+  }
+  svg.append(svgNode("text", { x: left, y: rows.length * rowH + 12 }, timeOf(t0)));
+  svg.append(svgNode("text", { x: width - 70, y: rows.length * rowH + 12 }, timeOf(t1)));
+}
+
+async function loadCameraEvents(camera) {
+  const resp = await fetch(`api/timeline?camera=${encodeURIComponent(camera)}`);
+  if (!resp.ok || detailCamera !== camera) return;
+  const t = await resp.json();
+  $("detail-events").hidden = t.events.length === 0;
+  drawTimeline($("detail-timeline"), t.events);
+  $("detail-events-table").tBodies[0].replaceChildren(...t.events.slice(0, 50).map((e) => eventRow(e, false)));
+}
+
+// An event's best frame with its track's box and id, in place of the live frame until "back to live".
+function showSnapshot(e) {
+  pinned = e;
+  const figure = $("detail-frame");
+  const img = $("detail-image");
+  const loader = new Image();
+  loader.onload = () => {
+    if (pinned !== e) return;
+    img.src = loader.src;
+    img.alt = `Camera ${e.cameraId}: ${describeEvent(e)}, track ${e.trackId}`;
+    img.dataset.seq = "";
+    const frame = { width: loader.naturalWidth, height: loader.naturalHeight, detections: [] };
+    drawDetections(figure.querySelector("svg"), frame, 30, (tiles.get(e.cameraId)?.tile?.shapes) || []);
+    const svg = figure.querySelector("svg");
+    const [x1, y1, x2, y2] = e.box;
+    svg.append(svgNode("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, class: "track", "data-track": e.trackId }));
+    svg.append(svgNode("text", { x: x1, y: Math.max(frame.height / 30, y1 - 4), "font-size": frame.height / 30, fill: "#fff" }, `#${e.trackId} ${e.label}`));
+    const caption = $("detail-caption");
+    caption.replaceChildren(`${timeOf(e.atMs)}: ${describeEvent(e)}, track #${e.trackId} (its best frame) `);
+    const live = el("button", { type: "button", class: "snapshot" }, "back to live");
+    live.addEventListener("click", () => { pinned = null; delete img.dataset.seq; loadDetail(e.cameraId); });
+    caption.append(live);
+  };
+  loader.onerror = () => { $("detail-caption").textContent = "this snapshot is no longer kept (the bucket's frames expire)"; };
+  loader.src = `api/cameras/${encodeURIComponent(e.cameraId)}/snapshots/${e.snapshotMs}?size=full`;
+}
+
+function refreshEvents() {
+  if (detailCamera === null) loadFleetEvents();
+  else loadCameraEvents(detailCamera);
+}
+
 function route() {
   const match = location.hash.match(/^#camera\/(.+)$/);
   detailCamera = match ? decodeURIComponent(match[1]) : null;
   $("grid-view").hidden = detailCamera !== null;
   $("detail-view").hidden = detailCamera === null;
+  const keep = pinned && pinned.cameraId === detailCamera ? pinned : null; // a snapshot asked for from the fleet's list
+  pinned = null;
+  refreshEvents();
   if (detailCamera !== null) {
     $("detail-image").removeAttribute("src");
     delete $("detail-image").dataset.seq;
+    if (keep) showSnapshot(keep);
     loadDetail(detailCamera);
     $("detail-title").focus({ preventScroll: true });
   }
@@ -264,6 +424,8 @@ function connect() {
 }
 
 $("detail-title").tabIndex = -1;
+$("event-filters").addEventListener("change", loadFleetEvents);
+setInterval(refreshEvents, EVENTS_EVERY_MS);
 window.addEventListener("hashchange", route);
 route();
 connect();
