@@ -318,7 +318,7 @@ def _kubernetes_scrape_configs(kubeconfig: str) -> list[dict[str, Any]]:
 def test_a_real_prometheus_discovers_the_fleets_pods_and_the_dashboard_fills(installed: Cluster, fleet: dict[str, Any], prometheus) -> None:
     """Prometheus finds every Ray Pod of the fleet and the operator through Kubernetes service discovery,
     scrapes them over the Pod network, and every panel a healthy fleet fills returns data (the panels only a
-    fault fills are checked on a faulty fleet in tests/integration/test_dashboard.py)."""
+    fault or tracked objects fill are checked on a faulty fleet with events in tests/integration/test_dashboard.py)."""
     c = installed
     started = time.time()
     prom = prometheus({}, scrape_configs=_kubernetes_scrape_configs(c.env["KUBECONFIG"]))
@@ -334,7 +334,7 @@ def test_a_real_prometheus_discovers_the_fleets_pods_and_the_dashboard_fills(ins
         return jobs if ray_pods <= up and jobs["camerafleet-operator"] and set(jobs["camerafleet-operator"]) <= up else None
 
     jobs = wait_for(f"the fleet's {len(ray_pods)} Ray Pods and the operator scraped", every_pod_scraped, 180)
-    queries = [q for q in dashboard_queries(FLEET, SCRAPE_S) if not q.needs_a_fault]
+    queries = [q for q in dashboard_queries(FLEET, SCRAPE_S) if not q.needs_a_fault and not q.needs_tracked_objects]
 
     def panels_filled() -> bool:
         problems[:] = [p for q in queries if (p := empty_or_unlabelled(prom, q, started, time.time(), SCRAPE_S))]

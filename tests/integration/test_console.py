@@ -72,7 +72,7 @@ return track && img.complete && img.naturalWidth ? {track: track.dataset.track, 
 """
 # The demo clip's poster face is in every frame: one track, standing in a zone over the whole frame.
 ENTRANCE_ZONE = {"name": "hall", "points": [[0, 0], [1280, 0], [1280, 720], [0, 720]], "anchor": "center"}
-ENTRANCE_LINE = {"name": "door", "points": [[640, 40], [640, 680]], "anchor": "center"}
+ENTRANCE_LINE = {"name": "door", "points": [[1100, 40], [1100, 680]], "anchor": "center"}  # clear of the poster
 
 
 @pytest.fixture(scope="session")
@@ -158,8 +158,11 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
             "the entrance's event timeline",
             lambda: browser.execute_script("return document.querySelectorAll('#detail-timeline rect.mark').length"),
         )
+        await asyncio.to_thread(browser.set_window_size, 1280, 1250)  # the frame, then the timeline and the list under it
         await asyncio.to_thread(save_screenshot, browser, "console-events.jpg")
+        await asyncio.to_thread(browser.set_window_size, 1280, 560)
         await asyncio.to_thread(browser.get, url)
+        await poll("the grid again", lambda: (t := tile("entrance")) and t["seq"] is not None)
         # Every browser and HTTP call runs in a thread: the console answers from this test's event loop.
         before = (await asyncio.to_thread(tile, "entrance"))["processed"]
         await poll("the entrance's processed count moving", lambda: tile("entrance")["processed"] > before)

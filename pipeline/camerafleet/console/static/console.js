@@ -344,18 +344,18 @@ function drawTimeline(svg, events) {
   svg.setAttribute("preserveAspectRatio", "none");
   if (!events.length) return;
   const t1 = Math.max(...events.map((e) => e.atMs)), t0 = Math.min(...events.map((e) => e.startMs), t1 - 60000);
-  const x = (ms) => left + ((ms - t0) / Math.max(1, t1 - t0)) * (width - left - 10);
+  const x = (ms) => left + ((ms - t0) / Math.max(1, t1 - t0)) * (width - left - 20);
   rows.forEach((kind, i) => svg.append(svgNode("text", { x: 2, y: i * rowH + 13 }, kind)));
   for (const e of events) {
     const i = rows.indexOf(e.kind);
     const colourOf = e.kind === "line" ? (e.direction === "in" ? "#7ee787" : "#ff7b72") : colour(e.where || e.label);
-    const [from, to] = e.phase === "end" ? [x(e.startMs), x(e.atMs)] : [x(e.atMs) - 2, x(e.atMs) + 2];
-    const mark = svgNode("rect", { x: from, y: i * rowH + 3, width: Math.max(3, to - from), height: rowH - 6, fill: colourOf, class: "mark" });
+    const [from, to] = e.phase === "end" ? [x(e.startMs), x(e.atMs)] : [x(e.atMs) - 4, x(e.atMs) + 4];
+    const mark = svgNode("rect", { x: from, y: i * rowH + 3, width: Math.max(8, to - from), height: rowH - 6, fill: colourOf, class: "mark" });
     mark.append(svgNode("title", {}, `${timeOf(e.atMs)} ${describeEvent(e)} (#${e.trackId})`));
     svg.append(mark);
   }
   svg.append(svgNode("text", { x: left, y: rows.length * rowH + 12 }, timeOf(t0)));
-  svg.append(svgNode("text", { x: width - 70, y: rows.length * rowH + 12 }, timeOf(t1)));
+  svg.append(svgNode("text", { x: width - 90, y: rows.length * rowH + 12 }, timeOf(t1)));
 }
 
 async function loadCameraEvents(camera) {
