@@ -23,11 +23,14 @@ import ray
 
 from camerafleet import actor_metrics as metrics
 from camerafleet.api.manifest import FleetSpec, LineSpec, ZoneSpec
+from camerafleet.bucket import open_bucket
+from camerafleet.clip_store import ClipStore
 from camerafleet.events_stage import EventsStage, event_record
 from camerafleet.logs import configure_logging
 from camerafleet.summary import read_records, summarize_events
 from camerafleet.topics import end_offsets, wait_committed
 from camerafleet.tracking.camera import CameraRules
+from camerafleet.tracking.clips import ClipSettings
 from camerafleet.tracking.events import Filter, LineRule, Phase, ZoneRule
 from camerafleet.tracking.tracker import TrackerSettings
 
@@ -54,6 +57,8 @@ def _filter(shape: ZoneSpec | LineSpec) -> Filter:
 def camera_rules(spec: FleetSpec) -> dict[str, CameraRules]:
     """Each camera's zones, lines and tracking settings, as the manifest gives them."""
     tracker = TrackerSettings(max_lost_s=spec.events.max_lost_seconds)
+    c = spec.events.clips
+    clips = ClipSettings(round(c.pre_roll_seconds * 1000), round(c.post_roll_seconds * 1000)) if spec.events.keeps_clips else None
     return {
         c.id: CameraRules(
             zones=[ZoneRule(z.name, tuple((x, y) for x, y in z.points), _filter(z), z.loiter_seconds) for z in c.zones],
@@ -62,6 +67,7 @@ def camera_rules(spec: FleetSpec) -> dict[str, CameraRules]:
             ],
             reorder_window_ms=spec.events.reorder_window_ms,
             tracker=tracker,
+            clips=clips,
         )
         for c in spec.cameras
     }
@@ -84,6 +90,7 @@ class EventsActor:
     async def run(self) -> None:
         """Track until `stop`; started again (Ray retries it) when the actor is restarted."""
         k = self.spec.kafka
+        clips = ClipStore(open_bucket(self.spec.bucket), self.spec.events.clips.keep_days) if self.spec.events.keeps_clips else None
         stage = self.stage = EventsStage(
             k.bootstrap_servers,
             results_topic=k.results_topic,
@@ -91,6 +98,7 @@ class EventsActor:
             state_topic=k.events_state_topic,
             group=k.events_group,
             rules=camera_rules(self.spec),
+            clips=clips,
         )
         await stage.start()
         try:
@@ -114,6 +122,8 @@ class EventsActor:
         finally:
             self.final = self.stats()  # leaving the group forgets the cameras
             await stage.stop()
+            if clips is not None:
+                clips.close()
             self.stopped.set()
 
     def _append(self, events: list[Any]) -> None:
@@ -130,9 +140,10 @@ class EventsActor:
     def stats(self) -> dict[str, Any]:
         stage = self.stage
         if stage is None:
-            return {"counts": {}, "cameras": {}, "problems": [], "last_error": self.last_error}
+            return {"counts": {}, "clip_frames": {}, "cameras": {}, "problems": [], "last_error": self.last_error}
         return {
             "counts": dict(stage.counts),
+            "clip_frames": dict(stage.clips.counts) if stage.clips else {},
             "cameras": {c: dict(t.counts) for c, t in stage.cameras.items()},
             "problems": sorted({p for t in stage.cameras.values() for p in t.problems}),
             "last_error": self.last_error,
@@ -197,6 +208,11 @@ class EventsPool:
                 results.setdefault(camera, Counter()).update(c)
         summary["results"] = {c: dict(v) for c, v in sorted(results.items())}
         summary["problems"] = sorted({p for a in stats for p in a["problems"]})
+        clip_frames: Counter[str] = Counter()
+        for a in stats:
+            clip_frames.update(a.get("clip_frames", {}))
+        if clip_frames:
+            summary["clip_frames"] = dict(clip_frames)
         return summary
 
     def _logged(self) -> dict[str, Any] | None:

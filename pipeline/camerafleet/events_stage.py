@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
+from camerafleet.clip_store import ClipStore
 from camerafleet.kafka_access import client_options
 from camerafleet.tracking.camera import CameraRules, CameraTracking
 from camerafleet.tracking.events import Event
@@ -87,10 +88,11 @@ class EventsStage:
         state_topic: str,
         group: str,
         rules: Mapping[str, CameraRules],
+        clips: ClipStore | None = None,
         max_batch: int = 500,
     ):
         self.bootstrap, self.results_topic, self.events_topic, self.state_topic = bootstrap, results_topic, events_topic, state_topic
-        self.group, self.rules, self.max_batch = group, dict(rules), max_batch
+        self.group, self.rules, self.clips, self.max_batch = group, dict(rules), clips, max_batch
         self.consumer: AIOKafkaConsumer | None = None
         self.producers: dict[int, AIOKafkaProducer] = {}  # by results partition
         self.cameras: dict[str, CameraTracking] = {}
@@ -203,6 +205,8 @@ class EventsStage:
                 for e in tracking.take(orjson.loads(rec.value)):
                     events.append(e)
                     await producer.send(self.events_topic, orjson.dumps(event_record(e)), key=rec.key)
+            if self.clips is not None:  # before the commit: a batch read again keeps its frames again (harmless)
+                await self.clips.keep((c, ms, uri) for c in sorted(touched) for ms, uri in self.cameras[c].take_kept())
             for camera in sorted(touched):
                 saved = {"partition": tp.partition, "state": self.cameras[camera].to_state()}
                 await producer.send(self.state_topic, orjson.dumps(saved), key=camera.encode(), partition=STATE_PARTITION)

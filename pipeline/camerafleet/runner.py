@@ -177,7 +177,7 @@ class FleetRunner:
                 raise RunError(str(err)) from None
         try:
             bucket = open_bucket(self.spec.bucket)
-            bucket.prepare(self.spec.bucket.ttl_seconds)
+            bucket.prepare(self.spec.bucket_retention_seconds())
         except (BucketConfigError, BucketError) as err:
             raise RunError(f"frame bucket: {err}") from None
         self.say(f"bucket {bucket.root_uri}: ready (frames expire after {self.spec.bucket.ttl_seconds} s)")

@@ -70,6 +70,12 @@ const img = document.getElementById('detail-image');
 const track = document.querySelector('#detail-frame rect.track');
 return track && img.complete && img.naturalWidth ? {track: track.dataset.track, caption: document.getElementById('detail-caption').textContent} : null;
 """
+READ_CLIP = """
+const v = document.getElementById('detail-clip');
+return v.readyState >= 2 && v.currentTime > 0
+  ? {width: v.videoWidth, height: v.videoHeight, duration: v.duration, caption: document.getElementById('detail-clip-caption').textContent}
+  : null;
+"""
 # The demo clip's poster face is in every frame: one track, standing in a zone over the whole frame.
 ENTRANCE_ZONE = {"name": "hall", "points": [[0, 0], [1280, 0], [1280, 720], [0, 720]], "anchor": "center"}
 ENTRANCE_LINE = {"name": "door", "points": [[1100, 40], [1100, 680]], "anchor": "center"}  # clear of the poster
@@ -160,6 +166,14 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
         )
         await asyncio.to_thread(browser.set_window_size, 1280, 1250)  # the frame, then the timeline and the list under it
         await asyncio.to_thread(save_screenshot, browser, "console-events.jpg")
+        await asyncio.to_thread(
+            browser.execute_script, "document.querySelector('#detail-events-table tr[data-kind=zone] button.clip').click()"
+        )
+        seen["clip"] = await poll(
+            "the visit's clip playing", lambda: browser.execute_script(READ_CLIP), context=lambda: browser.get_log("browser")
+        )
+        await asyncio.to_thread(browser.execute_script, "document.getElementById('detail-clip-figure').scrollIntoView()")
+        await asyncio.to_thread(save_screenshot, browser, "console-clip.jpg")
         await asyncio.to_thread(browser.set_window_size, 1280, 560)
         await asyncio.to_thread(browser.get, url)
         await poll("the grid again", lambda: (t := tile("entrance")) and t["seq"] is not None)
@@ -246,6 +260,9 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
     visit = next(r for r in seen["events"] if r["kind"] == "zone" and r["phase"] == "start")
     assert visit["cells"][1] == "entrance" and visit["cells"][2] == "entered hall" and visit["cells"][3].startswith("#"), visit
     assert visit["cells"][3].split()[0] == f"#{seen['snapshot']['track']}" and "entered hall" in seen["snapshot"]["caption"], seen
+    # The visit's clip plays: the frames the events stage kept, made into a video by the console.
+    clip = seen["clip"]
+    assert (clip["width"], clip["height"]) == (1280, 720) and clip["duration"] > 0 and "entered hall" in clip["caption"], clip
     assert seen["errors"] == [], seen["errors"]
     # The real server (uvicorn decodes the path) serves the frame and refuses hostile requests cleanly.
     assert seen["frame"][0] == 200 and seen["frame"][1][:2] == b"\xff\xd8"

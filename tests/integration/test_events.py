@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from camerafleet.bucket import open_bucket
+from camerafleet.bucket.base import capture_ms_of_clip_key, clip_folder
 from camerafleet.runner import FleetRunner
 from camerafleet_dev.devservers.kafka import KafkaServer
 from camerafleet_dev.truth_judge import judge_events
@@ -95,3 +97,16 @@ def test_a_scene_with_known_crossings_gives_the_truths_counts_and_events(
     # The run's summary adds up its events log.
     logged = Counter(e["direction"] for e in events if e["kind"] == "line")
     assert summary["events"]["cameras"]["lobby"]["lines"]["door"] == {"in": logged["in"], "out": logged["out"]}
+    # The frames of every track are kept for its clips, with a pre- and a post-roll, and no others.
+    bucket = open_bucket(runner.spec.bucket)
+    kept = [capture_ms_of_clip_key(k) for k in bucket.keys(clip_folder("lobby"), "", "~", most=1_000_000)]
+    ends = {e["id"]: e["atMs"] for e in events if e["kind"] == "object" and e["phase"] == "end"}
+    tracks = [(e["startMs"], ends.get(e["id"], 2**62)) for e in events if e["kind"] == "object" and e["phase"] == "start"]
+    processed = [r["captureTsMs"] for r in read_results(runner) if r["outcome"] == "processed"]
+    during = {t for t in processed if any(a <= t <= b for a, b in tracks)}
+    assert during and during <= set(kept), sorted(during - set(kept))[:10]
+    clips, lost_ms = runner.spec.events.clips, runner.spec.events.max_lost_seconds * 1000
+    # A track ends on the first result more than max_lost after its last sighting (a sampling period, 200 ms, later).
+    pre, post = clips.pre_roll_seconds * 1000, clips.post_roll_seconds * 1000 + lost_ms + 1000
+    assert all(any(a - pre <= t <= b + post for a, b in tracks) for t in kept)
+    assert summary["events"]["clip_frames"]["kept"] >= len(kept) == len(set(kept)), summary["events"]["clip_frames"]

@@ -13,6 +13,7 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from camerafleet.api.manifest import BucketSpec
 from camerafleet.bucket import BucketError, open_bucket
+from camerafleet.bucket.base import capture_ms_of_clip_key, clip_folder, clip_key, clip_name
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,3 +142,18 @@ def test_the_stack_charts_pipeline_user_reaches_only_its_bucket(minio_server, mo
             denied()
         assert err.value.code == "AccessDenied", err.value.code
     assert [b.name for b in user.list_buckets()] == ["stack-frames"], "MinIO lists only the buckets a user may reach"
+
+
+def test_kept_frames_are_server_side_copies_that_outlive_the_frames_sweep(s3_bucket):
+    uris = {ms: s3_bucket.put(f"3/{ms}.jpg", str(ms).encode()) for ms in (900, 1000, 12_000)}
+    for ms, uri in uris.items():
+        s3_bucket.keep(uri, clip_key("3", ms))
+    time.sleep(1.5)  # the listing's times are the store's, to the millisecond: the frames are past a TTL of 1 s
+    assert s3_bucket.sweep("3", ttl_seconds=1) == 3  # the camera's frames, not the kept copies under Clips/
+    keys = s3_bucket.keys(clip_folder("3"), clip_name(950), clip_name(12_000), most=10)
+    assert [capture_ms_of_clip_key(k) for k in keys] == [1000, 12_000]
+    assert s3_bucket.get(s3_bucket.uri_of(keys[1])) == b"12000"
+    assert s3_bucket.keys(clip_folder("3"), clip_name(0), clip_name(99_999), most=1) == [clip_key("3", 900)]
+    with pytest.raises(BucketError) as info:
+        s3_bucket.keep(uris[900], clip_key("3", 901))  # swept before it could be kept
+    assert info.value.reason == "frame_missing"

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from camerafleet.api.manifest import BucketSpec
 from camerafleet.api.settings import Settings, SettingsError
 from camerafleet.bucket import BucketConfigError, BucketError, frame_key, open_bucket
+from camerafleet.bucket.base import capture_ms_of_clip_key, clip_folder, clip_key, clip_name
 
 
 @pytest.fixture
@@ -151,3 +152,25 @@ def test_a_bucket_root_is_refused_in_the_manifest_and_from_the_environment(uri):
         BucketSpec(uri=uri)
     with pytest.raises(SettingsError, match="has no prefix"):
         Settings.from_env({"CAMERAFLEET_BUCKET_URI": uri}).apply_bucket(BucketSpec())
+
+
+def test_a_kept_frame_outlives_the_frames_sweep_and_lists_in_time_order(bucket):
+    uris = {ms: bucket.put(frame_key("1", 0, ms), bytes([ms % 256])) for ms in (900, 1000, 12_000)}
+    for ms, uri in uris.items():
+        bucket.keep(uri, clip_key("1", ms))
+        bucket.keep(uri, clip_key("1", ms))  # again: a batch read twice
+    past = time.time() - 1000
+    for ms in uris:
+        os.utime(bucket.root / frame_key("1", 0, ms), (past, past), follow_symlinks=False)
+    assert bucket.sweep("1", ttl_seconds=300) == 3  # the camera's frames, not the kept copies beside them
+    keys = bucket.keys(clip_folder("1"), clip_name(950), clip_name(12_000), most=10)
+    assert [capture_ms_of_clip_key(k) for k in keys] == [1000, 12_000]  # 1000 sorts after 950 as 12000 does after 1000
+    assert bucket.get(bucket.uri_of(keys[0])) == bytes([1000 % 256])
+    assert bucket.keys(clip_folder("1"), clip_name(0), clip_name(99_999), most=1) == [clip_key("1", 900)]
+    with pytest.raises(BucketError) as info:
+        bucket.keep(uris[900], clip_key("1", 901))  # expired before it could be kept
+    assert info.value.reason == "frame_missing"
+    with pytest.raises(BucketError) as info:
+        bucket.keep(bucket.root_uri + "/../x.jpg", clip_key("1", 902))
+    assert info.value.reason == "uri_outside_bucket"
+    assert bucket.keys(clip_folder("2"), "", "~", most=10) == []

@@ -5,9 +5,12 @@ that names nothing of the bucket or the cameras' sources."""
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 from pathlib import Path
 from typing import Any
 
+import av
 import cv2
 import numpy as np
 import orjson
@@ -17,7 +20,10 @@ from starlette.testclient import TestClient
 from camerafleet.api.settings import Settings, SettingsError
 from camerafleet.api.source_report import SourceProblem
 from camerafleet.bucket import frame_key
+from camerafleet.bucket.base import clip_key
 from camerafleet.bucket.local import DirectoryBucket
+from camerafleet.clip_store import ClipStore
+from camerafleet.console.clips import ClipMaker, ClipWindow, encode_mp4
 from camerafleet.console.records import MAX_DETECTIONS, HealthFlag, Shape
 from camerafleet.console.server import SECURITY_HEADERS, TILE_WIDTH, FrameCache, console_app
 from camerafleet.console.view import EVENTS_KEPT, RATE_WINDOW_S, RECENT_FRAMES, TIMELINE_MOST, FleetView, FrameNotKept
@@ -357,3 +363,51 @@ def test_the_timeline_api_and_snapshots(console) -> None:
     assert client.get(f"/api/cameras/yard/snapshots/{EPOCH + 9000}").status_code == 404
     assert client.get("/api/timeline?camera=nowhere").status_code == 404
     assert client.get("/api/timeline?kind=all").status_code == 400
+
+
+# -- clips: an event's kept frames as a video ----------------------------------------------------------
+
+
+def test_an_events_clip_plays_its_kept_frames_at_their_times_and_its_snapshot_outlives_the_frame(tmp_path: Path) -> None:
+    bucket = DirectoryBucket(f"file://{tmp_path}/frames", max_frame_bytes=10_000_000)
+    bucket.prepare(300)
+    store = ClipStore(bucket, keep_days=7)
+    v = view()
+    for i in range(12):  # 2 fps from 0 to 5.5 s; the visit is from 2 to 3 s, 1 s of pre- and post-roll
+        image = np.full((720, 1280, 3), i * 20, np.uint8)
+        uri = bucket.put(frame_key("door", EPOCH, i), cv2.imencode(".jpg", image)[1].tobytes())
+        bucket.keep(uri, clip_key("door", EPOCH + i * 500))
+        os.unlink(bucket.root / frame_key("door", EPOCH, i))  # the frame's TTL: its kept copy stays
+    start, end = event("door", "zone", "start", 2.0, where="desk"), event("door", "zone", "end", 3.0, where="desk")
+    end["startMs"], end["id"] = start["startMs"], start["id"]
+    start["snapshot"]["uri"] = f"{bucket.root_uri}/{frame_key('door', EPOCH, 4)}"
+    v.add_event(start)
+    v.add_event(end)
+    clips = ClipMaker(store, ClipWindow(pre_roll_ms=1000, post_roll_ms=1000, max_ms=60_000))
+    client = TestClient(console_app(v, FrameCache(bucket, entries=8), refresh_s=0.05, stopping=asyncio.Event(), clips=clips))
+    assert client.get("/api/timeline").json()["clips"] is True
+    resp = client.get("/api/clip.mp4", params={"event": start["id"]})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(resp.content)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "vp9" and (stream.width, stream.height) == (1280, 720)
+        decoded = [(round(float(f.pts * f.time_base) * 1000), float(f.to_ndarray(format="gray").mean())) for f in container.decode(stream)]
+    assert [ms for ms, _ in decoded] == [0, 500, 1000, 1500, 2000, 2500, 3000]  # frames 2..8: from 1 s to 4 s
+    assert [round(level / 20) for _, level in decoded] == [2, 3, 4, 5, 6, 7, 8]  # each frame's own picture
+    shot = client.get(f"/api/cameras/door/snapshots/{EPOCH + 2000}?size=full")  # the frame expired; its kept copy
+    assert shot.status_code == 200
+    assert client.get("/api/clip.mp4", params={"event": "door/faces/zone/hall/1/5"}).status_code == 404
+    no_clips = TestClient(console_app(v, FrameCache(bucket, entries=8), refresh_s=0.05, stopping=asyncio.Event()))
+    assert no_clips.get("/api/clip.mp4", params={"event": start["id"]}).status_code == 404
+    assert no_clips.get("/api/timeline").json()["clips"] is False
+
+
+def test_a_clip_is_scaled_to_1280_across_and_kept_to_its_longest() -> None:
+    frames = [(t, np.zeros((2160, 3840, 3), np.uint8)) for t in (0, 200, 200, 400)]  # two frames at one millisecond
+    with av.open(io.BytesIO(encode_mp4(frames))) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (1280, 720)
+        assert len(list(container.decode(stream))) == 3
+    window = ClipWindow(pre_roll_ms=5000, post_roll_ms=5000, max_ms=120_000)
+    assert window.around(100_000, 110_000) == (95_000, 115_000)
+    assert window.around(100_000, 900_000) == (95_000, 215_000)

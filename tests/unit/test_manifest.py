@@ -54,6 +54,15 @@ def test_defaults_fill_in():
     assert spec.models[0].batching.effective_max_ongoing_requests >= spec.models[0].batching.max_batch_size
 
 
+def test_the_bucket_keeps_clips_as_long_as_asked_and_frames_alone_their_ttl():
+    assert parse_manifest(fleet()).spec.bucket_retention_seconds() == 300  # no events, no clips
+    spec = parse_manifest(fleet(events={"enabled": True})).spec
+    assert spec.events.keeps_clips and spec.bucket_retention_seconds() == 7 * 86400
+    spec = parse_manifest(fleet(events={"enabled": True, "clips": {"enabled": False}}, bucket={"ttlSeconds": 3600})).spec
+    assert not spec.events.keeps_clips and spec.bucket_retention_seconds() == 3600
+    assert "spec.events.clips.preRollSeconds" in problems(fleet(events={"enabled": True, "clips": {"preRollSeconds": 600}}))
+
+
 def test_unknown_field_is_named():
     text = problems(fleet(cameras=[{"id": "1", "source": "synthetic:", "fps": 3}]))
     assert "spec.cameras.0.fps" in text and "unknown field" in text

@@ -12,6 +12,7 @@ import pytest
 from camerafleet.api.geometry import inside, line_problem, polygon_problem, segments_intersect, side
 from camerafleet.tracking import Detection, Tracker, TrackerSettings
 from camerafleet.tracking.camera import CameraRules, CameraTracking
+from camerafleet.tracking.clips import RECENT_MOST, ClipFrames, ClipSettings
 from camerafleet.tracking.events import CameraEvents, Event, Frame, Kind, Phase, ZoneRule
 from tests.fixtures.scenes import DOCK, DOOR, H, W, detections, records
 
@@ -184,3 +185,42 @@ def test_a_zone_outside_the_cameras_frame_is_left_out_and_said() -> None:
     track_all(records(5, until=2), tracking)
     assert tracking.problems == ["camera lobby: zone 'roof' is left out: point [2500.0, 100.0] is outside the 1920x1080 frame"]
     assert [z.name for z in tracking.events.zones] == ["dock"]
+
+
+# -- frames kept for clips ----------------------------------------------------------------------------
+
+
+def test_frames_are_kept_from_a_pre_roll_before_a_track_to_a_post_roll_after_it() -> None:
+    clips = ClipFrames(ClipSettings(pre_roll_ms=1000, post_roll_ms=1000))
+    open_at = {3000, 3500, 4000}  # a track open after these frames (2 fps)
+    kept = [f for t in range(0, 8000, 500) for f in clips.frame(t, f"f{t}", tracking=t in open_at)]
+    assert [t for t, _ in kept] == [2000, 2500, 3000, 3500, 4000, 4500, 5000]
+    assert len(clips.recent) <= 3  # only the pre-roll waits
+    crowded = ClipFrames(ClipSettings(pre_roll_ms=60_000, post_roll_ms=0))
+    for t in range(5000):
+        crowded.frame(t, "f", tracking=False)
+    assert len(crowded.recent) == RECENT_MOST
+
+
+def test_tracking_keeps_the_frames_around_its_tracks_and_a_restored_state_keeps_the_same() -> None:
+    rules = CameraRules(zones=[DOCK], lines=[DOOR], reorder_window_ms=1000, clips=ClipSettings(pre_roll_ms=2000, post_roll_ms=2000))
+    recs = records(2)
+    tracking = CameraTracking("lobby", rules)
+    for r in recs:
+        tracking.take(r)
+    tracking.finish()
+    kept = tracking.take_kept()
+    assert kept and tracking.take_kept() == []
+    assert [uri for _, uri in kept] == sorted({uri for _, uri in kept}, key=[r["uri"] for r in recs].index)  # in order, once
+    first = CameraTracking("lobby", rules)
+    for r in recs[:25]:
+        first.take(r)
+    restored = CameraTracking.from_state("lobby", rules, json.loads(json.dumps(first.to_state())))
+    for r in recs[25:]:
+        restored.take(r)
+    restored.finish()
+    assert first.take_kept() + restored.take_kept() == kept
+    untracked = CameraTracking("lobby", RULES)  # clips off
+    for r in recs:
+        untracked.take(r)
+    assert untracked.take_kept() == []

@@ -658,6 +658,24 @@ class ServingSpec(Strict):
     ingress_max_ongoing_requests: int = Field(default=32, ge=1, le=100_000, description="Batches one ingress replica handles at once.")
 
 
+class ClipsSpec(Strict):
+    """Frames kept around events after the bucket's TTL: a copy of every frame from `preRollSeconds` before a track is
+    first seen to `postRollSeconds` after its last sighting, under `Clips/<camera>/` in the fleet's bucket. The console
+    makes an event's clip (MP4) from them when someone asks for it."""
+
+    enabled: bool = Field(default=True, description="Keep the frames around events (needs events.enabled).")
+    pre_roll_seconds: float = Field(default=5.0, ge=0, le=60, description="Frames kept before a track is first seen.")
+    post_roll_seconds: float = Field(default=5.0, ge=0, le=60, description="Frames kept after a track's last sighting.")
+    keep_days: int = Field(
+        default=7,
+        ge=1,
+        le=365,
+        description="Kept frames are deleted this many days after they were kept. On S3 the fleet's lifecycle rule expires "
+        "objects after the longer of this and the frames' TTL (the producers delete frames after their TTL themselves).",
+    )
+    max_seconds: float = Field(default=120.0, ge=5, le=600, description="Longest clip the console makes (an event's first seconds).")
+
+
 class EventsSpec(Strict):
     enabled: bool = Field(
         default=False,
@@ -681,6 +699,11 @@ class EventsSpec(Strict):
     max_lost_seconds: float = Field(
         default=3.0, gt=0, le=600, description="A track not seen for this long has ended (its events end at its last sighting)."
     )
+    clips: ClipsSpec = Field(default_factory=ClipsSpec, description="Frames kept around events, for their clips.")
+
+    @property
+    def keeps_clips(self) -> bool:
+        return self.enabled and self.clips.enabled
 
 
 class ResultsSpec(Strict):
@@ -907,6 +930,11 @@ class FleetSpec(Strict):
         return ServingAppSpec(
             fleet=fleet, models=self.models, bucket=self.bucket, serving=self.serving, max_frame_age_ms=self.consumer.max_frame_age_ms
         )
+
+    def bucket_retention_seconds(self) -> int:
+        """How long the fleet's bucket keeps anything at most: the frames' TTL, or the kept frames' days if longer."""
+        clips = self.events.clips.keep_days * 86400 if self.events.keeps_clips else 0
+        return max(self.bucket.ttl_seconds, clips)
 
     def requested_cpus(self) -> float:
         """Ray CPUs the fleet reserves at start (initial replicas and actors)."""

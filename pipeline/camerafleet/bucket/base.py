@@ -34,6 +34,25 @@ def summary_key(fleet: str, run_id: str, role: str) -> str:
     return f"Summaries/{fleet}/{run_id}-{role}.json"
 
 
+def clip_folder(camera_id: str) -> str:
+    """Where a camera's frames kept for clips go: beside the frames, outside the camera's own folder, which producers
+    sweep at the frames' TTL (camera ids are lower case, so no camera's folder can be `Clips`)."""
+    return f"Clips/{camera_id}"
+
+
+def clip_name(capture_ms: int) -> str:
+    """A kept frame's name: its capture time, zero-padded so that names sort in time order."""
+    return f"{capture_ms:013d}.jpg"
+
+
+def clip_key(camera_id: str, capture_ms: int) -> str:
+    return f"{clip_folder(camera_id)}/{clip_name(capture_ms)}"
+
+
+def capture_ms_of_clip_key(key: str) -> int:
+    return int(key.rsplit("/", 1)[-1].removesuffix(".jpg"))
+
+
 def check_key(key: str) -> str:
     """Refuse keys that could leave the bucket: `..`, absolute paths, empty or odd segments."""
     parts = key.split("/")
@@ -68,6 +87,15 @@ class FrameBucket(ABC):
         or bucket_unavailable otherwise."""
         return self._get(self.key_of(uri))
 
+    def keep(self, uri: str, key: str) -> None:
+        """Copy the frame at `uri` to `key` inside the bucket (again is harmless); BucketError with frame_missing when
+        it has expired."""
+        self._copy(self.key_of(uri), check_key(key))
+
+    def keys(self, folder: str, after: str, upto: str, most: int) -> list[str]:
+        """The keys directly in `folder` whose names sort after `after` and up to `upto`, in order, at most `most`."""
+        return self._keys(check_key(folder), after, upto, most)
+
     @abstractmethod
     def prepare(self, ttl_seconds: int) -> None:
         """Create the bucket if needed and set up expiry of frames older than ttl_seconds."""
@@ -81,3 +109,9 @@ class FrameBucket(ABC):
 
     @abstractmethod
     def _get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def _copy(self, source: str, key: str) -> None: ...
+
+    @abstractmethod
+    def _keys(self, folder: str, after: str, upto: str, most: int) -> list[str]: ...

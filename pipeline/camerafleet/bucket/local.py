@@ -57,6 +57,26 @@ class DirectoryBucket(FrameBucket):
         except PermissionError as err:
             raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot read {path}: {err.strerror}") from None
 
+    def _copy(self, source: str, key: str) -> None:
+        """A hard link: no bytes copied, and the frame's data stays when the producer's sweep unlinks the frame."""
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(self._path(source), path)
+        except FileExistsError:
+            return
+        except FileNotFoundError:
+            raise BucketError(Reason.FRAME_MISSING, f"frame {source} is not in the bucket (expired or never written)") from None
+        except OSError as err:
+            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot keep {source} as {key}: {err.strerror}") from None
+
+    def _keys(self, folder: str, after: str, upto: str, most: int) -> list[str]:
+        try:
+            names = sorted(n for n in os.listdir(self._path(folder)) if after < n <= upto and not n.startswith("."))
+        except FileNotFoundError:
+            return []
+        return [f"{folder}/{n}" for n in names[:most]]
+
     def sweep(self, prefix: str, ttl_seconds: float) -> int:
         folder = self._path(prefix.rstrip("/")) if prefix else self.root
         cutoff = time.time() - ttl_seconds

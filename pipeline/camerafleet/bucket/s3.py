@@ -13,7 +13,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
-from minio.commonconfig import ENABLED, Filter
+from minio.commonconfig import ENABLED, CopySource, Filter
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
@@ -96,6 +96,31 @@ class S3Bucket(FrameBucket):
             if resp is not None:
                 resp.close()
                 resp.release_conn()
+
+    def _copy(self, source: str, key: str) -> None:
+        """A server-side copy: the frame's bytes do not pass through this process."""
+        try:
+            self.client.copy_object(self.bucket, self._object(key), CopySource(self.bucket, self._object(source)))
+        except S3Error as err:
+            if err.code in ("NoSuchKey", "NoSuchBucket"):
+                raise BucketError(Reason.FRAME_MISSING, f"frame {source} is not in the bucket (expired or never written)") from None
+            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot keep frame {source}: {err.code}") from None
+        except NETWORK_ERRORS as err:
+            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"S3 endpoint unreachable keeping frame {source}: {type(err).__name__}") from None
+
+    def _keys(self, folder: str, after: str, upto: str, most: int) -> list[str]:
+        base = self._object(folder) + "/"
+        keys: list[str] = []
+        try:
+            for o in self.client.list_objects(self.bucket, prefix=base, start_after=base + after):
+                name = o.object_name[len(base) :]
+                if name > upto or len(keys) >= most:
+                    break
+                if "/" not in name:
+                    keys.append(f"{folder}/{name}")
+        except (S3Error, *NETWORK_ERRORS) as err:
+            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot list {folder}: {err}") from None
+        return keys
 
     def sweep(self, prefix: str, ttl_seconds: float) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=ttl_seconds)

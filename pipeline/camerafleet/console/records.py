@@ -135,6 +135,7 @@ class Timeline(Record):
     cameras: list[str] = Field(description="Cameras with kept events (the filters' choices).")
     places: list[str] = Field(description="Zones and lines with kept events.")
     labels: list[str] = Field(description="Labels with kept events.")
+    clips: bool = Field(default=False, description="Whether events have clips (/api/clip.mp4?event=<id>).")
 
 
 class CameraTile(Record):

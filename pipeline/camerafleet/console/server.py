@@ -29,6 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, FrameBucket
+from camerafleet.bucket.base import clip_key
+from camerafleet.console.clips import ClipMaker, ClipNotKept
 from camerafleet.console.view import FleetView, FrameNotKept
 from camerafleet.imaging import ImageError, decode_jpeg
 
@@ -44,7 +46,7 @@ STATIC = {
     "/console.css": ("console.css", "text/css; charset=utf-8"),
 }
 SECURITY_HEADERS = {
-    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -60,20 +62,27 @@ class FrameCache:
         self.entries = entries
         self.cache: OrderedDict[tuple[str, tuple[str, int], bool], bytes] = OrderedDict()
 
-    async def get(self, camera_id: str, frame: tuple[str, int], uri: str, tile: bool) -> bytes:
-        """`frame`: which of the camera's frames, ("frame", seq) or ("snapshot", capture ms)."""
+    async def get(self, camera_id: str, frame: tuple[str, int], uris: list[str], tile: bool) -> bytes:
+        """`frame`: which of the camera's frames, ("frame", seq) or ("snapshot", capture ms); from the first of `uris`
+        the bucket has."""
         key = (camera_id, frame, tile)
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
-        data = await asyncio.to_thread(self._load, uri, tile)
+        data = await asyncio.to_thread(self._load, uris, tile)
         self.cache[key] = data
         while len(self.cache) > self.entries:
             self.cache.popitem(last=False)
         return data
 
-    def _load(self, uri: str, tile: bool) -> bytes:
-        data = self.bucket.get(uri)
+    def _load(self, uris: list[str], tile: bool) -> bytes:
+        for i, uri in enumerate(uris):
+            try:
+                data = self.bucket.get(uri)
+                break
+            except BucketError as err:
+                if err.reason != Reason.FRAME_MISSING or i == len(uris) - 1:
+                    raise
         if not tile:
             return data
         image = decode_jpeg(data, cover=(TILE_WIDTH, 1))
@@ -144,7 +153,14 @@ class _TokenGate:
         await answer(scope, receive, send)
 
 
-def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping: asyncio.Event, token: str | None = None) -> Starlette:
+def console_app(
+    view: FleetView,
+    frames: FrameCache,
+    refresh_s: float,
+    stopping: asyncio.Event,
+    token: str | None = None,
+    clips: ClipMaker | None = None,
+) -> Starlette:
     """The console's ASGI app over `view`; live streams push changes every `refresh_s` and end on `stopping`.
     With `token`, only requests that carry it are answered (`_TokenGate`)."""
     streams = 0
@@ -169,23 +185,28 @@ def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping:
         seq: int = request.path_params["seq"]
         if seq > MAX_SEQ:
             raise HTTPException(404, "no such frame")
-        return await _jpeg(request, lambda camera_id: view.frame_uri(camera_id, seq), ("frame", seq))
+        return await _jpeg(request, lambda camera_id: [view.frame_uri(camera_id, seq)], ("frame", seq))
 
     async def snapshot(request: Request) -> Response:
         capture_ms: int = request.path_params["capture_ms"]
         if capture_ms > MAX_SEQ:
             raise HTTPException(404, "no such snapshot")
-        return await _jpeg(request, lambda camera_id: view.snapshot_uri(camera_id, capture_ms), ("snapshot", capture_ms))
 
-    async def _jpeg(request: Request, uri_of: Callable[[str], str], key: tuple[str, int]) -> Response:
-        """A kept frame's JPEG, whole or scaled for a tile; `uri_of` finds it (FrameNotKept when it is not kept)."""
+        def uris(camera_id: str) -> list[str]:  # once the frame has expired, its copy kept for clips
+            uri = view.snapshot_uri(camera_id, capture_ms)
+            return [uri, frames.bucket.uri_of(clip_key(camera_id, capture_ms))] if clips else [uri]
+
+        return await _jpeg(request, uris, ("snapshot", capture_ms))
+
+    async def _jpeg(request: Request, uris_of: Callable[[str], list[str]], key: tuple[str, int]) -> Response:
+        """A kept frame's JPEG, whole or scaled for a tile, from the first of `uris_of`'s places that has it
+        (FrameNotKept when the console keeps no such frame)."""
         camera_id = camera_of(request)
         size = request.query_params.get("size", "tile")
         if size not in ("tile", "full"):
             raise HTTPException(400, "size must be tile or full")
         try:
-            uri = uri_of(camera_id)
-            data = await frames.get(camera_id, key, uri, tile=size == "tile")
+            data = await frames.get(camera_id, key, uris_of(camera_id), tile=size == "tile")
         except FrameNotKept as err:
             raise HTTPException(404, str(err)) from None
         except BucketError as err:
@@ -196,6 +217,18 @@ def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping:
         except ImageError:
             raise HTTPException(404, "frame cannot be decoded") from None
         return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=300, immutable"})
+
+    async def clip(request: Request) -> Response:
+        if clips is None:
+            raise HTTPException(404, "this fleet keeps no clips (events.clips.enabled is false)")
+        try:
+            camera_id, start_ms, end_ms = view.event_span(request.query_params.get("event", ""))
+            data = await clips.clip(camera_id, start_ms, end_ms)
+        except (FrameNotKept, ClipNotKept) as err:
+            raise HTTPException(404, str(err)) from None
+        except BucketError:
+            raise HTTPException(503, "the frame bucket does not answer; try again") from None
+        return Response(data, media_type="video/mp4", headers={"cache-control": "private, max-age=60"})
 
     async def events(request: Request) -> Response:
         if streams >= MAX_STREAMS:
@@ -227,6 +260,7 @@ def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping:
         if kind not in (None, "object", "zone", "loiter", "line"):
             raise HTTPException(400, "kind must be object, zone, loiter or line")
         answer = view.timeline(camera=camera, place=q.get("place") or None, label=q.get("label") or None, kind=kind)
+        answer = answer.model_copy(update={"clips": clips is not None})
         return Response(answer.model_dump_json(by_alias=True), media_type="application/json")
 
     async def healthz(request: Request) -> Response:
@@ -250,6 +284,7 @@ def console_app(view: FleetView, frames: FrameCache, refresh_s: float, stopping:
         Route("/api/cameras/{camera_id}/frames/{seq:int}", frame, methods=get),
         Route("/api/cameras/{camera_id}/snapshots/{capture_ms:int}", snapshot, methods=get),
         Route("/api/timeline", timeline, methods=get),
+        Route("/api/clip.mp4", clip, methods=get),
     ]
     gate = [Middleware(_TokenGate, token=token)] if token else []
     return Starlette(routes=routes, middleware=[Middleware(_Headers), *gate], exception_handlers={HTTPException: http_error})

@@ -17,7 +17,9 @@ from aiokafka import TopicPartition
 
 from camerafleet.admission import KafkaBacklog
 from camerafleet.api.manifest import FleetSpec
-from camerafleet.bucket import open_bucket
+from camerafleet.bucket import FrameBucket, open_bucket
+from camerafleet.clip_store import ClipStore
+from camerafleet.console.clips import ClipMaker, ClipWindow
 from camerafleet.console.feeds import ReplicaReader, follow_events, follow_lag, follow_replicas, follow_results
 from camerafleet.console.records import PoolView, Shape
 from camerafleet.console.server import FrameCache, console_app
@@ -58,14 +60,23 @@ def _shapes(spec: FleetSpec) -> dict[str, list[Shape]]:
     }
 
 
+def _clips(spec: FleetSpec, bucket: FrameBucket) -> ClipMaker | None:
+    c = spec.events.clips
+    if not spec.events.keeps_clips:
+        return None
+    window = ClipWindow(round(c.pre_roll_seconds * 1000), round(c.post_roll_seconds * 1000), round(c.max_seconds * 1000))
+    return ClipMaker(ClipStore(bucket, c.keep_days), window)
+
+
 class Console:
     def __init__(self, spec: FleetSpec, fleet: str, options: ConsoleOptions):
         self.spec = spec
         self.options = options
         self.view = FleetView(fleet, _cameras(spec), _models(spec), shapes=_shapes(spec))
         self.stopping = asyncio.Event()
-        frames = FrameCache(open_bucket(spec.bucket), entries=2 * len(spec.cameras) + 32)
-        app = console_app(self.view, frames, options.refresh_s, self.stopping, options.token)
+        bucket = open_bucket(spec.bucket)
+        frames = FrameCache(bucket, entries=2 * len(spec.cameras) + 32)
+        app = console_app(self.view, frames, options.refresh_s, self.stopping, options.token, clips=_clips(spec, bucket))
         config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False, lifespan="off")
         self.server = _EmbeddedServer(config)
         self.feeds: list[asyncio.Task[None]] = []

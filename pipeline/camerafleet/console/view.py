@@ -208,6 +208,14 @@ class FleetView:
                 return e.snapshot_uri
         raise FrameNotKept(f"camera {camera_id!r} has no kept event with a snapshot at {capture_ms}")
 
+    def event_span(self, event_id: str) -> tuple[str, int, int]:
+        """The camera of a kept event, its start and its end (or its latest record, while it goes on); FrameNotKept
+        for an event the console does not keep."""
+        records = [e.view for e in self.events if e.view.id == event_id]
+        if not records:
+            raise FrameNotKept("no such event among the console's recent events")
+        return records[0].camera_id, records[0].start_ms, max(r.at_ms for r in records)
+
     def update_producers(self, stats: dict[str, ProducerCameraStats]) -> None:
         for cam_id, stats_of in stats.items():
             cam = self.cameras.get(cam_id)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from camerafleet.api.geometry import line_problem, polygon_problem
+from camerafleet.tracking.clips import ClipFrames, ClipSettings
 from camerafleet.tracking.events import CameraEvents, Event, EventSettings, Frame, LineRule, ZoneRule
 from camerafleet.tracking.tracker import Detection, Tracker, TrackerSettings
 
@@ -86,6 +87,7 @@ class CameraRules:
     reorder_window_ms: int = 2000
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     events: EventSettings = field(default_factory=EventSettings)
+    clips: ClipSettings | None = None  # None: no frames kept for clips
 
 
 class CameraTracking:
@@ -102,6 +104,8 @@ class CameraTracking:
         self.problems: list[str] = []  # zones or lines that do not fit the camera's frame (they are left out)
         self.events = CameraEvents(camera_id, settings=rules.events)
         self.frame_size: tuple[int, int] | None = None
+        self.clips = ClipFrames(rules.clips) if rules.clips else None
+        self.kept: list[tuple[int, str]] = []  # frames to keep for clips (capture ms, uri), until `take_kept`
 
     def take(self, record: dict[str, Any]) -> list[Event]:
         """A result from the results topic; returns the events of the results it releases."""
@@ -128,6 +132,12 @@ class CameraTracking:
         self.events.settings = rules.events
         for tracker in self.trackers.values():
             tracker.settings = rules.tracker
+        if rules.clips is None:
+            self.clips = None
+        elif self.clips is None:
+            self.clips = ClipFrames(rules.clips)
+        else:
+            self.clips.settings = rules.clips
         if self.frame_size is not None:
             width, height = self.frame_size
             self.frame_size = None
@@ -154,7 +164,14 @@ class CameraTracking:
             tracker = self.trackers.setdefault(model, Tracker(self.rules.tracker))
             update = tracker.update(result.capture_ms / 1000, result.detections.get(model, []))
             out += self.events.observe(model, frame, update)
+        if self.clips is not None and result.uri:
+            self.kept += self.clips.frame(result.capture_ms, result.uri, tracking=bool(self.events.tracks))
         return out
+
+    def take_kept(self) -> list[tuple[int, str]]:
+        """The frames to keep for clips (capture ms, uri) since the last call."""
+        kept, self.kept = self.kept, []
+        return kept
 
     def _fit(self, width: int, height: int) -> None:
         """Check the zones and lines against the frame's size, once it is known (and again if it changes)."""
@@ -183,6 +200,7 @@ class CameraTracking:
             "released_ms": self.released_ms,
             "newest_ms": self.newest_ms,
             "events": self.events.to_state(),
+            "clips": self.clips.to_state() if self.clips else None,
         }
 
     @classmethod
@@ -193,4 +211,6 @@ class CameraTracking:
         c.released.extend(state["released"])
         c.released_ms, c.newest_ms = state["released_ms"], state["newest_ms"]
         c.events.restore(state["events"])
+        if c.clips is not None and state.get("clips"):  # states saved before clips have none
+            c.clips.restore(state["clips"])
         return c

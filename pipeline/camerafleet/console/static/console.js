@@ -11,6 +11,8 @@ const palette = ["#ff7b72", "#79c0ff", "#d2a8ff", "#ffa657", "#7ee787", "#f2cc60
 const $ = (id) => document.getElementById(id);
 let detailCamera = null;
 let pinned = null; // the event whose snapshot the detail view shows instead of the live frame
+let clipsKept = false; // whether the fleet keeps frames around events (/api/timeline says)
+let pendingClip = null; // a clip asked for from the fleet's list, played once its camera's view is open
 const EVENTS_EVERY_MS = 3000;
 
 function colour(model) {
@@ -305,8 +307,29 @@ function eventRow(e, withCamera) {
     else showSnapshot(e);
   });
   td.append(button);
+  if (clipsKept) { // an event still going on: its clip so far
+    const play = el("button", { type: "button", class: "snapshot clip" }, "clip");
+    play.addEventListener("click", () => {
+      if (withCamera) { pendingClip = e; location.hash = `#camera/${encodeURIComponent(e.cameraId)}`; }
+      else playClip(e);
+    });
+    td.append(" ", play);
+  }
   tr.append(td);
   return tr;
+}
+
+// An event's clip (its camera's kept frames from a few seconds before to a few after), made by the console on demand.
+function playClip(e) {
+  const figure = $("detail-clip-figure");
+  const video = $("detail-clip");
+  figure.hidden = false;
+  $("detail-clip-caption").textContent = `${timeOf(e.startMs)}: ${describeEvent(e)}, track #${e.trackId} (making the clip...)`;
+  video.onloadeddata = () => { $("detail-clip-caption").textContent = `${timeOf(e.startMs)}: ${describeEvent(e)}, track #${e.trackId}`; };
+  video.onerror = () => { $("detail-clip-caption").textContent = "no clip: its frames are no longer kept"; };
+  video.src = `api/clip.mp4?event=${encodeURIComponent(e.id)}`;
+  video.play().catch(() => {}); // autoplay may be refused; the controls are there
+  figure.scrollIntoView({ block: "nearest" });
 }
 
 // A select's choices follow what is kept; the current choice stays even when nothing matches it any more.
@@ -328,6 +351,7 @@ async function loadFleetEvents() {
   const resp = await fetch(`api/timeline?${query}`);
   if (!resp.ok) return;
   const t = await resp.json();
+  clipsKept = t.clips;
   $("fleet-events").hidden = t.kept === 0;
   setChoices(form.elements.camera, t.cameras);
   setChoices(form.elements.place, t.places);
@@ -362,9 +386,11 @@ async function loadCameraEvents(camera) {
   const resp = await fetch(`api/timeline?camera=${encodeURIComponent(camera)}`);
   if (!resp.ok || detailCamera !== camera) return;
   const t = await resp.json();
+  clipsKept = t.clips;
   $("detail-events").hidden = t.events.length === 0;
   drawTimeline($("detail-timeline"), t.events);
   $("detail-events-table").tBodies[0].replaceChildren(...t.events.slice(0, 50).map((e) => eventRow(e, false)));
+  if (pendingClip && pendingClip.cameraId === camera) { playClip(pendingClip); pendingClip = null; }
 }
 
 // An event's best frame with its track's box and id, in place of the live frame until "back to live".
@@ -407,6 +433,8 @@ function route() {
   const keep = pinned && pinned.cameraId === detailCamera ? pinned : null; // a snapshot asked for from the fleet's list
   pinned = null;
   refreshEvents();
+  $("detail-clip-figure").hidden = true;
+  $("detail-clip").removeAttribute("src");
   if (detailCamera !== null) {
     $("detail-image").removeAttribute("src");
     delete $("detail-image").dataset.seq;
