@@ -43,6 +43,7 @@ from camerafleet.events_stage import event_record
 from camerafleet.runner import FleetRunner, RunOptions
 from camerafleet.tracking.camera import CameraTracking, TrackedResult
 from camerafleet.tracking.tracker import Tracker
+from camerafleet_dev.fleets import centerface, isolated_fleet
 from camerafleet_dev.truth_judge import TrackedBox, judge_events, track_metrics
 from camerafleet_dev.truth_scenes import REFERENCE, SCENES, Scene, truth_events, write_scene
 
@@ -78,39 +79,17 @@ def manifest(name: str, scene: Scene, clip: Path, truth: dict[str, Any], fps_val
         }
         for fps in fps_values
     ]
-    return {
-        "apiVersion": "camerafleet.io/v1alpha1",
-        "kind": "CameraFleet",
-        "metadata": {"name": name},
-        "spec": {
-            "cameras": cameras,
-            "models": [
-                {
-                    "name": "faces",
-                    "type": "face",
-                    "modelUri": str(ROOT / "models/centerface.onnx"),
-                    "face": {"inputWidth": 640, "inputHeight": 384, "scoreThreshold": 0.5},
-                    "batching": {"maxBatchSize": 4, "batchWaitTimeoutMs": 20},
-                    "resources": {"cpus": 0.5},
-                }
-            ],
-            "kafka": {
-                "bootstrapServers": kafka,
-                "topicPrefix": f"{name}_camera_",
-                "resultsTopic": f"{name}_results",
-                "deadLetterTopic": f"{name}_deadletter",
-                "eventsTopic": f"{name}_events",
-                "consumerGroup": name,
-            },
-            "bucket": {"uri": f"file://{work}/frames"},
-            "serving": {"appName": name, "routePrefix": f"/{name}"},
-            "results": {"logDir": str(work / "runs")},
-            # Every slot is taken and waits for the model, however busy the machine: the truth has them all.
-            "producer": {"admission": {"mode": "off"}},
-            "consumer": {"actors": 1, "maxFrameAgeMs": 120_000, "inferenceTimeoutSeconds": 120},
-            "events": {"enabled": True, "reorderWindowMs": 1000},
-        },
-    }
+    return isolated_fleet(
+        name,
+        kafka,
+        work,
+        cameras=cameras,
+        models=[centerface(ROOT / "models")],
+        # Every slot is taken and waits for the model, however busy the machine: the truth has them all.
+        producer={"admission": {"mode": "off"}},
+        consumer={"actors": 1, "maxFrameAgeMs": 120_000, "inferenceTimeoutSeconds": 120},
+        events={"enabled": True, "reorderWindowMs": 1000},
+    )
 
 
 def camera_id(scene: Scene, fps: float) -> str:
