@@ -107,6 +107,17 @@ def processed_since(c: Cluster, camera: str, since_ms: int) -> list[dict[str, An
     ]
 
 
+def unschedulable(c: Cluster, ns: str) -> list[str]:
+    """Pods of `ns` the scheduler could not place, with its reason."""
+    return [
+        f"{p['metadata']['name']}: {cond.get('message')}"
+        for p in c.items("pods", ns=ns)
+        if p["status"].get("phase") == "Pending"
+        for cond in p["status"].get("conditions", [])
+        if cond.get("reason") == "Unschedulable"
+    ]
+
+
 def report(name: str, text: str) -> None:
     measured[name] = text
     REPORT.parent.mkdir(parents=True, exist_ok=True)
@@ -552,6 +563,73 @@ def serve_replicas(c: Cluster) -> dict[str, set[str]]:
         name: {r["actor_id"] for r in d.get("replicas", []) if r.get("state") == "RUNNING"}
         for name, d in (app.get("deployments") or {}).items()
     }
+
+
+def test_a_second_fleet_from_the_same_example_in_another_namespace_shares_nothing(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Issue 24, tenancy on the cluster: the same manifest (fleet `example`, Kafka names unset), applied by a
+    second team in namespace tenant-b against the same Kafka and bucket, runs on topics, a consumer group and
+    a bucket folder of its own: both fleets Ready with balanced ledgers, each results topic holding only its
+    own cameras' frames. Deleting the second (topicDeletionPolicy Delete) removes its topics only: the first
+    fleet's topics, objects and lifecycle rule stay, and it stays Ready.
+
+    It runs while the first fleet is at rest, before the tests that grow its pools and fault its nodes: two fleets
+    of the production layout fill the CPU requests of this 2-core node (in one run, after the GPU node's fault,
+    the first fleet still held two consumer workers and the second's consumer worker found no room)."""
+    c = installed
+    other_ns, other_own = "tenant-b", f"tenant-b.{FLEET}"
+    c.kubectl("create", "namespace", other_ns, check=False)
+    s3 = c.get("secret", "camerafleet-s3") or {}  # the second team's own copy of the S3 credentials
+    c.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "camerafleet-s3", "namespace": other_ns}, "data": s3["data"]})
+    doc = readme_fleet(c)
+    doc["metadata"]["namespace"] = other_ns
+    doc["spec"]["kafka"]["topicDeletionPolicy"] = "Delete"
+    own_topics = [*camera_topics(doc, other_own), f"{other_own}.results", f"{other_own}.deadletter"]
+    asyncio.run(_fresh_kafka(c.kafka, own_topics))
+    c.apply(doc)
+    try:
+
+        def second_ready() -> bool:
+            status = (c.get("camerafleet", FLEET, other_ns) or {}).get("status") or {}
+            return any(x["type"] == "Ready" and x["status"] == "True" for x in status.get("conditions", []))
+
+        try:
+            wait_for("the second fleet READY", second_ready, READY_TIMEOUT_S, 5)
+        except AssertionError as err:  # say why: its conditions, and Pods the scheduler could not place
+            status = (c.get("camerafleet", FLEET, other_ns) or {}).get("status") or {}
+            conditions = [(x["type"], x["status"], x.get("message")) for x in status.get("conditions", [])]
+            raise AssertionError(
+                f"{err}; conditions {conditions}; unschedulable: {unschedulable(c, other_ns) + unschedulable(c, NS)}"
+            ) from None
+        first, second = c.get("camerafleet", FLEET)["status"], c.get("camerafleet", FLEET, other_ns)["status"]
+        assert first["kafkaClusterId"] == second["kafkaClusterId"], "one Kafka"
+        assert not set(first["topics"]) & set(second["topics"]), (first["topics"], second["topics"])
+        assert sorted(second["createdTopics"]) == sorted(own_topics), second["createdTopics"]
+        wait_for("frames of the second fleet processed", lambda: ledger(c, doc, own=other_own)["records"], RECOVERY_TIMEOUT_S, 10)
+        for own, manifest in ((OWN, fleet), (other_own, doc)):
+            book = ledger(c, manifest, own=own)
+            assert not book["missing"], f"{own}: {len(book['missing'])} frames without a result"
+            results = asyncio.run(_results(c.kafka, f"{own}.results"))
+            strangers = {r["topic"] for r in results} - set(camera_topics(manifest, own))
+            assert results and not strangers, f"{own}.results holds another fleet's frames: {strangers}"
+        assert _has_objects(c, fleet, NS) and _has_objects(c, doc, other_ns), "each fleet's frames in its own folder"
+        rules_before = _lifecycle_rules(c, fleet)
+        assert len(rules_before) >= 2, f"each fleet's expiry rule in the bucket's lifecycle: {rules_before}"
+    finally:
+        c.kubectl("delete", "camerafleet", FLEET, "-n", other_ns, "--wait=true", "--timeout=600s", check=False)
+    left = asyncio.run(_existing_topics(c.kafka))
+    assert not set(own_topics) & left, f"the second fleet's topics were not deleted: {set(own_topics) & left}"
+    assert set(camera_topics(fleet)) | {RESULTS, DEADLETTER} <= left, "the first fleet's topics are untouched"
+    assert _has_objects(c, fleet, NS), "the first fleet's objects are untouched"
+    first_rules = {r for r in rules_before if f"/{NS}/{FLEET}/" in r}
+    assert first_rules and first_rules <= _lifecycle_rules(c, fleet), f"the first fleet's lifecycle rule is kept: {first_rules}"
+    wait_for("the first fleet still READY", lambda: c.condition(FLEET, "Ready").get("status") == "True", RECOVERY_TIMEOUT_S, 5)
+    book = ledger(c, fleet)
+    assert not book["missing"], f"the first fleet lost {len(book['missing'])} frames"
+    report(
+        "two fleets from one example",
+        f"topics, group and folder apart; deleting tenant-b's left default's intact ({book['announced']} frames)",
+    )
+    c.kubectl("delete", "namespace", other_ns, "--wait=false", check=False)
 
 
 def test_a_model_edit_restarts_no_replica_of_another_model_and_the_edited_one_keeps_serving(
@@ -1068,62 +1146,6 @@ def _lifecycle_rules(c: Cluster, fleet: dict[str, Any]) -> set[str]:
 def _has_objects(c: Cluster, fleet: dict[str, Any], ns: str) -> bool:
     client, name, folder = bucket(c, fleet, ns)
     return next(iter(client.list_objects(name, prefix=folder, recursive=True)), None) is not None
-
-
-def test_a_second_fleet_from_the_same_example_in_another_namespace_shares_nothing(installed: Cluster, fleet: dict[str, Any]) -> None:
-    """Issue 24, tenancy on the cluster: the same manifest (fleet `example`, Kafka names unset), applied by a
-    second team in namespace tenant-b against the same Kafka and bucket, runs on topics, a consumer group and
-    a bucket folder of its own: both fleets Ready with balanced ledgers, each results topic holding only its
-    own cameras' frames. Deleting the second (topicDeletionPolicy Delete) removes its topics only: the first
-    fleet's topics, objects and lifecycle rule stay, and it stays Ready."""
-    c = installed
-    other_ns, other_own = "tenant-b", f"tenant-b.{FLEET}"
-    c.kubectl("create", "namespace", other_ns, check=False)
-    s3 = c.get("secret", "camerafleet-s3") or {}  # the second team's own copy of the S3 credentials
-    c.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "camerafleet-s3", "namespace": other_ns}, "data": s3["data"]})
-    doc = readme_fleet(c)
-    doc["metadata"]["namespace"] = other_ns
-    doc["spec"]["kafka"]["topicDeletionPolicy"] = "Delete"
-    own_topics = [*camera_topics(doc, other_own), f"{other_own}.results", f"{other_own}.deadletter"]
-    asyncio.run(_fresh_kafka(c.kafka, own_topics))
-    c.apply(doc)
-    try:
-
-        def second_ready() -> bool:
-            status = (c.get("camerafleet", FLEET, other_ns) or {}).get("status") or {}
-            return any(x["type"] == "Ready" and x["status"] == "True" for x in status.get("conditions", []))
-
-        wait_for("the second fleet READY", second_ready, READY_TIMEOUT_S, 5)
-        first, second = c.get("camerafleet", FLEET)["status"], c.get("camerafleet", FLEET, other_ns)["status"]
-        assert first["kafkaClusterId"] == second["kafkaClusterId"], "one Kafka"
-        assert not set(first["topics"]) & set(second["topics"]), (first["topics"], second["topics"])
-        assert sorted(second["createdTopics"]) == sorted(own_topics), second["createdTopics"]
-        wait_for("frames of the second fleet processed", lambda: ledger(c, doc, own=other_own)["records"], RECOVERY_TIMEOUT_S, 10)
-        for own, manifest in ((OWN, fleet), (other_own, doc)):
-            book = ledger(c, manifest, own=own)
-            assert not book["missing"], f"{own}: {len(book['missing'])} frames without a result"
-            results = asyncio.run(_results(c.kafka, f"{own}.results"))
-            strangers = {r["topic"] for r in results} - set(camera_topics(manifest, own))
-            assert results and not strangers, f"{own}.results holds another fleet's frames: {strangers}"
-        assert _has_objects(c, fleet, NS) and _has_objects(c, doc, other_ns), "each fleet's frames in its own folder"
-        rules_before = _lifecycle_rules(c, fleet)
-        assert len(rules_before) >= 2, f"each fleet's expiry rule in the bucket's lifecycle: {rules_before}"
-    finally:
-        c.kubectl("delete", "camerafleet", FLEET, "-n", other_ns, "--wait=true", "--timeout=600s", check=False)
-    left = asyncio.run(_existing_topics(c.kafka))
-    assert not set(own_topics) & left, f"the second fleet's topics were not deleted: {set(own_topics) & left}"
-    assert set(camera_topics(fleet)) | {RESULTS, DEADLETTER} <= left, "the first fleet's topics are untouched"
-    assert _has_objects(c, fleet, NS), "the first fleet's objects are untouched"
-    first_rules = {r for r in rules_before if f"/{NS}/{FLEET}/" in r}
-    assert first_rules and first_rules <= _lifecycle_rules(c, fleet), f"the first fleet's lifecycle rule is kept: {first_rules}"
-    wait_for("the first fleet still READY", lambda: c.condition(FLEET, "Ready").get("status") == "True", RECOVERY_TIMEOUT_S, 5)
-    book = ledger(c, fleet)
-    assert not book["missing"], f"the first fleet lost {len(book['missing'])} frames"
-    report(
-        "two fleets from one example",
-        f"topics, group and folder apart; deleting tenant-b's left default's intact ({book['announced']} frames)",
-    )
-    c.kubectl("delete", "namespace", other_ns, "--wait=false", check=False)
 
 
 async def _existing_topics(bootstrap: str) -> set[str]:
