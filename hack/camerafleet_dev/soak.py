@@ -356,21 +356,26 @@ def main(argv: list[str] | None = None) -> int:
             write_report(args.out, series, events, elapsed / 60, args.warmup * 60)
             say(f"{elapsed / 60:.0f} of {args.minutes:.0f} min; report so far in {args.out / 'report.md'}")
         time.sleep(60)
-    events.append(f"end: {final_ledger(c, topics)}")
+    ledger, unanswered = final_ledger(c, topics)
+    events.append(f"end: {ledger}")
     write_report(args.out, series, events, args.minutes, args.warmup * 60)
     say(f"done: {events[-1]}; {args.out / 'report.md'}, {args.out / 'soak.png'}")
+    if unanswered:
+        say(f"FAILED: frames with neither a result nor a dead letter (topic, partition, offset): {sorted(unanswered)[:50]}")
+        return 1
     return 0
 
 
-def final_ledger(c: Cluster, topics: list[str]) -> str:
+def final_ledger(c: Cluster, topics: list[str]) -> tuple[str, set[tuple[str, int, int]]]:
     """Every frame announced by the end of the soak has a record: its result, or its dead letter (failed with
     a reason). The camera topics' ends are taken first and the group waited for until it has committed up to
     them, so frames announced while the ledger is read (the fleet keeps running) are not counted unanswered.
-    A frame answered twice (redelivered after a consumer Pod was deleted) is counted as such."""
+    A frame answered twice (redelivered after a consumer Pod was deleted) is counted as such. Returns the line for
+    the report and the Kafka positions of the frames unanswered."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    async def read() -> tuple[int, int, int]:
+    async def read() -> tuple[int, set[tuple[str, int, int]], int]:
         bootstrap = c.env["KAFKA_BOOTSTRAP"]
         announced = await end_offsets(bootstrap, topics)
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -402,10 +407,12 @@ def final_ledger(c: Cluster, topics: list[str]) -> str:
         finally:
             await consumer.stop()
         wanted = {(t, p, o) for t in topics for p, end in announced[t].items() for o in range(end)}
-        return len(wanted), len(wanted - answers.keys()), sum(1 for k in wanted if answers.get(k, 0) > 1)
+        return len(wanted), wanted - answers.keys(), sum(1 for k in wanted if answers.get(k, 0) > 1)
 
     announced, missing, twice = asyncio.run(read())
-    return f"ledger: {announced} frames announced, {missing} without a result or a dead letter, {twice} answered twice (redelivered)"
+    where = ", ".join(f"{t}/{p}@{o}" for t, p, o in sorted(missing)[:20])
+    line = f"ledger: {announced} frames announced, {len(missing)} without a result or a dead letter{f' ({where})' if where else ''}, {twice} answered twice (redelivered)"
+    return line, missing
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ from camerafleet.api.outcomes import Reason
 from camerafleet.kafka_access import client_options
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
+from camerafleet.removed_cameras import RemovedCameras
 from camerafleet.results_out import OutcomeTally, ResultsOut
 from camerafleet.stats import ConsumerStats
+from camerafleet.topics import KafkaUnavailable, unread_topics
 from camerafleet.transport import InferenceUnavailable, Transport, make_transport
 
 log = logging.getLogger("camerafleet.consumer")
@@ -77,6 +79,8 @@ class ConsumerActor:
         self.task: asyncio.Task | None = None
         self.stopping = False
         self.lag: dict[str, int] = {}
+        self.behind: set[str] = set()  # topics with a partition here not read to its high watermark
+        self.removed = RemovedCameras()
         self.incarnation = uuid.uuid4().hex
         self.born = time.monotonic()
         self.batch_seconds = 0.0  # summed over batches: the time integral of the batches in flight
@@ -111,18 +115,45 @@ class ConsumerActor:
             **client_options(),
         )
         await self.consumer.start()
+        await self._find_unread_removed_cameras()
         self._subscribe()
         self.task = asyncio.create_task(self._supervised())
 
+    def _camera_of(self) -> dict[str, str]:
+        """topic -> camera of every topic read: the fleet's cameras and those removed but not drained yet."""
+        return self.removed.cameras() | {self.spec.topic(c.id): c.id for c in self.spec.cameras}
+
     def _subscribe(self) -> None:
-        topics = sorted(self.spec.topic(c.id) for c in self.spec.cameras)
-        self.group.subscribe(topics, listener=_FinishBatchesBeforeRevoke(self))
+        self.group.subscribe(sorted(self._camera_of()), listener=_FinishBatchesBeforeRevoke(self))
 
     async def update_spec(self, spec_json: str) -> None:
-        """Apply a changed manifest: new cameras are subscribed, limits take effect on the next batch."""
-        old_topics = {self.spec.topic(c.id) for c in self.spec.cameras}
+        """Apply a changed manifest: new cameras are subscribed, limits take effect on the next batch, a removed
+        camera's topic is read until drained (`removed_cameras.py`)."""
+        old_topics = self._camera_of()
+        before = {self.spec.topic(c.id): c.id for c in self.spec.cameras}
         self.spec = FleetSpec.model_validate_json(spec_json)
-        if self.consumer is not None and {self.spec.topic(c.id) for c in self.spec.cameras} != old_topics:
+        self.removed.edit(before, {self.spec.topic(c.id): c.id for c in self.spec.cameras}, time.monotonic())
+        if self.consumer is not None and self._camera_of().keys() != old_topics.keys():
+            self._subscribe()
+
+    async def _find_unread_removed_cameras(self) -> None:
+        kafka = self.spec.kafka
+        try:
+            topics = await unread_topics(kafka.bootstrap_servers, kafka.consumer_group, kafka.topic_prefix)
+        except KafkaUnavailable as err:
+            log.warning("could not look for removed cameras' unread frames: %s", err)
+            return
+        fleet = {self.spec.topic(c.id) for c in self.spec.cameras}
+        self.removed.unread({t: t.removeprefix(kafka.topic_prefix) for t in topics if t not in fleet}, time.monotonic())
+
+    def _leave_drained_topics(self) -> None:
+        drained = self.removed.settle(self.behind, time.monotonic())
+        for d in drained:
+            if d.complete:
+                log.info("camera %s was removed: its topic %s is read to its end and left", d.camera, d.topic)
+            else:
+                self._note_error(f"camera {d.camera} was removed and its topic {d.topic} still gets frames: left unread after 15 min")
+        if drained:
             self._subscribe()
 
     async def _supervised(self) -> None:
@@ -158,6 +189,7 @@ class ConsumerActor:
         while not self.stopping:
             c = self.spec.consumer
             await self.settle(wait_all=False)
+            self._leave_drained_topics()
             if len(self.inflight) >= c.max_in_flight_batches:
                 await asyncio.wait([self.inflight[0].task])
                 continue
@@ -218,7 +250,7 @@ class ConsumerActor:
         began = time.monotonic()  # the batch's seconds in flight: the consumer's busy share
         try:
             spec = self.spec
-            camera_of = {spec.topic(c.id): c.id for c in spec.cameras}
+            camera_of = self._camera_of()
             now_ms = int(time.time() * 1000)
             records: list[ResultRecord] = []
             live: list[tuple[FrameMessage, KafkaPosition]] = []
@@ -252,7 +284,7 @@ class ConsumerActor:
         camera's is counted under that camera: an id read from the message would add a metric label and a
         ledger row per message."""
         at = KafkaPosition(topic=rec.topic, partition=rec.partition, offset=rec.offset)
-        topic_camera = camera_of.get(topic, topic)  # the group subscribes to the fleet's topics only
+        topic_camera = camera_of.get(topic, topic)  # the group reads the fleet's topics only
         try:
             msg = parse_frame_message(rec.value)
         except MessageError as err:
@@ -289,13 +321,18 @@ class ConsumerActor:
 
     async def _update_lag(self) -> None:
         assigned = self.group.assignment()
+        behind: set[str] = set()
         for tp in assigned:
             high = self.group.highwater(tp)
             if high is None:
+                behind.add(tp.topic)
                 continue
             lag = max(0, high - await self.group.position(tp))
+            if lag:
+                behind.add(tp.topic)
             self.lag[f"{tp.topic}/{tp.partition}"] = lag
             metrics.consumer_lag().set(lag, tags={"topic": tp.topic, "partition": str(tp.partition)})
+        self.behind = behind
         # Partitions another consumer took over are its to report: counted twice otherwise.
         for key in set(self.lag) - {f"{tp.topic}/{tp.partition}" for tp in assigned}:
             del self.lag[key]

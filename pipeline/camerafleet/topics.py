@@ -341,6 +341,21 @@ async def wait_committed(bootstrap: str, group: str, want: dict[tuple[str, int],
             await admin.close()
 
 
+async def unread_topics(bootstrap: str, group: str, prefix: str, timeout_s: float = 15.0) -> list[str]:
+    """The camera topics (named `<prefix>...`) on which `group` has committed short of the end: frames announced
+    and never answered, as a removed camera leaves when its consumers restart before they have read it all."""
+    admin = await connect_admin(bootstrap, timeout_s)
+    try:
+        committed = await asyncio.wait_for(admin.list_consumer_group_offsets(group), timeout=timeout_s)
+    except (TimeoutError, KafkaError, OSError) as err:
+        raise KafkaUnavailable(f"cannot read the offsets group {group} committed at {bootstrap}: {type(err).__name__}: {err}") from None
+    finally:
+        await admin.close()
+    topics = sorted({tp.topic for tp in committed if tp.topic.startswith(prefix)})
+    ends = await end_offsets(bootstrap, topics, timeout_s) if topics else {}
+    return [t for t in topics if any(meta.offset < ends[t].get(tp.partition, 0) for tp, meta in committed.items() if tp.topic == t)]
+
+
 async def read_span(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int], timeout_s: float = 120.0) -> list[bytes]:
     """The values of `topic`'s messages in [start, end) per partition (a run's results: the record of every
     frame's outcome when the consumers keep no file of their own). Messages already expired by retention

@@ -1,6 +1,6 @@
 """While a fleet runs: its manifest gains a camera and a producer actor (applied in place), a camera's rate is
-lowered and raised again, a consumer actor is killed mid-stream and comes back. No frame is lost: every sampled
-frame is processed, and every frame keeps a sequence number of its own."""
+lowered and raised again, a consumer actor is killed mid-stream and comes back, the added camera is removed. No
+frame is lost: every sampled frame is processed, and every frame keeps a sequence number of its own."""
 
 from __future__ import annotations
 
@@ -74,6 +74,21 @@ def test_resize_reload_and_consumer_kill_lose_nothing(tmp_path, kafka_server, ra
         await wait_until(
             "camera 2's frames at 5 fps processed", lambda: sum(r["cameraId"] == "2" for r in read_results(runner)[before:]) >= 10
         )
+        # Camera 3 goes: the consumers hear of it before its producer stops, and what it announced until then (and
+        # any backlog) is still read from its topic and answered, not left unread, also by consumers restarted then.
+        write_fleet(
+            tmp_path / "fleet.yaml",
+            "resilience",
+            kafka_server.bootstrap,
+            cameras=faster[:2],
+            producer={"actors": 2, **every_slot},
+            **common,
+        )
+        await wait_until("camera 3 removed", lambda: len(runner.spec.cameras) == 2)
+        for consumer in runner.pools.consumers:  # restarted, they find what camera 3 left unread in Kafka itself
+            ray.kill(consumer, no_restart=False)
+        before = len(read_results(runner))
+        await wait_until("more frames of camera 1", lambda: sum(r["cameraId"] == "1" for r in read_results(runner)[before:]) >= 10)
 
     runner, s = asyncio.run(run_fleet_for(manifest, None, during=disturb))
 

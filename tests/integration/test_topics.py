@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from camerafleet.api.manifest import FleetSpec
-from camerafleet.topics import TopicReconciler, ensure_topics, wait_for_group_members
+from camerafleet.topics import TopicReconciler, ensure_topics, unread_topics, wait_for_group_members
 from tests.fixtures.pipeline import wait_until
 
 pytestmark = pytest.mark.integration
@@ -168,3 +168,34 @@ def test_a_fleet_of_150_new_topics_starts_its_group_at_offset_0_on_every_one(kaf
         r.getMessage() for r in caplog.records if "not found in cluster metadata" in r.getMessage() or "could not start" in r.getMessage()
     ]
     assert not problems, problems[:3]
+
+
+def test_a_camera_topic_the_group_committed_short_of_its_end_is_found_unread(kafka_server):
+    """A consumer that starts looks for removed cameras' frames its group never answered (consumer.py reads those
+    topics until drained): a topic committed short of its end is found, one read to its end is not."""
+    spec = one_camera_fleet("leftover")
+    spec = spec.model_copy(update={"cameras": [*spec.cameras, spec.cameras[0].model_copy(update={"id": "2"})]})
+
+    async def scenario() -> list[list[str]]:
+        await ensure_topics(spec, kafka_server.bootstrap)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap)
+        await producer.start()
+        try:
+            for topic in ("leftover_cam_1", "leftover_cam_2"):
+                for _ in range(3):
+                    await producer.send_and_wait(topic, b"{}", partition=0)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_server.bootstrap, group_id="leftover", enable_auto_commit=False)
+        await consumer.start()
+        consumer.assign([TopicPartition("leftover_cam_1", 0), TopicPartition("leftover_cam_2", 0)])
+        found = []
+        try:
+            for offset_1 in (1, 3):
+                await consumer.commit({TopicPartition("leftover_cam_1", 0): offset_1, TopicPartition("leftover_cam_2", 0): 3})
+                found.append(await unread_topics(kafka_server.bootstrap, "leftover", "leftover_cam_"))
+        finally:
+            await consumer.stop()
+        return found
+
+    assert asyncio.run(scenario()) == [["leftover_cam_1"], []]
