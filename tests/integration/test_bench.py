@@ -27,17 +27,14 @@ PHASES = {
     "saturation",
     "old_design",
     "load_50",
-    "load_80",
-    "old_design_load_50",
     "many_cameras",
     "elastic",
     "elastic_fixed",
     "overload",
-    "overload_no_admission",
-    "load_150",
     "autoscaling",
 }
-# The tiny profile takes 6.5 minutes on an idle 2-core machine and 9 with one core hogged; 30 leave room.
+# The tiny profile took 6.5 minutes on an idle 2-core machine and 9 with one core hogged before it left out 4 of
+# its 12 pipeline phases (~30 s each); 30 leave room.
 BENCH_TIMEOUT_S = 1800
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(BENCH_TIMEOUT_S + 300)]
 
@@ -76,7 +73,11 @@ def _ratio(a: float, b: float, digits: int) -> float | None:
 
 def test_every_phase_ran_and_its_ledger_balances(report):
     _, r = report
-    assert set(r["phases"]) == PHASES
+    assert set(r["phases"]) == PHASES  # the tiny profile's skip_phases are not run
+    assert r["phases_not_run"] == list(PROFILES["tiny"].skip_phases)
+    assert [g["met"] for g in r["goals"] if {*g["needs_phases"]} & {*r["phases_not_run"]}] == [None], (
+        "a goal needing a phase not run was judged"
+    )
     for name, p in r["phases"].items():
         led = p["ledger"]
         assert led["produced"] > 0, f"{name}: no frame was even sampled"
@@ -86,7 +87,7 @@ def test_every_phase_ran_and_its_ledger_balances(report):
         assert (name in r["phases_without_frames"]) == (p["latency_ms"]["p99"] is None), name
         if led["processed"] == 0:
             assert name in r["phases_without_frames"], name
-    assert r["phases"]["old_design"]["design"] == r["phases"]["old_design_load_50"]["design"] == BASELINE
+    assert r["phases"]["old_design"]["design"] == BASELINE
     assert r["phases"]["saturation"]["design"] == BATCHED
 
 
@@ -105,7 +106,7 @@ def test_headline_is_derived_from_the_measured_rates(report):
     assert ph["overload"]["offered_fps"] == pytest.approx(2 * ref["fps"], rel=0.02)
     assert {g["goal"].split(" ")[0] for g in r["goals"]} >= {"efficiency", "throughput", "p99"}
     for g in r["goals"]:
-        if set(g["needs_phases"]) & set(r["phases_without_frames"]):
+        if set(g["needs_phases"]) & {*r["phases_without_frames"], *r["phases_not_run"]}:
             assert g["met"] is None, g
         else:  # judged, unless its own figure says the phase was too short to judge (the tiny profile's elastic hold)
             assert isinstance(g["met"], bool) or "too short to judge" in g["measured"], g
@@ -147,14 +148,14 @@ def test_many_cameras_memory_stages_and_autoscaling_are_reported(report):
 def test_load_sweep_and_latency_bound_are_derived_from_the_phases(report):
     _, r = report
     h, ph = r["headline"], r["phases"]
-    assert [x["multiple"] for x in h["sweep"]] == list(PROFILES["tiny"].sweep_multiples) == [0.5, 1.5, 2.0]
+    assert [x["multiple"] for x in h["sweep"]] == list(PROFILES["tiny"].sweep_multiples) == [0.5, 2.0]
     for x in h["sweep"]:
         p = ph[x["phase"]]
         assert x["offered_fps"] == p["offered_fps"] == pytest.approx(x["multiple"] * h["load_reference"]["fps"], rel=0.02)
         assert x["processed_fps"] == p["processed_fps"] and x["limit_fps"] == round(min(p["offered_fps"], h["limit_fps"]), 2)
         assert x["shed"] == p["missed_by_reason"].get("shed", 0) and x["stale"] == p["dropped_by_reason"].get("stale", 0)
     # Every phase at maxFrameAgeMs 2000 reports its frames against the bound, and the headline counts them.
-    assert set(h["frames_over_latency_bound"]) == {"overload", "overload_no_admission", "load_150"}
+    assert set(h["frames_over_latency_bound"]) == {"overload"}
     for name, over in h["frames_over_latency_bound"].items():
         assert over == ph[name]["latency_bound"]["frames_over_bound"] >= 0
     assert h["overload"]["of_saturation"] == _ratio(ph["overload"]["processed_fps"], h["saturation_fps"], 3)

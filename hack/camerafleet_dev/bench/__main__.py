@@ -225,13 +225,15 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
         )
         for frac in (0.5, 0.8):
             name = f"load_{int(frac * 100)}"
-            phases[name] = await bench.run(name, bench.manifest(name, cams, frac * sat / cams), p.load_seconds, p.warmup_seconds)
-        phases["old_design_load_50"] = await bench.run(
-            "old_design_load_50",
-            bench.manifest("old_design_load_50", cams, 0.5 * sat / cams, design=BASELINE),
-            p.load_seconds,
-            p.warmup_seconds,
-        )
+            if name not in p.skip_phases:
+                phases[name] = await bench.run(name, bench.manifest(name, cams, frac * sat / cams), p.load_seconds, p.warmup_seconds)
+        if "old_design_load_50" not in p.skip_phases:
+            phases["old_design_load_50"] = await bench.run(
+                "old_design_load_50",
+                bench.manifest("old_design_load_50", cams, 0.5 * sat / cams, design=BASELINE),
+                p.load_seconds,
+                p.warmup_seconds,
+            )
         n = p.fleet_cameras
         fleet_fps = p.fleet_load_fraction * sat / n
         # Two slots of each camera warm up, and at least three more are measured, however slow the machine (and so
@@ -250,19 +252,21 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
             p.overload_seconds,
             p.warmup_seconds,
         )
-        phases["overload_no_admission"] = await bench.run(
-            "overload_no_admission",
-            bench.manifest("overload_no_admission", cams, 2 * sat / cams, max_frame_age_ms=OVERLOAD_MAX_FRAME_AGE_MS, admission=False),
-            p.overload_seconds,
-            p.warmup_seconds,
-        )
+        if "overload_no_admission" not in p.skip_phases:
+            phases["overload_no_admission"] = await bench.run(
+                "overload_no_admission",
+                bench.manifest("overload_no_admission", cams, 2 * sat / cams, max_frame_age_ms=OVERLOAD_MAX_FRAME_AGE_MS, admission=False),
+                p.overload_seconds,
+                p.warmup_seconds,
+            )
         for multiple in p.sweep_multiples:
             name = sweep_phase(multiple)
             if name not in phases:
                 manifest = bench.manifest(name, cams, multiple * sat / cams, max_frame_age_ms=OVERLOAD_MAX_FRAME_AGE_MS)
                 phases[name] = await bench.run(name, manifest, p.load_seconds, p.warmup_seconds)
         for name in ("overload", "overload_no_admission", *(sweep_phase(m) for m in p.sweep_multiples if m > 0.5)):
-            phases[name].notes["max_frame_age_ms"] = OVERLOAD_MAX_FRAME_AGE_MS
+            if name in phases:
+                phases[name].notes["max_frame_age_ms"] = OVERLOAD_MAX_FRAME_AGE_MS
         phases["autoscaling"] = await autoscaling_step(bench, p, sat)
         phases["autoscaling"].notes["autoscaling"] = scaling_times(phases["autoscaling"])
         for autoscaled in (True, False):

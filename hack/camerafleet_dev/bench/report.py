@@ -74,6 +74,7 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
     # warm-up of a few slots filled the phase) has no per-frame numbers: they are reported as None, and the goals
     # that need it as not judged, never as a division by zero.
     empty = sorted(name for name, p in phases.items() if not p.measured())
+    skipped = list(results["profile"].skip_phases)  # not run in this profile: goals needing them not judged either
     sat_frames = phases["saturation"].summary["processed"]
     pipeline_stages = stage_table(phases["saturation"].stages, sat_frames)
     component_ms = {k: _per_frame(v, sat_frames) for k, v in phases["saturation"].cpu_s.items()}
@@ -106,7 +107,7 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
     ]
     bounded = [n for n in ph if "latency_bound" in ph[n]]
     frames_over = {n: ph[n]["latency_bound"]["frames_over_bound"] for n in bounded}
-    no_adm = ph["overload_no_admission"]
+    no_adm = ph.get("overload_no_admission")
     live_ratio = live.ratios(results["live"]).get("h264", {}).get("1.0")
     whole_peak: dict[str, int] = {}
     for row in results["series"]:
@@ -124,9 +125,9 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             "default": ph["saturation"]["latency_ms"]["p99"],
             "old_design": ph["old_design"]["latency_ms"]["p99"],
         },
-        "p99_ms_at_50pct_load": {"default": p99_50, "old_design": ph["old_design_load_50"]["latency_ms"]["p99"]},
+        "p99_ms_at_50pct_load": {"default": p99_50, "old_design": _p99(ph, "old_design_load_50")},
         "latency_ms_at_50pct": ph["load_50"]["latency_ms"],
-        "latency_ms_at_80pct": ph["load_80"]["latency_ms"],
+        "latency_ms_at_80pct": ph["load_80"]["latency_ms"] if "load_80" in ph else None,
         "model_batch_ms": batch_ms,
         "many_cameras": {"cameras": ph["many_cameras"]["cameras"], **{k: v for k, v in fair.items() if k != "per_camera_processed"}},
         "overload": {
@@ -144,7 +145,9 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             "of_saturation": round(no_adm["processed_fps"] / sat, 3) if sat else None,
             "max_latency_ms": no_adm["latency_ms"]["max"],
             "dropped_by_reason": no_adm["dropped_by_reason"],
-        },
+        }
+        if no_adm
+        else None,
         "sweep": sweep,
         "frames_over_latency_bound": frames_over,
         "scale_up_s": scaling.get("scale_up_s"),
@@ -179,10 +182,10 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         ),
         (
             "p99 vs old design, same load (saturation / 50%)",
-            f"{ph['saturation']['latency_ms']['p99']} vs {ph['old_design']['latency_ms']['p99']} ms; {p99_50} vs {ph['old_design_load_50']['latency_ms']['p99']} ms",
+            f"{ph['saturation']['latency_ms']['p99']} vs {ph['old_design']['latency_ms']['p99']} ms; {p99_50} vs {_p99(ph, 'old_design_load_50')} ms",
             "lower",
             _lower(ph["saturation"]["latency_ms"]["p99"], ph["old_design"]["latency_ms"]["p99"])
-            and _lower(p99_50, ph["old_design_load_50"]["latency_ms"]["p99"]),
+            and _lower(p99_50, _p99(ph, "old_design_load_50")),
             ("saturation", "old_design", "load_50", "old_design_load_50"),
         ),
         (
@@ -228,7 +231,7 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         ),
         (
             "overload (2x): processed frames/s / saturation frames/s (without admission at the source)",
-            f"{headline['overload']['of_saturation']} ({headline['overload_no_admission']['of_saturation']})",
+            f"{headline['overload']['of_saturation']} ({headline['overload_no_admission']['of_saturation'] if no_adm else 'not run'})",
             ">= 0.9",
             (headline["overload"]["of_saturation"] or 0) >= 0.9,
             ("saturation", "overload"),
@@ -258,10 +261,11 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
         "device": "CUDA" if results["gpus"] else "CPU",
         "headline": headline,
         "goals": [
-            {"goal": g, "measured": m, "target": t, "met": None if set(needs) & set(empty) else met, "needs_phases": list(needs)}
+            {"goal": g, "measured": m, "target": t, "met": None if set(needs) & {*empty, *skipped} else met, "needs_phases": list(needs)}
             for g, m, t, met, needs in goals
         ],
         "phases_without_frames": empty,
+        "phases_not_run": skipped,
         "limit": limit,
         "stages_cpu_ms_per_frame": {"pipeline": pipeline_stages, "limit": limit_stage_table(limit)},
         "components_cpu_ms_per_frame": {**component_ms, "total": total_ms},
@@ -325,7 +329,11 @@ def sweep_markdown(h: dict[str, Any]) -> list[str]:
         "",
         "Offered load as multiples of the measured saturation; the limit column is what the limit loop would process of that load. "
         "Shed: slots not admitted at the source; stale: frames dropped downstream for age. The 2x overload without admission at the source: "
-        f"{h['overload_no_admission']['processed_fps']} frames/s processed, {h['overload_no_admission']['dropped_by_reason']} dropped.",
+        + (
+            f"{h['overload_no_admission']['processed_fps']} frames/s processed, {h['overload_no_admission']['dropped_by_reason']} dropped."
+            if h["overload_no_admission"]
+            else "not run in this profile."
+        ),
         "",
         "| Offered | Offered f/s | Processed f/s | Limit f/s | Latency p50 / p95 / p99 / max ms | Shed | Stale |",
         "|---|---|---|---|---|---|---|",
@@ -347,12 +355,17 @@ def _per_frame(cpu_s: float, frames: int) -> float | None:
     return round(cpu_s * 1000 / frames, 2) if frames else None
 
 
+def _p99(ph: dict[str, Any], name: str) -> float | None:
+    """A phase's p99 latency; None for a phase this profile does not run."""
+    return ph[name]["latency_ms"]["p99"] if name in ph else None
+
+
 def _lower(a: float | None, b: float | None) -> bool:
     return a is not None and b is not None and a < b
 
 
-def _fmt_lat(lat: dict[str, Any]) -> str:
-    return f"{lat['p50']} / {lat['p95']} / {lat['p99']}"
+def _fmt_lat(lat: dict[str, Any] | None) -> str:
+    return "not run" if lat is None else f"{lat['p50']} / {lat['p95']} / {lat['p99']}"
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -376,6 +389,11 @@ def markdown(r: dict[str, Any]) -> str:
                 "",
             ]
             if r["phases_without_frames"]
+            else []
+        ),
+        *(
+            [f"Phases not run in this profile (goals needing them not judged): {', '.join(r['phases_not_run'])}.", ""]
+            if r["phases_not_run"]
             else []
         ),
         f"Partial loads and the overload are fractions of {h['load_reference']['fps']} frames/s, from {h['load_reference']['from']}.",
@@ -511,6 +529,8 @@ def plots(r: dict[str, Any], results: dict[str, Any], out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name in ("load_50", "load_80", "old_design_load_50", "saturation", "overload"):
+        if name not in results["phases"]:
+            continue
         lat = sorted(rec["latencyMs"] for rec in results["phases"][name].records if rec["outcome"] == "processed")
         if lat:
             ax.plot(lat, [i / len(lat) for i in range(len(lat))], label=name)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
@@ -22,6 +24,20 @@ from camerafleet.api.manifest import SHARED_BUCKET_HINT
 from camerafleet.api.outcomes import Reason
 from camerafleet.bucket.base import BucketConfigError, BucketError, FrameBucket
 from camerafleet.s3_client import NETWORK_ERRORS, S3ConfigError, s3_client
+
+
+@contextmanager
+def _s3_errors(doing: str, frame: str | None = None) -> Iterator[None]:
+    """S3's and the network's errors as the BucketError the caller counts: `frame`'s object missing (expired or
+    never written) is FRAME_MISSING, anything else BUCKET_UNAVAILABLE; `doing` says what was asked."""
+    try:
+        yield
+    except S3Error as err:
+        if frame is not None and err.code in ("NoSuchKey", "NoSuchBucket"):
+            raise BucketError(Reason.FRAME_MISSING, f"frame {frame} is not in the bucket (expired or never written)") from None
+        raise BucketError(Reason.BUCKET_UNAVAILABLE, f"S3 refused {doing}: {err.code}: {err.message}") from None
+    except NETWORK_ERRORS as err:
+        raise BucketError(Reason.BUCKET_UNAVAILABLE, f"S3 endpoint unreachable {doing}: {type(err).__name__}") from None
 
 
 class S3Bucket(FrameBucket):
@@ -50,7 +66,7 @@ class S3Bucket(FrameBucket):
     def prepare(self, ttl_seconds: int) -> None:
         """The bucket made if missing, and the expiry rule of this prefix merged into its lifecycle: S3 sets the
         whole configuration at once, so the other rules (another fleet's, the owner's) are read and kept."""
-        try:
+        with _s3_errors(f"preparing bucket {self.bucket}"):
             if not self.client.bucket_exists(self.bucket):
                 self.client.make_bucket(self.bucket)
             ours = Rule(
@@ -62,36 +78,23 @@ class S3Bucket(FrameBucket):
             existing = self.client.get_bucket_lifecycle(self.bucket)  # None when the bucket has no rules
             others = [r for r in (existing.rules if existing else []) if r.rule_id != self.rule_id]
             self.client.set_bucket_lifecycle(self.bucket, LifecycleConfig([*others, ours]))
-        except S3Error as err:
-            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot prepare bucket {self.bucket}: {err.code}: {err.message}") from None
-        except NETWORK_ERRORS as err:
-            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"S3 endpoint unreachable while preparing bucket {self.bucket}: {err}") from None
 
     def _put(self, key: str, data: bytes) -> None:
-        try:
+        with _s3_errors(f"storing frame {key}"):
             self.client.put_object(self.bucket, self._object(key), io.BytesIO(data), len(data), content_type="image/jpeg")
-        except S3Error as err:
-            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot store frame {key}: {err.code}") from None
-        except NETWORK_ERRORS as err:
-            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"S3 endpoint unreachable storing frame {key}: {type(err).__name__}") from None
 
     def _get(self, key: str) -> bytes:
         resp = None
         try:
-            resp = self.client.get_object(self.bucket, self._object(key))
-            size = int(resp.headers.get("Content-Length", "0") or 0)
-            if size > self.max_frame_bytes:
-                raise BucketError(Reason.FRAME_TOO_LARGE, f"frame {key} has {size} bytes, more than the limit {self.max_frame_bytes}")
-            data = resp.read(self.max_frame_bytes + 1)
+            with _s3_errors(f"fetching frame {key}", frame=key):
+                resp = self.client.get_object(self.bucket, self._object(key))
+                size = int(resp.headers.get("Content-Length", "0") or 0)
+                if size > self.max_frame_bytes:
+                    raise BucketError(Reason.FRAME_TOO_LARGE, f"frame {key} has {size} bytes, more than the limit {self.max_frame_bytes}")
+                data = resp.read(self.max_frame_bytes + 1)
             if len(data) > self.max_frame_bytes:
                 raise BucketError(Reason.FRAME_TOO_LARGE, f"frame {key} is larger than the limit {self.max_frame_bytes}")
             return data
-        except S3Error as err:
-            if err.code in ("NoSuchKey", "NoSuchBucket"):
-                raise BucketError(Reason.FRAME_MISSING, f"frame {key} is not in the bucket (expired or never written)") from None
-            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot fetch frame {key}: {err.code}") from None
-        except NETWORK_ERRORS as err:
-            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"S3 endpoint unreachable fetching frame {key}: {type(err).__name__}") from None
         finally:
             if resp is not None:
                 resp.close()
@@ -99,33 +102,25 @@ class S3Bucket(FrameBucket):
 
     def _copy(self, source: str, key: str) -> None:
         """A server-side copy: the frame's bytes do not pass through this process."""
-        try:
+        with _s3_errors(f"keeping frame {source}", frame=source):
             self.client.copy_object(self.bucket, self._object(key), CopySource(self.bucket, self._object(source)))
-        except S3Error as err:
-            if err.code in ("NoSuchKey", "NoSuchBucket"):
-                raise BucketError(Reason.FRAME_MISSING, f"frame {source} is not in the bucket (expired or never written)") from None
-            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot keep frame {source}: {err.code}") from None
-        except NETWORK_ERRORS as err:
-            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"S3 endpoint unreachable keeping frame {source}: {type(err).__name__}") from None
 
     def _keys(self, folder: str, after: str, upto: str, most: int) -> list[str]:
         base = self._object(folder) + "/"
         keys: list[str] = []
-        try:
+        with _s3_errors(f"listing {folder}"):
             for o in self.client.list_objects(self.bucket, prefix=base, start_after=base + after):
                 name = o.object_name[len(base) :]
                 if name > upto or len(keys) >= most:
                     break
                 if "/" not in name:
                     keys.append(f"{folder}/{name}")
-        except (S3Error, *NETWORK_ERRORS) as err:
-            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot list {folder}: {err}") from None
         return keys
 
     def sweep(self, prefix: str, ttl_seconds: float) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=ttl_seconds)
         folder = self._object(prefix.strip("/")) + "/"  # camera 1's folder, not camera 10's too
-        try:
+        with _s3_errors(f"sweeping {prefix}"):
             old = [
                 DeleteObject(o.object_name)
                 for o in self.client.list_objects(self.bucket, prefix=folder, recursive=True)
@@ -134,6 +129,4 @@ class S3Bucket(FrameBucket):
             if not old:
                 return 0
             errors = list(self.client.remove_objects(self.bucket, old))
-        except (S3Error, *NETWORK_ERRORS) as err:
-            raise BucketError(Reason.BUCKET_UNAVAILABLE, f"cannot sweep {prefix}: {err}") from None
         return len(old) - len(errors)
