@@ -31,7 +31,7 @@ from camerafleet.api.outcomes import Reason
 from camerafleet.kafka_access import client_options
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
-from camerafleet.removed_cameras import RemovedCameras
+from camerafleet.removed_cameras import DRAIN_MOST_S, RemovedCameras
 from camerafleet.results_out import OutcomeTally, ResultsOut
 from camerafleet.stats import ConsumerStats
 from camerafleet.topics import KafkaUnavailable, unread_topics
@@ -138,13 +138,13 @@ class ConsumerActor:
 
     async def _find_unread_removed_cameras(self) -> None:
         kafka = self.spec.kafka
+        fleet = {self.spec.topic(c.id) for c in self.spec.cameras}
         try:
-            topics = await unread_topics(kafka.bootstrap_servers, kafka.consumer_group, kafka.topic_prefix)
+            topics = await unread_topics(kafka.bootstrap_servers, kafka.consumer_group, kafka.topic_prefix, besides=fleet)
         except KafkaUnavailable as err:
             log.warning("could not look for removed cameras' unread frames: %s", err)
             return
-        fleet = {self.spec.topic(c.id) for c in self.spec.cameras}
-        self.removed.unread({t: t.removeprefix(kafka.topic_prefix) for t in topics if t not in fleet}, time.monotonic())
+        self.removed.unread({t: t.removeprefix(kafka.topic_prefix) for t in topics}, time.monotonic())
 
     def _leave_drained_topics(self) -> None:
         drained = self.removed.settle(self.behind, time.monotonic())
@@ -152,7 +152,10 @@ class ConsumerActor:
             if d.complete:
                 log.info("camera %s was removed: its topic %s is read to its end and left", d.camera, d.topic)
             else:
-                self._note_error(f"camera {d.camera} was removed and its topic {d.topic} still gets frames: left unread after 15 min")
+                self._note_error(
+                    f"camera {d.camera} was removed {DRAIN_MOST_S / 60:.0f} min ago and its topic {d.topic} still gets frames: "
+                    "left, the rest unread (is a producer still running with the old manifest?)"
+                )
         if drained:
             self._subscribe()
 

@@ -341,9 +341,10 @@ async def wait_committed(bootstrap: str, group: str, want: dict[tuple[str, int],
             await admin.close()
 
 
-async def unread_topics(bootstrap: str, group: str, prefix: str, timeout_s: float = 15.0) -> list[str]:
-    """The camera topics (named `<prefix>...`) on which `group` has committed short of the end: frames announced
-    and never answered, as a removed camera leaves when its consumers restart before they have read it all."""
+async def unread_topics(bootstrap: str, group: str, prefix: str, besides: set[str], timeout_s: float = 15.0) -> list[str]:
+    """The camera topics (named `<prefix>...`, other than `besides`) on which `group` has committed short of the end:
+    frames announced and never answered, as a removed camera leaves when its consumers restart before they have
+    read it all."""
     admin = await connect_admin(bootstrap, timeout_s)
     try:
         committed = await asyncio.wait_for(admin.list_consumer_group_offsets(group), timeout=timeout_s)
@@ -351,7 +352,7 @@ async def unread_topics(bootstrap: str, group: str, prefix: str, timeout_s: floa
         raise KafkaUnavailable(f"cannot read the offsets group {group} committed at {bootstrap}: {type(err).__name__}: {err}") from None
     finally:
         await admin.close()
-    topics = sorted({tp.topic for tp in committed if tp.topic.startswith(prefix)})
+    topics = sorted({tp.topic for tp in committed if tp.topic.startswith(prefix) and tp.topic not in besides})
     ends = await end_offsets(bootstrap, topics, timeout_s) if topics else {}
     return [t for t in topics if any(meta.offset < ends[t].get(tp.partition, 0) for tp, meta in committed.items() if tp.topic == t)]
 
