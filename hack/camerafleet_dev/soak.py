@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from camerafleet.topics import end_offsets
+from camerafleet.topics import KafkaUnavailable, end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
 NS, OPERATOR_NS, FLEET = "default", "camerafleet-system", "example"
@@ -339,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(5)
     topics = [f"{CAMERA_PREFIX}{cam['id']}" for cam in c.json("get", "camerafleet", FLEET, "-n", NS)["spec"]["cameras"]]
     soak_topic = f"{CAMERA_PREFIX}{EDIT_CAMERA['id']}"
+    # A fleet that was already installed keeps its topics: the ledger counts what is announced from now on only.
+    start = asyncio.run(start_offsets(c.env["KAFKA_BOOTSTRAP"], [*topics, soak_topic]))
     series, events, started = Series(), [], time.time()
     next_disturb, turn = started + args.disturb_every * 60, 0
     while (elapsed := time.time() - started) < args.minutes * 60:
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             write_report(args.out, series, events, elapsed / 60, args.warmup * 60)
             say(f"{elapsed / 60:.0f} of {args.minutes:.0f} min; report so far in {args.out / 'report.md'}")
         time.sleep(60)
-    ledger, unanswered = final_ledger(c, topics)
+    ledger, unanswered = final_ledger(c, topics, start)
     events.append(f"end: {ledger}")
     write_report(args.out, series, events, args.minutes, args.warmup * 60)
     say(f"done: {events[-1]}; {args.out / 'report.md'}, {args.out / 'soak.png'}")
@@ -366,9 +368,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def final_ledger(c: Cluster, topics: list[str]) -> tuple[str, set[tuple[str, int, int]]]:
-    """Every frame announced by the end of the soak has a record: its result, or its dead letter (failed with
-    a reason). The camera topics' ends are taken first and the group waited for until it has committed up to
+async def start_offsets(bootstrap: str, topics: list[str]) -> dict[str, dict[int, int]]:
+    """Each topic's end offsets now; none (from 0) for a topic not created yet."""
+    found: dict[str, dict[int, int]] = {}
+    for topic in topics:
+        try:
+            found.update(await end_offsets(bootstrap, [topic], timeout_s=5))
+        except KafkaUnavailable:
+            found[topic] = {}
+    return found
+
+
+def final_ledger(c: Cluster, topics: list[str], start: dict[str, dict[int, int]]) -> tuple[str, set[tuple[str, int, int]]]:
+    """Every frame announced during the soak (from `start`, the offsets when the fleet was Ready) has a record: its
+    result, or its dead letter (failed with a reason). The camera topics' ends are taken first and the group waited for until it has committed up to
     them, so frames announced while the ledger is read (the fleet keeps running) are not counted unanswered.
     A frame answered twice (redelivered after a consumer Pod was deleted) is counted as such. Returns the line for
     the report and the Kafka positions of the frames unanswered."""
@@ -406,7 +419,7 @@ def final_ledger(c: Cluster, topics: list[str]) -> tuple[str, set[tuple[str, int
                             answers[key] = answers.get(key, 0) + 1
         finally:
             await consumer.stop()
-        wanted = {(t, p, o) for t in topics for p, end in announced[t].items() for o in range(end)}
+        wanted = {(t, p, o) for t in topics for p, end in announced[t].items() for o in range(start.get(t, {}).get(p, 0), end)}
         return len(wanted), wanted - answers.keys(), sum(1 for k in wanted if answers.get(k, 0) > 1)
 
     announced, missing, twice = asyncio.run(read())
