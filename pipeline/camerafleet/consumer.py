@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import logging
 import time
 import uuid
@@ -40,6 +41,7 @@ from camerafleet.transport import InferenceUnavailable, Transport, make_transpor
 log = logging.getLogger("camerafleet.consumer")
 
 INFER_RETRIES = 3
+EXPIRED_WRITE_CHUNK = 5000  # expired announcements written per results write: a day's gap goes in bounded pieces
 
 
 @dataclass
@@ -59,9 +61,11 @@ class _FinishBatchesBeforeRevoke(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked):
         await self.actor.settle(wait_all=True)
+        for tp in revoked:
+            self.actor.expected.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned):
-        pass
+        await self.actor.expect_from_committed(assigned)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -80,6 +84,7 @@ class ConsumerActor:
         self.stopping = False
         self.lag: dict[str, int] = {}
         self.behind: set[str] = set()  # topics with a partition here not read to its high watermark
+        self.expected: dict[TopicPartition, int] = {}  # the next offset each partition here should give (`_expired`)
         self.removed = RemovedCameras()
         self.incarnation = uuid.uuid4().hex
         self.born = time.monotonic()
@@ -187,6 +192,47 @@ class ConsumerActor:
             committed = await self.group.seek_to_committed(*assigned)
             if never := [tp for tp, offset in committed.items() if not offset]:
                 await self.group.seek_to_beginning(*never)
+            self.expected = {tp: offset for tp, offset in committed.items() if offset}
+
+    async def expect_from_committed(self, assigned: set[TopicPartition]) -> None:
+        """Where reading each newly assigned partition resumes: its committed offset (never committed: wherever)."""
+        for tp in assigned:
+            committed = await self.group.committed(tp)
+            if committed is None or committed < 0:
+                self.expected.pop(tp, None)
+            else:
+                self.expected[tp] = committed
+
+    async def _expired(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, range]:
+        """Per partition, the announcements between where reading should have resumed and the batch's first record
+        that the topic's retention deleted unread (aiokafka moves to the log's start without a word: a fleet stopped
+        for longer than the topic keeps frames lost them uncounted). Only offsets below the log's start count: a
+        batch that starts later for another reason (a race with a rebalance) is not taken for a deletion."""
+        suspects = {tp: recs[0].offset for tp, recs in batch.items() if recs[0].offset > self.expected.get(tp, recs[0].offset)}
+        expected = {tp: self.expected[tp] for tp in suspects}
+        for tp, recs in batch.items():
+            self.expected[tp] = recs[-1].offset + 1
+        if not suspects:
+            return {}
+        starts = await self.group.beginning_offsets(list(suspects))
+        gaps = {tp: range(expected[tp], min(first, starts[tp])) for tp, first in suspects.items()}
+        return {tp: gap for tp, gap in gaps.items() if gap}
+
+    async def _write_expired(self, gaps: dict[TopicPartition, range]) -> None:
+        """Each expired announcement's outcome, by its Kafka position: dropped, `expired_unread`."""
+        camera_of = self._camera_of()
+        where = ", ".join(f"{tp.topic}/{tp.partition} {gap.start}..{gap.stop - 1}" for tp, gap in gaps.items())
+        self._note_error(
+            f"{sum(map(len, gaps.values()))} announcements were deleted by their topic's retention before any consumer read them: {where}"
+        )
+        records = (
+            ResultRecord.expired(camera_of.get(tp.topic, tp.topic), KafkaPosition(topic=tp.topic, partition=tp.partition, offset=offset))
+            for tp, gap in gaps.items()
+            for offset in gap
+        )
+        while chunk := list(itertools.islice(records, EXPIRED_WRITE_CHUNK)):
+            await self.out.write(chunk, self.spec.kafka)
+            self.tally.add(chunk)
 
     async def _loop(self) -> None:
         while not self.stopping:
@@ -203,6 +249,14 @@ class ConsumerActor:
                 await asyncio.sleep(1)
                 continue
             if batch:
+                if expired := await self._expired(batch):
+                    self.inflight.append(
+                        _Batch(
+                            first={tp: gap.start for tp, gap in expired.items()},
+                            next={tp: gap.stop for tp, gap in expired.items()},
+                            task=asyncio.create_task(self._write_expired(expired)),
+                        )
+                    )
                 self.inflight.append(
                     _Batch(
                         first={tp: recs[0].offset for tp, recs in batch.items()},
@@ -243,6 +297,7 @@ class ConsumerActor:
         for tp, off in first.items():
             if tp in assigned:
                 self.group.seek(tp, off)
+                self.expected[tp] = off
         await asyncio.sleep(1)
 
     def _note_error(self, text: str) -> None:

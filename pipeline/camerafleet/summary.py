@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from camerafleet.api.outcomes import MissedReason, Outcome
+from camerafleet.api.outcomes import MissedReason, Outcome, Reason
 from camerafleet.stats import ProducerCameraStats
 
 
@@ -69,8 +69,9 @@ class _Ledger:
                     self.redeliveries += 1
                     continue
                 seen.add(position)
-                if "seq" not in rec:
-                    self.unparsed += 1
+                if "seq" not in rec:  # unreadable, or deleted unread by retention: known by its position alone
+                    if rec.get("reason") != Reason.EXPIRED_UNREAD:
+                        self.unparsed += 1
                     self.frames[position] = (cam, rec)
                     continue
                 frame = (cam, rec.get("epochMs"), rec["seq"])

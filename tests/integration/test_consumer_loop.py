@@ -1,6 +1,7 @@
 """A consumer whose loop dies of an unexpected error, against the real broker: the group member would keep
 heartbeating with no loop behind it (its partitions never reassigned, nothing alerting). The loop is started
-again from the committed offsets, counted, and every message still gets its result."""
+again from the committed offsets, counted, and every message still gets its result. Announcements the topic's
+retention deleted before they were read are counted too."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import time
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
 from camerafleet.api.manifest import load_manifest
 from camerafleet.consumer import ConsumerActor
@@ -74,3 +75,66 @@ def test_a_consumer_loop_that_dies_is_started_again_and_loses_nothing(tmp_path, 
     assert consumer.loop_restarts == 1 and "the consume loop died (RuntimeError" in (consumer.last_error or "")
     results = asyncio.run(topic_values(kafka_server.bootstrap, "loopdies_results", MESSAGES))
     assert {r["offset"] for r in results} == set(range(MESSAGES)), results
+
+
+def test_announcements_the_topics_retention_deleted_unread_are_counted_dropped_by_position(tmp_path, kafka_server, ray_cluster):
+    """Found by the soak: a fleet stopped for longer than its camera topics keep frames resumes from committed offsets
+    below the log's start, and the Kafka client moves to the start without a word: those frames had no outcome.
+    Deleting the first records (as retention does) before a consumer starts must give each of them its record."""
+    manifest = write_fleet(
+        tmp_path / "fleet.yaml",
+        "expired",
+        kafka_server.bootstrap,
+        cameras=[{"id": "1", "source": "synthetic:"}],
+        models=[yolo_model()],
+        consumer={"maxFrameAgeMs": 600_000},
+        serving={"appName": "expired", "routePrefix": "/expired", "url": "http://127.0.0.1:9/expired"},  # nothing listens
+    )
+    spec = load_manifest(manifest).spec
+    consumer = ConsumerActor.__ray_metadata__.modified_class(
+        spec.model_dump_json(by_alias=True), str(tmp_path / "results.jsonl"), "expired"
+    )  # type: ignore[attr-defined]
+    topic, deleted = "expired_camera_1", 4
+
+    async def scenario() -> dict[tuple[str, int], int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(t, 1, 1) for t in (topic, "expired_results", "expired_deadletter")])
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap)
+            await producer.start()
+            try:
+                for seq in range(MESSAGES):
+                    frame = {
+                        "cameraId": "1",
+                        "seq": seq,
+                        "epochMs": 1,
+                        "captureTsMs": int(time.time() * 1000),
+                        "uri": f"file://{tmp_path}/{seq}.jpg",
+                    }
+                    await producer.send_and_wait(topic, orjson.dumps({**frame, "width": 64, "height": 48}), key=b"1")
+            finally:
+                await producer.stop()
+            # The group had read nothing (the runner starts it at offset 0 of a new topic), then retention deleted 4.
+            group = AIOKafkaConsumer(bootstrap_servers=kafka_server.bootstrap, group_id="expired", enable_auto_commit=False)
+            await group.start()
+            group.assign([TopicPartition(topic, 0)])
+            await group.commit({TopicPartition(topic, 0): 0})
+            await group.stop()
+            await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(before_offset=deleted)})
+        finally:
+            await admin.close()
+        await consumer.start()
+        try:
+            return await wait_committed(kafka_server.bootstrap, "expired", {(topic, 0): MESSAGES}, CATCH_UP_S)
+        finally:
+            await consumer.stop()
+
+    behind = asyncio.run(scenario())
+    assert not behind, f"the group did not commit every message: {behind}"
+    results = asyncio.run(topic_values(kafka_server.bootstrap, "expired_results", MESSAGES))
+    reasons = {r["offset"]: r.get("reason") for r in results}
+    assert sorted(reasons) == list(range(MESSAGES)), reasons  # every announcement has its record
+    assert [reasons[o] == "expired_unread" for o in range(MESSAGES)] == [o < deleted for o in range(MESSAGES)], reasons
+    assert all(r["outcome"] == "dropped" and r["cameraId"] == "1" for r in results if r["offset"] < deleted), results
+    assert "deleted by their topic's retention" in (consumer.last_error or "")

@@ -110,15 +110,18 @@ def test_kafka_offsets_count_what_reached_kafka_even_if_a_producer_lost_its_coun
             rec("1", 11, "processed", offset=13),  # the same frame announced twice
             {"cameraId": "1", "outcome": "failed", "reason": "malformed_message", "topic": "camera_1", "partition": 0, "offset": 14},
             rec("99", 5, "failed", reason="unknown_camera", epoch=7, offset=15, topic="camera_1"),  # a foreign message on camera 1's topic
+            # deleted by the topic's retention before it was read
+            {"cameraId": "1", "outcome": "dropped", "reason": "expired_unread", "topic": "camera_1", "partition": 0, "offset": 16},
         ],
     )
-    kafka = span("1", (10, 16), (3, 4))
+    kafka = span("1", (10, 17), (3, 4))
     s = summary(log, [producer({"1": camera(0, dropped={"kafka_unavailable": 2})})], kafka=kafka)  # the live incarnation saw none of them
     assert s["produced_from"] == "kafka_offsets"
     c = s["per_camera"]["1"]
-    assert (c["produced"], c["processed"], c["dropped"], c["failed"], c["in_flight"]) == (7 - 1 + 2, 3, 2, 3, 0)
+    assert (c["produced"], c["processed"], c["dropped"], c["failed"], c["in_flight"]) == (8 - 1 + 2, 3, 3, 3, 0)
     assert s["ledger_balanced"] and s["duplicates"] == 2 and s["unparsed_messages"] == 1
     assert c["failed_by_reason"] == {"bucket_unavailable": 1, "malformed_message": 1, "unknown_camera": 1}
+    assert c["dropped_by_reason"] == {"kafka_unavailable": 2, "expired_unread": 1}
     assert "99" not in s["per_camera"]
 
 

@@ -194,5 +194,10 @@ class ResultRecord(BaseModel):
             **at.model_dump(),
         )
 
+    @classmethod
+    def expired(cls, camera_id: str, at: KafkaPosition) -> ResultRecord:
+        """An announcement the topic's retention deleted before it was read: its position is all that is left."""
+        return cls(camera_id=camera_id, outcome=Outcome.DROPPED, reason=Reason.EXPIRED_UNREAD, **at.model_dump())
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)

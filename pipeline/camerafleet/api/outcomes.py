@@ -43,6 +43,7 @@ class Reason(StrEnum):
     KAFKA_UNAVAILABLE = "kafka_unavailable"
     MALFORMED_MESSAGE = "malformed_message"
     UNKNOWN_CAMERA = "unknown_camera"
+    EXPIRED_UNREAD = "expired_unread"
     FRAME_MISSING = "frame_missing"
     FRAME_TOO_LARGE = "frame_too_large"
     URI_OUTSIDE_BUCKET = "uri_outside_bucket"
@@ -86,6 +87,12 @@ _ABOUT: dict[Reason, _About] = {
     Reason.MALFORMED_MESSAGE: _About(Outcome.FAILED, Stage.CONSUMER, "the Kafka message is not a valid frame announcement"),
     Reason.UNKNOWN_CAMERA: _About(
         Outcome.FAILED, Stage.CONSUMER, "the message names a camera that is not in the fleet, or sits on another camera's topic"
+    ),
+    Reason.EXPIRED_UNREAD: _About(
+        Outcome.DROPPED,
+        Stage.CONSUMER,
+        "the camera topic's retention deleted the announcement before any consumer read it (consumers stopped or behind for "
+        "longer than the topic keeps frames): counted by its Kafka position, with nothing else known of the frame",
     ),
     Reason.FRAME_MISSING: _About(Outcome.FAILED, Stage.INGRESS, "the frame is not in the bucket (expired or never written)"),
     Reason.FRAME_TOO_LARGE: _About(Outcome.FAILED, Stage.INGRESS, "the frame object is larger than `bucket.maxFrameBytes`"),
