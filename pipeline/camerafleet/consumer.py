@@ -197,7 +197,11 @@ class ConsumerActor:
     async def expect_from_committed(self, assigned: set[TopicPartition]) -> None:
         """Where reading each newly assigned partition resumes: its committed offset (never committed: wherever)."""
         for tp in assigned:
-            committed = await self.group.committed(tp)
+            try:
+                committed = await self.group.committed(tp)
+            except KafkaError as err:  # not known: no gap is looked for on that partition until it is
+                log.warning("could not read the committed offset of %s/%s: %s", tp.topic, tp.partition, err)
+                committed = None
             if committed is None or committed < 0:
                 self.expected.pop(tp, None)
             else:
