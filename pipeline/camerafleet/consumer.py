@@ -192,7 +192,7 @@ class ConsumerActor:
             committed = await self.group.seek_to_committed(*assigned)
             if never := [tp for tp, offset in committed.items() if not offset]:
                 await self.group.seek_to_beginning(*never)
-            self.expected = {tp: offset for tp, offset in committed.items() if offset}
+            self.expected = {tp: offset for tp, offset in committed.items() if offset is not None and offset >= 0}
 
     async def expect_from_committed(self, assigned: set[TopicPartition]) -> None:
         """Where reading each newly assigned partition resumes: its committed offset (never committed: wherever)."""
