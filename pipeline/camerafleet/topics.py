@@ -348,11 +348,12 @@ async def unread_topics(bootstrap: str, group: str, prefix: str, besides: set[st
     admin = await connect_admin(bootstrap, timeout_s)
     try:
         committed = await asyncio.wait_for(admin.list_consumer_group_offsets(group), timeout=timeout_s)
+        existing = set(await asyncio.wait_for(admin.list_topics(), timeout=timeout_s))  # a deleted topic's offsets linger
     except (TimeoutError, KafkaError, OSError) as err:
         raise KafkaUnavailable(f"cannot read the offsets group {group} committed at {bootstrap}: {type(err).__name__}: {err}") from None
     finally:
         await admin.close()
-    topics = sorted({tp.topic for tp in committed if tp.topic.startswith(prefix) and tp.topic not in besides})
+    topics = sorted({tp.topic for tp in committed if tp.topic.startswith(prefix) and tp.topic in existing - besides})
     ends = await end_offsets(bootstrap, topics, timeout_s) if topics else {}
     return [t for t in topics if any(meta.offset < ends[t].get(tp.partition, 0) for tp, meta in committed.items() if tp.topic == t)]
 
