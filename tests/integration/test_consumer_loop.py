@@ -24,37 +24,52 @@ MESSAGES = 6
 CATCH_UP_S = 120  # a busy 2-core machine; each frame fails fast (no inference service answers)
 
 
-def test_a_consumer_loop_that_dies_is_started_again_and_loses_nothing(tmp_path, kafka_server, ray_cluster):
+def unserved_consumer(tmp_path, bootstrap: str, name: str):
+    """A consumer of fleet `name` (camera 1, topics `<name>_...`) whose inference service is never there."""
     manifest = write_fleet(
         tmp_path / "fleet.yaml",
-        "loopdies",
-        kafka_server.bootstrap,
+        name,
+        bootstrap,
         cameras=[{"id": "1", "source": "synthetic:"}],
         models=[yolo_model()],
         consumer={"maxFrameAgeMs": 600_000},
-        serving={"appName": "loopdies", "routePrefix": "/loopdies", "url": "http://127.0.0.1:9/loopdies"},  # nothing listens
+        serving={"appName": name, "routePrefix": f"/{name}", "url": f"http://127.0.0.1:9/{name}"},  # nothing listens
     )
     spec = load_manifest(manifest).spec
-    consumer = ConsumerActor.__ray_metadata__.modified_class(
-        spec.model_dump_json(by_alias=True), str(tmp_path / "results.jsonl"), "loopdies"
-    )  # type: ignore[attr-defined]
+    return ConsumerActor.__ray_metadata__.modified_class(spec.model_dump_json(by_alias=True), str(tmp_path / "results.jsonl"), name)  # type: ignore[attr-defined]
+
+
+async def announce(admin: AIOKafkaAdminClient, bootstrap: str, name: str, tmp_path) -> str:
+    """Creates the fleet's topics and announces MESSAGES frames of camera 1; returns the camera's topic."""
+    topic = f"{name}_camera_1"
+    await admin.create_topics([NewTopic(t, 1, 1) for t in (topic, f"{name}_results", f"{name}_deadletter")])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for seq in range(MESSAGES):
+            frame = {
+                "cameraId": "1",
+                "seq": seq,
+                "epochMs": 1,
+                "captureTsMs": int(time.time() * 1000),
+                "uri": f"file://{tmp_path}/{seq}.jpg",
+            }
+            await producer.send_and_wait(topic, orjson.dumps({**frame, "width": 64, "height": 48}), key=b"1")
+    finally:
+        await producer.stop()
+    return topic
+
+
+def test_a_consumer_loop_that_dies_is_started_again_and_loses_nothing(tmp_path, kafka_server, ray_cluster):
+    consumer = unserved_consumer(tmp_path, kafka_server.bootstrap, "loopdies")
 
     async def scenario() -> dict[tuple[str, int], int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([NewTopic(t, 1, 1) for t in ("loopdies_camera_1", "loopdies_results", "loopdies_deadletter")])
+            await announce(admin, kafka_server.bootstrap, "loopdies", tmp_path)
         finally:
             await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap)
-        await producer.start()
-        try:
-            for seq in range(MESSAGES):
-                now = int(time.time() * 1000)
-                frame = {"cameraId": "1", "seq": seq, "epochMs": 1, "captureTsMs": now, "uri": f"file://{tmp_path}/frames/1/{seq}.jpg"}
-                await producer.send_and_wait("loopdies_camera_1", orjson.dumps({**frame, "width": 64, "height": 48}), key=b"1")
-        finally:
-            await producer.stop()
         real_update_lag, died = consumer._update_lag, []
 
         async def dies_once() -> None:  # a bug in the loop, once, while a batch is in flight
@@ -81,40 +96,13 @@ def test_announcements_the_topics_retention_deleted_unread_are_counted_dropped_b
     """Found by the soak: a fleet stopped for longer than its camera topics keep frames resumes from committed offsets
     below the log's start, and the Kafka client moves to the start without a word: those frames had no outcome.
     Deleting the first records (as retention does) before a consumer starts must give each of them its record."""
-    manifest = write_fleet(
-        tmp_path / "fleet.yaml",
-        "expired",
-        kafka_server.bootstrap,
-        cameras=[{"id": "1", "source": "synthetic:"}],
-        models=[yolo_model()],
-        consumer={"maxFrameAgeMs": 600_000},
-        serving={"appName": "expired", "routePrefix": "/expired", "url": "http://127.0.0.1:9/expired"},  # nothing listens
-    )
-    spec = load_manifest(manifest).spec
-    consumer = ConsumerActor.__ray_metadata__.modified_class(
-        spec.model_dump_json(by_alias=True), str(tmp_path / "results.jsonl"), "expired"
-    )  # type: ignore[attr-defined]
-    topic, deleted = "expired_camera_1", 4
+    consumer, deleted = unserved_consumer(tmp_path, kafka_server.bootstrap, "expired"), 4
 
     async def scenario() -> dict[tuple[str, int], int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([NewTopic(t, 1, 1) for t in (topic, "expired_results", "expired_deadletter")])
-            producer = AIOKafkaProducer(bootstrap_servers=kafka_server.bootstrap)
-            await producer.start()
-            try:
-                for seq in range(MESSAGES):
-                    frame = {
-                        "cameraId": "1",
-                        "seq": seq,
-                        "epochMs": 1,
-                        "captureTsMs": int(time.time() * 1000),
-                        "uri": f"file://{tmp_path}/{seq}.jpg",
-                    }
-                    await producer.send_and_wait(topic, orjson.dumps({**frame, "width": 64, "height": 48}), key=b"1")
-            finally:
-                await producer.stop()
+            topic = await announce(admin, kafka_server.bootstrap, "expired", tmp_path)
             # The group had read nothing (the runner starts it at offset 0 of a new topic), then retention deleted 4.
             group = AIOKafkaConsumer(bootstrap_servers=kafka_server.bootstrap, group_id="expired", enable_auto_commit=False)
             await group.start()
