@@ -96,6 +96,7 @@ class EventsActor:
             results_topic=k.results_topic,
             events_topic=k.events_topic,
             state_topic=k.events_state_topic,
+            tracks_topic=k.events_tracks_topic,
             group=k.events_group,
             rules=camera_rules(self.spec),
             clips=clips,

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from camerafleet.clip_store import ClipStore
 from camerafleet.kafka_access import client_options
-from camerafleet.tracking.camera import CameraRules, CameraTracking
+from camerafleet.tracking.camera import CameraRules, CameraTracking, TrackedFrame
 from camerafleet.tracking.events import Event
 
 log = logging.getLogger("camerafleet.events")
@@ -65,6 +65,20 @@ def event_record(e: Event) -> dict[str, Any]:
     }
 
 
+def tracks_record(camera_id: str, frame: TrackedFrame) -> dict[str, Any]:
+    """A tracked frame as the tracks topic carries it: each confirmed track's id on that frame, with the box of the
+    detection that continued it (the result's own box, so a reader finds the detection by it)."""
+    return {
+        "cameraId": camera_id,
+        "captureTsMs": frame.capture_ms,
+        "tracks": [
+            {"model": model, "trackId": o.track_id, "label": o.label, "box": list(o.box), "score": o.score}
+            for model, observations in sorted(frame.tracks.items())
+            for o in observations
+        ],
+    }
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, stage: EventsStage):
         self.stage = stage
@@ -86,12 +100,14 @@ class EventsStage:
         results_topic: str,
         events_topic: str,
         state_topic: str,
+        tracks_topic: str,
         group: str,
         rules: Mapping[str, CameraRules],
         clips: ClipStore | None = None,
         max_batch: int = 500,
     ):
         self.bootstrap, self.results_topic, self.events_topic, self.state_topic = bootstrap, results_topic, events_topic, state_topic
+        self.tracks_topic = tracks_topic
         self.group, self.rules, self.clips, self.max_batch = group, dict(rules), clips, max_batch
         self.consumer: AIOKafkaConsumer | None = None
         self.producers: dict[int, AIOKafkaProducer] = {}  # by results partition
@@ -208,6 +224,8 @@ class EventsStage:
             if self.clips is not None:  # before the commit: a batch read again keeps its frames again (harmless)
                 await self.clips.keep((c, ms, uri) for c in sorted(touched) for ms, uri in self.cameras[c].take_kept())
             for camera in sorted(touched):
+                for frame in self.cameras[camera].take_tracked():
+                    await producer.send(self.tracks_topic, orjson.dumps(tracks_record(camera, frame)), key=camera.encode())
                 saved = {"partition": tp.partition, "state": self.cameras[camera].to_state()}
                 await producer.send(self.state_topic, orjson.dumps(saved), key=camera.encode(), partition=STATE_PARTITION)
             await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, self.group)

@@ -49,8 +49,10 @@ return {
   rects: [...li.querySelectorAll('rect.detection')].map((r) => {
     const b = r.getBoundingClientRect();
     return {x: +r.getAttribute('x'), y: +r.getAttribute('y'), width: +r.getAttribute('width'), height: +r.getAttribute('height'),
-            label: r.dataset.label, screen: {left: b.left, top: b.top, width: b.width, height: b.height}};
+            label: r.dataset.label, track: r.dataset.track === undefined ? null : Number(r.dataset.track),
+            screen: {left: b.left, top: b.top, width: b.width, height: b.height}};
   }),
+  texts: [...li.querySelectorAll('svg text')].map((t) => t.textContent),
   viewBox: li.querySelector('svg').getAttribute('viewBox'),
 };
 """
@@ -147,6 +149,10 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
         await poll("tile with a frame for every camera", lambda: all((tile(c["id"]) or {}).get("seq") is not None for c in cameras))
         seen["boxes"] = await poll("a face drawn on the entrance tile", lambda: (t := tile("entrance")) and t["rects"] and t)
         seen["shapes"] = await asyncio.to_thread(browser.execute_script, READ_SHAPES, "entrance")
+        seen["tracked"] = await poll(
+            "the entrance tile's face labelled with its track id",
+            lambda: (t := tile("entrance")) and any(r["track"] is not None for r in t["rects"]) and t,
+        )
         seen["events"] = await poll(
             "the entrance's visit of its hall in the fleet's events",
             lambda: (
@@ -260,6 +266,10 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
     visit = next(r for r in seen["events"] if r["kind"] == "zone" and r["phase"] == "start")
     assert visit["cells"][1] == "entrance" and visit["cells"][2] == "entered hall" and visit["cells"][3].startswith("#"), visit
     assert visit["cells"][3].split()[0] == f"#{seen['snapshot']['track']}" and "entered hall" in seen["snapshot"]["caption"], seen
+    # The tile's boxes carry the events' track ids: the poster face's (one track throughout) among them, in its label too.
+    track = visit["cells"][3].split()[0]
+    assert track in {f"#{r['track']}" for r in seen["tracked"]["rects"]}, seen["tracked"]
+    assert any(t.startswith(f"{track} face ") for t in seen["tracked"]["texts"]), seen["tracked"]
     # The visit's clip plays: the frames the events stage kept, made into a video by the console.
     clip = seen["clip"]
     assert (clip["width"], clip["height"]) == (1280, 720) and clip["duration"] > 0 and "entered hall" in clip["caption"], clip

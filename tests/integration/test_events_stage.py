@@ -1,7 +1,7 @@
 """The events stage on a real Kafka broker: results of two cameras in, the scene's crossings, zone visits and
 loitering out; a stage stopped halfway and another started in its place (the same consumer group) give the
-same events as one that ran throughout, none twice and none missing; results of a camera the fleet does not
-have are counted, not tracked."""
+same events and tracks as one that ran throughout, none twice and none missing; results of a camera the fleet
+does not have are counted, not tracked."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ READ_TIMEOUT_S = 120  # generous: the broker shares two cores with the rest of t
 
 
 async def create_topics(bootstrap: str, prefix: str) -> dict[str, str]:
-    names = {"results": f"{prefix}.results", "events": f"{prefix}.events", "state": f"{prefix}.events-state"}
+    names = {"results": f"{prefix}.results", "events": f"{prefix}.events", "state": f"{prefix}.events-state", "tracks": f"{prefix}.tracks"}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -37,6 +37,7 @@ async def create_topics(bootstrap: str, prefix: str) -> dict[str, str]:
             [
                 NewTopic(names["results"], num_partitions=2, replication_factor=1),
                 NewTopic(names["events"], num_partitions=1, replication_factor=1),
+                NewTopic(names["tracks"], num_partitions=1, replication_factor=1),
                 NewTopic(names["state"], num_partitions=1, replication_factor=1, topic_configs={"cleanup.policy": "compact"}),
             ]
         )
@@ -81,6 +82,7 @@ async def run_stage(bootstrap: str, names: dict[str, str], group: str, until_rea
         results_topic=names["results"],
         events_topic=names["events"],
         state_topic=names["state"],
+        tracks_topic=names["tracks"],
         group=group,
         rules=dict.fromkeys(CAMERAS, RULES),
         max_batch=max_batch,
@@ -110,7 +112,7 @@ def test_events_of_two_cameras_and_a_stage_replaced_halfway(kafka_server: KafkaS
     rows = the_scene([records(5, camera=c) for c in CAMERAS])
     stranger = {**rows[0], "cameraId": "not-ours"}
 
-    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    async def scenario() -> tuple[dict[str, str], dict[str, str], int]:
         whole = await create_topics(bootstrap, f"ev-{uuid.uuid4().hex[:8]}")
         await write_results(bootstrap, whole["results"], [*rows, stranger])
         await run_stage(bootstrap, whole, f"{whole['results']}.g", len(rows) + 1)
@@ -120,9 +122,11 @@ def test_events_of_two_cameras_and_a_stage_replaced_halfway(kafka_server: KafkaS
         group = f"{halves['results']}.g"
         first = await run_stage(bootstrap, halves, group, len(rows) // 2, max_batch=37)  # stops between batches
         await run_stage(bootstrap, halves, group, len(rows) + 1 - first, max_batch=37)
-        return await read_events(bootstrap, whole["events"]), await read_events(bootstrap, halves["events"]), first
+        return whole, halves, first
 
-    whole, halves, first = asyncio.run(scenario())
+    whole_topics, halves_topics, first = asyncio.run(scenario())
+    whole, halves = (asyncio.run(read_events(bootstrap, t["events"])) for t in (whole_topics, halves_topics))
+    whole_tracks, halves_tracks = (asyncio.run(read_events(bootstrap, t["tracks"])) for t in (whole_topics, halves_topics))
     assert 0 < first < len(rows)
     for camera in CAMERAS:
         mine = [e for e in whole if e["cameraId"] == camera]
@@ -130,10 +134,18 @@ def test_events_of_two_cameras_and_a_stage_replaced_halfway(kafka_server: KafkaS
         assert crossings == ["in", "out"], crossings
         starts = Counter(e["kind"] for e in mine if e["phase"] == "start")
         assert starts == {"object": 3, "zone": 1, "loiter": 1}, starts
+        # Every frame released from the reorder buffer (all but the last window's) has its tracks record, in capture
+        # order, carrying the ids the events name.
+        captured = [r["captureTsMs"] for r in rows if r["cameraId"] == camera]
+        tracked = [t for t in whole_tracks if t["cameraId"] == camera]
+        assert [t["captureTsMs"] for t in tracked] == [ms for ms in captured if ms <= captured[-1] - RULES.reorder_window_ms]
+        ids = {o["trackId"] for t in tracked for o in t["tracks"]}
+        assert ids == {e["trackId"] for e in mine if e["kind"] == "object"}, ids
     assert not {e["cameraId"] for e in whole} - set(CAMERAS)  # the stranger's result is not tracked
-    # The replaced stage: the same events, in the same order per camera, none twice, none missing.
+    # The replaced stage: the same events and tracks, in the same order per camera, none twice, none missing.
     for camera in CAMERAS:
         assert [key(e) for e in halves if e["cameraId"] == camera] == [key(e) for e in whole if e["cameraId"] == camera]
+        assert [t for t in halves_tracks if t["cameraId"] == camera] == [t for t in whole_tracks if t["cameraId"] == camera]
     assert len({key(e) for e in halves}) == len(halves)
 
 
@@ -158,6 +170,7 @@ def test_a_member_that_dies_mid_batch_is_fenced_and_its_batch_never_seen(kafka_s
             results_topic=names["results"],
             events_topic=names["events"],
             state_topic=names["state"],
+            tracks_topic=names["tracks"],
             group=group,
             rules=dict.fromkeys(CAMERAS, RULES),
             max_batch=37,

@@ -26,7 +26,16 @@ from camerafleet.clip_store import ClipStore
 from camerafleet.console.clips import ClipMaker, ClipWindow, encode_mp4
 from camerafleet.console.records import MAX_DETECTIONS, HealthFlag, Shape
 from camerafleet.console.server import SECURITY_HEADERS, TILE_WIDTH, FrameCache, console_app
-from camerafleet.console.view import EVENTS_KEPT, RATE_WINDOW_S, RECENT_FRAMES, TIMELINE_MOST, FleetView, FrameNotKept
+from camerafleet.console.view import (
+    DETAIL_FRAMES,
+    EVENTS_KEPT,
+    RATE_WINDOW_S,
+    RECENT_FRAMES,
+    TIMELINE_MOST,
+    TRACKS_FRESH_S,
+    FleetView,
+    FrameNotKept,
+)
 from camerafleet.stats import ProducerCameraStats
 
 EPOCH = 1_700_000_000_000
@@ -99,6 +108,40 @@ def test_tiles_count_outcomes_and_show_the_latest_frame_with_its_detections():
     assert (header.processed, header.dropped, header.failed) == (5, 1, 1)
     models = {m.name: m for m in header.models}
     assert models["faces"].mean_batch_size == 4 and models["faces"].batch_ms_p50 == 30 and models["faces"].max_replicas == 3
+
+
+def test_a_tracked_cameras_tile_shows_the_newest_frame_whose_track_ids_came_and_the_newest_when_they_stop():
+    """The events stage's tracks come a reorder window after the results: the tile shows the newest frame that has
+    them, with the ids of its events on its boxes, and falls back to the newest frame when they stop coming."""
+    clock, other = Clock(), {**FACE, "box": [400.0, 60.0, 520.0, 200.0], "score": 0.7}
+    v = view(clock)
+    for seq in range(12):
+        v.add_result(record("door", seq, models={"faces": {"detections": [FACE, other]}}))
+    assert not v.tile("door").latest.tracked  # type: ignore[union-attr]
+    version = v.tile("door").version
+    # Ids for one face's box, found by model and box (the other face's track is not confirmed yet: no id); frames 3
+    # and 5 get their tracks, 5 is the newest with them.
+    for seq in (3, 5):
+        tracks = [{"model": "faces", "trackId": 7, "box": FACE["box"], "label": "face", "score": 0.9}]
+        v.add_tracks({"cameraId": "door", "captureTsMs": EPOCH + seq * 200, "tracks": tracks})
+    tile = v.tile("door")
+    assert tile.version > version and tile.latest is not None and (tile.latest.seq, tile.latest.tracked) == (5, True)
+    assert [d.track_id for d in tile.latest.detections] == [7, None]
+    assert v.detail("door").tile.latest == tile.latest
+    clock.now += TRACKS_FRESH_S + 1  # the stage stopped: the newest frame, without ids
+    assert v.tile("door").latest.seq == 11 and not v.tile("door").latest.tracked  # type: ignore[union-attr]
+    # Records that are not a fleet camera's tracks are counted; tracks of a frame no longer kept are passed over.
+    v.add_tracks({"cameraId": "lobby", "captureTsMs": EPOCH, "tracks": []})
+    v.add_tracks({"cameraId": "door", "captureTsMs": "soon", "tracks": []})
+    v.add_tracks({"cameraId": "door", "captureTsMs": EPOCH - 1, "tracks": []})
+    assert v.ignored_records == 2
+
+
+def test_the_detail_view_lists_the_newest_frames_of_those_kept():
+    v = view()
+    for seq in range(RECENT_FRAMES + 5):
+        v.add_result(record("door", seq))
+    assert [r.seq for r in v.detail("door").recent] == list(range(RECENT_FRAMES + 4, RECENT_FRAMES + 4 - DETAIL_FRAMES, -1))
 
 
 def test_records_that_are_not_results_of_this_fleet_are_ignored_and_counted():

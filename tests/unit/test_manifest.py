@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from camerafleet.api.manifest import ManifestError, load_manifest, parse_manifest
+from camerafleet.topics import desired_configs
 from camerafleet_operator.validate import cluster_problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,7 +211,8 @@ def test_zones_and_lines_need_the_events_stage_and_say_so():
     ).spec
     assert spec.cameras[0].zones[0].anchor == "center" and spec.cameras[0].lines[0].anchor == "bottomCenter"
     topics = spec.topics()
-    assert topics["camerafleet_events"] == 1 and topics["camerafleet_events.state"] == 1
+    assert topics["camerafleet_events"] == topics["camerafleet_events.state"] == topics["camerafleet_events.tracks"] == 1
+    assert desired_configs(spec, "camerafleet_events.tracks") == {"retention.ms": str(spec.kafka.retention_ms)}  # a live feed
     assert spec.kafka.events_group == "camerafleet.events"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from camerafleet.api.geometry import inside, line_problem, polygon_problem, segments_intersect, side
 from camerafleet.tracking import Detection, Tracker, TrackerSettings
-from camerafleet.tracking.camera import CameraRules, CameraTracking
+from camerafleet.tracking.camera import TRACKED_KEPT, CameraRules, CameraTracking
 from camerafleet.tracking.clips import RECENT_MOST, ClipFrames, ClipSettings
 from camerafleet.tracking.events import CameraEvents, Event, Frame, Kind, Phase, ZoneRule
 from tests.fixtures.scenes import DOCK, DOOR, H, W, detections, records
@@ -158,6 +158,25 @@ def test_results_written_out_of_order_within_the_window_give_the_events_of_captu
     events, tracking = track_all(shuffled)
     assert events + tracking.finish() == in_order
     assert sorted(crossings(in_order)) == ["in", "out"]
+
+
+def test_each_tracked_frame_gives_its_tracks_in_capture_order_with_the_ids_of_the_events() -> None:
+    """What the console labels boxes with: one record per released result, in capture order even when results come
+    out of order, each confirmed track on the box of the detection that continued it; a caller that never takes them
+    holds a bounded number."""
+    recs = records(5)
+    shuffled = list(recs)
+    for i in range(0, len(shuffled) - 4, 4):
+        shuffled[i : i + 4] = reversed(shuffled[i : i + 4])
+    events, tracking = track_all(shuffled)
+    frames = tracking.take_tracked()
+    assert [f.capture_ms for f in frames] == [r["captureTsMs"] for r in recs if r["captureTsMs"] <= recs[-1]["captureTsMs"] - 1000]
+    assert tracking.take_tracked() == []
+    boxes = {r["captureTsMs"]: [tuple(d["box"]) for d in r["models"]["people"]["detections"]] for r in recs}
+    assert all(o.box in boxes[f.capture_ms] for f in frames for o in f.tracks["people"])
+    assert {o.track_id for f in frames for o in f.tracks["people"]} == {e.track_id for e in events if e.kind == Kind.OBJECT}
+    _, untaken = track_all(records(5, until=TRACKED_KEPT / 5 + 10))
+    assert len(untaken.tracked) == TRACKED_KEPT
 
 
 def test_late_and_twice_written_results_are_counted_not_tracked() -> None:

@@ -41,8 +41,7 @@ from camerafleet.api.manifest import load_manifest
 from camerafleet.events_pool import camera_rules
 from camerafleet.events_stage import event_record
 from camerafleet.runner import FleetRunner, RunOptions
-from camerafleet.tracking.camera import CameraTracking, TrackedResult
-from camerafleet.tracking.tracker import Tracker
+from camerafleet.tracking.camera import CameraTracking
 from camerafleet_dev.fleets import centerface, isolated_fleet
 from camerafleet_dev.truth_judge import TrackedBox, judge_events, track_metrics
 from camerafleet_dev.truth_scenes import REFERENCE, SCENES, Scene, truth_events, write_scene
@@ -153,22 +152,19 @@ async def run_fleet(path: Path, cameras: list[str], loop_ms: int) -> tuple[Fleet
 
 
 def replay(camera: str, results: list[dict[str, Any]], rules: Any) -> tuple[list[tuple[int, list[TrackedBox]]], list[dict], float]:
-    """The camera's results in capture order through the stage's code: each frame's confirmed tracks (from a tracker
-    per model, as the stage keeps them), the events, and the CPU seconds the tracking and events took. Tracks are
+    """The camera's results in capture order through the stage's code: each frame's confirmed tracks (the records
+    the stage writes to its tracks topic), the events, and the CPU seconds the tracking and events took. Tracks are
     not ended at the end, as the stage, which saves them, does not end them at a stop either."""
     ordered = sorted((r for r in results if r["cameraId"] == camera and r.get("outcome") == "processed"), key=lambda r: r["captureTsMs"])
-    tracking, tracker = CameraTracking(camera, rules), Tracker(rules.tracker)
+    tracking = CameraTracking(camera, rules)
     frames: list[tuple[int, list[TrackedBox]]] = []
     events: list[dict] = []
-    cpu0 = time.process_time()
+    cpu_s = 0.0
     for record in ordered:
+        cpu0 = time.process_time()
         events += [event_record(e) for e in tracking.take(record)]
-    cpu_s = time.process_time() - cpu0
-    for record in ordered:
-        result = TrackedResult.of_record(record)
-        if result is not None:
-            update = tracker.update(result.capture_ms / 1000, result.detections.get("faces", []))
-            frames.append((result.capture_ms, [(o.track_id, o.box) for o in update.observations]))
+        cpu_s += time.process_time() - cpu0
+        frames += [(f.capture_ms, [(o.track_id, o.box) for o in f.tracks.get("faces", [])]) for f in tracking.take_tracked()]
     return frames, events, cpu_s
 
 

@@ -232,7 +232,8 @@ class KafkaSpec(Strict):
         default="camerafleet_events",
         pattern=_TOPIC_PATTERN,
         description="Topic that receives the events of `events` (JSON, keyed by camera; read it with isolation.level "
-        "read_committed). Its tracking state goes to `<eventsTopic>.state` (compacted). On Kubernetes, unless set: "
+        "read_committed). Its tracking state goes to `<eventsTopic>.state` (compacted), and each tracked frame's track ids to "
+        "`<eventsTopic>.tracks` (kept as long as camera topics; the console labels its tiles from it). On Kubernetes, unless set: "
         "`<namespace>.<fleet>.events`.",
         json_schema_extra=PER_FLEET_ON_KUBERNETES,
     )
@@ -253,6 +254,11 @@ class KafkaSpec(Strict):
     def events_state_topic(self) -> str:
         """Where the events stage keeps each camera's tracking state (compacted, keyed by camera)."""
         return f"{self.events_topic}.state"
+
+    @property
+    def events_tracks_topic(self) -> str:
+        """Where the events stage writes each tracked frame's tracks (keyed by camera): what the console labels boxes with."""
+        return f"{self.events_topic}.tracks"
 
     @property
     def events_group(self) -> str:
@@ -898,13 +904,14 @@ class FleetSpec(Strict):
 
     def topics(self) -> dict[str, int]:
         """Every topic the fleet needs, with its partition count: one per camera, results and dead letter, and the events
-        stage's two."""
+        stage's three."""
         topics = {self.topic(c.id): self.kafka.partitions_per_topic for c in self.cameras}
         topics[self.kafka.results_topic] = self.kafka.partitions_per_topic
         topics[self.kafka.dead_letter_topic] = 1
         if self.events.enabled:
             topics[self.kafka.events_topic] = self.kafka.partitions_per_topic
             topics[self.kafka.events_state_topic] = 1  # the stage reads it whole when it takes over partitions
+            topics[self.kafka.events_tracks_topic] = self.kafka.partitions_per_topic
         return topics
 
     def with_absolute_paths(self, base: Path) -> FleetSpec:

@@ -1,5 +1,6 @@
 """Where the console's figures come from, each a loop that feeds the `FleetView`: the results topic (every
-frame's outcome, with its detections), the events topic (tracks, zones, lines), the consumer group's backlog
+frame's outcome, with its detections), the events topic (tracks, zones, lines) and the track ids of each tracked
+frame, the consumer group's backlog
 (Kafka), and Serve's replica counts when the models run in this Ray cluster. Producer stats come from the
 runner, which already polls them.
 
@@ -32,6 +33,11 @@ async def follow_results(view: FleetView, bootstrap: str, topic: str, started: a
     """Read the results topic from its current end into `view`, until cancelled; `started` is set once the
     console's position is fixed (frames whose results come later are all seen)."""
     await _follow(bootstrap, topic, view.add_result, started, back=0, what="the results topic", view=view)
+
+
+async def follow_tracks(view: FleetView, bootstrap: str, topic: str) -> None:
+    """Read the events stage's tracks topic from its current end into `view`, until cancelled."""
+    await _follow(bootstrap, topic, view.add_tracks, asyncio.Event(), back=0, what="the tracks topic", view=view)
 
 
 # Event records read back from before the console started, per partition, so that its timeline is not empty.

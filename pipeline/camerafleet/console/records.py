@@ -34,6 +34,7 @@ class Detection(Record):
     score: float = Field(description="The model's confidence, 0 to 1.")
     box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in frame pixels.")
     landmarks: list[tuple[float, float]] | None = Field(default=None, description="Face landmarks (x, y) in frame pixels.")
+    track_id: int | None = Field(default=None, description="The events stage's track id (per camera and model), once its tracks came.")
 
 
 class _RawDetection(BaseModel):
@@ -85,6 +86,9 @@ class FrameView(Record):
     height: int | None = Field(description="Frame height in pixels.")
     detections: list[Detection] = Field(description="Every model's detections.")
     flags: list[str] = Field(description="Health flags the models set on this frame.")
+    tracked: bool = Field(
+        default=False, description="Whether the events stage's tracks of this frame came (its detections carry track ids)."
+    )
 
 
 class RecentFrame(Record):
@@ -100,6 +104,32 @@ class RecentFrame(Record):
         for d in frame.detections:
             labels[d.label] = labels.get(d.label, 0) + 1
         return cls(seq=frame.seq, capture_ts_ms=frame.capture_ts_ms, latency_ms=frame.latency_ms, labels=labels, flags=frame.flags)
+
+
+class _RawTrack(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, extra="ignore")
+
+    model: str
+    track_id: int
+    box: tuple[float, float, float, float]
+
+
+class TracksRecord(BaseModel):
+    """A record of the events stage's tracks topic (`events_stage.tracks_record`): a frame's confirmed tracks."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="ignore")
+
+    camera_id: str
+    capture_ts_ms: int
+    tracks: list[_RawTrack]
+
+    def track_ids(self) -> dict[tuple[str, tuple[float, ...]], int]:
+        """Track id by model and box (rounded: the boxes are the result's own, read from JSON twice)."""
+        return {(t.model, box_key(t.box)): t.track_id for t in self.tracks}
+
+
+def box_key(box: tuple[float, float, float, float]) -> tuple[float, ...]:
+    return tuple(round(v, 1) for v in box)
 
 
 class Shape(Record):
@@ -151,7 +181,9 @@ class CameraTile(Record):
     processed: int = Field(description="Frames processed since the console started.")
     dropped: int = Field(description="Frames dropped (with a reason) since the console started.")
     failed: int = Field(description="Frames failed (with a reason) since the console started.")
-    latest: FrameView | None = Field(description="The latest processed frame, with its detections.")
+    latest: FrameView | None = Field(
+        description="The latest processed frame, with its detections; of a tracked camera, the latest whose track ids came."
+    )
     shapes: list[Shape] = Field(default=[], description="The camera's zones and lines.")
 
 

@@ -20,7 +20,7 @@ from camerafleet.api.manifest import FleetSpec
 from camerafleet.bucket import FrameBucket, open_bucket
 from camerafleet.clip_store import ClipStore
 from camerafleet.console.clips import ClipMaker, ClipWindow
-from camerafleet.console.feeds import ReplicaReader, follow_events, follow_lag, follow_replicas, follow_results
+from camerafleet.console.feeds import ReplicaReader, follow_events, follow_lag, follow_replicas, follow_results, follow_tracks
 from camerafleet.console.records import PoolView, Shape
 from camerafleet.console.server import FrameCache, console_app
 from camerafleet.console.view import FleetView
@@ -97,6 +97,7 @@ class Console:
         ]
         if spec.events.enabled:
             self.feeds.append(asyncio.create_task(follow_events(self.view, spec.kafka.bootstrap_servers, spec.kafka.events_topic)))
+            self.feeds.append(asyncio.create_task(follow_tracks(self.view, spec.kafka.bootstrap_servers, spec.kafka.events_tracks_topic)))
         try:
             # Bound here, not by uvicorn: uvicorn ends the process (SystemExit) when it cannot bind.
             listening = socket.create_server((self.options.host, self.options.port), reuse_port=False)

@@ -31,11 +31,19 @@ from camerafleet.console.records import (
     RecentFrame,
     Shape,
     Timeline,
+    TracksRecord,
+    box_key,
 )
 from camerafleet.stats import ProducerCameraStats
 from camerafleet.summary import percentiles
 
-RECENT_FRAMES = 20  # processed frames kept per camera: the detail view's history, and the frames the API serves
+# Processed frames kept per camera: the frames the API serves, and those the events stage's tracks are put on. Its
+# tracks come a reorder window (2 s) and a batch (about 1 s) after the results: 45 frames at 15 fps.
+RECENT_FRAMES = 64
+DETAIL_FRAMES = 20  # of them in the detail view's history
+# A tracked camera's tile shows the newest frame whose tracks came; when none came for this long (the events stage
+# is down or behind), the newest frame, without track ids.
+TRACKS_FRESH_S = 10.0
 LATENCIES_KEPT = 500  # per camera, for p50/p99
 RATE_WINDOW_S = 10.0  # fps and throughput are averaged over this window
 MODEL_BATCHES_KEPT = 200  # per model, for its batch size and time
@@ -68,7 +76,16 @@ class _Camera:
     processed_at: deque[float] = field(default_factory=lambda: deque(maxlen=512))
     recent: deque[_Frame] = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))
     producer: ProducerCameraStats | None = None
+    tracks_at: float | None = None  # when the last of its frames' tracks came (the console's clock)
     version: int = 0
+
+    def shown(self, now: float) -> FrameView | None:
+        """The frame its tile shows."""
+        if self.tracks_at is not None and now - self.tracks_at <= TRACKS_FRESH_S:
+            for f in reversed(self.recent):
+                if f.view.tracked:
+                    return f.view
+        return self.recent[-1].view if self.recent else None
 
 
 @dataclass(frozen=True)
@@ -162,6 +179,27 @@ class FleetView:
             flags=sorted({f for res in results for f in res.flags}),
         )
         cam.recent.append(_Frame(frame, record.uri))
+
+    def add_tracks(self, raw: dict[str, Any]) -> None:
+        """One record of the tracks topic: the frame's detections get their track ids (a frame already gone from the
+        recent ones is passed over)."""
+        try:
+            record = TracksRecord.model_validate(raw)
+        except ValidationError:
+            self.ignored_records += 1
+            return
+        cam = self.cameras.get(record.camera_id)
+        if cam is None:
+            self.ignored_records += 1
+            return
+        frame = next((f for f in reversed(cam.recent) if f.view.capture_ts_ms == record.capture_ts_ms), None)
+        if frame is None:
+            return
+        ids = record.track_ids()
+        detections = [d.model_copy(update={"track_id": ids.get((d.model, box_key(d.box)))}) for d in frame.view.detections]
+        frame.view = frame.view.model_copy(update={"detections": detections, "tracked": True})
+        cam.tracks_at = self.clock()
+        cam.version += 1
 
     def add_event(self, raw: dict[str, Any]) -> None:
         """One record of the events topic (`events_stage.event_record`); updates of open events are not kept (the
@@ -283,7 +321,7 @@ class FleetView:
             processed=cam.processed,
             dropped=sum(cam.dropped.values()),
             failed=sum(cam.failed.values()),
-            latest=cam.recent[-1].view if cam.recent else None,
+            latest=cam.shown(now),
             shapes=self.shapes.get(camera_id, []),
         )
 
@@ -300,7 +338,7 @@ class FleetView:
         p = cam.producer
         return CameraDetail(
             tile=self.tile(camera_id),
-            recent=[RecentFrame.of(f.view) for f in reversed(cam.recent)],
+            recent=[RecentFrame.of(f.view) for f in list(reversed(cam.recent))[:DETAIL_FRAMES]],
             dropped_by_reason={r.value: n for r, n in sorted(cam.dropped.items())},
             failed_by_reason={r.value: n for r, n in sorted(cam.failed.items())},
             shed_slots=None if p is None else p.shed_slots,

@@ -22,8 +22,11 @@ from typing import Any
 from camerafleet.api.geometry import line_problem, polygon_problem
 from camerafleet.tracking.clips import ClipFrames, ClipSettings
 from camerafleet.tracking.events import CameraEvents, Event, EventSettings, Frame, LineRule, ZoneRule
-from camerafleet.tracking.tracker import Detection, Tracker, TrackerSettings
+from camerafleet.tracking.tracker import Detection, Observation, Tracker, TrackerSettings
 
+# Tracked frames held for the stage, which takes them after every batch (500 results at most): a caller that
+# never takes them holds the last few thousand.
+TRACKED_KEPT = 4096
 # Capture times of released results remembered to tell a result written twice from one that came too late:
 # redeliveries come within a consumer batch or a rebalance of the first copy, a few hundred results at most.
 RELEASED_KEPT = 1024
@@ -79,6 +82,14 @@ class TrackedResult:
 
 
 @dataclass(frozen=True)
+class TrackedFrame:
+    """A frame as the trackers saw it: each model's confirmed tracks on it (none: nothing tracked there)."""
+
+    capture_ms: int
+    tracks: dict[str, list[Observation]]  # by model
+
+
+@dataclass(frozen=True)
 class CameraRules:
     """A camera's zones and lines, and how its tracking is tuned."""
 
@@ -106,6 +117,7 @@ class CameraTracking:
         self.frame_size: tuple[int, int] | None = None
         self.clips = ClipFrames(rules.clips) if rules.clips else None
         self.kept: list[tuple[int, str]] = []  # frames to keep for clips (capture ms, uri), until `take_kept`
+        self.tracked: deque[TrackedFrame] = deque(maxlen=TRACKED_KEPT)  # frames tracked, until `take_tracked`
 
     def take(self, record: dict[str, Any]) -> list[Event]:
         """A result from the results topic; returns the events of the results it releases."""
@@ -160,13 +172,22 @@ class CameraTracking:
         self.counts["tracked"] += 1
         out: list[Event] = []
         frame = Frame(result.capture_ms, result.uri)
+        tracks: dict[str, list[Observation]] = {}
         for model in sorted(set(self.trackers) | set(result.detections)):
             tracker = self.trackers.setdefault(model, Tracker(self.rules.tracker))
             update = tracker.update(result.capture_ms / 1000, result.detections.get(model, []))
+            tracks[model] = update.observations
             out += self.events.observe(model, frame, update)
+        self.tracked.append(TrackedFrame(result.capture_ms, tracks))
         if self.clips is not None and result.uri:
             self.kept += self.clips.frame(result.capture_ms, result.uri, tracking=bool(self.events.tracks))
         return out
+
+    def take_tracked(self) -> list[TrackedFrame]:
+        """The frames tracked since the last call, in capture order."""
+        tracked = list(self.tracked)
+        self.tracked.clear()
+        return tracked
 
     def take_kept(self) -> list[tuple[int, str]]:
         """The frames to keep for clips (capture ms, uri) since the last call."""

@@ -52,13 +52,15 @@ function drawDetections(svg, frame, labelLines, shapes = []) {
     for (const [k, v] of Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1, stroke: c, class: "detection" })) rect.setAttribute(k, v);
     rect.dataset.model = d.model;
     rect.dataset.label = d.label;
+    if (d.trackId != null) rect.dataset.track = d.trackId;
     svg.append(rect);
     const label = document.createElementNS(SVG, "text");
     label.setAttribute("x", x1);
     label.setAttribute("y", Math.max(fontSize, y1 - fontSize * 0.25));
     label.setAttribute("fill", c);
     label.setAttribute("font-size", fontSize);
-    label.textContent = `${d.label} ${Math.round(d.score * 100)}%`;
+    // A tracked camera's boxes carry the events stage's track ids: the same "#7" as its events in the timeline.
+    label.textContent = `${d.trackId != null ? `#${d.trackId} ` : ""}${d.label} ${Math.round(d.score * 100)}%`;
     svg.append(label);
     for (const [x, y] of d.landmarks || []) {
       const dot = document.createElementNS(SVG, "circle");
