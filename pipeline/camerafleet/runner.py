@@ -507,7 +507,7 @@ class FleetRunner:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """The summary in the run directory, at --summary, and, where the run keeps no local results (a job's
-        Pods on Kubernetes, whose disks go with them), in the bucket: `summaries/<fleet>/<run id>-<role>.json`
+        Pods on Kubernetes, whose disks go with them), in the bucket: `Summaries/<fleet>/<run id>-<role>.json`
         beside the frames, kept as long as they are."""
         payload = orjson.dumps(summary, option=orjson.OPT_INDENT_2)
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,16 @@ def test_round_trip_and_limits(s3_bucket):
     with pytest.raises(BucketError) as info:
         s3_bucket.get(big)
     assert info.value.reason == "frame_too_large"
+    # Frames are JPEGs, the runs' summaries JSON: a browser or a download tool takes each for what it is.
+    summary = s3_bucket.put("Summaries/shop/run-1-consumer.json", b"{}")
+    types = {
+        key: s3_bucket.client.stat_object(s3_bucket.bucket, key).content_type
+        for key in ("frames/1/0-000000001.jpg", "frames/Summaries/shop/run-1-consumer.json")
+    }
+    assert summary.endswith(".json") and types == {
+        "frames/1/0-000000001.jpg": "image/jpeg",
+        "frames/Summaries/shop/run-1-consumer.json": "application/json",
+    }, types
 
 
 def test_lifecycle_rule_and_sweep(s3_bucket):

@@ -80,8 +80,9 @@ class S3Bucket(FrameBucket):
             self.client.set_bucket_lifecycle(self.bucket, LifecycleConfig([*others, ours]))
 
     def _put(self, key: str, data: bytes) -> None:
-        with _s3_errors(f"storing frame {key}"):
-            self.client.put_object(self.bucket, self._object(key), io.BytesIO(data), len(data), content_type="image/jpeg")
+        with _s3_errors(f"storing {key}"):  # frames, and the runs' JSON summaries
+            content_type = "application/json" if key.endswith(".json") else "image/jpeg"
+            self.client.put_object(self.bucket, self._object(key), io.BytesIO(data), len(data), content_type=content_type)
 
     def _get(self, key: str) -> bytes:
         resp = None
