@@ -324,12 +324,6 @@ def ray_cluster_spec(
     }
 
 
-# Serve places replicas on as few nodes as it can and, scaling down, empties the least used first: a
-# replica count that falls frees whole worker Pods for Ray's autoscaler to remove (spread by default, the
-# last replicas would keep every GPU node of a scale-up busy).
-SERVE_PACKING = {"name": "RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY", "value": "1"}
-
-
 def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[str, Any] | None = None) -> dict[str, Any]:
     cluster = ray_cluster_spec(
         spec,
@@ -341,7 +335,12 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
         pod_labels=pod_labels(fleet_name, "serving"),
     )
     head_env = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]  # the Serve controller runs there
-    head_env.extend([SERVE_PACKING, *({"name": k, "value": v} for k, v in SERVE_CONTROLLER_ENV.items())])
+    # Serve's own placement (spread) stays: scaling down, it stops the replicas on the nodes with the fewest first, which
+    # empties a worker Pod for Ray's autoscaler to remove. Its pack strategy (RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY,
+    # Ray 2.60) can strand a replica on a scale-up: it books a node's free room for some replicas (soft affinity),
+    # sends the ones that do not fit anywhere, and one of those takes that room first; the booked replica then waits on
+    # the full node, and Ray's autoscaler adds no node for it (seen in the e2e run: one of four replicas waited 10 min).
+    head_env.extend({"name": k, "value": v} for k, v in SERVE_CONTROLLER_ENV.items())
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",

@@ -826,7 +826,7 @@ def test_rays_autoscaler_adds_a_serving_worker_pod_for_replicas_and_removes_it_a
     report(
         "Ray autoscaler (v2)",
         f"a second serving worker Pod Running {up_s:.0f} s after faces minReplicas 4; removed {time.time() - down:.0f} s after "
-        "maxReplicas 1 (Serve packs replicas, so the emptied Pod goes idle)",
+        "maxReplicas 1 (Serve stops the replicas on the node with the fewest first, so the emptied Pod goes idle)",
     )
 
 
@@ -980,8 +980,8 @@ def test_no_pods_disk_grows_without_bound(installed: Cluster, fleet: dict[str, A
 
 
 def _scheduling_state(c: Cluster, cluster: str, selector: str) -> str:
-    """Why a worker Pod may not have come: the group's Pods and their conditions, the nodes' requests, and what
-    Ray's autoscaler says (its status through the dashboard)."""
+    """Why a worker Pod may not have come: the group's Pods and their conditions, the nodes' requests, what Ray's
+    autoscaler says (its status through the dashboard; empty with autoscaler v2) and Serve's replicas by state."""
     pods = [
         f"{p['metadata']['name']} {p['status'].get('phase')} on {p['spec'].get('nodeName')}: "
         + "; ".join(f"{x['type']}={x['status']} {x.get('message', '')}" for x in p["status"].get("conditions", []) if x["status"] != "True")
@@ -991,7 +991,13 @@ def _scheduling_state(c: Cluster, cluster: str, selector: str) -> str:
     allocated = [line.strip() for line in nodes.splitlines() if line.strip().startswith(("Name:", "cpu ", "memory "))]
     status = dashboard(c, cluster, "/api/cluster_status") or {}
     report_text = json.dumps(status.get("data", status))[:3000]
-    return "Pods:\n  " + "\n  ".join(pods) + "\nNodes:\n  " + "\n  ".join(allocated) + f"\nRay autoscaler: {report_text}"
+    details = dashboard(c, cluster, "/api/serve/applications/") or {}
+    app = next(iter((details.get("applications") or {}).values()), {})
+    replicas = {name: Counter(r.get("state") for r in d.get("replicas", [])) for name, d in (app.get("deployments") or {}).items()}
+    return (
+        "Pods:\n  " + "\n  ".join(pods) + "\nNodes:\n  " + "\n  ".join(allocated) + f"\nRay autoscaler: {report_text}"
+        f"\nServe replicas by state: {replicas}"
+    )
 
 
 def _recovered(c: Cluster, fleet: dict[str, Any], name: str, started: float) -> None:

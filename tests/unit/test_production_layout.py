@@ -124,9 +124,9 @@ def test_11_jobs_are_submitted_over_http_with_no_submitter_pod_following_their_l
         assert job["submissionMode"] == "HTTPMode" and "submitterPodTemplate" not in job
 
 
-def test_serve_packs_replicas_so_that_a_scale_down_frees_whole_worker_pods():
+def test_serve_keeps_its_own_placement_whose_pack_strategy_can_strand_a_replica_on_a_scale_up():
     head = pods(render.ray_service("f", "ns", spec()))[0]
-    assert {"name": "RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY", "value": "1"} in head["containers"][0]["env"]
+    assert not [e for e in head["containers"][0]["env"] if "PACK_SCHEDULING" in e["name"] or "COMPACT_SCHEDULING" in e["name"]]
 
 
 def test_what_a_pod_writes_to_its_own_disk_is_bounded_ray_logs_rotated_small_and_no_serve_access_log():
