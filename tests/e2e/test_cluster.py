@@ -6,6 +6,7 @@ to out/e2e/report.md; the tests assert behaviour (what recovers, what is counted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from camerafleet.topics import end_offsets, wait_committed
+from camerafleet_dev.clips import write_demo_frames
 from camerafleet_dev.devservers._process import free_port
+from camerafleet_dev.devservers.camera import CameraServer
 from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
 from tests.e2e.conftest import CLUSTER_DIR, LAYOUT, NS, OPERATOR_NS, OPERATOR_VALUES, ROOT, Cluster, readme_fleet, wait_for
 from tests.fixtures.prometheus import SCRAPE_S, dashboard_queries, empty_or_unlabelled
@@ -251,10 +255,10 @@ def test_frames_flow_for_every_camera_and_nothing_fails_or_is_lost(installed: Cl
     )
 
 
-def test_the_fleet_console_answers_through_its_service(installed: Cluster, fleet: dict[str, Any]) -> None:
-    """The README's `kubectl port-forward service/<fleet>-console 8090`: the producer job's driver serves every
-    camera's tile with a processed frame, the frame itself, and nothing of the bucket or the sources."""
-    c = installed
+@contextlib.contextmanager
+def console(c: Cluster) -> Iterator[Callable[[str], bytes | None]]:
+    """The README's `kubectl port-forward service/<fleet>-console 8090`: yields a GET of the console's paths (None
+    while the forward or the driver is not up yet)."""
     port = free_port()
     forward = subprocess.Popen(
         [c.env["KUBECTL"], "port-forward", f"service/{FLEET}-console", f"{port}:8090", "-n", NS],
@@ -268,20 +272,32 @@ def test_the_fleet_console_answers_through_its_service(installed: Cluster, fleet
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
                 return bytes(resp.read())
-        except OSError:  # the forward is not up yet, or the driver not serving yet
+        except OSError:
             return None
 
-    def every_tile_live() -> dict[str, Any] | None:
-        body = get("/api/fleet")
-        view = json.loads(body) if body else None
-        tiles = {t["cameraId"]: t for t in view["tiles"]} if view else {}
-        cameras = {cam["id"] for cam in fleet["spec"]["cameras"]}
-        live = cameras <= set(tiles) and all(tiles[cam]["up"] and tiles[cam]["latest"] for cam in cameras)
-        # The models run in the RayService: their replicas come from its dashboard, as KubeRay reads them.
-        replicas = view is not None and all(isinstance(m["replicas"], int) and m["replicas"] >= 1 for m in view["header"]["models"])
-        return view if live and replicas else None
-
     try:
+        yield get
+    finally:
+        forward.terminate()
+        forward.wait(timeout=30)
+
+
+def test_the_fleet_console_answers_through_its_service(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """The producer job's driver serves every camera's tile with a processed frame, the frame itself, and nothing of
+    the bucket or the sources, through the console's Service."""
+    c = installed
+    with console(c) as get:
+
+        def every_tile_live() -> dict[str, Any] | None:
+            body = get("/api/fleet")
+            view = json.loads(body) if body else None
+            tiles = {t["cameraId"]: t for t in view["tiles"]} if view else {}
+            cameras = {cam["id"] for cam in fleet["spec"]["cameras"]}
+            live = cameras <= set(tiles) and all(tiles[cam]["up"] and tiles[cam]["latest"] for cam in cameras)
+            # The models run in the RayService: their replicas come from its dashboard, as KubeRay reads them.
+            replicas = view is not None and all(isinstance(m["replicas"], int) and m["replicas"] >= 1 for m in view["header"]["models"])
+            return view if live and replicas else None
+
         view = wait_for(
             "every camera's tile live with a processed frame and model replicas, through the console's Service", every_tile_live, 300
         )
@@ -289,16 +305,11 @@ def test_the_fleet_console_answers_through_its_service(installed: Cluster, fleet
         frame = get(f"/api/cameras/{tile['cameraId']}/frames/{tile['latest']['seq']}")
         assert frame is not None and frame[:2] == b"\xff\xd8", "the tile's frame is served"
         assert b"console.js" in (get("/") or b"")
-        text = json.dumps(view)
-        for secret in (c.env["CAMERAFLEET_S3_ENDPOINT"], "s3://", "synthetic:"):
-            assert secret not in text
-        models = ", ".join(f"{m['name']} {m['replicas']}/{m['maxReplicas']} replicas" for m in view["header"]["models"])
-        report(
-            "console", f"{len(view['tiles'])} tiles through service/{FLEET}-console, {view['header']['processedPerS']} frames/s, {models}"
-        )
-    finally:
-        forward.terminate()
-        forward.wait(timeout=30)
+    text = json.dumps(view)
+    for secret in (c.env["CAMERAFLEET_S3_ENDPOINT"], "s3://", "synthetic:"):
+        assert secret not in text
+    models = ", ".join(f"{m['name']} {m['replicas']}/{m['maxReplicas']} replicas" for m in view["header"]["models"])
+    report("console", f"{len(view['tiles'])} tiles through service/{FLEET}-console, {view['header']['processedPerS']} frames/s, {models}")
 
 
 def _kubernetes_scrape_configs(kubeconfig: str) -> list[dict[str, Any]]:
@@ -1161,6 +1172,82 @@ async def _existing_topics(bootstrap: str) -> set[str]:
         return set(await admin.list_topics())
     finally:
         await admin.close()
+
+
+async def _committed(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every committed record of a topic the events stage writes in transactions (read_committed), from its start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        values: list[dict[str, Any]] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                values += [orjson.loads(r.value) for r in records]
+        return values
+    finally:
+        await consumer.stop()
+
+
+# The whole 1280x720 frame, less a margin: the demo clip's poster face stands in it throughout.
+HALL = {"name": "hall", "points": [[10, 10], [1270, 10], [1270, 710], [10, 710]], "anchor": "center", "labels": ["face"]}
+
+
+def test_events_on_kubernetes_a_live_camera_of_faces_gives_tracks_events_and_a_timeline(
+    installed: Cluster, fleet: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Issue 26 on the cluster: events enabled with kubectl patch, and a live MJPEG camera of faces (the demo clip,
+    served on the node's address, where the producer Pods reach it like a camera on the site's network). The
+    operator creates the stage's topics and the consumer job runs it: the events topic gets the camera's tracks and
+    its zone visit, the tracks topic each tracked frame's ids, and the console's timeline lists them. Turned off
+    again, the fleet is Ready as before."""
+    c = installed
+    node = c.kafka.rsplit(":", 1)[0]  # the node's address, where Kafka and MinIO listen too
+    frames = write_demo_frames(tmp_path_factory.mktemp("lobby-frames"), "camera_1", seconds=6, width=1280, height=720, fps=10)
+    server = CameraServer(frames, tmp_path_factory.mktemp("lobby-camera"), mjpeg=["lobby"], fps=10, address=node)
+    lobby = {"id": "lobby", "source": server.mjpeg_url("lobby"), "inferenceFps": 2, "zones": [HALL]}
+    before = {"cameras": fleet["spec"]["cameras"], "events": fleet["spec"].get("events") or {"enabled": False}}
+    topics = {"events": f"{OWN}.events", "tracks": f"{OWN}.events.tracks"}
+
+    def lobby_events() -> list[dict[str, Any]] | None:
+        mine = [e for e in asyncio.run(_committed(c.kafka, topics["events"])) if e["cameraId"] == "lobby"]
+        kinds = {(e["kind"], e["phase"]) for e in mine}
+        return mine if {("object", "start"), ("zone", "start")} <= kinds else None
+
+    server.start()
+    patched = time.time()
+    try:
+        change = {"cameras": [*before["cameras"], lobby], "events": {**before["events"], "enabled": True}}
+        c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": change}))
+        seen = wait_for("the lobby's tracks and its zone visit on the events topic", lobby_events, RECOVERY_TIMEOUT_S, 5)
+        first_s = time.time() - patched
+        tracked = [r for r in asyncio.run(_committed(c.kafka, topics["tracks"])) if r["cameraId"] == "lobby"]
+        ids = {t["trackId"] for r in tracked for t in r["tracks"]}
+        assert {e["trackId"] for e in seen if e["kind"] == "object"} <= ids, (ids, seen)
+        with console(c) as get:
+            timeline = wait_for(
+                "the lobby's events in the console's timeline",
+                lambda: (body := get("/api/timeline?camera=lobby")) and (t := json.loads(body))["events"] and t,
+                300,
+                5,
+            )
+        assert {e["cameraId"] for e in timeline["events"]} == {"lobby"} and "hall" in timeline["places"], timeline
+    finally:
+        c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": before}))
+        server.stop()
+    wait_for("the fleet Ready with events off again", lambda: c.condition(FLEET, "Ready").get("status") == "True", RECOVERY_TIMEOUT_S, 5)
+    zones = sum(1 for e in seen if e["kind"] == "zone" and e["phase"] == "start")
+    report(
+        "events on Kubernetes",
+        f"a live camera of faces and events.enabled patched in: its first track and zone visit committed {first_s:.0f} s after "
+        f"the patch; {len(ids)} track ids on {len(tracked)} tracked frames, {zones} zone visits; listed by the console",
+    )
 
 
 @pytest.mark.parametrize(

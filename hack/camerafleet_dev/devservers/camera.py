@@ -49,9 +49,12 @@ class CameraServer(LocalServer):
         keyframe_interval_frames: int = 30,
         user: str | None = None,
         password: str | None = None,
+        address: str = "127.0.0.1",
         out: TextIO | None = None,
     ) -> None:
+        """`address`: where it listens (loopback; the cluster's node address for cameras its Pods reach)."""
         super().__init__(data_dir, startup_timeout_s=60.0, out=out)
+        self.address = address
         self.frames_dir = Path(frames_dir)
         self.rtsp = dict(rtsp or {})
         self.mjpeg = list(mjpeg)
@@ -63,11 +66,11 @@ class CameraServer(LocalServer):
 
     def rtsp_url(self, name: str, user: str | None = None, password: str | None = None) -> str:
         auth = f"{user}:{password}@" if user is not None else ""
-        return f"rtsp://{auth}127.0.0.1:{self.rtsp_port}/{name}"
+        return f"rtsp://{auth}{self.address}:{self.rtsp_port}/{name}"
 
     def mjpeg_url(self, name: str, user: str | None = None, password: str | None = None) -> str:
         auth = f"{user}:{password}@" if user is not None else ""
-        return f"http://{auth}127.0.0.1:{self.http_port}/{name}.mjpeg"
+        return f"http://{auth}{self.address}:{self.http_port}/{name}.mjpeg"
 
     def pause(self) -> None:
         """Stall every camera: the process stops, its connections stay open and send nothing."""
@@ -96,7 +99,7 @@ class CameraServer(LocalServer):
             raise ServerStartError(f"no .jpg frames in {self.frames_dir} (write them with clips.write_demo_frames)")
 
     def _command(self) -> tuple[list[str], Mapping[str, str]]:
-        argv = [SYSTEM_PYTHON, str(_SCRIPT), "--frames", str(self.frames_dir), "--fps", str(self.fps)]
+        argv = [SYSTEM_PYTHON, str(_SCRIPT), "--frames", str(self.frames_dir), "--fps", str(self.fps), "--address", self.address]
         argv += ["--keyframe-interval-frames", str(self.keyframe_interval_frames)]
         argv += ["--rtsp-port", str(self.rtsp_port), "--http-port", str(self.http_port)]
         argv += [a for name, codec in self.rtsp.items() for a in ("--rtsp", f"{name}={codec}")]
@@ -111,4 +114,4 @@ class CameraServer(LocalServer):
 
     def _ready(self) -> bool:
         ports = ([self.rtsp_port] if self.rtsp else []) + ([self.http_port] if self.mjpeg else [])
-        return all(port_accepts(port) for port in ports)
+        return all(port_accepts(port, host=self.address) for port in ports)
