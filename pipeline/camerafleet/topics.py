@@ -82,6 +82,16 @@ def desired_configs(spec: FleetSpec, topic: str) -> dict[str, str]:
     return {"retention.ms": str(k.results_retention_ms if records else k.retention_ms)}
 
 
+def readers(spec: FleetSpec) -> dict[str, set[str]]:
+    """The fleet's consumer groups and the topics each reads: the consumers the camera topics, the events stage the
+    results topic. Only these get a committed offset (a group's offsets on topics it never reads would show as a
+    lag that grows for ever to whoever watches the group, and alert)."""
+    groups = {spec.kafka.consumer_group: {spec.topic(c.id) for c in spec.cameras}}
+    if spec.events.enabled:
+        groups[spec.kafka.events_group] = {spec.kafka.results_topic}
+    return groups
+
+
 def plan_topics(spec: FleetSpec, existing: dict[str, TopicState], claimed_by_others: dict[str, str]) -> TopicPlan:
     """What to do in Kafka for this fleet. `claimed_by_others` maps topic -> the fleet that owns it."""
     plan = TopicPlan()
@@ -163,7 +173,9 @@ class TopicReconciler:
                 ]
                 for start in range(0, len(topics), 100):
                     await self._create(topics[start : start + 100])
-                await self._start_group_at_zero(spec.kafka.consumer_group, plan.create)
+                for group, topics_read in readers(spec).items():
+                    if created := {t: n for t, n in plan.create.items() if t in topics_read}:
+                        await self._start_group_at_zero(group, created)
             if plan.add_partitions:
                 await self.admin.create_partitions({n: NewPartitions(total_count=p) for n, p in plan.add_partitions.items()})
             await set_topic_configs(self.admin, plan.alter_configs)
@@ -173,7 +185,7 @@ class TopicReconciler:
             raise KafkaUnavailable(f"Kafka at {self.bootstrap} refused a topic change: {err}") from None
 
     async def _start_group_at_zero(self, group: str, created: dict[str, int]) -> None:
-        """A topic just created is read from its start by the fleet's group. Kafka drops a deleted topic's
+        """A topic just created is read from its start by the group that reads it. Kafka drops a deleted topic's
         committed offsets only asynchronously, so a fleet deleted with its topics and created again could
         otherwise resume at its predecessor's offsets and skip as many frames (seen on the cluster)."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False, **client_options())

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from camerafleet.api.manifest import ManifestError, load_manifest, parse_manifest
-from camerafleet.topics import desired_configs
+from camerafleet.topics import desired_configs, readers
 from camerafleet_operator.validate import cluster_problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,6 +214,8 @@ def test_zones_and_lines_need_the_events_stage_and_say_so():
     assert topics["camerafleet_events"] == topics["camerafleet_events.state"] == topics["camerafleet_events.tracks"] == 1
     assert desired_configs(spec, "camerafleet_events.tracks") == {"retention.ms": str(spec.kafka.retention_ms)}  # a live feed
     assert spec.kafka.events_group == "camerafleet.events"
+    # Each group is started (at offset 0 of a new topic) only on what it reads.
+    assert readers(spec) == {"camerafleet": {"camera_1"}, "camerafleet.events": {"camerafleet_results"}}
 
 
 @pytest.mark.parametrize(
