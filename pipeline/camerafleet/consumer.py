@@ -32,7 +32,7 @@ from camerafleet.api.outcomes import Reason
 from camerafleet.kafka_access import client_options
 from camerafleet.logs import configure_logging
 from camerafleet.profiling import stage
-from camerafleet.removed_cameras import DRAIN_MOST_S, RemovedCameras
+from camerafleet.removed_cameras import DRAIN_MOST_S, UNREAD_LOOK_S, RemovedCameras
 from camerafleet.results_out import OutcomeTally, ResultsOut
 from camerafleet.stats import ConsumerStats
 from camerafleet.topics import KafkaUnavailable, unread_topics
@@ -86,6 +86,7 @@ class ConsumerActor:
         self.behind: set[str] = set()  # topics with a partition here not read to its high watermark
         self.expected: dict[TopicPartition, int] = {}  # the next offset each partition here should give (`_expired`)
         self.removed = RemovedCameras()
+        self.unread_looked = 0.0  # when removed cameras' unread topics were last looked for (time.monotonic())
         self.incarnation = uuid.uuid4().hex
         self.born = time.monotonic()
         self.batch_seconds = 0.0  # summed over batches: the time integral of the batches in flight
@@ -141,15 +142,17 @@ class ConsumerActor:
         if self.consumer is not None and self._camera_of().keys() != old_topics.keys():
             self._subscribe()
 
-    async def _find_unread_removed_cameras(self) -> None:
+    async def _find_unread_removed_cameras(self) -> list[str]:
+        """Topics of removed cameras with frames the group never answered, now drained; see `removed_cameras`."""
         kafka = self.spec.kafka
         fleet = {self.spec.topic(c.id) for c in self.spec.cameras}
+        self.unread_looked = time.monotonic()
         try:
             topics = await unread_topics(kafka.bootstrap_servers, kafka.consumer_group, kafka.topic_prefix, besides=fleet)
         except KafkaUnavailable as err:
             log.warning("could not look for removed cameras' unread frames: %s", err)
-            return
-        self.removed.unread({t: t.removeprefix(kafka.topic_prefix) for t in topics}, time.monotonic())
+            return []
+        return self.removed.unread({t: t.removeprefix(kafka.topic_prefix) for t in topics}, time.monotonic())
 
     def _leave_drained_topics(self) -> None:
         drained = self.removed.settle(self.behind, time.monotonic())
@@ -243,6 +246,8 @@ class ConsumerActor:
             c = self.spec.consumer
             await self.settle(wait_all=False)
             self._leave_drained_topics()
+            if time.monotonic() - self.unread_looked >= UNREAD_LOOK_S and await self._find_unread_removed_cameras():
+                self._subscribe()
             if len(self.inflight) >= c.max_in_flight_batches:
                 await asyncio.wait([self.inflight[0].task])
                 continue

@@ -1,7 +1,8 @@
 """A consumer whose loop dies of an unexpected error, against the real broker: the group member would keep
 heartbeating with no loop behind it (its partitions never reassigned, nothing alerting). The loop is started
 again from the committed offsets, counted, and every message still gets its result. Announcements the topic's
-retention deleted before they were read are counted too."""
+retention deleted before they were read are counted too, and so are those a removed camera's producer makes after
+the member that had drained its topic was replaced."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
+from camerafleet import consumer as consumer_module
 from camerafleet.api.manifest import load_manifest
 from camerafleet.consumer import ConsumerActor
 from camerafleet.topics import wait_committed
@@ -24,13 +26,14 @@ MESSAGES = 6
 CATCH_UP_S = 120  # a busy 2-core machine; each frame fails fast (no inference service answers)
 
 
-def unserved_consumer(tmp_path, bootstrap: str, name: str):
-    """A consumer of fleet `name` (camera 1, topics `<name>_...`) whose inference service is never there."""
+def unserved_consumer(tmp_path, bootstrap: str, name: str, cameras: tuple[str, ...] = ("1",)):
+    """A consumer of fleet `name` (topics `<name>_camera_<id>`, `<name>_results`, ...) whose inference service is
+    never there."""
     manifest = write_fleet(
-        tmp_path / "fleet.yaml",
+        tmp_path / f"{name}-{len(cameras)}.yaml",
         name,
         bootstrap,
-        cameras=[{"id": "1", "source": "synthetic:"}],
+        cameras=[{"id": c, "source": "synthetic:"} for c in cameras],
         models=[yolo_model()],
         consumer={"maxFrameAgeMs": 600_000},
         serving={"appName": name, "routePrefix": f"/{name}", "url": f"http://127.0.0.1:9/{name}"},  # nothing listens
@@ -39,22 +42,32 @@ def unserved_consumer(tmp_path, bootstrap: str, name: str):
     return ConsumerActor.__ray_metadata__.modified_class(spec.model_dump_json(by_alias=True), str(tmp_path / "results.jsonl"), name)  # type: ignore[attr-defined]
 
 
-async def announce(admin: AIOKafkaAdminClient, bootstrap: str, name: str, tmp_path) -> str:
-    """Creates the fleet's topics and announces MESSAGES frames of camera 1; returns the camera's topic."""
-    topic = f"{name}_camera_1"
-    await admin.create_topics([NewTopic(t, 1, 1) for t in (topic, f"{name}_results", f"{name}_deadletter")])
+async def create_topics(bootstrap: str, name: str, cameras: tuple[str, ...] = ("1",)) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(t, 1, 1) for t in (*(f"{name}_camera_{c}" for c in cameras), f"{name}_results", f"{name}_deadletter")]
+        )
+    finally:
+        await admin.close()
+
+
+async def announce(bootstrap: str, name: str, tmp_path, camera: str = "1", seqs: range = range(MESSAGES)) -> str:
+    """Announces frames `seqs` of `camera` on its topic; returns the topic."""
+    topic = f"{name}_camera_{camera}"
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        for seq in range(MESSAGES):
+        for seq in seqs:
             frame = {
-                "cameraId": "1",
+                "cameraId": camera,
                 "seq": seq,
                 "epochMs": 1,
                 "captureTsMs": int(time.time() * 1000),
-                "uri": f"file://{tmp_path}/{seq}.jpg",
+                "uri": f"file://{tmp_path}/{camera}-{seq}.jpg",
             }
-            await producer.send_and_wait(topic, orjson.dumps({**frame, "width": 64, "height": 48}), key=b"1")
+            await producer.send_and_wait(topic, orjson.dumps({**frame, "width": 64, "height": 48}), key=camera.encode())
     finally:
         await producer.stop()
     return topic
@@ -64,12 +77,8 @@ def test_a_consumer_loop_that_dies_is_started_again_and_loses_nothing(tmp_path, 
     consumer = unserved_consumer(tmp_path, kafka_server.bootstrap, "loopdies")
 
     async def scenario() -> dict[tuple[str, int], int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
-        await admin.start()
-        try:
-            await announce(admin, kafka_server.bootstrap, "loopdies", tmp_path)
-        finally:
-            await admin.close()
+        await create_topics(kafka_server.bootstrap, "loopdies")
+        await announce(kafka_server.bootstrap, "loopdies", tmp_path)
         real_update_lag, died = consumer._update_lag, []
 
         async def dies_once() -> None:  # a bug in the loop, once, while a batch is in flight
@@ -99,10 +108,11 @@ def test_announcements_the_topics_retention_deleted_unread_are_counted_dropped_b
     consumer, deleted = unserved_consumer(tmp_path, kafka_server.bootstrap, "expired"), 4
 
     async def scenario() -> dict[tuple[str, int], int]:
+        await create_topics(kafka_server.bootstrap, "expired")
+        topic = await announce(kafka_server.bootstrap, "expired", tmp_path)
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
         await admin.start()
         try:
-            topic = await announce(admin, kafka_server.bootstrap, "expired", tmp_path)
             # The group had read nothing (the runner starts it at offset 0 of a new topic), then retention deleted 4.
             group = AIOKafkaConsumer(bootstrap_servers=kafka_server.bootstrap, group_id="expired", enable_auto_commit=False)
             await group.start()
@@ -126,3 +136,37 @@ def test_announcements_the_topics_retention_deleted_unread_are_counted_dropped_b
     assert [reasons[o] == "expired_unread" for o in range(MESSAGES)] == [o < deleted for o in range(MESSAGES)], reasons
     assert all(r["outcome"] == "dropped" and r["cameraId"] == "1" for r in results if r["offset"] < deleted), results
     assert "deleted by their topic's retention" in (consumer.last_error or "")
+
+
+def test_frames_announced_on_a_removed_cameras_topic_after_a_caught_up_member_was_replaced_are_answered(
+    tmp_path, kafka_server, ray_cluster, monkeypatch
+):
+    """The drain state of a removed camera lives in the member that heard of the edit. A member started after it
+    had caught up finds nothing unread at its start; the camera's producer, which hears of the edit later, then
+    announces a few more frames. The member looks again every UNREAD_LOOK_S and answers them."""
+    monkeypatch.setattr(consumer_module, "UNREAD_LOOK_S", 2.0)  # a minute in production; the test need not wait that long
+    bootstrap = kafka_server.bootstrap
+    before = unserved_consumer(tmp_path, bootstrap, "late", cameras=("1", "2"))
+    after = unserved_consumer(tmp_path, bootstrap, "late", cameras=("1",))  # camera 2 removed
+
+    async def scenario() -> dict[tuple[str, int], int]:
+        await create_topics(bootstrap, "late", cameras=("1", "2"))
+        await announce(bootstrap, "late", tmp_path, camera="2")
+        await before.start()
+        try:  # the member that reads camera 2 catches up, then goes (its Pod replaced after the removal)
+            behind = await wait_committed(bootstrap, "late", {("late_camera_2", 0): MESSAGES}, CATCH_UP_S)
+            assert not behind, behind
+        finally:
+            await before.stop()
+        await after.start()
+        try:
+            await asyncio.sleep(1)
+            await announce(bootstrap, "late", tmp_path, camera="2", seqs=range(MESSAGES, MESSAGES + 3))  # the late producer
+            return await wait_committed(bootstrap, "late", {("late_camera_2", 0): MESSAGES + 3}, CATCH_UP_S)
+        finally:
+            await after.stop()
+
+    behind = asyncio.run(scenario())
+    assert not behind, f"frames announced after the removal were left unread: {behind}"
+    results = asyncio.run(topic_values(bootstrap, "late_results", MESSAGES + 3))
+    assert sorted(r["offset"] for r in results if r["topic"] == "late_camera_2") == list(range(MESSAGES + 3)), results
