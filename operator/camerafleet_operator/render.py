@@ -10,6 +10,8 @@ a test keeps them in sync.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from typing import Any, Literal
 
 import yaml
@@ -45,6 +47,7 @@ DASHBOARD_PORT = 8265
 METRICS_PORT = 8080  # KubeRay's `metrics` port on every Ray container
 RUN_METRICS_PORT = 8081  # a job driver's own metrics (`camerafleet run --metrics-port`): its pools, on its head Pod
 LABEL_CONSOLE = "camerafleet.io/console"  # on the Pod that serves a fleet's console: its Service selects it
+RESTART_DIGEST = "camerafleet.io/restart-digest"  # a RayJob's metadata: see restart_digest
 LABEL_FLEET = "camerafleet.io/fleet"
 RAY_TOKEN_KEY = "auth_token"  # the key of the token in the Secret KubeRay's authOptions.secretName names
 LABEL_COMPONENT = "camerafleet.io/component"
@@ -405,9 +408,17 @@ def ray_job(fleet_name: str, namespace: str, spec: FleetSpec, role: Role, owner:
             # later and the whole job cluster is rebuilt. In HTTPMode KubeRay submits through the dashboard and,
             # when a replaced head no longer knows the job, submits it again: the job cluster stays.
             "submissionMode": "HTTPMode",
+            # Part of the spec, so that the operator replaces the job when they change: a running job keeps its
+            # Kafka, bucket, serving, results and events as they were at its start (it reads the rest live).
+            "metadata": {RESTART_DIGEST: restart_digest(spec)},
             "rayClusterSpec": cluster,
         },
     }
+
+
+def restart_digest(spec: FleetSpec) -> str:
+    """A digest of the manifest sections a running job applies only when it starts again (`FleetSpec.restart_sections`)."""
+    return hashlib.sha256(json.dumps(spec.restart_sections(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _drain_before_stop(pod: dict[str, Any], role: Literal["head", "worker"]) -> None:

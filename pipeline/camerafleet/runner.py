@@ -32,7 +32,7 @@ import orjson
 import ray
 
 from camerafleet.actor_pools import ActorPools, member_answers
-from camerafleet.api.manifest import CameraFleet, ManifestError, manifest_from_text
+from camerafleet.api.manifest import RESTART_SECTIONS, CameraFleet, ManifestError, manifest_from_text
 from camerafleet.api.outcomes import Outcome
 from camerafleet.api.serve_options import default_serve_controller_env
 from camerafleet.api.settings import Settings
@@ -306,7 +306,7 @@ class FleetRunner:
             self.say(f"manifest changed but is invalid; still running the previous one:\n{err}")
             return
         old, self.spec = self.spec, new
-        ignored = [k for k in ("kafka", "bucket", "serving", "results", "events") if getattr(old, k) != getattr(new, k)]
+        ignored = [k for k in RESTART_SECTIONS if getattr(old, k) != getattr(new, k)]
         if ignored:
             self.say(f"manifest change to {', '.join(ignored)} needs a restart; not applied")
             self.spec = new.model_copy(update={k: getattr(old, k) for k in ignored})

@@ -1195,6 +1195,25 @@ async def _committed(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         await consumer.stop()
 
 
+def _events_state(c: Cluster, since_ms: int) -> str:
+    """Why no event came: the fleet's conditions, the lobby's results by outcome, and what the jobs said of it."""
+    status = (c.get("camerafleet", FLEET) or {}).get("status") or {}
+    conditions = [f"{x['type']}={x['status']} {x.get('reason', '')}: {x.get('message', '')[:200]}" for x in status.get("conditions", [])]
+    results = [r for r in asyncio.run(_results(c.kafka, RESULTS)) if r["cameraId"] == "lobby"]
+    outcomes = Counter((r["outcome"], r.get("reason")) for r in results)
+    faces = sum(len((r.get("models") or {}).get("faces", {}).get("detections") or []) for r in results)
+    said = {
+        role: [line for line in job_log(c, role).splitlines() if "lobby" in line or "events" in line.lower()][-15:]
+        for role in ("producer", "consumer")
+    }
+    return (
+        "Fleet:\n  "
+        + "\n  ".join(conditions)
+        + f"\nLobby results since the patch: {len([r for r in results if (r.get('captureTsMs') or 0) >= since_ms])}, "
+        f"by outcome {dict(outcomes)}, {faces} faces\nJobs:\n" + json.dumps(said, indent=1)[:6000]
+    )
+
+
 # The whole 1280x720 frame, less a margin: the demo clip's poster face stands in it throughout.
 HALL = {"name": "hall", "points": [[10, 10], [1270, 10], [1270, 710], [10, 710]], "anchor": "center", "labels": ["face"]}
 
@@ -1225,7 +1244,10 @@ def test_events_on_kubernetes_a_live_camera_of_faces_gives_tracks_events_and_a_t
     try:
         change = {"cameras": [*before["cameras"], lobby], "events": {**before["events"], "enabled": True}}
         c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": change}))
-        seen = wait_for("the lobby's tracks and its zone visit on the events topic", lobby_events, RECOVERY_TIMEOUT_S, 5)
+        try:
+            seen = wait_for("the lobby's tracks and its zone visit on the events topic", lobby_events, RECOVERY_TIMEOUT_S, 5)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{_events_state(c, int(patched * 1000))}") from None
         first_s = time.time() - patched
         tracked = [r for r in asyncio.run(_committed(c.kafka, topics["tracks"])) if r["cameraId"] == "lobby"]
         ids = {t["trackId"] for r in tracked for t in r["tracks"]}

@@ -124,6 +124,19 @@ def test_11_jobs_are_submitted_over_http_with_no_submitter_pod_following_their_l
         assert job["submissionMode"] == "HTTPMode" and "submitterPodTemplate" not in job
 
 
+def test_an_edit_a_running_job_cannot_apply_replaces_the_jobs_and_a_camera_edit_does_not():
+    """Found by the e2e test of events on Kubernetes: `events.enabled` patched in reached the running jobs through
+    their ConfigMap, whose runner logged "needs a restart; not applied", and nothing else happened. The jobs' spec
+    (which the operator compares to replace a job) now carries a digest of the sections a job applies only at start."""
+    base = spec()
+    jobs = {role: render.ray_job("f", "ns", base, role)["spec"] for role in ("producer", "consumer")}
+    events_on = base.model_copy(update={"events": base.events.model_copy(update={"enabled": True})})
+    more_cameras = base.model_copy(update={"cameras": [*base.cameras, base.cameras[0].model_copy(update={"id": "2"})]})
+    for role, job in jobs.items():
+        assert render.ray_job("f", "ns", events_on, role)["spec"] != job, f"an events edit leaves the {role} job as it is"
+        assert render.ray_job("f", "ns", more_cameras, role)["spec"] == job, f"a camera edit replaces the {role} job"
+
+
 def test_serve_keeps_its_own_placement_whose_pack_strategy_can_strand_a_replica_on_a_scale_up():
     head = pods(render.ray_service("f", "ns", spec()))[0]
     assert not [e for e in head["containers"][0]["env"] if "PACK_SCHEDULING" in e["name"] or "COMPACT_SCHEDULING" in e["name"]]

@@ -858,6 +858,11 @@ class KubernetesSpec(Strict):
     )
 
 
+# What a running fleet cannot change without starting again: the clients, stores and stages it sets up at start
+# (the console's feeds among them, in whichever job serves it).
+RESTART_SECTIONS = ("kafka", "bucket", "serving", "results", "events")
+
+
 class FleetSpec(Strict):
     cameras: list[CameraSpec] = Field(
         min_length=1,
@@ -901,6 +906,11 @@ class FleetSpec(Strict):
 
     def topic(self, camera_id: str) -> str:
         return f"{self.kafka.topic_prefix}{camera_id}"
+
+    def restart_sections(self) -> dict[str, Any]:
+        """The sections a running `camerafleet run` applies only when it starts again (it says so and keeps the old
+        ones); on Kubernetes the operator replaces the jobs when they change."""
+        return {name: getattr(self, name).model_dump(mode="json", by_alias=True) for name in RESTART_SECTIONS}
 
     def topics(self) -> dict[str, int]:
         """Every topic the fleet needs, with its partition count: one per camera, results and dead letter, and the events
