@@ -131,7 +131,8 @@ def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
 def fleet_document(fleet_name: str, spec: FleetSpec, *, serving_url: str | None) -> dict[str, Any]:
     """The manifest the pods run: the fleet's spec, with consumers pointed at the RayService over HTTP and
     no results log on the Pods' disks."""
-    data = spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, exclude={"kubernetes"})
+    # JSON values: enums (a zone's anchor) as their strings, which YAML can write (found by the e2e test of events).
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True, exclude={"kubernetes"})
     # Consumers run on worker Pods: no results file on their disks, the results topic is the record.
     data.setdefault("results", {})["localLog"] = False
     if serving_url:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import yaml
 
-from camerafleet.api.manifest import parse_manifest
+from camerafleet.api.manifest import EventsSpec, LineSpec, ZoneSpec, parse_manifest
 from camerafleet.topics import TopicState, plan_topics
 from camerafleet_operator import render
 from camerafleet_operator.observe import job_condition, service_condition
@@ -164,6 +164,18 @@ def test_conditions_keep_transition_time_and_phase():
     conds = [*again, *set_condition([], "ServingReady", None, "WaitingForKubeRay", "", 2)]
     assert phase_of(conds) == "Reconciling"
     assert phase_of(set_condition(conds, "TopicsReady", False, "NotSupported", "no", 2)) == "Degraded"
+
+
+def test_a_fleet_with_zones_and_lines_renders_a_configmap_the_pods_read_back_as_the_same_spec():
+    """Found by the e2e test of events on Kubernetes: a zone's anchor (an enum) made the operator's YAML dump raise on
+    every pass, so a fleet with zones or lines was never reconciled (its generation never observed)."""
+    door = {"name": "door", "points": [[10, 10], [10, 200]], "anchor": "center"}
+    hall = {"name": "hall", "points": [[0, 0], [100, 0], [100, 100]], "loiterSeconds": 5}
+    s = spec().model_copy(update={"events": EventsSpec(enabled=True)})
+    s = s.model_copy(update={"cameras": [s.cameras[0].model_copy(update={"lines": [LineSpec(**door)], "zones": [ZoneSpec(**hall)]})]})
+    cm = render.config_map("f", "ns", s)
+    back = parse_manifest(yaml.safe_load(cm["data"]["fleet.yaml"])).spec
+    assert back.cameras == s.cameras and back.events == s.events
 
 
 def test_rendered_objects():
