@@ -60,9 +60,12 @@ def camera_topics(fleet: dict[str, Any], own: str = OWN) -> list[str]:
     return [f"{prefix}{c['id']}" for c in fleet["spec"]["cameras"]]
 
 
-async def _results(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every record of a topic from its beginning (the topics belong to this test's fleet)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+async def _results(bootstrap: str, topic: str, isolation_level: str = "read_uncommitted") -> list[dict[str, Any]]:
+    """Every record of a topic from its beginning (the topics belong to this test's fleet); `read_committed` for the
+    topics the events stage writes in transactions."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", isolation_level=isolation_level
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -1174,27 +1177,6 @@ async def _existing_topics(bootstrap: str) -> set[str]:
         await admin.close()
 
 
-async def _committed(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every committed record of a topic the events stage writes in transactions (read_committed), from its start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        values: list[dict[str, Any]] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                values += [orjson.loads(r.value) for r in records]
-        return values
-    finally:
-        await consumer.stop()
-
-
 def _events_state(c: Cluster, since_ms: int) -> str:
     """Why no event came: the fleet's conditions, the lobby's results by outcome, and what the jobs said of it."""
     status = (c.get("camerafleet", FLEET) or {}).get("status") or {}
@@ -1235,7 +1217,7 @@ def test_events_on_kubernetes_a_live_camera_of_faces_gives_tracks_events_and_a_t
     topics = {"events": f"{OWN}.events", "tracks": f"{OWN}.events.tracks"}
 
     def lobby_events() -> list[dict[str, Any]] | None:
-        mine = [e for e in asyncio.run(_committed(c.kafka, topics["events"])) if e["cameraId"] == "lobby"]
+        mine = [e for e in asyncio.run(_results(c.kafka, topics["events"], "read_committed")) if e["cameraId"] == "lobby"]
         kinds = {(e["kind"], e["phase"]) for e in mine}
         return mine if {("object", "start"), ("zone", "start")} <= kinds else None
 
@@ -1249,7 +1231,7 @@ def test_events_on_kubernetes_a_live_camera_of_faces_gives_tracks_events_and_a_t
         except AssertionError as err:
             raise AssertionError(f"{err}\n{_events_state(c, int(patched * 1000))}") from None
         first_s = time.time() - patched
-        tracked = [r for r in asyncio.run(_committed(c.kafka, topics["tracks"])) if r["cameraId"] == "lobby"]
+        tracked = [r for r in asyncio.run(_results(c.kafka, topics["tracks"], "read_committed")) if r["cameraId"] == "lobby"]
         ids = {t["trackId"] for r in tracked for t in r["tracks"]}
         assert {e["trackId"] for e in seen if e["kind"] == "object"} <= ids, (ids, seen)
         with console(c) as get:

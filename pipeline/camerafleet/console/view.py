@@ -11,7 +11,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -40,6 +40,7 @@ from camerafleet.summary import percentiles
 # Processed frames kept per camera: the frames the API serves, and those the events stage's tracks are put on. Its
 # tracks come a reorder window (2 s) and a batch (about 1 s) after the results: 45 frames at 15 fps.
 RECENT_FRAMES = 64
+_Record = TypeVar("_Record", ResultRecord, TracksRecord)
 DETAIL_FRAMES = 20  # of them in the detail view's history
 # A tracked camera's tile shows the newest frame whose tracks came; when none came for this long (the events stage
 # is down or behind), the newest frame, without track ids.
@@ -142,15 +143,9 @@ class FleetView:
 
     def add_result(self, raw: dict[str, object]) -> None:
         """One result record as the consumers publish it (`ResultRecord.to_dict()` without the raw value)."""
-        try:
-            record = ResultRecord.model_validate(raw)
-        except ValidationError:
-            self.ignored_records += 1
+        if (own := self._own(ResultRecord, raw)) is None:
             return
-        cam = self.cameras.get(record.camera_id)
-        if cam is None:
-            self.ignored_records += 1
-            return
+        record, cam = own
         cam.version += 1
         if record.outcome != Outcome.PROCESSED:
             if record.reason is not None:
@@ -183,15 +178,9 @@ class FleetView:
     def add_tracks(self, raw: dict[str, Any]) -> None:
         """One record of the tracks topic: the frame's detections get their track ids (a frame already gone from the
         recent ones is passed over)."""
-        try:
-            record = TracksRecord.model_validate(raw)
-        except ValidationError:
-            self.ignored_records += 1
+        if (own := self._own(TracksRecord, raw)) is None:
             return
-        cam = self.cameras.get(record.camera_id)
-        if cam is None:
-            self.ignored_records += 1
-            return
+        record, cam = own
         frame = next((f for f in reversed(cam.recent) if f.view.capture_ts_ms == record.capture_ts_ms), None)
         if frame is None:
             return
@@ -354,6 +343,19 @@ class FleetView:
             if f.view.seq == seq:
                 return f.uri
         raise FrameNotKept(f"camera {camera_id!r} has no recent processed frame {seq}: the console serves its last {RECENT_FRAMES}")
+
+    def _own(self, kind: type[_Record], raw: dict[str, Any]) -> tuple[_Record, _Camera] | None:
+        """A record parsed as `kind`, with its camera; None, and counted, when it is not a record of this fleet's."""
+        try:
+            record = kind.model_validate(raw)
+        except ValidationError:
+            self.ignored_records += 1
+            return None
+        cam = self.cameras.get(record.camera_id)
+        if cam is None:
+            self.ignored_records += 1
+            return None
+        return record, cam
 
     def _camera(self, camera_id: str) -> _Camera:
         cam = self.cameras.get(camera_id)
