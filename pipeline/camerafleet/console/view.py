@@ -40,7 +40,6 @@ from camerafleet.summary import percentiles
 # Processed frames kept per camera: the frames the API serves, and those the events stage's tracks are put on. Its
 # tracks come a reorder window (2 s) and a batch (about 1 s) after the results: 45 frames at 15 fps.
 RECENT_FRAMES = 64
-_Record = TypeVar("_Record", ResultRecord, TracksRecord)
 DETAIL_FRAMES = 20  # of them in the detail view's history
 # A tracked camera's tile shows the newest frame whose tracks came; when none came for this long (the events stage
 # is down or behind), the newest frame, without track ids.
@@ -52,6 +51,8 @@ MODEL_BATCHES_KEPT = 200  # per model, for its batch size and time
 # here, and 150 cameras with a few people each make a few records a second: 2,000 are some minutes, 1 MB.
 EVENTS_KEPT = 2000
 TIMELINE_MOST = 500  # records one timeline answer carries
+
+_Record = TypeVar("_Record", ResultRecord, TracksRecord)
 
 
 class FrameNotKept(LookupError):
