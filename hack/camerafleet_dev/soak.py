@@ -197,8 +197,9 @@ async def kafka_state(bootstrap: str, topics: list[str]) -> tuple[int, int]:
 class Series:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, t: float, key: str, value: float) -> None:
-        self.samples.append({"t": round(t, 1), "key": key, "value": value})
+    def add(self, t: float, key: str, value: float, pod: str | None = None) -> None:
+        """`pod`: the Pod a value is of, so that a replaced Pod's series starts again (its warm-up is not a leak)."""
+        self.samples.append({"t": round(t, 1), "key": key, "value": value, **({"pod": pod} if pod else {})})
 
 
 def sample(c: Cluster, started: float, series: Series, topics: list[str]) -> None:
@@ -210,12 +211,12 @@ def sample(c: Cluster, started: float, series: Series, topics: list[str]) -> Non
         for pod in stats["pods"]:
             if pod["podRef"]["namespace"] != NS:
                 continue
-            name = _role_of(pod["podRef"]["name"])
-            series.add(t, f"memory MiB {name}", round(pod.get("memory", {}).get("workingSetBytes", 0) / 2**20, 1))
-            series.add(t, f"storage MiB {name}", round(pod.get("ephemeral-storage", {}).get("usedBytes", 0) / 2**20, 2))
-            held = counts.get(pod["podRef"]["uid"], ProcessCounts())
-            series.add(t, f"fds {name}", held.fds)
-            series.add(t, f"threads {name}", held.threads)
+            name, uid = _role_of(pod["podRef"]["name"]), pod["podRef"]["uid"]
+            series.add(t, f"memory MiB {name}", round(pod.get("memory", {}).get("workingSetBytes", 0) / 2**20, 1), uid)
+            series.add(t, f"storage MiB {name}", round(pod.get("ephemeral-storage", {}).get("usedBytes", 0) / 2**20, 2), uid)
+            held = counts.get(uid, ProcessCounts())
+            series.add(t, f"fds {name}", held.fds, uid)
+            series.add(t, f"threads {name}", held.threads, uid)
             for deployment, replicas in held.replicas.items():
                 series.add(t, f"replicas {deployment} on {name}", replicas)
     announced, lag = asyncio.run(kafka_state(c.env["KAFKA_BOOTSTRAP"], topics))
@@ -259,26 +260,46 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
     return 0.0 if var == 0 else sum((p[0] - mt) * (p[1] - mv) for p in points) / var * 3600
 
 
+def longest_lived_slope(samples: list[dict[str, Any]], warmup_s: float) -> tuple[float, float] | None:
+    """(slope per hour, minutes judged) of the Pod seen longest among `samples` (one series, several Pods when
+    one was replaced), over its samples after its own warm-up. A replaced Pod's series starts again: summed
+    over its role, a new Pod warming up reads as growth (the serving worker's three faces replicas take
+    2.8 -> 4.2 GiB in their first minutes)."""
+    by_pod: dict[str, list[tuple[float, float]]] = {}
+    for s in samples:
+        if "pod" in s:
+            by_pod.setdefault(s["pod"], []).append((s["t"], s["value"]))
+    steady = [[p for p in points if p[0] >= points[0][0] + warmup_s] for points in by_pod.values()]
+    longest = max(steady, key=lambda points: points[-1][0] - points[0][0] if len(points) > 1 else -1.0, default=[])
+    return (slope_per_hour(longest), (longest[-1][0] - longest[0][0]) / 60) if len(longest) > 1 else None
+
+
 def write_report(out: Path, series: Series, events: list[str], minutes: float, warmup_s: float) -> None:
     summed: dict[tuple[str, float], float] = {}  # the Pods of one role (two serving workers, say) add up
+    of_key: dict[str, list[dict[str, Any]]] = {}
     for s in series.samples:
         summed[s["key"], s["t"]] = summed.get((s["key"], s["t"]), 0) + s["value"]
+        of_key.setdefault(s["key"], []).append(s)
     by_key: dict[str, list[tuple[float, float]]] = {}
     for (key, t), value in sorted(summed.items(), key=lambda kv: kv[0][1]):
         by_key.setdefault(key, []).append((t, value))
     rows = []
     for key, points in sorted(by_key.items()):
         steady = [p for p in points if p[0] >= warmup_s] or points
-        rows.append((key, steady[0][1], steady[-1][1], max(p[1] for p in steady), slope_per_hour(steady)))
+        own = longest_lived_slope(of_key[key], warmup_s)
+        per_pod = f"{own[0]:+.2f} over {own[1]:.0f} min" if own else ""
+        rows.append((key, steady[0][1], steady[-1][1], max(p[1] for p in steady), slope_per_hour(steady), per_pod))
     lines = [
         f"# Soak: {minutes:.0f} minutes of the production layout (make soak)",
         "",
         f"Samples every minute after a {warmup_s / 60:.0f}-minute warm-up; slope by least squares over the steady part. "
-        "Frames announced grow by design (the load), replicas and actors follow the load and the disturbances; everything else should be flat.",
+        "Frames announced grow by design (the load), replicas and actors follow the load and the disturbances; everything else should be flat. "
+        "A role's series sums its Pods and goes on across a Pod's replacement; the last column judges one Pod alone, the one "
+        f"seen longest, after its own {warmup_s / 60:.0f}-minute warm-up.",
         "",
-        "| series | first | last | max | slope per hour |",
-        "|---|---:|---:|---:|---:|",
-        *(f"| {k} | {a:g} | {b:g} | {m:g} | {s:+.2f} |" for k, a, b, m, s in rows),
+        "| series | first | last | max | slope per hour | slope per hour, longest-lived Pod |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(f"| {k} | {a:g} | {b:g} | {m:g} | {s:+.2f} | {p} |" for k, a, b, m, s, p in rows),
         "",
         "## Disturbances",
         *(f"- {e}" for e in events),
@@ -303,7 +324,8 @@ def _plot(out: Path, by_key: dict[str, list[tuple[float, float]]]) -> None:
             if key.startswith(group):
                 ax.plot([p[0] / 60 for p in points], [p[1] for p in points], label=key.removeprefix(group).strip() or key)
         ax.set_ylabel(group)
-        ax.legend(fontsize=7, loc="upper left")
+        if ax.lines:
+            ax.legend(fontsize=7, loc="upper left")
     axes[-1].set_xlabel("minutes")
     fig.tight_layout()
     fig.savefig(out / "soak.png", dpi=90)
