@@ -31,7 +31,7 @@ def job_condition(job: dict[str, Any] | None) -> Observed:
     st = job.get("status") or {}
     deployment, job_status, message = st.get("jobDeploymentStatus") or "", st.get("jobStatus") or "", st.get("message") or ""
     if deployment == "ValidationFailed":
-        return Observed(False, "InvalidSpec", f"KubeRay refused the RayJob: {message}", invalid=True)
+        return Observed(False, "InvalidSpec", f"KubeRay refused the RayJob {job['metadata']['name']}: {message}", invalid=True)
     if deployment == "Failed" or job_status == "FAILED":
         return Observed(False, "JobFailed", message or f"the RayJob failed (jobStatus {job_status or 'unknown'})", failed=True)
     if deployment == "Complete":  # the pipeline runs until stopped: a job that ended is restarted
@@ -55,7 +55,7 @@ def service_condition(svc: dict[str, Any] | None, app_name: str) -> Observed:
     reason, message = ready.get("reason") or "", ready.get("message") or ""
     app_state, app_text = app_status(st, app_name)
     if reason == "ValidationFailed":
-        return Observed(False, "InvalidSpec", f"KubeRay refused the RayService: {message}", invalid=True)
+        return Observed(False, "InvalidSpec", f"KubeRay refused the RayService {svc['metadata']['name']}: {message}", invalid=True)
     if app_state in APP_FAILED:
         return Observed(False, "ServingFailed", app_text)
     if ready.get("status") == "True":

@@ -711,6 +711,47 @@ def test_a_broken_model_edit_turns_the_fleet_not_ready_with_serves_message_and_t
     _recovered(c, fleet, "broken model edit fixed", started)
 
 
+def test_a_rayjob_kuberay_refused_is_replaced_by_the_next_edit_of_the_jobs_spec(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Issue 23, defect 6: KubeRay checks a RayJob on every pass and, once it refused one (ValidationFailed), never
+    looks at it again: only a new RayJob helps, and before the fix the fleet stayed Failed until someone deleted the
+    RayJob by hand. The operator's own checks keep a fleet from rendering a RayJob KubeRay 1.6 refuses, so the
+    refusal is made here as an admission policy's edit (or a newer KubeRay's stricter check) would make it: the live
+    RayJob gains a setting KubeRay refuses, `rayStartParams.labels`. The fleet says so with KubeRay's message; the
+    next edit of the jobs' spec replaces the RayJob, and every frame stays accounted for."""
+    c = installed
+    job = f"{FLEET}-producer"
+    refused_uid = c.get("rayjob", job)["metadata"]["uid"]
+    started = time.time()
+    refusal = {"spec": {"rayClusterSpec": {"headGroupSpec": {"rayStartParams": {"labels": "team=x"}}}}}
+    c.kubectl("patch", "rayjob", job, "--type=merge", "-p", json.dumps(refusal))
+    ready = wait_for(
+        "the fleet not Ready, InvalidSpec with KubeRay's message",
+        lambda: (r := c.condition(FLEET, "Ready")).get("reason") == "InvalidSpec" and r,
+        RECOVERY_TIMEOUT_S,
+    )
+    seen_s = time.time() - started
+    assert ready["status"] == "False" and "labels" in ready["message"] and job in ready["message"], ready
+    assert c.get("camerafleet", FLEET)["status"]["phase"] == "Failed"
+    # The fix: the jobs' worker Pods ask for a little more memory (any change of the RayJob's spec would do).
+    c.kubectl(
+        "patch",
+        "camerafleet",
+        FLEET,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"kubernetes": {"jobWorkers": {"resources": {"memoryRequest": "1100Mi"}}}}}),
+    )
+    fleet["spec"]["kubernetes"].setdefault("jobWorkers", {}).setdefault("resources", {})["memoryRequest"] = "1100Mi"
+    wait_for("a new producer RayJob running", lambda: (
+        (j := c.get("rayjob", job)) and j["metadata"]["uid"] != refused_uid and (j.get("status") or {}).get("jobStatus") == "RUNNING"
+    ), RECOVERY_TIMEOUT_S, 5)  # fmt: skip
+    wait_for("the fleet Ready again", lambda: c.condition(FLEET, "Ready").get("status") == "True", RECOVERY_TIMEOUT_S, 5)
+    replaced = c.kubectl("get", "events", "--field-selector", f"involvedObject.name={FLEET},reason=JobReplaced", "-o", "json").stdout
+    assert json.loads(replaced)["items"], "a JobReplaced event says the refused RayJob was replaced"
+    report("RayJob refused by KubeRay", f"fleet InvalidSpec {seen_s:.0f} s after the refusal; replaced by the next edit and Ready again")
+    _recovered(c, fleet, "refused RayJob replaced", started)
+
+
 def _active_serving_cluster(c: Cluster) -> str:
     return str(c.get("rayservice", f"{FLEET}-serving")["status"]["activeServiceStatus"]["rayClusterName"])
 

@@ -121,18 +121,22 @@ def test_job_conditions_follow_kuberay_1_6_statuses():
 
 
 def service(reason: str, status: str = "False", **extra: object) -> dict:
-    return {"status": {"conditions": [{"type": "Ready", "status": status, "reason": reason, "message": "m"}], **extra}}
+    return {
+        "metadata": {"name": "f-serving"},
+        "status": {"conditions": [{"type": "Ready", "status": status, "reason": reason, "message": "m"}], **extra},
+    }
 
 
 def test_service_conditions_follow_kuberay_1_6_statuses():
     assert service_condition(None, "app").ok is False
-    assert service_condition({"status": {}}, "app").reason == "WaitingForKubeRay"
+    assert service_condition({"metadata": {"name": "f-serving"}, "status": {}}, "app").reason == "WaitingForKubeRay"
     assert service_condition(service("NonZeroServeEndpoints", "True"), "app").ok is True
     starting = service_condition(
         service("Initializing", pendingServiceStatus={"applicationStatuses": {"app": {"status": "DEPLOYING", "message": "x"}}}), "app"
     )
     assert starting.ok is None and "Serve app app DEPLOYING: x" in starting.message, "a normal start is not Degraded"
-    assert service_condition(service("ValidationFailed"), "app").invalid
+    refused = service_condition(service("ValidationFailed"), "app")
+    assert refused.invalid and refused.message == "KubeRay refused the RayService f-serving: m"
     assert service_condition(service("ZeroServeEndpoints"), "app").ok is False
 
 

@@ -409,7 +409,11 @@ def test_6_a_rayjob_kuberay_refused_is_replaced_once_the_spec_is_fixed() -> None
     kuberay_serves(kube)
     reconcile(body, kube, kafka)
     kube.set_status("RayJob", "lobby-producer", {"jobDeploymentStatus": "ValidationFailed", "message": "bad"})
-    assert reconcile(body, kube, kafka).status.phase == "Failed"
+    refused = reconcile(body, kube, kafka)
+    assert refused.status.phase == "Failed"
+    assert conditions(refused)["Ready"] == ("False", "InvalidSpec")
+    ready = next(c for c in refused.status.conditions if c.type == "Ready")
+    assert ready.message == "fix the spec: KubeRay refused the RayJob lobby-producer: bad"
     body["spec"]["kubernetes"] = {"image": "registry.local/camerafleet-ray:fixed"}  # the fix changes the RayJob's spec
     body["metadata"]["generation"] = 2
     result = reconcile(body, kube, kafka)
