@@ -31,6 +31,7 @@ from camerafleet_dev.clips import write_demo_frames
 from camerafleet_dev.devservers._process import free_port
 from camerafleet_dev.devservers.camera import CameraServer
 from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
+from camerafleet_operator.validate import memory_bytes
 from tests.e2e.conftest import CLUSTER_DIR, LAYOUT, NS, OPERATOR_NS, OPERATOR_VALUES, ROOT, Cluster, readme_fleet, wait_for
 from tests.fixtures.prometheus import SCRAPE_S, dashboard_queries, empty_or_unlabelled
 
@@ -239,6 +240,30 @@ def test_work_runs_where_the_layout_puts_it(installed: Cluster, fleet: dict[str,
     else:
         assert placed == {"producer": {"head"}, "consumer": {"head"}}, placed
     report("placement", f"producer and consumer actors on {placed}; the models' worker Pods on {sorted(replica_nodes)}")
+
+
+_SHM_BYTES = "import os; s = os.statvfs('/dev/shm'); print(s.f_blocks * s.f_frsize)"
+
+
+def test_each_ray_pod_has_one_dev_shm_sized_to_its_memory_limit(installed: Cluster, fleet: dict[str, Any]) -> None:
+    """Issue 23, defect 8: Ray's object store lives in /dev/shm. KubeRay mounts a memory-backed emptyDir there,
+    sized to the container's memory limit; an emptyDir of our own on the same path shadowed it and its size limit
+    was lost (64 MiB of the container runtime, or the node's memory). Read in the Pod itself."""
+    c = installed
+    sizes = []
+    for pod in c.items("pods", "-l", "ray.io/node-type"):
+        spec = pod["spec"]
+        container = next(x for x in spec["containers"] if x["name"].startswith("ray-"))
+        mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/dev/shm"]
+        assert len(mounts) == 1, (pod["metadata"]["name"], mounts)
+        volume = next(v for v in spec["volumes"] if v["name"] == mounts[0]["name"])
+        limit = memory_bytes(container["resources"]["limits"]["memory"])
+        assert volume["emptyDir"]["medium"] == "Memory" and memory_bytes(volume["emptyDir"]["sizeLimit"]) == limit, volume
+        seen = int(c.kubectl("exec", "-n", NS, pod["metadata"]["name"], "-c", container["name"], "--", "python", "-c", _SHM_BYTES).stdout)
+        assert seen == limit, f"{pod['metadata']['name']}: /dev/shm is {seen} bytes, its memory limit {limit}"
+        sizes.append(f"{pod['metadata']['name']} {seen / 2**30:g} GiB")
+    assert sizes
+    report("/dev/shm", "; ".join(sizes))
 
 
 def test_frames_flow_for_every_camera_and_nothing_fails_or_is_lost(installed: Cluster, fleet: dict[str, Any]) -> None:
