@@ -622,6 +622,11 @@ def test_a_second_fleet_from_the_same_example_in_another_namespace_shares_nothin
     doc = readme_fleet(c)
     doc["metadata"]["namespace"] = other_ns
     doc["spec"]["kafka"]["topicDeletionPolicy"] = "Delete"
+    # Issue 23, defect 9: heads take a placement. This team puts its heads on the tainted GPU pool, which only the
+    # head's own nodeSelector and tolerations reach (the example's heads go to the untainted system pool).
+    gpu_pool = {k: v for k, v in doc["spec"]["kubernetes"]["gpuWorkers"].items() if k in ("nodeSelector", "tolerations")}
+    if LAYOUT == "production":
+        doc["spec"]["kubernetes"]["head"].update(gpu_pool)
     own_topics = [*camera_topics(doc, other_own), f"{other_own}.results", f"{other_own}.deadletter"]
     asyncio.run(_fresh_kafka(c.kafka, own_topics))
     c.apply(doc)
@@ -651,6 +656,11 @@ def test_a_second_fleet_from_the_same_example_in_another_namespace_shares_nothin
             strangers = {r["topic"] for r in results} - set(camera_topics(manifest, own))
             assert results and not strangers, f"{own}.results holds another fleet's frames: {strangers}"
         assert _has_objects(c, fleet, NS) and _has_objects(c, doc, other_ns), "each fleet's frames in its own folder"
+        if LAYOUT == "production":
+            nodes = {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in c.items("nodes")}
+            heads = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in c.items("pods", "-l", "ray.io/node-type=head", ns=other_ns)}
+            on_pool = {n for n, labels in nodes.items() if gpu_pool["nodeSelector"].items() <= labels.items()}
+            assert len(heads) == 3 and set(heads.values()) <= on_pool, f"the heads' placement: {heads}, the GPU pool {on_pool}"
         rules_before = _lifecycle_rules(c, fleet)
         assert len(rules_before) >= 2, f"each fleet's expiry rule in the bucket's lifecycle: {rules_before}"
     finally:
