@@ -891,6 +891,7 @@ def test_rays_autoscaler_adds_a_serving_worker_pod_for_replicas_and_removes_it_a
         faces["autoscaling"] = {**calm, "minReplicas": least, "maxReplicas": most}
         c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": {"models": models}}))
 
+    before = wait_for("every deployment's replicas running", lambda: (r := serve_replicas(c)) and all(r.values()) and r, 300)
     started = time.time()
     set_replicas(4, max(4, calm.get("maxReplicas", 1)))
     try:
@@ -902,6 +903,12 @@ def test_rays_autoscaler_adds_a_serving_worker_pod_for_replicas_and_removes_it_a
             raise AssertionError(f"{err}\n{_scheduling_state(c, cluster, selector)}") from None
         up_s = time.time() - started
         wait_for("four faces replicas running", lambda: len(serve_replicas(c).get("model-faces", set())) >= 4, RECOVERY_TIMEOUT_S, 5)
+        # Issue 23, defect 5: a model's minReplicas is a lightweight update: no other model's replica is replaced, and
+        # faces keeps its own (Serve's autoscaler may have stopped one of them just before the edit).
+        after = serve_replicas(c)
+        others = [k for k in before if k != "model-faces"]
+        assert all(before[k] <= after.get(k, set()) for k in others), f"a replica was replaced: before {before}, after {after}"
+        assert before["model-faces"] & after["model-faces"], f"every faces replica was replaced: before {before}, after {after}"
         nodes = {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in c.items("nodes")}
         assert all(nodes[p["spec"]["nodeName"]].get("nvidia.com/gpu.present") == "true" for p in c.items("pods", "-l", selector))
     finally:
