@@ -164,10 +164,13 @@ def process_counts() -> dict[str, ProcessCounts]:
 
 
 def pod_process_counts(c: Cluster) -> dict[str, ProcessCounts]:
-    """Per Pod uid in the fleet's namespace: what its containers' processes hold."""
+    """Per Pod uid in the fleet's namespace: what its containers' processes hold. Pods being deleted are left out:
+    their processes drain and exit (the jobs' preStop hooks take up to two minutes), which reads as a fall."""
     counts = process_counts()
     out = {}
     for pod in c.json("get", "pods", "-n", NS)["items"]:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
         ids = [s.get("containerID", "").split("//")[-1] for s in (pod.get("status") or {}).get("containerStatuses") or []]
         total = ProcessCounts()
         for i in ids:
@@ -209,7 +212,7 @@ def sample(c: Cluster, started: float, series: Series, topics: list[str]) -> Non
     for n in node:
         stats = json.loads(c.kubectl("get", "--raw", f"/api/v1/nodes/{n['metadata']['name']}/proxy/stats/summary"))
         for pod in stats["pods"]:
-            if pod["podRef"]["namespace"] != NS:
+            if pod["podRef"]["namespace"] != NS or pod["podRef"]["uid"] not in counts:  # another's, or being deleted
                 continue
             name, uid = _role_of(pod["podRef"]["name"]), pod["podRef"]["uid"]
             series.add(t, f"memory MiB {name}", round(pod.get("memory", {}).get("workingSetBytes", 0) / 2**20, 1), uid)
