@@ -83,13 +83,23 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+TEST_LOG_DIR := out/test-logs
+
 .PHONY: test
-test: ## The whole suite but tests marked slow: unit, integration and control-plane tiers (what CI runs)
-	@failed=""; \
+test: ## The whole suite but tests marked slow: unit, integration and control-plane tiers (what CI runs); logs in out/test-logs
+	@set -o pipefail; failed=""; mkdir -p $(TEST_LOG_DIR); \
 	for tier in test-unit test-integration test-controlplane; do \
-	  $(MAKE) --no-print-directory $$tier PYTEST_ARGS="$(PYTEST_ARGS)" || failed="$$failed $$tier"; \
+	  $(MAKE) --no-print-directory $$tier PYTEST_ARGS="$(PYTEST_ARGS)" 2>&1 | tee $(TEST_LOG_DIR)/$$tier.log || failed="$$failed $$tier"; \
 	done; \
-	if [ -n "$$failed" ]; then echo "failed tiers:$$failed"; exit 1; fi
+	if [ -n "$$failed" ]; then \
+	  echo "failed tiers:$$failed"; \
+	  for tier in $$failed; do \
+	    echo "--- why $$tier failed (the whole log: $(TEST_LOG_DIR)/$$tier.log)"; \
+	    grep -E '^(E  |FAILED |ERROR |[^ ]+\.py:[0-9]+: [A-Za-z]+(Error|Exception))' $(TEST_LOG_DIR)/$$tier.log | tail -n 80 \
+	      || tail -n 20 $(TEST_LOG_DIR)/$$tier.log; \
+	  done; \
+	  exit 1; \
+	fi
 
 .PHONY: test-unit
 test-unit: models tools-prometheus ## Unit tier: pure logic and hostile input, no servers
