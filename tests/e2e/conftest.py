@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -97,24 +98,53 @@ def cluster() -> Cluster:
 # The layout under test (E2E_LAYOUT): `production` (the default) is examples/cluster-fleet.yaml as shipped with the
 # CPU-only overlay (heads do no work, the models on the GPU pool, the jobs' actors on worker Pods); `small-node`
 # is examples/small-node-fleet.yaml (every actor on the heads). Both with this cluster's Kafka and S3, which run
-# as host processes rather than the stack chart's Services.
+# as host processes rather than the stack chart's Pods: the README's `sed` puts their addresses in place of the
+# stack's Service names, or (`short_names`) Services of those names front them in the fleet's namespace.
 LAYOUT = os.environ.get("E2E_LAYOUT", "production")
-ADDRESSES = 'sed -e "s#camerafleet-kafka:9092#$KAFKA_BOOTSTRAP#" -e "s#http://camerafleet-minio:9000#$CAMERAFLEET_S3_ENDPOINT#"'
-APPLY = {
-    "small-node": f"{ADDRESSES} examples/small-node-fleet.yaml",
-    "production": '"$KUBECTL" patch --local -f examples/cluster-fleet.yaml --type merge --patch-file examples/overlays/cpu-only.yaml '
-    f"-o yaml | {ADDRESSES}",
+EXAMPLES = {
+    "small-node": "cat examples/small-node-fleet.yaml",
+    "production": '"$KUBECTL" patch --local -f examples/cluster-fleet.yaml --type merge --patch-file examples/overlays/cpu-only.yaml -o yaml',
 }
+ADDRESSES = 'sed -e "s#camerafleet-kafka:9092#$KAFKA_BOOTSTRAP#" -e "s#http://camerafleet-minio:9000#$CAMERAFLEET_S3_ENDPOINT#"'
+STACK_SERVICES = {"camerafleet-kafka": 9092, "camerafleet-minio": 9000}  # the stack chart's, as the examples name them
 
 
-def readme_fleet(c: Cluster) -> dict[str, Any]:
+def readme_fleet(c: Cluster, *, short_names: bool = False) -> dict[str, Any]:
     """The README's command for the layout under test, run verbatim; the manifest it would pipe into
-    `kubectl apply -f -`."""
-    if LAYOUT not in APPLY:
-        pytest.fail(f"E2E_LAYOUT={LAYOUT!r}: use one of {', '.join(APPLY)}", pytrace=False)
-    proc = subprocess.run(["bash", "-c", APPLY[LAYOUT]], cwd=ROOT, env={**os.environ, **c.env}, capture_output=True, text=True, check=True)
+    `kubectl apply -f -`. `short_names`: the example's own Kafka and MinIO names, left as the stack's Services."""
+    if LAYOUT not in EXAMPLES:
+        pytest.fail(f"E2E_LAYOUT={LAYOUT!r}: use one of {', '.join(EXAMPLES)}", pytrace=False)
+    command = EXAMPLES[LAYOUT] if short_names else f"{EXAMPLES[LAYOUT]} | {ADDRESSES}"
+    proc = subprocess.run(["bash", "-c", command], cwd=ROOT, env={**os.environ, **c.env}, capture_output=True, text=True, check=True)
     doc: dict[str, Any] = yaml.safe_load(proc.stdout)
     return doc
+
+
+def front_the_nodes_kafka_and_minio(c: Cluster, ns: str) -> None:
+    """The stack chart's Service names in `ns` (`camerafleet-kafka:9092`, `camerafleet-minio:9000`), each a Service
+    without a selector whose EndpointSlice is the node's broker or MinIO: real DNS and kube-proxy, as the stack's
+    Services in front of its Pods, where only the server behind them runs as a node's process."""
+    servers = {"camerafleet-kafka": c.env["KAFKA_BOOTSTRAP"], "camerafleet-minio": urlparse(c.env["CAMERAFLEET_S3_ENDPOINT"]).netloc}
+    for name, port in STACK_SERVICES.items():
+        host, target = servers[name].rsplit(":", 1)
+        c.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"ports": [{"name": "tcp", "port": port, "targetPort": int(target)}]},
+            }
+        )
+        c.apply(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "addressType": "IPv4",
+                "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": name}},
+                "endpoints": [{"addresses": [host]}],
+                "ports": [{"name": "tcp", "port": int(target), "protocol": "TCP"}],
+            }
+        )
 
 
 # Prometheus runs on the host here, as a node's process would: it scrapes the fleets' Pods from the nodes' addresses.

@@ -32,7 +32,18 @@ from camerafleet_dev.devservers._process import free_port
 from camerafleet_dev.devservers.camera import CameraServer
 from camerafleet_dev.images import OPERATOR_IMAGE, RAY_IMAGE
 from camerafleet_operator.validate import memory_bytes
-from tests.e2e.conftest import CLUSTER_DIR, LAYOUT, NS, OPERATOR_NS, OPERATOR_VALUES, ROOT, Cluster, readme_fleet, wait_for
+from tests.e2e.conftest import (
+    CLUSTER_DIR,
+    LAYOUT,
+    NS,
+    OPERATOR_NS,
+    OPERATOR_VALUES,
+    ROOT,
+    Cluster,
+    front_the_nodes_kafka_and_minio,
+    readme_fleet,
+    wait_for,
+)
 from tests.fixtures.prometheus import SCRAPE_S, dashboard_queries, empty_or_unlabelled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -611,6 +622,11 @@ def test_a_second_fleet_from_the_same_example_in_another_namespace_shares_nothin
     own cameras' frames. Deleting the second (topicDeletionPolicy Delete) removes its topics only: the first
     fleet's topics, objects and lifecycle rule stay, and it stays Ready.
 
+    The second team applies the example as the README's plain install does, Kafka and MinIO named by the stack's
+    short Service names, which are Services in its namespace here (issue 23, defect 10): the operator, in
+    camerafleet-system, must dial `camerafleet-kafka.tenant-b.svc` for the fleet's topics, and its Pods resolve
+    both names in their namespace.
+
     It runs while the first fleet is at rest, before the tests that grow its pools and fault its nodes: two fleets
     of the production layout fill the CPU requests of this 2-core node (in one run, after the GPU node's fault,
     the first fleet still held two consumer workers and the second's consumer worker found no room)."""
@@ -619,7 +635,9 @@ def test_a_second_fleet_from_the_same_example_in_another_namespace_shares_nothin
     c.kubectl("create", "namespace", other_ns, check=False)
     s3 = c.get("secret", "camerafleet-s3") or {}  # the second team's own copy of the S3 credentials
     c.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "camerafleet-s3", "namespace": other_ns}, "data": s3["data"]})
-    doc = readme_fleet(c)
+    front_the_nodes_kafka_and_minio(c, other_ns)
+    doc = readme_fleet(c, short_names=True)
+    assert doc["spec"]["kafka"]["bootstrapServers"] == "camerafleet-kafka:9092", doc["spec"]["kafka"]
     doc["metadata"]["namespace"] = other_ns
     doc["spec"]["kafka"]["topicDeletionPolicy"] = "Delete"
     # Issue 23, defect 9: heads take a placement. This team puts its heads on the tainted GPU pool, which only the
