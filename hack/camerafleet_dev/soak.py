@@ -217,7 +217,7 @@ def sample(c: Cluster, started: float, series: Series, topics: list[str]) -> Non
             name, uid = _role_of(pod["podRef"]["name"]), pod["podRef"]["uid"]
             series.add(t, f"memory MiB {name}", round(pod.get("memory", {}).get("workingSetBytes", 0) / 2**20, 1), uid)
             series.add(t, f"storage MiB {name}", round(pod.get("ephemeral-storage", {}).get("usedBytes", 0) / 2**20, 2), uid)
-            held = counts.get(uid, ProcessCounts())
+            held = counts[uid]
             series.add(t, f"fds {name}", held.fds, uid)
             series.add(t, f"threads {name}", held.threads, uid)
             for deployment, replicas in held.replicas.items():
