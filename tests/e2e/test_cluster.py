@@ -1153,11 +1153,12 @@ def test_fault_the_serve_worker_pod_is_deleted(installed: Cluster, fleet: dict[s
     c = installed
     cluster = c.get("rayservice", f"{FLEET}-serving")["status"]["activeServiceStatus"]["rayClusterName"]
     selector = f"ray.io/cluster={cluster},ray.io/node-type=worker"
-    worker = c.items("pods", "-l", selector)[0]  # one of them, where the autoscaler keeps more than one
+    worker, *others = c.items("pods", "-l", selector)  # one of them, where the autoscaler keeps more than one
     started = time.time()
     c.kubectl("delete", "pod", worker["metadata"]["name"], "--wait=false")
-    measured["Serve worker Pod deleted: new worker Pod Ready"] = (
-        f"{_replacement_ready(c, selector, worker['metadata']['uid'], started):.0f} s"
+    ready_s = _replacement_ready(c, selector, worker["metadata"]["uid"], started)
+    measured["Serve worker Pod deleted: a worker Pod Ready"] = (
+        f"{ready_s:.0f} s" if not others else f"throughout ({len(others)} other worker Pod(s) of the autoscaled group kept serving)"
     )
     _recovered(c, fleet, "Serve worker Pod deleted", started)
 
