@@ -856,6 +856,10 @@ def test_a_serving_cluster_that_cannot_come_up_is_reported_within_the_upgrade_ti
     fleet says so (ServingUpToDate False, UpgradeStalled, a Warning Event) within upgradeTimeoutSeconds plus a
     resync, while the old cluster keeps serving. Reverting the change recovers."""
     c = installed
+    if fleet["spec"]["kubernetes"].get("headRunsWork"):
+        # Seen in the small-node run of 2026-12-05: the new cluster's head served the models while its worker Pod
+        # stayed Pending, and KubeRay switched to it. The head's own size is every job's too (one `head` spec).
+        pytest.skip(f"the {LAYOUT} layout's serving head runs the models: a new cluster whose workers find no room still serves")
     original = dict(fleet["spec"]["kubernetes"])
     workers = fleet["spec"]["kubernetes"]["gpuWorkers"]
     too_big = {**workers, "resources": {**workers["resources"], "memory": "500Gi", "memoryRequest": "500Gi"}}
@@ -1046,9 +1050,7 @@ def test_the_operator_chart_upgraded_with_a_crd_change_adopts_the_running_fleet(
     def new_operator_running() -> bool:
         ready.append(c.condition(FLEET, "Ready").get("status", ""))
         return any(
-            p["metadata"]["uid"] != old_pod["metadata"]["uid"]
-            and p["spec"]["containers"][0]["image"].endswith(f":{tag}")
-            and all(s.get("ready") for s in p["status"].get("containerStatuses", []))
+            p["metadata"]["uid"] != old_pod["metadata"]["uid"] and p["spec"]["containers"][0]["image"].endswith(f":{tag}") and pod_ready(p)
             for p in c.items("pods", "-l", "app.kubernetes.io/name=camerafleet-operator", ns=OPERATOR_NS)
         )
 
@@ -1134,16 +1136,16 @@ def _recovered(c: Cluster, fleet: dict[str, Any], name: str, started: float) -> 
     )
 
 
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """The Pod's Ready condition (a Pod just created has no container statuses yet, which `all` would take as ready)."""
+    return any(x["type"] == "Ready" and x["status"] == "True" for x in pod["status"].get("conditions", []))
+
+
 def _replacement_ready(c: Cluster, selector: str, gone: str, started: float) -> float:
     """Seconds from the fault until a Pod matching `selector`, other than `gone`, is Ready."""
 
     def ready() -> bool:
-        return any(
-            p["metadata"]["uid"] != gone
-            and p["status"].get("phase") == "Running"
-            and all(x.get("ready") for x in p["status"].get("containerStatuses", []))
-            for p in c.items("pods", "-l", selector)
-        )
+        return any(p["metadata"]["uid"] != gone and pod_ready(p) for p in c.items("pods", "-l", selector))
 
     wait_for(f"a new Pod for {selector} Ready", ready, RECOVERY_TIMEOUT_S)
     return time.time() - started
@@ -1195,7 +1197,7 @@ def test_fault_the_operator_pod_is_deleted(installed: Cluster, fleet: dict[str, 
         "a new operator Pod ready",
         lambda: [
             p for p in c.items("pods", "-l", "app.kubernetes.io/name=camerafleet-operator", ns=OPERATOR_NS)
-            if p["metadata"]["uid"] != pod["metadata"]["uid"] and all(s.get("ready") for s in p["status"].get("containerStatuses", []))
+            if p["metadata"]["uid"] != pod["metadata"]["uid"] and pod_ready(p)
         ],
         RECOVERY_TIMEOUT_S,
     )  # fmt: skip
