@@ -17,7 +17,7 @@ import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
-from camerafleet.api.manifest import manifest_from_text
+from camerafleet.api.manifest import MAX_CAMERAS, manifest_from_text
 from camerafleet.api.pool_status import PoolStatus
 from camerafleet.kube_api import KubeApi
 from camerafleet.manifest_source import ConfigMapManifest, ManifestUnreadable
@@ -289,6 +289,12 @@ def test_invalid_resources_are_refused_or_reported(cluster, kafka_server):
     bad["spec"]["models"] = []
     proc = cluster.apply(bad)
     assert proc.returncode != 0 and "spec.models" in proc.stderr
+
+    # The CRD's bounds are the API server's to enforce (issue 24): a fleet too big for the operator never gets stored.
+    proc = cluster.apply(fleet("bad", k, cameras=MAX_CAMERAS + 1))
+    assert proc.returncode != 0 and "spec.cameras: Too many" in proc.stderr, proc.stderr[-500:]
+    proc = cluster.apply(fleet("bad", k, partitions=1025))
+    assert proc.returncode != 0 and "spec.kafka.partitionsPerTopic" in proc.stderr, proc.stderr[-500:]
 
     dup = fleet("dup", k)
     dup["spec"]["cameras"][1]["id"] = "1"
