@@ -590,7 +590,8 @@ def test_from_another_namespace_rays_ports_and_the_console_are_refused(installed
             raise AssertionError(f"the fleet's own Pods must reach each other: {seen}") from err
         report(
             "network policy",
-            f"from another namespace and an unlabelled Pod: {sorted(set(answers('intruder', 'probe').values()))}; own Pod: open",
+            f"the fleet's {len(fleet_ports)} ports from another namespace: "
+            f"{sorted({v for t, v in answers('intruder', 'probe').items() if t != dns})} (CoreDNS open); own Pod: open",
         )
     finally:
         c.kubectl("delete", "namespace", "intruder", "--wait=false", check=False)
