@@ -56,7 +56,7 @@ def _filter(shape: ZoneSpec | LineSpec) -> Filter:
 
 def camera_rules(spec: FleetSpec) -> dict[str, CameraRules]:
     """Each camera's zones, lines and tracking settings, as the manifest gives them."""
-    tracker = TrackerSettings(max_lost_s=spec.events.max_lost_seconds)
+    tracker = TrackerSettings(max_lost_s=spec.events.max_lost_seconds, reid_max_lost_s=spec.events.reidentify_seconds)
     c = spec.events.clips
     clips = ClipSettings(round(c.pre_roll_seconds * 1000), round(c.post_roll_seconds * 1000)) if spec.events.keeps_clips else None
     return {

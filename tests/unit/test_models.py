@@ -21,6 +21,7 @@ from camerafleet import s3_client as s3
 from camerafleet.api.manifest import BucketSpec, ModelSpec, ResourcesSpec
 from camerafleet.api.settings import Settings
 from camerafleet.models import fetch, prepare
+from camerafleet.models.appearance import similarity, vector
 from camerafleet.models.boxes import nms
 from camerafleet.models.camera_health import CameraHealthModel
 from camerafleet.models.engines import GpuUnavailable, intra_op_threads
@@ -227,6 +228,9 @@ def test_face_batch_of_different_sizes(centerface_path: str) -> None:
     [face_small], [face_wide] = small["detections"], wide["detections"]
     stretch = [1280 / 512, 720 / 512] * 2
     assert face_wide["box"] == pytest.approx([v * s for v, s in zip(face_small["box"], stretch, strict=True)], abs=4)
+    # Each box is described where the frame is (the trackers know a face again by it): alike at both sizes.
+    small_look, wide_look = vector(face_small["appearance"]), vector(face_wide["appearance"])
+    assert small_look is not None and wide_look is not None and similarity(small_look, wide_look) > 0.9
 
 
 # --- base: providers, threads, inputs -----------------------------------------------------------

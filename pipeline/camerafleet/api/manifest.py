@@ -705,6 +705,14 @@ class EventsSpec(Strict):
     max_lost_seconds: float = Field(
         default=3.0, gt=0, le=600, description="A track not seen for this long has ended (its events end at its last sighting)."
     )
+    reidentify_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="A lost track is kept this long (when longer than maxLostSeconds) and continued by a detection that looks like it "
+        "(the colours the model's replica describes) and is no farther than it could have walked: a person hidden or missed for a "
+        "few seconds keeps their track, so a line they crossed meanwhile is counted. 0: tracks follow motion only.",
+    )
     clips: ClipsSpec = Field(default_factory=ClipsSpec, description="Frames kept around events, for their clips.")
 
     @property

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from camerafleet.api.manifest import BucketSpec, ModelSpec
+from camerafleet.models.appearance import add_descriptions
 from camerafleet.models.engines import Session, Shape, open_session
 from camerafleet.models.fetch import resolve_model_uri
 from camerafleet.profiling import stage
@@ -124,7 +125,10 @@ class OnnxModel(ABC, Generic[MetaT]):
         with stage(f"inference:{self.name}", frames=n, process_wide=True):  # the engines may use their own threads
             outputs = session.run(batch)
         with stage(f"postprocess:{self.name}", frames=n):
-            return self.postprocess(outputs, meta)
+            results = self.postprocess(outputs, meta)
+            # Every detector's boxes are described here, where the frame is: the trackers know objects again by it.
+            add_descriptions(images, frame_sizes_of(images, frame_sizes), results)
+            return results
 
     def _loaded_session(self) -> Session:
         if self._session is None:

@@ -50,7 +50,7 @@ class TrackedResult:
         if record.get("outcome") != "processed" or record.get("captureTsMs") is None:
             return None
         detections = {
-            name: [Detection(tuple(d["box"]), float(d["score"]), str(d["label"])) for d in result["detections"]]
+            name: [Detection(tuple(d["box"]), float(d["score"]), str(d["label"]), _description(d)) for d in result["detections"]]
             for name, result in sorted(models.items())
             if isinstance(result, dict) and isinstance(result.get("detections"), list)
         }
@@ -70,15 +70,21 @@ class TrackedResult:
             "uri": self.uri,
             "width": self.width,
             "height": self.height,
-            "detections": {m: [[*d.box, d.score, d.label] for d in ds] for m, ds in self.detections.items()},
+            "detections": {m: [[*d.box, d.score, d.label, d.appearance] for d in ds] for m, ds in self.detections.items()},
         }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> TrackedResult:
         detections = {
-            m: [Detection((x1, y1, x2, y2), score, label) for x1, y1, x2, y2, score, label in ds] for m, ds in s["detections"].items()
+            m: [Detection((d[0], d[1], d[2], d[3]), d[4], d[5], d[6] if len(d) > 6 else None) for d in ds]  # saved before appearances: 6
+            for m, ds in s["detections"].items()
         }
         return cls(s["capture_ms"], s["uri"], s["width"], s["height"], detections)
+
+
+def _description(d: dict[str, Any]) -> str | None:
+    appearance = d.get("appearance")
+    return appearance if isinstance(appearance, str) else None
 
 
 @dataclass(frozen=True)
