@@ -12,7 +12,7 @@ import numpy as np
 from camerafleet.api.geometry import Box
 from camerafleet.models.appearance import SIZE, add_descriptions, describe, similarity, vector
 from camerafleet.tracking import Detection, Tracker, TrackerSettings
-from camerafleet.tracking.events import CameraEvents, Frame, Kind, LineRule
+from camerafleet.tracking.events import CameraEvents, Frame, Kind, LineRule, Phase, ZoneRule
 
 W, H = 1280, 720
 
@@ -137,3 +137,49 @@ def test_a_tracker_with_looks_restored_from_its_state_continues_the_same() -> No
     step = [Detection(later, 0.9, "person", look(RED_BLUE, later))]
     assert a.update(6.0, step) == b.update(6.0, step)
     assert a.to_state() == b.to_state()
+
+
+def test_a_passer_by_who_looks_different_does_not_take_the_track_of_someone_they_hide() -> None:
+    """A figure stands at x 300; another, dressed differently, comes out from behind a pillar right beside it and
+    walks on in front of it, hiding it for a few seconds. By overlap alone the walker's first box continues the
+    hidden figure's track and carries it away."""
+
+    def ids(settings: TrackerSettings) -> tuple[set[int], set[int]]:
+        tracker = Tracker(settings)
+        standing, walking = set(), set()
+        for n in range(61):
+            t = n / 5
+            x = 40.0 * t  # the walker, at 40 px/s: seen from x 260 (t 6.5), in front of the figure until x 360
+            stand, walk = (300.0, 300.0, 360.0, 460.0), (x, 300.0, x + 60, 460.0)
+            dets = [Detection(walk, 0.9, "person", look(GREEN_YELLOW, walk))] if x >= 260 else []
+            if abs(x - 300) >= 60:
+                dets.append(Detection(stand, 0.9, "person", look(RED_BLUE, stand)))
+            for o in tracker.update(t, dets).observations:
+                (standing if dets[o.detection].box == stand else walking).add(o.track_id)
+        return standing, walking
+
+    standing, walking = ids(TrackerSettings())
+    assert standing == {1} and 1 not in walking, (standing, walking)
+    standing, walking = ids(TrackerSettings(appearance_gate=0))
+    assert 1 in walking, "without the gate the walker takes the standing figure's track (the test's premise)"
+
+
+def test_a_loitering_starts_when_the_stay_passed_the_limit_also_while_the_track_was_lost() -> None:
+    """Someone walks into a zone at t 2, is hidden from t 5 to t 12 while standing there (the limit, 8 s, passes at
+    t 10), and is seen again in the same place: one track, and its loitering starts at t 10, sent with the frame
+    of t 12 that shows it."""
+    zone = ZoneRule("bench", ((250.0, 250.0), (450.0, 250.0), (450.0, 500.0), (250.0, 500.0)), loiter_s=8.0)
+    tracker, events = Tracker(), CameraEvents("lobby", zones=[zone])
+    out = []
+    for n in range(80):
+        t = n / 5
+        x = min(100.0 + 100.0 * t, 300.0)  # walks in, stands at x 300 from t 2
+        box = (x, 300.0, x + 60, 460.0)
+        dets = [] if 5 <= t < 12 else [Detection(box, 0.9, "person", look(RED_BLUE, box))]
+        out += [(e, t) for e in events.observe("people", Frame(round(t * 1000), f"f{n}"), tracker.update(t, dets))]
+    entered = [e for e, _ in out if e.kind == Kind.ZONE and e.phase == Phase.START]
+    loiter = [(e, t) for e, t in out if e.kind == Kind.LOITER and e.phase == Phase.START]
+    assert len(entered) == 1 and len(loiter) == 1
+    (event, sent_at), entry_ms = loiter[0], entered[0].at_ms
+    assert event.track_id == entered[0].track_id and event.at_ms == event.start_ms == entry_ms + 8000
+    assert sent_at == 12.0

@@ -88,7 +88,8 @@ class Event:
     track_id: int
     label: str
     start_ms: int
-    at_ms: int  # when this record's phase happened (the capture time of the frame that showed it)
+    at_ms: int  # when this record's phase happened: the capture time of the frame that showed it; a loitering's
+    # start, when the stay passed the zone's limit (between samples, or while the track was lost and found again)
     snapshot: Snapshot
     where: str = ""  # the zone or line
     direction: str = ""  # line crossings: "in" or "out"
@@ -206,8 +207,9 @@ class CameraEvents:
                 visit.outside_since_ms = None
             self._touch(out, model, track, memory, Kind.ZONE, zone.name, snap, now_ms)
             visit = memory.opened[(Kind.ZONE, zone.name)]
-            if zone.loiter_s is not None and now_ms - visit.start_ms >= zone.loiter_s * 1000:
-                self._touch(out, model, track, memory, Kind.LOITER, zone.name, snap, now_ms)
+            loiters_from_ms = None if zone.loiter_s is None else visit.start_ms + round(zone.loiter_s * 1000)
+            if loiters_from_ms is not None and now_ms >= loiters_from_ms:
+                self._touch(out, model, track, memory, Kind.LOITER, zone.name, snap, now_ms, started_ms=loiters_from_ms)
             return
         if visit is None:
             return
@@ -232,14 +234,27 @@ class CameraEvents:
         out.append(self._record(crossing, model, track, memory.label, Phase.INSTANT, now_ms, direction="in" if now_side > 0 else "out"))
 
     def _touch(
-        self, out: list[Event], model: str, track: int, memory: _TrackMemory, kind: Kind, where: str, snap: Snapshot, now_ms: int
+        self,
+        out: list[Event],
+        model: str,
+        track: int,
+        memory: _TrackMemory,
+        kind: Kind,
+        where: str,
+        snap: Snapshot,
+        now_ms: int,
+        started_ms: int | None = None,
     ) -> None:
-        """Start the event, or keep it: a better snapshot is sent as an update, at most once per interval."""
+        """Start the event, or keep it: a better snapshot is sent as an update, at most once per interval.
+
+        `started_ms`: when the event began, where that is known to be before the frame that shows it (a loitering
+        began when the stay passed the zone's limit, which may fall between samples or while the track was lost)."""
         opened = memory.opened.get((kind, where))
         if opened is None:
-            opened = _Open(_event_id(self.camera_id, model, track, kind, where, now_ms), kind, where, now_ms, snap, now_ms)
+            start = now_ms if started_ms is None else started_ms
+            opened = _Open(_event_id(self.camera_id, model, track, kind, where, start), kind, where, start, snap, now_ms)
             memory.opened[(kind, where)] = opened
-            out.append(self._record(opened, model, track, memory.label, Phase.START, now_ms))
+            out.append(self._record(opened, model, track, memory.label, Phase.START, start))
             return
         if snap.score > opened.snapshot.score:
             opened.snapshot, opened.improved = snap, True
