@@ -227,7 +227,7 @@ class Tracker:
             if len(kept) >= s.max_tracks:
                 out.not_started += 1
                 continue
-            tr = Track(d.label, BoxFilter.start(np.asarray(d.box, dtype=np.float64)), t, t, d.score, d.box, appearance=_vector(d))
+            tr = Track(d.label, BoxFilter.start(np.asarray(d.box, dtype=np.float64)), t, t, d.score, d.box, appearance=_kept(_vector(d)))
             if s.confirm_hits <= 1:
                 self._confirm(tr)
                 out.observations.append(Observation(tr.id, i, tr.label, tr.box, tr.score, tr.first_seen))
@@ -285,7 +285,7 @@ class Tracker:
         v = _vector(d)
         if v is not None and d.score >= self.settings.high_score:
             w = self.settings.appearance_weight
-            tr.appearance = v if tr.appearance is None else blend(tr.appearance, v, w)
+            tr.appearance = _kept(v if tr.appearance is None else blend(tr.appearance, v, w))
         if tr.state == TrackState.TENTATIVE:
             if tr.hits >= self.settings.confirm_hits:
                 self._confirm(tr)
@@ -315,6 +315,12 @@ class Tracker:
 
 def _vector(d: Detection) -> np.ndarray | None:
     return None if d.appearance is None else vector(d.appearance)
+
+
+def _kept(appearance: np.ndarray | None) -> np.ndarray | None:
+    """A track's appearance to 4 decimals: its saved state (72 numbers a track, in every state record of the camera) stays
+    short, and a tracker restored from it holds exactly what the running one held."""
+    return None if appearance is None else np.round(appearance.astype(np.float64), 4)
 
 
 def _centre_distance(a: Box, b: Box) -> float:
