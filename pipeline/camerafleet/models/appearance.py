@@ -1,11 +1,11 @@
 """What a detection looks like, in 72 bytes: the tracker's way to know an object again after a gap.
 
 At 1-5 fps a person hidden behind another for a few seconds, or missed by the detector while turning, ends
-their track; motion alone cannot tell who comes back (in the events bench at 5 fps every lost door crossing
-was a face CenterFace missed for 5-8 s). The replica that found the box has the decoded frame, so it
-describes each box there, once, for the cost of a small crop (0.05 ms a detection, large boxes sampled to about 96 rows), and the
-description travels in the result: the tracking stage never reads a frame, and a replay of the results
-gives the same tracks.
+their track, and a passer-by who hides someone can take theirs: motion alone cannot tell who is who (in the
+events bench at 5 fps the lost door crossings were faces CenterFace missed for 5-8 s). The replica that found
+the box has the decoded frame, so it describes each box there, once (0.05 ms a face; a large box is read
+every few pixels, about 96 rows), and the description travels in the result: the tracking stage never reads a
+frame, and a replay of the results gives the same tracks.
 
 The description is a colour histogram of the box's inner part in three horizontal bands (for a face: hair and
 brow, eyes and nose, mouth and chin; for a person: head, torso, legs), each band 8 hues x 2 saturations and
@@ -13,7 +13,7 @@ brow, eyes and nose, mouth and chin; for a person: head, torso, legs), each band
 base64. Two descriptions compare by the mean Bhattacharyya coefficient of their bands (`similarity`): 1 for
 the same colours in the same bands, whatever the box's size. It is not a learned re-identification
 embedding: colours tell apart people who dress or look differently, not twins, and a change of light
-changes them; the tracker uses it only with a bound on how far an object can have gone (`tracker.py`).
+changes them; the tracker uses it beside motion, never alone (`tracker.py`).
 """
 
 from __future__ import annotations
