@@ -20,6 +20,7 @@ import pytest
 
 from camerafleet.bucket import open_bucket
 from camerafleet.bucket.base import capture_ms_of_clip_key, clip_folder
+from camerafleet.models.appearance import vector
 from camerafleet.runner import FleetRunner
 from camerafleet_dev.devservers.kafka import KafkaServer
 from camerafleet_dev.truth_judge import judge_events
@@ -105,9 +106,14 @@ def test_a_scene_with_known_crossings_gives_the_truths_counts_and_events(
     processed = [r["captureTsMs"] for r in read_results(runner) if r["outcome"] == "processed"]
     released = max(processed) - runner.spec.events.reorder_window_ms  # later results wait, in the saved state, for later ones
     during = {t for t in processed if t <= released and any(a <= t <= b for a, b in tracks)}
+    # The replicas described every box: that is what keeps a lost track for re-identification.
+    faces = [d for r in read_results(runner) if r["outcome"] == "processed" for d in r["models"]["faces"]["detections"]]
+    assert faces and all(vector(d.get("appearance", "")) is not None for d in faces), faces[:3]
     assert during and during <= set(kept), sorted(during - set(kept))[:10]
-    clips, lost_ms = runner.spec.events.clips, runner.spec.events.max_lost_seconds * 1000
-    # A track ends on the first result more than max_lost after its last sighting (a sampling period, 200 ms, later).
+    clips, ev = runner.spec.events.clips, runner.spec.events
+    # A track ends on the first result more than its retention after its last sighting (a sampling period, 200 ms,
+    # later): CenterFace's boxes carry their appearance, so a lost track is kept for re-identification.
+    lost_ms = max(ev.max_lost_seconds, ev.reidentify_seconds) * 1000
     pre, post = clips.pre_roll_seconds * 1000, clips.post_roll_seconds * 1000 + lost_ms + 1000
     assert all(any(a - pre <= t <= b + post for a, b in tracks) for t in kept)
     assert summary["events"]["clip_frames"]["kept"] >= len(kept) == len(set(kept)), summary["events"]["clip_frames"]
