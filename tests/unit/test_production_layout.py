@@ -137,6 +137,17 @@ def test_an_edit_a_running_job_cannot_apply_replaces_the_jobs_and_a_camera_edit_
         assert render.ray_job("f", "ns", more_cameras, role)["spec"] == job, f"a camera edit replaces the {role} job"
 
 
+def test_a_setting_at_its_default_leaves_the_jobs_as_they_are_so_an_operator_upgrade_that_adds_one_restarts_nothing():
+    """Found adding events.reidentifySeconds: every fleet's job digest changed, so the operator's upgrade would have
+    replaced every fleet's RayJobs, for a setting at its default that the running jobs' own code applies anyway."""
+    base = spec()
+    job = render.ray_job("f", "ns", base, "consumer")["spec"]
+    # What an operator without the setting digested is what this one digests: the setting at its default is not in it.
+    assert "reidentifySeconds" not in base.restart_sections()["events"]
+    changed = base.model_copy(update={"events": base.events.model_copy(update={"reidentify_seconds": 4.0})})
+    assert render.ray_job("f", "ns", changed, "consumer")["spec"] != job
+
+
 def test_serve_keeps_its_own_placement_whose_pack_strategy_can_strand_a_replica_on_a_scale_up():
     head = pods(render.ray_service("f", "ns", spec()))[0]
     assert not [e for e in head["containers"][0]["env"] if "PACK_SCHEDULING" in e["name"] or "COMPACT_SCHEDULING" in e["name"]]

@@ -917,8 +917,9 @@ class FleetSpec(Strict):
 
     def restart_sections(self) -> dict[str, Any]:
         """The sections a running `camerafleet run` applies only when it starts again (it says so and keeps the old
-        ones); on Kubernetes the operator replaces the jobs when they change."""
-        return {name: getattr(self, name).model_dump(mode="json", by_alias=True) for name in RESTART_SECTIONS}
+        ones); on Kubernetes the operator replaces the jobs when they change. Settings at their defaults are left
+        out: an operator upgrade that brings a new setting (with its default) changes no fleet's jobs."""
+        return {name: getattr(self, name).model_dump(mode="json", by_alias=True, exclude_defaults=True) for name in RESTART_SECTIONS}
 
     def topics(self) -> dict[str, int]:
         """Every topic the fleet needs, with its partition count: one per camera, results and dead letter, and the events
