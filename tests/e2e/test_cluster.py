@@ -1222,7 +1222,12 @@ def test_fault_the_kubelet_restarts(installed: Cluster, fleet: dict[str, Any]) -
 
     wait_for("the restarted kubelet reporting the node Ready", reported_since_restart, RECOVERY_TIMEOUT_S)
     _recovered(c, fleet, "kubelet restarted", started)
-    assert {p["metadata"]["uid"] for p in c.items("pods", "-l", "ray.io/is-ray-node=yes")} == pods, "a kubelet restart replaced Pods"
+    # Every Ray Pod of before is still there. A new one may have come meanwhile: the frames that waited while the
+    # kubelet was away can make Serve ask Ray's autoscaler for a worker (a run of 2026-12-05 got one on the other node).
+    after = {p["metadata"]["uid"]: p["metadata"]["name"] for p in c.items("pods", "-l", "ray.io/is-ray-node=yes")}
+    assert pods <= after.keys(), f"a kubelet restart replaced Pods: {len(pods - after.keys())} of {len(pods)} gone"
+    if added := sorted(name for uid, name in after.items() if uid not in pods):
+        report("kubelet restarted: Pods added meanwhile", ", ".join(added))
 
 
 def test_fault_the_gpu_node_stops_and_comes_back(installed: Cluster, fleet: dict[str, Any]) -> None:
