@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,11 @@ class Detection:
     score: float
     label: str
     appearance: str | None = None  # models/appearance.py's description, as the result carries it
+
+    @cached_property
+    def look(self) -> np.ndarray | None:
+        """The description as vectors, decoded once: a tracker update compares a detection in several steps."""
+        return None if self.appearance is None else vector(self.appearance)
 
 
 @dataclass(frozen=True)
@@ -227,7 +233,7 @@ class Tracker:
             if len(kept) >= s.max_tracks:
                 out.not_started += 1
                 continue
-            tr = Track(d.label, BoxFilter.start(np.asarray(d.box, dtype=np.float64)), t, t, d.score, d.box, appearance=_kept(_vector(d)))
+            tr = Track(d.label, BoxFilter.start(np.asarray(d.box, dtype=np.float64)), t, t, d.score, d.box, appearance=_kept(d.look))
             if s.confirm_hits <= 1:
                 self._confirm(tr)
                 out.observations.append(Observation(tr.id, i, tr.label, tr.box, tr.score, tr.first_seen))
@@ -251,7 +257,7 @@ class Tracker:
         labels_differ = np.array([[tr.label != d.label for d in dets] for tr in tracks])
         sim[labels_differ] = 0.0
         if s.appearance_gate > 0:
-            looks = [_vector(d) for d in dets]
+            looks = [d.look for d in dets]
             for r, tr in enumerate(tracks):
                 if tr.appearance is None or tr.state == TrackState.TENTATIVE:
                     continue
@@ -262,7 +268,7 @@ class Tracker:
 
     def _reidentify(self, tracks: list[Track], dets: list[Detection], t: float) -> list[tuple[int, int]]:
         s = self.settings
-        looks = [_vector(d) for d in dets]
+        looks = [d.look for d in dets]
         if not tracks or not any(v is not None for v in looks):
             return []
         sim = np.zeros((len(tracks), len(dets)))
@@ -282,7 +288,7 @@ class Tracker:
         tr.filter = tr.filter.predicted(t - tr.last_seen).updated(np.asarray(d.box, dtype=np.float64))
         tr.last_seen, tr.score, tr.box = t, d.score, d.box
         tr.hits += 1
-        v = _vector(d)
+        v = d.look
         if v is not None and d.score >= self.settings.high_score:
             w = self.settings.appearance_weight
             tr.appearance = _kept(v if tr.appearance is None else blend(tr.appearance, v, w))
@@ -311,10 +317,6 @@ class Tracker:
         tracker.next_id, tracker.last_t = state["next_id"], state["last_t"]
         tracker.tracks = [Track.from_state(s) for s in state["tracks"]]
         return tracker
-
-
-def _vector(d: Detection) -> np.ndarray | None:
-    return None if d.appearance is None else vector(d.appearance)
 
 
 def _kept(appearance: np.ndarray | None) -> np.ndarray | None:
