@@ -52,6 +52,16 @@ class EventScore:
         true = self.truth.get(kind, 0)
         return (self.matched.get(kind, 0) + self._spurious(kind) - true) / true if true else None
 
+    def __add__(self, other: EventScore) -> EventScore:
+        """Two cameras' scores as one: their moments, matches, misses and spurious events together."""
+        kinds = self.truth.keys() | other.truth.keys()
+        return EventScore(
+            truth={k: self.truth.get(k, 0) + other.truth.get(k, 0) for k in kinds},
+            matched={k: self.matched.get(k, 0) + other.matched.get(k, 0) for k in kinds},
+            missed=self.missed + other.missed,
+            spurious=self.spurious + other.spurious,
+        )
+
     def brief(self) -> dict[str, dict[str, Any]]:
         return {
             k: {

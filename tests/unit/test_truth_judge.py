@@ -56,6 +56,18 @@ def test_a_late_a_wrong_way_and_an_extra_event_are_missed_and_spurious() -> None
     assert score.brief()["zone"] == {"truth": 1, "seen": 2, "precision": 0.5, "recall": 1.0, "count_error": 1.0}
 
 
+def test_cameras_judged_together_add_their_moments_matches_and_errors() -> None:
+    perfect = judge_events(LOBBY, truth_events(LOBBY), _perfect(), EPOCH, SPAN, lag_ms=2000)
+    events = _perfect()
+    events.remove(next(e for e in events if e["kind"] == "line" and e["direction"] == "in"))
+    events.append(_event("zone", 30.0, track=9))
+    flawed = judge_events(LOBBY, truth_events(LOBBY), events, EPOCH, SPAN, lag_ms=2000)
+    both = perfect + flawed
+    assert both.truth == {"line in": 4, "line out": 4, "zone": 2, "loiter": 2}
+    assert both.count_error("line in") == -0.25 and both.recall("line in") == 0.75 and both.precision("zone") == 2 / 3
+    assert len(both.missed) == 1 and len(both.spurious) == 1 and perfect.truth["line in"] == 2  # the parts are left as they were
+
+
 def test_loitering_of_a_visit_under_way_at_the_start_is_not_judged() -> None:
     visit = next(e for e in truth_events(LOBBY) if e["kind"] == "zone")
     span = (EPOCH + round(visit["t"] * 1000) + 2000, EPOCH + round(visit["t"] * 1000) + LOOP_MS)  # begins after the entry was seen
