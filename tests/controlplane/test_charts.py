@@ -265,6 +265,65 @@ def test_install_creates_the_operator_objects(installed, controlplane) -> None:
         assert not can(verb, "secrets", "-n", INSTALL_NS), f"{verb} secrets"
 
 
+def test_a_fleet_names_only_the_secrets_and_account_its_author_may_use(installed, controlplane) -> None:
+    """The chart's admission policy, enforced by the real API server as whoever applies a fleet: a user allowed to
+    write CameraFleets but to read only one Secret cannot mount another one, nor run the fleet as a ServiceAccount
+    they may not act as, through the operator; references a change leaves alone are not checked again, so the
+    author can edit a fleet an admin set up, and the operator can write its annotations."""
+    ns, user = INSTALL_NS, "alice"
+    for args in (
+        ["create", "secret", "generic", "fleet-s3", "--from-literal=AWS_ACCESS_KEY_ID=fleet"],
+        ["create", "secret", "generic", "payroll-db", "--from-literal=PASSWORD=not-the-fleets"],
+        ["create", "secret", "generic", "audit-ca", "--from-literal=ca.crt=not-the-fleets"],
+        ["create", "serviceaccount", "deployer"],
+        ["create", "role", "fleet-author", "--verb=get,list,create,update,patch", "--resource=camerafleets.camerafleet.io"],
+        ["create", "role", "read-fleet-s3", "--verb=get", "--resource=secrets", "--resource-name=fleet-s3"],
+        ["create", "rolebinding", "alice-fleets", "--role=fleet-author", f"--user={user}"],
+        ["create", "rolebinding", "alice-fleet-s3", "--role=read-fleet-s3", f"--user={user}"],
+    ):
+        controlplane.kubectl(*args, "-n", ns, check=True)
+
+    def apply(kubernetes: dict, as_user: str | None = user, cameras: int = 1) -> subprocess.CompletedProcess:
+        spec = {
+            "cameras": [{"id": f"c{i}", "source": "synthetic:"} for i in range(cameras)],
+            "models": [{"name": "faces", "type": "face", "modelUri": "/opt/camerafleet/models/centerface.onnx"}],
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "kubernetes": kubernetes,
+        }
+        doc = {"apiVersion": "camerafleet.io/v1alpha1", "kind": "CameraFleet", "metadata": {"name": "refs", "namespace": ns}, "spec": spec}
+        who = [f"--as={as_user}"] if as_user else []
+        return controlplane.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", *who, input=json.dumps(doc))
+
+    def refused(proc: subprocess.CompletedProcess, *words: str) -> bool:
+        return proc.returncode != 0 and "denied request" in proc.stderr and all(w in proc.stderr for w in words)
+
+    try:
+        proc = apply({"envFromSecrets": ["fleet-s3", "payroll-db"]})
+        assert refused(proc, "Secrets new to this fleet (fleet-s3, payroll-db) that alice may not all read"), proc.stderr
+        assert controlplane.kubectl("get", "camerafleet", "refs", "-n", ns).returncode != 0, "a refused fleet was stored"
+        assert refused(apply({"caSecret": "payroll-db"}), "(payroll-db) that alice may not all read")
+        assert refused(apply({"serviceAccountName": "deployer"}), "serviceAccountName deployer", "may not act as")
+        proc = apply({"envFromSecrets": ["fleet-s3"]})
+        assert proc.returncode == 0, proc.stderr
+        # An admin adds what the author could not; the author's later edits keep those references and pass.
+        proc = apply({"envFromSecrets": ["fleet-s3", "payroll-db"], "serviceAccountName": "deployer"}, as_user=None)
+        assert proc.returncode == 0, proc.stderr
+        proc = apply({"envFromSecrets": ["fleet-s3", "payroll-db"], "serviceAccountName": "deployer"}, cameras=2)
+        assert proc.returncode == 0, proc.stderr
+        assert refused(apply({"envFromSecrets": ["fleet-s3", "payroll-db"], "caSecret": "audit-ca"}), "(audit-ca) that alice")
+        operator = f"system:serviceaccount:{ns}:{FULLNAME}"
+        proc = controlplane.kubectl("annotate", "camerafleet", "refs", "-n", ns, "kopf.zalando.org/touch=1", f"--as={operator}")
+        assert proc.returncode == 0, f"the operator's own write of a fleet it cannot read the Secrets of: {proc.stderr}"
+        # A namespace editor (the built-in edit role: reads Secrets, impersonates ServiceAccounts) may name both.
+        controlplane.kubectl("create", "rolebinding", "bob-edit", "--clusterrole=edit", "--user=bob", "-n", ns, check=True)
+        controlplane.kubectl("create", "rolebinding", "bob-fleets", "--role=fleet-author", "--user=bob", "-n", ns, check=True)
+        controlplane.kubectl("delete", "camerafleet", "refs", "-n", ns, check=True)
+        proc = apply({"envFromSecrets": ["payroll-db"], "serviceAccountName": "deployer"}, as_user="bob")
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        controlplane.kubectl("delete", "camerafleet", "refs", "-n", ns, "--ignore-not-found")
+
+
 def _operator_panels_have_data(prom, started: float) -> None:
     queries = [q for q in dashboard_queries("charted", SCRAPE_S) if q.from_operator]
     assert queries, "the dashboard has no operator panel"
