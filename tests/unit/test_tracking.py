@@ -121,6 +121,37 @@ def test_jitter_on_a_line_counts_no_crossing() -> None:
     assert crossings(out) == []
 
 
+def test_a_crossing_counts_from_where_a_track_was_before_it_was_confirmed_and_is_timed_by_its_motion() -> None:
+    """A person stepping out from behind another right at the door is seen once before it (x 1000), and confirmed
+    on the other side (x 900): the crossing counts. At 1 fps, a walker seen at x 980 and a second later at x 920
+    crossed the door (x 960) a third of the way between the two samples, and is counted then."""
+
+    def sighting(t: float, x: float) -> Detection:
+        return Detection((x - 40, 500, x + 40, 700), 0.9, "person")
+
+    events, tracker = CameraEvents("lobby", lines=[DOOR]), Tracker()
+    out = [
+        e
+        for t, x in ((0.0, 1000.0), (0.2, 900.0))
+        for e in events.observe("people", Frame(round(t * 1000), "u"), tracker.update(t, [sighting(t, x)]))
+    ]
+    crossing = [e for e in out if e.kind == Kind.LINE]
+    assert [(e.direction, e.at_ms) for e in crossing] == [("in", 80)]  # 960 lies 40 % of the way from 1000 to 900
+
+    events, tracker = CameraEvents("lobby", lines=[DOOR]), Tracker()
+    out = []
+    for t, x in ((0.0, 1100.0), (1.0, 1040.0), (2.0, 980.0), (3.0, 920.0), (4.0, 860.0)):
+        out += events.observe("people", Frame(round(t * 1000), "u"), tracker.update(t, [sighting(t, x)]))
+    crossing = [e for e in out if e.kind == Kind.LINE]
+    assert [(e.direction, e.at_ms, e.snapshot.capture_ms) for e in crossing] == [("in", 2333, 3000)]
+    restored = CameraEvents("lobby", lines=[DOOR])
+    restored.restore(json.loads(json.dumps(events.to_state())))
+    assert restored.to_state() == events.to_state()
+    older = [{**t, "sides": {name: v[:2] for name, v in t["sides"].items()}} for t in events.to_state()]  # sides had no time
+    restored.restore(older)
+    assert [m.sides["door"].ms for m in restored.tracks.values()] == [None]
+
+
 def test_shapes_the_manifest_refuses_say_why() -> None:
     assert polygon_problem([(0, 0), (10, 0)]) == "a polygon needs at least 3 points, got 2"
     assert "area" in (polygon_problem([(0, 0), (10, 10), (20, 20)]) or "")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from camerafleet.api.geometry import Anchor, Box, Point, inside, segments_intersect, side
+from camerafleet.api.geometry import Anchor, Box, Point, cross, inside, segments_intersect, side
 from camerafleet.tracking.tracker import EndedTrack, TrackerUpdate
 
 LINE_MARGIN = 0.05  # of the box's height: an anchor this close to a line is on neither side
@@ -109,6 +109,26 @@ class EventSettings:
     exit_grace_s: float = 1.0
 
 
+@dataclass(frozen=True)
+class LineSide:
+    """Where a track was last seen off a line: the side (1 or -1), its anchor point, and the capture time."""
+
+    side: int
+    at: Point
+    ms: int | None
+
+
+def _crossed_at(line: LineRule, before: LineSide, now: LineSide, now_ms: int) -> int:
+    """When the anchor crossed the line, moving straight from where it was last seen to where it is now: the
+    frame that shows a crossing can come seconds after it, at a low rate or after a track was lost and found
+    again (a person hidden behind another through the door is found 3 s later on the other side)."""
+    if before.ms is None:  # a side remembered before sides had times
+        return now_ms
+    d0, d1 = cross(line.a, line.b, before.at), cross(line.a, line.b, now.at)
+    share = d0 / (d0 - d1) if d0 != d1 else 1.0
+    return round(before.ms + min(1.0, max(0.0, share)) * (now_ms - before.ms))
+
+
 @dataclass
 class _Open:
     """An event that has started and not ended."""
@@ -135,19 +155,20 @@ class _Open:
 class _TrackMemory:
     label: str
     opened: dict[tuple[Kind, str], _Open] = field(default_factory=dict)
-    sides: dict[str, tuple[int, Point]] = field(default_factory=dict)  # line -> last decided side, and where
+    sides: dict[str, LineSide] = field(default_factory=dict)  # line -> the side it was last seen on, where and when
 
     def to_state(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "opened": [o.to_state() for o in self.opened.values()],
-            "sides": {name: [side_, list(p)] for name, (side_, p) in self.sides.items()},
+            "sides": {name: [s.side, list(s.at), s.ms] for name, s in self.sides.items()},
         }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> _TrackMemory:
         opened = [_Open.from_state(o) for o in s["opened"]]
-        sides = {name: (side_, (p[0], p[1])) for name, (side_, p) in s["sides"].items()}
+        # A state saved before sides had a time holds [side, point]: its next crossing is stamped when seen.
+        sides = {name: LineSide(v[0], (v[1][0], v[1][1]), v[2] if len(v) > 2 else None) for name, v in s["sides"].items()}
         return cls(s["label"], {(o.kind, o.where): o for o in opened}, sides)
 
 
@@ -172,7 +193,13 @@ class CameraEvents:
         """The events of one tracker update for `model` on `frame`."""
         out: list[Event] = []
         for o in update.observations:
-            memory = self.tracks.setdefault((model, o.track_id), _TrackMemory(o.label))
+            memory = self.tracks.get((model, o.track_id))
+            if memory is None:
+                memory = self.tracks[(model, o.track_id)] = _TrackMemory(o.label)
+                if o.before_confirmed is not None:  # which side of each line it came from
+                    for line in self.lines:
+                        if line.filter.takes(model, o.label):
+                            self._side(memory, line, o.before_confirmed.box, round(o.before_confirmed.t * 1000))
             snap = Snapshot(frame.capture_ms, frame.uri, o.box, o.score)
             self._object(out, model, o.track_id, memory, snap, frame.capture_ms)
             for zone in self.zones:
@@ -222,16 +249,24 @@ class CameraEvents:
                     out.append(self._record(opened, model, track, memory.label, Phase.END, visit.outside_since_ms))
 
     def _line(self, out: list[Event], model: str, track: int, memory: _TrackMemory, line: LineRule, snap: Snapshot, now_ms: int) -> None:
-        p = line.filter.anchor.of(snap.box)
-        now_side = side(p, line.a, line.b, margin=LINE_MARGIN * (snap.box[3] - snap.box[1]))
-        if now_side == 0:
-            return
         before = memory.sides.get(line.name)
-        memory.sides[line.name] = (now_side, p)
-        if before is None or before[0] == now_side or not segments_intersect(before[1], p, line.a, line.b):
+        now = self._side(memory, line, snap.box, now_ms)
+        if now is None or before is None or before.side == now.side or not segments_intersect(before.at, now.at, line.a, line.b):
             return
-        crossing = _Open(_event_id(self.camera_id, model, track, Kind.LINE, line.name, now_ms), Kind.LINE, line.name, now_ms, snap, now_ms)
-        out.append(self._record(crossing, model, track, memory.label, Phase.INSTANT, now_ms, direction="in" if now_side > 0 else "out"))
+        at_ms = _crossed_at(line, before, now, now_ms)
+        crossing = _Open(_event_id(self.camera_id, model, track, Kind.LINE, line.name, at_ms), Kind.LINE, line.name, at_ms, snap, now_ms)
+        out.append(self._record(crossing, model, track, memory.label, Phase.INSTANT, at_ms, direction="in" if now.side > 0 else "out"))
+
+    @staticmethod
+    def _side(memory: _TrackMemory, line: LineRule, box: Box, ms: int) -> LineSide | None:
+        """Which side of the line the box's anchor is on at `ms`, remembered (None, and nothing remembered, when it is
+        on the line)."""
+        p = line.filter.anchor.of(box)
+        now_side = side(p, line.a, line.b, margin=LINE_MARGIN * (box[3] - box[1]))
+        if now_side == 0:
+            return None
+        memory.sides[line.name] = LineSide(now_side, p, ms)
+        return memory.sides[line.name]
 
     def _touch(
         self,

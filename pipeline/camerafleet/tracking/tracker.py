@@ -140,6 +140,12 @@ class Track:
 
 
 @dataclass(frozen=True)
+class Sighting:
+    t: float  # capture time, seconds
+    box: Box
+
+
+@dataclass(frozen=True)
 class Observation:
     """A confirmed track seen in this result: its id, and the detection (its index in the result) that continued it."""
 
@@ -149,6 +155,11 @@ class Observation:
     box: Box
     score: float
     first_seen: float
+    # Where the track was last seen before this result, when this result confirmed it: where it was
+    # before it had an id. A person who steps out from behind another right at a line is confirmed on their
+    # second sighting, already across it (the events bench at 5 fps lost such a crossing); at 1 fps the second
+    # sighting is a second later.
+    before_confirmed: Sighting | None = None
 
 
 @dataclass(frozen=True)
@@ -215,9 +226,10 @@ class Tracker:
         for tr in self.tracks:
             i = matched.get(id(tr))
             if i is not None:
+                before = Sighting(tr.last_seen, tr.box) if tr.state == TrackState.TENTATIVE else None
                 self._continue(tr, dets[i], t)
                 if tr.state == TrackState.TRACKED:
-                    out.observations.append(Observation(tr.id, i, tr.label, tr.box, tr.score, tr.first_seen))
+                    out.observations.append(Observation(tr.id, i, tr.label, tr.box, tr.score, tr.first_seen, before))
                 kept.append(tr)
             elif tr.state == TrackState.TENTATIVE:
                 continue  # seen once and not again: a flicker, forgotten
