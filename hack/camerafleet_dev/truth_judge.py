@@ -30,12 +30,16 @@ Moment = tuple[str, str | None, int]  # kind (line, zone, loiter), direction (li
 @dataclass
 class EventScore:
     """Per kind of event (`line in`, `line out`, `zone`, `loiter`): the truth's moments, those matched, and what was
-    missed or seen that the truth does not have (times in ms since the run's epoch)."""
+    missed or seen that the truth does not have (times in ms since the run's epoch). Of them, `hidden` moments
+    happened out of the camera's sight (`truth_scenes.VISIBLE_SHARE`): `in_sight()` is the score without them."""
 
     truth: dict[str, int] = field(default_factory=dict)
     matched: dict[str, int] = field(default_factory=dict)
     missed: list[Moment] = field(default_factory=list)
     spurious: list[Moment] = field(default_factory=list)
+    hidden: dict[str, int] = field(default_factory=dict)
+    hidden_matched: dict[str, int] = field(default_factory=dict)
+    hidden_missed: list[Moment] = field(default_factory=list)
 
     def _spurious(self, kind: str) -> int:
         return sum(1 for m in self.spurious if _kind(m) == kind)
@@ -52,14 +56,32 @@ class EventScore:
         true = self.truth.get(kind, 0)
         return (self.matched.get(kind, 0) + self._spurious(kind) - true) / true if true else None
 
+    def in_sight(self) -> EventScore:
+        """The score of the moments in the camera's sight: hidden moments, and the events matched to them, left out."""
+        missed = list(self.missed)
+        for m in self.hidden_missed:
+            missed.remove(m)
+        return EventScore(
+            truth={k: n - self.hidden.get(k, 0) for k, n in self.truth.items()},
+            matched={k: n - self.hidden_matched.get(k, 0) for k, n in self.matched.items()},
+            missed=missed,
+            spurious=self.spurious,
+        )
+
     def __add__(self, other: EventScore) -> EventScore:
         """Two cameras' scores as one: their moments, matches, misses and spurious events together."""
-        kinds = self.truth.keys() | other.truth.keys()
+
+        def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
+
         return EventScore(
-            truth={k: self.truth.get(k, 0) + other.truth.get(k, 0) for k in kinds},
-            matched={k: self.matched.get(k, 0) + other.matched.get(k, 0) for k in kinds},
+            truth=add(self.truth, other.truth),
+            matched=add(self.matched, other.matched),
             missed=self.missed + other.missed,
             spurious=self.spurious + other.spurious,
+            hidden=add(self.hidden, other.hidden),
+            hidden_matched=add(self.hidden_matched, other.hidden_matched),
+            hidden_missed=self.hidden_missed + other.hidden_missed,
         )
 
     def brief(self) -> dict[str, dict[str, Any]]:
@@ -70,6 +92,7 @@ class EventScore:
                 "precision": _round(self.precision(k)),
                 "recall": _round(self.recall(k)),
                 "count_error": _round(self.count_error(k)),
+                "hidden": self.hidden.get(k, 0),
             }
             for k, n in sorted(self.truth.items())
         }
@@ -101,15 +124,15 @@ def judge_events(
     """The events of one camera (records of the events log) against the truth over `span` (capture times, ms)."""
     start, end = span
     loop_ms = round(scene.seconds * 1000)
-    moments: list[Moment] = []
+    moments: list[tuple[Moment, bool]] = []  # and whether it is hidden
     for e in truth_events:
         for at in occurrences(e["t"], epoch_ms, loop_ms, start, end):
             if e["kind"] == "line":
-                moments.append(("line", e["direction"], at))
+                moments.append((("line", e["direction"], at), e["hidden"]))
                 continue
-            moments.append(("zone", None, at))  # loitering is timed from the entry: judged where the entry is
+            moments.append((("zone", None, at), e["hidden"]))  # loitering is timed from the entry: judged where the entry is
             if e["loiters"] and at + scene.loiter_s * 1000 <= end:
-                moments.append(("loiter", None, at + round(scene.loiter_s * 1000)))
+                moments.append((("loiter", None, at + round(scene.loiter_s * 1000)), e["hidden"]))
     events = list(events)
     entered = {(e["trackId"], e["where"]): e["atMs"] for e in events if e["kind"] == "zone" and e["phase"] == "start"}
     unmatched: list[Moment] = [
@@ -120,15 +143,21 @@ def judge_events(
         and not (e["kind"] == "loiter" and entered.get((e["trackId"], e["where"]), start) < start)
     ]
     score = EventScore()
-    for m in sorted(moments, key=lambda m: m[2]):
+    # The moments in sight take the events first; hidden ones may then match what is left (none is required).
+    for m, hidden in sorted(moments, key=lambda mh: (mh[1], mh[0][2])):
         kind = _kind(m)
         score.truth[kind] = score.truth.get(kind, 0) + 1
+        score.hidden[kind] = score.hidden.get(kind, 0) + hidden
         match = next((u for u in unmatched if u[:2] == m[:2] and abs(u[2] - m[2]) <= lag_ms), None)
         if match is None:
             score.missed.append((m[0], m[1], m[2] - epoch_ms))
+            if hidden:
+                score.hidden_missed.append(score.missed[-1])
         else:
             unmatched.remove(match)
             score.matched[kind] = score.matched.get(kind, 0) + 1
+            score.hidden_matched[kind] = score.hidden_matched.get(kind, 0) + hidden
+    score.missed.sort(key=lambda m: m[2])
     # Near the span's ends an event may belong to a moment just outside it: only those well inside count.
     score.spurious = [(k, d, at - epoch_ms) for k, d, at in unmatched if start + lag_ms <= at <= end - lag_ms]
     return score

@@ -45,6 +45,14 @@ class Face:
     face: Box
     cut: tuple[int, int, int, int]
 
+    def cutout(self, box: Box) -> Box:
+        """Where the cut-out lands (x, y, width, height) when its face lands on `box`; it is pasted with an oval
+        edge, the ellipse inscribed in that rectangle."""
+        fx1, fy1, fx2, _ = self.face
+        s = (box[2] - box[0]) / (fx2 - fx1)
+        cx1, cy1, cx2, cy2 = self.cut
+        return box[0] - (fx1 - cx1) * s, box[1] - (fy1 - cy1) * s, (cx2 - cx1) * s, (cy2 - cy1) * s
+
 
 ASTRONAUT = Face(skdata.astronaut, (178.2, 60.6, 273.1, 177.7), (150, 0, 310, 240))
 CAMERAMAN = Face(skdata.camera, (200.7, 118.8, 262.1, 196.3), (176, 70, 290, 250))
@@ -163,8 +171,35 @@ PLAZA = plaza()
 SCENES = {s.name: s for s in (LOBBY, PLAZA, plaza(8, name="plaza-2"), plaza(9, name="plaza-3"))}
 
 
+# A face counts as in sight when at least this share of its box is not covered by the cut-outs pasted in front of it
+# (CenterFace finds faces half hidden, rarely less). A moment of the truth is hidden when its face is not in sight
+# within SIGHT_WINDOW_S of it: before and after a crossing, after an entry (a loitering follows its entry).
+VISIBLE_SHARE = 0.5
+SIGHT_WINDOW_S = 1.0
+
+
+def visible_share(scene: Scene, walk: Walk, t: float) -> float:
+    """The share of the walk's face box at `t` that no walk drawn in front of it (later in `scene.walks`) covers."""
+    box = walk.box(t)
+    if box is None:
+        return 0.0
+    gx, gy = np.meshgrid(np.linspace(box[0], box[2], 9), np.linspace(box[1], box[3], 9))
+    covered = np.zeros(gx.shape, bool)
+    for other in scene.walks[scene.walks.index(walk) + 1 :]:
+        if (front := other.box(t)) is not None:
+            x, y, w, h = other.face.cutout(front)
+            covered |= ((gx - x - w / 2) / (w / 2)) ** 2 + ((gy - y - h / 2) / (h / 2)) ** 2 <= 1
+    return 1.0 - float(covered.mean())
+
+
+def in_sight(scene: Scene, walk: Walk, t0: float, t1: float, step_s: float = 0.1) -> bool:
+    """Whether the walk's face is in sight at some moment of [t0, t1] (sampled every `step_s`)."""
+    return any(visible_share(scene, walk, float(t)) >= VISIBLE_SHARE for t in np.arange(t0, t1 + step_s / 2, step_s))
+
+
 def truth_events(scene: Scene, step_s: float = 0.01) -> list[dict[str, Any]]:
-    """The events the paths make, from the paths alone (face centres, sampled every `step_s`)."""
+    """The events the paths make, from the paths alone (face centres, sampled every `step_s`); each says whether
+    it is `hidden` (its face out of sight around it, see VISIBLE_SHARE)."""
     events: list[dict[str, Any]] = []
     for walk in scene.walks:
         t0, t1 = walk.waypoints[0][0], walk.waypoints[-1][0]
@@ -178,8 +213,10 @@ def truth_events(scene: Scene, step_s: float = 0.01) -> list[dict[str, Any]]:
                 if now == 0:
                     continue
                 if last is not None and last[0] != now and segments_intersect(last[1], p, a, b):
+                    at = round(float(t), 2)
+                    hidden = not (in_sight(scene, walk, at - SIGHT_WINDOW_S, at) and in_sight(scene, walk, at, at + SIGHT_WINDOW_S))
                     events.append(
-                        {"kind": "line", "where": name, "id": walk.id, "direction": "in" if now > 0 else "out", "t": round(float(t), 2)}
+                        {"kind": "line", "where": name, "id": walk.id, "direction": "in" if now > 0 else "out", "t": at, "hidden": hidden}
                     )
                 last = (now, p)
         for name, polygon in scene.zones.items():
@@ -189,21 +226,22 @@ def truth_events(scene: Scene, step_s: float = 0.01) -> list[dict[str, Any]]:
                 if inside(p, polygon) and inside_since is None:
                     inside_since = float(t)
                 elif not inside(p, polygon) and inside_since is not None:
-                    events.append(_visit(name, walk.id, inside_since, float(t), scene.loiter_s))
+                    events.append(_visit(scene, walk, name, inside_since, float(t)))
                     inside_since = None
             if inside_since is not None:
-                events.append(_visit(name, walk.id, inside_since, float(times[-1]), scene.loiter_s))
+                events.append(_visit(scene, walk, name, inside_since, float(times[-1])))
     return sorted(events, key=lambda e: (e["t"], e["id"]))
 
 
-def _visit(zone: str, walk_id: int, enter: float, leave: float, loiter_s: float) -> dict[str, Any]:
+def _visit(scene: Scene, walk: Walk, zone: str, enter: float, leave: float) -> dict[str, Any]:
     return {
         "kind": "zone",
         "where": zone,
-        "id": walk_id,
+        "id": walk.id,
         "t": round(enter, 2),
         "until": round(leave, 2),
-        "loiters": leave - enter >= loiter_s,
+        "loiters": leave - enter >= scene.loiter_s,
+        "hidden": not in_sight(scene, walk, enter, min(leave, enter + SIGHT_WINDOW_S)),
     }
 
 
@@ -250,15 +288,13 @@ class _Renderer:
 
     def _paste(self, frame: np.ndarray, face: Face, box: Box) -> None:
         """The face's cut-out, scaled so that its face lands on `box`, with a soft oval edge."""
-        fx1, fy1, fx2, _ = face.face
-        s = (box[2] - box[0]) / (fx2 - fx1)
-        cx1, cy1, cx2, cy2 = face.cut
-        w, h = round((cx2 - cx1) * s), round((cy2 - cy1) * s)
+        x, y, width, height = face.cutout(box)
+        w, h = round(width), round(height)
         sprite = cv2.resize(self.sprites[id(face)], (w, h), interpolation=cv2.INTER_AREA)
         mask = np.zeros((h, w), np.float32)
         cv2.ellipse(mask, (w // 2, h // 2), (w // 2 - 1, h // 2 - 1), 0, 0, 360, 1.0, -1)
         alpha_mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, w / 30))[..., None]
-        x0, y0 = round(box[0] - (fx1 - cx1) * s), round(box[1] - (fy1 - cy1) * s)  # the sprite's corner in the frame
+        x0, y0 = round(x), round(y)  # the sprite's corner in the frame
         left, top, right, bottom = max(0, x0), max(0, y0), min(self.width, x0 + w), min(self.height, y0 + h)  # in view
         if left >= right or top >= bottom:
             return

@@ -53,7 +53,7 @@ def test_a_late_a_wrong_way_and_an_extra_event_are_missed_and_spurious() -> None
     assert sorted(m[:2] for m in score.spurious) == [("line", "in"), ("line", "in"), ("zone", None)]
     assert score.recall("line out") == 0.5 and score.precision("line in") == 1 / 3
     assert score.count_error("line in") == 0.5 and score.count_error("line out") == -0.5
-    assert score.brief()["zone"] == {"truth": 1, "seen": 2, "precision": 0.5, "recall": 1.0, "count_error": 1.0}
+    assert score.brief()["zone"] == {"truth": 1, "seen": 2, "precision": 0.5, "recall": 1.0, "count_error": 1.0, "hidden": 0}
 
 
 def test_cameras_judged_together_add_their_moments_matches_and_errors() -> None:
@@ -66,6 +66,22 @@ def test_cameras_judged_together_add_their_moments_matches_and_errors() -> None:
     assert both.truth == {"line in": 4, "line out": 4, "zone": 2, "loiter": 2}
     assert both.count_error("line in") == -0.25 and both.recall("line in") == 0.75 and both.precision("zone") == 2 / 3
     assert len(both.missed) == 1 and len(both.spurious) == 1 and perfect.truth["line in"] == 2  # the parts are left as they were
+
+
+def test_a_moment_out_of_sight_may_be_matched_but_is_not_required() -> None:
+    known = truth_events(LOBBY)
+    inward = [e for e in known if e["kind"] == "line" and e["direction"] == "in"]
+    inward[0]["hidden"] = True  # walk 2's crossing, as if it passed behind someone
+    seen = [e for e in _perfect() if not (e["kind"] == "line" and e["direction"] == "in" and e["atMs"] > EPOCH + inward[1]["t"] * 1000)]
+    score = judge_events(LOBBY, known, seen, EPOCH, SPAN, lag_ms=2000)  # walk 6's crossing, in sight, missed
+    assert score.truth["line in"] == 2 and score.hidden["line in"] == 1 and score.recall("line in") == 0.5
+    assert score.hidden_matched["line in"] == 1 and not score.spurious
+    in_sight = score.in_sight()
+    assert in_sight.truth["line in"] == 1 and in_sight.matched["line in"] == 0 and in_sight.count_error("line in") == -1.0
+    assert len(in_sight.missed) == 1 and in_sight.truth["line out"] == 2 and in_sight.recall("line out") == 1.0
+    seen = [e for e in _perfect() if not (e["kind"] == "line" and e["direction"] == "in" and e["atMs"] < EPOCH + inward[1]["t"] * 1000)]
+    score = judge_events(LOBBY, known, seen, EPOCH, SPAN, lag_ms=2000)  # the hidden one missed: not a miss in sight
+    assert score.recall("line in") == 0.5 and score.in_sight().recall("line in") == 1.0 and score.in_sight().missed == []
 
 
 def test_loitering_of_a_visit_under_way_at_the_start_is_not_judged() -> None:

@@ -13,7 +13,18 @@ import numpy as np
 from camerafleet.api.manifest import ModelSpec
 from camerafleet.models.face import FaceModel
 from camerafleet.tracking.association import iou_matrix
-from camerafleet_dev.truth_scenes import LOBBY, _Renderer, truth, truth_events, write_scene
+from camerafleet_dev.truth_scenes import (
+    ASTRONAUT,
+    CAMERAMAN,
+    LOBBY,
+    Scene,
+    Walk,
+    _Renderer,
+    truth,
+    truth_events,
+    visible_share,
+    write_scene,
+)
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -45,3 +56,13 @@ def test_the_clip_has_a_frame_for_every_frame_of_the_truth(tmp_path: Path) -> No
         frames = sum(1 for _ in container.decode(video=0))
     assert frames == len(known["frames"]) == 96
     assert known["lines"]["door"] == [[160.0, 15.0], [160.0, 150.0]]  # scaled to the clip
+
+
+def test_a_crossing_behind_another_face_is_hidden_and_one_beside_it_is_not() -> None:
+    behind = Walk(1, ASTRONAUT, 80, ((0.0, 300, 300), (8.0, 1000, 300)))
+    in_front = Walk(2, CAMERAMAN, 90, ((0.0, 310, 305), (8.0, 1010, 305)))  # drawn later: in front, all the way
+    beside = Walk(3, ASTRONAUT, 80, ((0.0, 300, 500), (8.0, 1000, 500)))
+    scene = Scene("test", 10.0, (behind, in_front, beside), {"door": ((640.0, 60.0), (640.0, 600.0))}, {})
+    assert visible_share(scene, behind, 4.0) == 0.0 and visible_share(scene, in_front, 4.0) == visible_share(scene, beside, 4.0) == 1.0
+    assert sorted((e["id"], e["hidden"]) for e in truth_events(scene)) == [(1, True), (2, False), (3, False)]
+    assert not any(e["hidden"] for e in truth_events(LOBBY)), "the lobby's faces are in sight at every event"
