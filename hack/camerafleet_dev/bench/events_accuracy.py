@@ -272,7 +272,8 @@ def format_report(report: dict[str, Any]) -> str:
     for fps, pooled in report["by_fps"].items():
         if pooled["scenes"] > 1:
             rows.append(f"| all {pooled['scenes']} | {fps} | | | | | | | {_events_cells(pooled['events'])} | |")
-        rows.append(f"| in sight, {pooled['scenes']} | {fps} | | | | | | | {_events_cells(pooled['events_in_sight'])} | |")
+        label = "in sight" if pooled["scenes"] == 1 else f"all {pooled['scenes']}, in sight"
+        rows.append(f"| {label} | {fps} | | | | | | | {_events_cells(pooled['events_in_sight'])} | |")
     cost = (
         f"\nEvents actors' CPU: {report['events_actors_cpu_ms_per_result']} ms per result (Kafka reads and transactions "
         "included); tracking and events code alone: the last column.\n"
