@@ -110,6 +110,19 @@ def test_a_lost_track_ends_after_max_lost_seconds_and_a_return_within_them_keeps
     assert [e.track_id for e in ended] == [1] and ended[0].last_seen == 3.0
 
 
+def test_a_walker_passing_in_front_of_someone_standing_does_not_take_their_track() -> None:
+    """Someone stands (track 1); a walker coming from the left hides them: the walker's second sighting overlaps the
+    hidden one's place enough to continue their track, but their own first sighting more: it starts its own."""
+    tracker, stand = Tracker(), (87, 98, 131, 154)
+    for n in range(5):
+        tracker.update(n * 0.2, [Detection(stand, 0.9, "face")])
+    tracker.update(1.0, [Detection((55, 83, 93, 131), 0.8, "face")])  # the walker; the one standing is hidden
+    u = tracker.update(1.2, [Detection((68, 84, 105, 130), 0.8, "face")])
+    assert [o.track_id for o in u.observations] == [2], "the walker took the hidden one's track"
+    u = tracker.update(1.4, [Detection((81, 86, 118, 132), 0.8, "face"), Detection(stand, 0.9, "face")])
+    assert sorted((o.track_id, o.box) for o in u.observations) == [(1, stand), (2, (81, 86, 118, 132))]
+
+
 def test_jitter_on_a_line_counts_no_crossing() -> None:
     events = CameraEvents("lobby", lines=[DOOR])
     tracker, rng, out = Tracker(), random.Random(1), []

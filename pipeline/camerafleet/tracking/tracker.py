@@ -201,7 +201,8 @@ class Tracker:
         # 1. Confident detections against every confirmed track, tracked or lost within motion's reach.
         confirmed = [tr for tr in self.tracks if tr.state != TrackState.TENTATIVE]
         near = [tr for tr in confirmed if t - tr.last_seen <= s.max_lost_s]
-        pairs = self._match(near, [dets[i] for i in high], t, s.first_match)
+        tentative = [tr for tr in self.tracks if tr.state == TrackState.TENTATIVE]
+        pairs = self._match(near, [dets[i] for i in high], t, s.first_match, rivals=tentative)
         for r, c in pairs:
             matched[id(near[r])] = high[c]
         high_left = [high[c] for c in range(len(high)) if c not in {c for _, c in pairs}]
@@ -210,7 +211,6 @@ class Tracker:
         for r, c in self._match(recent, [dets[i] for i in low], t, s.second_match):
             matched[id(recent[r])] = low[c]
         # 3. Tracks seen once against the confident detections left.
-        tentative = [tr for tr in self.tracks if tr.state == TrackState.TENTATIVE]
         pairs = self._match(tentative, [dets[i] for i in high_left], t, s.tentative_match)
         for r, c in pairs:
             matched[id(tentative[r])] = high_left[c]
@@ -253,9 +253,32 @@ class Tracker:
         self.tracks = kept
         return out
 
-    def _match(self, tracks: list[Track], dets: list[Detection], t: float, minimum: float) -> list[tuple[int, int]]:
+    def _match(
+        self, tracks: list[Track], dets: list[Detection], t: float, minimum: float, rivals: Sequence[Track] = ()
+    ) -> list[tuple[int, int]]:
+        """Pairs (track, detection) by buffered IoU. A lost track does not take a detection that overlaps one of
+        `rivals` (tracks seen once) more: a standing person hidden by someone who walks in front would otherwise
+        hand their track to the walker, whose first sighting is right beside (the events bench's false loitering)."""
         if not tracks or not dets:
             return []
+        sim = self._overlaps(tracks, dets, t)
+        if rivals:
+            best_rival = self._overlaps(list(rivals), dets, t).max(axis=0)
+            lost = np.array([tr.state == TrackState.LOST for tr in tracks])
+            sim[lost[:, None] & (sim < best_rival[None, :])] = 0.0
+        s = self.settings
+        if s.appearance_gate > 0:
+            looks = [d.look for d in dets]
+            for r, tr in enumerate(tracks):
+                if tr.appearance is None or tr.state == TrackState.TENTATIVE:
+                    continue
+                for c, v in enumerate(looks):
+                    if v is not None and similarity(tr.appearance, v) < s.appearance_gate:
+                        sim[r, c] = 0.0
+        return assign(sim, minimum)
+
+    def _overlaps(self, tracks: list[Track], dets: list[Detection], t: float) -> np.ndarray:
+        """Buffered IoU of each track's predicted box with each detection (0 across labels)."""
         s = self.settings
         predicted = np.array([tr.predicted_box(t) for tr in tracks])
         rate = np.array([s.tentative_buffer_per_s if tr.state == TrackState.TENTATIVE else s.buffer_per_s for tr in tracks])
@@ -268,15 +291,7 @@ class Tracker:
             sim[r] = iou_matrix(buffered(predicted[r : r + 1], buffer[r : r + 1]), buffered(boxes, b))[0]
         labels_differ = np.array([[tr.label != d.label for d in dets] for tr in tracks])
         sim[labels_differ] = 0.0
-        if s.appearance_gate > 0:
-            looks = [d.look for d in dets]
-            for r, tr in enumerate(tracks):
-                if tr.appearance is None or tr.state == TrackState.TENTATIVE:
-                    continue
-                for c, v in enumerate(looks):
-                    if v is not None and similarity(tr.appearance, v) < s.appearance_gate:
-                        sim[r, c] = 0.0
-        return assign(sim, minimum)
+        return sim
 
     def _reidentify(self, tracks: list[Track], dets: list[Detection], t: float) -> list[tuple[int, int]]:
         s = self.settings
