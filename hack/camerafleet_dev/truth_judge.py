@@ -124,15 +124,18 @@ def judge_events(
     """The events of one camera (records of the events log) against the truth over `span` (capture times, ms)."""
     start, end = span
     loop_ms = round(scene.seconds * 1000)
-    moments: list[tuple[Moment, bool]] = []  # and whether it is hidden
+    # Each moment, whether it is hidden, and how late an event may see it: a hidden moment no sooner than its face
+    # comes in sight (a loitering whose entry was hidden is timed from then).
+    moments: list[tuple[Moment, bool, int]] = []
     for e in truth_events:
+        late_ms = lag_ms + round(1000 * (e["seen_after"] or 0.0))
         for at in occurrences(e["t"], epoch_ms, loop_ms, start, end):
             if e["kind"] == "line":
-                moments.append((("line", e["direction"], at), e["hidden"]))
+                moments.append((("line", e["direction"], at), e["hidden"], late_ms))
                 continue
-            moments.append((("zone", None, at), e["hidden"]))  # loitering is timed from the entry: judged where the entry is
+            moments.append((("zone", None, at), e["hidden"], late_ms))  # loitering is timed from the entry: judged where the entry is
             if e["loiters"] and at + scene.loiter_s * 1000 <= end:
-                moments.append((("loiter", None, at + round(scene.loiter_s * 1000)), e["hidden"]))
+                moments.append((("loiter", None, at + round(scene.loiter_s * 1000)), e["hidden"], late_ms))
     events = list(events)
     entered = {(e["trackId"], e["where"]): e["atMs"] for e in events if e["kind"] == "zone" and e["phase"] == "start"}
     unmatched: list[Moment] = [
@@ -144,11 +147,11 @@ def judge_events(
     ]
     score = EventScore()
     # The moments in sight take the events first; hidden ones may then match what is left (none is required).
-    for m, hidden in sorted(moments, key=lambda mh: (mh[1], mh[0][2])):
+    for m, hidden, late_ms in sorted(moments, key=lambda mh: (mh[1], mh[0][2])):
         kind = _kind(m)
         score.truth[kind] = score.truth.get(kind, 0) + 1
         score.hidden[kind] = score.hidden.get(kind, 0) + hidden
-        match = next((u for u in unmatched if u[:2] == m[:2] and abs(u[2] - m[2]) <= lag_ms), None)
+        match = next((u for u in unmatched if u[:2] == m[:2] and -lag_ms <= u[2] - m[2] <= late_ms), None)
         if match is None:
             score.missed.append((m[0], m[1], m[2] - epoch_ms))
             if hidden:

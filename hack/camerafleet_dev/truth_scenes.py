@@ -173,7 +173,8 @@ SCENES = {s.name: s for s in (LOBBY, PLAZA, plaza(8, name="plaza-2"), plaza(9, n
 
 # A face counts as in sight when at least this share of its box is not covered by the cut-outs pasted in front of it
 # (CenterFace finds faces half hidden, rarely less). A moment of the truth is hidden when its face is not in sight
-# within SIGHT_WINDOW_S of it: before and after a crossing, after an entry (a loitering follows its entry).
+# within SIGHT_WINDOW_S of it: before and after a crossing, after an entry (a loitering follows its entry); its
+# `seen_after` says how long after it the face first came in sight (None: never, while in view).
 VISIBLE_SHARE = 0.5
 SIGHT_WINDOW_S = 1.0
 
@@ -192,9 +193,20 @@ def visible_share(scene: Scene, walk: Walk, t: float) -> float:
     return 1.0 - float(covered.mean())
 
 
-def in_sight(scene: Scene, walk: Walk, t0: float, t1: float, step_s: float = 0.1) -> bool:
-    """Whether the walk's face is in sight at some moment of [t0, t1] (sampled every `step_s`)."""
-    return any(visible_share(scene, walk, float(t)) >= VISIBLE_SHARE for t in np.arange(t0, t1 + step_s / 2, step_s))
+def first_in_sight(scene: Scene, walk: Walk, t0: float, t1: float, step_s: float = 0.1) -> float | None:
+    """The first moment of [t0, t1] (sampled every `step_s`) when the walk's face is in sight; None if it never is."""
+    return next((float(t) for t in np.arange(t0, t1 + step_s / 2, step_s) if visible_share(scene, walk, float(t)) >= VISIBLE_SHARE), None)
+
+
+def in_sight(scene: Scene, walk: Walk, t0: float, t1: float) -> bool:
+    return first_in_sight(scene, walk, t0, t1) is not None
+
+
+def _seen_after(scene: Scene, walk: Walk, t: float, until: float) -> float | None:
+    """Seconds from `t` until the face is first in sight by `until` (None: never): a camera can tell of a hidden
+    moment no sooner."""
+    seen = first_in_sight(scene, walk, t, until)
+    return None if seen is None else round(seen - t, 2)
 
 
 def truth_events(scene: Scene, step_s: float = 0.01) -> list[dict[str, Any]]:
@@ -216,7 +228,15 @@ def truth_events(scene: Scene, step_s: float = 0.01) -> list[dict[str, Any]]:
                     at = round(float(t), 2)
                     hidden = not (in_sight(scene, walk, at - SIGHT_WINDOW_S, at) and in_sight(scene, walk, at, at + SIGHT_WINDOW_S))
                     events.append(
-                        {"kind": "line", "where": name, "id": walk.id, "direction": "in" if now > 0 else "out", "t": at, "hidden": hidden}
+                        {
+                            "kind": "line",
+                            "where": name,
+                            "id": walk.id,
+                            "direction": "in" if now > 0 else "out",
+                            "t": at,
+                            "hidden": hidden,
+                            "seen_after": _seen_after(scene, walk, at, t1) if hidden else 0.0,
+                        }
                     )
                 last = (now, p)
         for name, polygon in scene.zones.items():
@@ -241,7 +261,8 @@ def _visit(scene: Scene, walk: Walk, zone: str, enter: float, leave: float) -> d
         "t": round(enter, 2),
         "until": round(leave, 2),
         "loiters": leave - enter >= scene.loiter_s,
-        "hidden": not in_sight(scene, walk, enter, min(leave, enter + SIGHT_WINDOW_S)),
+        "hidden": (hidden := not in_sight(scene, walk, enter, min(leave, enter + SIGHT_WINDOW_S))),
+        "seen_after": _seen_after(scene, walk, enter, leave) if hidden else 0.0,
     }
 
 

@@ -82,6 +82,12 @@ def test_a_moment_out_of_sight_may_be_matched_but_is_not_required() -> None:
     seen = [e for e in _perfect() if not (e["kind"] == "line" and e["direction"] == "in" and e["atMs"] < EPOCH + inward[1]["t"] * 1000)]
     score = judge_events(LOBBY, known, seen, EPOCH, SPAN, lag_ms=2000)  # the hidden one missed: not a miss in sight
     assert score.recall("line in") == 0.5 and score.in_sight().recall("line in") == 1.0 and score.in_sight().missed == []
+    # A hidden moment is seen no sooner than its face comes in sight: 4 s later, the lag counts from then.
+    inward[0]["seen_after"] = 4.0
+    late = _perfect()
+    next(e for e in late if e["kind"] == "line" and e["direction"] == "in")["atMs"] += 4500
+    score = judge_events(LOBBY, known, late, EPOCH, SPAN, lag_ms=2000)
+    assert score.hidden_matched["line in"] == 1 and not score.spurious and not score.missed
 
 
 def test_loitering_of_a_visit_under_way_at_the_start_is_not_judged() -> None:
