@@ -41,6 +41,11 @@ from camerafleet.transport import InferenceUnavailable, Transport, make_transpor
 log = logging.getLogger("camerafleet.consumer")
 
 INFER_RETRIES = 3
+# Lag is read from the group and set as one gauge per partition at most this often, not on every turn of the
+# consume loop: a loop turn comes every batchWaitMs (20 ms) with nothing to read, and a gauge per partition of
+# 150 cameras 50 times a second was most of an idle consumer's CPU. Progress and pool scaling look every 5 s.
+LAG_LOOK_S = 1.0
+IDLE_WAIT_MS = 250  # how long a read waits for a first record when no batch is in flight (it returns on the first)
 EXPIRED_WRITE_CHUNK = 5000  # expired announcements written per results write: a day's gap goes in bounded pieces
 
 
@@ -83,6 +88,7 @@ class ConsumerActor:
         self.task: asyncio.Task | None = None
         self.stopping = False
         self.lag: dict[str, int] = {}
+        self.lag_looked = 0.0  # when lag was last read (time.monotonic())
         self.behind: set[str] = set()  # topics with a partition here not read to its high watermark
         self.expected: dict[TopicPartition, int] = {}  # the next offset each partition here should give (`_expired`)
         self.removed = RemovedCameras()
@@ -252,7 +258,10 @@ class ConsumerActor:
                 await asyncio.wait([self.inflight[0].task])
                 continue
             try:
-                batch = await self.group.getmany(timeout_ms=max(c.batch_wait_ms, 1), max_records=c.max_batch_frames)
+                # A read returns on its first record: waiting longer while nothing is in flight delays no frame, and
+                # spares 50 empty loop turns a second; with batches in flight the loop comes back soon to commit them.
+                wait_ms = max(c.batch_wait_ms, 1) if self.inflight else max(c.batch_wait_ms, IDLE_WAIT_MS)
+                batch = await self.group.getmany(timeout_ms=wait_ms, max_records=c.max_batch_frames)
             except KafkaError as err:
                 self._note_error(f"fetch failed: {err}")
                 await asyncio.sleep(1)
@@ -292,7 +301,8 @@ class ConsumerActor:
                 except (CommitFailedError, IllegalStateError) as err:
                     # The partitions moved to another member: it re-reads them, results may repeat (at-least-once).
                     log.warning("commit failed during a rebalance; the new owner re-reads those frames (at-least-once): %s", err)
-            await self._update_lag()
+            if wait_all or time.monotonic() - self.lag_looked >= LAG_LOOK_S:
+                await self._update_lag()
 
     async def _rewind(self, err: BaseException) -> None:
         self._note_error(f"writing results failed, re-reading the batch: {type(err).__name__}: {err}")
@@ -387,6 +397,7 @@ class ConsumerActor:
         raise AssertionError("unreachable")
 
     async def _update_lag(self) -> None:
+        self.lag_looked = time.monotonic()
         assigned = self.group.assignment()
         behind: set[str] = set()
         for tp in assigned:
