@@ -175,7 +175,7 @@ def test_frames_announced_on_a_removed_cameras_topic_after_a_caught_up_member_wa
 
 def test_an_idle_consumer_reads_lag_once_a_second_and_does_not_spin(tmp_path, kafka_server, ray_cluster):
     """Its loop turned every batchWaitMs (20 ms) with nothing to read, and read the lag of every partition and set a
-    gauge for each on every turn: most of an idle consumer's CPU (0.029 of a core idle in the bench's fleet, 0.019 since).
+    gauge for each on every turn: an idle consumer of the bench's fleet used 0.029 of a core, 0.019 since.
     Upper bounds only: a slow machine turns the loop less often, never more."""
     consumer = unserved_consumer(tmp_path, kafka_server.bootstrap, "idle", cameras=("1", "2", "3"))
     idle_s = 4.0
