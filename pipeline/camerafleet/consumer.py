@@ -260,7 +260,7 @@ class ConsumerActor:
             try:
                 # A read returns on its first record: waiting longer while nothing is in flight delays no frame, and
                 # spares 50 empty loop turns a second; with batches in flight the loop comes back soon to commit them.
-                wait_ms = max(c.batch_wait_ms, 1) if self.inflight else max(c.batch_wait_ms, IDLE_WAIT_MS)
+                wait_ms = max(c.batch_wait_ms, 1 if self.inflight else IDLE_WAIT_MS)
                 batch = await self.group.getmany(timeout_ms=wait_ms, max_records=c.max_batch_frames)
             except KafkaError as err:
                 self._note_error(f"fetch failed: {err}")
