@@ -215,7 +215,7 @@ class ProducerActor:
         # Start at the handover slot, or now: a worker that starts late never replays the past. Never before the grid's
         # first slot: a camera's grid starts at the run's epoch plus its phase (up to one period), which may still be
         # ahead, or at its last rate change.
-        start = worker.first_slot if worker.first_slot is not None else sampler.slot_of(time.time())
+        start = worker.first_slot if worker.first_slot is not None else worker.grid.fresh_start(time.time())
         sampler.last_slot = max(start, worker.grid.first) - 1
         backoff = self.spec.producer.reconnect_initial_seconds
         jitter = random.Random()

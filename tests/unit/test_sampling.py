@@ -195,3 +195,15 @@ def test_sequence_numbers_rise_across_any_rate_changes(rates, gaps):
     assert seqs == sorted(set(seqs)), "sequence numbers are unique and rising"
     times = [at for _, at in frames]
     assert times == sorted(times), "in capture order"
+
+
+def test_a_starting_worker_takes_the_slot_in_progress_only_if_it_just_began():
+    # Producers start ~15 s after the run's epoch; a file camera at 0.1 fps would otherwise play the slot that began
+    # up to 10 s before, a first frame born 10 s old (57 of 150 dropped stale in the benchmark).
+    slow = Grid(100.0, 0.1)
+    assert slow.fresh_start(115.0) == 2, "slot 1 began 5 s before: the next slot, at 120 s"
+    assert slow.fresh_start(110.3) == 1, "slot 1 began 0.3 s before: still fresh"
+    fast = Grid(100.0, 5)
+    assert fast.fresh_start(101.15) == 5, "at 5 fps the slot in progress began 0.15 s before: taken"
+    assert Grid(100.0, 0.1).fresh_start(95.0) == 0, "before the grid: its first slot"
+    assert Grid(80.0, 1.0, first=30).fresh_start(105.0) == 30, "never before a continued grid's first slot"
