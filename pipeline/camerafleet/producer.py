@@ -212,11 +212,10 @@ class ProducerActor:
         cam, stop = shard.camera, worker.stop
         counts = self.counts.setdefault(cam.id, CameraCounts())
         sampler = Sampler(worker.grid, shard.index, shard.shards)
-        # Start at the handover slot, or now: a worker that starts late never replays the past. Never before the grid's
-        # first slot: a camera's grid starts at the run's epoch plus its phase (up to one period), which may still be
-        # ahead, or at its last rate change.
+        # Start at the handover slot, or now: a worker that starts late never replays the past. Both are never before the
+        # grid's first slot (the run's epoch plus the camera's phase, which may still be ahead, or its last rate change).
         start = worker.first_slot if worker.first_slot is not None else worker.grid.fresh_start(time.time())
-        sampler.last_slot = max(start, worker.grid.first) - 1
+        sampler.last_slot = start - 1
         backoff = self.spec.producer.reconnect_initial_seconds
         jitter = random.Random()
         seed = sum(cam.id.encode())
