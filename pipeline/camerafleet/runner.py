@@ -210,6 +210,9 @@ class FleetRunner:
             )
 
     def deploy_serving(self) -> None:
+        """Deploy the fleet's Serve app and wait for its replicas. Called in a worker thread: the wait (10 s in the
+        demo) on the run's loop stalled the console's page and its Kafka readers, whose fetches then timed out
+        (an aiokafka `ERROR Failed fetch messages ... RequestTimedOutError` in every `make demo`)."""
         from ray import serve
 
         from camerafleet.serving.app import fleet_app
@@ -261,11 +264,13 @@ class FleetRunner:
 
     async def start(self) -> None:
         await self.prepare()
-        await self.start_console()
+        # Ray's start blocks this loop for seconds (ray.init must run on the main thread, which owns SIGTERM),
+        # so the console, whose Kafka readers and web server live on this loop, starts once Ray is up.
         self.connect_ray()
+        await self.start_console()
         if self.opts.role in ("all", "consumer"):
             if self.opts.role == "all":
-                self.deploy_serving()
+                await asyncio.to_thread(self.deploy_serving)
                 if self.console is not None and self.deployed_app is not None:
                     self.console.follow_serve(local_replicas(self.deployed_app))
             elif not self.spec.serving.url:
@@ -319,7 +324,7 @@ class FleetRunner:
             and old.serving_app(self.fleet.metadata.name) != self.spec.serving_app(self.fleet.metadata.name)
             and not self.spec.serving.url
         ):
-            self.deploy_serving()
+            await asyncio.to_thread(self.deploy_serving)
         sizes = {
             Pool.PRODUCER: pool_size_after_edit(self.spec.producer, self.pools.desired.get(Pool.PRODUCER, 0)),
             Pool.CONSUMER: pool_size_after_edit(self.spec.consumer, self.pools.desired.get(Pool.CONSUMER, 0)),

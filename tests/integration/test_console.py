@@ -25,6 +25,7 @@ import orjson
 import pytest
 from selenium.webdriver.common.by import By
 
+from camerafleet.runner import FleetRunner
 from camerafleet_dev.clips import write_demo_clips
 from camerafleet_dev.devservers._process import free_port
 from tests.fixtures.pipeline import PATIENT_CONSUMER, ROOT, camera_stats, face_model, health_model, read_results, run_fleet_for, write_fleet
@@ -120,7 +121,7 @@ def get(url: str) -> tuple[int, bytes]:
 
 
 def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_down(
-    tmp_path, kafka_server, ray_cluster, camera_server, browser, console_clips
+    tmp_path, kafka_server, ray_cluster, camera_server, browser, console_clips, monkeypatch
 ):
     cams = camera_server(rtsp={"dock": "h264"})
     port = free_port()
@@ -141,6 +142,18 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
         events={"enabled": True, "reorderWindowMs": 1000},
     )
     seen: dict[str, Any] = {}
+    deploy = FleetRunner.deploy_serving
+
+    def deploy_asking_the_console(runner: FleetRunner) -> None:
+        """The console answers while Serve deploys: a deploy on the run's loop would hold this request (and the
+        console's Kafka readers) until it ended, and the request would time out."""
+        try:
+            seen["during_deploy"] = get(url + "api/fleet")[0]
+        except OSError as err:  # the request timed out
+            seen["during_deploy"] = repr(err)
+        deploy(runner)
+
+    monkeypatch.setattr(FleetRunner, "deploy_serving", deploy_asking_the_console)
 
     def tile(camera: str) -> dict[str, Any] | None:
         return browser.execute_script(READ_TILE, camera)
@@ -244,6 +257,7 @@ def test_console_shows_every_camera_live_with_boxes_counters_and_a_camera_going_
     runner, summary = asyncio.run(run_fleet_for(manifest, None, use_console, console_port=port))
 
     assert summary["ledger_balanced"], summary
+    assert seen["during_deploy"] == 200, seen["during_deploy"]
     # Boxes sit where the results say: the SVG's rects carry the record's box in frame pixels, and on screen
     # they are that box scaled to the drawn image.
     boxes = seen["boxes"]
