@@ -20,6 +20,7 @@ FIELD_MANAGER = "camerafleet-operator"
 REQUEST_TIMEOUT_S = (10.0, 30.0)  # (connect, read): a call to an API server that hangs fails instead of waiting forever
 _PLURALS = {
     "ConfigMap": "configmaps",
+    "Pod": "pods",
     "Secret": "secrets",
     "NetworkPolicy": "networkpolicies",
     "Service": "services",
@@ -96,5 +97,7 @@ class Kube:
                 return False
             raise
 
-    async def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return (await self._call("GET", object_path(api_version, kind, namespace)))["items"]
+    async def list(self, api_version: str, kind: str, namespace: str | None = None, labels: str | None = None) -> list[dict[str, Any]]:
+        """The objects of a kind, those matching the label selector `labels` (e.g. `app=x,tier=y`) when given."""
+        query = [("labelSelector", labels)] if labels else None
+        return (await self._call("GET", object_path(api_version, kind, namespace), query=query))["items"]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from camerafleet_operator.render import LABEL_COMPONENT
+
 # Serve application statuses that mean the models do not serve as the spec asks, even while KubeRay's
 # Ready (which counts healthy proxies, not applications) stays True.
 APP_FAILED = {"DEPLOY_FAILED", "UNHEALTHY"}
@@ -21,6 +23,7 @@ class Observed:
     message: str
     failed: bool = False  # the job ended or failed: resubmit it after its backoff
     invalid: bool = False  # KubeRay refused the object: only a spec change helps
+    recheck_s: float | None = None  # look again this soon: the state changes then without an event of its own
 
 
 def job_condition(job: dict[str, Any] | None) -> Observed:
@@ -109,6 +112,66 @@ def upgrade_condition(svc: dict[str, Any] | None, now: datetime, timeout_s: int)
             "Free capacity, revert the change, or set kubernetes.servingUpgrade: Recreate",
         )
     return Observed(None, "UpgradeInProgress", f"KubeRay is bringing up the new Ray cluster {pending} for {elapsed:.0f} s{state}")
+
+
+def scheduling_condition(pods: list[dict[str, Any]], now: datetime, timeout_s: int) -> Observed:
+    """PodsScheduled: whether every Pod of the fleet found a node. The scheduler marks a Pod that fits no node
+    (too big for every node, a GPU no node has, a selector or taint nothing matches) Unschedulable and KubeRay
+    reports nothing of it: the fleet would wait as Initializing, or run short of the replicas it scaled to,
+    forever and unexplained. Reported once a Pod has waited `timeout_s`, since a cluster autoscaler may be
+    adding the node it needs meanwhile."""
+    late: list[tuple[float, dict[str, Any], str]] = []
+    waiting: list[tuple[float, dict[str, Any], str]] = []
+    for pod in pods:
+        st = pod.get("status") or {}
+        scheduled: dict[str, Any] = next((c for c in st.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+        if pod["metadata"].get("deletionTimestamp") or st.get("phase") != "Pending" or scheduled.get("reason") != "Unschedulable":
+            continue
+        since = scheduled.get("lastTransitionTime")
+        waited = (now - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds() if since else 0.0
+        (late if waited >= timeout_s else waiting).append((waited, pod, scheduled.get("message") or ""))
+    if late:
+        shown = "; ".join(_unschedulable(waited, pod, why) for waited, pod, why in sorted(late, key=lambda x: -x[0])[:3])
+        more = f"; and {len(late) - 3} more" if len(late) > 3 else ""
+        where = sorted({_sized_by(pod) for _, pod, _ in late})
+        return Observed(
+            False,
+            "Unschedulable",
+            f"{shown}{more}. Lower what they ask ({', '.join(where)}; cpuRequest and memoryRequest let a small node "
+            "hold them) or their placement, or add nodes that fit",
+        )
+    if waiting:
+        longest = max(waited for waited, _, _ in waiting)
+        return Observed(
+            None,
+            "WaitingForNodes",
+            f"{len(waiting)} Pod(s) fit no node yet (for {longest:.0f} s); reported after schedulingTimeoutSeconds "
+            f"({timeout_s}) in case a cluster autoscaler is adding one",
+            recheck_s=timeout_s - longest + 1,
+        )
+    return Observed(True, "Scheduled", "every Pod of the fleet has a node")
+
+
+def _sized_by(pod: dict[str, Any]) -> str:
+    """The spec field that sizes a fleet's Pod, from its labels (KubeRay's node type, the fleet's component)."""
+    labels = pod["metadata"].get("labels") or {}
+    if labels.get("ray.io/node-type") == "head":
+        return "kubernetes.head"
+    return "kubernetes.gpuWorkers.resources" if labels.get(LABEL_COMPONENT) == "serving" else "kubernetes.jobWorkers.resources"
+
+
+def _unschedulable(waited: float, pod: dict[str, Any], why: str) -> str:
+    """One Pod that fits no node: its name, its part of the fleet, what it asks and the scheduler's reason (its
+    first sentence: the rest is about preemption)."""
+    asks: dict[str, str] = {}
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for name, quantity in ((container.get("resources") or {}).get("requests") or {}).items():
+            asks[name] = quantity if name not in asks else f"{asks[name]}+{quantity}"
+    labels = pod["metadata"].get("labels") or {}
+    part = f"{labels.get(LABEL_COMPONENT, 'fleet')} {labels.get('ray.io/node-type', 'pod')}"
+    reason = why.split(" preemption:")[0].strip()[:300]
+    asked = ", ".join(f"{k}={v}" for k, v in sorted(asks.items())) or "nothing"
+    return f"Pod {pod['metadata']['name']} ({part}, asks {asked}) has fit no node for {waited:.0f} s: {reason}"
 
 
 def gist(message: str, limit: int = 400) -> str:

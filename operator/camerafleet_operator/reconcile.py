@@ -24,7 +24,7 @@ from camerafleet.api.manifest import API_VERSION, KIND, FleetSpec, format_valida
 from camerafleet.topics import KafkaUnavailable, TopicPlan, TopicReconciler, plan_topics
 from camerafleet_operator import render
 from camerafleet_operator.kube import Kube
-from camerafleet_operator.observe import job_condition, service_condition, upgrade_condition
+from camerafleet_operator.observe import job_condition, scheduling_condition, service_condition, upgrade_condition
 from camerafleet_operator.status import Conditions, Event, FleetStatus, JobState, phase_of
 from camerafleet_operator.tenancy import per_fleet
 from camerafleet_operator.validate import DEFAULT_POLICY, ClusterPolicy, cluster_problems, operator_bootstrap
@@ -203,6 +203,7 @@ async def reconcile_fleet(
         role: await _job(p, spec, role, job, getattr(status, f"{role}_job"), serving_ok=serving)
         for role, job in zip(("producer", "consumer"), (o for o in objects if o["kind"] == "RayJob"), strict=True)
     }
+    await _scheduling(p, spec)
     if p.invalid:  # KubeRay refused what the API server accepted
         p.conds.set("Ready", False, "InvalidSpec", "fix the spec: " + "; ".join(p.invalid))
         return _result(p, status, {"producer_job": jobs["producer"], "consumer_job": jobs["consumer"]})
@@ -337,6 +338,18 @@ async def _serving(p: _Pass, spec: FleetSpec, service: dict[str, Any]) -> bool:
     # A first cluster is up to date from the start: an event only once an upgrade was seen.
     p.conds.set("ServingUpToDate", upgrade.ok, upgrade.reason, upgrade.message, event=p.conds.get("ServingUpToDate") is not None)
     return serving.ok is True
+
+
+async def _scheduling(p: _Pass, spec: FleetSpec) -> None:
+    """PodsScheduled, from the fleet's Pods (KubeRay's, labelled with the fleet); while one waits for a node
+    within schedulingTimeoutSeconds, the pass comes back when that wait ends, to report it on time."""
+    pods = await p.kube.list("v1", "Pod", p.namespace, labels=f"{render.LABEL_FLEET}={p.name}")
+    observed = scheduling_condition(pods, p.now, spec.kubernetes.scheduling_timeout_seconds)
+    # A fleet's Pods all placed from the start is no news: an event once a Pod did not fit.
+    news = observed.ok is False or p.conds.get("PodsScheduled") is not None
+    p.conds.set("PodsScheduled", observed.ok, observed.reason, observed.message, event=news)
+    if observed.recheck_s is not None:
+        p.retry(observed.recheck_s, "a Pod waits for a node")
 
 
 async def _job(p: _Pass, spec: FleetSpec, role: str, job: dict[str, Any], state: JobState, *, serving_ok: bool) -> JobState:

@@ -19,14 +19,25 @@ from camerafleet.api.pool_status import PoolsStatus, now_rfc3339
 PARTS = ("TopicsReady", "ServingReady", "ProducersRunning", "ConsumersRunning")
 # ServingUpToDate: the RayService's cluster matches the spec (False while a new cluster KubeRay builds for a
 # cluster-level change cannot come up). Not a part of Ready: the old cluster still serves meanwhile.
-CONDITION_TYPES = (*PARTS, "ServingUpToDate", "Ready")
+# PodsScheduled: every Pod of the fleet found a node. Not a part of Ready: a worker added for load that fits no
+# node leaves the fleet running short (Degraded); a head that fits none already keeps its part from being ready.
+CONDITION_TYPES = (*PARTS, "ServingUpToDate", "PodsScheduled", "Ready")
 # Reasons that need a person's attention become Warning events; waiting for KubeRay is not one of them.
-WARNING_REASONS = {"InvalidSpec", "NotSupported", "Conflict", "KafkaUnavailable", "JobFailed", "ServingFailed", "UpgradeStalled"}
+WARNING_REASONS = {
+    "InvalidSpec",
+    "NotSupported",
+    "Conflict",
+    "KafkaUnavailable",
+    "JobFailed",
+    "ServingFailed",
+    "UpgradeStalled",
+    "Unschedulable",
+}
 Phase = Literal["Pending", "Reconciling", "Running", "Degraded", "Failed"]
 
 
 class Condition(Strict):
-    type: str = Field(description="TopicsReady, ServingReady, ProducersRunning, ConsumersRunning, ServingUpToDate or Ready.")
+    type: str = Field(description="TopicsReady, ServingReady, ProducersRunning, ConsumersRunning, ServingUpToDate, PodsScheduled or Ready.")
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
     reason: str = Field(description="One CamelCase word for machines, e.g. NotSupported, Conflict, InvalidSpec.")
     message: str = Field(default="", description="What happened and what to do, for people.")

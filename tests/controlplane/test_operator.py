@@ -273,6 +273,48 @@ def test_job_pods_read_their_fleets_manifest_write_its_pools_and_nothing_else(cl
     assert "Forbidden" in refused.stderr, "the runner may get its one ConfigMap, not list them"
 
 
+def test_a_pod_no_node_fits_is_reported_with_its_reason_and_cleared_once_placed(cluster, kafka_server):
+    """PodsScheduled through the operator's own RBAC (Pods: list only). No scheduler runs here: the test writes
+    what kube-scheduler writes on a Pod that fits no node; the e2e run makes the real scheduler write it."""
+    assert cluster.apply(fleet("roomy", kafka_server.bootstrap, kubernetes={"schedulingTimeoutSeconds": 30})).returncode == 0
+    wait_for("PodsScheduled", lambda: (c := cluster.condition("roomy", "PodsScheduled")) and c["status"] == "True")
+    worker = "roomy-serving-raycluster-x-gpu-workers-worker-abcde"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": worker,
+            "namespace": NS,
+            "labels": {"camerafleet.io/fleet": "roomy", "camerafleet.io/component": "serving", "ray.io/node-type": "worker"},
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "ray-worker", "image": "camerafleet-ray:test", "resources": {"requests": {"cpu": "64"}}}],
+        },
+    }
+    assert cluster.apply(pod).returncode == 0
+    a_minute_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    unschedulable = {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "lastTransitionTime": a_minute_ago,
+        "message": "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: 2 No preemption victims found.",
+    }
+    patch = json.dumps({"status": {"conditions": [unschedulable]}})
+    cluster.kubectl("patch", "pod", worker, "-n", NS, "--subresource=status", "--type=merge", "-p", patch)
+    reported = wait_for("PodsScheduled False", lambda: (c := cluster.condition("roomy", "PodsScheduled")) and c["status"] == "False" and c)
+    assert reported["reason"] == "Unschedulable"
+    for part in (worker, "cpu=64", "2 Insufficient cpu", "kubernetes.gpuWorkers.resources"):
+        assert part in reported["message"], (part, reported["message"])
+    assert cluster.get("camerafleet", "roomy")["status"]["phase"] == "Degraded"
+    events = json.loads(cluster.kubectl("get", "events", "-n", NS, "--field-selector", "involvedObject.name=roomy", "-o", "json").stdout)
+    assert any(e["type"] == "Warning" and e["reason"] == "Unschedulable" and worker in e["message"] for e in events["items"])
+    cluster.kubectl("delete", "pod", worker, "-n", NS, "--wait=false")
+    wait_for("PodsScheduled True again", lambda: (c := cluster.condition("roomy", "PodsScheduled")) and c["status"] == "True")
+    cluster.kubectl("delete", "camerafleet", "roomy", "-n", NS)
+
+
 def test_invalid_resources_are_refused_or_reported(cluster, kafka_server):
     k = kafka_server.bootstrap
     bad = fleet("bad", k)
@@ -396,6 +438,7 @@ NEEDED = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
     ("create", "secrets", NS),  # the fleet's Ray token, once; never read back
     ("patch", "networkpolicies.networking.k8s.io", NS),
+    ("list", "pods", NS),  # its fleets' Pods, by label, for the ones no node fits (PodsScheduled)
 ]
 REFUSED = [
     ("get", "secrets", NS),
@@ -404,6 +447,7 @@ REFUSED = [
     ("patch", "secrets", NS),
     ("delete", "secrets", NS),
     ("get", "pods", NS),
+    ("watch", "pods", NS),
     ("create", "pods", NS),
     ("create", "pods/exec", NS),
     ("delete", "camerafleets.camerafleet.io", NS),
@@ -450,7 +494,7 @@ def test_operator_has_no_more_rights_than_it_needs(cluster, controlplane, tmp_pa
         (["get", "camerafleets", "-A"], True),
         (["get", "rayjobs", "-A"], True),
         (["get", "secrets", "-A"], False),
-        (["get", "pods", "-n", NS], False),
+        (["get", "pod", "any", "-n", NS], False),  # one Pod: listing them (by label) is all it may
         (["create", "namespace", "evil"], False),
         (["delete", "crd", "camerafleets.camerafleet.io"], False),
         (["create", "role", "evil", "-n", NS, "--verb=get", "--resource=secrets"], False),  # granting what it lacks

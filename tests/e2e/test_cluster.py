@@ -855,7 +855,8 @@ def test_a_new_image_tag_rolls_out_on_a_new_serving_cluster_and_replaces_the_job
 def test_a_serving_cluster_that_cannot_come_up_is_reported_within_the_upgrade_timeout(installed: Cluster, fleet: dict[str, Any]) -> None:
     """A cluster-level change the cluster has no room for: KubeRay's Ready stays True and it waits forever; the
     fleet says so (ServingUpToDate False, UpgradeStalled, a Warning Event) within upgradeTimeoutSeconds plus a
-    resync, while the old cluster keeps serving. Reverting the change recovers."""
+    resync, while the old cluster keeps serving, and names the Pod no node fits with the scheduler's reason
+    (PodsScheduled False) after schedulingTimeoutSeconds. Reverting the change recovers."""
     c = installed
     if fleet["spec"]["kubernetes"].get("headRunsWork"):
         # Seen in the small-node run of 2026-12-05: the new cluster's head served the models while its worker Pod
@@ -865,8 +866,21 @@ def test_a_serving_cluster_that_cannot_come_up_is_reported_within_the_upgrade_ti
     workers = fleet["spec"]["kubernetes"]["gpuWorkers"]
     too_big = {**workers, "resources": {**workers["resources"], "memory": "500Gi", "memoryRequest": "500Gi"}}
     started = time.time()
-    _patch_kubernetes(c, fleet, {"gpuWorkers": too_big, "upgradeTimeoutSeconds": 60})
+    _patch_kubernetes(c, fleet, {"gpuWorkers": too_big, "upgradeTimeoutSeconds": 60, "schedulingTimeoutSeconds": 30})
     try:
+        # The real kube-scheduler's verdict on the new cluster's worker Pod, read by the operator (Pods: list only).
+        unplaced = wait_for(
+            "PodsScheduled False (Unschedulable)",
+            lambda: (u := c.condition(FLEET, "PodsScheduled")).get("reason") == "Unschedulable" and u,
+            RECOVERY_TIMEOUT_S,
+            5,
+        )
+        assert unplaced["status"] == "False", unplaced
+        for part in ("500Gi", "Insufficient memory", "kubernetes.gpuWorkers.resources"):
+            assert part in unplaced["message"], (part, unplaced["message"])
+        events = c.kubectl("get", "events", "--field-selector", f"involvedObject.name={FLEET},reason=Unschedulable", "-o", "json").stdout
+        assert json.loads(events)["items"], "a Warning Event names the Pod"
+        unplaced_s = time.time() - started
         stalled = wait_for(
             "ServingUpToDate False (UpgradeStalled)",
             lambda: (u := c.condition(FLEET, "ServingUpToDate")).get("reason") == "UpgradeStalled" and u,
@@ -883,17 +897,19 @@ def test_a_serving_cluster_that_cannot_come_up_is_reported_within_the_upgrade_ti
         c.kubectl("patch", "camerafleet", FLEET, "--type=json", "-p", json.dumps([
             {"op": "replace", "path": "/spec/kubernetes/gpuWorkers", "value": workers},
             {"op": "remove", "path": "/spec/kubernetes/upgradeTimeoutSeconds"},
+            {"op": "remove", "path": "/spec/kubernetes/schedulingTimeoutSeconds"},
         ]))  # fmt: skip
         fleet["spec"]["kubernetes"] = original
     wait_for(
-        "ServingUpToDate True after the revert",
-        lambda: c.condition(FLEET, "ServingUpToDate").get("status") == "True",
+        "ServingUpToDate and PodsScheduled True after the revert",
+        lambda: c.condition(FLEET, "ServingUpToDate").get("status") == c.condition(FLEET, "PodsScheduled").get("status") == "True",
         RECOVERY_TIMEOUT_S,
         5,
     )
     report(
         "serving cluster without room",
-        f"ServingUpToDate False (UpgradeStalled) {stalled_s:.0f} s after the change (timeout 60 s); reverting recovered",
+        f"PodsScheduled False (Unschedulable, the scheduler's reason) {unplaced_s:.0f} s after the change (timeout 30 s); "
+        f"ServingUpToDate False (UpgradeStalled) after {stalled_s:.0f} s (timeout 60 s); reverting recovered",
     )
 
 

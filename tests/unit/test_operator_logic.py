@@ -8,7 +8,7 @@ import yaml
 from camerafleet.api.manifest import EventsSpec, LineSpec, ZoneSpec, parse_manifest
 from camerafleet.topics import TopicState, plan_topics
 from camerafleet_operator import render
-from camerafleet_operator.observe import job_condition, service_condition
+from camerafleet_operator.observe import job_condition, scheduling_condition, service_condition
 from camerafleet_operator.reconcile import next_retry, topic_claims, while_running
 from camerafleet_operator.status import JobState, phase_of, set_condition
 
@@ -272,3 +272,45 @@ def test_a_failed_serve_deployment_is_told_by_its_sentence_and_its_exception_not
     assert (serving.ok, serving.reason) == (False, "ServingFailed")
     assert "failed to start 3 times" in serving.message and "no-such-model.onnx: NoSuchKey" in serving.message
     assert "File " not in serving.message and len(serving.message) < 1000
+
+
+def pod(name, phase="Pending", reason="Unschedulable", since="2026-11-30T12:00:00Z", node_type="worker", component="producer", **meta):
+    """A Pod of a fleet's Ray cluster as the API server returns it (the fields the observer reads)."""
+    return {
+        "metadata": {"name": name, "labels": {"camerafleet.io/component": component, "ray.io/node-type": node_type}, **meta},
+        "spec": {
+            "containers": [{"resources": {"requests": {"cpu": "6", "nvidia.com/gpu": "1"}}}, {"resources": {"requests": {"cpu": "100m"}}}]
+        },
+        "status": {
+            "phase": phase,
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": reason,
+                    "lastTransitionTime": since,
+                    "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+                }
+            ],
+        },
+    }
+
+
+def test_pods_that_fit_no_node_are_named_with_what_they_ask_and_where_the_spec_sizes_them():
+    now = datetime(2026, 11, 30, 12, 10, tzinfo=UTC)  # 600 s after the pods' `since`
+    assert scheduling_condition([], now, 300).ok is True
+    placed = [pod("a", phase="Running"), pod("b", reason="SchedulerError"), pod("c", deletionTimestamp="2026-11-30T12:09:00Z")]
+    assert scheduling_condition(placed, now, 300).ok is True, "running, failed for another reason, or going away"
+    waiting = scheduling_condition([pod("d")], now, 900)
+    assert (waiting.ok, waiting.reason, waiting.recheck_s) == (None, "WaitingForNodes", 301)
+    late = scheduling_condition([pod("job-worker"), pod("head", node_type="head", since="2026-11-30T11:50:00Z")], now, 300)
+    assert (late.ok, late.reason, late.recheck_s) == (False, "Unschedulable", None)
+    assert late.message.index("Pod head") < late.message.index("Pod job-worker"), "the longest wait first"
+    assert (
+        "asks cpu=6+100m, nvidia.com/gpu=1" in late.message
+        and "for 1200 s" in late.message
+        and "Insufficient nvidia.com/gpu" in late.message
+    )
+    assert "(kubernetes.head, kubernetes.jobWorkers.resources;" in late.message
+    many = scheduling_condition([pod(f"w{i}") for i in range(5)], now, 300)
+    assert many.message.count("Pod w") == 3 and "and 2 more" in many.message, "a long condition would be cut, not summed up"

@@ -51,8 +51,13 @@ class FakeKube:
         self.deleted.append((kind, name))
         return self.objects.pop((kind, namespace, name), None) is not None
 
-    async def list(self, api_version: str, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        return [copy.deepcopy(o) for (k, ns, _), o in self.objects.items() if k == kind and namespace in (None, ns)]
+    async def list(self, api_version: str, kind: str, namespace: str | None = None, labels: str | None = None) -> list[dict[str, Any]]:
+        wanted = dict(pair.split("=") for pair in labels.split(",")) if labels else {}
+        return [
+            copy.deepcopy(o)
+            for (k, ns, _), o in self.objects.items()
+            if k == kind and namespace in (None, ns) and wanted.items() <= (o["metadata"].get("labels") or {}).items()
+        ]
 
     def set_status(self, kind: str, name: str, status: dict[str, Any]) -> None:
         self.objects[(kind, NS, name)]["status"] = status
@@ -513,3 +518,58 @@ def test_a_bucket_folder_inside_an_older_fleets_is_a_conflict_that_starts_nothin
     assert not [k for k in kube.objects if k[2].startswith("hall-")], "nothing of the younger fleet is made"
     elsewhere = fleet("yard", created="2026-11-30T11:00:00Z", bucket={"uri": "s3://frames/y", "endpoint": "http://minio:9000"})
     assert conditions(reconcile(elsewhere, kube, kafka))["TopicsReady"] == ("True", "Reconciled"), "a folder beside it is fine"
+
+
+def stuck_pod(kube: FakeKube, name: str, since: str, fleet_name: str = "lobby", component: str = "serving") -> None:
+    """A Pod of the fleet that the scheduler found no node for (as KubeRay's worker Pods carry the fleet's labels)."""
+    kube.objects[("Pod", NS, name)] = {
+        "metadata": {
+            "name": name,
+            "labels": {"camerafleet.io/fleet": fleet_name, "camerafleet.io/component": component, "ray.io/node-type": "worker"},
+        },
+        "spec": {"containers": [{"resources": {"requests": {"cpu": "64", "memory": "8Gi"}}}]},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "lastTransitionTime": since,
+                    "message": "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.",
+                }
+            ],
+        },
+    }
+
+
+def test_a_pod_that_fits_no_node_is_reported_after_the_scheduling_timeout_and_cleared_once_placed() -> None:
+    kube, kafka, body = FakeKube(), FakeKafka(), fleet()
+    reconcile(body, kube, kafka)
+    kuberay_runs_everything(kube, body, kafka)
+    placed_from_start = reconcile(body, kube, kafka)
+    assert conditions(placed_from_start)["PodsScheduled"] == ("True", "Scheduled")
+    assert "Scheduled" not in {e.reason for e in placed_from_start.events}, "Pods placed from the start are no news"
+    stuck_pod(kube, "lobby-serving-x1-gpu-workers-worker-abcde", since="2026-11-30T11:58:00Z")  # 2 minutes before T0
+    stuck_pod(kube, "other-serving-worker-zzz", since="2026-11-30T11:00:00Z", fleet_name="other")  # another fleet's: not ours
+    waiting = reconcile(body, kube, kafka)
+    assert conditions(waiting)["PodsScheduled"] == ("Unknown", "WaitingForNodes") and waiting.status.phase == "Running"
+    assert waiting.events == [], "a cluster autoscaler may be adding a node"
+    assert waiting.retry_after_s == 300 - 120 + 1, "back when the wait reaches schedulingTimeoutSeconds"
+    late = reconcile(body, kube, kafka, now=T0 + timedelta(seconds=181))
+    reported = next(c for c in late.status.conditions if c.type == "PodsScheduled")
+    assert (reported.status, reported.reason) == ("False", "Unschedulable") and late.status.phase == "Degraded"
+    assert conditions(late)["Ready"] == ("True", "Ready"), "the fleet runs, short of the replica that fits nowhere"
+    for part in (
+        "lobby-serving-x1-gpu-workers-worker-abcde",
+        "cpu=64",
+        "0/2 nodes are available: 2 Insufficient cpu",
+        "kubernetes.gpuWorkers.resources",
+    ):
+        assert part in reported.message, (part, reported.message)
+    assert "preemption" not in reported.message and "other-serving" not in reported.message
+    assert ("Warning", "Unschedulable") in {(e.type, e.reason) for e in late.events}
+    kube.objects[("Pod", NS, "lobby-serving-x1-gpu-workers-worker-abcde")]["status"] = {"phase": "Running"}
+    placed = reconcile(body, kube, kafka, now=T0 + timedelta(seconds=200))
+    assert conditions(placed)["PodsScheduled"] == ("True", "Scheduled") and placed.status.phase == "Running"
+    assert ("Normal", "Scheduled") in {(e.type, e.reason) for e in placed.events}

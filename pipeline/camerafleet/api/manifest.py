@@ -864,6 +864,14 @@ class KubernetesSpec(Strict):
         description="How long a new serving cluster (serving Upgrade NewCluster) may take to come up before the fleet "
         "reports it as stalled (a Warning event and ServingUpToDate False); the old cluster keeps serving meanwhile.",
     )
+    scheduling_timeout_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="How long one of the fleet's Pods may fit no node (too big for every node, a GPU or label no node has) "
+        "before the fleet reports it (a Warning event and PodsScheduled False, naming the Pod, what it asks and the "
+        "scheduler's reason); meanwhile a cluster autoscaler may add the node it needs.",
+    )
 
 
 # What a running fleet cannot change without starting again: the clients, stores and stages it sets up at start
