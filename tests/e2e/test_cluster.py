@@ -756,8 +756,7 @@ def test_a_broken_model_edit_turns_the_fleet_not_ready_with_serves_message_and_t
         seen_s = time.time() - started
         assert serving["status"] == "False" and "no-such-model" in serving["message"], serving
         assert c.condition(FLEET, "Ready").get("status") == "False"
-        events = c.kubectl("get", "events", "--field-selector", f"involvedObject.name={FLEET},reason=ServingFailed", "-o", "json").stdout
-        assert json.loads(events)["items"], "a Warning event says so"
+        assert c.items("events", "--field-selector", f"involvedObject.name={FLEET},reason=ServingFailed"), "a Warning event says so"
     finally:
         c.kubectl("patch", "camerafleet", FLEET, "--type=merge", "-p", json.dumps({"spec": {"models": good}}))
     wait_for("the fleet Ready again after the fix", lambda: c.condition(FLEET, "Ready").get("status") == "True", RECOVERY_TIMEOUT_S, 5)
@@ -800,8 +799,8 @@ def test_a_rayjob_kuberay_refused_is_replaced_by_the_next_edit_of_the_jobs_spec(
         (j := c.get("rayjob", job)) and j["metadata"]["uid"] != refused_uid and (j.get("status") or {}).get("jobStatus") == "RUNNING"
     ), RECOVERY_TIMEOUT_S, 5)  # fmt: skip
     wait_for("the fleet Ready again", lambda: c.condition(FLEET, "Ready").get("status") == "True", RECOVERY_TIMEOUT_S, 5)
-    replaced = c.kubectl("get", "events", "--field-selector", f"involvedObject.name={FLEET},reason=JobReplaced", "-o", "json").stdout
-    assert json.loads(replaced)["items"], "a JobReplaced event says the refused RayJob was replaced"
+    replaced = c.items("events", "--field-selector", f"involvedObject.name={FLEET},reason=JobReplaced")
+    assert replaced, "a JobReplaced event says the refused RayJob was replaced"
     report("RayJob refused by KubeRay", f"fleet InvalidSpec {seen_s:.0f} s after the refusal; replaced by the next edit and Ready again")
     _recovered(c, fleet, "refused RayJob replaced", started)
 
@@ -879,8 +878,7 @@ def test_a_serving_cluster_that_cannot_come_up_is_reported_within_the_upgrade_ti
         assert unplaced["status"] == "False", unplaced
         for part in ("500Gi", "Insufficient memory", "kubernetes.gpuWorkers.resources"):
             assert part in unplaced["message"], (part, unplaced["message"])
-        events = c.kubectl("get", "events", "--field-selector", f"involvedObject.name={FLEET},reason=Unschedulable", "-o", "json").stdout
-        assert json.loads(events)["items"], "a Warning Event names the Pod"
+        assert c.items("events", "--field-selector", f"involvedObject.name={FLEET},reason=Unschedulable"), "a Warning Event names the Pod"
         stalled_s = None
         if not heads_serve:
             stalled = wait_for(
@@ -892,10 +890,7 @@ def test_a_serving_cluster_that_cannot_come_up_is_reported_within_the_upgrade_ti
             stalled_s = time.time() - started
             assert stalled["status"] == "False" and "kubectl get pods -l ray.io/cluster=" in stalled["message"], stalled
             assert c.condition(FLEET, "ServingReady").get("status") == "True", "the old cluster keeps serving"
-            events = c.kubectl(
-                "get", "events", "--field-selector", f"involvedObject.name={FLEET},reason=UpgradeStalled", "-o", "json"
-            ).stdout
-            assert json.loads(events)["items"], "a Warning Event says so"
+            assert c.items("events", "--field-selector", f"involvedObject.name={FLEET},reason=UpgradeStalled"), "a Warning Event says so"
             assert processed_since(c, fleet["spec"]["cameras"][0]["id"], int(started * 1000)), "frames flow meanwhile"
     finally:
         c.kubectl("patch", "camerafleet", FLEET, "--type=json", "-p", json.dumps([
