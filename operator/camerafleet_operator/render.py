@@ -340,10 +340,11 @@ def ray_service(fleet_name: str, namespace: str, spec: FleetSpec, owner: dict[st
     )
     head_env = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]  # the Serve controller runs there
     # Serve's own placement (spread) stays: scaling down, it stops the replicas on the nodes with the fewest first, which
-    # empties a worker Pod for Ray's autoscaler to remove. Its pack strategy (RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY,
-    # Ray 2.60) can strand a replica on a scale-up: it books a node's free room for some replicas (soft affinity),
-    # sends the ones that do not fit anywhere, and one of those takes that room first; the booked replica then waits on
-    # the full node, and Ray's autoscaler adds no node for it (seen in the e2e run: one of four replicas waited 10 min).
+    # empties a worker Pod for Ray's autoscaler to remove (where two nodes tie, a replica can keep both). Its pack
+    # strategy (RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY, Ray 2.60), the only way to Serve's node compaction, can strand
+    # a replica on a scale-up: it books a node's free room for some replicas (soft affinity), sends the ones that do
+    # not fit anywhere, and one of those takes that room first; the booked replica then waits on the full node, and
+    # Ray's autoscaler adds no node for it (seen in the e2e run: one of four replicas waited 10 min).
     head_env.extend({"name": k, "value": v} for k, v in SERVE_CONTROLLER_ENV.items())
     return {
         "apiVersion": "ray.io/v1",
