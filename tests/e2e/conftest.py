@@ -156,6 +156,9 @@ def installed(cluster: Cluster) -> Iterator[Cluster]:
     """The README's two helm commands (Kafka and S3 are the node's, through the stack chart's bring-your-own
     settings), verbatim but for those values; uninstalled at the end so the cluster can run the tests again."""
     c = cluster
+    # A run killed before its teardown leaves its fleet and releases, kept across `make cluster-down cluster-up` with
+    # the cluster's data in out/cluster; `helm install` would then refuse the names. Removed first, as at the end.
+    _uninstall(c)
     # The README's upgrade step: Helm installs a chart's crds/ once and never updates them, and this cluster
     # may keep the CRD of an earlier run (uninstalling leaves it, as Helm does).
     c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "camerafleet-operator" / "crds"))
@@ -176,9 +179,14 @@ def installed(cluster: Cluster) -> Iterator[Cluster]:
         wait_for("the operator Pod ready", lambda: _deployment_available(c, OPERATOR_NS, "camerafleet-operator"), 300)
         yield c
     finally:
-        c.kubectl("delete", "camerafleets", "--all", "-n", NS, "--wait=true", "--timeout=300s", check=False)
-        c.helm("uninstall", "camerafleet-stack")
-        c.helm("uninstall", "camerafleet-operator", "-n", OPERATOR_NS)
+        _uninstall(c)
+
+
+def _uninstall(c: Cluster) -> None:
+    """The fleets first, while the operator is there to run their finalizers, then both releases."""
+    c.kubectl("delete", "camerafleets", "--all", "-n", NS, "--wait=true", "--timeout=300s", check=False)
+    c.helm("uninstall", "camerafleet-stack", "--ignore-not-found")
+    c.helm("uninstall", "camerafleet-operator", "-n", OPERATOR_NS, "--ignore-not-found")
 
 
 def _deployment_available(c: Cluster, ns: str, name: str) -> bool:
