@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -187,6 +188,50 @@ def test_wrong_values_are_refused(helm, setting, names) -> None:
 def test_stack_refuses_unknown_keys(helm) -> None:
     proc = helm("template", "bad", str(STACK_CHART), "--set", "kafka.replicas=3", check=False)
     assert proc.returncode != 0 and "replicas" in proc.stderr, proc.stderr
+
+
+def _readme_crd_upgrade() -> list[str]:
+    """The README's CRD upgrade step, as its words say it (a line break inside the command is a space)."""
+    found = re.search(r"`(kubectl apply --server-side[^`]*)`", (ROOT / "README.md").read_text())
+    assert found, "the README no longer says how to upgrade the CRD"
+    return found.group(1).split()
+
+
+def test_the_readmes_crd_upgrade_changes_the_crd_helm_created(helm, controlplane, tmp_path) -> None:
+    """A first `helm install` creates the chart's `crds/` with helm as the fields' manager, and never upgrades them;
+    the README's step that applies the next release's CRD must take those fields over. Plain server-side apply is
+    refused there ("conflict with helm ... .spec.versions", seen in an e2e run whose first install was helm's).
+    The CRD goes under a group of its own here, so the control plane's CameraFleet CRD stays as it is."""
+    group = "crd-upgrade.camerafleet.io"
+    crd = yaml.safe_load(next((OPERATOR_CHART / "crds").glob("*.yaml")).read_text())
+    crd["spec"]["group"] = group
+    crd["metadata"]["name"] = f"{crd['spec']['names']['plural']}.{group}"
+    chart = tmp_path / "chart"
+    (chart / "crds").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(yaml.safe_dump({"apiVersion": "v2", "name": "crd-upgrade", "version": "0.1.0"}))
+    (chart / "crds" / "crd.yaml").write_text(yaml.safe_dump(crd))
+    helm("install", "crd-upgrade", str(chart), "-n", "default")
+    try:
+        managers = {f["manager"] for f in _get_json(controlplane, "crd", crd["metadata"]["name"])["metadata"]["managedFields"]}
+        assert "helm" in managers, managers
+        columns = crd["spec"]["versions"][0].setdefault("additionalPrinterColumns", [])
+        columns.insert(0, {"name": "Image", "type": "string", "jsonPath": ".spec.kubernetes.image"})
+        (chart / "crds" / "crd.yaml").write_text(yaml.safe_dump(crd))
+        command = _readme_crd_upgrade()
+        assert command[-1] == "charts/camerafleet-operator/crds/", command
+        proc = controlplane.kubectl(*command[1:-1], str(chart / "crds"))
+        assert proc.returncode == 0, f"the README's `{' '.join(command)}` failed: {proc.stderr}"
+        served = _get_json(controlplane, "crd", crd["metadata"]["name"])["spec"]["versions"][0]
+        assert served["additionalPrinterColumns"][0]["name"] == "Image", served["additionalPrinterColumns"]
+    finally:
+        helm("uninstall", "crd-upgrade", "-n", "default", check=False)
+        controlplane.kubectl("delete", "crd", crd["metadata"]["name"], "--wait=false")
+
+
+def _get_json(controlplane, kind: str, name: str) -> dict:
+    proc = controlplane.kubectl("get", kind, name, "-o", "json", "--show-managed-fields")
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
 
 
 def _free_port() -> int:

@@ -1099,7 +1099,7 @@ def test_the_operator_chart_upgraded_with_a_crd_change_adopts_the_running_fleet(
     kept = {(kind, name): c.get(kind, name) for kind, name in _fleet_objects()}
     [old_pod] = c.items("pods", "-l", "app.kubernetes.io/name=camerafleet-operator", ns=OPERATOR_NS)
     started = time.time()
-    c.kubectl("apply", "--server-side", "-f", str(chart / "crds"))  # the README's step, verbatim but for the path
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(chart / "crds"))  # the README's step, verbatim but for the path
     c.helm("upgrade", "camerafleet-operator", str(chart), "-n", OPERATOR_NS, *OPERATOR_VALUES, "--set", f"image.tag={tag}")
     ready: list[str] = []
 
@@ -1124,7 +1124,7 @@ def test_the_operator_chart_upgraded_with_a_crd_change_adopts_the_running_fleet(
     _recovered(c, fleet, "operator chart upgraded", started)
     report(
         "operator chart upgrade (CRD column added, new image tag)",
-        f"new operator Pod ready {upgraded_s:.0f} s after `kubectl apply --server-side` + `helm upgrade`; the fleet stayed Ready, "
+        f"new operator Pod ready {upgraded_s:.0f} s after `kubectl apply --server-side --force-conflicts` + `helm upgrade`; the fleet stayed Ready, "
         "its RayService and RayJobs unchanged",
     )
 
