@@ -925,8 +925,11 @@ def test_rays_autoscaler_adds_a_serving_worker_pod_for_replicas_and_removes_it_a
     one faces replica (the ingress, health and faces on the first worker, 1 of its 2 CPUs) makes it so: Ray's
     SPREAD placement puts two new replicas in that room at once and only the third waits for the added Pod. From
     the fleet's own autoscaled state (faces at 1 to 4 replicas, some perhaps being stopped and still holding their
-    room) the two nodes could tie at three, and the last faces replica stay on the added Pod, which then never goes
-    idle: the likely cause of the one failure in three runs before this start was pinned."""
+    room) the two nodes could tie at three, and the last faces replica stay on the added Pod.
+
+    Known to fail (session 25, not yet mended): the added Pod, emptied, keeps Serve's proxy DRAINING while the
+    consumer's keep-alive HTTP connections, opened while the Pod was Ready, go on sending through it, so Ray's
+    autoscaler never sees the node idle."""
     c = installed
     if fleet["spec"]["kubernetes"]["gpuWorkers"].get("maxReplicas", 1) < 2:
         pytest.skip(f"the {LAYOUT} layout allows one serving worker (gpuWorkers.maxReplicas 1): nothing to scale to")
@@ -948,9 +951,9 @@ def test_rays_autoscaler_adds_a_serving_worker_pod_for_replicas_and_removes_it_a
         return states == {"RUNNING": 1} and len(worker_pods()) == 1
 
     def replicas_by_pod() -> Counter[str]:
-        ips = {p["status"].get("podIP"): p["metadata"]["name"] for p in c.items("pods", "-l", selector)}
+        pods = _pods_by_ip(c, selector)
         return Counter(
-            ips.get(r.get("node_ip"), str(r.get("node_ip")))
+            pods.get(r.get("node_ip"), str(r.get("node_ip")))
             for d in serve_deployments(c).values()
             for r in d.get("replicas", [])
             if r.get("state") == "RUNNING"
@@ -1152,6 +1155,11 @@ def test_no_pods_disk_grows_without_bound(installed: Cluster, fleet: dict[str, A
     assert all(size < STORAGE_BOUND for size in now.values()), f"a Pod's disk holds over {STORAGE_BOUND >> 20} MiB: {lines}"
 
 
+def _pods_by_ip(c: Cluster, selector: str) -> dict[str, str]:
+    """Pod names by Pod IP: the node IP Ray reports for an actor is its Pod's."""
+    return {p["status"].get("podIP"): p["metadata"]["name"] for p in c.items("pods", "-l", selector)}
+
+
 def _scheduling_state(c: Cluster, cluster: str, selector: str) -> str:
     """Why a worker Pod may not have come or gone: the group's Pods and their conditions, the nodes' requests, what
     Ray's autoscaler says (its status through the dashboard; empty with autoscaler v2) and Serve's replicas by state
@@ -1165,9 +1173,9 @@ def _scheduling_state(c: Cluster, cluster: str, selector: str) -> str:
     allocated = [line.strip() for line in nodes.splitlines() if line.strip().startswith(("Name:", "cpu ", "memory "))]
     status = dashboard(c, cluster, "/api/cluster_status") or {}
     report_text = json.dumps(status.get("data", status))[:3000]
-    ips = {p["status"].get("podIP"): p["metadata"]["name"] for p in c.items("pods", "-l", f"ray.io/cluster={cluster}")}
+    pods_by_ip = _pods_by_ip(c, f"ray.io/cluster={cluster}")
     replicas = {
-        name: Counter(f"{r.get('state')} on {ips.get(r.get('node_ip'), r.get('node_ip'))}" for r in d.get("replicas", []))
+        name: Counter(f"{r.get('state')} on {pods_by_ip.get(r.get('node_ip'), r.get('node_ip'))}" for r in d.get("replicas", []))
         for name, d in serve_deployments(c, cluster).items()
     }
     return (
