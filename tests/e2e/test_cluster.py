@@ -927,9 +927,9 @@ def test_rays_autoscaler_adds_a_serving_worker_pod_for_replicas_and_removes_it_a
     the fleet's own autoscaled state (faces at 1 to 4 replicas, some perhaps being stopped and still holding their
     room) the two nodes could tie at three, and the last faces replica stay on the added Pod.
 
-    Known to fail (session 25, not yet mended): the added Pod, emptied, keeps Serve's proxy DRAINING while the
-    consumer's keep-alive HTTP connections, opened while the Pod was Ready, go on sending through it, so Ray's
-    autoscaler never sees the node idle."""
+    The emptied Pod goes idle only once Serve's proxy there has drained. The consumer's keep-alive connections,
+    opened while the Pod was Ready, kept it DRAINING until the transport began replacing its connections every
+    20 s (`transport.CONNECTION_MAX_AGE_S`; session 25's failure)."""
     c = installed
     if fleet["spec"]["kubernetes"]["gpuWorkers"].get("maxReplicas", 1) < 2:
         pytest.skip(f"the {LAYOUT} layout allows one serving worker (gpuWorkers.maxReplicas 1): nothing to scale to")
