@@ -77,6 +77,21 @@ def scale_divisor(width: int, height: int, cover: tuple[int, int] | None) -> int
     return 1
 
 
+def check_jpeg(data: bytes, max_pixels: int = MAX_PIXELS, expected_size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(width, height) of a JPEG whose header is fit to decode, from the header alone; ImageError(decode_error |
+    image_too_large | size_mismatch) otherwise. A corrupt image body is found only by decoding it."""
+    width, height = jpeg_dimensions(data)
+    if expected_size is not None and (width, height) != tuple(expected_size):
+        raise ImageError(
+            Reason.SIZE_MISMATCH, f"JPEG is {width}x{height} but its frame message announces {expected_size[0]}x{expected_size[1]}"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(Reason.DECODE_ERROR, f"JPEG header declares an empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(Reason.IMAGE_TOO_LARGE, f"JPEG declares {width}x{height} pixels, more than the limit of {max_pixels}")
+    return width, height
+
+
 def decode_jpeg(
     data: bytes,
     max_pixels: int = MAX_PIXELS,
@@ -90,15 +105,7 @@ def decode_jpeg(
     With `cover` = (width, height), the image is decoded at the smallest DCT scale (1/8, 1/4, 1/2) whose
     output is still at least that large in both dimensions, at full size when none is: the caller maps
     results back with the ratio of the header's size to the returned image's."""
-    width, height = jpeg_dimensions(data)
-    if expected_size is not None and (width, height) != tuple(expected_size):
-        raise ImageError(
-            Reason.SIZE_MISMATCH, f"JPEG is {width}x{height} but its frame message announces {expected_size[0]}x{expected_size[1]}"
-        )
-    if width == 0 or height == 0:
-        raise ImageError(Reason.DECODE_ERROR, f"JPEG header declares an empty image ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageError(Reason.IMAGE_TOO_LARGE, f"JPEG declares {width}x{height} pixels, more than the limit of {max_pixels}")
+    width, height = check_jpeg(data, max_pixels, expected_size)
     divisor = scale_divisor(width, height, cover)
     out_w, out_h = scaled_size(width, height, divisor)
     try:

@@ -43,7 +43,7 @@ def test_the_same_figure_looks_alike_at_any_size_and_decode_and_another_does_not
     small, large = (100, 100, 160, 260), (600, 300, 720, 620)
     a_small, a_large = vector(look(RED_BLUE, small)), vector(look(RED_BLUE, large))
     assert a_small is not None and a_large is not None and len(a_small) == SIZE
-    # Decoded at half size (the ingress decodes smaller when every model can take it): the same description.
+    # Decoded at half size (a replica decodes smaller when its model's input allows it): the same description.
     half = describe(person(*RED_BLUE, large, size=(W // 2, H // 2)), large, (W, H))
     assert half is not None and (a_half := vector(half)) is not None
     b = vector(look(GREEN_YELLOW, small))

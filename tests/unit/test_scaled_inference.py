@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from skimage import data
 
 from camerafleet.api.manifest import ModelSpec, ResourcesSpec, RuntimeSpec
+from camerafleet.api.outcomes import Reason
 from camerafleet.imaging import decode_jpeg, scale_divisor
 from camerafleet.models import quantize
-from camerafleet.models.base import decode_cover
 from camerafleet.models.engines import EngineUnavailable, intra_op_threads
 from camerafleet.models.registry import create_model
 from camerafleet_dev.bench.limit import VARIANTS, _variant_spec, accuracy, format_variants, match_boxes
@@ -59,7 +59,7 @@ def boxes(result: dict[str, Any]) -> list[list[float]]:
 # --- scale choice ---------------------------------------------------------------------------------------------
 
 
-def test_each_model_says_what_it_needs_and_the_ingress_covers_them_all() -> None:
+def test_each_model_says_what_it_needs_and_decodes_at_its_own_scale() -> None:
     face = create_model(ModelSpec(name="f", type="face", model_uri="f.onnx"))
     health = create_model(ModelSpec(name="h", type="camera-health"))
     yolo = create_model(ModelSpec(name="y", type="yolo", model_uri="y.onnx"))
@@ -67,17 +67,11 @@ def test_each_model_says_what_it_needs_and_the_ingress_covers_them_all() -> None
     assert health.min_frame_size(1280, 720) == (320, 180)
     assert yolo.min_frame_size(1280, 720) == (640, 360)  # the letterbox's long side, not a 640x640 square
     assert yolo.min_frame_size(720, 1280) == (360, 640)
-    assert decode_cover([face, health], 1280, 720) == (640, 384)
-    assert scale_divisor(1280, 720, decode_cover([face, health], 1280, 720)) == 1  # 1/2 is 640x360: too short for 384
-    assert scale_divisor(1280, 720, decode_cover([yolo, health], 1280, 720)) == 2
-    assert scale_divisor(1920, 1080, decode_cover([face, health], 1920, 1080)) == 2  # 960x540 covers 640x384
-    assert scale_divisor(1280, 720, decode_cover([health], 1280, 720)) == 4
-
-    class NeedsAll(type(face)):  # type: ignore[misc]
-        def min_frame_size(self, frame_width: int, frame_height: int) -> None:
-            return None
-
-    assert decode_cover([face, NeedsAll(face.spec)], 1280, 720) is None
+    assert scale_divisor(1280, 720, face.min_frame_size(1280, 720)) == 1  # 1/2 is 640x360: too short for 384
+    assert scale_divisor(1920, 1080, face.min_frame_size(1920, 1080)) == 2  # 960x540 covers 640x384
+    assert scale_divisor(1280, 720, yolo.min_frame_size(1280, 720)) == 2
+    assert scale_divisor(1280, 720, health.min_frame_size(1280, 720)) == 4  # not held to the face model's full size
+    assert scale_divisor(1280, 720, None) == 1
 
 
 # --- results in frame pixels ----------------------------------------------------------------------------------
@@ -85,7 +79,7 @@ def test_each_model_says_what_it_needs_and_the_ingress_covers_them_all() -> None
 
 def test_face_boxes_in_frame_pixels_agree_between_full_and_scaled_decodes(centerface: str, hd_jpeg: bytes) -> None:
     face = model("face", centerface, face={"inputWidth": 320, "inputHeight": 192})
-    cover = decode_cover([face], 1280, 720)
+    cover = face.min_frame_size(1280, 720)
     full, half = decode_jpeg(hd_jpeg), decode_jpeg(hd_jpeg, cover=cover)
     assert half.shape == (360, 640, 3)
     [from_full], [from_half] = face.infer([full]), face.infer([half], [(1280, 720)])
@@ -112,7 +106,7 @@ def test_yolo_boxes_map_back_exactly_from_a_scaled_decode(tmp_path: Path) -> Non
 
 def test_camera_health_of_a_quarter_decode_matches_the_full_frame(hd_jpeg: bytes) -> None:
     health = model("camera-health")
-    quarter = decode_jpeg(hd_jpeg, cover=decode_cover([health], 1280, 720))
+    quarter = decode_jpeg(hd_jpeg, cover=health.min_frame_size(1280, 720))
     assert quarter.shape == (180, 320, 3)
     [a], [b] = health.infer([decode_jpeg(hd_jpeg)]), health.infer([quarter], [(1280, 720)])
     assert a["flags"] == b["flags"]
@@ -128,18 +122,35 @@ def test_frame_sizes_are_checked() -> None:
         health.infer([np.zeros((10, 10, 3), np.uint8)], [(0, 10)])
 
 
-def test_the_ingress_decodes_at_the_covering_scale_and_keeps_the_frame_size(hd_jpeg: bytes) -> None:
+def test_the_ingress_checks_the_header_and_each_model_decodes_at_its_scale(hd_jpeg: bytes) -> None:
+    """The ingress fetches the JPEG and reads its header only; a model's replica decodes it at the scale that covers
+    its input, and a JPEG whose body is corrupt fails that frame with a reason, not the model's batch."""
     from camerafleet.serving.ingress import load_frame
+    from camerafleet.serving.model_deployment import FrameFailure, SharedFrame, decode_frame
 
     class Bucket:
+        def __init__(self, data: bytes):
+            self.data = data
+
         def get(self, uri: str) -> bytes:
-            return hd_jpeg
+            return self.data
 
     ref = {"cameraId": "1", "seq": 0, "epochMs": 0, "captureTsMs": int(time.time() * 1000), "uri": "f", "width": 1280, "height": 720}
-    msg, image = load_frame(ref, Bucket(), 10_000, lambda w, h: (w // 4, h // 4))
-    assert (msg.width, msg.height, image.shape) == (1280, 720, (180, 320, 3))
-    reply = load_frame({**ref, "width": 640}, Bucket(), 10_000, lambda w, h: (w // 4, h // 4))
-    assert getattr(reply, "reason", None) == "size_mismatch"  # the guards come first, whatever the scale
+    msg, jpeg = load_frame(ref, Bucket(hd_jpeg), 10_000)
+    assert (msg.width, msg.height, jpeg) == (1280, 720, hd_jpeg)
+    mismatch = load_frame({**ref, "width": 640}, Bucket(hd_jpeg), 10_000)
+    assert getattr(mismatch, "reason", None) == "size_mismatch"  # refused before any model decodes it
+    assert getattr(load_frame(ref, Bucket(b"not a jpeg"), 10_000), "reason", None) == "decode_error"
+
+    frame = SharedFrame(None, 0, 0, 1280, 720)
+    quarter = decode_frame(hd_jpeg, frame, (320, 180))
+    assert isinstance(quarter, np.ndarray) and quarter.shape == (180, 320, 3)
+    assert decode_frame(hd_jpeg, frame, None).shape == (720, 1280, 3)  # type: ignore[union-attr]
+    truncated = decode_frame(hd_jpeg[: len(hd_jpeg) // 2], frame, (320, 180))
+    assert isinstance(truncated, FrameFailure) and truncated.reason == "decode_error"
+    assert decode_frame(hd_jpeg, SharedFrame(None, 0, 0, 640, 360), None) == FrameFailure(
+        Reason.SIZE_MISMATCH, "JPEG is 1280x720 but its frame message announces 640x360"
+    )
 
 
 # --- runtime: engines and their settings ------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from camerafleet.api.messages import InferenceReply
 from camerafleet.api.outcomes import Reason
 from camerafleet.api.serve_options import ingress_options, model_deployment_options
 from camerafleet.bucket import open_bucket
+from camerafleet.imaging import ImageError, decode_jpeg
 from camerafleet.serving.ingress import load_frame
 
 APP = "bench-baseline"
@@ -56,8 +57,18 @@ class BaselineModel:
     async def infer(self, frames: list[dict[str, Any]]) -> list[InferenceReply | dict[str, Any]]:
         return await asyncio.to_thread(self._infer, frames)
 
+    def _load(self, frame: dict[str, Any]) -> tuple[Any, np.ndarray] | InferenceReply:
+        """Fetch and decode at full size, as the original design did."""
+        loaded = load_frame(frame, self.bucket, self.max_age_ms)
+        if isinstance(loaded, InferenceReply):
+            return loaded
+        try:
+            return loaded[0], decode_jpeg(loaded[1])
+        except ImageError as err:
+            return InferenceReply.ended(err.reason, str(err))
+
     def _infer(self, frames: list[dict[str, Any]]) -> list[InferenceReply | dict[str, Any]]:
-        loaded = [load_frame(f, self.bucket, self.max_age_ms) for f in frames]
+        loaded = [self._load(f) for f in frames]
         images = [x[1] for x in loaded if not isinstance(x, InferenceReply)]
         results = iter(self.model.infer(images) if images else [])
         out: list[InferenceReply | dict[str, Any]] = []

@@ -134,7 +134,6 @@ def _run_worker(
     cv2.setNumThreads(1)
     from camerafleet import profiling
     from camerafleet.imaging import decode_jpeg, jpeg_dimensions
-    from camerafleet.models.base import decode_cover
     from camerafleet.models.registry import create_model
 
     variant = Variant(**variant_json) if variant_json is not None else None
@@ -152,26 +151,32 @@ def _run_worker(
         barrier.abort()
         results.put({"error": f"{type(err).__name__}: {err}"})
         return
-    covers: dict[tuple[int, int], Any] = {}
 
-    def decode(jpeg: bytes) -> np.ndarray:
-        if variant is not None and variant.decode == "cv2-full":
-            jpeg_dimensions(jpeg)  # the header read that guarded the decode before, as in the product
-            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-            if image is None:
-                raise ValueError("cv2 could not decode a JPEG of the clips")
-            return image
+    def decode(jpeg: bytes, model: Any) -> np.ndarray:
+        """The frame as `model` gets it: the JPEG decoded at the DCT scale that covers its input, in its replica."""
         size = jpeg_dimensions(jpeg)
-        if size not in covers:
-            covers[size] = decode_cover(models, *size)
-        return decode_jpeg(jpeg, expected_size=size, cover=covers[size])
+        return decode_jpeg(jpeg, expected_size=size, cover=model.min_frame_size(*size))
+
+    def decode_legacy(jpeg: bytes) -> np.ndarray:
+        """The path before this work: one full-size cv2 decode, shared by every model."""
+        jpeg_dimensions(jpeg)  # the header read that guarded the decode before, as in the product
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError("cv2 could not decode a JPEG of the clips")
+        return image
+
+    def decoded(jpeg: bytes) -> list[np.ndarray]:
+        """The frame for each model, with the decode's CPU time counted."""
+        if variant is not None and variant.decode == "cv2-full":
+            return [timed("decode", decode_legacy, jpeg)] * len(models)
+        return [timed("decode", decode, jpeg, model) for model in models]
 
     # Accuracy first, on the frames given (the same for every variant): the detections of each detector.
     detections: dict[int, list[list[float]]] = {}
     detector = next((i for i, m in enumerate(spec.models) if m.type == "face"), None)
     for index, jpeg in accuracy_jpegs:
-        image = decode(jpeg)
         if detector is not None:
+            image = decode_legacy(jpeg) if variant is not None and variant.decode == "cv2-full" else decode(jpeg, models[detector])
             [result] = models[detector].infer([image], [jpeg_dimensions(jpeg)])
             detections[index] = [d["box"] for d in result["detections"]]
 
@@ -208,14 +213,16 @@ def _run_worker(
         return
     start = time.monotonic()
     while time.monotonic() - start < seconds:
-        batch, sizes = [], []
+        batches: list[list[np.ndarray]] = [[] for _ in models]
+        sizes = []
         for i in range(batch_size):
             frame = timed("capture", read, (frames + i) % len(cameras))
             jpeg = timed("encode", lambda f: cv2.imencode(".jpg", f, quality)[1].tobytes(), frame)
-            batch.append(timed("decode", decode, jpeg))
+            for batch, image in zip(batches, decoded(jpeg), strict=True):
+                batch.append(image)
             sizes.append((frame.shape[1], frame.shape[0]))
         t0 = time.perf_counter()
-        for model in models:
+        for model, batch in zip(models, batches, strict=True):
             model.infer(batch, sizes)
         batch_ms.append((time.perf_counter() - t0) * 1000)
         frames += batch_size
@@ -224,7 +231,7 @@ def _run_worker(
         source.close()
     for name, st in profiling.snapshot().items():
         cpu[name] += (st["cpuNs"] - before.get(name, {}).get("cpuNs", 0)) / 1e9
-    scale = [f"{batch[0].shape[1]}x{batch[0].shape[0]}"] if frames else []
+    scale = [", ".join(f"{m.spec.name} {b[0].shape[1]}x{b[0].shape[0]}" for m, b in zip(models, batches, strict=True))] if frames else []
     results.put(
         {
             "frames": frames,

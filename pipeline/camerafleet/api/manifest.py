@@ -658,7 +658,7 @@ class ServingSpec(Strict):
         "The environment variable CAMERAFLEET_SERVE_URL overrides it.",
     )
     ingress_replicas: int = Field(
-        default=1, ge=1, le=1000, description="Replicas of the ingress deployment that fetches, decodes and fans out frames."
+        default=1, ge=1, le=1000, description="Replicas of the ingress deployment that fetches frames and fans them out to the models."
     )
     ingress_cpus: float = Field(default=0.25, ge=0, le=64, description="Ray CPUs per ingress replica.")
     ingress_max_ongoing_requests: int = Field(default=32, ge=1, le=100_000, description="Batches one ingress replica handles at once.")

@@ -99,7 +99,11 @@ _ABOUT: dict[Reason, _About] = {
     Reason.URI_OUTSIDE_BUCKET: _About(
         Outcome.FAILED, Stage.INGRESS, "the frame URI escapes the bucket (`../`, an absolute path, another bucket)"
     ),
-    Reason.DECODE_ERROR: _About(Outcome.FAILED, Stage.INGRESS, "the JPEG is corrupt or truncated"),
+    Reason.DECODE_ERROR: _About(
+        Outcome.FAILED,
+        Stage.MODEL,
+        "the JPEG is corrupt or truncated (its header is read by the ingress, its body decoded by each model's replica)",
+    ),
     Reason.IMAGE_TOO_LARGE: _About(
         Outcome.FAILED, Stage.INGRESS, "the JPEG header declares more pixels than allowed (a decompression bomb), refused before decoding"
     ),

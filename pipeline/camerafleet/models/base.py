@@ -67,7 +67,7 @@ class OnnxModel(ABC, Generic[MetaT]):
     def min_frame_size(self, frame_width: int, frame_height: int) -> FrameSize | None:
         """The smallest (width, height) a frame of frame_width x frame_height may be decoded to for this model
         without losing detail its preprocess keeps (the size it resizes the frame to); None when the model
-        needs the frame at full size. The ingress decodes each frame once, covering every model."""
+        needs the frame at full size. The model's replica decodes each frame at the DCT scale that covers it."""
         return None
 
     @abstractmethod
@@ -174,15 +174,3 @@ def resize_to_planes(image: np.ndarray, size: FrameSize, out: np.ndarray, interp
         source = work
     blue, green, red = cv2.split(source)
     out[0], out[1], out[2] = (red, green, blue) if rgb else (blue, green, red)
-
-
-def decode_cover(models: Sequence[OnnxModel], frame_width: int, frame_height: int) -> FrameSize | None:
-    """The (width, height) a frame of frame_width x frame_height must be decoded to, at least, to serve every
-    one of `models` (each model's `min_frame_size`, the larger in each dimension); None when one needs full size."""
-    cover = (0, 0)
-    for model in models:
-        need = model.min_frame_size(frame_width, frame_height)
-        if need is None:
-            return None
-        cover = (max(cover[0], need[0]), max(cover[1], need[1]))
-    return cover

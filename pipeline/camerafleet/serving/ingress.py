@@ -1,6 +1,14 @@
-"""The ingress deployment: takes a batch of frame references, fetches each frame from the bucket and
-decodes it once (at the smallest DCT scale that still covers every model's input), sends it to every
-model at the same time, and returns one `InferenceReply` per frame.
+"""The ingress deployment: takes a batch of frame references, fetches each frame from the bucket once,
+reads its JPEG header (size as announced, not a decompression bomb), shares the JPEG bytes and sends them to
+every model at the same time, and returns one `InferenceReply` per frame. Each model decodes the JPEG at the
+smallest DCT scale that still covers its own input (`model_deployment.py`).
+
+Why the models decode and not the ingress: a decoded 1280x720 frame is 2.8 MB against 120 KB of JPEG, so a
+model replica on another node pulls 23 times fewer bytes, and the object store holds 23 times less per frame in
+flight. On one node it costs the same CPU (bench saturation phase, 2026-12-06: 68.5 CPU-ms a frame before, 68.4
+and 70.0 after): the ingress's share of decoded frames cost it 0.9 ms a frame (object-store memory faulted in
+afresh), and the camera-health model's second decode, at 1/4 scale straight to its 320x180 input (1.4 ms),
+spares it the resize of the full frame (1.2 ms). The ingress's own CPU fell from 5.9 to 2.4 ms a frame.
 
 Frames older than the fleet's maxFrameAgeMs are dropped (`stale`) here and by the models, so latency
 stays bounded under overload. A model call whose replica died mid-request (killed, node lost) is sent
@@ -17,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -33,11 +40,9 @@ from camerafleet.api.manifest import ServingAppSpec
 from camerafleet.api.messages import FrameMessage, InferenceReply, past
 from camerafleet.api.outcomes import Reason
 from camerafleet.bucket import BucketError, open_bucket
-from camerafleet.imaging import ImageError, decode_jpeg
-from camerafleet.models.base import FrameSize, decode_cover
-from camerafleet.models.registry import create_model
+from camerafleet.imaging import ImageError, check_jpeg
 from camerafleet.profiling import stage
-from camerafleet.serving.model_deployment import ModelResult, SharedFrame
+from camerafleet.serving.model_deployment import FrameFailure, ModelResult, SharedFrame
 
 log = logging.getLogger("camerafleet.serving")
 
@@ -45,13 +50,9 @@ MAX_FRAMES_PER_REQUEST = 1024
 REPLICA_LOST = (RayActorError, ActorUnavailableError)
 
 
-def load_frame(
-    frame: Any, bucket: Any, max_age_ms: int, cover: Callable[[int, int], FrameSize | None] | None = None
-) -> tuple[FrameMessage, Any] | InferenceReply:
-    """Validate a frame reference, refuse it when stale, fetch and decode it: (message, BGR image), or
-    the frame's reply when that is not possible or too late. `cover(width, height)` is the smallest image
-    the models need from a frame of that size (None: full size); the JPEG is decoded at the smallest DCT
-    scale that still covers it, so the image may be smaller than the message's width x height."""
+def load_frame(frame: Any, bucket: Any, max_age_ms: int) -> tuple[FrameMessage, bytes] | InferenceReply:
+    """Validate a frame reference, refuse it when stale, fetch it and read its JPEG header: (message, JPEG), or
+    the frame's reply when that is not possible or too late. The image itself is decoded by each model."""
     try:
         msg = FrameMessage.model_validate(frame)
     except ValidationError as err:
@@ -61,9 +62,8 @@ def load_frame(
     try:
         with stage("bucket get"):
             data = bucket.get(msg.uri)
-        with stage("decode"):
-            target = cover(msg.width, msg.height) if cover is not None else None
-            return msg, decode_jpeg(data, expected_size=(msg.width, msg.height), cover=target)
+            check_jpeg(data, expected_size=(msg.width, msg.height))
+        return msg, data
     except (BucketError, ImageError) as err:
         return InferenceReply.ended(err.reason, str(err))
 
@@ -76,19 +76,17 @@ class FleetIngress:
         self.models = models
         self.max_frame_age_ms = self.app.max_frame_age_ms
         self.batch_sizes = {m.name: m.batching.max_batch_size for m in self.app.models}
-        self.unloaded_models = [create_model(m) for m in self.app.models]  # asked what size they need, never run here
-        self.covers: dict[tuple[int, int], FrameSize | None] = {}
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """The tuned settings (`ingress_user_config`), applied to running replicas without a restart."""
         self.max_frame_age_ms = int(config["maxFrameAgeMs"])
         self.batch_sizes = {name: int(size) for name, size in config["batchSizes"].items()}
 
-    def _load(self, frame: Any) -> tuple[FrameMessage, Any] | InferenceReply:
-        return load_frame(frame, self.bucket, self.max_frame_age_ms, self._decode_cover)
+    def _load(self, frame: Any) -> tuple[FrameMessage, bytes] | InferenceReply:
+        return load_frame(frame, self.bucket, self.max_frame_age_ms)
 
-    def _share(self, loaded: list[tuple[FrameMessage, Any]]) -> list[SharedFrame]:
-        """Decoded frames into the object store in pieces of the smallest model batch, one object per piece.
+    def _share(self, loaded: list[tuple[FrameMessage, bytes]]) -> list[SharedFrame]:
+        """The frames' JPEGs into the object store in pieces of the smallest model batch, one object per piece.
 
         Every object costs a round of bookkeeping in the raylet, in this owner and in each model replica that
         borrows it (2 models: 3 processes), which one object per frame paid 16 times a request; and a piece
@@ -97,19 +95,11 @@ class FleetIngress:
         shared: list[SharedFrame] = []
         for start in range(0, len(loaded), piece):
             part = loaded[start : start + piece]
-            ref = ray.put([image for _, image in part])
+            ref = ray.put([data for _, data in part])
             shared.extend(
                 SharedFrame(ref, i, msg.deadline_ms(self.max_frame_age_ms), msg.width, msg.height) for i, (msg, _) in enumerate(part)
             )
         return shared
-
-    def _decode_cover(self, width: int, height: int) -> FrameSize | None:
-        """What a frame of width x height must be decoded to for every model, worked out once per resolution."""
-        if (width, height) not in self.covers:
-            if len(self.covers) >= 256:  # resolutions come from frame messages: bounded however many there are
-                self.covers.clear()
-            self.covers[width, height] = decode_cover(self.unloaded_models, width, height)
-        return self.covers[width, height]
 
     async def _call_model(self, name: str, chunk: list[SharedFrame]) -> list[ModelResult]:
         try:
@@ -140,6 +130,8 @@ class FleetIngress:
                 return InferenceReply.ended(Reason.MODEL_ERROR, f"model {name} failed: {type(result).__name__}: {str(result)[:200]}")
             if result is None:
                 return InferenceReply.ended(Reason.STALE, f"older than maxFrameAgeMs ({self.max_frame_age_ms} ms) when batched")
+            if isinstance(result, FrameFailure):
+                return InferenceReply.ended(result.reason, f"model {name}: {result.message}")
             results[name] = result
         return InferenceReply.processed(results)
 
@@ -149,8 +141,8 @@ class FleetIngress:
         if len(frames) > MAX_FRAMES_PER_REQUEST:
             reply = InferenceReply.ended(Reason.BATCH_TOO_LARGE, f"{len(frames)} frames in one request; at most {MAX_FRAMES_PER_REQUEST}")
             return [reply] * len(frames)
-        loaded = await asyncio.gather(*(asyncio.to_thread(self._load, f) for f in frames))
-        shared = await asyncio.to_thread(self._share, [x for x in loaded if not isinstance(x, InferenceReply)])
+        loaded = await asyncio.gather(*(asyncio.to_thread(self._load, f) for f in frames))  # S3 reads in parallel
+        shared = self._share([x for x in loaded if not isinstance(x, InferenceReply)])
         answers = iter(await self._fan_out(shared) if shared else [])
         return [x if isinstance(x, InferenceReply) else next(answers) for x in loaded]
 

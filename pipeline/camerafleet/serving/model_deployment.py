@@ -1,11 +1,12 @@
 """One Serve deployment per model: dynamic batching (`BatchQueue`), inference in a worker thread so the
 replica keeps gathering the next batch while one runs.
 
-Frames arrive from the ingress as `SharedFrame`s: decoded once (at the smallest DCT scale that still
-covers every model) into Ray's object store and read here without a copy, with the frame's original
+Frames arrive from the ingress as `SharedFrame`s: the JPEG fetched once, in Ray's object store, with the frame's
 size (results are in its pixels) and a deadline (capture time + maxFrameAgeMs) checked when their batch starts: a frame
 past it is skipped and answered None (stale), so an overloaded fleet drops old frames instead of
-queueing them, and a processed frame's latency stays under its deadline plus one batch."""
+queueing them, and a processed frame's latency stays under its deadline plus one batch. Each replica decodes the
+JPEG at the smallest DCT scale that still covers its model's input (why here and not in the ingress: `ingress.py`);
+a JPEG whose body is corrupt is answered `FrameFailure`, not a failed batch."""
 
 from __future__ import annotations
 
@@ -24,23 +25,46 @@ from ray import serve
 from camerafleet import actor_metrics as metrics
 from camerafleet.api.manifest import BucketSpec, ModelSpec
 from camerafleet.api.messages import past
+from camerafleet.api.outcomes import Reason
+from camerafleet.imaging import ImageError, decode_jpeg
+from camerafleet.models.base import FrameSize
+from camerafleet.profiling import stage
 
 log = logging.getLogger("camerafleet.serving")
 
-ModelResult = dict[str, Any] | None
+
+@dataclass(frozen=True)
+class FrameFailure:
+    """Why a model could not run on one frame (its JPEG would not decode): the frame fails, the batch goes on."""
+
+    reason: Reason
+    message: str
+
+
+ModelResult = dict[str, Any] | FrameFailure | None
 """One frame's result of one model (detections, health, ...); None when the frame was past its deadline."""
 
 
 @dataclass(frozen=True)
 class SharedFrame:
-    """A decoded frame put in the object store once and sent to every model by reference: image `index`
-    of the list of images `ref` holds (the ingress shares a request's frames in a few objects)."""
+    """A frame's JPEG put in the object store once and sent to every model by reference: JPEG `index` of the
+    list `ref` holds (the ingress shares a request's frames in a few objects)."""
 
     ref: ray.ObjectRef  # inside a dataclass, so Ray passes the reference instead of resolving it in transit
     index: int
     deadline_ms: int
     width: int  # the frame's size as the camera took it; the decoded image may be smaller (a DCT-scaled decode)
     height: int
+
+
+def decode_frame(jpeg: bytes, frame: SharedFrame, cover: FrameSize | None) -> np.ndarray | FrameFailure:
+    """The frame's image at the smallest DCT scale that still covers `cover` (None: full size), or why it would not
+    decode; the frame's announced size is checked again, as the JPEG's header could have changed in the bucket."""
+    try:
+        with stage("decode"):
+            return decode_jpeg(jpeg, expected_size=(frame.width, frame.height), cover=cover)
+    except ImageError as err:
+        return FrameFailure(err.reason, str(err))
 
 
 @dataclass
@@ -155,19 +179,29 @@ class ModelDeployment:
             answers = self._infer(batch)
             batch_ms = round((time.perf_counter() - started) * 1000, 1)
             for r in answers:
-                if r is not None:
+                if isinstance(r, dict):
                     r.update(batchSize=len(batch), batchMs=batch_ms)
                 results.append(r)
         return results
 
     def _infer(self, items: list[SharedFrame]) -> list[ModelResult]:
-        """Run the model on the frames still within their deadline; None for the others."""
+        """Run the model on the frames still within their deadline that decode; None for the others, or why not."""
         now_ms = time.time() * 1000
         live = [i for i, x in enumerate(items) if not past(x.deadline_ms, now_ms)]
         results: list[ModelResult] = [None] * len(items)
         refs = list(dict.fromkeys(items[i].ref for i in live))  # each shared piece fetched once
         pieces = dict(zip(refs, ray.get(refs), strict=True))
-        images = [pieces[items[i].ref][items[i].index] for i in live]
-        for i, result in zip(live, self.model.infer(images, [(items[i].width, items[i].height) for i in live]), strict=True):
+        decoded, images = [], []
+        for i in live:
+            frame = items[i]
+            image = decode_frame(pieces[frame.ref][frame.index], frame, self.model.min_frame_size(frame.width, frame.height))
+            if isinstance(image, FrameFailure):
+                results[i] = image
+            else:
+                decoded.append(i)
+                images.append(image)
+        if not decoded:
+            return results
+        for i, result in zip(decoded, self.model.infer(images, [(items[i].width, items[i].height) for i in decoded]), strict=True):
             results[i] = result
         return results
