@@ -70,7 +70,7 @@ class Variant:
 
 VARIANTS = (
     Variant("before", "full decode with cv2, old preprocess, onnxruntime FP32 (the path before this work)", "cv2-full", True),
-    Variant("decode+preprocess", "decode at the scale covering every model (simplejpeg), fused preprocess, onnxruntime FP32"),
+    Variant("decode+preprocess", "each model decodes at the scale covering its input (simplejpeg), fused preprocess, onnxruntime FP32"),
     Variant("openvino-fp32", "as decode+preprocess, detectors on OpenVINO in FP32", runtime={"engine": "openvino"}),
     Variant("openvino-bf16", "as decode+preprocess, detectors on OpenVINO in BF16", runtime={"engine": "openvino", "precision": "bf16"}),
     Variant("onnxruntime-int8", "as decode+preprocess, detectors INT8 (QDQ) on onnxruntime", int8=True),

@@ -62,7 +62,7 @@ def load_frame(frame: Any, bucket: Any, max_age_ms: int) -> tuple[FrameMessage, 
     try:
         with stage("bucket get"):
             data = bucket.get(msg.uri)
-            check_jpeg(data, expected_size=(msg.width, msg.height))
+        check_jpeg(data, expected_size=(msg.width, msg.height))
         return msg, data
     except (BucketError, ImageError) as err:
         return InferenceReply.ended(err.reason, str(err))

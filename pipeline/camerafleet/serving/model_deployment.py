@@ -42,7 +42,8 @@ class FrameFailure:
 
 
 ModelResult = dict[str, Any] | FrameFailure | None
-"""One frame's result of one model (detections, health, ...); None when the frame was past its deadline."""
+"""One frame's result of one model (detections, health, ...); None when the frame was past its deadline, a
+`FrameFailure` when its JPEG would not decode."""
 
 
 @dataclass(frozen=True)
