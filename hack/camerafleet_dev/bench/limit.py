@@ -165,9 +165,11 @@ def _run_worker(
             raise ValueError("cv2 could not decode a JPEG of the clips")
         return image
 
+    legacy = variant is not None and variant.decode == "cv2-full"
+
     def decoded(jpeg: bytes) -> list[np.ndarray]:
         """The frame for each model, with the decode's CPU time counted."""
-        if variant is not None and variant.decode == "cv2-full":
+        if legacy:
             return [timed("decode", decode_legacy, jpeg)] * len(models)
         return [timed("decode", decode, jpeg, model) for model in models]
 
@@ -176,7 +178,7 @@ def _run_worker(
     detector = next((i for i, m in enumerate(spec.models) if m.type == "face"), None)
     for index, jpeg in accuracy_jpegs:
         if detector is not None:
-            image = decode_legacy(jpeg) if variant is not None and variant.decode == "cv2-full" else decode(jpeg, models[detector])
+            image = decode_legacy(jpeg) if legacy else decode(jpeg, models[detector])
             [result] = models[detector].infer([image], [jpeg_dimensions(jpeg)])
             detections[index] = [d["box"] for d in result["detections"]]
 

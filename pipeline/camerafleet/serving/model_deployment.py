@@ -60,7 +60,7 @@ class SharedFrame:
 
 def decode_frame(jpeg: bytes, frame: SharedFrame, cover: FrameSize | None) -> np.ndarray | FrameFailure:
     """The frame's image at the smallest DCT scale that still covers `cover` (None: full size), or why it would not
-    decode; the frame's announced size is checked again, as the JPEG's header could have changed in the bucket."""
+    decode (the ingress read only the header: a corrupt body shows here)."""
     try:
         with stage("decode"):
             return decode_jpeg(jpeg, expected_size=(frame.width, frame.height), cover=cover)
