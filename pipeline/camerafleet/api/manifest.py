@@ -10,7 +10,6 @@ name the field and the values.
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 from enum import StrEnum
 from pathlib import Path
@@ -615,17 +614,19 @@ class ModelSpec(Strict):
     @classmethod
     def _fill_params(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("type"), str):
-            field = PARAMS_FIELD.get(data["type"])
-            if field and data.get(field) is None and data.get(to_snake(field)) is None:
-                data = {**data, field: {}}
+            attr = PARAMS_ATTR.get(data["type"])
+            if attr and data.get(attr) is None and data.get(key := _params_key(attr)) is None:
+                data = {**data, key: {}}
         return data
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
-        own = PARAMS_FIELD[self.type]
-        for model_type, field in PARAMS_FIELD.items():
-            if field != own and getattr(self, to_snake(field)) is not None:
-                raise ValueError(f"model {self.name!r} is of type {self.type!r} but sets `{field}`, which belongs to type {model_type!r}")
+        own = PARAMS_ATTR[self.type]
+        for model_type, attr in PARAMS_ATTR.items():
+            if attr != own and getattr(self, attr) is not None:
+                raise ValueError(
+                    f"model {self.name!r} is of type {self.type!r} but sets `{_params_key(attr)}`, which belongs to type {model_type!r}"
+                )
         if self.type != "camera-health" and not self.model_uri:
             raise ValueError(f"model {self.name!r} of type {self.type!r} needs `modelUri` (a local path or s3://bucket/key)")
         if self.runtime.engine == "openvino" and self.resources.gpus > 0:
@@ -637,14 +638,16 @@ class ModelSpec(Strict):
 
     @property
     def params(self) -> FaceParams | YoloParams | CameraHealthParams:
-        return getattr(self, to_snake(PARAMS_FIELD[self.type]))
+        """The parameters of this model's type (read for every frame a replica decodes)."""
+        return getattr(self, PARAMS_ATTR[self.type])
 
 
-PARAMS_FIELD: dict[str, str] = {"face": "face", "yolo": "yolo", "camera-health": "cameraHealth"}
+PARAMS_ATTR: dict[str, str] = {"face": "face", "yolo": "yolo", "camera-health": "camera_health"}  # model type -> its parameters
 
 
-def to_snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+def _params_key(attr: str) -> str:
+    """The manifest key (camelCase) of a parameters attribute."""
+    return ModelSpec.model_fields[attr].alias or attr
 
 
 class ServingSpec(Strict):
