@@ -212,6 +212,11 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
         phases["saturation"] = await bench.run(
             "saturation", bench.manifest("saturation", sat_cams, SATURATION_CAMERA_FPS), p.saturation_seconds, p.warmup_seconds
         )
+        # The limit again, right after: the machine's speed drifts by minutes (the same loop measured 31.8 to 34.7
+        # frames/s in one session's runs), so efficiency divides saturation by the mean of the readings that bracket it.
+        say(f"== limit again, right after saturation, {p.limit_seconds:.0f} s ==")
+        limit_after = measure_limit(limit_spec, seconds=p.limit_seconds)
+        say(f"limit: {limit_after['fps']} frames/s (before saturation {limit['fps']})")
         # The partial loads and the overload are fractions of the measured saturation; on a machine so busy that
         # saturation processed nothing, of the limit instead (the report says which).
         measured_sat = phases["saturation"].processed_fps()
@@ -280,6 +285,7 @@ async def run_all(p: BenchProfile, out: Path, bootstrap: str, profile_dir: Path,
     return {
         "profile": p,
         "limit": limit,
+        "limit_readings_fps": [limit["fps"], limit_after["fps"]],
         "variants": variants,
         "load_reference": reference,
         "phases": phases,
