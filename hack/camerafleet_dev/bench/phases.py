@@ -285,7 +285,11 @@ class Bench:
             async with runner:
                 cpu0, prof0 = self.probe.cpu_totals(), read_profiles(self.profile_dir)
                 series = TimeSeries(
-                    self.probe, runner, baseline.APP if design == BASELINE else APP, sample_interval_s or self.sample_interval_s
+                    self.probe,
+                    runner,
+                    baseline.APP if design == BASELINE else APP,
+                    sample_interval_s or self.sample_interval_s,
+                    autoscaled=any(m.autoscaling.min_replicas < m.autoscaling.max_replicas for m in fleet.spec.models),
                 )
                 series.start()
                 t_start = time.time()
