@@ -10,7 +10,9 @@ class BenchProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="Profile name.")
-    limit_seconds: float = Field(gt=0, description="How long the no-distribution limit loop runs.")
+    limit_seconds: float = Field(
+        gt=0, description="How long each reading of the no-distribution limit loop runs (before and right after saturation)."
+    )
     warmup_seconds: float = Field(ge=0, description="Start of each pipeline phase left out of its rates and latencies.")
     saturation_seconds: float = Field(gt=0, description="Length of the saturation phase and of the old-design phase.")
     load_seconds: float = Field(gt=0, description="Length of each partial-load phase (50% and 80% of saturation).")
