@@ -97,8 +97,8 @@ def serve_replicas(app: str) -> dict[str, int]:
 
 # How often a phase whose replica counts are fixed by its manifest reads them (a replica that dies shows within
 # this long). `serve.status()` builds Serve's whole status model in this driver and in the controller: reading it
-# every 2 s cost the bench driver 15 CPU-ms a second, as much as all of the runner's own work, and the limit loop it
-# is compared with pays nothing like it (ad-hoc idle probe, 2026-12-07: driver 23.0/24.2 ms/s at 2 s, 8.7/8.0 at 60 s).
+# every 2 s cost the bench driver 15 CPU-ms a second, twice what the runner in it costs, and the limit loop it is
+# compared with pays nothing like it (ad-hoc idle probe, 2026-12-07: driver 23.0/24.2 ms/s at 2 s, 8.7/8.0 at 60 s).
 FIXED_REPLICAS_LOOK_S = 10.0
 
 

@@ -171,8 +171,8 @@ def build(results: dict[str, Any]) -> dict[str, Any]:
             (),
         ),
         (
-            "efficiency = pipeline / limit",
-            f"{headline['efficiency']}",
+            "efficiency = pipeline / limit (against the limit read before / after saturation)",
+            f"{headline['efficiency']} ({' / '.join(map(str, headline['efficiency_by_reading']))})",
             ">= 0.85",
             headline["efficiency"] is not None and headline["efficiency"] >= 0.85,
             ("saturation",),
